@@ -1,0 +1,23 @@
+//! Hourglass's domain types and the seams between stages and their backends.
+//!
+//! - [`customer`]: who an event belongs to. A customer is always derived from an API key, never from a
+//!   payload (invariant 4 of `DESIGN.md`).
+//! - [`api_key`]: the key format (recognisable prefix + checksum, so secret scanners find leaked keys),
+//!   generation, parsing and hashing. Only the hash is ever stored.
+//! - [`key_store`]: the [`KeyStore`](key_store::KeyStore) seam: keys and per-customer limits.
+//! - [`event_log`]: the [`EventLog`](event_log::EventLog) seam: where the collector appends batches and
+//!   from where later stages consume them (Kafka in distributed mode).
+//! - [`record`]: how a batch becomes an event-log record: schema version, headers, partition keys.
+//! - [`hour`]: customer-hours, the unit of aggregation and reconciliation.
+
+#![warn(missing_docs)]
+
+pub mod api_key;
+pub mod customer;
+pub mod event_log;
+pub mod hour;
+pub mod key_store;
+pub mod record;
+
+pub use api_key::{ApiKey, KeyHash, KeyId, Scope};
+pub use customer::CustomerId;
