@@ -1,0 +1,20 @@
+//! Errors while setting up Kafka clients.
+
+/// Errors while creating Kafka clients or topics.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSetupError {
+    /// librdkafka refused the configuration.
+    #[error("invalid kafka client configuration: {0}")]
+    Client(#[source] rdkafka::error::KafkaError),
+    /// An `--kafka-option` is not `KEY=VALUE`.
+    #[error("invalid kafka option {0:?}: expected KEY=VALUE")]
+    Option(String),
+    /// Topics could not be created or inspected.
+    #[error("failed to create kafka topic {topic}: {message}")]
+    Topic {
+        /// The topic's name.
+        topic: String,
+        /// What the broker said.
+        message: String,
+    },
+}

@@ -1,0 +1,21 @@
+//! Hourglass's event log on Apache Kafka.
+//!
+//! - [`config`]: brokers, topic names (the logical [`Topic`](hourglass_core::event_log::Topic) enum maps
+//!   to names here and nowhere else), producer tuning.
+//! - [`producer`]: [`KafkaEventLog`], the [`EventLog`](hourglass_core::event_log::EventLog) the collector
+//!   appends to. It is an idempotent producer with `acks=all`: an append resolves `Ok` only once every
+//!   in-sync replica has the record, which is what lets the collector ack its client.
+//! - [`context`]: librdkafka's logs at levels that mean something to an operator.
+//! - [`admin`]: creates the topics when asked to, with the configured partitions and replication.
+
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod config;
+pub mod context;
+pub mod error;
+pub mod producer;
+
+pub use config::KafkaConfig;
+pub use error::KafkaSetupError;
+pub use producer::KafkaEventLog;

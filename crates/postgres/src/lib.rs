@@ -1,0 +1,18 @@
+//! Hourglass's Postgres backend.
+//!
+//! - [`config`]: the database URL and pool settings, from flags and `HOURGLASS_DATABASE_*`.
+//! - [`migrate`]: the schema, as sqlx migrations embedded in the binary (`migrations/`); applying them
+//!   is idempotent and safe from many replicas at once (sqlx takes an advisory lock).
+//! - [`keys`]: [`PostgresKeyStore`], the [`KeyStore`](hourglass_core::key_store::KeyStore) holding API
+//!   key hashes and per-customer limits.
+//! - [`testing`]: a fresh database per test, for the real-Postgres test tier.
+
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod keys;
+pub mod migrate;
+pub mod testing;
+
+pub use config::PostgresConfig;
+pub use keys::PostgresKeyStore;
