@@ -1,0 +1,154 @@
+//! API-key authentication with a short-lived cache.
+//!
+//! The key travels in the `authorization` metadata (`Bearer hgk_…`). Its shape and checksum are checked
+//! first, so garbage never reaches the database; then its hash is looked up in the key store, and the
+//! answer (with the customer's limits) is cached for a short TTL. Unknown keys are cached too, briefly,
+//! so a client retrying with a bad key does not hammer the database.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hourglass_core::api_key::{ApiKey, KeyHash, KeyId, MalformedKey, Scope};
+use hourglass_core::customer::CustomerId;
+use hourglass_core::key_store::{CustomerLimits, KeyStore, KeyStoreError};
+use parking_lot::Mutex;
+use tokio::time::Instant;
+use tonic::metadata::MetadataMap;
+
+use crate::config::KeyCacheConfig;
+
+/// Who is calling: the customer behind a valid key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    /// The key's public id, for logs.
+    pub key_id: KeyId,
+    /// The key's hash, to re-check the key during a long stream.
+    pub key_hash: KeyHash,
+    /// The customer.
+    pub customer_id: CustomerId,
+    /// The customer's own limits.
+    pub limits: CustomerLimits,
+}
+
+/// Why a call is not allowed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No `authorization` metadata.
+    #[error("missing API key: send it in the `authorization` metadata as `Bearer hgk_...`")]
+    Missing,
+    /// The metadata is not a well-formed key.
+    #[error("{0}")]
+    Malformed(#[from] MalformedKey),
+    /// No such key.
+    #[error("unknown API key")]
+    Unknown,
+    /// The key was revoked.
+    #[error("API key {0} was revoked")]
+    Revoked(KeyId),
+    /// The key is valid for something else.
+    #[error("API key {key_id} has scope {granted}; this call needs scope {required}")]
+    WrongScope {
+        /// The key.
+        key_id: KeyId,
+        /// Its scope.
+        granted: Scope,
+        /// The scope the call needs.
+        required: Scope,
+    },
+    /// The key store could not be asked.
+    #[error("cannot check API keys right now: {0}")]
+    Unavailable(#[from] KeyStoreError),
+}
+
+impl From<AuthError> for tonic::Status {
+    fn from(error: AuthError) -> Self {
+        match error {
+            AuthError::Missing | AuthError::Malformed(_) | AuthError::Unknown | AuthError::Revoked(_) => {
+                tonic::Status::unauthenticated(error.to_string())
+            }
+            AuthError::WrongScope { .. } => tonic::Status::permission_denied(error.to_string()),
+            AuthError::Unavailable(_) => tonic::Status::unavailable(error.to_string()),
+        }
+    }
+}
+
+#[derive(Clone)]
+enum CachedLookup {
+    Found { principal: Arc<Principal>, scope: Scope, revoked: bool },
+    Unknown,
+}
+
+struct CacheEntry {
+    lookup: CachedLookup,
+    expires_at: Instant,
+}
+
+/// Authenticates calls against a [`KeyStore`], caching answers.
+pub struct Authenticator<K> {
+    key_store: Arc<K>,
+    config: KeyCacheConfig,
+    cache: Mutex<HashMap<KeyHash, CacheEntry>>,
+}
+
+impl<K: KeyStore> Authenticator<K> {
+    /// An authenticator with an empty cache.
+    pub fn new(key_store: Arc<K>, config: KeyCacheConfig) -> Self {
+        Self { key_store, config, cache: Mutex::new(HashMap::new()) }
+    }
+
+    /// The principal behind the call's `authorization` metadata, if its key has `required` scope.
+    pub async fn authenticate(&self, metadata: &MetadataMap, required: Scope) -> Result<Arc<Principal>, AuthError> {
+        let value = metadata.get("authorization").ok_or(AuthError::Missing)?;
+        let text = value.to_str().map_err(|_| AuthError::Malformed(MalformedKey::Shape))?;
+        let token = text.strip_prefix("Bearer ").or_else(|| text.strip_prefix("bearer ")).unwrap_or(text).trim();
+        let key = ApiKey::parse(token)?;
+        self.authorize(key.hash(), required).await
+    }
+
+    /// Re-checks a key already seen, from the cache while it is fresh: a long stream notices a revoked
+    /// key within the cache TTL.
+    pub async fn authorize(&self, key_hash: KeyHash, required: Scope) -> Result<Arc<Principal>, AuthError> {
+        let lookup = match self.cached(key_hash) {
+            Some(lookup) => lookup,
+            None => self.refresh(key_hash).await?,
+        };
+        match lookup {
+            CachedLookup::Unknown => Err(AuthError::Unknown),
+            CachedLookup::Found { principal, revoked: true, .. } => Err(AuthError::Revoked(principal.key_id.clone())),
+            CachedLookup::Found { principal, scope, .. } if scope != required => {
+                Err(AuthError::WrongScope { key_id: principal.key_id.clone(), granted: scope, required })
+            }
+            CachedLookup::Found { principal, .. } => Ok(principal),
+        }
+    }
+
+    fn cached(&self, key_hash: KeyHash) -> Option<CachedLookup> {
+        let cache = self.cache.lock();
+        cache.get(&key_hash).filter(|entry| entry.expires_at > Instant::now()).map(|entry| entry.lookup.clone())
+    }
+
+    async fn refresh(&self, key_hash: KeyHash) -> Result<CachedLookup, AuthError> {
+        let (lookup, ttl) = match self.key_store.find_key(key_hash).await? {
+            None => (CachedLookup::Unknown, Duration::from_secs(self.config.negative_ttl_secs)),
+            Some(grant) => {
+                let limits = self.key_store.customer_limits(&grant.customer_id).await?;
+                let principal = Principal { key_id: grant.key_id, key_hash, customer_id: grant.customer_id, limits };
+                (
+                    CachedLookup::Found { principal: Arc::new(principal), scope: grant.scope, revoked: grant.revoked },
+                    Duration::from_secs(self.config.ttl_secs),
+                )
+            }
+        };
+        let now = Instant::now();
+        let mut cache = self.cache.lock();
+        if cache.len() >= self.config.max_entries {
+            cache.retain(|_, entry| entry.expires_at > now);
+            if cache.len() >= self.config.max_entries {
+                cache.clear();
+            }
+        }
+        cache.insert(key_hash, CacheEntry { lookup: lookup.clone(), expires_at: now + ttl });
+        Ok(lookup)
+    }
+}

@@ -1,0 +1,272 @@
+//! The gRPC `IngestService`: three ways to send batches, one way to process them
+//! ([`Collector::begin_batch`]).
+//!
+//! Streams are driven by [`drive_stream`]: it reads a batch only while fewer than
+//! `--max-in-flight-batches` are unacknowledged, so a fast client is slowed by HTTP/2 flow control
+//! rather than by the collector's memory growing. Acks are sent as batches complete, possibly out of
+//! order. On shutdown a stream stops reading, acks what it holds, and ends with UNAVAILABLE so the client
+//! reconnects (to another replica) and resends what was not acked.
+
+use std::pin::pin;
+use std::sync::Arc;
+
+use futures::future::FutureExt;
+use futures::stream::{FuturesUnordered, StreamExt};
+use hourglass_core::api_key::Scope;
+use hourglass_core::event_log::EventLog;
+use hourglass_core::key_store::KeyStore;
+use hourglass_proto::v1::ingest_service_server::IngestService;
+use hourglass_proto::v1::{
+    BatchAck, BatchStatus, Event, IngestBatchRequest, IngestBatchResponse, IngestRequest, IngestResponse,
+    IngestStreamRequest, IngestStreamResponse,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, Request, Response, Status, Streaming};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::auth::{AuthError, Principal};
+use crate::batch::{Collector, ThrottlePolicy};
+use crate::telemetry;
+
+/// Most problem batches listed in a client stream's summary.
+const MAX_PROBLEM_BATCHES: usize = 1000;
+
+/// The `IngestService` implementation.
+pub struct IngestServiceImpl<K, L> {
+    collector: Arc<Collector<K, L>>,
+    drain: CancellationToken,
+}
+
+impl<K: KeyStore, L: EventLog> IngestServiceImpl<K, L> {
+    /// A service over `collector`; cancelling `drain` makes open streams finish and close.
+    pub fn new(collector: Arc<Collector<K, L>>, drain: CancellationToken) -> Self {
+        Self { collector, drain }
+    }
+
+    async fn authenticate<T>(&self, request: &Request<T>) -> Result<Arc<Principal>, Status> {
+        self.collector.authenticator.authenticate(request.metadata(), Scope::Ingest).await.map_err(|error| {
+            let status = Status::from(error);
+            metrics::counter!(telemetry::AUTH_FAILURES_TOTAL, "code" => code_label(status.code())).increment(1);
+            status
+        })
+    }
+}
+
+fn code_label(code: Code) -> &'static str {
+    match code {
+        Code::Unauthenticated => "unauthenticated",
+        Code::PermissionDenied => "permission_denied",
+        Code::Unavailable => "unavailable",
+        _ => "other",
+    }
+}
+
+#[tonic::async_trait]
+impl<K: KeyStore, L: EventLog> IngestService for IngestServiceImpl<K, L> {
+    async fn ingest(&self, request: Request<Streaming<IngestRequest>>) -> Result<Response<IngestResponse>, Status> {
+        let principal = self.authenticate(&request).await?;
+        let inbound =
+            request.into_inner().enumerate().map(|(index, message)| message.map(|batch| (index as u64, batch.events)));
+        let (ack_tx, mut ack_rx) = mpsc::channel(self.collector.config.server.max_in_flight_batches);
+        let policy =
+            ThrottlePolicy::WaitUpTo(std::time::Duration::from_millis(self.collector.config.quota.max_wait_ms));
+        let driver = tokio::spawn(drive_stream(
+            Arc::clone(&self.collector),
+            principal,
+            inbound,
+            policy,
+            ack_tx,
+            |sent: BatchSent| sent,
+            self.drain.clone(),
+        ));
+
+        let mut summary = IngestResponse::default();
+        let mut end_status = None;
+        while let Some(item) = ack_rx.recv().await {
+            match item {
+                Ok(sent) => add_to_summary(&mut summary, sent),
+                Err(status) => end_status = Some(status),
+            }
+        }
+        let _ = driver.await;
+        summary.problem_batches.sort_by_key(|ack| ack.sequence);
+        match end_status {
+            // The stream failed after some batches were acked: the summary of what was accepted would be
+            // lost with an error status, so it goes in the error's message.
+            Some(status) => Err(Status::new(
+                status.code(),
+                format!(
+                    "{} (before that: {} events accepted, {} rejected, {} throttled)",
+                    status.message(),
+                    summary.accepted_events,
+                    summary.rejected_events,
+                    summary.throttled_events
+                ),
+            )),
+            None => Ok(Response::new(summary)),
+        }
+    }
+
+    type IngestStreamStream = ReceiverStream<Result<IngestStreamResponse, Status>>;
+
+    async fn ingest_stream(
+        &self,
+        request: Request<Streaming<IngestStreamRequest>>,
+    ) -> Result<Response<Self::IngestStreamStream>, Status> {
+        let principal = self.authenticate(&request).await?;
+        let inbound = request.into_inner().map(|message| message.map(|batch| (batch.sequence, batch.events)));
+        let (response_tx, response_rx) = mpsc::channel(self.collector.config.server.max_in_flight_batches);
+        tokio::spawn(drive_stream(
+            Arc::clone(&self.collector),
+            principal,
+            inbound,
+            ThrottlePolicy::Reject,
+            response_tx,
+            |sent: BatchSent| IngestStreamResponse { ack: Some(sent.ack) },
+            self.drain.clone(),
+        ));
+        Ok(Response::new(ReceiverStream::new(response_rx)))
+    }
+
+    async fn ingest_batch(
+        &self,
+        request: Request<IngestBatchRequest>,
+    ) -> Result<Response<IngestBatchResponse>, Status> {
+        let principal = self.authenticate(&request).await?;
+        let events = request.into_inner().events;
+        let ack = self.collector.begin_batch(&principal, 0, events, ThrottlePolicy::Reject).await.await;
+        match BatchStatus::try_from(ack.status) {
+            Ok(BatchStatus::Accepted) => Ok(Response::new(IngestBatchResponse { ack: Some(ack) })),
+            Ok(BatchStatus::Throttled) => Err(Status::with_error_details(
+                Code::ResourceExhausted,
+                format!("over the events-per-second quota: retry after {} ms", ack.retry_after_ms),
+                ErrorDetails::with_retry_info(Some(std::time::Duration::from_millis(ack.retry_after_ms.into()))),
+            )),
+            Ok(BatchStatus::Invalid) => Err(Status::invalid_argument(ack.error_message)),
+            Ok(BatchStatus::Unavailable) => Err(Status::with_error_details(
+                Code::Unavailable,
+                ack.error_message,
+                ErrorDetails::with_retry_info(Some(std::time::Duration::from_millis(ack.retry_after_ms.into()))),
+            )),
+            Ok(BatchStatus::Unspecified) | Err(_) => Err(Status::internal("batch ended without a status")),
+        }
+    }
+}
+
+fn add_to_summary(summary: &mut IngestResponse, sent: BatchSent) {
+    let BatchSent { events, ack } = sent;
+    summary.batches += 1;
+    summary.accepted_events += u64::from(ack.accepted_count);
+    match BatchStatus::try_from(ack.status) {
+        Ok(BatchStatus::Accepted) => summary.rejected_events += ack.rejections.len() as u64,
+        Ok(BatchStatus::Throttled) => summary.throttled_events += events as u64,
+        Ok(BatchStatus::Invalid) => summary.rejected_events += events as u64,
+        Ok(BatchStatus::Unavailable | BatchStatus::Unspecified) | Err(_) => summary.unavailable_events += events as u64,
+    }
+    let is_problem = ack.status != BatchStatus::Accepted as i32 || !ack.rejections.is_empty();
+    if is_problem {
+        if summary.problem_batches.len() < MAX_PROBLEM_BATCHES {
+            summary.problem_batches.push(ack);
+        } else {
+            summary.problem_batches_truncated = true;
+        }
+    }
+}
+
+/// A batch's ack with the number of events the batch had (which an ack of a refused batch cannot tell).
+pub(crate) struct BatchSent {
+    events: usize,
+    ack: BatchAck,
+}
+
+/// Reads batches from `inbound`, keeps up to `max_in_flight_batches` of them publishing, and sends each
+/// ack, shaped by `to_message`, (or the stream's final error) to `ack_tx`.
+pub(crate) async fn drive_stream<K, L, S, T>(
+    collector: Arc<Collector<K, L>>,
+    principal: Arc<Principal>,
+    inbound: S,
+    policy: ThrottlePolicy,
+    ack_tx: mpsc::Sender<Result<T, Status>>,
+    to_message: fn(BatchSent) -> T,
+    drain: CancellationToken,
+) where
+    K: KeyStore,
+    L: EventLog,
+    S: futures::Stream<Item = Result<(u64, Vec<Event>), Status>> + Send,
+{
+    metrics::gauge!(telemetry::ACTIVE_STREAMS).increment(1.0);
+    let server_config = &collector.config.server;
+    let max_in_flight = server_config.max_in_flight_batches.max(1);
+    let idle_timeout = server_config.idle_stream_timeout();
+    let mut inbound = pin!(inbound);
+    let mut in_flight = FuturesUnordered::new();
+    let mut reading = true;
+    let mut end_status: Option<Status> = None;
+    let idle = tokio::time::sleep(idle_timeout);
+    let mut idle = pin!(idle);
+
+    loop {
+        tokio::select! {
+            biased;
+            Some(sent) = in_flight.next(), if !in_flight.is_empty() => {
+                if ack_tx.send(Ok(to_message(sent))).await.is_err() {
+                    break; // the client went away; its unacked batches are its to resend
+                }
+                idle.as_mut().reset(tokio::time::Instant::now() + idle_timeout);
+            }
+            () = drain.cancelled(), if reading => {
+                reading = false;
+                end_status = Some(Status::unavailable("collector is shutting down: reconnect and resend unacknowledged batches"));
+            }
+            () = &mut idle, if reading && in_flight.is_empty() => {
+                reading = false;
+                end_status = Some(Status::deadline_exceeded(format!(
+                    "no batch for {} s (--idle-stream-timeout-secs)", idle_timeout.as_secs()
+                )));
+            }
+            message = inbound.next(), if reading && in_flight.len() < max_in_flight => {
+                idle.as_mut().reset(tokio::time::Instant::now() + idle_timeout);
+                match message {
+                    None => reading = false,
+                    Some(Err(status)) => {
+                        reading = false;
+                        end_status = Some(status);
+                    }
+                    Some(Ok((sequence, events))) => {
+                        let batch_events = events.len();
+                        // A long stream re-checks its key (from the cache) so a revocation takes effect.
+                        match collector.authenticator.authorize(principal.key_hash, Scope::Ingest).await {
+                            Ok(_) => {
+                                let ack = collector.begin_batch(&principal, sequence, events, policy).await;
+                                in_flight.push(ack.map(move |ack| BatchSent { events: batch_events, ack }).boxed());
+                            }
+                            Err(error @ (AuthError::Revoked(_) | AuthError::Unknown | AuthError::WrongScope { .. })) => {
+                                reading = false;
+                                end_status = Some(error.into());
+                            }
+                            Err(error) => {
+                                // The key store is unreachable and the cache expired: the batch is not
+                                // acked, the stream goes on.
+                                let ack = BatchAck {
+                                    sequence,
+                                    status: BatchStatus::Unavailable.into(),
+                                    retry_after_ms: 1000,
+                                    error_message: error.to_string(),
+                                    ..Default::default()
+                                };
+                                in_flight.push(futures::future::ready(BatchSent { events: batch_events, ack }).boxed());
+                            }
+                        }
+                    }
+                }
+            }
+            else => break,
+        }
+    }
+    if let Some(status) = end_status {
+        let _ = ack_tx.send(Err(status)).await;
+    }
+    metrics::gauge!(telemetry::ACTIVE_STREAMS).decrement(1.0);
+}

@@ -1,0 +1,29 @@
+//! The collector's metric names, all in one place. Emitted per batch, never per event; labels are bounded
+//! enums (no customer ids: a billion-event platform has too many customers for a label).
+
+/// Events by outcome: `outcome` = accepted | rejected | throttled | unavailable.
+pub const EVENTS_TOTAL: &str = "hourglass_collector_events_total";
+/// Rejected events by `reason` (the proto's RejectionReason names).
+pub const REJECTED_EVENTS_TOTAL: &str = "hourglass_collector_rejected_events_total";
+/// Batches by ack `status` = accepted | throttled | invalid | unavailable.
+pub const BATCHES_TOTAL: &str = "hourglass_collector_batches_total";
+/// Seconds from receiving a batch to Kafka's acknowledgement of it.
+pub const PUBLISH_SECONDS: &str = "hourglass_collector_publish_seconds";
+/// Streaming calls in progress.
+pub const ACTIVE_STREAMS: &str = "hourglass_collector_active_streams";
+/// Outcome-only records (throttled or fully rejected batches) that could not be published: the ledger
+/// undercounts those batches' received events. Non-zero means Kafka was failing.
+pub const OUTCOME_RECORDS_LOST_TOTAL: &str = "hourglass_collector_outcome_records_lost_total";
+/// Calls refused by authentication, by gRPC `code`.
+pub const AUTH_FAILURES_TOTAL: &str = "hourglass_collector_auth_failures_total";
+
+/// Registers descriptions with whatever recorder is installed.
+pub fn describe() {
+    metrics::describe_counter!(EVENTS_TOTAL, "Events seen by the collector, by outcome");
+    metrics::describe_counter!(REJECTED_EVENTS_TOTAL, "Events rejected by validation, by reason");
+    metrics::describe_counter!(BATCHES_TOTAL, "Batches acknowledged, by status");
+    metrics::describe_histogram!(PUBLISH_SECONDS, metrics::Unit::Seconds, "Batch receipt to Kafka acknowledgement");
+    metrics::describe_gauge!(ACTIVE_STREAMS, "Streaming ingest calls in progress");
+    metrics::describe_counter!(OUTCOME_RECORDS_LOST_TOTAL, "Outcome-only records that could not be published");
+    metrics::describe_counter!(AUTH_FAILURES_TOTAL, "Calls refused by authentication, by gRPC code");
+}

@@ -1,0 +1,365 @@
+//! Validation of events and batches. Pure functions, no IO: a batch is checked in place, and each
+//! invalid event gets a rejection with a reason code and a message naming the limit.
+
+use hourglass_core::hour;
+use hourglass_proto::v1::{Event, RejectionReason, property_value};
+
+/// Limits on batches and events. Every limit is configurable; the defaults are documented in the
+/// proto contract too.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ValidationLimits {
+    /// Most events in one batch; a larger batch is refused whole (INVALID_ARGUMENT / BATCH_STATUS_INVALID).
+    #[arg(long = "max-batch-events", env = "HOURGLASS_MAX_BATCH_EVENTS", default_value_t = 1000)]
+    pub max_batch_events: usize,
+
+    /// Most bytes in one encoded batch; a larger batch is refused whole. Keep it below Kafka's
+    /// `message.max.bytes` (1 MB by default).
+    #[arg(long = "max-batch-bytes", env = "HOURGLASS_MAX_BATCH_BYTES", default_value_t = 512 * 1024)]
+    pub max_batch_bytes: usize,
+
+    /// Longest `event_id`, in bytes.
+    #[arg(long = "max-event-id-bytes", env = "HOURGLASS_MAX_EVENT_ID_BYTES", default_value_t = 128)]
+    pub max_event_id_bytes: usize,
+
+    /// Longest `event_type`, in bytes.
+    #[arg(long = "max-event-type-bytes", env = "HOURGLASS_MAX_EVENT_TYPE_BYTES", default_value_t = 128)]
+    pub max_event_type_bytes: usize,
+
+    /// Longest `user_id`, in bytes.
+    #[arg(long = "max-user-id-bytes", env = "HOURGLASS_MAX_USER_ID_BYTES", default_value_t = 256)]
+    pub max_user_id_bytes: usize,
+
+    /// Most properties on one event.
+    #[arg(long = "max-properties", env = "HOURGLASS_MAX_PROPERTIES", default_value_t = 64)]
+    pub max_properties: usize,
+
+    /// Longest property name, in bytes.
+    #[arg(long = "max-property-name-bytes", env = "HOURGLASS_MAX_PROPERTY_NAME_BYTES", default_value_t = 128)]
+    pub max_property_name_bytes: usize,
+
+    /// Longest string property value, in bytes.
+    #[arg(long = "max-property-value-bytes", env = "HOURGLASS_MAX_PROPERTY_VALUE_BYTES", default_value_t = 1024)]
+    pub max_property_value_bytes: usize,
+
+    /// How far in the future `occurred_at` may be (client clock skew), in seconds.
+    #[arg(long = "max-future-skew-secs", env = "HOURGLASS_MAX_FUTURE_SKEW_SECS", default_value_t = 900)]
+    pub max_future_skew_secs: i64,
+
+    /// Raw-data retention, in days: events older than this are rejected, since their raw rows would
+    /// expire before they could be (re)aggregated.
+    #[arg(long = "raw-retention-days", env = "HOURGLASS_RAW_RETENTION_DAYS", default_value_t = 30)]
+    pub raw_retention_days: i64,
+}
+
+/// Why a batch is refused whole.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BatchLimitError {
+    /// Too many events.
+    #[error("batch has {events} events; the limit is {limit} (--max-batch-events): split it")]
+    TooManyEvents {
+        /// Events in the batch.
+        events: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Too many bytes.
+    #[error("batch is {bytes} bytes encoded; the limit is {limit} (--max-batch-bytes): split it")]
+    TooManyBytes {
+        /// Encoded size of the batch's events.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// Why one event is rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The machine-readable reason.
+    pub reason: RejectionReason,
+    /// A message naming the limit.
+    pub message: String,
+}
+
+impl Rejection {
+    fn new(reason: RejectionReason, message: String) -> Self {
+        Self { reason, message }
+    }
+}
+
+/// What validation needs to know about the moment a batch arrived.
+#[derive(Clone, Copy, Debug)]
+pub struct ValidationClock {
+    /// Seconds since the Unix epoch when the batch was received.
+    pub received_at_unix_secs: i64,
+}
+
+impl ValidationLimits {
+    /// Checks the batch-wide limits. `encoded_bytes` is the encoded size of the batch's events.
+    pub fn check_batch(&self, events: usize, encoded_bytes: usize) -> Result<(), BatchLimitError> {
+        if events > self.max_batch_events {
+            return Err(BatchLimitError::TooManyEvents { events, limit: self.max_batch_events });
+        }
+        if encoded_bytes > self.max_batch_bytes {
+            return Err(BatchLimitError::TooManyBytes { bytes: encoded_bytes, limit: self.max_batch_bytes });
+        }
+        Ok(())
+    }
+
+    /// Validates one event; `Ok` carries the start of the hour it belongs to.
+    pub fn check_event(&self, event: &Event, clock: ValidationClock) -> Result<i64, Rejection> {
+        use RejectionReason as Reason;
+        if event.event_id.is_empty() {
+            return Err(Rejection::new(Reason::EventIdEmpty, "event_id is empty".into()));
+        }
+        if event.event_id.len() > self.max_event_id_bytes {
+            return Err(Rejection::new(
+                Reason::EventIdTooLong,
+                too_long("event_id", event.event_id.len(), self.max_event_id_bytes, "--max-event-id-bytes"),
+            ));
+        }
+        if event.event_type.is_empty() {
+            return Err(Rejection::new(Reason::EventTypeEmpty, "event_type is empty".into()));
+        }
+        if event.event_type.len() > self.max_event_type_bytes {
+            return Err(Rejection::new(
+                Reason::EventTypeTooLong,
+                too_long("event_type", event.event_type.len(), self.max_event_type_bytes, "--max-event-type-bytes"),
+            ));
+        }
+        let occurred_at_secs = self.check_occurred_at(event, clock)?;
+        if let Some(user_id) = &event.user_id
+            && user_id.len() > self.max_user_id_bytes
+        {
+            return Err(Rejection::new(
+                Reason::UserIdTooLong,
+                too_long("user_id", user_id.len(), self.max_user_id_bytes, "--max-user-id-bytes"),
+            ));
+        }
+        self.check_properties(event)?;
+        Ok(hour::hour_start(occurred_at_secs))
+    }
+
+    fn check_occurred_at(&self, event: &Event, clock: ValidationClock) -> Result<i64, Rejection> {
+        use RejectionReason as Reason;
+        let Some(occurred_at) = &event.occurred_at else {
+            return Err(Rejection::new(Reason::OccurredAtInvalid, "occurred_at is missing".into()));
+        };
+        if !(0..1_000_000_000).contains(&occurred_at.nanos) {
+            return Err(Rejection::new(
+                Reason::OccurredAtInvalid,
+                format!("occurred_at has {} nanoseconds; expected 0 to 999999999", occurred_at.nanos),
+            ));
+        }
+        let latest_allowed = clock.received_at_unix_secs.saturating_add(self.max_future_skew_secs);
+        if occurred_at.seconds > latest_allowed {
+            return Err(Rejection::new(
+                Reason::OccurredAtInFuture,
+                format!(
+                    "occurred_at is {} s in the future; the limit is {} s (--max-future-skew-secs)",
+                    occurred_at.seconds - clock.received_at_unix_secs,
+                    self.max_future_skew_secs
+                ),
+            ));
+        }
+        let earliest_allowed =
+            clock.received_at_unix_secs.saturating_sub(self.raw_retention_days.saturating_mul(86_400));
+        if occurred_at.seconds < earliest_allowed {
+            return Err(Rejection::new(
+                Reason::OccurredAtTooOld,
+                format!(
+                    "occurred_at is older than raw-data retention of {} days (--raw-retention-days)",
+                    self.raw_retention_days
+                ),
+            ));
+        }
+        Ok(occurred_at.seconds)
+    }
+
+    fn check_properties(&self, event: &Event) -> Result<(), Rejection> {
+        use RejectionReason as Reason;
+        if event.properties.len() > self.max_properties {
+            return Err(Rejection::new(
+                Reason::TooManyProperties,
+                format!(
+                    "event has {} properties; the limit is {} (--max-properties)",
+                    event.properties.len(),
+                    self.max_properties
+                ),
+            ));
+        }
+        for (name, value) in &event.properties {
+            if name.is_empty() || name.len() > self.max_property_name_bytes {
+                return Err(Rejection::new(
+                    Reason::PropertyNameInvalid,
+                    format!(
+                        "property name of {} bytes; expected 1 to {} (--max-property-name-bytes)",
+                        name.len(),
+                        self.max_property_name_bytes
+                    ),
+                ));
+            }
+            match &value.kind {
+                None => {
+                    return Err(Rejection::new(
+                        Reason::PropertyValueInvalid,
+                        format!("property {name:?} has no value"),
+                    ));
+                }
+                Some(property_value::Kind::StringValue(text)) if text.len() > self.max_property_value_bytes => {
+                    return Err(Rejection::new(
+                        Reason::PropertyValueInvalid,
+                        too_long(
+                            &format!("property {name:?}"),
+                            text.len(),
+                            self.max_property_value_bytes,
+                            "--max-property-value-bytes",
+                        ),
+                    ));
+                }
+                Some(property_value::Kind::NumberValue(number)) if !number.is_finite() => {
+                    return Err(Rejection::new(
+                        Reason::PropertyValueInvalid,
+                        format!("property {name:?} is {number}; numbers must be finite"),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+fn too_long(what: &str, length: usize, limit: usize, flag: &str) -> String {
+    format!("{what} is {length} bytes; the limit is {limit} ({flag})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hourglass_proto::prost_types::Timestamp;
+    use hourglass_proto::v1::PropertyValue;
+
+    const NOW: i64 = 1_764_000_000;
+
+    fn limits() -> ValidationLimits {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            limits: ValidationLimits,
+        }
+        Defaults::parse_from(["test"]).limits
+    }
+
+    fn clock() -> ValidationClock {
+        ValidationClock { received_at_unix_secs: NOW }
+    }
+
+    fn valid_event() -> Event {
+        Event {
+            event_id: "e1".into(),
+            event_type: "page_view".into(),
+            occurred_at: Some(Timestamp { seconds: NOW - 10, nanos: 5 }),
+            user_id: Some("u1".into()),
+            properties: [(
+                "path".to_owned(),
+                PropertyValue { kind: Some(property_value::Kind::StringValue("/".into())) },
+            )]
+            .into_iter()
+            .collect(),
+        }
+    }
+
+    fn reason_of(event: &Event) -> RejectionReason {
+        limits().check_event(event, clock()).unwrap_err().reason
+    }
+
+    #[test]
+    fn a_valid_event_lands_in_its_hour() {
+        assert_eq!(limits().check_event(&valid_event(), clock()), Ok(hour::hour_start(NOW - 10)));
+    }
+
+    #[test]
+    fn each_field_limit_has_its_reason() {
+        use RejectionReason as Reason;
+        let limits = limits();
+        let mut event = valid_event();
+        event.event_id.clear();
+        assert_eq!(reason_of(&event), Reason::EventIdEmpty);
+        event.event_id = "x".repeat(limits.max_event_id_bytes + 1);
+        assert_eq!(reason_of(&event), Reason::EventIdTooLong);
+
+        let mut event = valid_event();
+        event.event_type.clear();
+        assert_eq!(reason_of(&event), Reason::EventTypeEmpty);
+        event.event_type = "x".repeat(limits.max_event_type_bytes + 1);
+        assert_eq!(reason_of(&event), Reason::EventTypeTooLong);
+
+        let mut event = valid_event();
+        event.occurred_at = None;
+        assert_eq!(reason_of(&event), Reason::OccurredAtInvalid);
+        event.occurred_at = Some(Timestamp { seconds: NOW, nanos: -1 });
+        assert_eq!(reason_of(&event), Reason::OccurredAtInvalid);
+        event.occurred_at = Some(Timestamp { seconds: NOW + limits.max_future_skew_secs + 1, nanos: 0 });
+        assert_eq!(reason_of(&event), Reason::OccurredAtInFuture);
+        event.occurred_at = Some(Timestamp { seconds: NOW + limits.max_future_skew_secs, nanos: 0 });
+        assert!(limits.check_event(&event, clock()).is_ok(), "the skew limit itself is allowed");
+        event.occurred_at = Some(Timestamp { seconds: NOW - limits.raw_retention_days * 86_400 - 1, nanos: 0 });
+        assert_eq!(reason_of(&event), Reason::OccurredAtTooOld);
+
+        let mut event = valid_event();
+        event.user_id = Some("x".repeat(limits.max_user_id_bytes + 1));
+        assert_eq!(reason_of(&event), Reason::UserIdTooLong);
+    }
+
+    #[test]
+    fn property_limits() {
+        use RejectionReason as Reason;
+        let limits = limits();
+        let string = |text: String| PropertyValue { kind: Some(property_value::Kind::StringValue(text)) };
+
+        let mut event = valid_event();
+        event.properties = (0..=limits.max_properties).map(|index| (format!("p{index}"), string("v".into()))).collect();
+        assert_eq!(reason_of(&event), Reason::TooManyProperties);
+
+        let mut event = valid_event();
+        event.properties.insert(String::new(), string("v".into()));
+        assert_eq!(reason_of(&event), Reason::PropertyNameInvalid);
+
+        let mut event = valid_event();
+        event.properties.insert("x".repeat(limits.max_property_name_bytes + 1), string("v".into()));
+        assert_eq!(reason_of(&event), Reason::PropertyNameInvalid);
+
+        let mut event = valid_event();
+        event.properties.insert("long".into(), string("x".repeat(limits.max_property_value_bytes + 1)));
+        let rejection = limits.check_event(&event, clock()).unwrap_err();
+        assert_eq!(rejection.reason, Reason::PropertyValueInvalid);
+        assert!(rejection.message.contains("--max-property-value-bytes"), "{}", rejection.message);
+
+        let mut event = valid_event();
+        event
+            .properties
+            .insert("nan".into(), PropertyValue { kind: Some(property_value::Kind::NumberValue(f64::NAN)) });
+        assert_eq!(reason_of(&event), Reason::PropertyValueInvalid);
+
+        let mut event = valid_event();
+        event.properties.insert("unset".into(), PropertyValue { kind: None });
+        assert_eq!(reason_of(&event), Reason::PropertyValueInvalid);
+
+        let mut event = valid_event();
+        event.properties.insert("n".into(), PropertyValue { kind: Some(property_value::Kind::NumberValue(1.5)) });
+        event.properties.insert("b".into(), PropertyValue { kind: Some(property_value::Kind::BoolValue(true)) });
+        assert!(limits.check_event(&event, clock()).is_ok());
+    }
+
+    #[test]
+    fn batch_limits_name_the_limit() {
+        let limits = limits();
+        assert!(limits.check_batch(limits.max_batch_events, limits.max_batch_bytes).is_ok());
+        let too_many = limits.check_batch(limits.max_batch_events + 1, 10).unwrap_err();
+        assert!(too_many.to_string().contains("--max-batch-events"));
+        let too_big = limits.check_batch(1, limits.max_batch_bytes + 1).unwrap_err();
+        assert!(too_big.to_string().contains("--max-batch-bytes"));
+    }
+}

@@ -1,0 +1,80 @@
+//! The collector while its Kafka broker dies and comes back (tier b, a real broker of the test's own).
+
+mod support;
+
+use std::time::Duration;
+
+use hourglass_core::api_key::Scope;
+use hourglass_proto::v1::{BatchAck, BatchStatus, IngestStreamRequest, IngestStreamResponse};
+use support::{FaultBroker, TestCollector, authorized, event, events_by_id, test_kafka_config};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+async fn next_ack(acks: &mut tonic::Streaming<IngestStreamResponse>) -> BatchAck {
+    tokio::time::timeout(Duration::from_secs(120), acks.message())
+        .await
+        .expect("an ack within two minutes")
+        .expect("the stream survives the outage")
+        .expect("stream open")
+        .ack
+        .expect("ack present")
+}
+
+#[tokio::test]
+async fn a_stopped_broker_gets_no_ack_and_the_stream_recovers_when_it_returns() {
+    let broker = FaultBroker::start("collector-outage", 19292);
+    let mut kafka = test_kafka_config("outage", &broker.brokers);
+    kafka.delivery_timeout_ms = 3_000;
+    let collector = TestCollector::start_on("outage", kafka, |_| {}).await;
+    let key = collector.create_key("acme", Scope::Ingest).await;
+    let (batch_tx, batch_rx) = mpsc::channel(16);
+    let mut acks = collector
+        .client()
+        .await
+        .ingest_stream(authorized(ReceiverStream::new(batch_rx), &key))
+        .await
+        .unwrap()
+        .into_inner();
+
+    let before: Vec<_> = (0..10).map(|index| event(&format!("before-{index}"))).collect();
+    batch_tx.send(IngestStreamRequest { sequence: 1, events: before }).await.unwrap();
+    let ack = next_ack(&mut acks).await;
+    assert_eq!((ack.sequence, ack.status), (1, BatchStatus::Accepted as i32), "{ack:?}");
+
+    broker.kill();
+    let during: Vec<_> = (0..10).map(|index| event(&format!("during-{index}"))).collect();
+    batch_tx.send(IngestStreamRequest { sequence: 2, events: during }).await.unwrap();
+    let ack = next_ack(&mut acks).await;
+    assert_eq!(ack.sequence, 2);
+    assert_eq!(ack.status, BatchStatus::Unavailable as i32, "no ack for events Kafka does not have: {ack:?}");
+    assert_eq!(ack.accepted_count, 0);
+    assert!(ack.retry_after_ms > 0);
+
+    broker.restart();
+    // The client protocol: resend an unacknowledged batch after retry_after_ms, on the same stream.
+    let after: Vec<_> = (0..10).map(|index| event(&format!("after-{index}"))).collect();
+    let mut sequence = 3;
+    let recovered = loop {
+        batch_tx.send(IngestStreamRequest { sequence, events: after.clone() }).await.unwrap();
+        let ack = next_ack(&mut acks).await;
+        assert_eq!(ack.sequence, sequence);
+        if ack.status == BatchStatus::Accepted as i32 {
+            break ack;
+        }
+        assert_eq!(ack.status, BatchStatus::Unavailable as i32, "{ack:?}");
+        assert!(sequence < 40, "the collector never recovered after the broker returned");
+        tokio::time::sleep(Duration::from_millis(u64::from(ack.retry_after_ms))).await;
+        sequence += 1;
+    };
+    assert_eq!(recovered.accepted_count, 10);
+
+    let published = events_by_id(&collector.published_records().await);
+    let mut ids: Vec<_> = published.keys().map(String::as_str).collect();
+    ids.sort();
+    let mut expected: Vec<String> =
+        (0..10).flat_map(|index| [format!("after-{index}"), format!("before-{index}")]).collect();
+    expected.sort();
+    assert_eq!(ids, expected, "the acked batches are in Kafka, once each, and the unacked one is not");
+    drop(batch_tx);
+    collector.stop().await;
+}
