@@ -1,0 +1,225 @@
+//! `hourglass bench collector`: streams N events through a real collector process into Kafka and prints
+//! events/s, the collector's CPU-seconds per million events, and its peak RSS.
+//!
+//! The collector runs as a child process (this same binary, `hourglass collector`) so its CPU and memory
+//! are measured apart from the load generator's, from `/proc/<pid>`.
+
+use std::net::TcpListener as StdTcpListener;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use hourglass_collector::config::RecordLayout;
+use hourglass_core::api_key::Scope;
+use hourglass_core::customer::CustomerId;
+use hourglass_core::key_store::{CustomerLimits, KeyStore};
+use hourglass_kafka::{KafkaConfig, admin};
+use hourglass_postgres::{PostgresConfig, PostgresKeyStore, migrate};
+use indicatif::{ProgressBar, ProgressStyle};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::loadgen::{self, LoadPlan};
+
+/// Flags of `hourglass bench`.
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    target: BenchTarget,
+}
+
+#[derive(clap::Subcommand)]
+enum BenchTarget {
+    /// The collector: gRPC IngestStream → Kafka (acks=all).
+    Collector(CollectorBenchArgs),
+}
+
+#[derive(clap::Args)]
+struct CollectorBenchArgs {
+    /// Events to send in the measured run.
+    #[arg(long, default_value_t = 2_000_000)]
+    events: u64,
+    /// Events sent first, unmeasured, to warm up the JIT-less but cache-full pipeline.
+    #[arg(long, default_value_t = 50_000)]
+    warmup_events: u64,
+    /// Events per batch.
+    #[arg(long, default_value_t = 100)]
+    batch_size: usize,
+    /// HTTP/2 connections to the collector.
+    #[arg(long, default_value_t = 2)]
+    connections: usize,
+    /// Streams per connection.
+    #[arg(long, default_value_t = 2)]
+    streams_per_connection: usize,
+    /// Unacknowledged batches per stream.
+    #[arg(long, default_value_t = 32)]
+    in_flight: usize,
+    /// One Kafka record per batch or per event.
+    #[arg(long, value_enum, default_value_t = RecordLayout::Batch)]
+    record_layout: RecordLayout,
+    /// Keep the benchmark's Kafka topic afterwards (it is deleted by default).
+    #[arg(long)]
+    keep_topic: bool,
+    #[command(flatten)]
+    kafka: KafkaConfig,
+    #[command(flatten)]
+    postgres: PostgresConfig,
+}
+
+/// Runs the benchmark.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match args.target {
+        BenchTarget::Collector(args) => bench_collector(args).await,
+    }
+}
+
+async fn bench_collector(args: CollectorBenchArgs) -> anyhow::Result<()> {
+    let run_id = format!("bench{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs());
+    let topic = format!("hourglass.bench.{run_id}");
+
+    let pool = args.postgres.connect_lazy()?;
+    migrate::run(&pool).await.context("failed to migrate postgres (is it running? e2e/servers/postgres.sh start)")?;
+    let key_store = PostgresKeyStore::new(pool);
+    let customer = CustomerId::new("bench")?;
+    let api_key = key_store.create_key(&customer, Scope::Ingest, &run_id).await?;
+    let unlimited = CustomerLimits {
+        events_per_second: Some(i32::MAX as u32),
+        burst_events: Some(i32::MAX as u32),
+        kafka_key_spread: None,
+    };
+    key_store.set_customer_limits(&customer, unlimited).await?;
+
+    let port = StdTcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let layout = match args.record_layout {
+        RecordLayout::Batch => "batch",
+        RecordLayout::Event => "event",
+    };
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .arg("collector")
+        .env("HOURGLASS_COLLECTOR_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("HOURGLASS_KAFKA_BROKERS", &args.kafka.brokers)
+        .env("HOURGLASS_KAFKA_EVENTS_TOPIC", &topic)
+        .env("HOURGLASS_DATABASE_URL", &args.postgres.url)
+        .env("HOURGLASS_RECORD_LAYOUT", layout)
+        .env("HOURGLASS_READINESS_INTERVAL_MS", "200")
+        .env("HOURGLASS_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("failed to start the collector")?;
+    let collector_pid = child.id().context("collector exited at once")?;
+    let target = format!("http://127.0.0.1:{port}");
+    wait_until_serving(&target, Duration::from_secs(60)).await?;
+
+    let plan = LoadPlan {
+        target: target.clone(),
+        api_key: api_key.expose_secret().to_owned(),
+        events: args.warmup_events,
+        batch_size: args.batch_size,
+        connections: args.connections,
+        streams_per_connection: args.streams_per_connection,
+        in_flight_per_stream: args.in_flight,
+        run_id: format!("{run_id}w"),
+    };
+    loadgen::run(&plan, &ProgressBar::hidden()).await.context("warm-up failed")?;
+
+    let measured_plan = LoadPlan { events: args.events, run_id: run_id.clone(), ..plan };
+    let progress = ProgressBar::new(args.events)
+        .with_style(ProgressStyle::with_template("{bar:40} {human_pos}/{human_len} events  {per_sec}  eta {eta}")?);
+    let cpu_before = process_cpu_seconds(collector_pid)?;
+    let client_cpu_before = self_cpu_seconds();
+    let started = Instant::now();
+    let report = loadgen::run(&measured_plan, &progress).await?;
+    let wall_seconds = started.elapsed().as_secs_f64();
+    let collector_cpu = process_cpu_seconds(collector_pid)? - cpu_before;
+    let client_cpu = self_cpu_seconds() - client_cpu_before;
+    let peak_rss_kib = peak_rss_kib(collector_pid)?;
+    progress.finish_and_clear();
+
+    // Graceful shutdown also flushes the producer; it is part of what a deploy does.
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe { libc::kill(collector_pid as i32, libc::SIGTERM) };
+    let exit = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+    if !matches!(exit, Ok(Ok(status)) if status.success()) {
+        eprintln!("warning: the collector did not exit cleanly after SIGTERM: {exit:?}");
+    }
+    if !args.keep_topic {
+        let mut admin_config = args.kafka.clone();
+        admin_config.events_topic = topic.clone();
+        admin::delete_topics(&admin_config, &[&topic]).await?;
+    }
+
+    let events = report.accepted as f64;
+    println!("collector bench: {} events in {}-event batches, record layout {layout}", args.events, args.batch_size);
+    println!(
+        "  streams            {} connections x {} streams, {} batches in flight each",
+        args.connections, args.streams_per_connection, args.in_flight
+    );
+    println!("  average event      {:.0} bytes encoded", report.event_bytes as f64 / args.events.max(1) as f64);
+    println!(
+        "  acks               {} batches: {} events accepted, {} rejected, {} throttled, {} unavailable",
+        report.batches, report.accepted, report.rejected, report.throttled, report.unavailable
+    );
+    println!("  wall time          {wall_seconds:.2} s");
+    println!("  throughput         {:.0} events/s", events / wall_seconds);
+    println!(
+        "  collector CPU      {collector_cpu:.2} s = {:.2} CPU-s per million events",
+        collector_cpu / events * 1e6
+    );
+    println!("  per collector core {:.0} events/s", events / collector_cpu);
+    println!("  collector peak RSS {:.1} MiB", peak_rss_kib as f64 / 1024.0);
+    println!("  load generator CPU {client_cpu:.2} s (same machine, not part of the figures above)");
+    if report.accepted != args.events {
+        bail!("only {} of {} events were accepted", report.accepted, args.events);
+    }
+    Ok(())
+}
+
+async fn wait_until_serving(target: &str, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(channel) = tonic::transport::Endpoint::from_shared(target.to_owned())?.connect().await {
+            let mut client = HealthClient::new(channel);
+            let request = HealthCheckRequest { service: String::new() };
+            if let Ok(response) = client.check(request).await
+                && response.into_inner().status == ServingStatus::Serving as i32
+            {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the collector at {target} was not SERVING after {timeout:?} (is Kafka running? e2e/servers/kafka.sh start)"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// User + system CPU seconds of a process, from /proc/<pid>/stat.
+fn process_cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15 overall.
+    let after_name = stat.rsplit_once(')').context("malformed /proc stat")?.1;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    Ok(ticks as f64 / clock_ticks_per_second())
+}
+
+fn self_cpu_seconds() -> f64 {
+    process_cpu_seconds(std::process::id()).unwrap_or(0.0)
+}
+
+fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as f64 } else { 100.0 }
+}
+
+/// Peak resident set size (VmHWM) of a process, in KiB.
+fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:")).context("no VmHWM in /proc status")?;
+    Ok(line.split_whitespace().nth(1).context("malformed VmHWM")?.parse()?)
+}

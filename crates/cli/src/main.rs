@@ -1,0 +1,60 @@
+//! `hourglass`: one binary for every role of the platform. It parses flags and environment, sets up
+//! telemetry, and calls the stage libraries; nothing here knows how a stage works inside.
+
+mod bench;
+mod collector;
+mod keys;
+mod loadgen;
+mod migrate;
+mod shutdown;
+mod telemetry;
+
+use clap::{Parser, Subcommand};
+
+/// Hourglass: event ingestion and hourly analytics.
+#[derive(Parser)]
+#[command(name = "hourglass", version, about, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    telemetry: telemetry::TelemetryArgs,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the collector: gRPC ingest → Kafka.
+    Collector(Box<collector::CollectorArgs>),
+    /// Create, list and revoke API keys; set per-customer limits.
+    Keys(keys::KeysArgs),
+    /// Apply database schema migrations.
+    Migrate(migrate::MigrateArgs),
+    /// Benchmarks that print events/s and CPU per event.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Collector(args) => {
+                telemetry::init(&cli.telemetry)?;
+                collector::run(*args).await
+            }
+            Command::Keys(args) => {
+                telemetry::init_for_tool(&cli.telemetry)?;
+                keys::run(args).await
+            }
+            Command::Migrate(args) => {
+                telemetry::init_for_tool(&cli.telemetry)?;
+                migrate::run(args).await
+            }
+            Command::Bench(args) => {
+                telemetry::init_for_tool(&cli.telemetry)?;
+                bench::run(args).await
+            }
+        }
+    })
+}
