@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The project's test command (CI runs exactly this through .ci/run).
+#
+# Installs and starts what the tests need, reusing what earlier runs cached, then runs every check and test:
+#   1. Postgres 15 (Debian package) and Apache Kafka (Maven Central jars), via e2e/servers/*.sh;
+#   2. `buf lint` on proto/;
+#   3. `cargo fmt --check`, `cargo clippy` (warnings are errors);
+#   4. `cargo test --workspace`: unit tests, and real-server tests against the Postgres and Kafka above.
+#
+# Caches live in $HOURGLASS_CACHE_DIR (default ~/.cache/hourglass): Kafka jars and instances, the Python venv
+# for buf, and the cargo target directory (CARGO_TARGET_DIR, kept outside the clone). The servers keep running
+# afterwards, so a second run starts in seconds; stop them with `e2e/servers/kafka.sh stop` and
+# `e2e/servers/postgres.sh stop`.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+export HOURGLASS_CACHE_DIR="${HOURGLASS_CACHE_DIR:-$HOME/.cache/hourglass}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOURGLASS_CACHE_DIR/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "build prerequisites (C toolchain for librdkafka and SQLite)"
+missing=()
+for tool in cc make perl pkg-config; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if ((${#missing[@]})) || ! [[ -e /usr/include/zlib.h ]]; then
+    echo "installing build-essential perl pkg-config zlib1g-dev (missing: ${missing[*]:-zlib.h})" >&2
+    apt-get update -qq && apt-get install -y -qq build-essential perl pkg-config zlib1g-dev >/dev/null
+fi
+command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust 1.95 (rustup)" >&2; exit 1; }
+
+step "servers"
+bash e2e/servers/postgres.sh start
+bash e2e/servers/kafka.sh start
+eval "$(bash e2e/servers/postgres.sh env)"
+eval "$(bash e2e/servers/kafka.sh env)"
+export HOURGLASS_TEST_DATABASE_URL="$HOURGLASS_DATABASE_URL"
+export HOURGLASS_TEST_KAFKA_BROKERS="$HOURGLASS_KAFKA_BROKERS"
+
+# Each test creates a database of its own; drop those of earlier runs.
+psql "$HOURGLASS_DATABASE_URL" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'hourglass_test_%'" |
+    while read -r database; do
+        psql "$HOURGLASS_DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$database\"" >/dev/null
+    done
+
+step "buf lint"
+buf=$(bash e2e/servers/tools.sh buf)
+"$buf" lint
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test"
+cargo test --workspace --locked
