@@ -48,6 +48,19 @@ fn parse_key_id(key_id: &str) -> Result<KeyId, KeyStoreError> {
     KeyId::parse(key_id).map_err(|error| KeyStoreError::InvalidData(format!("key id {key_id:?}: {error}")))
 }
 
+/// Records the customer if it is new, inside the caller's transaction.
+async fn ensure_customer(
+    transaction: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    customer_id: &CustomerId,
+) -> Result<(), KeyStoreError> {
+    sqlx::query("INSERT INTO customers (customer_id) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(customer_id.as_str())
+        .execute(&mut **transaction)
+        .await
+        .map_err(unavailable)?;
+    Ok(())
+}
+
 fn limit_to_sql(value: Option<u32>) -> Option<i32> {
     value.map(|limit| i32::try_from(limit).unwrap_or(i32::MAX))
 }
@@ -79,11 +92,7 @@ impl KeyStore for PostgresKeyStore {
     async fn create_key(&self, customer_id: &CustomerId, scope: Scope, name: &str) -> Result<ApiKey, KeyStoreError> {
         let key = ApiKey::generate();
         let mut transaction = self.pool.begin().await.map_err(unavailable)?;
-        sqlx::query("INSERT INTO customers (customer_id) VALUES ($1) ON CONFLICT DO NOTHING")
-            .bind(customer_id.as_str())
-            .execute(&mut *transaction)
-            .await
-            .map_err(unavailable)?;
+        ensure_customer(&mut transaction, customer_id).await?;
         sqlx::query("INSERT INTO api_keys (key_id, key_hash, customer_id, scope, name) VALUES ($1, $2, $3, $4, $5)")
             .bind(key.id().as_str())
             .bind(key.hash().0.as_slice())
@@ -148,11 +157,7 @@ impl KeyStore for PostgresKeyStore {
 
     async fn set_customer_limits(&self, customer_id: &CustomerId, limits: CustomerLimits) -> Result<(), KeyStoreError> {
         let mut transaction = self.pool.begin().await.map_err(unavailable)?;
-        sqlx::query("INSERT INTO customers (customer_id) VALUES ($1) ON CONFLICT DO NOTHING")
-            .bind(customer_id.as_str())
-            .execute(&mut *transaction)
-            .await
-            .map_err(unavailable)?;
+        ensure_customer(&mut transaction, customer_id).await?;
         sqlx::query(
             "INSERT INTO customer_limits (customer_id, events_per_second, burst_events, kafka_key_spread) \
              VALUES ($1, $2, $3, $4) \
