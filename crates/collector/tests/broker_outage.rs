@@ -10,14 +10,9 @@ use support::{FaultBroker, TestCollector, authorized, event, events_by_id, test_
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+/// Acks can take the delivery timeout plus a broker restart; the stream must survive the outage.
 async fn next_ack(acks: &mut tonic::Streaming<IngestStreamResponse>) -> BatchAck {
-    tokio::time::timeout(Duration::from_secs(120), acks.message())
-        .await
-        .expect("an ack within two minutes")
-        .expect("the stream survives the outage")
-        .expect("stream open")
-        .ack
-        .expect("ack present")
+    support::next_ack(acks, Duration::from_secs(120)).await
 }
 
 #[tokio::test]

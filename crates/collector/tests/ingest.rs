@@ -35,13 +35,7 @@ async fn open_stream(
 }
 
 async fn next_ack(acks: &mut tonic::Streaming<IngestStreamResponse>) -> BatchAck {
-    tokio::time::timeout(Duration::from_secs(60), acks.message())
-        .await
-        .expect("an ack within a minute")
-        .expect("stream healthy")
-        .expect("stream open")
-        .ack
-        .expect("ack present")
+    support::next_ack(acks, Duration::from_secs(60)).await
 }
 
 #[tokio::test]

@@ -130,6 +130,20 @@ impl TestCollector {
     }
 }
 
+/// The next ack of a bidirectional stream, failing the test if none comes within `timeout`.
+pub async fn next_ack(
+    acks: &mut tonic::Streaming<hourglass_proto::v1::IngestStreamResponse>,
+    timeout: Duration,
+) -> hourglass_proto::v1::BatchAck {
+    tokio::time::timeout(timeout, acks.message())
+        .await
+        .unwrap_or_else(|_| panic!("no ack within {timeout:?}"))
+        .expect("stream healthy")
+        .expect("stream open")
+        .ack
+        .expect("ack present")
+}
+
 /// Attaches an API key to a request.
 pub fn authorized<T>(message: T, key: &ApiKey) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
