@@ -40,7 +40,7 @@ struct CollectorBenchArgs {
     /// Events to send in the measured run.
     #[arg(long, default_value_t = 2_000_000)]
     events: u64,
-    /// Events sent first, unmeasured, to warm up the JIT-less but cache-full pipeline.
+    /// Events sent first, unmeasured, so the producer is connected and the caches are warm.
     #[arg(long, default_value_t = 50_000)]
     warmup_events: u64,
     /// Events per batch.
