@@ -34,10 +34,13 @@ async fn keys_and_collector_work_from_the_command_line_and_sigterm_exits_cleanly
     assert!(!bad_customer.status.success());
     assert!(String::from_utf8_lossy(&bad_customer.stderr).contains("invalid customer id"));
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let free_port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
+    let metrics_port = free_port();
     let unique = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
     let mut collector = Command::new(HOURGLASS)
         .args(["--log-format", "json", "collector", "--listen-addr", &format!("127.0.0.1:{port}")])
+        .args(["--metrics-listen-addr", &format!("127.0.0.1:{metrics_port}")])
         .env("HOURGLASS_DATABASE_URL", &database_url)
         .env("HOURGLASS_KAFKA_BROKERS", &brokers)
         .env("HOURGLASS_KAFKA_EVENTS_TOPIC", format!("hourglass.test.cli.{unique}"))
@@ -73,6 +76,9 @@ async fn keys_and_collector_work_from_the_command_line_and_sigterm_exits_cleanly
     request.metadata_mut().insert("authorization", format!("Bearer {api_key}").parse().unwrap());
     let ack = IngestServiceClient::new(channel).ingest_batch(request).await.unwrap().into_inner().ack.unwrap();
     assert_eq!(ack.accepted_count, 1);
+    let metrics = http_get(metrics_port, "/metrics").await;
+    assert!(metrics.contains(r#"hourglass_collector_events_total{outcome="accepted"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"hourglass_collector_batches_total{status="accepted"} 1"#), "{metrics}");
 
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(collector.id() as i32, libc::SIGTERM) };
@@ -88,4 +94,13 @@ async fn keys_and_collector_work_from_the_command_line_and_sigterm_exits_cleanly
     assert!(status.success(), "collector exited with {status}: {logs}");
     assert!(logs.lines().all(|line| line.starts_with('{')), "--log-format json logs one object per line: {logs}");
     assert!(logs.contains("shutdown complete"), "{logs}");
+}
+
+async fn http_get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut connection = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("metrics endpoint");
+    connection.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).await.unwrap();
+    let mut response = String::new();
+    connection.read_to_string(&mut response).await.unwrap();
+    response
 }

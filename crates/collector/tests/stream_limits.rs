@@ -1,0 +1,116 @@
+//! Stream-level behaviour against the real broker and Postgres (tier b): hot-customer key spread,
+//! oversized messages, idle streams, and a key revoked while its stream is open.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use hourglass_core::api_key::Scope;
+use hourglass_core::customer::CustomerId;
+use hourglass_core::key_store::{CustomerLimits, KeyStore};
+use hourglass_proto::v1::{BatchStatus, IngestBatchRequest, IngestStreamRequest, IngestStreamResponse};
+use support::{TestCollector, authorized, event, events_by_id};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+
+async fn open_stream(
+    collector: &TestCollector,
+    key: &hourglass_core::api_key::ApiKey,
+) -> (mpsc::Sender<IngestStreamRequest>, tonic::Streaming<IngestStreamResponse>) {
+    let (batch_tx, batch_rx) = mpsc::channel(16);
+    let acks = collector
+        .client()
+        .await
+        .ingest_stream(authorized(ReceiverStream::new(batch_rx), key))
+        .await
+        .expect("stream accepted")
+        .into_inner();
+    (batch_tx, acks)
+}
+
+/// Reads the stream until it ends; returns its final error status.
+async fn stream_end(acks: &mut tonic::Streaming<IngestStreamResponse>) -> tonic::Status {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(60), acks.message()).await.expect("the stream ends") {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended without an error status"),
+            Err(status) => return status,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_hot_customer_is_spread_over_its_configured_number_of_keys() {
+    let collector = TestCollector::start("key_spread").await;
+    let hot = CustomerId::new("hot").unwrap();
+    let limits = CustomerLimits { kafka_key_spread: Some(3), ..Default::default() };
+    collector.key_store.set_customer_limits(&hot, limits).await.unwrap();
+    let key = collector.create_key("hot", Scope::Ingest).await;
+    let mut client = collector.client().await;
+    for batch in 0..6 {
+        let request = IngestBatchRequest { events: vec![event(&format!("hot-{batch}"))] };
+        client.ingest_batch(authorized(request, &key)).await.unwrap();
+    }
+    let records = collector.published_records().await;
+    let keys: BTreeSet<_> = records.iter().map(|published| published.key.as_str()).collect();
+    assert_eq!(keys, BTreeSet::from(["hot#0", "hot#1", "hot#2"]));
+    assert!(records.iter().all(|published| published.record.customer_id == "hot"));
+    assert_eq!(events_by_id(&records).len(), 6);
+    collector.stop().await;
+}
+
+#[tokio::test]
+async fn a_message_over_the_size_limit_fails_with_out_of_range_and_publishes_nothing() {
+    let collector = TestCollector::start_with("message_size", &support::test_brokers(), |config| {
+        config.server.max_message_bytes = 16 * 1024;
+    })
+    .await;
+    let key = collector.create_key("acme", Scope::Ingest).await;
+    let events = (0..200).map(|index| event(&format!("large-{index}"))).collect();
+    let status =
+        collector.client().await.ingest_batch(authorized(IngestBatchRequest { events }, &key)).await.unwrap_err();
+    assert_eq!(status.code(), Code::OutOfRange);
+    assert!(status.message().contains("limit"), "{}", status.message());
+    assert!(collector.published_records().await.is_empty());
+    collector.stop().await;
+}
+
+#[tokio::test]
+async fn an_idle_stream_is_ended_with_deadline_exceeded() {
+    let collector = TestCollector::start_with("idle_stream", &support::test_brokers(), |config| {
+        config.server.idle_stream_timeout_secs = 1;
+    })
+    .await;
+    let key = collector.create_key("acme", Scope::Ingest).await;
+    let (batch_tx, mut acks) = open_stream(&collector, &key).await;
+    let status = stream_end(&mut acks).await;
+    assert_eq!(status.code(), Code::DeadlineExceeded);
+    assert!(status.message().contains("--idle-stream-timeout-secs"), "{}", status.message());
+    drop(batch_tx);
+    collector.stop().await;
+}
+
+#[tokio::test]
+async fn a_key_revoked_mid_stream_ends_the_stream_and_publishes_nothing_more() {
+    let collector = TestCollector::start_with("revoke_mid_stream", &support::test_brokers(), |config| {
+        config.key_cache.ttl_secs = 0;
+    })
+    .await;
+    let key = collector.create_key("acme", Scope::Ingest).await;
+    let (batch_tx, mut acks) = open_stream(&collector, &key).await;
+    batch_tx.send(IngestStreamRequest { sequence: 1, events: vec![event("before-revoke")] }).await.unwrap();
+    let ack = support::next_ack(&mut acks, Duration::from_secs(60)).await;
+    assert_eq!(ack.status, BatchStatus::Accepted as i32);
+
+    assert!(collector.key_store.revoke_key(&key.id()).await.unwrap());
+    batch_tx.send(IngestStreamRequest { sequence: 2, events: vec![event("after-revoke")] }).await.unwrap();
+    let status = stream_end(&mut acks).await;
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert!(status.message().contains("revoked"), "{}", status.message());
+
+    let published = events_by_id(&collector.published_records().await);
+    assert_eq!(published.keys().collect::<Vec<_>>(), vec!["before-revoke"]);
+    collector.stop().await;
+}
