@@ -6,6 +6,7 @@
 //!   appends to. It is an idempotent producer with `acks=all`: an append resolves `Ok` only once every
 //!   in-sync replica has the record, which is what lets the collector ack its client.
 //! - [`context`]: librdkafka's logs at levels that mean something to an operator.
+//! - [`testing`]: topics of a test's own on the test broker, and reading a topic back.
 //! - [`admin`]: creates the topics when asked to, with the configured partitions and replication.
 
 #![warn(missing_docs)]
@@ -15,6 +16,7 @@ pub mod config;
 pub mod context;
 pub mod error;
 pub mod producer;
+pub mod testing;
 
 pub use config::KafkaConfig;
 pub use error::KafkaSetupError;

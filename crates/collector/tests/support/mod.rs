@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hourglass_collector::CollectorConfig;
@@ -21,39 +20,12 @@ use hourglass_proto::log::v1::EventBatchRecord;
 use hourglass_proto::prost_types::Timestamp;
 use hourglass_proto::v1::ingest_service_client::IngestServiceClient;
 use hourglass_proto::v1::{Event, PropertyValue, property_value};
-use rdkafka::Message;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Headers;
-use rdkafka::{Offset, TopicPartitionList};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-/// The environment variable naming the broker the tests use (`scripts/test.sh` sets it).
-pub const TEST_KAFKA_BROKERS_ENV: &str = "HOURGLASS_TEST_KAFKA_BROKERS";
-
-pub fn test_brokers() -> String {
-    std::env::var(TEST_KAFKA_BROKERS_ENV).unwrap_or_else(|_| {
-        panic!("{TEST_KAFKA_BROKERS_ENV} is not set: run the tests with scripts/test.sh, which starts Kafka")
-    })
-}
-
-/// Unique topics per test, few partitions so the shared broker stays light.
-pub fn test_kafka_config(test_name: &str, brokers: &str) -> KafkaConfig {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let unique = format!(
-        "{test_name}.{}.{}.{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed),
-        SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()
-    );
-    let mut config = KafkaConfig::for_brokers(brokers);
-    config.events_topic = format!("hourglass.test.events.{unique}");
-    config.dead_letter_topic = format!("hourglass.test.dlq.{unique}");
-    config.topic_partitions = 3;
-    config
-}
+pub use hourglass_kafka::testing::{test_brokers, test_config as test_kafka_config};
 
 /// A running collector and what a test needs around it.
 pub struct TestCollector {
@@ -159,58 +131,19 @@ pub struct PublishedRecord {
     pub record: EventBatchRecord,
 }
 
-/// Reads a whole topic up to its high watermarks as of now. Every acked record is below them (acks=all
-/// advances the high watermark before the ack), so this sees every record published before the call.
+/// Every record of a topic now, decoded. See [`hourglass_kafka::testing::read_topic`].
 pub async fn read_topic(kafka: &KafkaConfig, topic: &str) -> Vec<PublishedRecord> {
-    let kafka = kafka.clone();
-    let topic = topic.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let mut config = kafka.client_config("hourglass-test-reader").unwrap();
-        config.set("group.id", format!("reader-{}", uuid_like())).set("enable.auto.commit", "false");
-        let consumer: BaseConsumer = config.create().unwrap();
-        let timeout = Duration::from_secs(10);
-        let metadata = consumer.fetch_metadata(Some(&topic), timeout).unwrap();
-        let partitions: Vec<i32> = metadata.topics()[0].partitions().iter().map(|partition| partition.id()).collect();
-        let mut remaining: HashMap<i32, i64> = HashMap::new();
-        let mut assignment = TopicPartitionList::new();
-        for partition in &partitions {
-            let (low, high) = consumer.fetch_watermarks(&topic, *partition, timeout).unwrap();
-            if high > low {
-                remaining.insert(*partition, high);
-                assignment.add_partition_offset(&topic, *partition, Offset::Beginning).unwrap();
-            }
-        }
-        let mut records = Vec::new();
-        if remaining.is_empty() {
-            return records;
-        }
-        consumer.assign(&assignment).unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while !remaining.is_empty() {
-            assert!(std::time::Instant::now() < deadline, "timed out reading {topic}: still waiting for {remaining:?}");
-            let Some(message) = consumer.poll(Duration::from_millis(200)) else { continue };
-            let message = message.expect("kafka read");
-            let partition = message.partition();
-            if remaining.get(&partition).is_some_and(|high| message.offset() + 1 >= *high) {
-                remaining.remove(&partition);
-            }
-            let schema_version = message
-                .headers()
-                .and_then(|headers| headers.iter().find(|header| header.key == record::SCHEMA_VERSION_HEADER))
-                .and_then(|header| header.value);
-            let decoded =
-                record::decode(schema_version, message.payload().unwrap_or_default()).expect("decodable record");
-            let key = String::from_utf8(message.key().unwrap_or_default().to_vec()).unwrap();
-            records.push(PublishedRecord { key, partition, record: decoded });
-        }
-        records
-    })
-    .await
-    .unwrap()
-}
-
-fn uuid_like() -> String {
-    format!("{}-{}", std::process::id(), SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos())
+    let (kafka, topic) = (kafka.clone(), topic.to_owned());
+    let records =
+        tokio::task::spawn_blocking(move || hourglass_kafka::testing::read_topic(&kafka, &topic)).await.unwrap();
+    records
+        .into_iter()
+        .map(|read| {
+            let schema_version = read.headers.get(record::SCHEMA_VERSION_HEADER).map(Vec::as_slice);
+            let decoded = record::decode(schema_version, &read.payload).expect("decodable record");
+            PublishedRecord { key: read.key, partition: read.partition, record: decoded }
+        })
+        .collect()
 }
 
 /// A valid event of `now`.
