@@ -8,6 +8,8 @@
 //! - [`event_log`]: the [`EventLog`](event_log::EventLog) seam: where the collector appends batches and
 //!   from where later stages consume them (Kafka in distributed mode).
 //! - [`record`]: how a batch becomes an event-log record: schema version, headers, partition keys.
+//! - [`raw_store`]: the [`RawStore`](raw_store::RawStore) seam: raw events, idempotent by event id.
+//! - [`job_queue`]: the [`JobQueue`](job_queue::JobQueue) seam: customer-hours needing aggregation.
 //! - [`hour`]: customer-hours, the unit of aggregation and reconciliation.
 
 #![warn(missing_docs)]
@@ -16,7 +18,9 @@ pub mod api_key;
 pub mod customer;
 pub mod event_log;
 pub mod hour;
+pub mod job_queue;
 pub mod key_store;
+pub mod raw_store;
 pub mod record;
 
 pub use api_key::{ApiKey, KeyHash, KeyId, Scope};

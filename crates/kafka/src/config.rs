@@ -128,6 +128,20 @@ impl KafkaConfig {
     }
 }
 
+impl KafkaConfig {
+    /// A consumer's settings: a member of `group_id` that stores and commits offsets only when told to,
+    /// and starts from the earliest offset when its group has none.
+    pub fn consumer_config(&self, group_id: &str, client_id: &str) -> Result<ClientConfig, KafkaSetupError> {
+        let mut config = self.client_config(client_id)?;
+        config
+            .set("group.id", group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest");
+        Ok(config)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,3 +36,5 @@ impl ClientContext for HourglassKafkaContext {
         }
     }
 }
+
+impl rdkafka::consumer::ConsumerContext for HourglassKafkaContext {}

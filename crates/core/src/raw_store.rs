@@ -1,0 +1,27 @@
+//! The [`RawStore`] seam: where raw events live, idempotent by event id.
+//!
+//! Distributed mode uses a CQL store (ScyllaDB, or Apache Cassandra) in `hourglass-cql`; standalone mode
+//! will use an embedded store. The contract: writing a batch twice leaves the store as writing it once
+//! (every row's key holds the customer, the hour and the event id), so consumers can be at-least-once.
+
+use std::future::Future;
+
+use hourglass_proto::log::v1::EventBatchRecord;
+
+/// Errors from a raw store.
+#[derive(Debug, thiserror::Error)]
+pub enum RawStoreError {
+    /// The store could not be reached or did not confirm the write; retrying is safe.
+    #[error("raw store unavailable: {0}")]
+    Unavailable(String),
+    /// The store's schema is missing or not what this build expects.
+    #[error("raw store schema problem: {0}")]
+    Schema(String),
+}
+
+/// Durable, idempotent storage of raw events.
+pub trait RawStore: Send + Sync + 'static {
+    /// Stores every accepted event of a batch record and the record's outcome counts. Resolves `Ok`
+    /// only once all of them are durable; on error, some may be stored and the call may be repeated.
+    fn write_batch(&self, record: &EventBatchRecord) -> impl Future<Output = Result<(), RawStoreError>> + Send;
+}

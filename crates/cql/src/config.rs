@@ -1,0 +1,93 @@
+//! CQL store configuration, from flags and `HOURGLASS_CQL_*` environment variables.
+
+use std::time::Duration;
+
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+
+use crate::CqlError;
+
+/// How Hourglass talks to its CQL store.
+#[derive(Clone, Debug, clap::Args)]
+pub struct CqlConfig {
+    /// CQL contact points, comma-separated host:port. The default is the node `e2e/servers/cassandra.sh`
+    /// starts.
+    #[arg(long = "cql-nodes", env = "HOURGLASS_CQL_NODES", default_value = "127.0.0.1:19042", value_delimiter = ',')]
+    pub nodes: Vec<String>,
+
+    /// Keyspace of the raw store.
+    #[arg(long = "cql-keyspace", env = "HOURGLASS_CQL_KEYSPACE", default_value = "hourglass")]
+    pub keyspace: String,
+
+    /// Replication of the keyspace when `migrate cql` creates it, as a CQL map. Development: the
+    /// default. Production: `{'class': 'NetworkTopologyStrategy', '<datacenter>': 3}`.
+    #[arg(
+        long = "cql-replication",
+        env = "HOURGLASS_CQL_REPLICATION",
+        default_value = "{'class': 'SimpleStrategy', 'replication_factor': 1}"
+    )]
+    pub replication: String,
+
+    /// Sub-partitions per customer-hour, fixed when the keyspace is created (stored in it). Size it so
+    /// the busiest customer-hour / N stays under ~100 MB per partition: 16 covers ~10k events/s per
+    /// customer at ~200-byte rows; the 41k/s peak wants 64.
+    #[arg(long = "cql-buckets", env = "HOURGLASS_CQL_BUCKETS", default_value_t = 16)]
+    pub buckets: u32,
+
+    /// Raw-data retention: the tables' default TTL, in days. Keep it equal to the collector's
+    /// `--raw-retention-days`.
+    #[arg(long = "cql-ttl-days", env = "HOURGLASS_CQL_TTL_DAYS", default_value_t = 30)]
+    pub ttl_days: u32,
+
+    /// Time-window compaction window, in hours (about 30 windows over the TTL is the usual advice).
+    #[arg(long = "cql-compaction-window-hours", env = "HOURGLASS_CQL_COMPACTION_WINDOW_HOURS", default_value_t = 24)]
+    pub compaction_window_hours: u32,
+
+    /// Most rows in one unlogged batch (all rows of a batch share a partition). Keep batches under the
+    /// server's `batch_size_fail_threshold`.
+    #[arg(long = "cql-max-batch-rows", env = "HOURGLASS_CQL_MAX_BATCH_ROWS", default_value_t = 50)]
+    pub max_batch_rows: usize,
+
+    /// How long to wait for the first connection.
+    #[arg(long = "cql-connect-timeout-ms", env = "HOURGLASS_CQL_CONNECT_TIMEOUT_MS", default_value_t = 10_000)]
+    pub connect_timeout_ms: u64,
+}
+
+impl CqlConfig {
+    /// A configuration for `nodes` and `keyspace` with every other setting at its default.
+    pub fn for_nodes(nodes: &str, keyspace: &str) -> Self {
+        Self {
+            nodes: nodes.split(',').map(str::to_owned).collect(),
+            keyspace: keyspace.to_owned(),
+            replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}".to_owned(),
+            buckets: 16,
+            ttl_days: 30,
+            compaction_window_hours: 24,
+            max_batch_rows: 50,
+            connect_timeout_ms: 10_000,
+        }
+    }
+
+    /// Opens a session (token- and shard-aware by default in the `scylla` driver).
+    pub async fn connect(&self) -> Result<Session, CqlError> {
+        SessionBuilder::new()
+            .known_nodes(&self.nodes)
+            .connection_timeout(Duration::from_millis(self.connect_timeout_ms))
+            .build()
+            .await
+            .map_err(|error| CqlError::Connect { nodes: self.nodes.join(","), message: error.to_string() })
+    }
+
+    /// Checks the keyspace name is a plain identifier, since it is formatted into statements.
+    pub(crate) fn checked_keyspace(&self) -> Result<&str, CqlError> {
+        let valid = !self.keyspace.is_empty()
+            && self.keyspace.len() <= 48
+            && self.keyspace.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'_')
+            && self.keyspace.as_bytes()[0].is_ascii_alphabetic();
+        if valid {
+            Ok(&self.keyspace)
+        } else {
+            Err(CqlError::Schema(format!("invalid keyspace name {:?}: use letters, digits and '_'", self.keyspace)))
+        }
+    }
+}

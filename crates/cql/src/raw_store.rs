@@ -1,0 +1,259 @@
+//! [`CqlRawStore`]: writes batch records as unlogged single-partition batches of prepared inserts, and
+//! reads a customer-hour back across its buckets.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use hourglass_core::hour;
+use hourglass_core::raw_store::{RawStore, RawStoreError};
+use hourglass_proto::log::v1::EventBatchRecord;
+use hourglass_proto::v1::{Event, property_value};
+use scylla::client::session::Session;
+use scylla::statement::batch::{Batch, BatchType};
+use scylla::statement::prepared::PreparedStatement;
+use scylla::value::CqlTimestamp;
+
+use crate::{CqlConfig, CqlError, schema};
+
+/// The CQL implementation of [`RawStore`].
+#[derive(Clone)]
+pub struct CqlRawStore {
+    session: Arc<Session>,
+    insert_event: PreparedStatement,
+    insert_outcome: PreparedStatement,
+    select_hour_bucket: PreparedStatement,
+    bucket_count: u32,
+    max_batch_rows: usize,
+}
+
+/// A raw event as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredEvent {
+    /// The client's event id.
+    pub event_id: String,
+    /// The event type.
+    pub event_type: String,
+    /// When it happened, in milliseconds since the Unix epoch (CQL timestamps hold milliseconds).
+    pub occurred_at_ms: i64,
+    /// The user, if any.
+    pub user_id: Option<String>,
+    /// String properties.
+    pub string_properties: BTreeMap<String, String>,
+    /// Number properties.
+    pub number_properties: BTreeMap<String, f64>,
+    /// Boolean properties.
+    pub bool_properties: BTreeMap<String, bool>,
+    /// The batch that stored it last.
+    pub batch_id: String,
+}
+
+/// The columns of `raw_events`, in the insert's order.
+type EventRow<'a> = (
+    &'a str,
+    CqlTimestamp,
+    i32,
+    &'a str,
+    &'a str,
+    CqlTimestamp,
+    Option<&'a str>,
+    BTreeMap<&'a str, &'a str>,
+    BTreeMap<&'a str, f64>,
+    BTreeMap<&'a str, bool>,
+    CqlTimestamp,
+    &'a str,
+);
+
+/// customer_id, hour_start, batch_id, outcome, reason, count.
+type OutcomeRow<'a> = (&'a str, CqlTimestamp, &'a str, i32, i32, i32);
+
+impl CqlRawStore {
+    /// Connects, checks the schema exists and prepares the statements.
+    pub async fn connect(config: &CqlConfig) -> Result<Self, CqlError> {
+        let session = config.connect().await?;
+        Self::with_session(Arc::new(session), config).await
+    }
+
+    /// Prepares the statements on an open session.
+    pub async fn with_session(session: Arc<Session>, config: &CqlConfig) -> Result<Self, CqlError> {
+        let keyspace = config.checked_keyspace()?;
+        let bucket_count = schema::bucket_count(&session, keyspace).await?;
+        let prepare = |statement: String| {
+            let session = Arc::clone(&session);
+            async move {
+                let mut prepared =
+                    session.prepare(statement.as_str()).await.map_err(|error| CqlError::query("prepare", error))?;
+                prepared.set_is_idempotent(true);
+                Ok::<_, CqlError>(prepared)
+            }
+        };
+        let insert_event = prepare(format!(
+            "INSERT INTO {keyspace}.raw_events (customer_id, hour_start, bucket, event_id, event_type, occurred_at, \
+             user_id, string_properties, number_properties, bool_properties, received_at, batch_id) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .await?;
+        let insert_outcome = prepare(format!(
+            "INSERT INTO {keyspace}.batch_outcomes (customer_id, hour_start, batch_id, outcome, reason, count) \
+             VALUES (?, ?, ?, ?, ?, ?)"
+        ))
+        .await?;
+        let select_hour_bucket = prepare(format!(
+            "SELECT event_id, event_type, occurred_at, user_id, string_properties, number_properties, \
+             bool_properties, batch_id FROM {keyspace}.raw_events \
+             WHERE customer_id = ? AND hour_start = ? AND bucket = ?"
+        ))
+        .await?;
+        Ok(Self {
+            session,
+            insert_event,
+            insert_outcome,
+            select_hour_bucket,
+            bucket_count,
+            max_batch_rows: config.max_batch_rows.max(1),
+        })
+    }
+
+    /// Sub-partitions per customer-hour, as stored in the keyspace.
+    pub fn bucket_count(&self) -> u32 {
+        self.bucket_count
+    }
+
+    /// The bucket of an event id.
+    pub fn bucket_of(&self, event_id: &str) -> i32 {
+        (crc32fast::hash(event_id.as_bytes()) % self.bucket_count) as i32
+    }
+
+    /// Every event of a customer-hour, across all buckets, paged.
+    pub async fn read_hour(&self, customer_id: &str, hour_start: i64) -> Result<Vec<StoredEvent>, RawStoreError> {
+        let mut events = Vec::new();
+        let hour = CqlTimestamp(hour_start * 1000);
+        for bucket in 0..self.bucket_count as i32 {
+            let pager = self
+                .session
+                .execute_iter(self.select_hour_bucket.clone(), (customer_id, hour, bucket))
+                .await
+                .map_err(unavailable)?;
+            type Row = (
+                String,
+                String,
+                CqlTimestamp,
+                Option<String>,
+                Option<BTreeMap<String, String>>,
+                Option<BTreeMap<String, f64>>,
+                Option<BTreeMap<String, bool>>,
+                String,
+            );
+            let mut rows = pager.rows_stream::<Row>().map_err(unavailable)?;
+            while let Some((event_id, event_type, occurred_at, user_id, strings, numbers, bools, batch_id)) =
+                rows.try_next().await.map_err(unavailable)?
+            {
+                events.push(StoredEvent {
+                    event_id,
+                    event_type,
+                    occurred_at_ms: occurred_at.0,
+                    user_id,
+                    string_properties: strings.unwrap_or_default(),
+                    number_properties: numbers.unwrap_or_default(),
+                    bool_properties: bools.unwrap_or_default(),
+                    batch_id,
+                });
+            }
+        }
+        Ok(events)
+    }
+
+    fn event_row<'a>(&self, record: &'a EventBatchRecord, event: &'a Event) -> (i64, i32, EventRow<'a>) {
+        let occurred_at_ms = event
+            .occurred_at
+            .as_ref()
+            .map(|time| time.seconds * 1000 + i64::from(time.nanos) / 1_000_000)
+            .unwrap_or_default();
+        let hour_start = hour::hour_start(occurred_at_ms.div_euclid(1000));
+        let bucket = self.bucket_of(&event.event_id);
+        let mut strings = BTreeMap::new();
+        let mut numbers = BTreeMap::new();
+        let mut bools = BTreeMap::new();
+        for (name, value) in &event.properties {
+            match &value.kind {
+                Some(property_value::Kind::StringValue(text)) => {
+                    strings.insert(name.as_str(), text.as_str());
+                }
+                Some(property_value::Kind::NumberValue(number)) => {
+                    numbers.insert(name.as_str(), *number);
+                }
+                Some(property_value::Kind::BoolValue(flag)) => {
+                    bools.insert(name.as_str(), *flag);
+                }
+                None => {}
+            }
+        }
+        let row = (
+            record.customer_id.as_str(),
+            CqlTimestamp(hour_start * 1000),
+            bucket,
+            event.event_id.as_str(),
+            event.event_type.as_str(),
+            CqlTimestamp(occurred_at_ms),
+            event.user_id.as_deref(),
+            strings,
+            numbers,
+            bools,
+            CqlTimestamp(record.received_at_unix_ms),
+            record.batch_id.as_str(),
+        );
+        (hour_start, bucket, row)
+    }
+
+    fn batch_of(&self, statement: &PreparedStatement, rows: usize) -> Batch {
+        let mut batch = Batch::new(BatchType::Unlogged);
+        for _ in 0..rows {
+            batch.append_statement(statement.clone());
+        }
+        batch.set_is_idempotent(true);
+        batch
+    }
+}
+
+fn unavailable(error: impl std::fmt::Display) -> RawStoreError {
+    RawStoreError::Unavailable(error.to_string())
+}
+
+impl RawStore for CqlRawStore {
+    async fn write_batch(&self, record: &EventBatchRecord) -> Result<(), RawStoreError> {
+        // Group rows by partition: an unlogged batch is cheap only when all its rows share one.
+        let mut partitions: HashMap<(i64, i32), Vec<EventRow<'_>>> = HashMap::new();
+        for event in &record.events {
+            let (hour_start, bucket, row) = self.event_row(record, event);
+            partitions.entry((hour_start, bucket)).or_default().push(row);
+        }
+        let mut outcome_partitions: HashMap<i64, Vec<OutcomeRow<'_>>> = HashMap::new();
+        for count in &record.outcomes {
+            let row = (
+                record.customer_id.as_str(),
+                CqlTimestamp(count.hour_start_unix_secs * 1000),
+                record.batch_id.as_str(),
+                count.outcome,
+                count.reason,
+                i32::try_from(count.count).unwrap_or(i32::MAX),
+            );
+            outcome_partitions.entry(count.hour_start_unix_secs).or_default().push(row);
+        }
+
+        let mut writes = Vec::new();
+        for rows in partitions.values() {
+            for chunk in rows.chunks(self.max_batch_rows) {
+                let batch = self.batch_of(&self.insert_event, chunk.len());
+                let session = &self.session;
+                writes.push(futures::future::Either::Left(async move { session.batch(&batch, chunk).await }));
+            }
+        }
+        for rows in outcome_partitions.into_values() {
+            let batch = self.batch_of(&self.insert_outcome, rows.len());
+            let session = &self.session;
+            writes.push(futures::future::Either::Right(async move { session.batch(&batch, rows).await }));
+        }
+        futures::future::try_join_all(writes).await.map_err(unavailable)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,91 @@
+//! The raw store's schema. Every statement is idempotent (`IF NOT EXISTS`), so `migrate cql` can run
+//! at every start and from many replicas.
+//!
+//! - `raw_events`: one row per (customer, hour, bucket, event id); time-window compaction by hour
+//!   windows, default TTL = raw retention, so expiry drops whole SSTables.
+//! - `batch_outcomes`: each batch record's outcome counts (accepted, rejected by reason, throttled) per
+//!   customer-hour, keyed by batch id, so a redelivered record counts once. The reconciliation ledger
+//!   sums them per hour.
+//! - `settings`: values fixed at creation that readers and writers must agree on (the bucket count).
+
+use scylla::client::session::Session;
+
+use crate::{CqlConfig, CqlError};
+
+/// The settings key holding the bucket count.
+pub(crate) const BUCKETS_SETTING: &str = "raw_event_buckets";
+
+/// Creates the keyspace and tables if missing; returns the keyspace's bucket count (the configured one
+/// for a new keyspace, the stored one otherwise).
+pub async fn migrate(session: &Session, config: &CqlConfig) -> Result<u32, CqlError> {
+    let keyspace = config.checked_keyspace()?;
+    if !config.replication.trim_start().starts_with('{') {
+        return Err(CqlError::Schema(format!("--cql-replication must be a CQL map, got {:?}", config.replication)));
+    }
+    let ttl_seconds = u64::from(config.ttl_days) * 86_400;
+    let statements = [
+        format!("CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {}", config.replication),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {keyspace}.raw_events (
+                customer_id text,
+                hour_start timestamp,
+                bucket int,
+                event_id text,
+                event_type text,
+                occurred_at timestamp,
+                user_id text,
+                string_properties frozen<map<text, text>>,
+                number_properties frozen<map<text, double>>,
+                bool_properties frozen<map<text, boolean>>,
+                received_at timestamp,
+                batch_id text,
+                PRIMARY KEY ((customer_id, hour_start, bucket), event_id)
+            ) WITH compaction = {{'class': 'TimeWindowCompactionStrategy', 'compaction_window_unit': 'HOURS', 'compaction_window_size': {}}}
+              AND default_time_to_live = {ttl_seconds}",
+            config.compaction_window_hours
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {keyspace}.batch_outcomes (
+                customer_id text,
+                hour_start timestamp,
+                batch_id text,
+                outcome int,
+                reason int,
+                count int,
+                PRIMARY KEY ((customer_id, hour_start), batch_id, outcome, reason)
+            ) WITH default_time_to_live = {ttl_seconds}"
+        ),
+        format!("CREATE TABLE IF NOT EXISTS {keyspace}.settings (name text PRIMARY KEY, value text)"),
+    ];
+    for statement in statements {
+        session.query_unpaged(statement.as_str(), ()).await.map_err(|error| CqlError::query("schema change", error))?;
+    }
+    session.await_schema_agreement().await.map_err(|error| CqlError::query("schema agreement", error))?;
+    // Lightweight transaction: the first writer fixes the bucket count, later ones read it.
+    session
+        .query_unpaged(
+            format!("INSERT INTO {keyspace}.settings (name, value) VALUES (?, ?) IF NOT EXISTS"),
+            (BUCKETS_SETTING, config.buckets.to_string()),
+        )
+        .await
+        .map_err(|error| CqlError::query("bucket setting", error))?;
+    bucket_count(session, keyspace).await
+}
+
+/// The bucket count stored in the keyspace.
+pub async fn bucket_count(session: &Session, keyspace: &str) -> Result<u32, CqlError> {
+    let result = session
+        .query_unpaged(format!("SELECT value FROM {keyspace}.settings WHERE name = ?"), (BUCKETS_SETTING,))
+        .await
+        .map_err(|error| CqlError::query("reading settings", error))?;
+    let rows = result.into_rows_result().map_err(|error| CqlError::query("reading settings", error))?;
+    let (value,): (String,) =
+        rows.maybe_first_row().map_err(|error| CqlError::query("reading settings", error))?.ok_or_else(|| {
+            CqlError::Schema(format!("keyspace {keyspace} has no bucket count: run `hourglass migrate cql`"))
+        })?;
+    value
+        .parse::<u32>()
+        .ok()
+        .filter(|buckets| *buckets > 0)
+        .ok_or_else(|| CqlError::Schema(format!("invalid bucket count {value:?} in {keyspace}.settings")))
+}

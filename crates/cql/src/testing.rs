@@ -1,0 +1,46 @@
+//! Support for tests against a real CQL server: each test gets a keyspace of its own.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::{CqlConfig, CqlRawStore, schema};
+
+/// The environment variable naming the CQL nodes the tests use (`scripts/test.sh` sets it).
+pub const TEST_CQL_NODES_ENV: &str = "HOURGLASS_TEST_CQL_NODES";
+
+/// The test CQL nodes, or a panic telling how to start them.
+pub fn test_nodes() -> String {
+    std::env::var(TEST_CQL_NODES_ENV).unwrap_or_else(|_| {
+        panic!("{TEST_CQL_NODES_ENV} is not set: run the tests with scripts/test.sh, which starts Cassandra")
+    })
+}
+
+/// A configuration with a fresh keyspace name for one test on `nodes` (not yet created).
+pub fn test_config(test_name: &str, nodes: &str, buckets: u32) -> CqlConfig {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let sanitized: String = test_name
+        .chars()
+        .map(|character| if character.is_ascii_alphanumeric() { character.to_ascii_lowercase() } else { '_' })
+        .take(20)
+        .collect();
+    let keyspace = format!("test_{sanitized}_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+    let mut config = CqlConfig::for_nodes(nodes, &keyspace);
+    config.buckets = buckets;
+    config
+}
+
+/// Drops a test's keyspace (call it at the end of a test; a failed test leaves its keyspace behind).
+pub async fn drop_test_keyspace(config: &CqlConfig) {
+    let keyspace = config.checked_keyspace().expect("test keyspace name");
+    assert!(keyspace.starts_with("test_"), "refusing to drop non-test keyspace {keyspace}");
+    let session = config.connect().await.expect("connect to the test CQL server");
+    session.query_unpaged(format!("DROP KEYSPACE IF EXISTS {keyspace}"), ()).await.expect("drop test keyspace");
+}
+
+/// Creates a fresh keyspace for one test on the test nodes and returns a store on it.
+pub async fn create_test_store(test_name: &str, buckets: u32) -> (CqlConfig, CqlRawStore) {
+    let config = test_config(test_name, &test_nodes(), buckets);
+    let session = config.connect().await.expect("connect to the test CQL server");
+    schema::migrate(&session, &config).await.expect("migrate the test keyspace");
+    let store = CqlRawStore::with_session(std::sync::Arc::new(session), &config).await.expect("prepare statements");
+    (config, store)
+}
