@@ -5,14 +5,18 @@
 //!   is idempotent and safe from many replicas at once (sqlx takes an advisory lock).
 //! - [`keys`]: [`PostgresKeyStore`], the [`KeyStore`](hourglass_core::key_store::KeyStore) holding API
 //!   key hashes and per-customer limits.
+//! - [`jobs`]: [`PostgresJobQueue`], the [`JobQueue`](hourglass_core::job_queue::JobQueue) of
+//!   customer-hours awaiting aggregation (marked dirty by the ingestor).
 //! - [`testing`]: a fresh database per test, for the real-Postgres test tier.
 
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod jobs;
 pub mod keys;
 pub mod migrate;
 pub mod testing;
 
 pub use config::PostgresConfig;
+pub use jobs::PostgresJobQueue;
 pub use keys::PostgresKeyStore;
