@@ -1,0 +1,283 @@
+//! The consume → write → mark dirty → commit loop.
+//!
+//! Records are written concurrently (at most `--ingestor-max-in-flight-records`); when that many are in
+//! flight the loop stops fetching. Every commit interval, the loop first marks the customer-hours of the
+//! finished records dirty in the job queue, and only if that succeeded commits the offsets below every
+//! record still in flight ([`OffsetTracker`]). A store that is down makes writes retry with backoff;
+//! nothing is committed past them, so a crash or a rebalance redelivers them: at-least-once into an
+//! idempotent store.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use hourglass_core::customer::CustomerId;
+use hourglass_core::event_log::{EventLog, Topic};
+use hourglass_core::hour;
+use hourglass_core::job_queue::{CustomerHour, JobQueue};
+use hourglass_core::raw_store::RawStore;
+use hourglass_core::record::{self, SCHEMA_VERSION_HEADER};
+use hourglass_kafka::KafkaConfig;
+use hourglass_kafka::context::HourglassKafkaContext;
+use hourglass_proto::log::v1::EventBatchRecord;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::IngestorConfig;
+use crate::dead_letter;
+use crate::error::IngestorError;
+use crate::offsets::OffsetTracker;
+use crate::telemetry;
+
+/// What became of one record.
+enum Handled {
+    /// Its events and outcomes are durable; these customer-hours need (re)aggregation.
+    Stored { hours: Vec<CustomerHour> },
+    /// It could not be decoded and is now in the dead-letter topic.
+    DeadLettered,
+    /// Shutdown came while it was still retrying: it stays uncommitted.
+    Abandoned,
+}
+
+/// What a record's handling needs.
+pub(crate) struct RecordHandler<S, L> {
+    pub(crate) raw_store: Arc<S>,
+    pub(crate) dead_letter_log: Arc<L>,
+    pub(crate) config: IngestorConfig,
+}
+
+impl<S: RawStore, L: EventLog> RecordHandler<S, L> {
+    /// Decodes and stores one record (or dead-letters it), retrying store failures with backoff until
+    /// they succeed or `abandon` is cancelled.
+    async fn handle(&self, message: &OwnedMessage, abandon: &CancellationToken) -> Handled {
+        let schema_version = message
+            .headers()
+            .and_then(|headers| headers.iter().find(|header| header.key == SCHEMA_VERSION_HEADER))
+            .and_then(|header| header.value);
+        let payload = message.payload().unwrap_or_default();
+        match record::decode(schema_version, payload) {
+            Ok(batch) => {
+                let hours = touched_hours(&batch);
+                let events = batch.events.len();
+                let stored = self.retry("write to the raw store", abandon, || self.raw_store.write_batch(&batch)).await;
+                if stored.is_none() {
+                    return Handled::Abandoned;
+                }
+                metrics::counter!(telemetry::RECORDS_TOTAL, "result" => "stored").increment(1);
+                metrics::counter!(telemetry::EVENTS_STORED_TOTAL).increment(events as u64);
+                Handled::Stored { hours }
+            }
+            Err(decode_error) => {
+                let source = format!("{}/{}/{}", message.topic(), message.partition(), message.offset());
+                tracing::warn!(%source, reason = %decode_error, "poison record: sending it to the dead-letter topic");
+                let dead_letter = dead_letter::dead_letter_record(
+                    message.key().unwrap_or_default(),
+                    payload,
+                    schema_version,
+                    &decode_error.to_string(),
+                    &source,
+                    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64,
+                );
+                let sent = self
+                    .retry("write to the dead-letter topic", abandon, || {
+                        self.dead_letter_log.append(Topic::DeadLetter, dead_letter.clone())
+                    })
+                    .await;
+                if sent.is_none() {
+                    return Handled::Abandoned;
+                }
+                metrics::counter!(telemetry::RECORDS_TOTAL, "result" => "dead_lettered").increment(1);
+                Handled::DeadLettered
+            }
+        }
+    }
+
+    /// Runs `attempt` until it succeeds, backing off exponentially; `None` if abandoned first.
+    async fn retry<T, E: std::fmt::Display, F: Future<Output = Result<T, E>>>(
+        &self,
+        what: &str,
+        abandon: &CancellationToken,
+        mut attempt: impl FnMut() -> F,
+    ) -> Option<T> {
+        let mut backoff = Duration::from_millis(self.config.retry_backoff_ms.max(1));
+        let max_backoff = Duration::from_millis(self.config.max_retry_backoff_ms.max(1));
+        loop {
+            match attempt().await {
+                Ok(value) => return Some(value),
+                Err(error) => {
+                    metrics::counter!(telemetry::WRITE_RETRIES_TOTAL).increment(1);
+                    tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "failed to {what}; retrying");
+                    tokio::select! {
+                        () = abandon.cancelled() => return None,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(max_backoff);
+                }
+            }
+        }
+    }
+}
+
+/// The customer-hours a record touches: its events' hours and its outcome counts' hours (an hour with
+/// only rejected events still needs its ledger row).
+fn touched_hours(batch: &EventBatchRecord) -> Vec<CustomerHour> {
+    let Ok(customer_id) = CustomerId::new(&batch.customer_id) else {
+        return Vec::new(); // decode() already refused such records
+    };
+    let event_hours = batch
+        .events
+        .iter()
+        .map(|event| hour::hour_start(event.occurred_at.as_ref().map(|time| time.seconds).unwrap_or_default()));
+    let outcome_hours = batch.outcomes.iter().map(|count| count.hour_start_unix_secs);
+    let mut hours: Vec<i64> = event_hours.chain(outcome_hours).collect();
+    hours.sort_unstable();
+    hours.dedup();
+    hours.into_iter().map(|hour_start| CustomerHour { customer_id: customer_id.clone(), hour_start }).collect()
+}
+
+/// Consumes the events topic as a member of the configured group until `shutdown` is cancelled, then
+/// finishes in-flight writes (at most the drain timeout), marks, commits and leaves the group.
+pub async fn run<S: RawStore, Q: JobQueue, L: EventLog>(
+    config: IngestorConfig,
+    kafka: KafkaConfig,
+    raw_store: Arc<S>,
+    job_queue: Arc<Q>,
+    dead_letter_log: Arc<L>,
+    shutdown: CancellationToken,
+) -> Result<(), IngestorError> {
+    telemetry::describe();
+    let consumer: StreamConsumer<HourglassKafkaContext> = kafka
+        .consumer_config(&config.group_id, "hourglass-ingestor")?
+        .create_with_context(HourglassKafkaContext)
+        .map_err(hourglass_kafka::KafkaSetupError::Client)?;
+    let events_topic = kafka.topic_name(Topic::Events).to_owned();
+    consumer.subscribe(&[&events_topic])?;
+    tracing::info!(topic = %events_topic, group = %config.group_id, "ingestor consuming");
+
+    let handler = Arc::new(RecordHandler { raw_store, dead_letter_log, config: config.clone() });
+    let abandon = CancellationToken::new();
+    let mut tracker = OffsetTracker::default();
+    let mut pending_hours: HashSet<CustomerHour> = HashSet::new();
+    let mut in_flight = FuturesUnordered::new();
+    let mut commit_tick = tokio::time::interval(config.commit_interval());
+    commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let max_in_flight = config.max_in_flight_records.max(1);
+    let mut messages = consumer.stream();
+    let committer = Committer { consumer: &consumer, topic: &events_topic, job_queue: &*job_queue };
+
+    loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            Some((partition, offset, handled)) = in_flight.next(), if !in_flight.is_empty() => {
+                apply(&mut tracker, &mut pending_hours, partition, offset, handled);
+                metrics::gauge!(telemetry::IN_FLIGHT_RECORDS).set(tracker.in_flight() as f64);
+            }
+            _ = commit_tick.tick() => committer.mark_and_commit(&mut tracker, &mut pending_hours, CommitMode::Async).await,
+            message = messages.next(), if in_flight.len() < max_in_flight => match message {
+                Some(Ok(message)) => {
+                    let (partition, offset) = (message.partition(), message.offset());
+                    tracker.start(partition, offset);
+                    let owned = message.detach();
+                    let handler = Arc::clone(&handler);
+                    let abandon = abandon.clone();
+                    in_flight.push(async move {
+                        let handled = handler.handle(&owned, &abandon).await;
+                        (partition, offset, handled)
+                    });
+                }
+                Some(Err(error)) => tracing::warn!(%error, "kafka consumer error (retrying)"),
+                None => break,
+            },
+        }
+    }
+
+    tracing::info!(in_flight = in_flight.len(), "ingestor draining");
+    let drain_deadline = tokio::time::sleep(Duration::from_secs(config.drain_timeout_secs));
+    tokio::pin!(drain_deadline);
+    while !in_flight.is_empty() {
+        tokio::select! {
+            Some((partition, offset, handled)) = in_flight.next() => {
+                apply(&mut tracker, &mut pending_hours, partition, offset, handled);
+            }
+            () = &mut drain_deadline, if !abandon.is_cancelled() => {
+                tracing::warn!(in_flight = in_flight.len(), "drain timeout: abandoning writes still retrying (they stay uncommitted)");
+                abandon.cancel();
+            }
+        }
+    }
+    committer.mark_and_commit(&mut tracker, &mut pending_hours, CommitMode::Sync).await;
+    drop(messages);
+    consumer.unsubscribe();
+    tracing::info!("ingestor stopped");
+    Ok(())
+}
+
+fn apply(
+    tracker: &mut OffsetTracker,
+    pending_hours: &mut HashSet<CustomerHour>,
+    partition: i32,
+    offset: i64,
+    handled: Handled,
+) {
+    match handled {
+        Handled::Stored { hours } => {
+            pending_hours.extend(hours);
+            tracker.finish(partition, offset);
+        }
+        Handled::DeadLettered => tracker.finish(partition, offset),
+        Handled::Abandoned => tracker.abandon(partition, offset),
+    }
+}
+
+struct Committer<'a, Q> {
+    consumer: &'a StreamConsumer<HourglassKafkaContext>,
+    topic: &'a str,
+    job_queue: &'a Q,
+}
+
+impl<Q: JobQueue> Committer<'_, Q> {
+    /// Marks the finished records' hours dirty, then commits the offsets below every in-flight record.
+    /// If marking fails nothing is committed: the records will be redelivered and re-marked.
+    async fn mark_and_commit(
+        &self,
+        tracker: &mut OffsetTracker,
+        pending_hours: &mut HashSet<CustomerHour>,
+        mode: CommitMode,
+    ) {
+        let committable = tracker.committable();
+        if !pending_hours.is_empty() {
+            let hours: Vec<CustomerHour> = pending_hours.iter().cloned().collect();
+            if let Err(error) = self.job_queue.mark_dirty(&hours).await {
+                metrics::counter!(telemetry::DIRTY_MARK_FAILURES_TOTAL).increment(1);
+                tracing::warn!(%error, "cannot mark dirty hours; offsets stay uncommitted until it works");
+                return;
+            }
+            pending_hours.clear();
+        }
+        if committable.is_empty() {
+            return;
+        }
+        let mut offsets = TopicPartitionList::new();
+        for (partition, offset) in &committable {
+            if let Err(error) = offsets.add_partition_offset(self.topic, *partition, Offset::Offset(*offset)) {
+                tracing::warn!(%error, partition, offset, "invalid offset to commit");
+                return;
+            }
+        }
+        match self.consumer.commit(&offsets, mode) {
+            Ok(()) => {
+                metrics::counter!(telemetry::COMMITS_TOTAL, "result" => "ok").increment(1);
+                tracker.mark_committed(&committable);
+            }
+            Err(error) => {
+                metrics::counter!(telemetry::COMMITS_TOTAL, "result" => "failed").increment(1);
+                tracing::warn!(%error, "offset commit failed; the records may be redelivered (no loss)");
+            }
+        }
+    }
+}

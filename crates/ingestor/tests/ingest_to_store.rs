@@ -1,0 +1,304 @@
+//! The ingestor against real Kafka, Cassandra (the CQL server) and Postgres (tier b).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hourglass_core::api_key::Scope;
+use hourglass_core::customer::CustomerId;
+use hourglass_core::event_log::{EventLog, LogRecord, Topic};
+use hourglass_core::hour;
+use hourglass_core::job_queue::CustomerHour;
+use hourglass_core::key_store::KeyStore;
+use hourglass_core::record;
+use hourglass_cql::CqlRawStore;
+use hourglass_ingestor::IngestorConfig;
+use hourglass_ingestor::dead_letter::{REASON_HEADER, SOURCE_HEADER};
+use hourglass_kafka::{KafkaConfig, KafkaEventLog, testing as kafka_testing};
+use hourglass_postgres::{PostgresConfig, PostgresJobQueue, PostgresKeyStore, migrate, testing as pg_testing};
+use hourglass_proto::log::v1::{EventBatchRecord, Outcome, OutcomeCount};
+use hourglass_proto::prost_types::Timestamp;
+use hourglass_proto::v1::ingest_service_client::IngestServiceClient;
+use hourglass_proto::v1::{Event, IngestBatchRequest, PropertyValue, RejectionReason, property_value};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+struct Stores {
+    kafka: KafkaConfig,
+    cql: hourglass_cql::CqlConfig,
+    raw_store: Arc<CqlRawStore>,
+    job_queue: Arc<PostgresJobQueue>,
+    key_store: Arc<PostgresKeyStore>,
+    event_log: Arc<KafkaEventLog>,
+}
+
+async fn stores(test_name: &str) -> Stores {
+    let kafka = kafka_testing::test_config(test_name, &kafka_testing::test_brokers());
+    let (cql, raw_store) = hourglass_cql::testing::create_test_store(test_name, 4).await;
+    let pool = PostgresConfig::for_url(pg_testing::create_test_database(test_name).await).connect_lazy().unwrap();
+    migrate::run(&pool).await.unwrap();
+    let event_log = Arc::new(KafkaEventLog::connect(kafka.clone(), "test-producer").await.unwrap());
+    Stores {
+        kafka,
+        cql,
+        raw_store: Arc::new(raw_store),
+        job_queue: Arc::new(PostgresJobQueue::new(pool.clone())),
+        key_store: Arc::new(PostgresKeyStore::new(pool)),
+        event_log,
+    }
+}
+
+impl Stores {
+    /// Drops the test's keyspace and topics.
+    async fn clean_up(self) {
+        hourglass_cql::testing::drop_test_keyspace(&self.cql).await;
+        let topics = [self.kafka.events_topic.as_str(), self.kafka.dead_letter_topic.as_str()];
+        let _ = hourglass_kafka::admin::delete_topics(&self.kafka, &topics).await;
+    }
+}
+
+fn start_ingestor(
+    stores: &Stores,
+    config: IngestorConfig,
+) -> (CancellationToken, JoinHandle<Result<(), hourglass_ingestor::IngestorError>>) {
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(hourglass_ingestor::run(
+        config,
+        stores.kafka.clone(),
+        Arc::clone(&stores.raw_store),
+        Arc::clone(&stores.job_queue),
+        Arc::clone(&stores.event_log),
+        shutdown.clone(),
+    ));
+    (shutdown, task)
+}
+
+fn fast_config(group: &str) -> IngestorConfig {
+    let mut config = IngestorConfig::with_defaults();
+    config.group_id = group.to_owned();
+    config.commit_interval_ms = 100;
+    config
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+fn event_at(id: &str, seconds: i64) -> Event {
+    Event {
+        event_id: id.to_owned(),
+        event_type: "purchase".to_owned(),
+        occurred_at: Some(Timestamp { seconds, nanos: 250_000_000 }),
+        user_id: Some(format!("user-{}", id.len())),
+        properties: BTreeMap::from([
+            ("sku".to_owned(), PropertyValue { kind: Some(property_value::Kind::StringValue(format!("sku-{id}"))) }),
+            ("price".to_owned(), PropertyValue { kind: Some(property_value::Kind::NumberValue(9.5)) }),
+            ("gift".to_owned(), PropertyValue { kind: Some(property_value::Kind::BoolValue(false)) }),
+        ]),
+    }
+}
+
+/// Waits for a condition, polling; fails the test after `timeout`.
+async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn stored_ids(store: &CqlRawStore, customer: &str, hour_start: i64) -> BTreeSet<String> {
+    store.read_hour(customer, hour_start).await.unwrap().into_iter().map(|event| event.event_id).collect()
+}
+
+#[tokio::test]
+async fn events_published_by_the_collector_land_once_and_their_hours_are_marked() {
+    let stores = stores("collector_to_store").await;
+    // The real collector, publishing to the test topics.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let collector_shutdown = CancellationToken::new();
+    let collector = tokio::spawn(hourglass_collector::run(
+        hourglass_collector::CollectorConfig::with_defaults(address),
+        Arc::clone(&stores.key_store),
+        Arc::clone(&stores.event_log),
+        listener,
+        collector_shutdown.clone(),
+    ));
+    let key = stores.key_store.create_key(&CustomerId::new("acme").unwrap(), Scope::Ingest, "").await.unwrap();
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{address}")).unwrap().connect().await.unwrap();
+    let mut client = IngestServiceClient::new(channel);
+
+    // Events now, an hour ago and two hours ago (never in the future, which the collector refuses).
+    let now = now_secs();
+    let mut expected: BTreeMap<i64, BTreeSet<String>> = BTreeMap::new();
+    let mut batches = Vec::new();
+    for batch in 0..4 {
+        let events: Vec<Event> = (0..25)
+            .map(|index| {
+                let occurred_at = now - 3600 * ((batch + index) % 3) as i64 - index as i64;
+                let id = format!("b{batch}-e{index}");
+                expected.entry(hour::hour_start(occurred_at)).or_default().insert(id.clone());
+                event_at(&id, occurred_at)
+            })
+            .collect();
+        batches.push(events);
+    }
+    // A client retry: the first batch again, as if its ack had been lost.
+    batches.push(batches[0].clone());
+    for events in batches {
+        let mut request = tonic::Request::new(IngestBatchRequest { events });
+        request.metadata_mut().insert("authorization", format!("Bearer {}", key.expose_secret()).parse().unwrap());
+        client.ingest_batch(request).await.unwrap();
+    }
+
+    let (shutdown, ingestor) = start_ingestor(&stores, fast_config("collector-to-store"));
+    let expected_hours: Vec<CustomerHour> = expected
+        .keys()
+        .map(|hour_start| CustomerHour { customer_id: CustomerId::new("acme").unwrap(), hour_start: *hour_start })
+        .collect();
+    wait_for("every hour to be marked dirty", Duration::from_secs(60), || async {
+        let marked: Vec<CustomerHour> =
+            stores.job_queue.dirty_hours().await.unwrap().into_iter().map(|(hour, _)| hour).collect();
+        marked.len() == expected_hours.len()
+    })
+    .await;
+
+    for (hour_start, ids) in &expected {
+        assert_eq!(
+            &stored_ids(&stores.raw_store, "acme", *hour_start).await,
+            ids,
+            "hour {hour_start}: each event once"
+        );
+    }
+    let stored = stores.raw_store.read_hour("acme", hour::hour_start(now)).await.unwrap();
+    let sample = stored.iter().find(|event| event.event_id == "b0-e0").expect("b0-e0 stored");
+    assert_eq!(sample.event_type, "purchase");
+    assert_eq!(sample.occurred_at_ms, now * 1000 + 250);
+    assert_eq!(sample.string_properties.get("sku").map(String::as_str), Some("sku-b0-e0"));
+    assert_eq!(sample.number_properties.get("price"), Some(&9.5));
+    assert_eq!(sample.bool_properties.get("gift"), Some(&false));
+    let marked: Vec<CustomerHour> =
+        stores.job_queue.dirty_hours().await.unwrap().into_iter().map(|(hour, _)| hour).collect();
+    assert_eq!(marked, expected_hours, "the dirty marks name exactly the hours written");
+
+    shutdown.cancel();
+    ingestor.await.unwrap().unwrap();
+    collector_shutdown.cancel();
+    collector.await.unwrap().unwrap();
+    stores.clean_up().await;
+}
+
+fn batch_record(customer: &str, batch_id: &str, events: Vec<Event>) -> LogRecord {
+    let outcomes = events
+        .iter()
+        .map(|event| OutcomeCount {
+            hour_start_unix_secs: hour::hour_start(event.occurred_at.unwrap().seconds),
+            outcome: Outcome::Accepted.into(),
+            reason: RejectionReason::Unspecified.into(),
+            count: 1,
+        })
+        .collect();
+    let record = EventBatchRecord {
+        customer_id: customer.to_owned(),
+        received_at_unix_ms: now_secs() * 1000,
+        batch_id: batch_id.to_owned(),
+        collector_id: "test".to_owned(),
+        events,
+        outcomes,
+    };
+    record::encode(customer.to_owned(), &record)
+}
+
+#[tokio::test]
+async fn a_crash_after_writing_and_before_committing_redelivers_without_loss_or_duplicates() {
+    let stores = stores("crash_before_commit").await;
+    let current_hour = hour::hour_start(now_secs());
+    let mut sent = BTreeSet::new();
+    for batch in 0..10 {
+        let events: Vec<Event> = (0..20)
+            .map(|index| {
+                let id = format!("c{batch}-{index}");
+                sent.insert(id.clone());
+                event_at(&id, current_hour + index)
+            })
+            .collect();
+        stores
+            .event_log
+            .append(Topic::Events, batch_record("crashy", &format!("batch-{batch}"), events))
+            .await
+            .unwrap();
+    }
+
+    // First ingestor: writes everything but never gets to commit (its commit interval is an hour), then
+    // dies without a graceful shutdown.
+    let mut never_commits = fast_config("crash-group");
+    never_commits.commit_interval_ms = 3_600_000;
+    let (_shutdown, first) = start_ingestor(&stores, never_commits);
+    wait_for("the first ingestor to write every event", Duration::from_secs(60), || async {
+        stored_ids(&stores.raw_store, "crashy", current_hour).await.len() == sent.len()
+    })
+    .await;
+    first.abort();
+    let _ = first.await;
+    assert!(stores.job_queue.dirty_hours().await.unwrap().is_empty(), "nothing was marked or committed");
+
+    // Second ingestor in the same group: the records come again.
+    let (shutdown, second) = start_ingestor(&stores, fast_config("crash-group"));
+    wait_for("the redelivered records to be marked", Duration::from_secs(90), || async {
+        !stores.job_queue.dirty_hours().await.unwrap().is_empty()
+    })
+    .await;
+    assert_eq!(stored_ids(&stores.raw_store, "crashy", current_hour).await, sent, "exactly the sent events, once each");
+    shutdown.cancel();
+    second.await.unwrap().unwrap();
+    stores.clean_up().await;
+}
+
+#[tokio::test]
+async fn poison_records_go_to_the_dead_letter_topic_and_the_partition_moves_on() {
+    let stores = stores("poison").await;
+    let current_hour = hour::hour_start(now_secs());
+    let garbage = LogRecord {
+        key: "victim".into(),
+        payload: b"\xff\xff\xff not protobuf".to_vec(),
+        headers: vec![(record::SCHEMA_VERSION_HEADER, b"1".to_vec())],
+    };
+    let mut from_the_future = batch_record("victim", "future", vec![event_at("future-1", current_hour)]);
+    from_the_future.headers = vec![(record::SCHEMA_VERSION_HEADER, b"99".to_vec())];
+    let good = batch_record("victim", "good", vec![event_at("good-1", current_hour + 1)]);
+    for log_record in [garbage, from_the_future, good] {
+        stores.event_log.append(Topic::Events, log_record).await.unwrap();
+    }
+
+    let (shutdown, ingestor) = start_ingestor(&stores, fast_config("poison-group"));
+    wait_for("the record after the poison ones to be stored", Duration::from_secs(60), || async {
+        stored_ids(&stores.raw_store, "victim", current_hour).await.contains("good-1")
+    })
+    .await;
+    shutdown.cancel();
+    ingestor.await.unwrap().unwrap();
+
+    assert_eq!(stored_ids(&stores.raw_store, "victim", current_hour).await, BTreeSet::from(["good-1".to_owned()]));
+    let kafka = stores.kafka.clone();
+    let dead_letters =
+        tokio::task::spawn_blocking(move || kafka_testing::read_topic(&kafka, kafka.topic_name(Topic::DeadLetter)))
+            .await
+            .unwrap();
+    assert_eq!(dead_letters.len(), 2);
+    let reasons: Vec<String> =
+        dead_letters.iter().map(|record| String::from_utf8(record.headers[REASON_HEADER].clone()).unwrap()).collect();
+    assert!(reasons.iter().any(|reason| reason.contains("undecodable payload")), "{reasons:?}");
+    assert!(reasons.iter().any(|reason| reason.contains("unknown schema version 99")), "{reasons:?}");
+    for dead_letter in &dead_letters {
+        let source = String::from_utf8(dead_letter.headers[SOURCE_HEADER].clone()).unwrap();
+        assert!(source.starts_with(&stores.kafka.events_topic), "{source}");
+        assert_eq!(dead_letter.key, "victim");
+    }
+    stores.clean_up().await;
+}
