@@ -2,15 +2,15 @@
 # The project's test command (CI runs exactly this through .ci/run).
 #
 # Installs and starts what the tests need, reusing what earlier runs cached, then runs every check and test:
-#   1. Postgres 15 (Debian package) and Apache Kafka (Maven Central jars), via e2e/servers/*.sh;
+#   1. Postgres 15 (Debian package), Apache Kafka and Apache Cassandra (Maven Central jars), via e2e/servers/*.sh;
 #   2. `buf lint` on proto/;
 #   3. `cargo fmt --check`, `cargo clippy` (warnings are errors);
 #   4. `cargo test --workspace`: unit tests, and real-server tests against the Postgres and Kafka above.
 #
 # Caches live in $HOURGLASS_CACHE_DIR (default ~/.cache/hourglass): Kafka jars and instances, the Python venv
 # for buf, and the cargo target directory (CARGO_TARGET_DIR, kept outside the clone). The servers keep running
-# afterwards, so a second run starts in seconds; stop them with `e2e/servers/kafka.sh stop` and
-# `e2e/servers/postgres.sh stop`.
+# afterwards, so a second run starts in seconds; stop them with `e2e/servers/kafka.sh stop`,
+# `e2e/servers/cassandra.sh stop` and `e2e/servers/postgres.sh stop`.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -35,10 +35,13 @@ command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust 1.95 (
 step "servers"
 bash e2e/servers/postgres.sh start
 bash e2e/servers/kafka.sh start
+bash e2e/servers/cassandra.sh start
 eval "$(bash e2e/servers/postgres.sh env)"
 eval "$(bash e2e/servers/kafka.sh env)"
+eval "$(bash e2e/servers/cassandra.sh env)"
 export HOURGLASS_TEST_DATABASE_URL="$HOURGLASS_DATABASE_URL"
 export HOURGLASS_TEST_KAFKA_BROKERS="$HOURGLASS_KAFKA_BROKERS"
+export HOURGLASS_TEST_CQL_NODES="$HOURGLASS_CQL_NODES"
 
 # Each test creates a database of its own; drop those of earlier runs.
 psql "$HOURGLASS_DATABASE_URL" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'hourglass_test_%'" |

@@ -3,6 +3,7 @@
 
 mod bench;
 mod collector;
+mod ingestor;
 mod keys;
 mod loadgen;
 mod migrate;
@@ -26,6 +27,8 @@ struct Cli {
 enum Command {
     /// Run the collector: gRPC ingest → Kafka.
     Collector(Box<collector::CollectorArgs>),
+    /// Run the ingestor: Kafka → the CQL raw store, marking dirty customer-hours.
+    Ingestor(Box<ingestor::IngestorArgs>),
     /// Create, list and revoke API keys; set per-customer limits.
     Keys(keys::KeysArgs),
     /// Apply database schema migrations.
@@ -42,6 +45,10 @@ fn main() -> anyhow::Result<()> {
             Command::Collector(args) => {
                 telemetry::init(&cli.telemetry)?;
                 collector::run(*args).await
+            }
+            Command::Ingestor(args) => {
+                telemetry::init(&cli.telemetry)?;
+                ingestor::run(*args).await
             }
             Command::Keys(args) => {
                 telemetry::init_for_tool(&cli.telemetry)?;
