@@ -20,8 +20,11 @@ use crate::{CqlConfig, CqlError, schema};
 #[derive(Clone)]
 pub struct CqlRawStore {
     session: Arc<Session>,
-    insert_event: PreparedStatement,
-    insert_outcome: PreparedStatement,
+    /// `event_batches[n - 1]` is an unlogged batch of `n` event inserts, built once: a write only binds
+    /// values to it.
+    event_batches: Arc<[Batch]>,
+    /// Likewise for outcome inserts.
+    outcome_batches: Arc<[Batch]>,
     select_hour_bucket: PreparedStatement,
     bucket_count: u32,
     max_batch_rows: usize,
@@ -104,13 +107,14 @@ impl CqlRawStore {
              WHERE customer_id = ? AND hour_start = ? AND bucket = ?"
         ))
         .await?;
+        let max_batch_rows = config.max_batch_rows.max(1);
         Ok(Self {
             session,
-            insert_event,
-            insert_outcome,
+            event_batches: batches_of(&insert_event, max_batch_rows),
+            outcome_batches: batches_of(&insert_outcome, max_batch_rows),
             select_hour_bucket,
             bucket_count,
-            max_batch_rows: config.max_batch_rows.max(1),
+            max_batch_rows,
         })
     }
 
@@ -205,14 +209,20 @@ impl CqlRawStore {
         (hour_start, bucket, row)
     }
 
-    fn batch_of(&self, statement: &PreparedStatement, rows: usize) -> Batch {
-        let mut batch = Batch::new(BatchType::Unlogged);
-        for _ in 0..rows {
-            batch.append_statement(statement.clone());
-        }
-        batch.set_is_idempotent(true);
-        batch
-    }
+}
+
+/// Unlogged batches of 1 to `max_rows` copies of `statement`.
+fn batches_of(statement: &PreparedStatement, max_rows: usize) -> Arc<[Batch]> {
+    (1..=max_rows)
+        .map(|rows| {
+            let mut batch = Batch::new(BatchType::Unlogged);
+            for _ in 0..rows {
+                batch.append_statement(statement.clone());
+            }
+            batch.set_is_idempotent(true);
+            batch
+        })
+        .collect()
 }
 
 fn unavailable(error: impl std::fmt::Display) -> RawStoreError {
@@ -240,20 +250,24 @@ impl RawStore for CqlRawStore {
             outcome_partitions.entry(count.hour_start_unix_secs).or_default().push(row);
         }
 
-        let mut writes = Vec::new();
+        let mut event_writes = Vec::new();
         for rows in partitions.values() {
             for chunk in rows.chunks(self.max_batch_rows) {
-                let batch = self.batch_of(&self.insert_event, chunk.len());
-                let session = &self.session;
-                writes.push(futures::future::Either::Left(async move { session.batch(&batch, chunk).await }));
+                event_writes.push(self.session.batch(&self.event_batches[chunk.len() - 1], chunk));
             }
         }
-        for rows in outcome_partitions.into_values() {
-            let batch = self.batch_of(&self.insert_outcome, rows.len());
-            let session = &self.session;
-            writes.push(futures::future::Either::Right(async move { session.batch(&batch, rows).await }));
+        let mut outcome_writes = Vec::new();
+        for rows in outcome_partitions.values() {
+            for chunk in rows.chunks(self.max_batch_rows) {
+                outcome_writes.push(self.session.batch(&self.outcome_batches[chunk.len() - 1], chunk));
+            }
         }
-        futures::future::try_join_all(writes).await.map_err(unavailable)?;
+        futures::future::try_join(
+            futures::future::try_join_all(event_writes),
+            futures::future::try_join_all(outcome_writes),
+        )
+        .await
+        .map_err(unavailable)?;
         Ok(())
     }
 }

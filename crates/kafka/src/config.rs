@@ -69,6 +69,10 @@ pub struct KafkaConfig {
     #[arg(long = "kafka-queue-max-kbytes", env = "HOURGLASS_KAFKA_QUEUE_MAX_KBYTES", default_value_t = 131_072)]
     pub queue_max_kbytes: u64,
 
+    /// Most data a consumer prefetches, in KiB (librdkafka `queued.max.messages.kbytes`).
+    #[arg(long = "kafka-consumer-prefetch-kbytes", env = "HOURGLASS_KAFKA_CONSUMER_PREFETCH_KBYTES", default_value_t = 8_192)]
+    pub consumer_prefetch_kbytes: u64,
+
     /// Extra librdkafka properties as KEY=VALUE (security.protocol, sasl.*, ssl.*), repeatable; applied
     /// last, so they override the settings above. `acks` and `enable.idempotence` cannot be weakened.
     #[arg(long = "kafka-option", env = "HOURGLASS_KAFKA_OPTIONS", value_delimiter = ',')]
@@ -137,7 +141,10 @@ impl KafkaConfig {
             .set("group.id", group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest");
+            .set("auto.offset.reset", "earliest")
+            // librdkafka prefetches up to 64 MiB by default; the consumer's own bound on records in
+            // flight is what should hold memory, so keep the prefetch modest.
+            .set("queued.max.messages.kbytes", self.consumer_prefetch_kbytes.to_string());
         Ok(config)
     }
 }
