@@ -1,0 +1,210 @@
+//! `hourglass bench ingestor`: N events in collector-format records through Kafka into the CQL store,
+//! by a real ingestor process. Prints events/s, the ingestor's CPU-seconds per million events and peak
+//! RSS, and the CQL server's CPU separately.
+//!
+//! The ingestor starts first on an empty topic and is warmed with one record; then the records are
+//! published and the clock runs until the group's committed offsets reach the topic's end, which the
+//! ingestor only commits after the events are written and their hours marked.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use futures::StreamExt;
+use hourglass_core::event_log::{EventLog, Topic};
+use hourglass_core::hour;
+use hourglass_core::record;
+use hourglass_cql::CqlConfig;
+use hourglass_kafka::{KafkaConfig, KafkaEventLog, admin};
+use hourglass_postgres::PostgresConfig;
+use hourglass_proto::log::v1::{EventBatchRecord, Outcome, OutcomeCount};
+use hourglass_proto::v1::RejectionReason;
+use indicatif::{ProgressBar, ProgressStyle};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::{peak_rss_kib, process_cpu_seconds};
+use crate::loadgen;
+
+/// Flags of `hourglass bench ingestor`.
+#[derive(clap::Args)]
+pub struct IngestorBenchArgs {
+    /// Events to ingest in the measured run.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Events per Kafka record (the collector's batch size).
+    #[arg(long, default_value_t = 100)]
+    batch_size: usize,
+    /// Records the ingestor writes at once.
+    #[arg(long, default_value_t = 64)]
+    max_in_flight_records: usize,
+    /// Pid of the CQL server, to report its CPU; by default read from e2e/servers/cassandra.sh's
+    /// instance `main`.
+    #[arg(long)]
+    store_pid: Option<u32>,
+    #[command(flatten)]
+    kafka: KafkaConfig,
+    #[command(flatten)]
+    cql: CqlConfig,
+    #[command(flatten)]
+    postgres: PostgresConfig,
+}
+
+/// Runs the ingestor benchmark.
+pub async fn run(args: IngestorBenchArgs) -> anyhow::Result<()> {
+    let run_id = format!("bench{}", SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs());
+    let mut kafka = args.kafka.clone();
+    kafka.events_topic = format!("hourglass.bench.{run_id}");
+    kafka.dead_letter_topic = format!("hourglass.bench.{run_id}.dlq");
+    let keyspace = format!("bench_{run_id}");
+    let group = format!("hourglass-bench-{run_id}");
+    let event_log = Arc::new(KafkaEventLog::connect(kafka.clone(), "hourglass-bench-producer").await?);
+
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .arg("ingestor")
+        .env("HOURGLASS_KAFKA_BROKERS", &kafka.brokers)
+        .env("HOURGLASS_KAFKA_EVENTS_TOPIC", &kafka.events_topic)
+        .env("HOURGLASS_KAFKA_DEAD_LETTER_TOPIC", &kafka.dead_letter_topic)
+        .env("HOURGLASS_CQL_NODES", args.cql.nodes.join(","))
+        .env("HOURGLASS_CQL_KEYSPACE", &keyspace)
+        .env("HOURGLASS_DATABASE_URL", &args.postgres.url)
+        .env("HOURGLASS_INGESTOR_GROUP", &group)
+        .env("HOURGLASS_INGESTOR_MAX_IN_FLIGHT_RECORDS", args.max_in_flight_records.to_string())
+        .env("HOURGLASS_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("failed to start the ingestor")?;
+    let ingestor_pid = child.id().context("ingestor exited at once")?;
+
+    // Warm-up: one record through the whole path, so the group has joined and statements are prepared.
+    publish(&event_log, &format!("{run_id}w"), 1, args.batch_size, &ProgressBar::hidden()).await?;
+    wait_until_committed(&kafka, &group, Duration::from_secs(120)).await.context("warm-up")?;
+
+    let store_pid = args.store_pid.or_else(cassandra_main_pid);
+    let store_cpu_before = store_pid.and_then(|pid| process_cpu_seconds(pid).ok());
+    let cpu_before = process_cpu_seconds(ingestor_pid)?;
+    let started = Instant::now();
+    let progress = ProgressBar::new(args.events)
+        .with_style(ProgressStyle::with_template("publishing {bar:40} {human_pos}/{human_len} events  {per_sec}")?);
+    publish(&event_log, &run_id, args.events, args.batch_size, &progress).await?;
+    progress.finish_and_clear();
+    let published_seconds = started.elapsed().as_secs_f64();
+    wait_until_committed(&kafka, &group, Duration::from_secs(1800)).await?;
+    let wall_seconds = started.elapsed().as_secs_f64();
+    let ingestor_cpu = process_cpu_seconds(ingestor_pid)? - cpu_before;
+    let store_cpu =
+        store_pid.zip(store_cpu_before).and_then(|(pid, before)| Some(process_cpu_seconds(pid).ok()? - before));
+    let peak_rss = peak_rss_kib(ingestor_pid)?;
+    super::terminate(&mut child, "ingestor").await;
+
+    admin::delete_topics(&kafka, &[&kafka.events_topic, &kafka.dead_letter_topic]).await?;
+    let session = args.cql.connect().await?;
+    session.query_unpaged(format!("DROP KEYSPACE IF EXISTS {keyspace}"), ()).await?;
+
+    let events = args.events as f64;
+    println!(
+        "ingestor bench: {} events in {}-event records into CQL keyspace {keyspace}",
+        args.events, args.batch_size
+    );
+    println!("  publishing         {published_seconds:.2} s (overlaps with ingesting)");
+    println!("  wall time          {wall_seconds:.2} s until every offset was committed");
+    println!("  throughput         {:.0} events/s", events / wall_seconds);
+    println!("  ingestor CPU       {ingestor_cpu:.2} s = {:.2} CPU-s per million events", ingestor_cpu / events * 1e6);
+    println!("  per ingestor core  {:.0} events/s", events / ingestor_cpu);
+    println!("  ingestor peak RSS  {:.1} MiB", peak_rss as f64 / 1024.0);
+    match store_cpu {
+        Some(cpu) => println!(
+            "  CQL server CPU     {cpu:.2} s = {:.2} CPU-s per million events (same machine)",
+            cpu / events * 1e6
+        ),
+        None => println!("  CQL server CPU     unknown (pass --store-pid)"),
+    }
+    Ok(())
+}
+
+/// Publishes `events` events as collector-format records, 256 appends in flight.
+async fn publish(
+    event_log: &Arc<KafkaEventLog>,
+    run_id: &str,
+    events: u64,
+    batch_size: usize,
+    progress: &ProgressBar,
+) -> anyhow::Result<()> {
+    let batches = events.div_ceil(batch_size as u64);
+    let received_at_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64;
+    let appends = futures::stream::iter(0..batches).map(|batch| {
+        let first = batch * batch_size as u64;
+        let count = (events - first).min(batch_size as u64) as usize;
+        let batch_events = loadgen::generate_batch(run_id, first, count);
+        let hour_start = hour::hour_start(received_at_unix_ms / 1000);
+        let record = EventBatchRecord {
+            customer_id: "bench".into(),
+            received_at_unix_ms,
+            batch_id: format!("{run_id}-{batch}"),
+            collector_id: "bench".into(),
+            events: batch_events,
+            outcomes: vec![OutcomeCount {
+                hour_start_unix_secs: hour_start,
+                outcome: Outcome::Accepted.into(),
+                reason: RejectionReason::Unspecified.into(),
+                count: count as u32,
+            }],
+        };
+        // Spread over partitions like a collector with many customers would.
+        let log_record = record::encode(format!("customer-{}", batch % 64), &record);
+        let append = event_log.append(Topic::Events, log_record);
+        async move {
+            append.await?;
+            progress.inc(count as u64);
+            Ok::<_, anyhow::Error>(())
+        }
+    });
+    let mut appends = appends.buffer_unordered(256);
+    while let Some(result) = appends.next().await {
+        result?;
+    }
+    Ok(())
+}
+
+/// Waits until the group has committed every partition's high watermark.
+async fn wait_until_committed(kafka: &KafkaConfig, group: &str, timeout: Duration) -> anyhow::Result<()> {
+    let (kafka, group) = (kafka.clone(), group.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let mut config = kafka.client_config("hourglass-bench-watcher")?;
+        config.set("group.id", &group);
+        let watcher: BaseConsumer = config.create()?;
+        let deadline = Instant::now() + timeout;
+        let request_timeout = Duration::from_secs(10);
+        loop {
+            let metadata = watcher.fetch_metadata(Some(&kafka.events_topic), request_timeout)?;
+            let mut partitions = TopicPartitionList::new();
+            let mut ends = Vec::new();
+            for partition in metadata.topics()[0].partitions() {
+                partitions.add_partition(&kafka.events_topic, partition.id());
+                ends.push(watcher.fetch_watermarks(&kafka.events_topic, partition.id(), request_timeout)?.1);
+            }
+            let committed = watcher.committed_offsets(partitions, request_timeout)?;
+            let done = committed.elements().iter().zip(&ends).all(|(element, end)| match element.offset() {
+                Offset::Offset(offset) => offset >= *end,
+                _ => *end == 0,
+            });
+            if done {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the ingestor had not committed everything after {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+    .await?
+}
+
+fn cassandra_main_pid() -> Option<u32> {
+    let cache = std::env::var("HOURGLASS_CACHE_DIR")
+        .ok()
+        .or_else(|| std::env::var("HOME").ok().map(|home| format!("{home}/.cache/hourglass")))?;
+    std::fs::read_to_string(format!("{cache}/cassandra-instances/main/cassandra.pid")).ok()?.trim().parse().ok()
+}

@@ -1,0 +1,96 @@
+//! `hourglass bench`: benchmarks that run a stage as a child process against the real servers and
+//! print events/s and CPU per event, measured from `/proc` apart from the load generator's.
+
+mod collector;
+mod ingestor;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+/// Flags of `hourglass bench`.
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    target: BenchTarget,
+}
+
+#[derive(clap::Subcommand)]
+enum BenchTarget {
+    /// The collector: gRPC IngestStream → Kafka (acks=all).
+    Collector(Box<collector::CollectorBenchArgs>),
+    /// The ingestor: Kafka → the CQL raw store, dirty hours, offset commits.
+    Ingestor(Box<ingestor::IngestorBenchArgs>),
+}
+
+/// Runs the benchmark.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match args.target {
+        BenchTarget::Collector(args) => collector::run(*args).await,
+        BenchTarget::Ingestor(args) => ingestor::run(*args).await,
+    }
+}
+
+/// Waits until the gRPC server at `target` reports SERVING.
+async fn wait_until_serving(target: &str, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(channel) = tonic::transport::Endpoint::from_shared(target.to_owned())?.connect().await {
+            let mut client = HealthClient::new(channel);
+            let request = HealthCheckRequest { service: String::new() };
+            if let Ok(response) = client.check(request).await
+                && response.into_inner().status == ServingStatus::Serving as i32
+            {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the collector at {target} was not SERVING after {timeout:?} (is Kafka running? e2e/servers/kafka.sh start)"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// User + system CPU seconds of a process, from /proc/<pid>/stat.
+fn process_cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15 overall.
+    let after_name = stat.rsplit_once(')').context("malformed /proc stat")?.1;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    Ok(ticks as f64 / clock_ticks_per_second())
+}
+
+fn self_cpu_seconds() -> f64 {
+    process_cpu_seconds(std::process::id()).unwrap_or(0.0)
+}
+
+fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as f64 } else { 100.0 }
+}
+
+/// Peak resident set size (VmHWM) of a process, in KiB.
+fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:")).context("no VmHWM in /proc status")?;
+    Ok(line.split_whitespace().nth(1).context("malformed VmHWM")?.parse()?)
+}
+
+/// Sends SIGTERM to a child and waits for it, warning if it does not exit cleanly.
+async fn terminate(child: &mut tokio::process::Child, what: &str) {
+    if let Some(pid) = child.id() {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    }
+    let exit = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+    if !matches!(exit, Ok(Ok(status)) if status.success()) {
+        eprintln!("warning: the {what} did not exit cleanly after SIGTERM: {exit:?}");
+    }
+}
