@@ -3,6 +3,7 @@
 
 mod bench;
 mod collector;
+mod dlq;
 mod ingestor;
 mod keys;
 mod loadgen;
@@ -29,6 +30,8 @@ enum Command {
     Collector(Box<collector::CollectorArgs>),
     /// Run the ingestor: Kafka → the CQL raw store, marking dirty customer-hours.
     Ingestor(Box<ingestor::IngestorArgs>),
+    /// List and re-inject dead-lettered records.
+    Dlq(Box<dlq::DlqArgs>),
     /// Create, list and revoke API keys; set per-customer limits.
     Keys(keys::KeysArgs),
     /// Apply database schema migrations.
@@ -49,6 +52,10 @@ fn main() -> anyhow::Result<()> {
             Command::Ingestor(args) => {
                 telemetry::init(&cli.telemetry)?;
                 ingestor::run(*args).await
+            }
+            Command::Dlq(args) => {
+                telemetry::init_for_tool(&cli.telemetry)?;
+                dlq::run(*args).await
             }
             Command::Keys(args) => {
                 telemetry::init_for_tool(&cli.telemetry)?;

@@ -208,7 +208,6 @@ impl CqlRawStore {
         );
         (hour_start, bucket, row)
     }
-
 }
 
 /// Unlogged batches of 1 to `max_rows` copies of `statement`.

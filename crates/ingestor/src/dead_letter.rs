@@ -1,9 +1,16 @@
 //! Poison records: ones the ingestor cannot decode (garbage, an unknown schema version) go to the
 //! dead-letter topic with the reason and their origin in headers, so their partition keeps moving and
-//! nothing is dropped silently. `hourglass dlq` lists and re-injects them.
+//! nothing is dropped silently. `hourglass dlq` lists them and re-injects them into the events topic
+//! once they can be read (after an ingestor upgrade, or with a corrected schema-version header). A
+//! re-injected record takes the same idempotent path as any other, so re-injecting twice stores its
+//! events once and counts its outcomes once (they are keyed by batch id).
 
-use hourglass_core::event_log::LogRecord;
+use std::time::Duration;
+
+use hourglass_core::event_log::{EventLog, EventLogError, LogRecord, Topic};
 use hourglass_core::record::SCHEMA_VERSION_HEADER;
+use hourglass_kafka::KafkaConfig;
+use hourglass_kafka::reader::{self, ReadError, ReadRecord};
 
 /// Header: why the record was dead-lettered.
 pub const REASON_HEADER: &str = "hg-dlq-reason";
@@ -11,6 +18,76 @@ pub const REASON_HEADER: &str = "hg-dlq-reason";
 pub const SOURCE_HEADER: &str = "hg-dlq-source";
 /// Header: when it was dead-lettered, in milliseconds since the Unix epoch.
 pub const DEAD_LETTERED_AT_HEADER: &str = "hg-dlq-at-ms";
+
+/// Header on a re-injected record: the dead-letter record it came from, as `topic/partition/offset`.
+pub const REINJECTED_FROM_HEADER: &str = "hg-reinjected-from";
+
+/// A record of the dead-letter topic.
+#[derive(Clone, Debug)]
+pub struct DeadLetter {
+    /// Its partition in the dead-letter topic.
+    pub partition: i32,
+    /// Its offset there.
+    pub offset: i64,
+    /// The original Kafka key (the customer).
+    pub key: String,
+    /// Why it was dead-lettered.
+    pub reason: String,
+    /// Where it came from, `topic/partition/offset`.
+    pub source: String,
+    /// When, in milliseconds since the Unix epoch.
+    pub dead_lettered_at_ms: Option<i64>,
+    /// Its schema-version header, if it had one.
+    pub schema_version: Option<String>,
+    /// The original payload.
+    pub payload: Vec<u8>,
+}
+
+impl DeadLetter {
+    fn from_read(record: ReadRecord) -> Self {
+        let text = |name: &str| record.headers.get(name).map(|value| String::from_utf8_lossy(value).into_owned());
+        Self {
+            partition: record.partition,
+            offset: record.offset,
+            reason: text(REASON_HEADER).unwrap_or_default(),
+            source: text(SOURCE_HEADER).unwrap_or_default(),
+            dead_lettered_at_ms: text(DEAD_LETTERED_AT_HEADER).and_then(|value| value.parse().ok()),
+            schema_version: text(SCHEMA_VERSION_HEADER),
+            key: record.key,
+            payload: record.payload,
+        }
+    }
+}
+
+/// Every record now in the dead-letter topic, oldest first per partition. Blocking.
+pub fn list(kafka: &KafkaConfig) -> Result<Vec<DeadLetter>, ReadError> {
+    let records = reader::read_to_end(kafka, kafka.topic_name(Topic::DeadLetter), Duration::from_secs(120))?;
+    Ok(records.into_iter().map(DeadLetter::from_read).collect())
+}
+
+/// Appends dead letters back to the events topic with their original key and payload, and their
+/// schema-version header, or `schema_version_override` when given. Returns how many were re-injected.
+pub async fn reinject<L: EventLog>(
+    event_log: &L,
+    dead_letter_topic: &str,
+    dead_letters: &[DeadLetter],
+    schema_version_override: Option<u32>,
+) -> Result<usize, EventLogError> {
+    for dead_letter in dead_letters {
+        let schema_version =
+            schema_version_override.map(|version| version.to_string()).or_else(|| dead_letter.schema_version.clone());
+        let mut headers = vec![(
+            REINJECTED_FROM_HEADER,
+            format!("{dead_letter_topic}/{}/{}", dead_letter.partition, dead_letter.offset).into_bytes(),
+        )];
+        if let Some(version) = schema_version {
+            headers.push((SCHEMA_VERSION_HEADER, version.into_bytes()));
+        }
+        let record = LogRecord { key: dead_letter.key.clone(), payload: dead_letter.payload.clone(), headers };
+        event_log.append(Topic::Events, record).await?;
+    }
+    Ok(dead_letters.len())
+}
 
 /// The dead-letter copy of a record: same key and payload, its schema header if it had one, and why.
 pub fn dead_letter_record(

@@ -302,3 +302,48 @@ async fn poison_records_go_to_the_dead_letter_topic_and_the_partition_moves_on()
     }
     stores.clean_up().await;
 }
+
+#[tokio::test]
+async fn a_fixed_dead_letter_reinjected_twice_is_stored_once() {
+    let stores = stores("reinject").await;
+    let current_hour = hour::hour_start(now_secs());
+    // A valid batch whose producer mislabelled its schema version.
+    let mut mislabelled = batch_record(
+        "fixable",
+        "fixable-batch",
+        vec![event_at("fix-1", current_hour), event_at("fix-2", current_hour + 1)],
+    );
+    mislabelled.headers = vec![(record::SCHEMA_VERSION_HEADER, b"7".to_vec())];
+    stores.event_log.append(Topic::Events, mislabelled).await.unwrap();
+
+    let (shutdown, ingestor) = start_ingestor(&stores, fast_config("reinject-group"));
+    let kafka = stores.kafka.clone();
+    let list = move || {
+        let kafka = kafka.clone();
+        async move {
+            tokio::task::spawn_blocking(move || hourglass_ingestor::dead_letter::list(&kafka)).await.unwrap().unwrap()
+        }
+    };
+    wait_for("the record to be dead-lettered", Duration::from_secs(60), || async { list().await.len() == 1 }).await;
+    let dead_letters = list().await;
+    assert_eq!(dead_letters[0].schema_version.as_deref(), Some("7"));
+    assert!(dead_letters[0].reason.contains("unknown schema version 7"), "{}", dead_letters[0].reason);
+
+    let dlq_topic = stores.kafka.dead_letter_topic.clone();
+    for _ in 0..2 {
+        let count = hourglass_ingestor::dead_letter::reinject(&*stores.event_log, &dlq_topic, &dead_letters, Some(1))
+            .await
+            .unwrap();
+        assert_eq!(count, 1);
+    }
+    wait_for("the re-injected events to be stored and marked", Duration::from_secs(60), || async {
+        !stores.job_queue.dirty_hours().await.unwrap().is_empty()
+    })
+    .await;
+    let expected = BTreeSet::from(["fix-1".to_owned(), "fix-2".to_owned()]);
+    assert_eq!(stored_ids(&stores.raw_store, "fixable", current_hour).await, expected);
+    shutdown.cancel();
+    ingestor.await.unwrap().unwrap();
+    assert_eq!(list().await.len(), 1, "re-injected records did not come back to the dead-letter topic");
+    stores.clean_up().await;
+}

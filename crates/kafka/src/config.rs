@@ -70,7 +70,11 @@ pub struct KafkaConfig {
     pub queue_max_kbytes: u64,
 
     /// Most data a consumer prefetches, in KiB (librdkafka `queued.max.messages.kbytes`).
-    #[arg(long = "kafka-consumer-prefetch-kbytes", env = "HOURGLASS_KAFKA_CONSUMER_PREFETCH_KBYTES", default_value_t = 8_192)]
+    #[arg(
+        long = "kafka-consumer-prefetch-kbytes",
+        env = "HOURGLASS_KAFKA_CONSUMER_PREFETCH_KBYTES",
+        default_value_t = 8_192
+    )]
     pub consumer_prefetch_kbytes: u64,
 
     /// Extra librdkafka properties as KEY=VALUE (security.protocol, sasl.*, ssl.*), repeatable; applied

@@ -6,6 +6,7 @@
 //!   appends to. It is an idempotent producer with `acks=all`: an append resolves `Ok` only once every
 //!   in-sync replica has the record, which is what lets the collector ack its client.
 //! - [`context`]: librdkafka's logs at levels that mean something to an operator.
+//! - [`reader`]: reads a whole topic as it is now (`hourglass dlq`, tests).
 //! - [`testing`]: topics of a test's own on the test broker, and reading a topic back.
 //! - [`admin`]: creates the topics when asked to, with the configured partitions and replication.
 
@@ -16,6 +17,7 @@ pub mod config;
 pub mod context;
 pub mod error;
 pub mod producer;
+pub mod reader;
 pub mod testing;
 
 pub use config::KafkaConfig;
