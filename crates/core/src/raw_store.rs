@@ -21,7 +21,8 @@ pub enum RawStoreError {
 
 /// Durable, idempotent storage of raw events.
 pub trait RawStore: Send + Sync + 'static {
-    /// Stores every accepted event of a batch record and the record's outcome counts. Resolves `Ok`
-    /// only once all of them are durable; on error, some may be stored and the call may be repeated.
-    fn write_batch(&self, record: &EventBatchRecord) -> impl Future<Output = Result<(), RawStoreError>> + Send;
+    /// Stores every accepted event and the outcome counts of these batch records. Resolves `Ok` only
+    /// once all of them are durable; on error, some may be stored and the call may be repeated. Writing
+    /// several records in one call lets the store merge rows that share a partition.
+    fn write_records(&self, records: &[EventBatchRecord]) -> impl Future<Output = Result<(), RawStoreError>> + Send;
 }

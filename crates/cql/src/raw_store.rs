@@ -229,24 +229,30 @@ fn unavailable(error: impl std::fmt::Display) -> RawStoreError {
 }
 
 impl RawStore for CqlRawStore {
-    async fn write_batch(&self, record: &EventBatchRecord) -> Result<(), RawStoreError> {
-        // Group rows by partition: an unlogged batch is cheap only when all its rows share one.
-        let mut partitions: HashMap<(i64, i32), Vec<EventRow<'_>>> = HashMap::new();
-        for event in &record.events {
-            let (hour_start, bucket, row) = self.event_row(record, event);
-            partitions.entry((hour_start, bucket)).or_default().push(row);
-        }
-        let mut outcome_partitions: HashMap<i64, Vec<OutcomeRow<'_>>> = HashMap::new();
-        for count in &record.outcomes {
-            let row = (
-                record.customer_id.as_str(),
-                CqlTimestamp(count.hour_start_unix_secs * 1000),
-                record.batch_id.as_str(),
-                count.outcome,
-                count.reason,
-                i32::try_from(count.count).unwrap_or(i32::MAX),
-            );
-            outcome_partitions.entry(count.hour_start_unix_secs).or_default().push(row);
+    async fn write_records(&self, records: &[EventBatchRecord]) -> Result<(), RawStoreError> {
+        // Group rows by partition, across records: an unlogged batch is cheap only when all its rows
+        // share one, and bigger batches mean fewer requests for both sides.
+        let mut partitions: HashMap<(&str, i64, i32), Vec<EventRow<'_>>> = HashMap::new();
+        let mut outcome_partitions: HashMap<(&str, i64), Vec<OutcomeRow<'_>>> = HashMap::new();
+        for record in records {
+            for event in &record.events {
+                let (hour_start, bucket, row) = self.event_row(record, event);
+                partitions.entry((record.customer_id.as_str(), hour_start, bucket)).or_default().push(row);
+            }
+            for count in &record.outcomes {
+                let row = (
+                    record.customer_id.as_str(),
+                    CqlTimestamp(count.hour_start_unix_secs * 1000),
+                    record.batch_id.as_str(),
+                    count.outcome,
+                    count.reason,
+                    i32::try_from(count.count).unwrap_or(i32::MAX),
+                );
+                outcome_partitions
+                    .entry((record.customer_id.as_str(), count.hour_start_unix_secs))
+                    .or_default()
+                    .push(row);
+            }
         }
 
         let mut event_writes = Vec::new();

@@ -18,6 +18,15 @@ pub struct IngestorConfig {
     )]
     pub max_in_flight_records: usize,
 
+    /// Most records written by one store call; records already fetched are grouped so rows sharing a
+    /// partition share a batch (fewer, larger requests).
+    #[arg(
+        long = "ingestor-max-records-per-write",
+        env = "HOURGLASS_INGESTOR_MAX_RECORDS_PER_WRITE",
+        default_value_t = 16
+    )]
+    pub max_records_per_write: usize,
+
     /// How often dirty customer-hours are marked and finished offsets committed. Longer means fewer
     /// commits and more redelivery after a crash (never loss).
     #[arg(

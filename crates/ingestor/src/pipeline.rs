@@ -1,7 +1,8 @@
 //! The consume → write → mark dirty → commit loop.
 //!
 //! Records are written concurrently (at most `--ingestor-max-in-flight-records`); when that many are in
-//! flight the loop stops fetching. Every commit interval, the loop first marks the customer-hours of the
+//! flight the loop stops fetching. Records already waiting are written together (up to
+//! `--ingestor-max-records-per-write`), so rows of one partition from several records share a batch. Every commit interval, the loop first marks the customer-hours of the
 //! finished records dirty in the job queue, and only if that succeeded commits the offsets below every
 //! record still in flight ([`OffsetTracker`]). A store that is down makes writes retry with backoff;
 //! nothing is committed past them, so a crash or a rebalance redelivers them: at-least-once into an
@@ -11,8 +12,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use hourglass_core::customer::CustomerId;
 use hourglass_core::event_log::{EventLog, Topic};
 use hourglass_core::hour;
@@ -51,49 +52,80 @@ pub(crate) struct RecordHandler<S, L> {
 }
 
 impl<S: RawStore, L: EventLog> RecordHandler<S, L> {
-    /// Decodes and stores one record (or dead-letters it), retrying store failures with backoff until
-    /// they succeed or `abandon` is cancelled.
-    async fn handle(&self, message: &OwnedMessage, abandon: &CancellationToken) -> Handled {
-        let schema_version = message
-            .headers()
-            .and_then(|headers| headers.iter().find(|header| header.key == SCHEMA_VERSION_HEADER))
-            .and_then(|header| header.value);
-        let payload = message.payload().unwrap_or_default();
-        match record::decode(schema_version, payload) {
-            Ok(batch) => {
-                let hours = touched_hours(&batch);
-                let events = batch.events.len();
-                let stored = self.retry("write to the raw store", abandon, || self.raw_store.write_batch(&batch)).await;
-                if stored.is_none() {
-                    return Handled::Abandoned;
+    /// Handles a group of records: dead-letters the ones that cannot be decoded and writes the others
+    /// in one store call, retrying failures with backoff until they succeed or `abandon` is cancelled.
+    /// Returns what became of each record, in order.
+    async fn handle(&self, messages: &[OwnedMessage], abandon: &CancellationToken) -> Vec<Handled> {
+        let mut handled = Vec::with_capacity(messages.len());
+        let mut batches = Vec::with_capacity(messages.len());
+        let mut hours_of_batches = Vec::with_capacity(messages.len());
+        for message in messages {
+            let schema_version = message
+                .headers()
+                .and_then(|headers| headers.iter().find(|header| header.key == SCHEMA_VERSION_HEADER))
+                .and_then(|header| header.value);
+            let payload = message.payload().unwrap_or_default();
+            match record::decode(schema_version, payload) {
+                Ok(batch) => {
+                    hours_of_batches.push(touched_hours(&batch));
+                    batches.push(batch);
+                    handled.push(None);
                 }
-                metrics::counter!(telemetry::RECORDS_TOTAL, "result" => "stored").increment(1);
-                metrics::counter!(telemetry::EVENTS_STORED_TOTAL).increment(events as u64);
-                Handled::Stored { hours }
-            }
-            Err(decode_error) => {
-                let source = format!("{}/{}/{}", message.topic(), message.partition(), message.offset());
-                tracing::warn!(%source, reason = %decode_error, "poison record: sending it to the dead-letter topic");
-                let dead_letter = dead_letter::dead_letter_record(
-                    message.key().unwrap_or_default(),
-                    payload,
-                    schema_version,
-                    &decode_error.to_string(),
-                    &source,
-                    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64,
-                );
-                let sent = self
-                    .retry("write to the dead-letter topic", abandon, || {
-                        self.dead_letter_log.append(Topic::DeadLetter, dead_letter.clone())
-                    })
-                    .await;
-                if sent.is_none() {
-                    return Handled::Abandoned;
+                Err(decode_error) => {
+                    let outcome =
+                        self.dead_letter(message, schema_version, payload, &decode_error.to_string(), abandon).await;
+                    handled.push(Some(outcome));
                 }
-                metrics::counter!(telemetry::RECORDS_TOTAL, "result" => "dead_lettered").increment(1);
-                Handled::DeadLettered
             }
         }
+        let events: usize = batches.iter().map(|batch| batch.events.len()).sum();
+        let stored = batches.is_empty()
+            || self.retry("write to the raw store", abandon, || self.raw_store.write_records(&batches)).await.is_some();
+        if stored && !batches.is_empty() {
+            metrics::counter!(telemetry::RECORDS_TOTAL, "result" => "stored").increment(batches.len() as u64);
+            metrics::counter!(telemetry::EVENTS_STORED_TOTAL).increment(events as u64);
+        }
+        let mut hours_of_batches = hours_of_batches.into_iter();
+        handled
+            .into_iter()
+            .map(|outcome| match outcome {
+                Some(outcome) => outcome,
+                None => {
+                    let hours = hours_of_batches.next().unwrap_or_default();
+                    if stored { Handled::Stored { hours } } else { Handled::Abandoned }
+                }
+            })
+            .collect()
+    }
+
+    async fn dead_letter(
+        &self,
+        message: &OwnedMessage,
+        schema_version: Option<&[u8]>,
+        payload: &[u8],
+        reason: &str,
+        abandon: &CancellationToken,
+    ) -> Handled {
+        let source = format!("{}/{}/{}", message.topic(), message.partition(), message.offset());
+        tracing::warn!(%source, %reason, "poison record: sending it to the dead-letter topic");
+        let dead_letter = dead_letter::dead_letter_record(
+            message.key().unwrap_or_default(),
+            payload,
+            schema_version,
+            reason,
+            &source,
+            SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64,
+        );
+        let sent = self
+            .retry("write to the dead-letter topic", abandon, || {
+                self.dead_letter_log.append(Topic::DeadLetter, dead_letter.clone())
+            })
+            .await;
+        if sent.is_none() {
+            return Handled::Abandoned;
+        }
+        metrics::counter!(telemetry::RECORDS_TOTAL, "result" => "dead_lettered").increment(1);
+        Handled::DeadLettered
     }
 
     /// Runs `attempt` until it succeeds, backing off exponentially; `None` if abandoned first.
@@ -166,6 +198,8 @@ pub async fn run<S: RawStore, Q: JobQueue, L: EventLog>(
     let mut commit_tick = tokio::time::interval(config.commit_interval());
     commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let max_in_flight = config.max_in_flight_records.max(1);
+    let max_group = config.max_records_per_write.max(1);
+    let mut in_flight_records = 0usize;
     let mut messages = consumer.stream();
     let committer = Committer { consumer: &consumer, topic: &events_topic, job_queue: &*job_queue };
 
@@ -173,21 +207,35 @@ pub async fn run<S: RawStore, Q: JobQueue, L: EventLog>(
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
-            Some((partition, offset, handled)) = in_flight.next(), if !in_flight.is_empty() => {
-                apply(&mut tracker, &mut pending_hours, partition, offset, handled);
+            Some(results) = in_flight.next(), if !in_flight.is_empty() => {
+                in_flight_records -= apply_all(&mut tracker, &mut pending_hours, results);
                 metrics::gauge!(telemetry::IN_FLIGHT_RECORDS).set(tracker.in_flight() as f64);
             }
             _ = commit_tick.tick() => committer.mark_and_commit(&mut tracker, &mut pending_hours, CommitMode::Async).await,
-            message = messages.next(), if in_flight.len() < max_in_flight => match message {
-                Some(Ok(message)) => {
-                    let (partition, offset) = (message.partition(), message.offset());
-                    tracker.start(partition, offset);
-                    let owned = message.detach();
+            message = messages.next(), if in_flight_records < max_in_flight => match message {
+                Some(Ok(first)) => {
+                    // Take the records already waiting too (up to the group size), so one write can
+                    // merge rows that share a partition.
+                    let mut group = vec![first.detach()];
+                    while group.len() < max_group && in_flight_records + group.len() < max_in_flight {
+                        match messages.next().now_or_never() {
+                            Some(Some(Ok(message))) => group.push(message.detach()),
+                            Some(Some(Err(error))) => {
+                                tracing::warn!(%error, "kafka consumer error (retrying)");
+                                break;
+                            }
+                            _ => break,
+                        }
+                    }
+                    for message in &group {
+                        tracker.start(message.partition(), message.offset());
+                    }
+                    in_flight_records += group.len();
                     let handler = Arc::clone(&handler);
                     let abandon = abandon.clone();
                     in_flight.push(async move {
-                        let handled = handler.handle(&owned, &abandon).await;
-                        (partition, offset, handled)
+                        let handled = handler.handle(&group, &abandon).await;
+                        group.iter().map(|message| (message.partition(), message.offset())).zip(handled).collect::<Vec<_>>()
                     });
                 }
                 Some(Err(error)) => tracing::warn!(%error, "kafka consumer error (retrying)"),
@@ -201,8 +249,8 @@ pub async fn run<S: RawStore, Q: JobQueue, L: EventLog>(
     tokio::pin!(drain_deadline);
     while !in_flight.is_empty() {
         tokio::select! {
-            Some((partition, offset, handled)) = in_flight.next() => {
-                apply(&mut tracker, &mut pending_hours, partition, offset, handled);
+            Some(results) = in_flight.next() => {
+                apply_all(&mut tracker, &mut pending_hours, results);
             }
             () = &mut drain_deadline, if !abandon.is_cancelled() => {
                 tracing::warn!(in_flight = in_flight.len(), "drain timeout: abandoning writes still retrying (they stay uncommitted)");
@@ -217,21 +265,24 @@ pub async fn run<S: RawStore, Q: JobQueue, L: EventLog>(
     Ok(())
 }
 
-fn apply(
+/// Records what became of a group of records; returns how many there were.
+fn apply_all(
     tracker: &mut OffsetTracker,
     pending_hours: &mut HashSet<CustomerHour>,
-    partition: i32,
-    offset: i64,
-    handled: Handled,
-) {
-    match handled {
-        Handled::Stored { hours } => {
-            pending_hours.extend(hours);
-            tracker.finish(partition, offset);
+    results: Vec<((i32, i64), Handled)>,
+) -> usize {
+    let count = results.len();
+    for ((partition, offset), handled) in results {
+        match handled {
+            Handled::Stored { hours } => {
+                pending_hours.extend(hours);
+                tracker.finish(partition, offset);
+            }
+            Handled::DeadLettered => tracker.finish(partition, offset),
+            Handled::Abandoned => tracker.abandon(partition, offset),
         }
-        Handled::DeadLettered => tracker.finish(partition, offset),
-        Handled::Abandoned => tracker.abandon(partition, offset),
     }
+    count
 }
 
 struct Committer<'a, Q> {
