@@ -33,7 +33,8 @@ enum DlqAction {
     },
 }
 
-fn parse_position(value: &str) -> Result<(i32, i64), String> {
+/// Parses `PARTITION:OFFSET`.
+pub(crate) fn parse_position(value: &str) -> Result<(i32, i64), String> {
     let (partition, offset) = value.split_once(':').ok_or("expected PARTITION:OFFSET")?;
     Ok((partition.parse().map_err(|_| "bad partition")?, offset.parse().map_err(|_| "bad offset")?))
 }

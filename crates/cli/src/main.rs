@@ -8,6 +8,7 @@ mod ingestor;
 mod keys;
 mod loadgen;
 mod migrate;
+mod replay;
 mod shutdown;
 mod telemetry;
 
@@ -36,6 +37,8 @@ enum Command {
     Keys(keys::KeysArgs),
     /// Apply database schema migrations.
     Migrate(migrate::MigrateArgs),
+    /// Re-consume a range of a topic into the raw store (after an ingestion bug), with progress.
+    Replay(Box<replay::ReplayArgs>),
     /// Benchmarks that print events/s and CPU per event.
     Bench(bench::BenchArgs),
 }
@@ -64,6 +67,10 @@ fn main() -> anyhow::Result<()> {
             Command::Migrate(args) => {
                 telemetry::init_for_tool(&cli.telemetry)?;
                 migrate::run(args).await
+            }
+            Command::Replay(args) => {
+                telemetry::init_for_tool(&cli.telemetry)?;
+                replay::run(*args).await
             }
             Command::Bench(args) => {
                 telemetry::init_for_tool(&cli.telemetry)?;

@@ -35,7 +35,7 @@ use crate::offsets::OffsetTracker;
 use crate::telemetry;
 
 /// What became of one record.
-enum Handled {
+pub(crate) enum Handled {
     /// Its events and outcomes are durable; these customer-hours need (re)aggregation.
     Stored { hours: Vec<CustomerHour> },
     /// It could not be decoded and is now in the dead-letter topic.
@@ -55,7 +55,7 @@ impl<S: RawStore, L: EventLog> RecordHandler<S, L> {
     /// Handles a group of records: dead-letters the ones that cannot be decoded and writes the others
     /// in one store call, retrying failures with backoff until they succeed or `abandon` is cancelled.
     /// Returns what became of each record, in order.
-    async fn handle(&self, messages: &[OwnedMessage], abandon: &CancellationToken) -> Vec<Handled> {
+    pub(crate) async fn handle(&self, messages: &[OwnedMessage], abandon: &CancellationToken) -> Vec<Handled> {
         let mut handled = Vec::with_capacity(messages.len());
         let mut batches = Vec::with_capacity(messages.len());
         let mut hours_of_batches = Vec::with_capacity(messages.len());

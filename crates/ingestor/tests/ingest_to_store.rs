@@ -347,3 +347,44 @@ async fn a_fixed_dead_letter_reinjected_twice_is_stored_once() {
     assert_eq!(list().await.len(), 1, "re-injected records did not come back to the dead-letter topic");
     stores.clean_up().await;
 }
+
+#[tokio::test]
+async fn replay_restores_a_lost_store_from_a_time_or_from_the_beginning() {
+    let stores = stores("replay").await;
+    let current_hour = hour::hour_start(now_secs());
+    let early: Vec<Event> = (0..5).map(|index| event_at(&format!("early-{index}"), current_hour + index)).collect();
+    let late: Vec<Event> = (0..5).map(|index| event_at(&format!("late-{index}"), current_hour + 10 + index)).collect();
+    stores.event_log.append(Topic::Events, batch_record("replayed", "early", early)).await.unwrap();
+    // Kafka timestamps are milliseconds: leave a gap so "from" falls between the two records.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let between = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    stores.event_log.append(Topic::Events, batch_record("replayed", "late", late)).await.unwrap();
+
+    let replay = |start| {
+        hourglass_ingestor::replay::replay(
+            fast_config("unused"),
+            &stores.kafka,
+            &stores.kafka.events_topic,
+            start,
+            Arc::clone(&stores.raw_store),
+            Arc::clone(&stores.job_queue),
+            Arc::clone(&stores.event_log),
+            CancellationToken::new(),
+            |_| {},
+            |_| {},
+        )
+    };
+    let summary = replay(hourglass_ingestor::replay::ReplayStart::Time(between)).await.unwrap();
+    assert_eq!((summary.stored, summary.dead_lettered, summary.hours_marked), (1, 0, 1));
+    let late_ids: BTreeSet<String> = (0..5).map(|index| format!("late-{index}")).collect();
+    assert_eq!(stored_ids(&stores.raw_store, "replayed", current_hour).await, late_ids);
+
+    let summary = replay(hourglass_ingestor::replay::ReplayStart::Beginning).await.unwrap();
+    assert_eq!(summary.stored, 2);
+    assert_eq!(stored_ids(&stores.raw_store, "replayed", current_hour).await.len(), 10);
+    let marks = stores.job_queue.dirty_hours().await.unwrap();
+    assert_eq!(marks.len(), 1);
+    assert_eq!(marks[0].1, 2, "the replayed hour was marked again: its generation went up");
+    stores.clean_up().await;
+}
