@@ -1,12 +1,15 @@
 //! `hourglass ingestor`: wires the ingestor to Kafka, the CQL raw store and Postgres (dirty hours).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use hourglass_cql::{CqlConfig, CqlRawStore, schema};
 use hourglass_ingestor::IngestorConfig;
 use hourglass_kafka::{KafkaConfig, KafkaEventLog};
 use hourglass_postgres::{PostgresConfig, PostgresJobQueue, migrate};
+
+use tokio::net::TcpListener;
 
 use crate::shutdown;
 
@@ -42,14 +45,29 @@ pub async fn run(args: IngestorArgs) -> anyhow::Result<()> {
     let dead_letter_log = KafkaEventLog::connect(args.kafka.clone(), "hourglass-ingestor-dead-letter")
         .await
         .context("failed to set up kafka")?;
+    let raw_store = Arc::new(raw_store);
+    let job_queue = Arc::new(PostgresJobQueue::new(pool));
+    let health_listener = TcpListener::bind(args.ingestor.health_listen_addr)
+        .await
+        .with_context(|| format!("failed to listen on {}", args.ingestor.health_listen_addr))?;
+    println!("ingestor health on {}", health_listener.local_addr()?);
+    let health = tokio::spawn(hourglass_ingestor::health::serve(
+        health_listener,
+        Arc::clone(&raw_store),
+        Arc::clone(&job_queue),
+        Duration::from_millis(args.ingestor.readiness_interval_ms),
+        shutdown.clone(),
+    ));
     hourglass_ingestor::run(
         args.ingestor,
         args.kafka,
-        Arc::new(raw_store),
-        Arc::new(PostgresJobQueue::new(pool)),
+        raw_store,
+        job_queue,
         Arc::new(dead_letter_log),
-        shutdown,
+        shutdown.clone(),
     )
     .await?;
+    shutdown.cancel();
+    health.await?.context("health server failed")?;
     Ok(())
 }

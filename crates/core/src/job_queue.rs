@@ -30,4 +30,7 @@ pub trait JobQueue: Send + Sync + 'static {
     /// Marks these customer-hours as needing (re)aggregation. Marking an hour again bumps its
     /// generation, so an aggregation that started before the new data saw it is redone.
     fn mark_dirty(&self, hours: &[CustomerHour]) -> impl Future<Output = Result<(), JobQueueError>> + Send;
+
+    /// Checks the queue answers, for readiness.
+    fn check_ready(&self) -> impl Future<Output = Result<(), JobQueueError>> + Send;
 }

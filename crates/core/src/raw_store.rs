@@ -25,4 +25,7 @@ pub trait RawStore: Send + Sync + 'static {
     /// once all of them are durable; on error, some may be stored and the call may be repeated. Writing
     /// several records in one call lets the store merge rows that share a partition.
     fn write_records(&self, records: &[EventBatchRecord]) -> impl Future<Output = Result<(), RawStoreError>> + Send;
+
+    /// Checks the store answers, for readiness.
+    fn check_ready(&self) -> impl Future<Output = Result<(), RawStoreError>> + Send;
 }

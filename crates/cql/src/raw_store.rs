@@ -275,4 +275,9 @@ impl RawStore for CqlRawStore {
         .map_err(unavailable)?;
         Ok(())
     }
+
+    async fn check_ready(&self) -> Result<(), RawStoreError> {
+        self.session.query_unpaged("SELECT release_version FROM system.local", ()).await.map_err(unavailable)?;
+        Ok(())
+    }
 }

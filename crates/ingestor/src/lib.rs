@@ -11,7 +11,7 @@
 //!    flight are committed ([`offsets`]). **An offset is committed only after every record before it is
 //!    durably written and its hours marked.**
 //!
-//! [`replay`] re-consumes a range of a topic through the same path, after an ingestion bug.
+//! [`health`] serves `grpc.health.v1` for probes. [`replay`] re-consumes a range of a topic through the same path, after an ingestion bug.
 //!
 //! A crash anywhere redelivers uncommitted records; the raw store's primary key holds the event id, so a
 //! redelivery overwrites the same rows and counts stay exact.
@@ -21,6 +21,7 @@
 pub mod config;
 pub mod dead_letter;
 pub mod error;
+pub mod health;
 pub mod offsets;
 pub mod pipeline;
 pub mod replay;

@@ -58,4 +58,17 @@ impl JobQueue for PostgresJobQueue {
         .map_err(|error| JobQueueError::Unavailable(error.to_string()))?;
         Ok(())
     }
+
+    async fn check_ready(&self) -> Result<(), JobQueueError> {
+        let current = crate::migrate::is_current(&self.pool)
+            .await
+            .map_err(|error| JobQueueError::Unavailable(error.to_string()))?;
+        if current {
+            Ok(())
+        } else {
+            Err(JobQueueError::Unavailable(
+                "postgres schema is behind this build: run `hourglass migrate postgres`".into(),
+            ))
+        }
+    }
 }

@@ -1,0 +1,65 @@
+//! The ingestor's health for Kubernetes probes: a gRPC server with only `grpc.health.v1`, reporting
+//! SERVING while the raw store and the job queue answer (the Kafka client reconnects on its own, and a
+//! consumer that cannot reach Kafka simply makes no progress, which lag alerts catch).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hourglass_core::job_queue::JobQueue;
+use hourglass_core::raw_store::RawStore;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic_health::ServingStatus;
+
+/// The service name health is reported under (besides the empty name, the whole server).
+pub const INGESTOR_SERVICE_NAME: &str = "hourglass.ingestor";
+
+/// Serves health on `listener` until `shutdown`; NOT_SERVING from the moment shutdown begins.
+pub async fn serve<S: RawStore, Q: JobQueue>(
+    listener: TcpListener,
+    raw_store: Arc<S>,
+    job_queue: Arc<Q>,
+    interval: Duration,
+    shutdown: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    let (reporter, service) = tonic_health::server::health_reporter();
+    let set = move |status: ServingStatus| {
+        let reporter = reporter.clone();
+        async move {
+            reporter.set_service_status("", status).await;
+            reporter.set_service_status(INGESTOR_SERVICE_NAME, status).await;
+        }
+    };
+    set(ServingStatus::NotServing).await;
+    let checker_shutdown = shutdown.clone();
+    let checker = tokio::spawn(async move {
+        let mut was_ready = None;
+        loop {
+            let readiness = match raw_store.check_ready().await {
+                Err(error) => Err(error.to_string()),
+                Ok(()) => job_queue.check_ready().await.map_err(|error| error.to_string()),
+            };
+            let ready = readiness.is_ok();
+            if was_ready != Some(ready) {
+                match &readiness {
+                    Ok(()) => tracing::info!("ready: raw store and job queue reachable"),
+                    Err(reason) => tracing::warn!(%reason, "not ready"),
+                }
+                set(if ready { ServingStatus::Serving } else { ServingStatus::NotServing }).await;
+                was_ready = Some(ready);
+            }
+            tokio::select! {
+                () = checker_shutdown.cancelled() => break,
+                () = tokio::time::sleep(interval) => {}
+            }
+        }
+        set(ServingStatus::NotServing).await;
+    });
+    let result = tonic::transport::Server::builder()
+        .add_service(service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+        .await;
+    let _ = checker.await;
+    result
+}
