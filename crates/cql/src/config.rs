@@ -28,9 +28,10 @@ pub struct CqlConfig {
     )]
     pub replication: String,
 
-    /// Sub-partitions per customer-hour, fixed when the keyspace is created (stored in it). Size it so
-    /// the busiest customer-hour / N stays under ~100 MB per partition: 16 covers ~10k events/s per
-    /// customer at ~200-byte rows; the 41k/s peak wants 64.
+    /// Sub-partitions per customer-hour, fixed when the keyspace is created (stored in it). A customer
+    /// sending r events/s writes about r x 3600 x 200 B per hour, spread over N partitions: for ~100 MB
+    /// partitions, N = 0.0072 x r (16 suits ~2k events/s per customer, 64 ~9k/s, 300 the whole 41k/s
+    /// peak). docs/capacity.md has the arithmetic.
     #[arg(long = "cql-buckets", env = "HOURGLASS_CQL_BUCKETS", default_value_t = 16)]
     pub buckets: u32,
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Runs the platform's front door on this machine: starts Postgres and a Kafka broker (installing and caching
-# what they need), builds `hourglass`, creates an ingest API key for the customer `demo`, prints a command
-# that sends an event, and runs the collector on 127.0.0.1:50051 until Ctrl-C.
+# Runs the distributed platform on this machine: starts Postgres, a Kafka broker and a Cassandra node
+# (installing and caching what they need), builds `hourglass`, creates an ingest API key for the customer
+# `demo`, prints a command that sends an event, then runs the ingestor (Kafka -> raw store) in the
+# background and the collector on 127.0.0.1:50051 in the foreground, until Ctrl-C.
 #
-# (`hourglass standalone`, one process with no external server, replaces this script when it lands.)
+# (`hourglass standalone`, one process with no external server, becomes the first command when it lands.)
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -14,8 +15,10 @@ listen_addr="${HOURGLASS_COLLECTOR_LISTEN_ADDR:-127.0.0.1:50051}"
 
 bash e2e/servers/postgres.sh start
 bash e2e/servers/kafka.sh start
+bash e2e/servers/cassandra.sh start
 eval "$(bash e2e/servers/postgres.sh env)"
 eval "$(bash e2e/servers/kafka.sh env)"
+eval "$(bash e2e/servers/cassandra.sh env)"
 
 cargo build --release --locked -p hourglass
 hourglass="$CARGO_TARGET_DIR/release/hourglass"
@@ -23,7 +26,7 @@ hourglass="$CARGO_TARGET_DIR/release/hourglass"
 # A key is shown only once, so the demo key is kept in the cache directory for the next run.
 key_file="$HOURGLASS_CACHE_DIR/demo-ingest-key"
 if ! [[ -s "$key_file" ]]; then
-    "$hourglass" keys create --customer demo --scope ingest --name "run-collector.sh" >"$key_file"
+    "$hourglass" keys create --customer demo --scope ingest --name "run-distributed.sh" >"$key_file"
 fi
 api_key=$(cat "$key_file")
 grpcurl=$(bash e2e/servers/tools.sh grpcurl 2>/dev/null || echo grpcurl)
@@ -37,7 +40,13 @@ The collector starts on $listen_addr. Send an event from another terminal (grpcu
     -d '{"events":[{"eventId":"demo-1","eventType":"page_view","occurredAt":"$now","userId":"u1","properties":{"path":{"stringValue":"/"}}}]}' \\
     $listen_addr hourglass.v1.IngestService/IngestBatch
 
-Measure it:  $hourglass bench collector --events 1000000
+The ingestor stores it in Cassandra (keyspace hourglass) and marks its hour in Postgres:
+  psql $HOURGLASS_DATABASE_URL -c 'SELECT * FROM dirty_hours'
+
+Measure:  $hourglass bench collector --events 1000000;  $hourglass bench ingestor --events 1000000
 
 EOT
-exec "$hourglass" collector --listen-addr "$listen_addr"
+"$hourglass" ingestor --health-listen-addr 127.0.0.1:50061 &
+ingestor_pid=$!
+trap 'kill -TERM "$ingestor_pid" 2>/dev/null; wait "$ingestor_pid" 2>/dev/null' EXIT
+"$hourglass" collector --listen-addr "$listen_addr"
