@@ -1,4 +1,4 @@
-//! The ingestor's health for Kubernetes probes: a gRPC server with only `grpc.health.v1`, reporting
+//! The ingestor's health for Kubernetes probes: a gRPC server with `grpc.health.v1` (and reflection), reporting
 //! SERVING while the raw store and the job queue answer (the Kafka client reconnects on its own, and a
 //! consumer that cannot reach Kafka simply makes no progress, which lag alerts catch).
 
@@ -56,8 +56,14 @@ pub async fn serve<S: RawStore, Q: JobQueue>(
         }
         set(ServingStatus::NotServing).await;
     });
+    // Reflection, so grpcurl can ask for health without proto files.
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the health descriptor set is valid");
     let result = tonic::transport::Server::builder()
         .add_service(service)
+        .add_service(reflection)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
         .await;
     let _ = checker.await;
