@@ -13,26 +13,10 @@ use hourglass_proto::v1::{
     BatchAck, BatchStatus, IngestBatchRequest, IngestRequest, IngestStreamRequest, IngestStreamResponse,
     RejectionReason,
 };
-use support::{TestCollector, authorized, event, events_by_id, invalid_event, outcome_total};
+use support::{TestCollector, authorized, event, events_by_id, invalid_event, open_stream, outcome_total};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
-
-/// Opens a bidirectional stream; returns the batch sender and the ack stream.
-async fn open_stream(
-    collector: &TestCollector,
-    key: &ApiKey,
-) -> (mpsc::Sender<IngestStreamRequest>, tonic::Streaming<IngestStreamResponse>) {
-    let (batch_tx, batch_rx) = mpsc::channel(64);
-    let acks = collector
-        .client()
-        .await
-        .ingest_stream(authorized(ReceiverStream::new(batch_rx), key))
-        .await
-        .expect("stream accepted")
-        .into_inner();
-    (batch_tx, acks)
-}
 
 async fn next_ack(acks: &mut tonic::Streaming<IngestStreamResponse>) -> BatchAck {
     support::next_ack(acks, Duration::from_secs(60)).await

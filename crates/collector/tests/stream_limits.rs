@@ -10,25 +10,8 @@ use hourglass_core::api_key::Scope;
 use hourglass_core::customer::CustomerId;
 use hourglass_core::key_store::{CustomerLimits, KeyStore};
 use hourglass_proto::v1::{BatchStatus, IngestBatchRequest, IngestStreamRequest, IngestStreamResponse};
-use support::{TestCollector, authorized, event, events_by_id};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use support::{TestCollector, authorized, event, events_by_id, open_stream};
 use tonic::Code;
-
-async fn open_stream(
-    collector: &TestCollector,
-    key: &hourglass_core::api_key::ApiKey,
-) -> (mpsc::Sender<IngestStreamRequest>, tonic::Streaming<IngestStreamResponse>) {
-    let (batch_tx, batch_rx) = mpsc::channel(16);
-    let acks = collector
-        .client()
-        .await
-        .ingest_stream(authorized(ReceiverStream::new(batch_rx), key))
-        .await
-        .expect("stream accepted")
-        .into_inner();
-    (batch_tx, acks)
-}
 
 /// Reads the stream until it ends; returns its final error status.
 async fn stream_end(acks: &mut tonic::Streaming<IngestStreamResponse>) -> tonic::Status {

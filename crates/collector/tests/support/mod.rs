@@ -102,6 +102,25 @@ impl TestCollector {
     }
 }
 
+/// Opens a bidirectional stream with `key`; returns the batch sender and the ack stream.
+pub async fn open_stream(
+    collector: &TestCollector,
+    key: &ApiKey,
+) -> (
+    tokio::sync::mpsc::Sender<hourglass_proto::v1::IngestStreamRequest>,
+    tonic::Streaming<hourglass_proto::v1::IngestStreamResponse>,
+) {
+    let (batch_tx, batch_rx) = tokio::sync::mpsc::channel(64);
+    let acks = collector
+        .client()
+        .await
+        .ingest_stream(authorized(tokio_stream::wrappers::ReceiverStream::new(batch_rx), key))
+        .await
+        .expect("stream accepted")
+        .into_inner();
+    (batch_tx, acks)
+}
+
 /// The next ack of a bidirectional stream, failing the test if none comes within `timeout`.
 pub async fn next_ack(
     acks: &mut tonic::Streaming<hourglass_proto::v1::IngestStreamResponse>,
