@@ -2,14 +2,13 @@
 //! broker, driven over gRPC, stopped with SIGTERM.
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hourglass_proto::prost_types::Timestamp;
 use hourglass_proto::v1::ingest_service_client::IngestServiceClient;
 use hourglass_proto::v1::{Event, IngestBatchRequest};
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
+
+mod support;
 
 const HOURGLASS: &str = env!("CARGO_BIN_EXE_hourglass");
 
@@ -52,18 +51,7 @@ async fn keys_and_collector_work_from_the_command_line_and_sigterm_exits_cleanly
         .spawn()
         .unwrap();
 
-    let target = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let channel = loop {
-        assert!(Instant::now() < deadline, "collector did not become SERVING");
-        if let Ok(channel) = tonic::transport::Endpoint::from_shared(target.clone()).unwrap().connect().await {
-            let status = HealthClient::new(channel.clone()).check(HealthCheckRequest { service: String::new() }).await;
-            if status.is_ok_and(|response| response.into_inner().status == ServingStatus::Serving as i32) {
-                break channel;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let channel = support::wait_until_serving(&format!("http://127.0.0.1:{port}"), Duration::from_secs(60)).await;
 
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
     let event = Event {
@@ -80,17 +68,7 @@ async fn keys_and_collector_work_from_the_command_line_and_sigterm_exits_cleanly
     assert!(metrics.contains(r#"hourglass_collector_events_total{outcome="accepted"} 1"#), "{metrics}");
     assert!(metrics.contains(r#"hourglass_collector_batches_total{status="accepted"} 1"#), "{metrics}");
 
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(collector.id() as i32, libc::SIGTERM) };
-    let exit_deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = collector.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < exit_deadline, "collector still running 30 s after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let logs = std::io::read_to_string(collector.stderr.take().unwrap()).unwrap();
+    let (status, logs) = support::sigterm_and_wait(&mut collector).await;
     assert!(status.success(), "collector exited with {status}: {logs}");
     assert!(logs.lines().all(|line| line.starts_with('{')), "--log-format json logs one object per line: {logs}");
     assert!(logs.contains("shutdown complete"), "{logs}");

@@ -10,9 +10,8 @@ use hourglass_postgres::{PostgresConfig, PostgresJobQueue, testing as pg_testing
 use hourglass_proto::log::v1::EventBatchRecord;
 use hourglass_proto::prost_types::Timestamp;
 use hourglass_proto::v1::Event;
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
+
+mod support;
 
 const HOURGLASS: &str = env!("CARGO_BIN_EXE_hourglass");
 
@@ -40,18 +39,7 @@ async fn the_ingestor_reports_health_stores_a_record_and_exits_cleanly_on_sigter
         .spawn()
         .unwrap();
 
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        assert!(Instant::now() < deadline, "ingestor did not become SERVING");
-        let target = format!("http://127.0.0.1:{health_port}");
-        if let Ok(channel) = tonic::transport::Endpoint::from_shared(target).unwrap().connect().await {
-            let status = HealthClient::new(channel).check(HealthCheckRequest { service: String::new() }).await;
-            if status.is_ok_and(|response| response.into_inner().status == ServingStatus::Serving as i32) {
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    support::wait_until_serving(&format!("http://127.0.0.1:{health_port}"), Duration::from_secs(90)).await;
 
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
     let batch = EventBatchRecord {
@@ -85,17 +73,7 @@ async fn the_ingestor_reports_health_stores_a_record_and_exits_cleanly_on_sigter
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(ingestor.id() as i32, libc::SIGTERM) };
-    let exit_deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = ingestor.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < exit_deadline, "ingestor still running 30 s after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let logs = std::io::read_to_string(ingestor.stderr.take().unwrap()).unwrap();
+    let (status, logs) = support::sigterm_and_wait(&mut ingestor).await;
     assert!(status.success(), "ingestor exited with {status}: {logs}");
     assert!(logs.contains("ingestor stopped"), "{logs}");
     hourglass_cql::testing::drop_test_keyspace(&cql).await;
