@@ -13,12 +13,8 @@ export HOURGLASS_CACHE_DIR="${HOURGLASS_CACHE_DIR:-$HOME/.cache/hourglass}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOURGLASS_CACHE_DIR/target}"
 listen_addr="${HOURGLASS_COLLECTOR_LISTEN_ADDR:-127.0.0.1:50051}"
 
-bash e2e/servers/postgres.sh start
-bash e2e/servers/kafka.sh start
-bash e2e/servers/cassandra.sh start
-eval "$(bash e2e/servers/postgres.sh env)"
-eval "$(bash e2e/servers/kafka.sh env)"
-eval "$(bash e2e/servers/cassandra.sh env)"
+servers_env=$(bash e2e/servers/start-all.sh)
+eval "$servers_env"
 
 cargo build --release --locked -p hourglass
 hourglass="$CARGO_TARGET_DIR/release/hourglass"

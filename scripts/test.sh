@@ -33,12 +33,8 @@ fi
 command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust 1.95 (rustup)" >&2; exit 1; }
 
 step "servers"
-bash e2e/servers/postgres.sh start
-bash e2e/servers/kafka.sh start
-bash e2e/servers/cassandra.sh start
-eval "$(bash e2e/servers/postgres.sh env)"
-eval "$(bash e2e/servers/kafka.sh env)"
-eval "$(bash e2e/servers/cassandra.sh env)"
+servers_env=$(bash e2e/servers/start-all.sh)
+eval "$servers_env"
 export HOURGLASS_TEST_DATABASE_URL="$HOURGLASS_DATABASE_URL"
 export HOURGLASS_TEST_KAFKA_BROKERS="$HOURGLASS_KAFKA_BROKERS"
 export HOURGLASS_TEST_CQL_NODES="$HOURGLASS_CQL_NODES"
