@@ -10,6 +10,8 @@
 //! - [`record`]: how a batch becomes an event-log record: schema version, headers, partition keys.
 //! - [`raw_store`]: the [`RawStore`](raw_store::RawStore) seam: raw events, idempotent by event id.
 //! - [`job_queue`]: the [`JobQueue`](job_queue::JobQueue) seam: customer-hours needing aggregation.
+//! - [`rollup_store`]: the [`RollupStore`](rollup_store::RollupStore) seam: hourly rollups and the jobs
+//!   that produce them, completed in one transaction.
 //! - [`hour`]: customer-hours, the unit of aggregation and reconciliation.
 
 #![warn(missing_docs)]
@@ -22,6 +24,7 @@ pub mod job_queue;
 pub mod key_store;
 pub mod raw_store;
 pub mod record;
+pub mod rollup_store;
 
 pub use api_key::{ApiKey, KeyHash, KeyId, Scope};
 pub use customer::CustomerId;

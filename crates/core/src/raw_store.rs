@@ -4,9 +4,31 @@
 //! will use an embedded store. The contract: writing a batch twice leaves the store as writing it once
 //! (every row's key holds the customer, the hour and the event id), so consumers can be at-least-once.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 
 use hourglass_proto::log::v1::EventBatchRecord;
+
+/// A raw event as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredEvent {
+    /// The client's event id.
+    pub event_id: String,
+    /// The event type.
+    pub event_type: String,
+    /// When it happened, in milliseconds since the Unix epoch.
+    pub occurred_at_ms: i64,
+    /// The user, if any.
+    pub user_id: Option<String>,
+    /// String properties.
+    pub string_properties: BTreeMap<String, String>,
+    /// Number properties.
+    pub number_properties: BTreeMap<String, f64>,
+    /// Boolean properties.
+    pub bool_properties: BTreeMap<String, bool>,
+    /// The batch that stored it last.
+    pub batch_id: String,
+}
 
 /// Errors from a raw store.
 #[derive(Debug, thiserror::Error)]
@@ -28,4 +50,15 @@ pub trait RawStore: Send + Sync + 'static {
 
     /// Checks the store answers, for readiness.
     fn check_ready(&self) -> impl Future<Output = Result<(), RawStoreError>> + Send;
+
+    /// How many buckets (sub-partitions) each customer-hour is split into.
+    fn bucket_count(&self) -> u32;
+
+    /// Every event of one bucket of a customer-hour (paged from the store; one bucket is bounded).
+    fn read_bucket(
+        &self,
+        customer_id: &str,
+        hour_start: i64,
+        bucket: u32,
+    ) -> impl Future<Output = Result<Vec<StoredEvent>, RawStoreError>> + Send;
 }

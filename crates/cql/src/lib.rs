@@ -22,7 +22,7 @@ pub mod schema;
 pub mod testing;
 
 pub use config::CqlConfig;
-pub use raw_store::{CqlRawStore, StoredEvent};
+pub use raw_store::CqlRawStore;
 
 /// Errors while connecting to the store or managing its schema.
 #[derive(Debug, thiserror::Error)]

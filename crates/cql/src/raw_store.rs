@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use futures::TryStreamExt;
 use hourglass_core::hour;
-use hourglass_core::raw_store::{RawStore, RawStoreError};
+use hourglass_core::raw_store::{RawStore, RawStoreError, StoredEvent};
 use hourglass_proto::log::v1::EventBatchRecord;
 use hourglass_proto::v1::{Event, property_value};
 use scylla::client::session::Session;
@@ -28,27 +28,6 @@ pub struct CqlRawStore {
     select_hour_bucket: PreparedStatement,
     bucket_count: u32,
     max_batch_rows: usize,
-}
-
-/// A raw event as stored.
-#[derive(Clone, Debug, PartialEq)]
-pub struct StoredEvent {
-    /// The client's event id.
-    pub event_id: String,
-    /// The event type.
-    pub event_type: String,
-    /// When it happened, in milliseconds since the Unix epoch (CQL timestamps hold milliseconds).
-    pub occurred_at_ms: i64,
-    /// The user, if any.
-    pub user_id: Option<String>,
-    /// String properties.
-    pub string_properties: BTreeMap<String, String>,
-    /// Number properties.
-    pub number_properties: BTreeMap<String, f64>,
-    /// Boolean properties.
-    pub bool_properties: BTreeMap<String, bool>,
-    /// The batch that stored it last.
-    pub batch_id: String,
 }
 
 /// The columns of `raw_events`, in the insert's order.
@@ -118,51 +97,16 @@ impl CqlRawStore {
         })
     }
 
-    /// Sub-partitions per customer-hour, as stored in the keyspace.
-    pub fn bucket_count(&self) -> u32 {
-        self.bucket_count
-    }
-
     /// The bucket of an event id.
     pub fn bucket_of(&self, event_id: &str) -> i32 {
         (crc32fast::hash(event_id.as_bytes()) % self.bucket_count) as i32
     }
 
-    /// Every event of a customer-hour, across all buckets, paged.
+    /// Every event of a customer-hour, across all buckets.
     pub async fn read_hour(&self, customer_id: &str, hour_start: i64) -> Result<Vec<StoredEvent>, RawStoreError> {
         let mut events = Vec::new();
-        let hour = CqlTimestamp(hour_start * 1000);
-        for bucket in 0..self.bucket_count as i32 {
-            let pager = self
-                .session
-                .execute_iter(self.select_hour_bucket.clone(), (customer_id, hour, bucket))
-                .await
-                .map_err(unavailable)?;
-            type Row = (
-                String,
-                String,
-                CqlTimestamp,
-                Option<String>,
-                Option<BTreeMap<String, String>>,
-                Option<BTreeMap<String, f64>>,
-                Option<BTreeMap<String, bool>>,
-                String,
-            );
-            let mut rows = pager.rows_stream::<Row>().map_err(unavailable)?;
-            while let Some((event_id, event_type, occurred_at, user_id, strings, numbers, bools, batch_id)) =
-                rows.try_next().await.map_err(unavailable)?
-            {
-                events.push(StoredEvent {
-                    event_id,
-                    event_type,
-                    occurred_at_ms: occurred_at.0,
-                    user_id,
-                    string_properties: strings.unwrap_or_default(),
-                    number_properties: numbers.unwrap_or_default(),
-                    bool_properties: bools.unwrap_or_default(),
-                    batch_id,
-                });
-            }
+        for bucket in 0..self.bucket_count {
+            events.extend(self.read_bucket(customer_id, hour_start, bucket).await?);
         }
         Ok(events)
     }
@@ -274,6 +218,53 @@ impl RawStore for CqlRawStore {
         .await
         .map_err(unavailable)?;
         Ok(())
+    }
+
+    fn bucket_count(&self) -> u32 {
+        self.bucket_count
+    }
+
+    async fn read_bucket(
+        &self,
+        customer_id: &str,
+        hour_start: i64,
+        bucket: u32,
+    ) -> Result<Vec<StoredEvent>, RawStoreError> {
+        let pager = self
+            .session
+            .execute_iter(
+                self.select_hour_bucket.clone(),
+                (customer_id, CqlTimestamp(hour_start * 1000), bucket as i32),
+            )
+            .await
+            .map_err(unavailable)?;
+        type Row = (
+            String,
+            String,
+            CqlTimestamp,
+            Option<String>,
+            Option<BTreeMap<String, String>>,
+            Option<BTreeMap<String, f64>>,
+            Option<BTreeMap<String, bool>>,
+            String,
+        );
+        let mut rows = pager.rows_stream::<Row>().map_err(unavailable)?;
+        let mut events = Vec::new();
+        while let Some((event_id, event_type, occurred_at, user_id, strings, numbers, bools, batch_id)) =
+            rows.try_next().await.map_err(unavailable)?
+        {
+            events.push(StoredEvent {
+                event_id,
+                event_type,
+                occurred_at_ms: occurred_at.0,
+                user_id,
+                string_properties: strings.unwrap_or_default(),
+                number_properties: numbers.unwrap_or_default(),
+                bool_properties: bools.unwrap_or_default(),
+                batch_id,
+            });
+        }
+        Ok(events)
     }
 
     async fn check_ready(&self) -> Result<(), RawStoreError> {

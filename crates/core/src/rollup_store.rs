@@ -1,0 +1,94 @@
+//! The [`RollupStore`] seam: hourly rollups and the jobs that produce them.
+//!
+//! Jobs and rollups share one store on purpose: a job's rollup is written and the job completed in a
+//! single transaction, so an hour is never half-replaced and never marked done without its rows.
+//! Postgres in distributed mode (`hourglass-postgres`), the embedded store in standalone mode.
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::job_queue::CustomerHour;
+
+/// Errors from a rollup store.
+#[derive(Debug, thiserror::Error)]
+pub enum RollupStoreError {
+    /// The store could not be reached or the transaction failed; nothing was written.
+    #[error("rollup store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A leased aggregation job: one customer-hour, as of one generation of its dirty mark.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobLease {
+    /// The customer-hour to aggregate.
+    pub customer_hour: CustomerHour,
+    /// The mark's generation when leased: completing records it, so data marked later re-queues the hour.
+    pub generation: i64,
+    /// The worker holding the lease.
+    pub owner: String,
+}
+
+/// One event type's figures for one hour.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventTypeRollup {
+    /// The event type.
+    pub event_type: String,
+    /// Distinct events (by event id) of this type in the hour.
+    pub events: u64,
+    /// Distinct users among them (events without a user are not counted here).
+    pub distinct_users: u64,
+}
+
+/// A customer-hour's whole rollup: it replaces the previous one entirely.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HourRollup {
+    /// Per event type, sorted by event type.
+    pub event_types: Vec<EventTypeRollup>,
+    /// Distinct events stored in the hour (the ledger's "counted").
+    pub events: u64,
+    /// The version of the aggregation logic that computed it.
+    pub logic_version: u32,
+    /// Whether the hour had closed (plus the allowed lateness) when it was computed.
+    pub is_final: bool,
+}
+
+/// What became of a job's completion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Completion {
+    /// The rollup replaced the hour's previous one; this is the hour's revision now.
+    Replaced {
+        /// 1 for the first rollup of the hour, then one more per replacement.
+        revision: u32,
+    },
+    /// The lease had passed to another worker (this one was too slow or presumed dead): nothing written.
+    LeaseLost,
+}
+
+/// Hourly rollups and their jobs.
+pub trait RollupStore: Send + Sync + 'static {
+    /// Leases up to `max` pending jobs of hours that started before `hours_before_unix`, oldest first, for
+    /// `lease`. Jobs leased by a live worker are skipped, never waited for.
+    fn lease_jobs(
+        &self,
+        owner: &str,
+        max: usize,
+        lease: Duration,
+        hours_before_unix: i64,
+    ) -> impl Future<Output = Result<Vec<JobLease>, RollupStoreError>> + Send;
+
+    /// Replaces the hour's rollup and completes the job, in one transaction, if `job` is still leased
+    /// by its owner.
+    fn complete(
+        &self,
+        job: &JobLease,
+        rollup: &HourRollup,
+    ) -> impl Future<Output = Result<Completion, RollupStoreError>> + Send;
+
+    /// Gives a failed job back, to be retried after `retry_after`, recording why.
+    fn fail(
+        &self,
+        job: &JobLease,
+        error: &str,
+        retry_after: Duration,
+    ) -> impl Future<Output = Result<(), RollupStoreError>> + Send;
+}
