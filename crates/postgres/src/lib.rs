@@ -7,6 +7,8 @@
 //!   key hashes and per-customer limits.
 //! - [`jobs`]: [`PostgresJobQueue`], the [`JobQueue`](hourglass_core::job_queue::JobQueue) of
 //!   customer-hours awaiting aggregation (marked dirty by the ingestor).
+//! - [`rollups`]: [`PostgresRollupStore`], hourly rollups and the aggregation jobs (leased with
+//!   `FOR UPDATE SKIP LOCKED`, completed in the rollup's own transaction).
 //! - [`testing`]: a fresh database per test, for the real-Postgres test tier.
 
 #![warn(missing_docs)]
@@ -15,8 +17,10 @@ pub mod config;
 pub mod jobs;
 pub mod keys;
 pub mod migrate;
+pub mod rollups;
 pub mod testing;
 
 pub use config::PostgresConfig;
 pub use jobs::PostgresJobQueue;
 pub use keys::PostgresKeyStore;
+pub use rollups::PostgresRollupStore;

@@ -1,0 +1,214 @@
+//! [`PostgresRollupStore`]: hourly rollups and aggregation jobs in Postgres.
+//!
+//! Jobs are the rows of `dirty_hours` whose `generation` is ahead of their `aggregated_generation`.
+//! Leasing uses `FOR UPDATE SKIP LOCKED` inside an `UPDATE`, so concurrent workers each take different
+//! hours and never wait on each other. Completing checks the lease, replaces the hour's rows, bumps its
+//! revision and records the generation that was aggregated, all in one transaction.
+
+use std::time::Duration;
+
+use hourglass_core::customer::CustomerId;
+use hourglass_core::job_queue::CustomerHour;
+use hourglass_core::rollup_store::{Completion, EventTypeRollup, HourRollup, JobLease, RollupStore, RollupStoreError};
+use sqlx::PgPool;
+
+/// The Postgres implementation of [`RollupStore`].
+#[derive(Clone, Debug)]
+pub struct PostgresRollupStore {
+    pool: PgPool,
+}
+
+/// An hour's rollup as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredHour {
+    /// How many times the hour was aggregated.
+    pub revision: u32,
+    /// The aggregation logic's version.
+    pub logic_version: u32,
+    /// Distinct events counted.
+    pub events: u64,
+    /// Per event type, sorted by event type.
+    pub event_types: Vec<EventTypeRollup>,
+    /// Whether the rows are final.
+    pub is_final: bool,
+}
+
+fn unavailable(error: sqlx::Error) -> RollupStoreError {
+    RollupStoreError::Unavailable(error.to_string())
+}
+
+impl PostgresRollupStore {
+    /// A rollup store over an existing pool (whose schema is migrated).
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// The stored rollup of a customer-hour, if it was ever aggregated.
+    pub async fn hour(&self, customer_id: &str, hour_start: i64) -> Result<Option<StoredHour>, RollupStoreError> {
+        let header: Option<(i32, i32, i64)> = sqlx::query_as(
+            "SELECT revision, logic_version, events FROM hour_revisions WHERE customer_id = $1 AND hour_start = to_timestamp($2)",
+        )
+        .bind(customer_id)
+        .bind(hour_start as f64)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let Some((revision, logic_version, events)) = header else { return Ok(None) };
+        let rows: Vec<(String, i64, i64, bool)> = sqlx::query_as(
+            "SELECT event_type, events, distinct_users, is_final FROM hourly_rollups \
+             WHERE customer_id = $1 AND hour_start = to_timestamp($2) ORDER BY event_type",
+        )
+        .bind(customer_id)
+        .bind(hour_start as f64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let is_final = rows.iter().all(|(_, _, _, is_final)| *is_final);
+        Ok(Some(StoredHour {
+            revision: revision as u32,
+            logic_version: logic_version as u32,
+            events: events as u64,
+            event_types: rows
+                .into_iter()
+                .map(|(event_type, events, users, _)| EventTypeRollup {
+                    event_type,
+                    events: events as u64,
+                    distinct_users: users as u64,
+                })
+                .collect(),
+            is_final,
+        }))
+    }
+}
+
+impl RollupStore for PostgresRollupStore {
+    async fn lease_jobs(
+        &self,
+        owner: &str,
+        max: usize,
+        lease: Duration,
+        hours_before_unix: i64,
+    ) -> Result<Vec<JobLease>, RollupStoreError> {
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "UPDATE dirty_hours AS job \
+             SET lease_owner = $1, leased_until = now() + make_interval(secs => $2), attempts = job.attempts + 1 \
+             FROM ( \
+                 SELECT customer_id, hour_start FROM dirty_hours \
+                 WHERE generation > aggregated_generation \
+                   AND (leased_until IS NULL OR leased_until < now()) \
+                   AND hour_start < to_timestamp($3) \
+                 ORDER BY hour_start \
+                 LIMIT $4 \
+                 FOR UPDATE SKIP LOCKED \
+             ) AS picked \
+             WHERE job.customer_id = picked.customer_id AND job.hour_start = picked.hour_start \
+             RETURNING job.customer_id, extract(epoch FROM job.hour_start)::bigint, job.generation",
+        )
+        .bind(owner)
+        .bind(lease.as_secs_f64())
+        .bind(hours_before_unix as f64)
+        .bind(max as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.into_iter()
+            .map(|(customer_id, hour_start, generation)| {
+                let customer_id =
+                    CustomerId::new(&customer_id).map_err(|error| RollupStoreError::Unavailable(error.to_string()))?;
+                Ok(JobLease {
+                    customer_hour: CustomerHour { customer_id, hour_start },
+                    generation,
+                    owner: owner.to_owned(),
+                })
+            })
+            .collect()
+    }
+
+    async fn complete(&self, job: &JobLease, rollup: &HourRollup) -> Result<Completion, RollupStoreError> {
+        let customer_id = job.customer_hour.customer_id.as_str();
+        let hour_start = job.customer_hour.hour_start as f64;
+        let mut transaction = self.pool.begin().await.map_err(unavailable)?;
+        let still_ours: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM dirty_hours WHERE customer_id = $1 AND hour_start = to_timestamp($2) AND lease_owner = $3 FOR UPDATE",
+        )
+        .bind(customer_id)
+        .bind(hour_start)
+        .bind(&job.owner)
+        .fetch_optional(&mut *transaction)
+        .await
+        .map_err(unavailable)?;
+        if still_ours.is_none() {
+            return Ok(Completion::LeaseLost);
+        }
+        let revision: i32 = sqlx::query_scalar(
+            "INSERT INTO hour_revisions (customer_id, hour_start, revision, logic_version, events) \
+             VALUES ($1, to_timestamp($2), 1, $3, $4) \
+             ON CONFLICT (customer_id, hour_start) DO UPDATE SET revision = hour_revisions.revision + 1, \
+             logic_version = excluded.logic_version, events = excluded.events, computed_at = now() \
+             RETURNING revision",
+        )
+        .bind(customer_id)
+        .bind(hour_start)
+        .bind(rollup.logic_version as i32)
+        .bind(rollup.events as i64)
+        .fetch_one(&mut *transaction)
+        .await
+        .map_err(unavailable)?;
+        sqlx::query("DELETE FROM hourly_rollups WHERE customer_id = $1 AND hour_start = to_timestamp($2)")
+            .bind(customer_id)
+            .bind(hour_start)
+            .execute(&mut *transaction)
+            .await
+            .map_err(unavailable)?;
+        let event_types: Vec<&str> = rollup.event_types.iter().map(|row| row.event_type.as_str()).collect();
+        let events: Vec<i64> = rollup.event_types.iter().map(|row| row.events as i64).collect();
+        let users: Vec<i64> = rollup.event_types.iter().map(|row| row.distinct_users as i64).collect();
+        sqlx::query(
+            "INSERT INTO hourly_rollups (customer_id, hour_start, event_type, events, distinct_users, revision, \
+             logic_version, is_final, final_as_of) \
+             SELECT $1, to_timestamp($2), rows.event_type, rows.events, rows.users, $3, $4, $5, \
+                    CASE WHEN $5 THEN now() END \
+             FROM unnest($6::text[], $7::bigint[], $8::bigint[]) AS rows(event_type, events, users)",
+        )
+        .bind(customer_id)
+        .bind(hour_start)
+        .bind(revision)
+        .bind(rollup.logic_version as i32)
+        .bind(rollup.is_final)
+        .bind(&event_types)
+        .bind(&events)
+        .bind(&users)
+        .execute(&mut *transaction)
+        .await
+        .map_err(unavailable)?;
+        sqlx::query(
+            "UPDATE dirty_hours SET aggregated_generation = GREATEST(aggregated_generation, $3), lease_owner = NULL, \
+             leased_until = NULL, attempts = 0, last_error = NULL \
+             WHERE customer_id = $1 AND hour_start = to_timestamp($2)",
+        )
+        .bind(customer_id)
+        .bind(hour_start)
+        .bind(job.generation)
+        .execute(&mut *transaction)
+        .await
+        .map_err(unavailable)?;
+        transaction.commit().await.map_err(unavailable)?;
+        Ok(Completion::Replaced { revision: revision as u32 })
+    }
+
+    async fn fail(&self, job: &JobLease, error: &str, retry_after: Duration) -> Result<(), RollupStoreError> {
+        sqlx::query(
+            "UPDATE dirty_hours SET lease_owner = NULL, leased_until = now() + make_interval(secs => $4), last_error = $5 \
+             WHERE customer_id = $1 AND hour_start = to_timestamp($2) AND lease_owner = $3",
+        )
+        .bind(job.customer_hour.customer_id.as_str())
+        .bind(job.customer_hour.hour_start as f64)
+        .bind(&job.owner)
+        .bind(retry_after.as_secs_f64())
+        .bind(error)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+}
