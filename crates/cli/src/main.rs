@@ -1,6 +1,7 @@
 //! `hourglass`: one binary for every role of the platform. It parses flags and environment, sets up
 //! telemetry, and calls the stage libraries; nothing here knows how a stage works inside.
 
+mod aggregator;
 mod bench;
 mod collector;
 mod dlq;
@@ -33,6 +34,8 @@ enum Command {
     Ingestor(Box<ingestor::IngestorArgs>),
     /// List and re-inject dead-lettered records.
     Dlq(Box<dlq::DlqArgs>),
+    /// Run aggregation workers: dirty customer-hours → hourly rollups in Postgres.
+    Aggregator(Box<aggregator::AggregatorArgs>),
     /// Create, list and revoke API keys; set per-customer limits.
     Keys(keys::KeysArgs),
     /// Apply database schema migrations.
@@ -59,6 +62,10 @@ fn main() -> anyhow::Result<()> {
             Command::Dlq(args) => {
                 telemetry::init_for_tool(&cli.telemetry)?;
                 dlq::run(*args).await
+            }
+            Command::Aggregator(args) => {
+                telemetry::init(&cli.telemetry)?;
+                aggregator::run(*args).await
             }
             Command::Keys(args) => {
                 telemetry::init_for_tool(&cli.telemetry)?;

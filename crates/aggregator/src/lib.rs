@@ -1,0 +1,23 @@
+//! Hourglass's aggregator: rolls raw customer-hours up into hourly per-customer metrics.
+//!
+//! # The path of a job through this crate
+//! 1. [`worker`] leases pending jobs (customer-hours marked dirty by the ingestor whose hour closed more
+//!    than `--allowed-lateness-secs` ago) from the [`RollupStore`](hourglass_core::rollup_store::RollupStore).
+//!    Leases are skip-locked, so any number of aggregator replicas share the work without a leader; a
+//!    crashed worker's lease expires and the job is leased again.
+//! 2. It reads the hour's raw events bucket by bucket from the
+//!    [`RawStore`](hourglass_core::raw_store::RawStore) and folds them ([`rollup`]): per event type, distinct
+//!    events and exact distinct users.
+//! 3. It replaces the hour's rollup and completes the job in one transaction. A rollup is a pure function
+//!    of the hour's raw rows, recomputed whole, so running a job twice changes nothing but the revision, and
+//!    a late event (which re-marks the hour) re-aggregates it with the next revision.
+
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod rollup;
+pub mod telemetry;
+pub mod worker;
+
+pub use config::AggregatorConfig;
+pub use worker::{run, run_once};

@@ -1,0 +1,18 @@
+//! The aggregator's metric names, all in one place; emitted per job.
+
+/// Jobs finished, by `result` = replaced | lease_lost | failed.
+pub const JOBS_TOTAL: &str = "hourglass_aggregator_jobs_total";
+/// Raw events read by jobs.
+pub const EVENTS_READ_TOTAL: &str = "hourglass_aggregator_events_read_total";
+/// Rollup rows written.
+pub const ROWS_WRITTEN_TOTAL: &str = "hourglass_aggregator_rows_written_total";
+/// Seconds a job took, from lease to commit.
+pub const JOB_SECONDS: &str = "hourglass_aggregator_job_seconds";
+
+/// Registers descriptions with whatever recorder is installed.
+pub fn describe() {
+    metrics::describe_counter!(JOBS_TOTAL, "Aggregation jobs finished, by result");
+    metrics::describe_counter!(EVENTS_READ_TOTAL, "Raw events read by aggregation jobs");
+    metrics::describe_counter!(ROWS_WRITTEN_TOTAL, "Hourly rollup rows written");
+    metrics::describe_histogram!(JOB_SECONDS, metrics::Unit::Seconds, "Aggregation job duration");
+}

@@ -1,0 +1,106 @@
+//! The worker loop: lease jobs, fold their raw rows, replace their rollups.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hourglass_core::raw_store::RawStore;
+use hourglass_core::rollup_store::{Completion, JobLease, RollupStore, RollupStoreError};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::AggregatorConfig;
+use crate::rollup::HourAccumulator;
+use crate::telemetry;
+
+/// Leases the jobs due at `now_unix` (up to the configured concurrency) and runs them; returns how many
+/// were leased. Jobs that fail are given back with a retry delay; this only fails if leasing does.
+pub async fn run_once<R: RawStore, S: RollupStore>(
+    config: &AggregatorConfig,
+    worker_id: &str,
+    raw_store: &R,
+    rollup_store: &S,
+    now_unix: i64,
+) -> Result<usize, RollupStoreError> {
+    // An hour [h, h + 1h) is final once now >= h + 1h + lateness.
+    let hours_before = now_unix - 3600 - config.allowed_lateness_secs as i64 + 1;
+    let jobs = rollup_store.lease_jobs(worker_id, config.concurrency.max(1), config.lease(), hours_before).await?;
+    let runs = jobs.iter().map(|job| run_job(config, raw_store, rollup_store, job));
+    futures::future::join_all(runs).await;
+    Ok(jobs.len())
+}
+
+async fn run_job<R: RawStore, S: RollupStore>(
+    config: &AggregatorConfig,
+    raw_store: &R,
+    rollup_store: &S,
+    job: &JobLease,
+) {
+    let started = Instant::now();
+    let customer_id = job.customer_hour.customer_id.as_str();
+    let hour_start = job.customer_hour.hour_start;
+    let mut accumulator = HourAccumulator::default();
+    for bucket in 0..raw_store.bucket_count() {
+        match raw_store.read_bucket(customer_id, hour_start, bucket).await {
+            Ok(events) => {
+                metrics::counter!(telemetry::EVENTS_READ_TOTAL).increment(events.len() as u64);
+                events.iter().for_each(|event| accumulator.add(event));
+            }
+            Err(error) => {
+                give_back(config, rollup_store, job, &error.to_string()).await;
+                return;
+            }
+        }
+    }
+    let rollup = accumulator.finish(true);
+    match rollup_store.complete(job, &rollup).await {
+        Ok(Completion::Replaced { revision }) => {
+            metrics::counter!(telemetry::JOBS_TOTAL, "result" => "replaced").increment(1);
+            metrics::counter!(telemetry::ROWS_WRITTEN_TOTAL).increment(rollup.event_types.len() as u64);
+            metrics::histogram!(telemetry::JOB_SECONDS).record(started.elapsed().as_secs_f64());
+            tracing::info!(customer_id, hour_start, revision, events = rollup.events, "hour aggregated");
+        }
+        Ok(Completion::LeaseLost) => {
+            metrics::counter!(telemetry::JOBS_TOTAL, "result" => "lease_lost").increment(1);
+            tracing::warn!(customer_id, hour_start, "lease lost before completion; another worker has the hour");
+        }
+        Err(error) => give_back(config, rollup_store, job, &error.to_string()).await,
+    }
+}
+
+async fn give_back<S: RollupStore>(config: &AggregatorConfig, rollup_store: &S, job: &JobLease, error: &str) {
+    metrics::counter!(telemetry::JOBS_TOTAL, "result" => "failed").increment(1);
+    let customer_id = job.customer_hour.customer_id.as_str();
+    tracing::warn!(customer_id, hour_start = job.customer_hour.hour_start, %error, "aggregation failed; will retry");
+    if let Err(release_error) = rollup_store.fail(job, error, Duration::from_secs(config.retry_after_secs)).await {
+        // The lease then simply expires and the job is retried after it.
+        tracing::warn!(%release_error, "could not give the job back; it is retried when its lease expires");
+    }
+}
+
+/// Runs jobs until `shutdown`: whenever none are due, waits `--aggregator-poll-interval-ms`.
+pub async fn run<R: RawStore, S: RollupStore>(
+    config: AggregatorConfig,
+    raw_store: Arc<R>,
+    rollup_store: Arc<S>,
+    shutdown: CancellationToken,
+) {
+    telemetry::describe();
+    let worker_id = config.resolved_worker_id();
+    tracing::info!(%worker_id, "aggregator running");
+    while !shutdown.is_cancelled() {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
+        let leased = match run_once(&config, &worker_id, &*raw_store, &*rollup_store, now).await {
+            Ok(leased) => leased,
+            Err(error) => {
+                tracing::warn!(%error, "cannot lease jobs; retrying");
+                0
+            }
+        };
+        if leased == 0 {
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = tokio::time::sleep(Duration::from_millis(config.poll_interval_ms)) => {}
+            }
+        }
+    }
+    tracing::info!("aggregator stopped");
+}

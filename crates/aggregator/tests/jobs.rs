@@ -1,0 +1,170 @@
+//! The aggregator against real Postgres and the real CQL server (tier b).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hourglass_aggregator::AggregatorConfig;
+use hourglass_core::customer::CustomerId;
+use hourglass_core::hour;
+use hourglass_core::job_queue::{CustomerHour, JobQueue};
+use hourglass_core::raw_store::RawStore;
+use hourglass_core::rollup_store::{Completion, EventTypeRollup, RollupStore};
+use hourglass_cql::CqlRawStore;
+use hourglass_postgres::{PostgresConfig, PostgresJobQueue, PostgresRollupStore, migrate, testing};
+use hourglass_proto::log::v1::EventBatchRecord;
+use hourglass_proto::prost_types::Timestamp;
+use hourglass_proto::v1::Event;
+
+struct Stores {
+    cql: hourglass_cql::CqlConfig,
+    raw_store: CqlRawStore,
+    job_queue: PostgresJobQueue,
+    rollups: PostgresRollupStore,
+}
+
+async fn stores(test_name: &str) -> Stores {
+    let (cql, raw_store) = hourglass_cql::testing::create_test_store(test_name, 4).await;
+    let pool = PostgresConfig::for_url(testing::create_test_database(test_name).await).connect_lazy().unwrap();
+    migrate::run(&pool).await.unwrap();
+    Stores { cql, raw_store, job_queue: PostgresJobQueue::new(pool.clone()), rollups: PostgresRollupStore::new(pool) }
+}
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+fn event(id: &str, event_type: &str, user: Option<String>, at: i64) -> Event {
+    Event {
+        event_id: id.into(),
+        event_type: event_type.into(),
+        occurred_at: Some(Timestamp { seconds: at, nanos: 0 }),
+        user_id: user,
+        ..Default::default()
+    }
+}
+
+fn record(batch_id: &str, events: Vec<Event>) -> EventBatchRecord {
+    EventBatchRecord {
+        customer_id: "acme".into(),
+        received_at_unix_ms: now() * 1000,
+        batch_id: batch_id.into(),
+        collector_id: "test".into(),
+        events,
+        outcomes: vec![],
+    }
+}
+
+fn acme_hour(hour_start: i64) -> CustomerHour {
+    CustomerHour { customer_id: CustomerId::new("acme").unwrap(), hour_start }
+}
+
+/// Brute force over what was sent: distinct event ids and distinct users per type.
+fn brute_force(sent: &[Event]) -> Vec<EventTypeRollup> {
+    let mut by_type: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)> = BTreeMap::new();
+    for event in sent {
+        let (ids, users) = by_type.entry(event.event_type.clone()).or_default();
+        ids.insert(event.event_id.clone());
+        users.extend(event.user_id.clone());
+    }
+    by_type
+        .into_iter()
+        .map(|(event_type, (ids, users))| EventTypeRollup {
+            event_type,
+            events: ids.len() as u64,
+            distinct_users: users.len() as u64,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_closed_hour_with_duplicates_rolls_up_to_exact_counts_and_a_late_event_bumps_the_revision() {
+    let stores = stores("rollup_exact").await;
+    let config = AggregatorConfig::with_defaults();
+    let closed_hour = hour::hour_start(now()) - 3 * 3600;
+    let open_hour = hour::hour_start(now());
+    let types = ["view", "click", "buy", "share", "signup"];
+    let events: Vec<Event> = (0..500)
+        .map(|index| {
+            let user = (index % 11 != 0).then(|| format!("user-{}", index % 37));
+            event(&format!("e{index}"), types[index % types.len()], user, closed_hour + index as i64)
+        })
+        .collect();
+    // A redelivered record, and a client resend overlapping another record: duplicates by event id.
+    let first = record("b1", events[..300].to_vec());
+    let second = record("b2", events[250..].to_vec());
+    stores.raw_store.write_records(&[first.clone(), second, first]).await.unwrap();
+    stores.raw_store.write_records(&[record("open", vec![event("now-1", "view", None, now())])]).await.unwrap();
+    stores.job_queue.mark_dirty(&[acme_hour(closed_hour), acme_hour(open_hour)]).await.unwrap();
+
+    let leased =
+        hourglass_aggregator::run_once(&config, "worker-a", &stores.raw_store, &stores.rollups, now()).await.unwrap();
+    assert_eq!(leased, 1, "only the closed hour is due; the open hour waits for its lateness");
+    let stored = stores.rollups.hour("acme", closed_hour).await.unwrap().expect("the hour was aggregated");
+    assert_eq!(stored.event_types, brute_force(&events));
+    assert_eq!(stored.events, 500);
+    assert_eq!(stored.revision, 1);
+    assert!(stored.is_final);
+    assert_eq!(
+        hourglass_aggregator::run_once(&config, "worker-a", &stores.raw_store, &stores.rollups, now()).await.unwrap(),
+        0
+    );
+    assert!(stores.rollups.hour("acme", open_hour).await.unwrap().is_none());
+
+    // A late event for the closed hour re-marks it; the next run replaces the hour with revision 2.
+    let late = event("late-1", "buy", Some("late-user".into()), closed_hour + 3599);
+    stores.raw_store.write_records(&[record("late", vec![late.clone()])]).await.unwrap();
+    stores.job_queue.mark_dirty(&[acme_hour(closed_hour)]).await.unwrap();
+    assert_eq!(
+        hourglass_aggregator::run_once(&config, "worker-a", &stores.raw_store, &stores.rollups, now()).await.unwrap(),
+        1
+    );
+    let stored = stores.rollups.hour("acme", closed_hour).await.unwrap().unwrap();
+    let mut all = events.clone();
+    all.push(late);
+    assert_eq!(stored.event_types, brute_force(&all));
+    assert_eq!((stored.events, stored.revision), (501, 2));
+    hourglass_cql::testing::drop_test_keyspace(&stores.cql).await;
+}
+
+#[tokio::test]
+async fn two_workers_never_hold_the_same_job_and_a_dead_workers_job_is_retried() {
+    let stores = stores("rollup_leases").await;
+    let closed_hour = hour::hour_start(now()) - 2 * 3600;
+    let events: Vec<Event> =
+        (0..20).map(|index| event(&format!("x{index}"), "view", None, closed_hour + index)).collect();
+    stores.raw_store.write_records(&[record("b", events)]).await.unwrap();
+    stores.job_queue.mark_dirty(&[acme_hour(closed_hour)]).await.unwrap();
+    let due = now();
+
+    // Worker A leases the job for one second, then "dies".
+    let a_jobs = stores.rollups.lease_jobs("worker-a", 10, Duration::from_secs(1), due).await.unwrap();
+    assert_eq!(a_jobs.len(), 1);
+    let b_jobs = stores.rollups.lease_jobs("worker-b", 10, Duration::from_secs(60), due).await.unwrap();
+    assert!(b_jobs.is_empty(), "a leased job is skipped by other workers");
+
+    // After A's lease expires, B gets the job and completes it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let b_job = loop {
+        let mut jobs = stores.rollups.lease_jobs("worker-b", 10, Duration::from_secs(60), due).await.unwrap();
+        if let Some(job) = jobs.pop() {
+            break job;
+        }
+        assert!(Instant::now() < deadline, "the dead worker's job was never released");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(b_job.customer_hour, acme_hour(closed_hour));
+    let mut accumulator = hourglass_aggregator::rollup::HourAccumulator::default();
+    for bucket in 0..stores.raw_store.bucket_count() {
+        for stored in stores.raw_store.read_bucket("acme", closed_hour, bucket).await.unwrap() {
+            accumulator.add(&stored);
+        }
+    }
+    let rollup = accumulator.finish(true);
+    // A wakes up and tries to complete: its lease is gone, nothing is written.
+    assert_eq!(stores.rollups.complete(&a_jobs[0], &rollup).await.unwrap(), Completion::LeaseLost);
+    assert!(stores.rollups.hour("acme", closed_hour).await.unwrap().is_none());
+    assert_eq!(stores.rollups.complete(&b_job, &rollup).await.unwrap(), Completion::Replaced { revision: 1 });
+    assert_eq!(stores.rollups.hour("acme", closed_hour).await.unwrap().unwrap().events, 20);
+    assert!(stores.rollups.lease_jobs("worker-c", 10, Duration::from_secs(60), due).await.unwrap().is_empty());
+    hourglass_cql::testing::drop_test_keyspace(&stores.cql).await;
+}
