@@ -10,13 +10,18 @@
 //!    events and exact distinct users.
 //! 3. It replaces the hour's rollup and completes the job in one transaction. A rollup is a pure function
 //!    of the hour's raw rows, recomputed whole, so running a job twice changes nothing but the revision, and
-//!    a late event (which re-marks the hour) re-aggregates it with the next revision.
+//!    a late event (which re-marks the hour) re-aggregates it with the next revision. The same transaction
+//!    writes the hour's ledger row: received, accepted, rejected, throttled (from the outcome counts the
+//!    collectors sent through Kafka), stored and counted.
+//!
+//! [`verify`] recounts the raw store independently and flags hours whose stored and counted differ.
 
 #![warn(missing_docs)]
 
 pub mod config;
 pub mod rollup;
 pub mod telemetry;
+pub mod verify;
 pub mod worker;
 
 pub use config::AggregatorConfig;

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use hourglass_core::raw_store::StoredEvent;
+use hourglass_core::raw_store::{HourOutcomes, StoredEvent};
 use hourglass_core::rollup_store::{EventTypeRollup, HourRollup};
 
 /// The version of this aggregation logic, stored with every rollup row. Bump it when the logic changes,
@@ -39,8 +39,8 @@ impl HourAccumulator {
         }
     }
 
-    /// The finished rollup.
-    pub fn finish(self, is_final: bool) -> HourRollup {
+    /// The finished rollup, with the hour's outcome counts for the ledger.
+    pub fn finish(self, outcomes: HourOutcomes, is_final: bool) -> HourRollup {
         HourRollup {
             event_types: self
                 .event_types
@@ -52,6 +52,7 @@ impl HourAccumulator {
                 })
                 .collect(),
             events: self.events,
+            outcomes,
             logic_version: LOGIC_VERSION,
             is_final,
         }
@@ -87,7 +88,7 @@ mod tests {
         ] {
             accumulator.add(&event);
         }
-        let rollup = accumulator.finish(true);
+        let rollup = accumulator.finish(HourOutcomes::default(), true);
         assert_eq!(rollup.events, 5);
         assert_eq!(
             rollup.event_types,
@@ -102,7 +103,7 @@ mod tests {
 
     #[test]
     fn an_empty_hour_rolls_up_to_nothing() {
-        let rollup = HourAccumulator::default().finish(false);
+        let rollup = HourAccumulator::default().finish(HourOutcomes::default(), false);
         assert_eq!(rollup.events, 0);
         assert!(rollup.event_types.is_empty());
     }

@@ -9,10 +9,14 @@ pub const ROWS_WRITTEN_TOTAL: &str = "hourglass_aggregator_rows_written_total";
 /// Seconds a job took, from lease to commit.
 pub const JOB_SECONDS: &str = "hourglass_aggregator_job_seconds";
 
+/// Final hours whose stored and counted differed at the last verification: alert when above zero.
+pub const LEDGER_UNBALANCED_HOURS: &str = "hourglass_ledger_unbalanced_final_hours";
+
 /// Registers descriptions with whatever recorder is installed.
 pub fn describe() {
     metrics::describe_counter!(JOBS_TOTAL, "Aggregation jobs finished, by result");
     metrics::describe_counter!(EVENTS_READ_TOTAL, "Raw events read by aggregation jobs");
     metrics::describe_counter!(ROWS_WRITTEN_TOTAL, "Hourly rollup rows written");
     metrics::describe_histogram!(JOB_SECONDS, metrics::Unit::Seconds, "Aggregation job duration");
+    metrics::describe_gauge!(LEDGER_UNBALANCED_HOURS, "Final hours whose stored and counted differ (last verify)");
 }

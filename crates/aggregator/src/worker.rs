@@ -50,7 +50,14 @@ async fn run_job<R: RawStore, S: RollupStore>(
             }
         }
     }
-    let rollup = accumulator.finish(true);
+    let outcomes = match raw_store.read_outcomes(customer_id, hour_start).await {
+        Ok(outcomes) => outcomes,
+        Err(error) => {
+            give_back(config, rollup_store, job, &error.to_string()).await;
+            return;
+        }
+    };
+    let rollup = accumulator.finish(outcomes, true);
     match rollup_store.complete(job, &rollup).await {
         Ok(Completion::Replaced { revision }) => {
             metrics::counter!(telemetry::JOBS_TOTAL, "result" => "replaced").increment(1);

@@ -159,12 +159,93 @@ async fn two_workers_never_hold_the_same_job_and_a_dead_workers_job_is_retried()
             accumulator.add(&stored);
         }
     }
-    let rollup = accumulator.finish(true);
+    let rollup = accumulator.finish(Default::default(), true);
     // A wakes up and tries to complete: its lease is gone, nothing is written.
     assert_eq!(stores.rollups.complete(&a_jobs[0], &rollup).await.unwrap(), Completion::LeaseLost);
     assert!(stores.rollups.hour("acme", closed_hour).await.unwrap().is_none());
     assert_eq!(stores.rollups.complete(&b_job, &rollup).await.unwrap(), Completion::Replaced { revision: 1 });
     assert_eq!(stores.rollups.hour("acme", closed_hour).await.unwrap().unwrap().events, 20);
     assert!(stores.rollups.lease_jobs("worker-c", 10, Duration::from_secs(60), due).await.unwrap().is_empty());
+    hourglass_cql::testing::drop_test_keyspace(&stores.cql).await;
+}
+
+#[tokio::test]
+async fn the_ledger_balances_after_a_clean_run_and_verify_shows_rows_deleted_behind_its_back() {
+    use hourglass_proto::log::v1::{Outcome, OutcomeCount};
+    use hourglass_proto::v1::RejectionReason;
+    let stores = stores("ledger").await;
+    let config = AggregatorConfig::with_defaults();
+    let closed_hour = hour::hour_start(now()) - 4 * 3600;
+    let count = |outcome: Outcome, reason: RejectionReason, count: u32| OutcomeCount {
+        hour_start_unix_secs: closed_hour,
+        outcome: outcome.into(),
+        reason: reason.into(),
+        count,
+    };
+    let events: Vec<Event> = (0..40)
+        .map(|index| event(&format!("l{index}"), "view", Some(format!("u{index}")), closed_hour + index))
+        .collect();
+    let mut accepted = record("ledger-1", events.clone());
+    accepted.outcomes = vec![
+        count(Outcome::Accepted, RejectionReason::Unspecified, 40),
+        count(Outcome::Rejected, RejectionReason::EventTypeEmpty, 3),
+        count(Outcome::Rejected, RejectionReason::OccurredAtInFuture, 2),
+    ];
+    let mut throttled = record("ledger-2", vec![]);
+    throttled.outcomes = vec![count(Outcome::Throttled, RejectionReason::Unspecified, 25)];
+    // The first record is redelivered: its outcomes must count once.
+    stores.raw_store.write_records(&[accepted.clone(), throttled, accepted]).await.unwrap();
+    stores.job_queue.mark_dirty(&[acme_hour(closed_hour)]).await.unwrap();
+    assert_eq!(
+        hourglass_aggregator::run_once(&config, "w", &stores.raw_store, &stores.rollups, now()).await.unwrap(),
+        1
+    );
+
+    let ledger = stores.rollups.ledger(Some("acme"), closed_hour, closed_hour + 3600).await.unwrap();
+    assert_eq!(ledger.len(), 1);
+    let row = &ledger[0];
+    assert_eq!((row.accepted, row.rejected, row.throttled), (40, 5, 25));
+    assert_eq!(row.received, 70, "received = accepted + rejected + throttled");
+    assert_eq!((row.stored, row.counted), (40, 40));
+    assert!(row.balances() && row.is_final);
+
+    let verified = hourglass_aggregator::verify::verify(
+        &stores.raw_store,
+        &stores.rollups,
+        None,
+        closed_hour,
+        closed_hour + 3600,
+        |_, _| {},
+    )
+    .await
+    .unwrap();
+    assert!(verified[0].balances(), "a clean run verifies");
+
+    // Delete three raw rows behind the ledger's back.
+    let session = stores.cql.connect().await.unwrap();
+    for id in ["l1", "l2", "l3"] {
+        session
+            .query_unpaged(
+                format!(
+                    "DELETE FROM {}.raw_events WHERE customer_id = 'acme' AND hour_start = ? AND bucket = ? AND event_id = ?",
+                    stores.cql.keyspace
+                ),
+                (scylla::value::CqlTimestamp(closed_hour * 1000), stores.raw_store.bucket_of(id), id),
+            )
+            .await
+            .unwrap();
+    }
+    let verified = hourglass_aggregator::verify::verify(
+        &stores.raw_store,
+        &stores.rollups,
+        Some("acme"),
+        closed_hour,
+        closed_hour + 3600,
+        |_, _| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!((verified[0].stored, verified[0].counted), (37, 40));
+    assert!(!verified[0].balances(), "the ledger shows the difference");
     hourglass_cql::testing::drop_test_keyspace(&stores.cql).await;
 }

@@ -12,6 +12,7 @@ mod migrate;
 mod replay;
 mod shutdown;
 mod telemetry;
+mod verify;
 
 use clap::{Parser, Subcommand};
 
@@ -42,6 +43,8 @@ enum Command {
     Migrate(migrate::MigrateArgs),
     /// Re-consume a range of a topic into the raw store (after an ingestion bug), with progress.
     Replay(Box<replay::ReplayArgs>),
+    /// Recount the raw store for aggregated hours and print the reconciliation ledger.
+    Verify(Box<verify::VerifyArgs>),
     /// Benchmarks that print events/s and CPU per event.
     Bench(bench::BenchArgs),
 }
@@ -78,6 +81,10 @@ fn main() -> anyhow::Result<()> {
             Command::Replay(args) => {
                 telemetry::init_for_tool(&cli.telemetry)?;
                 replay::run(*args).await
+            }
+            Command::Verify(args) => {
+                telemetry::init_for_tool(&cli.telemetry)?;
+                verify::run(*args).await
             }
             Command::Bench(args) => {
                 telemetry::init_for_tool(&cli.telemetry)?;

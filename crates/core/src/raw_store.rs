@@ -30,6 +30,30 @@ pub struct StoredEvent {
     pub batch_id: String,
 }
 
+/// The outcome counts of one customer-hour, summed over every batch record that reached the store
+/// (each batch counted once, however often it was redelivered).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HourOutcomes {
+    /// Events the collectors accepted (a client's resend of an accepted event counts again).
+    pub accepted: u64,
+    /// Events rejected, by `hourglass.v1.RejectionReason` number.
+    pub rejected_by_reason: BTreeMap<i32, u64>,
+    /// Events of throttled batches (the client was told to resend).
+    pub throttled: u64,
+}
+
+impl HourOutcomes {
+    /// Every event the collectors saw: accepted + rejected + throttled.
+    pub fn received(&self) -> u64 {
+        self.accepted + self.rejected() + self.throttled
+    }
+
+    /// Every rejected event.
+    pub fn rejected(&self) -> u64 {
+        self.rejected_by_reason.values().sum()
+    }
+}
+
 /// Errors from a raw store.
 #[derive(Debug, thiserror::Error)]
 pub enum RawStoreError {
@@ -53,6 +77,13 @@ pub trait RawStore: Send + Sync + 'static {
 
     /// How many buckets (sub-partitions) each customer-hour is split into.
     fn bucket_count(&self) -> u32;
+
+    /// The outcome counts stored for a customer-hour.
+    fn read_outcomes(
+        &self,
+        customer_id: &str,
+        hour_start: i64,
+    ) -> impl Future<Output = Result<HourOutcomes, RawStoreError>> + Send;
 
     /// Every event of one bucket of a customer-hour (paged from the store; one bucket is bounded).
     fn read_bucket(

@@ -8,6 +8,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use crate::job_queue::CustomerHour;
+use crate::raw_store::HourOutcomes;
 
 /// Errors from a rollup store.
 #[derive(Debug, thiserror::Error)]
@@ -44,8 +45,10 @@ pub struct EventTypeRollup {
 pub struct HourRollup {
     /// Per event type, sorted by event type.
     pub event_types: Vec<EventTypeRollup>,
-    /// Distinct events stored in the hour (the ledger's "counted").
+    /// Distinct events stored in the hour, as read by this job (the ledger's "stored" and "counted").
     pub events: u64,
+    /// What the collectors saw in the hour (the ledger's received, accepted, rejected, throttled).
+    pub outcomes: HourOutcomes,
     /// The version of the aggregation logic that computed it.
     pub logic_version: u32,
     /// Whether the hour had closed (plus the allowed lateness) when it was computed.
@@ -62,6 +65,34 @@ pub enum Completion {
     },
     /// The lease had passed to another worker (this one was too slow or presumed dead): nothing written.
     LeaseLost,
+}
+
+/// One customer-hour of the reconciliation ledger.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LedgerRow {
+    /// The customer-hour.
+    pub customer_hour: CustomerHour,
+    /// Events the collectors saw: accepted + rejected + throttled (client retries included).
+    pub received: u64,
+    /// Events accepted.
+    pub accepted: u64,
+    /// Events rejected.
+    pub rejected: u64,
+    /// Events of throttled batches.
+    pub throttled: u64,
+    /// Distinct events in the raw store (as of the last count or verification).
+    pub stored: u64,
+    /// Events counted in the rollups.
+    pub counted: u64,
+    /// Whether the hour's rollup is final.
+    pub is_final: bool,
+}
+
+impl LedgerRow {
+    /// Whether stored and counted agree.
+    pub fn balances(&self) -> bool {
+        self.stored == self.counted
+    }
 }
 
 /// Hourly rollups and their jobs.
@@ -83,6 +114,22 @@ pub trait RollupStore: Send + Sync + 'static {
         job: &JobLease,
         rollup: &HourRollup,
     ) -> impl Future<Output = Result<Completion, RollupStoreError>> + Send;
+
+    /// Ledger rows of hours starting in `[from, to)`, of one customer or all, oldest first.
+    fn ledger(
+        &self,
+        customer_id: Option<&str>,
+        from_unix: i64,
+        to_unix: i64,
+    ) -> impl Future<Output = Result<Vec<LedgerRow>, RollupStoreError>> + Send;
+
+    /// Records an independent recount of the raw store for a ledger hour; returns the updated row
+    /// (`None` if the hour was never aggregated).
+    fn record_recount(
+        &self,
+        customer_hour: &CustomerHour,
+        stored: u64,
+    ) -> impl Future<Output = Result<Option<LedgerRow>, RollupStoreError>> + Send;
 
     /// Gives a failed job back, to be retried after `retry_after`, recording why.
     fn fail(

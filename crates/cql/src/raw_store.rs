@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use futures::TryStreamExt;
 use hourglass_core::hour;
-use hourglass_core::raw_store::{RawStore, RawStoreError, StoredEvent};
+use hourglass_core::raw_store::{HourOutcomes, RawStore, RawStoreError, StoredEvent};
 use hourglass_proto::log::v1::EventBatchRecord;
+use hourglass_proto::log::v1::Outcome;
 use hourglass_proto::v1::{Event, property_value};
 use scylla::client::session::Session;
 use scylla::statement::batch::{Batch, BatchType};
@@ -26,6 +27,7 @@ pub struct CqlRawStore {
     /// Likewise for outcome inserts.
     outcome_batches: Arc<[Batch]>,
     select_hour_bucket: PreparedStatement,
+    select_hour_outcomes: PreparedStatement,
     bucket_count: u32,
     max_batch_rows: usize,
 }
@@ -86,12 +88,17 @@ impl CqlRawStore {
              WHERE customer_id = ? AND hour_start = ? AND bucket = ?"
         ))
         .await?;
+        let select_hour_outcomes = prepare(format!(
+            "SELECT outcome, reason, count FROM {keyspace}.batch_outcomes WHERE customer_id = ? AND hour_start = ?"
+        ))
+        .await?;
         let max_batch_rows = config.max_batch_rows.max(1);
         Ok(Self {
             session,
             event_batches: batches_of(&insert_event, max_batch_rows),
             outcome_batches: batches_of(&insert_outcome, max_batch_rows),
             select_hour_bucket,
+            select_hour_outcomes,
             bucket_count,
             max_batch_rows,
         })
@@ -265,6 +272,28 @@ impl RawStore for CqlRawStore {
             });
         }
         Ok(events)
+    }
+
+    async fn read_outcomes(&self, customer_id: &str, hour_start: i64) -> Result<HourOutcomes, RawStoreError> {
+        let pager = self
+            .session
+            .execute_iter(self.select_hour_outcomes.clone(), (customer_id, CqlTimestamp(hour_start * 1000)))
+            .await
+            .map_err(unavailable)?;
+        let mut rows = pager.rows_stream::<(i32, i32, i32)>().map_err(unavailable)?;
+        let mut outcomes = HourOutcomes::default();
+        while let Some((outcome, reason, count)) = rows.try_next().await.map_err(unavailable)? {
+            let count = u64::try_from(count).unwrap_or(0);
+            match Outcome::try_from(outcome) {
+                Ok(Outcome::Accepted) => outcomes.accepted += count,
+                Ok(Outcome::Rejected) => *outcomes.rejected_by_reason.entry(reason).or_default() += count,
+                Ok(Outcome::Throttled) => outcomes.throttled += count,
+                Ok(Outcome::Unspecified) | Err(_) => {
+                    tracing::warn!(outcome, customer_id, hour_start, "unknown outcome in batch_outcomes; not counted");
+                }
+            }
+        }
+        Ok(outcomes)
     }
 
     async fn check_ready(&self) -> Result<(), RawStoreError> {

@@ -9,7 +9,11 @@ use std::time::Duration;
 
 use hourglass_core::customer::CustomerId;
 use hourglass_core::job_queue::CustomerHour;
-use hourglass_core::rollup_store::{Completion, EventTypeRollup, HourRollup, JobLease, RollupStore, RollupStoreError};
+use hourglass_core::raw_store::HourOutcomes;
+use hourglass_core::rollup_store::{
+    Completion, EventTypeRollup, HourRollup, JobLease, LedgerRow, RollupStore, RollupStoreError,
+};
+use hourglass_proto::v1::RejectionReason;
 use sqlx::PgPool;
 
 /// The Postgres implementation of [`RollupStore`].
@@ -32,6 +36,40 @@ pub struct StoredHour {
     /// Whether the rows are final.
     pub is_final: bool,
 }
+
+/// Rejections by reason as a JSON object keyed by the reason's proto name.
+fn rejections_json(outcomes: &HourOutcomes) -> String {
+    let pairs: Vec<String> = outcomes
+        .rejected_by_reason
+        .iter()
+        .map(|(reason, count)| {
+            let name = RejectionReason::try_from(*reason).map(|reason| reason.as_str_name()).unwrap_or("UNKNOWN");
+            format!("\"{name}\":{count}")
+        })
+        .collect();
+    format!("{{{}}}", pairs.join(","))
+}
+
+type LedgerTuple = (String, i64, i64, i64, i64, i64, i64, i64, bool);
+
+fn ledger_row(row: LedgerTuple) -> Result<LedgerRow, RollupStoreError> {
+    let (customer_id, hour_start, received, accepted, rejected, throttled, stored, counted, is_final) = row;
+    let customer_id =
+        CustomerId::new(&customer_id).map_err(|error| RollupStoreError::Unavailable(error.to_string()))?;
+    Ok(LedgerRow {
+        customer_hour: CustomerHour { customer_id, hour_start },
+        received: received as u64,
+        accepted: accepted as u64,
+        rejected: rejected as u64,
+        throttled: throttled as u64,
+        stored: stored as u64,
+        counted: counted as u64,
+        is_final,
+    })
+}
+
+const LEDGER_COLUMNS: &str = "customer_id, extract(epoch FROM hour_start)::bigint, received, accepted, rejected, \
+                              throttled, stored, counted, is_final";
 
 fn unavailable(error: sqlx::Error) -> RollupStoreError {
     RollupStoreError::Unavailable(error.to_string())
@@ -181,6 +219,28 @@ impl RollupStore for PostgresRollupStore {
         .execute(&mut *transaction)
         .await
         .map_err(unavailable)?;
+        let outcomes = &rollup.outcomes;
+        sqlx::query(
+            "INSERT INTO ledger (customer_id, hour_start, received, accepted, rejected, rejected_by_reason, throttled, \
+             stored, counted, is_final) \
+             VALUES ($1, to_timestamp($2), $3, $4, $5, $6::jsonb, $7, $8, $8, $9) \
+             ON CONFLICT (customer_id, hour_start) DO UPDATE SET received = excluded.received, \
+             accepted = excluded.accepted, rejected = excluded.rejected, rejected_by_reason = excluded.rejected_by_reason, \
+             throttled = excluded.throttled, stored = excluded.stored, counted = excluded.counted, \
+             is_final = excluded.is_final, counted_at = now()",
+        )
+        .bind(customer_id)
+        .bind(hour_start)
+        .bind(outcomes.received() as i64)
+        .bind(outcomes.accepted as i64)
+        .bind(outcomes.rejected() as i64)
+        .bind(rejections_json(outcomes))
+        .bind(outcomes.throttled as i64)
+        .bind(rollup.events as i64)
+        .bind(rollup.is_final)
+        .execute(&mut *transaction)
+        .await
+        .map_err(unavailable)?;
         sqlx::query(
             "UPDATE dirty_hours SET aggregated_generation = GREATEST(aggregated_generation, $3), lease_owner = NULL, \
              leased_until = NULL, attempts = 0, last_error = NULL \
@@ -194,6 +254,44 @@ impl RollupStore for PostgresRollupStore {
         .map_err(unavailable)?;
         transaction.commit().await.map_err(unavailable)?;
         Ok(Completion::Replaced { revision: revision as u32 })
+    }
+
+    async fn ledger(
+        &self,
+        customer_id: Option<&str>,
+        from_unix: i64,
+        to_unix: i64,
+    ) -> Result<Vec<LedgerRow>, RollupStoreError> {
+        let rows: Vec<LedgerTuple> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {LEDGER_COLUMNS} FROM ledger \
+             WHERE hour_start >= to_timestamp($1) AND hour_start < to_timestamp($2) AND ($3::text IS NULL OR customer_id = $3) \
+             ORDER BY hour_start, customer_id"
+        )))
+        .bind(from_unix as f64)
+        .bind(to_unix as f64)
+        .bind(customer_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.into_iter().map(ledger_row).collect()
+    }
+
+    async fn record_recount(
+        &self,
+        customer_hour: &CustomerHour,
+        stored: u64,
+    ) -> Result<Option<LedgerRow>, RollupStoreError> {
+        let row: Option<LedgerTuple> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "UPDATE ledger SET stored = $3, verified_at = now() \
+             WHERE customer_id = $1 AND hour_start = to_timestamp($2) RETURNING {LEDGER_COLUMNS}"
+        )))
+        .bind(customer_hour.customer_id.as_str())
+        .bind(customer_hour.hour_start as f64)
+        .bind(stored as i64)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        row.map(ledger_row).transpose()
     }
 
     async fn fail(&self, job: &JobLease, error: &str, retry_after: Duration) -> Result<(), RollupStoreError> {
