@@ -12,6 +12,7 @@
 //! - [`job_queue`]: the [`JobQueue`](job_queue::JobQueue) seam: customer-hours needing aggregation.
 //! - [`rollup_store`]: the [`RollupStore`](rollup_store::RollupStore) seam: hourly rollups and the jobs
 //!   that produce them, completed in one transaction.
+//! - [`hll`]: the HyperLogLog sketch of distinct users stored with hourly rollups (1.6% standard error).
 //! - [`hour`]: customer-hours, the unit of aggregation and reconciliation.
 
 #![warn(missing_docs)]
@@ -19,6 +20,7 @@
 pub mod api_key;
 pub mod customer;
 pub mod event_log;
+pub mod hll;
 pub mod hour;
 pub mod job_queue;
 pub mod key_store;
