@@ -3,8 +3,9 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use hourglass_core::hll::HyperLogLog;
 use hourglass_core::raw_store::{HourOutcomes, StoredEvent};
-use hourglass_core::rollup_store::{EventTypeRollup, HourRollup};
+use hourglass_core::rollup_store::{EventTypeRollup, HourRollup, NumericRollup};
 
 /// The version of this aggregation logic, stored with every rollup row. Bump it when the logic changes,
 /// so reprocessing can tell old rows from new.
@@ -14,12 +15,21 @@ pub const LOGIC_VERSION: u32 = 1;
 struct EventTypeFigures {
     events: u64,
     users: HashSet<String>,
+    users_sketch: HyperLogLog,
+}
+
+struct NumericFigures {
+    count: u64,
+    sum: f64,
+    min: f64,
+    max: f64,
 }
 
 /// Accumulates the raw events of one customer-hour.
 #[derive(Default)]
 pub struct HourAccumulator {
     event_types: BTreeMap<String, EventTypeFigures>,
+    numeric: BTreeMap<(String, String), NumericFigures>,
     events: u64,
 }
 
@@ -35,7 +45,17 @@ impl HourAccumulator {
         if let Some(user_id) = &event.user_id
             && !figures.users.contains(user_id)
         {
+            figures.users_sketch.insert(user_id.as_bytes());
             figures.users.insert(user_id.clone());
+        }
+        for (property, value) in &event.number_properties {
+            let key = (event.event_type.clone(), property.clone());
+            let stats =
+                self.numeric.entry(key).or_insert(NumericFigures { count: 0, sum: 0.0, min: *value, max: *value });
+            stats.count += 1;
+            stats.sum += value;
+            stats.min = stats.min.min(*value);
+            stats.max = stats.max.max(*value);
         }
     }
 
@@ -49,6 +69,19 @@ impl HourAccumulator {
                     event_type,
                     events: figures.events,
                     distinct_users: figures.users.len() as u64,
+                    users_sketch: figures.users_sketch.to_bytes(),
+                })
+                .collect(),
+            numeric: self
+                .numeric
+                .into_iter()
+                .map(|((event_type, property), stats)| NumericRollup {
+                    event_type,
+                    property,
+                    count: stats.count,
+                    sum: stats.sum,
+                    min: stats.min,
+                    max: stats.max,
                 })
                 .collect(),
             events: self.events,
@@ -90,15 +123,36 @@ mod tests {
         }
         let rollup = accumulator.finish(HourOutcomes::default(), true);
         assert_eq!(rollup.events, 5);
-        assert_eq!(
-            rollup.event_types,
-            vec![
-                EventTypeRollup { event_type: "buy".into(), events: 1, distinct_users: 1 },
-                EventTypeRollup { event_type: "view".into(), events: 4, distinct_users: 2 },
-            ]
-        );
+        let figures: Vec<(&str, u64, u64)> =
+            rollup.event_types.iter().map(|row| (row.event_type.as_str(), row.events, row.distinct_users)).collect();
+        assert_eq!(figures, vec![("buy", 1, 1), ("view", 4, 2)]);
+        let view_sketch = HyperLogLog::from_bytes(&rollup.event_types[1].users_sketch).unwrap();
+        assert_eq!(view_sketch.estimate(), 2);
         assert!(rollup.is_final);
         assert_eq!(rollup.logic_version, LOGIC_VERSION);
+    }
+
+    #[test]
+    fn numeric_properties_get_count_sum_min_max() {
+        let mut accumulator = HourAccumulator::default();
+        for (id, price) in [("1", 5.0), ("2", -1.5), ("3", 10.0)] {
+            let mut event = stored(id, "buy", None);
+            event.number_properties.insert("price".into(), price);
+            accumulator.add(&event);
+        }
+        accumulator.add(&stored("4", "buy", None));
+        let rollup = accumulator.finish(HourOutcomes::default(), true);
+        assert_eq!(
+            rollup.numeric,
+            vec![NumericRollup {
+                event_type: "buy".into(),
+                property: "price".into(),
+                count: 3,
+                sum: 13.5,
+                min: -1.5,
+                max: 10.0
+            }]
+        );
     }
 
     #[test]

@@ -34,13 +34,35 @@ fn now() -> i64 {
 }
 
 fn event(id: &str, event_type: &str, user: Option<String>, at: i64) -> Event {
+    use hourglass_proto::v1::{PropertyValue, property_value};
+    // Multiples of 1/4: their sums are exact in any order, so the test can compare sums exactly.
+    let price = id.bytes().map(u64::from).sum::<u64>() as f64 / 4.0;
     Event {
         event_id: id.into(),
         event_type: event_type.into(),
         occurred_at: Some(Timestamp { seconds: at, nanos: 0 }),
         user_id: user,
-        ..Default::default()
+        properties: [("price".to_owned(), PropertyValue { kind: Some(property_value::Kind::NumberValue(price)) })]
+            .into_iter()
+            .collect(),
     }
+}
+
+/// Brute force over what was sent: count, sum, min and max of `price` per type (distinct events).
+fn brute_force_prices(sent: &[Event]) -> Vec<(String, u64, f64, f64, f64)> {
+    use hourglass_proto::v1::property_value::Kind;
+    let mut distinct: BTreeMap<(String, String), f64> = BTreeMap::new();
+    for event in sent {
+        if let Some(Kind::NumberValue(price)) = event.properties.get("price").and_then(|value| value.kind.clone()) {
+            distinct.insert((event.event_type.clone(), event.event_id.clone()), price);
+        }
+    }
+    let mut by_type: BTreeMap<String, (u64, f64, f64, f64)> = BTreeMap::new();
+    for ((event_type, _), price) in distinct {
+        let entry = by_type.entry(event_type).or_insert((0, 0.0, f64::MAX, f64::MIN));
+        *entry = (entry.0 + 1, entry.1 + price, entry.2.min(price), entry.3.max(price));
+    }
+    by_type.into_iter().map(|(event_type, (count, sum, min, max))| (event_type, count, sum, min, max)).collect()
 }
 
 fn record(batch_id: &str, events: Vec<Event>) -> EventBatchRecord {
@@ -68,10 +90,15 @@ fn brute_force(sent: &[Event]) -> Vec<EventTypeRollup> {
     }
     by_type
         .into_iter()
-        .map(|(event_type, (ids, users))| EventTypeRollup {
-            event_type,
-            events: ids.len() as u64,
-            distinct_users: users.len() as u64,
+        .map(|(event_type, (ids, users))| {
+            let mut sketch = hourglass_core::hll::HyperLogLog::new();
+            users.iter().for_each(|user| sketch.insert(user.as_bytes()));
+            EventTypeRollup {
+                event_type,
+                events: ids.len() as u64,
+                distinct_users: users.len() as u64,
+                users_sketch: sketch.to_bytes(),
+            }
         })
         .collect()
 }
@@ -101,6 +128,15 @@ async fn a_closed_hour_with_duplicates_rolls_up_to_exact_counts_and_a_late_event
     assert_eq!(leased, 1, "only the closed hour is due; the open hour waits for its lateness");
     let stored = stores.rollups.hour("acme", closed_hour).await.unwrap().expect("the hour was aggregated");
     assert_eq!(stored.event_types, brute_force(&events));
+    let prices: Vec<(String, u64, f64, f64, f64)> = stored
+        .numeric
+        .iter()
+        .map(|row| {
+            assert_eq!(row.property, "price");
+            (row.event_type.clone(), row.count, row.sum, row.min, row.max)
+        })
+        .collect();
+    assert_eq!(prices, brute_force_prices(&events));
     assert_eq!(stored.events, 500);
     assert_eq!(stored.revision, 1);
     assert!(stored.is_final);

@@ -36,15 +36,36 @@ pub struct EventTypeRollup {
     pub event_type: String,
     /// Distinct events (by event id) of this type in the hour.
     pub events: u64,
-    /// Distinct users among them (events without a user are not counted here).
+    /// Distinct users among them, exact (events without a user are not counted here).
     pub distinct_users: u64,
+    /// The same users as a mergeable sketch ([`HyperLogLog::to_bytes`](crate::hll::HyperLogLog::to_bytes)).
+    pub users_sketch: Vec<u8>,
+}
+
+/// One numeric property's figures for one event type and hour.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NumericRollup {
+    /// The event type.
+    pub event_type: String,
+    /// The property name.
+    pub property: String,
+    /// Events carrying the property as a number.
+    pub count: u64,
+    /// Their sum.
+    pub sum: f64,
+    /// The smallest value.
+    pub min: f64,
+    /// The largest value.
+    pub max: f64,
 }
 
 /// A customer-hour's whole rollup: it replaces the previous one entirely.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct HourRollup {
     /// Per event type, sorted by event type.
     pub event_types: Vec<EventTypeRollup>,
+    /// Per event type and numeric property, sorted.
+    pub numeric: Vec<NumericRollup>,
     /// Distinct events stored in the hour, as read by this job (the ledger's "stored" and "counted").
     pub events: u64,
     /// What the collectors saw in the hour (the ledger's received, accepted, rejected, throttled).

@@ -11,7 +11,7 @@ use hourglass_core::customer::CustomerId;
 use hourglass_core::job_queue::CustomerHour;
 use hourglass_core::raw_store::HourOutcomes;
 use hourglass_core::rollup_store::{
-    Completion, EventTypeRollup, HourRollup, JobLease, LedgerRow, RollupStore, RollupStoreError,
+    Completion, EventTypeRollup, HourRollup, JobLease, LedgerRow, NumericRollup, RollupStore, RollupStoreError,
 };
 use hourglass_proto::v1::RejectionReason;
 use sqlx::PgPool;
@@ -23,7 +23,7 @@ pub struct PostgresRollupStore {
 }
 
 /// An hour's rollup as stored.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct StoredHour {
     /// How many times the hour was aggregated.
     pub revision: u32,
@@ -33,6 +33,8 @@ pub struct StoredHour {
     pub events: u64,
     /// Per event type, sorted by event type.
     pub event_types: Vec<EventTypeRollup>,
+    /// Per event type and numeric property, sorted.
+    pub numeric: Vec<NumericRollup>,
     /// Whether the rows are final.
     pub is_final: bool,
 }
@@ -92,8 +94,8 @@ impl PostgresRollupStore {
         .await
         .map_err(unavailable)?;
         let Some((revision, logic_version, events)) = header else { return Ok(None) };
-        let rows: Vec<(String, i64, i64, bool)> = sqlx::query_as(
-            "SELECT event_type, events, distinct_users, is_final FROM hourly_rollups \
+        let rows: Vec<(String, i64, i64, Vec<u8>, bool)> = sqlx::query_as(
+            "SELECT event_type, events, distinct_users, users_sketch, is_final FROM hourly_rollups \
              WHERE customer_id = $1 AND hour_start = to_timestamp($2) ORDER BY event_type",
         )
         .bind(customer_id)
@@ -101,17 +103,38 @@ impl PostgresRollupStore {
         .fetch_all(&self.pool)
         .await
         .map_err(unavailable)?;
-        let is_final = rows.iter().all(|(_, _, _, is_final)| *is_final);
+        let numeric: Vec<(String, String, i64, f64, f64, f64)> = sqlx::query_as(
+            "SELECT event_type, property, count, sum, min, max FROM hourly_numeric_stats \
+             WHERE customer_id = $1 AND hour_start = to_timestamp($2) ORDER BY event_type, property",
+        )
+        .bind(customer_id)
+        .bind(hour_start as f64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let is_final = rows.iter().all(|(_, _, _, _, is_final)| *is_final);
         Ok(Some(StoredHour {
             revision: revision as u32,
             logic_version: logic_version as u32,
             events: events as u64,
             event_types: rows
                 .into_iter()
-                .map(|(event_type, events, users, _)| EventTypeRollup {
+                .map(|(event_type, events, users, users_sketch, _)| EventTypeRollup {
                     event_type,
                     events: events as u64,
                     distinct_users: users as u64,
+                    users_sketch,
+                })
+                .collect(),
+            numeric: numeric
+                .into_iter()
+                .map(|(event_type, property, count, sum, min, max)| NumericRollup {
+                    event_type,
+                    property,
+                    count: count as u64,
+                    sum,
+                    min,
+                    max,
                 })
                 .collect(),
             is_final,
@@ -192,21 +215,26 @@ impl RollupStore for PostgresRollupStore {
         .fetch_one(&mut *transaction)
         .await
         .map_err(unavailable)?;
-        sqlx::query("DELETE FROM hourly_rollups WHERE customer_id = $1 AND hour_start = to_timestamp($2)")
+        for table in ["hourly_rollups", "hourly_numeric_stats"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE customer_id = $1 AND hour_start = to_timestamp($2)"
+            )))
             .bind(customer_id)
             .bind(hour_start)
             .execute(&mut *transaction)
             .await
             .map_err(unavailable)?;
+        }
         let event_types: Vec<&str> = rollup.event_types.iter().map(|row| row.event_type.as_str()).collect();
         let events: Vec<i64> = rollup.event_types.iter().map(|row| row.events as i64).collect();
         let users: Vec<i64> = rollup.event_types.iter().map(|row| row.distinct_users as i64).collect();
+        let sketches: Vec<&[u8]> = rollup.event_types.iter().map(|row| row.users_sketch.as_slice()).collect();
         sqlx::query(
-            "INSERT INTO hourly_rollups (customer_id, hour_start, event_type, events, distinct_users, revision, \
-             logic_version, is_final, final_as_of) \
-             SELECT $1, to_timestamp($2), rows.event_type, rows.events, rows.users, $3, $4, $5, \
+            "INSERT INTO hourly_rollups (customer_id, hour_start, event_type, events, distinct_users, users_sketch, \
+             revision, logic_version, is_final, final_as_of) \
+             SELECT $1, to_timestamp($2), rows.event_type, rows.events, rows.users, rows.sketch, $3, $4, $5, \
                     CASE WHEN $5 THEN now() END \
-             FROM unnest($6::text[], $7::bigint[], $8::bigint[]) AS rows(event_type, events, users)",
+             FROM unnest($6::text[], $7::bigint[], $8::bigint[], $9::bytea[]) AS rows(event_type, events, users, sketch)",
         )
         .bind(customer_id)
         .bind(hour_start)
@@ -216,6 +244,29 @@ impl RollupStore for PostgresRollupStore {
         .bind(&event_types)
         .bind(&events)
         .bind(&users)
+        .bind(&sketches)
+        .execute(&mut *transaction)
+        .await
+        .map_err(unavailable)?;
+        let numeric = &rollup.numeric;
+        sqlx::query(
+            "INSERT INTO hourly_numeric_stats (customer_id, hour_start, event_type, property, count, sum, min, max, \
+             revision, logic_version) \
+             SELECT $1, to_timestamp($2), stats.event_type, stats.property, stats.count, stats.sum, stats.min, \
+                    stats.max, $3, $4 \
+             FROM unnest($5::text[], $6::text[], $7::bigint[], $8::float8[], $9::float8[], $10::float8[]) \
+                  AS stats(event_type, property, count, sum, min, max)",
+        )
+        .bind(customer_id)
+        .bind(hour_start)
+        .bind(revision)
+        .bind(rollup.logic_version as i32)
+        .bind(numeric.iter().map(|row| row.event_type.as_str()).collect::<Vec<_>>())
+        .bind(numeric.iter().map(|row| row.property.as_str()).collect::<Vec<_>>())
+        .bind(numeric.iter().map(|row| row.count as i64).collect::<Vec<_>>())
+        .bind(numeric.iter().map(|row| row.sum).collect::<Vec<_>>())
+        .bind(numeric.iter().map(|row| row.min).collect::<Vec<_>>())
+        .bind(numeric.iter().map(|row| row.max).collect::<Vec<_>>())
         .execute(&mut *transaction)
         .await
         .map_err(unavailable)?;
