@@ -21,6 +21,11 @@ pub struct AggregatorConfig {
     #[arg(long = "allowed-lateness-secs", env = "HOURGLASS_ALLOWED_LATENESS_SECS", default_value_t = 600)]
     pub allowed_lateness_secs: u64,
 
+    /// Provisional rollups of open hours (and hours within their lateness) that received data are
+    /// recomputed at most this often; 0 turns them off.
+    #[arg(long = "provisional-interval-secs", env = "HOURGLASS_PROVISIONAL_INTERVAL_SECS", default_value_t = 60)]
+    pub provisional_interval_secs: u64,
+
     /// How often to look for jobs when there were none.
     #[arg(
         long = "aggregator-poll-interval-ms",

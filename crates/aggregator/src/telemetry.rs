@@ -9,6 +9,9 @@ pub const ROWS_WRITTEN_TOTAL: &str = "hourglass_aggregator_rows_written_total";
 /// Seconds a job took, from lease to commit.
 pub const JOB_SECONDS: &str = "hourglass_aggregator_job_seconds";
 
+/// Seconds since the oldest hour still waiting for its final rollup closed (0 when none waits): the
+/// aggregation lag to alert on.
+pub const JOB_LAG_SECONDS: &str = "hourglass_aggregator_job_lag_seconds";
 /// Final hours whose stored and counted differed at the last verification: alert when above zero.
 pub const LEDGER_UNBALANCED_HOURS: &str = "hourglass_ledger_unbalanced_final_hours";
 
@@ -18,5 +21,6 @@ pub fn describe() {
     metrics::describe_counter!(EVENTS_READ_TOTAL, "Raw events read by aggregation jobs");
     metrics::describe_counter!(ROWS_WRITTEN_TOTAL, "Hourly rollup rows written");
     metrics::describe_histogram!(JOB_SECONDS, metrics::Unit::Seconds, "Aggregation job duration");
+    metrics::describe_gauge!(JOB_LAG_SECONDS, metrics::Unit::Seconds, "Age of the oldest unfinalized closed hour");
     metrics::describe_gauge!(LEDGER_UNBALANCED_HOURS, "Final hours whose stored and counted differ (last verify)");
 }

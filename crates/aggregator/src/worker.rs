@@ -4,15 +4,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hourglass_core::raw_store::RawStore;
-use hourglass_core::rollup_store::{Completion, JobLease, RollupStore, RollupStoreError};
+use hourglass_core::rollup_store::{Completion, JobKind, JobLease, RollupStore, RollupStoreError};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AggregatorConfig;
 use crate::rollup::HourAccumulator;
 use crate::telemetry;
 
-/// Leases the jobs due at `now_unix` (up to the configured concurrency) and runs them; returns how many
-/// were leased. Jobs that fail are given back with a retry delay; this only fails if leasing does.
+/// Leases the jobs due at `now_unix` (up to the configured concurrency) and runs them: final rollups
+/// first, then provisional ones. Returns how many were leased. Jobs that fail are given back with a retry
+/// delay; this only fails if leasing does.
 pub async fn run_once<R: RawStore, S: RollupStore>(
     config: &AggregatorConfig,
     worker_id: &str,
@@ -20,12 +21,24 @@ pub async fn run_once<R: RawStore, S: RollupStore>(
     rollup_store: &S,
     now_unix: i64,
 ) -> Result<usize, RollupStoreError> {
-    // An hour [h, h + 1h) is final once now >= h + 1h + lateness.
-    let hours_before = now_unix - 3600 - config.allowed_lateness_secs as i64 + 1;
-    let jobs = rollup_store.lease_jobs(worker_id, config.concurrency.max(1), config.lease(), hours_before).await?;
-    let runs = jobs.iter().map(|job| run_job(config, raw_store, rollup_store, job));
-    futures::future::join_all(runs).await;
-    Ok(jobs.len())
+    // An hour [h, h + 1h) is final once now >= h + 1h + lateness; later hours are provisional.
+    let first_open_hour = now_unix - 3600 - config.allowed_lateness_secs as i64 + 1;
+    let mut kinds = vec![JobKind::Final { hours_before_unix: first_open_hour }];
+    if config.provisional_interval_secs > 0 {
+        kinds.push(JobKind::Provisional {
+            hours_from_unix: first_open_hour,
+            min_interval: Duration::from_secs(config.provisional_interval_secs),
+        });
+    }
+    let mut leased = 0;
+    for kind in kinds {
+        let jobs = rollup_store.lease_jobs(worker_id, config.concurrency.max(1), config.lease(), kind).await?;
+        let is_final = matches!(kind, JobKind::Final { .. });
+        let runs = jobs.iter().map(|job| run_job(config, raw_store, rollup_store, job, is_final));
+        futures::future::join_all(runs).await;
+        leased += jobs.len();
+    }
+    Ok(leased)
 }
 
 async fn run_job<R: RawStore, S: RollupStore>(
@@ -33,6 +46,7 @@ async fn run_job<R: RawStore, S: RollupStore>(
     raw_store: &R,
     rollup_store: &S,
     job: &JobLease,
+    is_final: bool,
 ) {
     let started = Instant::now();
     let customer_id = job.customer_hour.customer_id.as_str();
@@ -57,13 +71,13 @@ async fn run_job<R: RawStore, S: RollupStore>(
             return;
         }
     };
-    let rollup = accumulator.finish(outcomes, true);
+    let rollup = accumulator.finish(outcomes, is_final);
     match rollup_store.complete(job, &rollup).await {
         Ok(Completion::Replaced { revision }) => {
             metrics::counter!(telemetry::JOBS_TOTAL, "result" => "replaced").increment(1);
             metrics::counter!(telemetry::ROWS_WRITTEN_TOTAL).increment(rollup.event_types.len() as u64);
             metrics::histogram!(telemetry::JOB_SECONDS).record(started.elapsed().as_secs_f64());
-            tracing::info!(customer_id, hour_start, revision, events = rollup.events, "hour aggregated");
+            tracing::info!(customer_id, hour_start, revision, is_final, events = rollup.events, "hour aggregated");
         }
         Ok(Completion::LeaseLost) => {
             metrics::counter!(telemetry::JOBS_TOTAL, "result" => "lease_lost").increment(1);
@@ -102,6 +116,13 @@ pub async fn run<R: RawStore, S: RollupStore>(
                 0
             }
         };
+        match rollup_store.oldest_unfinalized_hour().await {
+            Ok(oldest) => {
+                let lag = oldest.map_or(0, |hour_start| (now - hour_start - 3600).max(0));
+                metrics::gauge!(telemetry::JOB_LAG_SECONDS).set(lag as f64);
+            }
+            Err(error) => tracing::warn!(%error, "cannot measure the job lag"),
+        }
         if leased == 0 {
             tokio::select! {
                 () = shutdown.cancelled() => {}

@@ -8,7 +8,7 @@ use hourglass_core::customer::CustomerId;
 use hourglass_core::hour;
 use hourglass_core::job_queue::{CustomerHour, JobQueue};
 use hourglass_core::raw_store::RawStore;
-use hourglass_core::rollup_store::{Completion, EventTypeRollup, RollupStore};
+use hourglass_core::rollup_store::{Completion, EventTypeRollup, JobKind, RollupStore};
 use hourglass_cql::CqlRawStore;
 use hourglass_postgres::{PostgresConfig, PostgresJobQueue, PostgresRollupStore, migrate, testing};
 use hourglass_proto::log::v1::EventBatchRecord;
@@ -76,6 +76,10 @@ fn record(batch_id: &str, events: Vec<Event>) -> EventBatchRecord {
     }
 }
 
+fn final_before(hours_before_unix: i64) -> JobKind {
+    JobKind::Final { hours_before_unix }
+}
+
 fn acme_hour(hour_start: i64) -> CustomerHour {
     CustomerHour { customer_id: CustomerId::new("acme").unwrap(), hour_start }
 }
@@ -106,7 +110,8 @@ fn brute_force(sent: &[Event]) -> Vec<EventTypeRollup> {
 #[tokio::test]
 async fn a_closed_hour_with_duplicates_rolls_up_to_exact_counts_and_a_late_event_bumps_the_revision() {
     let stores = stores("rollup_exact").await;
-    let config = AggregatorConfig::with_defaults();
+    // Final rollups only: the open hour's provisional ones have a test of their own.
+    let config = AggregatorConfig { provisional_interval_secs: 0, ..AggregatorConfig::with_defaults() };
     let closed_hour = hour::hour_start(now()) - 3 * 3600;
     let open_hour = hour::hour_start(now());
     let types = ["view", "click", "buy", "share", "signup"];
@@ -173,15 +178,16 @@ async fn two_workers_never_hold_the_same_job_and_a_dead_workers_job_is_retried()
     let due = now();
 
     // Worker A leases the job for one second, then "dies".
-    let a_jobs = stores.rollups.lease_jobs("worker-a", 10, Duration::from_secs(1), due).await.unwrap();
+    let a_jobs = stores.rollups.lease_jobs("worker-a", 10, Duration::from_secs(1), final_before(due)).await.unwrap();
     assert_eq!(a_jobs.len(), 1);
-    let b_jobs = stores.rollups.lease_jobs("worker-b", 10, Duration::from_secs(60), due).await.unwrap();
+    let b_jobs = stores.rollups.lease_jobs("worker-b", 10, Duration::from_secs(60), final_before(due)).await.unwrap();
     assert!(b_jobs.is_empty(), "a leased job is skipped by other workers");
 
     // After A's lease expires, B gets the job and completes it.
     let deadline = Instant::now() + Duration::from_secs(30);
     let b_job = loop {
-        let mut jobs = stores.rollups.lease_jobs("worker-b", 10, Duration::from_secs(60), due).await.unwrap();
+        let mut jobs =
+            stores.rollups.lease_jobs("worker-b", 10, Duration::from_secs(60), final_before(due)).await.unwrap();
         if let Some(job) = jobs.pop() {
             break job;
         }
@@ -201,7 +207,9 @@ async fn two_workers_never_hold_the_same_job_and_a_dead_workers_job_is_retried()
     assert!(stores.rollups.hour("acme", closed_hour).await.unwrap().is_none());
     assert_eq!(stores.rollups.complete(&b_job, &rollup).await.unwrap(), Completion::Replaced { revision: 1 });
     assert_eq!(stores.rollups.hour("acme", closed_hour).await.unwrap().unwrap().events, 20);
-    assert!(stores.rollups.lease_jobs("worker-c", 10, Duration::from_secs(60), due).await.unwrap().is_empty());
+    assert!(
+        stores.rollups.lease_jobs("worker-c", 10, Duration::from_secs(60), final_before(due)).await.unwrap().is_empty()
+    );
     hourglass_cql::testing::drop_test_keyspace(&stores.cql).await;
 }
 
@@ -283,5 +291,43 @@ async fn the_ledger_balances_after_a_clean_run_and_verify_shows_rows_deleted_beh
     .unwrap();
     assert_eq!((verified[0].stored, verified[0].counted), (37, 40));
     assert!(!verified[0].balances(), "the ledger shows the difference");
+    hourglass_cql::testing::drop_test_keyspace(&stores.cql).await;
+}
+
+#[tokio::test]
+async fn an_open_hour_gets_provisional_rollups_then_a_final_one_when_it_closes() {
+    let stores = stores("rollup_provisional").await;
+    let mut config = AggregatorConfig::with_defaults();
+    config.provisional_interval_secs = 3600;
+    let open_hour = hour::hour_start(now());
+    let events: Vec<Event> = (0..10).map(|index| event(&format!("o{index}"), "view", None, open_hour)).collect();
+    stores.raw_store.write_records(&[record("open", events)]).await.unwrap();
+    stores.job_queue.mark_dirty(&[acme_hour(open_hour)]).await.unwrap();
+
+    assert_eq!(
+        hourglass_aggregator::run_once(&config, "w", &stores.raw_store, &stores.rollups, now()).await.unwrap(),
+        1
+    );
+    let provisional = stores.rollups.hour("acme", open_hour).await.unwrap().unwrap();
+    assert_eq!((provisional.events, provisional.revision, provisional.is_final), (10, 1, false));
+    assert_eq!(
+        hourglass_aggregator::run_once(&config, "w", &stores.raw_store, &stores.rollups, now()).await.unwrap(),
+        0,
+        "no new data, and the provisional interval has not passed"
+    );
+
+    // Later, once the hour has closed and its lateness passed, the same hour gets its final rollup even
+    // though no new data arrived since the provisional one.
+    let after_lateness = open_hour + 3600 + config.allowed_lateness_secs as i64;
+    assert_eq!(
+        hourglass_aggregator::run_once(&config, "w", &stores.raw_store, &stores.rollups, after_lateness).await.unwrap(),
+        1
+    );
+    let fin = stores.rollups.hour("acme", open_hour).await.unwrap().unwrap();
+    assert_eq!((fin.events, fin.revision, fin.is_final), (10, 2, true));
+    assert_eq!(
+        hourglass_aggregator::run_once(&config, "w", &stores.raw_store, &stores.rollups, after_lateness).await.unwrap(),
+        0
+    );
     hourglass_cql::testing::drop_test_keyspace(&stores.cql).await;
 }

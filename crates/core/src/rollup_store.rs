@@ -18,6 +18,24 @@ pub enum RollupStoreError {
     Unavailable(String),
 }
 
+/// Which rollups a worker asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobKind {
+    /// Final rollups of hours that started before this instant (closed, plus the allowed lateness).
+    Final {
+        /// Seconds since the Unix epoch.
+        hours_before_unix: i64,
+    },
+    /// Provisional rollups of hours that started at or after this instant (still open or within their
+    /// lateness) and have new data, at most once per `min_interval` per hour.
+    Provisional {
+        /// Seconds since the Unix epoch.
+        hours_from_unix: i64,
+        /// The least time between two provisional rollups of one hour.
+        min_interval: Duration,
+    },
+}
+
 /// A leased aggregation job: one customer-hour, as of one generation of its dirty mark.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JobLease {
@@ -118,18 +136,19 @@ impl LedgerRow {
 
 /// Hourly rollups and their jobs.
 pub trait RollupStore: Send + Sync + 'static {
-    /// Leases up to `max` pending jobs of hours that started before `hours_before_unix`, oldest first, for
-    /// `lease`. Jobs leased by a live worker are skipped, never waited for.
+    /// Leases up to `max` pending jobs of `kind`, oldest hours first, for `lease`. Jobs leased by a live
+    /// worker are skipped, never waited for.
     fn lease_jobs(
         &self,
         owner: &str,
         max: usize,
         lease: Duration,
-        hours_before_unix: i64,
+        kind: JobKind,
     ) -> impl Future<Output = Result<Vec<JobLease>, RollupStoreError>> + Send;
 
     /// Replaces the hour's rollup and completes the job, in one transaction, if `job` is still leased
-    /// by its owner.
+    /// by its owner. A final rollup records the generation as finalized; a provisional one only as
+    /// aggregated, so the hour still gets its final rollup when it closes.
     fn complete(
         &self,
         job: &JobLease,
@@ -151,6 +170,9 @@ pub trait RollupStore: Send + Sync + 'static {
         customer_hour: &CustomerHour,
         stored: u64,
     ) -> impl Future<Output = Result<Option<LedgerRow>, RollupStoreError>> + Send;
+
+    /// The start of the oldest hour still waiting for its final rollup, for the job-lag metric.
+    fn oldest_unfinalized_hour(&self) -> impl Future<Output = Result<Option<i64>, RollupStoreError>> + Send;
 
     /// Gives a failed job back, to be retried after `retry_after`, recording why.
     fn fail(

@@ -11,7 +11,7 @@ use hourglass_core::customer::CustomerId;
 use hourglass_core::job_queue::CustomerHour;
 use hourglass_core::raw_store::HourOutcomes;
 use hourglass_core::rollup_store::{
-    Completion, EventTypeRollup, HourRollup, JobLease, LedgerRow, NumericRollup, RollupStore, RollupStoreError,
+    Completion, EventTypeRollup, HourRollup, JobKind, JobLease, LedgerRow, NumericRollup, RollupStore, RollupStoreError,
 };
 use hourglass_proto::v1::RejectionReason;
 use sqlx::PgPool;
@@ -148,30 +148,42 @@ impl RollupStore for PostgresRollupStore {
         owner: &str,
         max: usize,
         lease: Duration,
-        hours_before_unix: i64,
+        kind: JobKind,
     ) -> Result<Vec<JobLease>, RollupStoreError> {
-        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        // The two kinds differ only in which hours are due.
+        let (due, instant, min_interval_secs) = match kind {
+            JobKind::Final { hours_before_unix } => {
+                ("generation > finalized_generation AND hour_start < to_timestamp($3)", hours_before_unix, None)
+            }
+            JobKind::Provisional { hours_from_unix, min_interval } => (
+                "generation > aggregated_generation AND hour_start >= to_timestamp($3) \
+                 AND (provisional_at IS NULL OR provisional_at < now() - make_interval(secs => $5))",
+                hours_from_unix,
+                Some(min_interval.as_secs_f64()),
+            ),
+        };
+        let query = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "UPDATE dirty_hours AS job \
              SET lease_owner = $1, leased_until = now() + make_interval(secs => $2), attempts = job.attempts + 1 \
              FROM ( \
                  SELECT customer_id, hour_start FROM dirty_hours \
-                 WHERE generation > aggregated_generation \
-                   AND (leased_until IS NULL OR leased_until < now()) \
-                   AND hour_start < to_timestamp($3) \
+                 WHERE {due} AND (leased_until IS NULL OR leased_until < now()) \
                  ORDER BY hour_start \
                  LIMIT $4 \
                  FOR UPDATE SKIP LOCKED \
              ) AS picked \
              WHERE job.customer_id = picked.customer_id AND job.hour_start = picked.hour_start \
-             RETURNING job.customer_id, extract(epoch FROM job.hour_start)::bigint, job.generation",
-        )
+             RETURNING job.customer_id, extract(epoch FROM job.hour_start)::bigint, job.generation"
+        )))
         .bind(owner)
         .bind(lease.as_secs_f64())
-        .bind(hours_before_unix as f64)
-        .bind(max as i64)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
+        .bind(instant as f64)
+        .bind(max as i64);
+        let query = match min_interval_secs {
+            Some(seconds) => query.bind(seconds),
+            None => query,
+        };
+        let rows: Vec<(String, i64, i64)> = query.fetch_all(&self.pool).await.map_err(unavailable)?;
         rows.into_iter()
             .map(|(customer_id, hour_start, generation)| {
                 let customer_id =
@@ -293,13 +305,16 @@ impl RollupStore for PostgresRollupStore {
         .await
         .map_err(unavailable)?;
         sqlx::query(
-            "UPDATE dirty_hours SET aggregated_generation = GREATEST(aggregated_generation, $3), lease_owner = NULL, \
-             leased_until = NULL, attempts = 0, last_error = NULL \
+            "UPDATE dirty_hours SET aggregated_generation = GREATEST(aggregated_generation, $3), \
+             finalized_generation = CASE WHEN $4 THEN GREATEST(finalized_generation, $3) ELSE finalized_generation END, \
+             provisional_at = CASE WHEN $4 THEN provisional_at ELSE now() END, \
+             lease_owner = NULL, leased_until = NULL, attempts = 0, last_error = NULL \
              WHERE customer_id = $1 AND hour_start = to_timestamp($2)",
         )
         .bind(customer_id)
         .bind(hour_start)
         .bind(job.generation)
+        .bind(rollup.is_final)
         .execute(&mut *transaction)
         .await
         .map_err(unavailable)?;
@@ -343,6 +358,15 @@ impl RollupStore for PostgresRollupStore {
         .await
         .map_err(unavailable)?;
         row.map(ledger_row).transpose()
+    }
+
+    async fn oldest_unfinalized_hour(&self) -> Result<Option<i64>, RollupStoreError> {
+        sqlx::query_scalar(
+            "SELECT extract(epoch FROM min(hour_start))::bigint FROM dirty_hours WHERE generation > finalized_generation",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(unavailable)
     }
 
     async fn fail(&self, job: &JobLease, error: &str, retry_after: Duration) -> Result<(), RollupStoreError> {
