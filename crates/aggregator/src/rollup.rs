@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use hourglass_core::hll::HyperLogLog;
-use hourglass_core::raw_store::{HourOutcomes, StoredEvent};
+use hourglass_core::raw_store::{EventVisitor, HourOutcomes, StoredEvent};
 use hourglass_core::rollup_store::{EventTypeRollup, HourRollup, NumericRollup};
 
 /// The version of this aggregation logic, stored with every rollup row. Bump it when the logic changes,
@@ -33,7 +33,67 @@ pub struct HourAccumulator {
     events: u64,
 }
 
+impl EventVisitor for HourAccumulator {
+    fn visit(&mut self, event_type: &str, user_id: Option<&str>, numbers: &mut dyn Iterator<Item = (&str, f64)>) {
+        self.events += 1;
+        // Look up before inserting: the common case allocates nothing.
+        let figures = match self.event_types.get_mut(event_type) {
+            Some(figures) => figures,
+            None => self.event_types.entry(event_type.to_owned()).or_default(),
+        };
+        figures.events += 1;
+        if let Some(user_id) = user_id
+            && !figures.users.contains(user_id)
+        {
+            figures.users_sketch.insert(user_id.as_bytes());
+            figures.users.insert(user_id.to_owned());
+        }
+        for (property, value) in numbers {
+            let key = (event_type.to_owned(), property.to_owned());
+            let stats =
+                self.numeric.entry(key).or_insert(NumericFigures { count: 0, sum: 0.0, min: value, max: value });
+            stats.count += 1;
+            stats.sum += value;
+            stats.min = stats.min.min(value);
+            stats.max = stats.max.max(value);
+        }
+    }
+}
+
 impl HourAccumulator {
+    /// Events added so far.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// Adds everything another accumulator saw (of other events: buckets never share an event).
+    pub fn merge(&mut self, other: HourAccumulator) {
+        self.events += other.events;
+        for (event_type, theirs) in other.event_types {
+            let mine = self.event_types.entry(event_type).or_default();
+            mine.events += theirs.events;
+            mine.users_sketch.merge(&theirs.users_sketch);
+            if mine.users.is_empty() {
+                mine.users = theirs.users;
+            } else {
+                mine.users.extend(theirs.users);
+            }
+        }
+        for (key, theirs) in other.numeric {
+            match self.numeric.get_mut(&key) {
+                Some(mine) => {
+                    mine.count += theirs.count;
+                    mine.sum += theirs.sum;
+                    mine.min = mine.min.min(theirs.min);
+                    mine.max = mine.max.max(theirs.max);
+                }
+                None => {
+                    self.numeric.insert(key, theirs);
+                }
+            }
+        }
+    }
+
     /// Adds one stored event (stored rows are already unique by event id).
     pub fn add(&mut self, event: &StoredEvent) {
         self.events += 1;
@@ -153,6 +213,27 @@ mod tests {
                 max: 10.0
             }]
         );
+    }
+
+    #[test]
+    fn merging_bucket_accumulators_equals_one_accumulator() {
+        let events: Vec<StoredEvent> = (0..40)
+            .map(|index| {
+                let mut event =
+                    stored(&index.to_string(), ["a", "b", "c"][index % 3], Some(&format!("u{}", index % 7)));
+                event.number_properties.insert("n".into(), index as f64);
+                event
+            })
+            .collect();
+        let mut whole = HourAccumulator::default();
+        events.iter().for_each(|event| whole.add(event));
+        let mut merged = HourAccumulator::default();
+        for bucket in events.chunks(9) {
+            let mut part = HourAccumulator::default();
+            bucket.iter().for_each(|event| part.add(event));
+            merged.merge(part);
+        }
+        assert_eq!(merged.finish(HourOutcomes::default(), true), whole.finish(HourOutcomes::default(), true));
     }
 
     #[test]

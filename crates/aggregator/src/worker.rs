@@ -3,8 +3,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use hourglass_core::raw_store::RawStore;
-use hourglass_core::rollup_store::{Completion, JobKind, JobLease, RollupStore, RollupStoreError};
+use futures::StreamExt;
+use hourglass_core::raw_store::{RawStore, RawStoreError};
+use hourglass_core::rollup_store::{Completion, HourRollup, JobKind, JobLease, RollupStore, RollupStoreError};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AggregatorConfig;
@@ -51,27 +52,13 @@ async fn run_job<R: RawStore, S: RollupStore>(
     let started = Instant::now();
     let customer_id = job.customer_hour.customer_id.as_str();
     let hour_start = job.customer_hour.hour_start;
-    let mut accumulator = HourAccumulator::default();
-    for bucket in 0..raw_store.bucket_count() {
-        match raw_store.read_bucket(customer_id, hour_start, bucket).await {
-            Ok(events) => {
-                metrics::counter!(telemetry::EVENTS_READ_TOTAL).increment(events.len() as u64);
-                events.iter().for_each(|event| accumulator.add(event));
-            }
-            Err(error) => {
-                give_back(config, rollup_store, job, &error.to_string()).await;
-                return;
-            }
-        }
-    }
-    let outcomes = match raw_store.read_outcomes(customer_id, hour_start).await {
-        Ok(outcomes) => outcomes,
+    let rollup = match aggregate_hour(raw_store, customer_id, hour_start, is_final).await {
+        Ok(rollup) => rollup,
         Err(error) => {
             give_back(config, rollup_store, job, &error.to_string()).await;
             return;
         }
     };
-    let rollup = accumulator.finish(outcomes, is_final);
     match rollup_store.complete(job, &rollup).await {
         Ok(Completion::Replaced { revision }) => {
             metrics::counter!(telemetry::JOBS_TOTAL, "result" => "replaced").increment(1);
@@ -85,6 +72,31 @@ async fn run_job<R: RawStore, S: RollupStore>(
         }
         Err(error) => give_back(config, rollup_store, job, &error.to_string()).await,
     }
+}
+
+/// Buckets read at once by one job.
+const CONCURRENT_BUCKET_READS: usize = 4;
+
+/// Reads a customer-hour's raw events and outcome counts and folds them into its rollup. Buckets are read
+/// concurrently but folded in bucket order, so floating-point sums come out the same on every run.
+pub async fn aggregate_hour<R: RawStore>(
+    raw_store: &R,
+    customer_id: &str,
+    hour_start: i64,
+    is_final: bool,
+) -> Result<HourRollup, RawStoreError> {
+    // Each bucket folds into its own accumulator; they are merged in bucket order.
+    let folds = (0..raw_store.bucket_count())
+        .map(|bucket| raw_store.fold_bucket(customer_id, hour_start, bucket, HourAccumulator::default()));
+    let mut buckets = futures::stream::iter(folds).buffered(CONCURRENT_BUCKET_READS);
+    let mut accumulator = HourAccumulator::default();
+    while let Some(bucket) = buckets.next().await {
+        let bucket = bucket?;
+        metrics::counter!(telemetry::EVENTS_READ_TOTAL).increment(bucket.events());
+        accumulator.merge(bucket);
+    }
+    let outcomes = raw_store.read_outcomes(customer_id, hour_start).await?;
+    Ok(accumulator.finish(outcomes, is_final))
 }
 
 async fn give_back<S: RollupStore>(config: &AggregatorConfig, rollup_store: &S, job: &JobLease, error: &str) {

@@ -65,6 +65,12 @@ pub enum RawStoreError {
     Schema(String),
 }
 
+/// Receives the events of a bucket, one at a time, borrowed from the store's pages.
+pub trait EventVisitor: Send {
+    /// One event: its type, its user if any, and its numeric properties.
+    fn visit(&mut self, event_type: &str, user_id: Option<&str>, numbers: &mut dyn Iterator<Item = (&str, f64)>);
+}
+
 /// Durable, idempotent storage of raw events.
 pub trait RawStore: Send + Sync + 'static {
     /// Stores every accepted event and the outcome counts of these batch records. Resolves `Ok` only
@@ -84,6 +90,17 @@ pub trait RawStore: Send + Sync + 'static {
         customer_id: &str,
         hour_start: i64,
     ) -> impl Future<Output = Result<HourOutcomes, RawStoreError>> + Send;
+
+    /// Visits what a rollup needs of every event of one bucket (event type, user, numeric properties),
+    /// borrowed from the store's pages, so folding a bucket allocates nothing per event. Returns
+    /// `visitor`.
+    fn fold_bucket<V: EventVisitor>(
+        &self,
+        customer_id: &str,
+        hour_start: i64,
+        bucket: u32,
+        visitor: V,
+    ) -> impl Future<Output = Result<V, RawStoreError>> + Send;
 
     /// Every event of one bucket of a customer-hour (paged from the store; one bucket is bounded).
     fn read_bucket(

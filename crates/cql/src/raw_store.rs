@@ -6,11 +6,13 @@ use std::sync::Arc;
 
 use futures::TryStreamExt;
 use hourglass_core::hour;
-use hourglass_core::raw_store::{HourOutcomes, RawStore, RawStoreError, StoredEvent};
+use hourglass_core::raw_store::{EventVisitor, HourOutcomes, RawStore, RawStoreError, StoredEvent};
 use hourglass_proto::log::v1::EventBatchRecord;
 use hourglass_proto::log::v1::Outcome;
 use hourglass_proto::v1::{Event, property_value};
 use scylla::client::session::Session;
+use scylla::deserialize::value::MapIterator;
+use scylla::response::{PagingState, PagingStateResponse};
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::CqlTimestamp;
@@ -28,6 +30,7 @@ pub struct CqlRawStore {
     outcome_batches: Arc<[Batch]>,
     select_hour_bucket: PreparedStatement,
     select_hour_outcomes: PreparedStatement,
+    select_rollup_columns: PreparedStatement,
     bucket_count: u32,
     max_batch_rows: usize,
 }
@@ -92,6 +95,11 @@ impl CqlRawStore {
             "SELECT outcome, reason, count FROM {keyspace}.batch_outcomes WHERE customer_id = ? AND hour_start = ?"
         ))
         .await?;
+        let select_rollup_columns = prepare(format!(
+            "SELECT event_type, user_id, number_properties FROM {keyspace}.raw_events \
+             WHERE customer_id = ? AND hour_start = ? AND bucket = ?"
+        ))
+        .await?;
         let max_batch_rows = config.max_batch_rows.max(1);
         Ok(Self {
             session,
@@ -99,6 +107,7 @@ impl CqlRawStore {
             outcome_batches: batches_of(&insert_outcome, max_batch_rows),
             select_hour_bucket,
             select_hour_outcomes,
+            select_rollup_columns,
             bucket_count,
             max_batch_rows,
         })
@@ -229,6 +238,36 @@ impl RawStore for CqlRawStore {
 
     fn bucket_count(&self) -> u32 {
         self.bucket_count
+    }
+
+    async fn fold_bucket<V: EventVisitor>(
+        &self,
+        customer_id: &str,
+        hour_start: i64,
+        bucket: u32,
+        mut visitor: V,
+    ) -> Result<V, RawStoreError> {
+        let values = (customer_id, CqlTimestamp(hour_start * 1000), bucket as i32);
+        let mut paging_state = PagingState::start();
+        loop {
+            let (result, next) = self
+                .session
+                .execute_single_page(&self.select_rollup_columns, values, paging_state)
+                .await
+                .map_err(unavailable)?;
+            let rows = result.into_rows_result().map_err(unavailable)?;
+            type Row<'frame, 'metadata> =
+                (&'frame str, Option<&'frame str>, Option<MapIterator<'frame, 'metadata, &'frame str, f64>>);
+            for row in rows.rows::<Row<'_, '_>>().map_err(unavailable)? {
+                let (event_type, user_id, numbers) = row.map_err(unavailable)?;
+                let mut numbers = numbers.into_iter().flatten().filter_map(Result::ok);
+                visitor.visit(event_type, user_id, &mut numbers);
+            }
+            match next {
+                PagingStateResponse::HasMorePages { state } => paging_state = state,
+                PagingStateResponse::NoMorePages => return Ok(visitor),
+            }
+        }
     }
 
     async fn read_bucket(

@@ -24,7 +24,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{peak_rss_kib, process_cpu_seconds};
+use super::{cassandra_main_pid, peak_rss_kib, process_cpu_seconds};
 use crate::loadgen;
 
 /// Flags of `hourglass bench ingestor`.
@@ -200,11 +200,4 @@ async fn wait_until_committed(kafka: &KafkaConfig, group: &str, timeout: Duratio
         }
     })
     .await?
-}
-
-fn cassandra_main_pid() -> Option<u32> {
-    let cache = std::env::var("HOURGLASS_CACHE_DIR")
-        .ok()
-        .or_else(|| std::env::var("HOME").ok().map(|home| format!("{home}/.cache/hourglass")))?;
-    std::fs::read_to_string(format!("{cache}/cassandra-instances/main/cassandra.pid")).ok()?.trim().parse().ok()
 }

@@ -1,6 +1,7 @@
 //! `hourglass bench`: benchmarks that run a stage as a child process against the real servers and
 //! print events/s and CPU per event, measured from `/proc` apart from the load generator's.
 
+mod aggregator;
 mod collector;
 mod ingestor;
 
@@ -24,6 +25,8 @@ enum BenchTarget {
     Collector(Box<collector::CollectorBenchArgs>),
     /// The ingestor: Kafka → the CQL raw store, dirty hours, offset commits.
     Ingestor(Box<ingestor::IngestorBenchArgs>),
+    /// The aggregator: one customer-hour of raw events rolled up.
+    Aggregator(Box<aggregator::AggregatorBenchArgs>),
 }
 
 /// Runs the benchmark.
@@ -31,6 +34,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.target {
         BenchTarget::Collector(args) => collector::run(*args).await,
         BenchTarget::Ingestor(args) => ingestor::run(*args).await,
+        BenchTarget::Aggregator(args) => aggregator::run(*args).await,
     }
 }
 
@@ -81,6 +85,14 @@ fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let line = status.lines().find(|line| line.starts_with("VmHWM:")).context("no VmHWM in /proc status")?;
     Ok(line.split_whitespace().nth(1).context("malformed VmHWM")?.parse()?)
+}
+
+/// The pid of e2e/servers/cassandra.sh's instance `main`, if it runs here.
+fn cassandra_main_pid() -> Option<u32> {
+    let cache = std::env::var("HOURGLASS_CACHE_DIR")
+        .ok()
+        .or_else(|| std::env::var("HOME").ok().map(|home| format!("{home}/.cache/hourglass")))?;
+    std::fs::read_to_string(format!("{cache}/cassandra-instances/main/cassandra.pid")).ok()?.trim().parse().ok()
 }
 
 /// Sends SIGTERM to a child and waits for it, warning if it does not exit cleanly.
