@@ -15,10 +15,12 @@
 //!    collectors sent through Kafka), stored and counted.
 //!
 //! [`verify`] recounts the raw store independently and flags hours whose stored and counted differ.
+//! [`reprocess`] recomputes a range of hours with the current logic and swaps each in atomically.
 
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod reprocess;
 pub mod rollup;
 pub mod telemetry;
 pub mod verify;

@@ -16,6 +16,7 @@ use hourglass_proto::prost_types::Timestamp;
 use hourglass_proto::v1::Event;
 
 struct Stores {
+    database_url: String,
     cql: hourglass_cql::CqlConfig,
     raw_store: CqlRawStore,
     job_queue: PostgresJobQueue,
@@ -24,9 +25,16 @@ struct Stores {
 
 async fn stores(test_name: &str) -> Stores {
     let (cql, raw_store) = hourglass_cql::testing::create_test_store(test_name, 4).await;
-    let pool = PostgresConfig::for_url(testing::create_test_database(test_name).await).connect_lazy().unwrap();
+    let database_url = testing::create_test_database(test_name).await;
+    let pool = PostgresConfig::for_url(database_url.clone()).connect_lazy().unwrap();
     migrate::run(&pool).await.unwrap();
-    Stores { cql, raw_store, job_queue: PostgresJobQueue::new(pool.clone()), rollups: PostgresRollupStore::new(pool) }
+    Stores {
+        database_url,
+        cql,
+        raw_store,
+        job_queue: PostgresJobQueue::new(pool.clone()),
+        rollups: PostgresRollupStore::new(pool),
+    }
 }
 
 fn now() -> i64 {
@@ -330,4 +338,83 @@ async fn an_open_hour_gets_provisional_rollups_then_a_final_one_when_it_closes()
         0
     );
     hourglass_cql::testing::drop_test_keyspace(&stores.cql).await;
+}
+
+#[tokio::test]
+async fn reprocess_after_a_logic_change_replaces_the_rows_and_a_dry_run_writes_nothing() {
+    let stores = stores("reprocess").await;
+    let config = AggregatorConfig { provisional_interval_secs: 0, ..AggregatorConfig::with_defaults() };
+    let closed_hour = hour::hour_start(now()) - 5 * 3600;
+    let events: Vec<Event> = (0..30)
+        .map(|index| {
+            event(
+                &format!("r{index}"),
+                ["view", "buy"][index % 2],
+                Some(format!("u{}", index % 4)),
+                closed_hour + index as i64,
+            )
+        })
+        .collect();
+    stores.raw_store.write_records(&[record("r", events.clone())]).await.unwrap();
+    stores.job_queue.mark_dirty(&[acme_hour(closed_hour)]).await.unwrap();
+    assert_eq!(
+        hourglass_aggregator::run_once(&config, "w", &stores.raw_store, &stores.rollups, now()).await.unwrap(),
+        1
+    );
+
+    // Rows as an older, buggy logic version would have written them.
+    sqlx_tamper(&stores.database_url, closed_hour).await;
+    let tampered = stores.rollups.hour("acme", closed_hour).await.unwrap().unwrap();
+    assert_eq!((tampered.revision, tampered.logic_version), (1, 0));
+
+    let run = |dry_run| {
+        hourglass_aggregator::reprocess::reprocess(
+            &config,
+            &stores.raw_store,
+            &stores.rollups,
+            Some("acme"),
+            closed_hour,
+            closed_hour + 3600,
+            dry_run,
+            now(),
+            |_, _| {},
+        )
+    };
+    let dry = run(true).await.unwrap();
+    assert_eq!(dry.len(), 1);
+    assert!(dry[0].changed(), "{:?}", dry[0]);
+    assert_eq!(dry[0].revision, None);
+    assert_eq!(stores.rollups.hour("acme", closed_hour).await.unwrap().unwrap(), tampered, "a dry run writes nothing");
+
+    let real = run(false).await.unwrap();
+    assert!(real[0].changed());
+    assert_eq!(real[0].revision, Some(2));
+    let fixed = stores.rollups.hour("acme", closed_hour).await.unwrap().unwrap();
+    assert_eq!(fixed.event_types, brute_force(&events));
+    assert_eq!((fixed.revision, fixed.logic_version), (2, hourglass_aggregator::rollup::LOGIC_VERSION));
+
+    let again = run(false).await.unwrap();
+    assert!(!again[0].changed(), "reprocessing is a pure recomputation: nothing changes the second time");
+    assert_eq!(again[0].revision, Some(3));
+    hourglass_cql::testing::drop_test_keyspace(&stores.cql).await;
+}
+
+/// Overwrites an hour's rows as a buggy logic version 0 would have: one extra event per type.
+async fn sqlx_tamper(database_url: &str, hour_start: i64) {
+    use sqlx::Connection;
+    let mut connection = sqlx::PgConnection::connect(database_url).await.unwrap();
+    sqlx::query(
+        "UPDATE hourly_rollups SET events = events + 1, logic_version = 0 WHERE customer_id = 'acme' AND hour_start = to_timestamp($1)",
+    )
+    .bind(hour_start as f64)
+    .execute(&mut connection)
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE hour_revisions SET logic_version = 0 WHERE customer_id = 'acme' AND hour_start = to_timestamp($1)",
+    )
+    .bind(hour_start as f64)
+    .execute(&mut connection)
+    .await
+    .unwrap();
 }

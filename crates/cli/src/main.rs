@@ -10,6 +10,7 @@ mod keys;
 mod loadgen;
 mod migrate;
 mod replay;
+mod reprocess;
 mod shutdown;
 mod telemetry;
 mod verify;
@@ -43,6 +44,8 @@ enum Command {
     Migrate(migrate::MigrateArgs),
     /// Re-consume a range of a topic into the raw store (after an ingestion bug), with progress.
     Replay(Box<replay::ReplayArgs>),
+    /// Recompute a range of hours with the current aggregation logic (after a logic bug).
+    Reprocess(Box<reprocess::ReprocessArgs>),
     /// Recount the raw store for aggregated hours and print the reconciliation ledger.
     Verify(Box<verify::VerifyArgs>),
     /// Benchmarks that print events/s and CPU per event.
@@ -81,6 +84,10 @@ fn main() -> anyhow::Result<()> {
             Command::Replay(args) => {
                 telemetry::init_for_tool(&cli.telemetry)?;
                 replay::run(*args).await
+            }
+            Command::Reprocess(args) => {
+                telemetry::init_for_tool(&cli.telemetry)?;
+                reprocess::run(*args).await
             }
             Command::Verify(args) => {
                 telemetry::init_for_tool(&cli.telemetry)?;

@@ -171,6 +171,29 @@ pub trait RollupStore: Send + Sync + 'static {
         stored: u64,
     ) -> impl Future<Output = Result<Option<LedgerRow>, RollupStoreError>> + Send;
 
+    /// Every customer-hour that ever received data, starting in `[from, to)`, oldest first.
+    fn hours_with_data(
+        &self,
+        customer_id: Option<&str>,
+        from_unix: i64,
+        to_unix: i64,
+    ) -> impl Future<Output = Result<Vec<CustomerHour>, RollupStoreError>> + Send;
+
+    /// Leases one particular customer-hour, pending or not (to reprocess it); `None` while a live worker
+    /// holds it.
+    fn lease_hour(
+        &self,
+        customer_hour: &CustomerHour,
+        owner: &str,
+        lease: Duration,
+    ) -> impl Future<Output = Result<Option<JobLease>, RollupStoreError>> + Send;
+
+    /// The hour's current rollup rows (empty if it was never aggregated).
+    fn current_rollup(
+        &self,
+        customer_hour: &CustomerHour,
+    ) -> impl Future<Output = Result<Vec<EventTypeRollup>, RollupStoreError>> + Send;
+
     /// The start of the oldest hour still waiting for its final rollup, for the job-lag metric.
     fn oldest_unfinalized_hour(&self) -> impl Future<Output = Result<Option<i64>, RollupStoreError>> + Send;
 

@@ -360,6 +360,66 @@ impl RollupStore for PostgresRollupStore {
         row.map(ledger_row).transpose()
     }
 
+    async fn hours_with_data(
+        &self,
+        customer_id: Option<&str>,
+        from_unix: i64,
+        to_unix: i64,
+    ) -> Result<Vec<CustomerHour>, RollupStoreError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT customer_id, extract(epoch FROM hour_start)::bigint FROM dirty_hours \
+             WHERE hour_start >= to_timestamp($1) AND hour_start < to_timestamp($2) \
+             AND ($3::text IS NULL OR customer_id = $3) ORDER BY hour_start, customer_id",
+        )
+        .bind(from_unix as f64)
+        .bind(to_unix as f64)
+        .bind(customer_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.into_iter()
+            .map(|(customer_id, hour_start)| {
+                let customer_id =
+                    CustomerId::new(&customer_id).map_err(|error| RollupStoreError::Unavailable(error.to_string()))?;
+                Ok(CustomerHour { customer_id, hour_start })
+            })
+            .collect()
+    }
+
+    async fn lease_hour(
+        &self,
+        customer_hour: &CustomerHour,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Option<JobLease>, RollupStoreError> {
+        let generation: Option<i64> = sqlx::query_scalar(
+            "UPDATE dirty_hours SET lease_owner = $3, leased_until = now() + make_interval(secs => $4) \
+             WHERE customer_id = $1 AND hour_start = to_timestamp($2) \
+             AND (leased_until IS NULL OR leased_until < now() OR lease_owner IS NULL) \
+             RETURNING generation",
+        )
+        .bind(customer_hour.customer_id.as_str())
+        .bind(customer_hour.hour_start as f64)
+        .bind(owner)
+        .bind(lease.as_secs_f64())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(generation.map(|generation| JobLease {
+            customer_hour: customer_hour.clone(),
+            generation,
+            owner: owner.to_owned(),
+        }))
+    }
+
+    async fn current_rollup(&self, customer_hour: &CustomerHour) -> Result<Vec<EventTypeRollup>, RollupStoreError> {
+        Ok(self
+            .hour(customer_hour.customer_id.as_str(), customer_hour.hour_start)
+            .await?
+            .map(|stored| stored.event_types)
+            .unwrap_or_default())
+    }
+
     async fn oldest_unfinalized_hour(&self) -> Result<Option<i64>, RollupStoreError> {
         sqlx::query_scalar(
             "SELECT extract(epoch FROM min(hour_start))::bigint FROM dirty_hours WHERE generation > finalized_generation",
