@@ -18,6 +18,9 @@ cd "$root"
 export HOURGLASS_CACHE_DIR="${HOURGLASS_CACHE_DIR:-$HOME/.cache/hourglass}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOURGLASS_CACHE_DIR/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# Checked queries build from the committed .sqlx/ data, never from whatever database happens to be set.
+export SQLX_OFFLINE=true
+unset DATABASE_URL
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
@@ -48,6 +51,14 @@ psql "$HOURGLASS_DATABASE_URL" -Atqc "SELECT datname FROM pg_database WHERE datn
 step "buf lint"
 buf=$(bash e2e/servers/tools.sh buf)
 "$buf" lint
+
+step "sqlx offline query data (.sqlx/) matches the queries and the migrations"
+sqlx=$(bash e2e/servers/tools.sh sqlx)
+check_database="${HOURGLASS_DATABASE_URL%/*}/hourglass_sqlx_check"
+psql "$HOURGLASS_DATABASE_URL" -qc "DROP DATABASE IF EXISTS hourglass_sqlx_check" -c "CREATE DATABASE hourglass_sqlx_check" >/dev/null
+"$sqlx" migrate run --source crates/postgres/migrations --database-url "$check_database" >/dev/null
+PATH="$(dirname "$sqlx"):$PATH" SQLX_OFFLINE=false DATABASE_URL="$check_database" \
+    cargo sqlx prepare --check --workspace -- --all-targets
 
 step "cargo fmt --check"
 cargo fmt --all --check

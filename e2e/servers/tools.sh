@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Command-line tools the e2e tests and CI need, installed on demand and cached.
 #
-# usage: tools.sh buf|grpcurl
+# usage: tools.sh buf|grpcurl|sqlx
 #
 #   buf       make sure `buf` can be run and print the path of its binary on stdout: the one on PATH if there
 #             is one, else the one of PyPI's buf-bin (HOURGLASS_BUF_VERSION, default below) installed with pip
 #             into the venv $HOURGLASS_CACHE_DIR/venv (created once, reused).
 #   grpcurl   the same for grpcurl: the one on PATH, else `go install`ed (HOURGLASS_GRPCURL_VERSION) into
 #             $HOURGLASS_CACHE_DIR/bin (about a minute the first time).
+#   sqlx      the same for sqlx-cli (Postgres and rustls only, HOURGLASS_SQLX_CLI_VERSION): `cargo install`ed
+#             into $HOURGLASS_CACHE_DIR/sqlx-cli (a few minutes the first time); prints the `sqlx` binary.
 #
 # e.g.  BUF=$("$(dirname "$0")"/tools.sh buf) && "$BUF" lint
 set -euo pipefail
@@ -19,6 +21,7 @@ source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 VENV="$HOURGLASS_CACHE_DIR/venv"
 BUF_VERSION="${HOURGLASS_BUF_VERSION:-1.75.0}"
 GRPCURL_VERSION="${HOURGLASS_GRPCURL_VERSION:-v1.9.4}"
+SQLX_CLI_VERSION="${HOURGLASS_SQLX_CLI_VERSION:-0.9.0}"
 TOOLS_BIN="$HOURGLASS_CACHE_DIR/bin"
 
 usage() {
@@ -92,8 +95,22 @@ cmd_grpcurl() {
     printf '%s\n' "$grpcurl"
 }
 
+cmd_sqlx() {
+    local root="$HOURGLASS_CACHE_DIR/sqlx-cli"
+    local sqlx="$root/bin/sqlx"
+    if ! [[ -x "$sqlx" ]] || ! "$sqlx" --version 2>/dev/null | grep -q "$SQLX_CLI_VERSION"; then
+        command -v cargo >/dev/null 2>&1 || die "sqlx-cli needs cargo"
+        log "installing sqlx-cli $SQLX_CLI_VERSION (cargo install) into $root"
+        CARGO_TARGET_DIR="$HOURGLASS_CACHE_DIR/sqlx-cli-target" cargo install sqlx-cli --version "$SQLX_CLI_VERSION" \
+            --no-default-features --features postgres,rustls --locked --root "$root" >&2 ||
+            die "cargo install sqlx-cli $SQLX_CLI_VERSION failed"
+    fi
+    printf '%s\n' "$sqlx"
+}
+
 (($# == 1)) || usage
 case "$1" in
+    sqlx) cmd_sqlx ;;
     buf) cmd_buf ;;
     grpcurl) cmd_grpcurl ;;
     *) usage ;;

@@ -21,18 +21,18 @@ impl PostgresJobQueue {
 
     /// Every dirty hour with its generation, oldest first (for tests and tools).
     pub async fn dirty_hours(&self) -> Result<Vec<(CustomerHour, i64)>, JobQueueError> {
-        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-            "SELECT customer_id, extract(epoch FROM hour_start)::bigint, generation FROM dirty_hours \
-             ORDER BY hour_start, customer_id",
+        let rows = sqlx::query!(
+            r#"SELECT customer_id, extract(epoch FROM hour_start)::bigint AS "hour_start!", generation FROM dirty_hours
+               ORDER BY hour_start, customer_id"#
         )
         .fetch_all(&self.pool)
         .await
         .map_err(|error| JobQueueError::Unavailable(error.to_string()))?;
         rows.into_iter()
-            .map(|(customer_id, hour_start, generation)| {
-                let customer_id = hourglass_core::customer::CustomerId::new(&customer_id)
+            .map(|row| {
+                let customer_id = hourglass_core::customer::CustomerId::new(&row.customer_id)
                     .map_err(|error| JobQueueError::Unavailable(error.to_string()))?;
-                Ok((CustomerHour { customer_id, hour_start }, generation))
+                Ok((CustomerHour { customer_id, hour_start: row.hour_start }, row.generation))
             })
             .collect()
     }

@@ -22,7 +22,6 @@ impl PostgresKeyStore {
 }
 
 /// A row of `api_keys` as listed.
-#[derive(sqlx::FromRow)]
 struct KeyRow {
     key_id: String,
     customer_id: String,
@@ -53,8 +52,7 @@ async fn ensure_customer(
     transaction: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     customer_id: &CustomerId,
 ) -> Result<(), KeyStoreError> {
-    sqlx::query("INSERT INTO customers (customer_id) VALUES ($1) ON CONFLICT DO NOTHING")
-        .bind(customer_id.as_str())
+    sqlx::query!("INSERT INTO customers (customer_id) VALUES ($1) ON CONFLICT DO NOTHING", customer_id.as_str())
         .execute(&mut **transaction)
         .await
         .map_err(unavailable)?;
@@ -71,21 +69,21 @@ fn limit_from_sql(value: Option<i32>) -> Option<u32> {
 
 impl KeyStore for PostgresKeyStore {
     async fn find_key(&self, hash: KeyHash) -> Result<Option<KeyGrant>, KeyStoreError> {
-        let row: Option<(String, String, String, bool)> = sqlx::query_as(
-            "SELECT key_id, customer_id, scope, revoked_at IS NOT NULL FROM api_keys WHERE key_hash = $1",
+        let row = sqlx::query!(
+            r#"SELECT key_id, customer_id, scope, revoked_at IS NOT NULL AS "revoked!" FROM api_keys WHERE key_hash = $1"#,
+            hash.0.as_slice()
         )
-        .bind(hash.0.as_slice())
         .fetch_optional(&self.pool)
         .await
         .map_err(unavailable)?;
-        let Some((key_id, customer_id, scope, revoked)) = row else {
+        let Some(row) = row else {
             return Ok(None);
         };
         Ok(Some(KeyGrant {
-            key_id: parse_key_id(&key_id)?,
-            customer_id: parse_customer(&customer_id)?,
-            scope: parse_scope(&scope)?,
-            revoked,
+            key_id: parse_key_id(&row.key_id)?,
+            customer_id: parse_customer(&row.customer_id)?,
+            scope: parse_scope(&row.scope)?,
+            revoked: row.revoked,
         }))
     }
 
@@ -93,34 +91,40 @@ impl KeyStore for PostgresKeyStore {
         let key = ApiKey::generate();
         let mut transaction = self.pool.begin().await.map_err(unavailable)?;
         ensure_customer(&mut transaction, customer_id).await?;
-        sqlx::query("INSERT INTO api_keys (key_id, key_hash, customer_id, scope, name) VALUES ($1, $2, $3, $4, $5)")
-            .bind(key.id().as_str())
-            .bind(key.hash().0.as_slice())
-            .bind(customer_id.as_str())
-            .bind(scope.as_str())
-            .bind(name)
-            .execute(&mut *transaction)
-            .await
-            .map_err(unavailable)?;
+        let (key_id, key_hash) = (key.id(), key.hash());
+        sqlx::query!(
+            "INSERT INTO api_keys (key_id, key_hash, customer_id, scope, name) VALUES ($1, $2, $3, $4, $5)",
+            key_id.as_str(),
+            key_hash.0.as_slice(),
+            customer_id.as_str(),
+            scope.as_str(),
+            name
+        )
+        .execute(&mut *transaction)
+        .await
+        .map_err(unavailable)?;
         transaction.commit().await.map_err(unavailable)?;
         Ok(key)
     }
 
     async fn revoke_key(&self, key_id: &KeyId) -> Result<bool, KeyStoreError> {
-        let result = sqlx::query("UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE key_id = $1")
-            .bind(key_id.as_str())
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable)?;
+        let result = sqlx::query!(
+            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE key_id = $1",
+            key_id.as_str()
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
         Ok(result.rows_affected() > 0)
     }
 
     async fn list_keys(&self, customer_id: Option<&CustomerId>) -> Result<Vec<KeyListing>, KeyStoreError> {
-        let rows: Vec<KeyRow> = sqlx::query_as(
+        let rows = sqlx::query_as!(
+            KeyRow,
             "SELECT key_id, customer_id, scope, name, created_at, revoked_at FROM api_keys \
              WHERE $1::text IS NULL OR customer_id = $1 ORDER BY created_at, key_id",
+            customer_id.map(CustomerId::as_str)
         )
-        .bind(customer_id.map(CustomerId::as_str))
         .fetch_all(&self.pool)
         .await
         .map_err(unavailable)?;
@@ -139,18 +143,18 @@ impl KeyStore for PostgresKeyStore {
     }
 
     async fn customer_limits(&self, customer_id: &CustomerId) -> Result<CustomerLimits, KeyStoreError> {
-        let row: Option<(Option<i32>, Option<i32>, Option<i32>)> = sqlx::query_as(
+        let row = sqlx::query!(
             "SELECT events_per_second, burst_events, kafka_key_spread FROM customer_limits WHERE customer_id = $1",
+            customer_id.as_str()
         )
-        .bind(customer_id.as_str())
         .fetch_optional(&self.pool)
         .await
         .map_err(unavailable)?;
         Ok(row
-            .map(|(events_per_second, burst_events, kafka_key_spread)| CustomerLimits {
-                events_per_second: limit_from_sql(events_per_second),
-                burst_events: limit_from_sql(burst_events),
-                kafka_key_spread: limit_from_sql(kafka_key_spread),
+            .map(|row| CustomerLimits {
+                events_per_second: limit_from_sql(row.events_per_second),
+                burst_events: limit_from_sql(row.burst_events),
+                kafka_key_spread: limit_from_sql(row.kafka_key_spread),
             })
             .unwrap_or_default())
     }
@@ -158,16 +162,16 @@ impl KeyStore for PostgresKeyStore {
     async fn set_customer_limits(&self, customer_id: &CustomerId, limits: CustomerLimits) -> Result<(), KeyStoreError> {
         let mut transaction = self.pool.begin().await.map_err(unavailable)?;
         ensure_customer(&mut transaction, customer_id).await?;
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO customer_limits (customer_id, events_per_second, burst_events, kafka_key_spread) \
              VALUES ($1, $2, $3, $4) \
              ON CONFLICT (customer_id) DO UPDATE SET events_per_second = excluded.events_per_second, \
              burst_events = excluded.burst_events, kafka_key_spread = excluded.kafka_key_spread, updated_at = now()",
+            customer_id.as_str(),
+            limit_to_sql(limits.events_per_second),
+            limit_to_sql(limits.burst_events),
+            limit_to_sql(limits.kafka_key_spread)
         )
-        .bind(customer_id.as_str())
-        .bind(limit_to_sql(limits.events_per_second))
-        .bind(limit_to_sql(limits.burst_events))
-        .bind(limit_to_sql(limits.kafka_key_spread))
         .execute(&mut *transaction)
         .await
         .map_err(unavailable)?;

@@ -85,56 +85,57 @@ impl PostgresRollupStore {
 
     /// The stored rollup of a customer-hour, if it was ever aggregated.
     pub async fn hour(&self, customer_id: &str, hour_start: i64) -> Result<Option<StoredHour>, RollupStoreError> {
-        let header: Option<(i32, i32, i64)> = sqlx::query_as(
+        let header = sqlx::query!(
             "SELECT revision, logic_version, events FROM hour_revisions WHERE customer_id = $1 AND hour_start = to_timestamp($2)",
+            customer_id,
+            hour_start as f64
         )
-        .bind(customer_id)
-        .bind(hour_start as f64)
         .fetch_optional(&self.pool)
         .await
-        .map_err(unavailable)?;
+        .map_err(unavailable)?
+        .map(|row| (row.revision, row.logic_version, row.events));
         let Some((revision, logic_version, events)) = header else { return Ok(None) };
-        let rows: Vec<(String, i64, i64, Vec<u8>, bool)> = sqlx::query_as(
+        let rows = sqlx::query!(
             "SELECT event_type, events, distinct_users, users_sketch, is_final FROM hourly_rollups \
              WHERE customer_id = $1 AND hour_start = to_timestamp($2) ORDER BY event_type",
+            customer_id,
+            hour_start as f64
         )
-        .bind(customer_id)
-        .bind(hour_start as f64)
         .fetch_all(&self.pool)
         .await
         .map_err(unavailable)?;
-        let numeric: Vec<(String, String, i64, f64, f64, f64)> = sqlx::query_as(
+        let numeric = sqlx::query!(
             "SELECT event_type, property, count, sum, min, max FROM hourly_numeric_stats \
              WHERE customer_id = $1 AND hour_start = to_timestamp($2) ORDER BY event_type, property",
+            customer_id,
+            hour_start as f64
         )
-        .bind(customer_id)
-        .bind(hour_start as f64)
         .fetch_all(&self.pool)
         .await
         .map_err(unavailable)?;
-        let is_final = rows.iter().all(|(_, _, _, _, is_final)| *is_final);
+        let is_final = rows.iter().all(|row| row.is_final);
         Ok(Some(StoredHour {
             revision: revision as u32,
             logic_version: logic_version as u32,
             events: events as u64,
             event_types: rows
                 .into_iter()
-                .map(|(event_type, events, users, users_sketch, _)| EventTypeRollup {
-                    event_type,
-                    events: events as u64,
-                    distinct_users: users as u64,
-                    users_sketch,
+                .map(|row| EventTypeRollup {
+                    event_type: row.event_type,
+                    events: row.events as u64,
+                    distinct_users: row.distinct_users as u64,
+                    users_sketch: row.users_sketch,
                 })
                 .collect(),
             numeric: numeric
                 .into_iter()
-                .map(|(event_type, property, count, sum, min, max)| NumericRollup {
-                    event_type,
-                    property,
-                    count: count as u64,
-                    sum,
-                    min,
-                    max,
+                .map(|row| NumericRollup {
+                    event_type: row.event_type,
+                    property: row.property,
+                    count: row.count as u64,
+                    sum: row.sum,
+                    min: row.min,
+                    max: row.max,
                 })
                 .collect(),
             is_final,
@@ -201,120 +202,132 @@ impl RollupStore for PostgresRollupStore {
         let customer_id = job.customer_hour.customer_id.as_str();
         let hour_start = job.customer_hour.hour_start as f64;
         let mut transaction = self.pool.begin().await.map_err(unavailable)?;
-        let still_ours: Option<i32> = sqlx::query_scalar(
+        let still_ours = sqlx::query_scalar!(
             "SELECT 1 FROM dirty_hours WHERE customer_id = $1 AND hour_start = to_timestamp($2) AND lease_owner = $3 FOR UPDATE",
+            customer_id,
+            hour_start,
+            job.owner
         )
-        .bind(customer_id)
-        .bind(hour_start)
-        .bind(&job.owner)
         .fetch_optional(&mut *transaction)
         .await
         .map_err(unavailable)?;
         if still_ours.is_none() {
             return Ok(Completion::LeaseLost);
         }
-        let revision: i32 = sqlx::query_scalar(
+        let revision = sqlx::query_scalar!(
             "INSERT INTO hour_revisions (customer_id, hour_start, revision, logic_version, events) \
              VALUES ($1, to_timestamp($2), 1, $3, $4) \
              ON CONFLICT (customer_id, hour_start) DO UPDATE SET revision = hour_revisions.revision + 1, \
              logic_version = excluded.logic_version, events = excluded.events, computed_at = now() \
              RETURNING revision",
+            customer_id,
+            hour_start,
+            rollup.logic_version as i32,
+            rollup.events as i64
         )
-        .bind(customer_id)
-        .bind(hour_start)
-        .bind(rollup.logic_version as i32)
-        .bind(rollup.events as i64)
         .fetch_one(&mut *transaction)
         .await
         .map_err(unavailable)?;
-        for table in ["hourly_rollups", "hourly_numeric_stats"] {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DELETE FROM {table} WHERE customer_id = $1 AND hour_start = to_timestamp($2)"
-            )))
-            .bind(customer_id)
-            .bind(hour_start)
-            .execute(&mut *transaction)
-            .await
-            .map_err(unavailable)?;
-        }
+        sqlx::query!(
+            "DELETE FROM hourly_rollups WHERE customer_id = $1 AND hour_start = to_timestamp($2)",
+            customer_id,
+            hour_start
+        )
+        .execute(&mut *transaction)
+        .await
+        .map_err(unavailable)?;
+        sqlx::query!(
+            "DELETE FROM hourly_numeric_stats WHERE customer_id = $1 AND hour_start = to_timestamp($2)",
+            customer_id,
+            hour_start
+        )
+        .execute(&mut *transaction)
+        .await
+        .map_err(unavailable)?;
         let event_types: Vec<&str> = rollup.event_types.iter().map(|row| row.event_type.as_str()).collect();
         let events: Vec<i64> = rollup.event_types.iter().map(|row| row.events as i64).collect();
         let users: Vec<i64> = rollup.event_types.iter().map(|row| row.distinct_users as i64).collect();
         let sketches: Vec<&[u8]> = rollup.event_types.iter().map(|row| row.users_sketch.as_slice()).collect();
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO hourly_rollups (customer_id, hour_start, event_type, events, distinct_users, users_sketch, \
              revision, logic_version, is_final, final_as_of) \
              SELECT $1, to_timestamp($2), rows.event_type, rows.events, rows.users, rows.sketch, $3, $4, $5, \
                     CASE WHEN $5 THEN now() END \
              FROM unnest($6::text[], $7::bigint[], $8::bigint[], $9::bytea[]) AS rows(event_type, events, users, sketch)",
+            customer_id,
+            hour_start,
+            revision,
+            rollup.logic_version as i32,
+            rollup.is_final,
+            &event_types as &[&str],
+            &events,
+            &users,
+            &sketches as &[&[u8]]
         )
-        .bind(customer_id)
-        .bind(hour_start)
-        .bind(revision)
-        .bind(rollup.logic_version as i32)
-        .bind(rollup.is_final)
-        .bind(&event_types)
-        .bind(&events)
-        .bind(&users)
-        .bind(&sketches)
         .execute(&mut *transaction)
         .await
         .map_err(unavailable)?;
         let numeric = &rollup.numeric;
-        sqlx::query(
+        let numeric_types: Vec<&str> = numeric.iter().map(|row| row.event_type.as_str()).collect();
+        let numeric_properties: Vec<&str> = numeric.iter().map(|row| row.property.as_str()).collect();
+        let numeric_counts: Vec<i64> = numeric.iter().map(|row| row.count as i64).collect();
+        let numeric_sums: Vec<f64> = numeric.iter().map(|row| row.sum).collect();
+        let numeric_mins: Vec<f64> = numeric.iter().map(|row| row.min).collect();
+        let numeric_maxes: Vec<f64> = numeric.iter().map(|row| row.max).collect();
+        sqlx::query!(
             "INSERT INTO hourly_numeric_stats (customer_id, hour_start, event_type, property, count, sum, min, max, \
              revision, logic_version) \
              SELECT $1, to_timestamp($2), stats.event_type, stats.property, stats.count, stats.sum, stats.min, \
                     stats.max, $3, $4 \
              FROM unnest($5::text[], $6::text[], $7::bigint[], $8::float8[], $9::float8[], $10::float8[]) \
                   AS stats(event_type, property, count, sum, min, max)",
+            customer_id,
+            hour_start,
+            revision,
+            rollup.logic_version as i32,
+            &numeric_types as &[&str],
+            &numeric_properties as &[&str],
+            &numeric_counts,
+            &numeric_sums,
+            &numeric_mins,
+            &numeric_maxes
         )
-        .bind(customer_id)
-        .bind(hour_start)
-        .bind(revision)
-        .bind(rollup.logic_version as i32)
-        .bind(numeric.iter().map(|row| row.event_type.as_str()).collect::<Vec<_>>())
-        .bind(numeric.iter().map(|row| row.property.as_str()).collect::<Vec<_>>())
-        .bind(numeric.iter().map(|row| row.count as i64).collect::<Vec<_>>())
-        .bind(numeric.iter().map(|row| row.sum).collect::<Vec<_>>())
-        .bind(numeric.iter().map(|row| row.min).collect::<Vec<_>>())
-        .bind(numeric.iter().map(|row| row.max).collect::<Vec<_>>())
         .execute(&mut *transaction)
         .await
         .map_err(unavailable)?;
         let outcomes = &rollup.outcomes;
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO ledger (customer_id, hour_start, received, accepted, rejected, rejected_by_reason, throttled, \
              stored, counted, is_final) \
-             VALUES ($1, to_timestamp($2), $3, $4, $5, $6::jsonb, $7, $8, $8, $9) \
+             VALUES ($1, to_timestamp($2), $3, $4, $5, $6::text::jsonb, $7, $8, $8, $9) \
              ON CONFLICT (customer_id, hour_start) DO UPDATE SET received = excluded.received, \
              accepted = excluded.accepted, rejected = excluded.rejected, rejected_by_reason = excluded.rejected_by_reason, \
              throttled = excluded.throttled, stored = excluded.stored, counted = excluded.counted, \
              is_final = excluded.is_final, counted_at = now()",
+            customer_id,
+            hour_start,
+            outcomes.received() as i64,
+            outcomes.accepted as i64,
+            outcomes.rejected() as i64,
+            rejections_json(outcomes),
+            outcomes.throttled as i64,
+            rollup.events as i64,
+            rollup.is_final
         )
-        .bind(customer_id)
-        .bind(hour_start)
-        .bind(outcomes.received() as i64)
-        .bind(outcomes.accepted as i64)
-        .bind(outcomes.rejected() as i64)
-        .bind(rejections_json(outcomes))
-        .bind(outcomes.throttled as i64)
-        .bind(rollup.events as i64)
-        .bind(rollup.is_final)
         .execute(&mut *transaction)
         .await
         .map_err(unavailable)?;
-        sqlx::query(
+        sqlx::query!(
             "UPDATE dirty_hours SET aggregated_generation = GREATEST(aggregated_generation, $3), \
              finalized_generation = CASE WHEN $4 THEN GREATEST(finalized_generation, $3) ELSE finalized_generation END, \
              provisional_at = CASE WHEN $4 THEN provisional_at ELSE now() END, \
              lease_owner = NULL, leased_until = NULL, attempts = 0, last_error = NULL \
              WHERE customer_id = $1 AND hour_start = to_timestamp($2)",
+            customer_id,
+            hour_start,
+            job.generation,
+            rollup.is_final
         )
-        .bind(customer_id)
-        .bind(hour_start)
-        .bind(job.generation)
-        .bind(rollup.is_final)
         .execute(&mut *transaction)
         .await
         .map_err(unavailable)?;
@@ -366,22 +379,22 @@ impl RollupStore for PostgresRollupStore {
         from_unix: i64,
         to_unix: i64,
     ) -> Result<Vec<CustomerHour>, RollupStoreError> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT customer_id, extract(epoch FROM hour_start)::bigint FROM dirty_hours \
-             WHERE hour_start >= to_timestamp($1) AND hour_start < to_timestamp($2) \
-             AND ($3::text IS NULL OR customer_id = $3) ORDER BY hour_start, customer_id",
+        let rows = sqlx::query!(
+            r#"SELECT customer_id, extract(epoch FROM hour_start)::bigint AS "hour_start!" FROM dirty_hours
+               WHERE hour_start >= to_timestamp($1) AND hour_start < to_timestamp($2)
+               AND ($3::text IS NULL OR customer_id = $3) ORDER BY hour_start, customer_id"#,
+            from_unix as f64,
+            to_unix as f64,
+            customer_id
         )
-        .bind(from_unix as f64)
-        .bind(to_unix as f64)
-        .bind(customer_id)
         .fetch_all(&self.pool)
         .await
         .map_err(unavailable)?;
         rows.into_iter()
-            .map(|(customer_id, hour_start)| {
-                let customer_id =
-                    CustomerId::new(&customer_id).map_err(|error| RollupStoreError::Unavailable(error.to_string()))?;
-                Ok(CustomerHour { customer_id, hour_start })
+            .map(|row| {
+                let customer_id = CustomerId::new(&row.customer_id)
+                    .map_err(|error| RollupStoreError::Unavailable(error.to_string()))?;
+                Ok(CustomerHour { customer_id, hour_start: row.hour_start })
             })
             .collect()
     }
@@ -392,16 +405,16 @@ impl RollupStore for PostgresRollupStore {
         owner: &str,
         lease: Duration,
     ) -> Result<Option<JobLease>, RollupStoreError> {
-        let generation: Option<i64> = sqlx::query_scalar(
+        let generation = sqlx::query_scalar!(
             "UPDATE dirty_hours SET lease_owner = $3, leased_until = now() + make_interval(secs => $4) \
              WHERE customer_id = $1 AND hour_start = to_timestamp($2) \
              AND (leased_until IS NULL OR leased_until < now() OR lease_owner IS NULL) \
              RETURNING generation",
+            customer_hour.customer_id.as_str(),
+            customer_hour.hour_start as f64,
+            owner,
+            lease.as_secs_f64()
         )
-        .bind(customer_hour.customer_id.as_str())
-        .bind(customer_hour.hour_start as f64)
-        .bind(owner)
-        .bind(lease.as_secs_f64())
         .fetch_optional(&self.pool)
         .await
         .map_err(unavailable)?;
@@ -421,8 +434,8 @@ impl RollupStore for PostgresRollupStore {
     }
 
     async fn oldest_unfinalized_hour(&self) -> Result<Option<i64>, RollupStoreError> {
-        sqlx::query_scalar(
-            "SELECT extract(epoch FROM min(hour_start))::bigint FROM dirty_hours WHERE generation > finalized_generation",
+        sqlx::query_scalar!(
+            "SELECT extract(epoch FROM min(hour_start))::bigint FROM dirty_hours WHERE generation > finalized_generation"
         )
         .fetch_one(&self.pool)
         .await
@@ -430,15 +443,15 @@ impl RollupStore for PostgresRollupStore {
     }
 
     async fn fail(&self, job: &JobLease, error: &str, retry_after: Duration) -> Result<(), RollupStoreError> {
-        sqlx::query(
+        sqlx::query!(
             "UPDATE dirty_hours SET lease_owner = NULL, leased_until = now() + make_interval(secs => $4), last_error = $5 \
              WHERE customer_id = $1 AND hour_start = to_timestamp($2) AND lease_owner = $3",
+            job.customer_hour.customer_id.as_str(),
+            job.customer_hour.hour_start as f64,
+            job.owner,
+            retry_after.as_secs_f64(),
+            error
         )
-        .bind(job.customer_hour.customer_id.as_str())
-        .bind(job.customer_hour.hour_start as f64)
-        .bind(&job.owner)
-        .bind(retry_after.as_secs_f64())
-        .bind(error)
         .execute(&self.pool)
         .await
         .map_err(unavailable)?;
