@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # PostgreSQL 15 (Debian's packages and cluster tools) for the e2e tests.
 #
-# usage: postgres.sh start|stop|status|env
+# usage: postgres.sh start|stop|kill|status|env [--name NAME --port PORT]
 #
 #   start   install postgresql if missing (apt-get), create cluster 15/main on port 5432 if missing, start it,
 #           and create role `hourglass` (password `hourglass`, LOGIN CREATEDB) and database `hourglass` owned
 #           by it; then check a password login over 127.0.0.1:5432. Idempotent.
 #   stop    stop cluster 15/main if it runs
+#   kill    stop it at once, like a crash (`pg_ctlcluster ... stop -m immediate`: no checkpoint)
 #   status  exit 0 if cluster 15/main accepts connections on 127.0.0.1:5432
 #   env     print `export HOURGLASS_DATABASE_URL=postgres://hourglass:hourglass@127.0.0.1:5432/hourglass`
+#
+# --name/--port select another cluster (default main/5432), e.g. one a fault test stops and restarts while the
+# main one keeps serving: `postgres.sh start --name fault --port 5442`.
 #
 # Needs root (or sudo) for apt-get and the cluster tools. Environment: HOURGLASS_POSTGRES_START_TIMEOUT (60).
 set -euo pipefail
@@ -168,6 +172,15 @@ cmd_stop() {
     log "stopped"
 }
 
+cmd_kill() {
+    if ! installed || ! cluster_running; then
+        log "cluster $PG_VERSION/$PG_CLUSTER is not running"
+        return 0
+    fi
+    as_root pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" stop -m immediate >&2
+    log "cluster $PG_VERSION/$PG_CLUSTER stopped immediately"
+}
+
 cmd_status() {
     if installed && cluster_running && pg_isready -q -h "$PG_HOST" -p "$PG_PORT" -t 1; then
         log "cluster $PG_VERSION/$PG_CLUSTER running on $PG_HOST:$PG_PORT"
@@ -181,8 +194,19 @@ cmd_env() {
     printf 'export HOURGLASS_DATABASE_URL=%s\n' "$DATABASE_URL"
 }
 
-(($# == 1)) || usage
-case "$1" in
-    start | stop | status | env) "cmd_$1" ;;
+(($# >= 1)) || usage
+action=$1
+shift
+while (($#)); do
+    case "$1" in
+        --name) PG_CLUSTER=${2:?--name needs a value}; shift 2 ;;
+        --port) PG_PORT=${2:?--port needs a value}; shift 2 ;;
+        *) usage ;;
+    esac
+done
+[[ "$PG_CLUSTER" =~ ^[a-z][a-z0-9_]*$ ]] || die "invalid cluster name $PG_CLUSTER"
+DATABASE_URL="postgres://$DB_USER:$DB_PASSWORD@$PG_HOST:$PG_PORT/$DB_NAME"
+case "$action" in
+    start | stop | kill | status | env) "cmd_$action" ;;
     *) usage ;;
 esac
