@@ -12,7 +12,7 @@ use hourglass_core::raw_store::{RawStore, RawStoreError};
 use hourglass_core::rollup_store::{Completion, EventTypeRollup, RollupStore, RollupStoreError};
 
 use crate::config::AggregatorConfig;
-use crate::worker::aggregate_hour;
+use crate::worker::{aggregate_hour, holding_lease};
 
 /// How long reprocessing waits for a worker to release an hour before giving up on the run.
 const BUSY_HOUR_TIMEOUT: Duration = Duration::from_secs(120);
@@ -115,7 +115,13 @@ pub async fn reprocess<R: RawStore, S: RollupStore>(
             }
         };
         let before = rollup_store.current_rollup(customer_hour).await?;
-        let rollup = aggregate_hour(raw_store, customer, customer_hour.hour_start, is_final).await?;
+        let aggregation = aggregate_hour(raw_store, customer, customer_hour.hour_start, is_final);
+        let rollup = match &lease {
+            Some(lease) => holding_lease(config, rollup_store, lease, aggregation).await.ok_or_else(|| {
+                ReprocessError::Busy { customer_id: customer.to_owned(), hour_start: customer_hour.hour_start }
+            })??,
+            None => aggregation.await?,
+        };
         let mut hour_diff = diff(customer_hour, &before, &rollup.event_types);
         if let Some(lease) = lease {
             match rollup_store.complete(&lease, &rollup).await? {

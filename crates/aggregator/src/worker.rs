@@ -52,10 +52,16 @@ async fn run_job<R: RawStore, S: RollupStore>(
     let started = Instant::now();
     let customer_id = job.customer_hour.customer_id.as_str();
     let hour_start = job.customer_hour.hour_start;
-    let rollup = match aggregate_hour(raw_store, customer_id, hour_start, is_final).await {
-        Ok(rollup) => rollup,
-        Err(error) => {
+    let aggregation = aggregate_hour(raw_store, customer_id, hour_start, is_final);
+    let rollup = match holding_lease(config, rollup_store, job, aggregation).await {
+        Some(Ok(rollup)) => rollup,
+        Some(Err(error)) => {
             give_back(config, rollup_store, job, &error.to_string()).await;
+            return;
+        }
+        None => {
+            metrics::counter!(telemetry::JOBS_TOTAL, "result" => "lease_lost").increment(1);
+            tracing::warn!(customer_id, hour_start, "lease lost while aggregating; another worker has the hour");
             return;
         }
     };
@@ -71,6 +77,30 @@ async fn run_job<R: RawStore, S: RollupStore>(
             tracing::warn!(customer_id, hour_start, "lease lost before completion; another worker has the hour");
         }
         Err(error) => give_back(config, rollup_store, job, &error.to_string()).await,
+    }
+}
+
+/// Runs `work` while renewing `job`'s lease every third of its length, so a job longer than its lease
+/// keeps it. `None` if the lease turned out to belong to another worker (the work is then abandoned).
+pub(crate) async fn holding_lease<S: RollupStore, T>(
+    config: &AggregatorConfig,
+    rollup_store: &S,
+    job: &JobLease,
+    work: impl Future<Output = T>,
+) -> Option<T> {
+    let mut work = std::pin::pin!(work);
+    let mut renewal = tokio::time::interval(config.lease() / 3);
+    renewal.tick().await; // the first tick is immediate: the lease was just taken
+    loop {
+        tokio::select! {
+            result = &mut work => return Some(result),
+            _ = renewal.tick() => match rollup_store.renew_lease(job, config.lease()).await {
+                Ok(true) => {}
+                Ok(false) => return None,
+                // Not fatal: the next renewal may work, and completion checks the lease anyway.
+                Err(error) => tracing::warn!(%error, "cannot renew a job lease"),
+            },
+        }
     }
 }
 

@@ -213,6 +213,9 @@ async fn two_workers_never_hold_the_same_job_and_a_dead_workers_job_is_retried()
     // A wakes up and tries to complete: its lease is gone, nothing is written.
     assert_eq!(stores.rollups.complete(&a_jobs[0], &rollup).await.unwrap(), Completion::LeaseLost);
     assert!(stores.rollups.hour("acme", closed_hour).await.unwrap().is_none());
+    // A renewed lease outlives its first term; a lease held by someone else cannot be renewed.
+    assert!(stores.rollups.renew_lease(&b_job, Duration::from_secs(120)).await.unwrap());
+    assert!(!stores.rollups.renew_lease(&a_jobs[0], Duration::from_secs(120)).await.unwrap());
     assert_eq!(stores.rollups.complete(&b_job, &rollup).await.unwrap(), Completion::Replaced { revision: 1 });
     assert_eq!(stores.rollups.hour("acme", closed_hour).await.unwrap().unwrap().events, 20);
     assert!(

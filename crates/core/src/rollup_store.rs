@@ -146,6 +146,13 @@ pub trait RollupStore: Send + Sync + 'static {
         kind: JobKind,
     ) -> impl Future<Output = Result<Vec<JobLease>, RollupStoreError>> + Send;
 
+    /// Extends a lease still held by `job.owner` to `lease` from now; false if it passed to another worker.
+    fn renew_lease(
+        &self,
+        job: &JobLease,
+        lease: Duration,
+    ) -> impl Future<Output = Result<bool, RollupStoreError>> + Send;
+
     /// Replaces the hour's rollup and completes the job, in one transaction, if `job` is still leased
     /// by its owner. A final rollup records the generation as finalized; a provisional one only as
     /// aggregated, so the hour still gets its final rollup when it closes.

@@ -198,6 +198,21 @@ impl RollupStore for PostgresRollupStore {
             .collect()
     }
 
+    async fn renew_lease(&self, job: &JobLease, lease: Duration) -> Result<bool, RollupStoreError> {
+        let result = sqlx::query!(
+            "UPDATE dirty_hours SET leased_until = now() + make_interval(secs => $4) \
+             WHERE customer_id = $1 AND hour_start = to_timestamp($2) AND lease_owner = $3",
+            job.customer_hour.customer_id.as_str(),
+            job.customer_hour.hour_start as f64,
+            job.owner,
+            lease.as_secs_f64()
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(result.rows_affected() > 0)
+    }
+
     async fn complete(&self, job: &JobLease, rollup: &HourRollup) -> Result<Completion, RollupStoreError> {
         let customer_id = job.customer_hour.customer_id.as_str();
         let hour_start = job.customer_hour.hour_start as f64;
