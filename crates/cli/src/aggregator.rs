@@ -5,7 +5,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use hourglass_aggregator::AggregatorConfig;
 use hourglass_cql::{CqlConfig, CqlRawStore};
-use hourglass_postgres::{PostgresConfig, PostgresRollupStore, migrate};
+use hourglass_postgres::{PostgresConfig, PostgresRollupStore};
 
 use crate::shutdown;
 
@@ -24,10 +24,7 @@ pub struct AggregatorArgs {
 /// short is retried by another worker once its lease expires).
 pub async fn run(args: AggregatorArgs) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal()?;
-    let pool = args.postgres.connect_lazy().context("invalid database url")?;
-    if args.postgres.migrate {
-        migrate::run(&pool).await.context("failed to apply postgres migrations")?;
-    }
+    let pool = args.postgres.open().await?;
     let raw_store = CqlRawStore::connect(&args.cql).await.context("failed to open the CQL raw store")?;
     hourglass_aggregator::run(args.aggregator, Arc::new(raw_store), Arc::new(PostgresRollupStore::new(pool)), shutdown)
         .await;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use hourglass_collector::CollectorConfig;
 use hourglass_kafka::{KafkaConfig, KafkaEventLog};
-use hourglass_postgres::{PostgresConfig, PostgresKeyStore, migrate};
+use hourglass_postgres::{PostgresConfig, PostgresKeyStore};
 use tokio::net::TcpListener;
 
 use crate::shutdown;
@@ -24,10 +24,7 @@ pub struct CollectorArgs {
 /// Runs the collector until SIGTERM.
 pub async fn run(args: CollectorArgs) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal()?;
-    let pool = args.postgres.connect_lazy().context("invalid database url")?;
-    if args.postgres.migrate {
-        migrate::run(&pool).await.context("failed to apply postgres migrations")?;
-    }
+    let pool = args.postgres.open().await?;
     let key_store = Arc::new(PostgresKeyStore::new(pool));
     let collector_id = args.collector.resolved_collector_id();
     let event_log = KafkaEventLog::connect(args.kafka, &format!("hourglass-collector-{collector_id}"))

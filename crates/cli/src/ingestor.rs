@@ -7,7 +7,7 @@ use anyhow::Context;
 use hourglass_cql::{CqlConfig, CqlRawStore, schema};
 use hourglass_ingestor::IngestorConfig;
 use hourglass_kafka::{KafkaConfig, KafkaEventLog};
-use hourglass_postgres::{PostgresConfig, PostgresJobQueue, migrate};
+use hourglass_postgres::{PostgresConfig, PostgresJobQueue};
 
 use tokio::net::TcpListener;
 
@@ -33,10 +33,7 @@ pub struct IngestorArgs {
 /// Runs the ingestor until SIGTERM.
 pub async fn run(args: IngestorArgs) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal()?;
-    let pool = args.postgres.connect_lazy().context("invalid database url")?;
-    if args.postgres.migrate {
-        migrate::run(&pool).await.context("failed to apply postgres migrations")?;
-    }
+    let pool = args.postgres.open().await?;
     let session = Arc::new(args.cql.connect().await?);
     if args.cql_migrate {
         schema::migrate(&session, &args.cql).await.context("failed to create the CQL schema")?;

@@ -4,7 +4,7 @@ use anyhow::{Context, bail};
 use hourglass_core::api_key::{KeyId, Scope};
 use hourglass_core::customer::CustomerId;
 use hourglass_core::key_store::{CustomerLimits, KeyStore};
-use hourglass_postgres::{PostgresConfig, PostgresKeyStore, migrate};
+use hourglass_postgres::{PostgresConfig, PostgresKeyStore};
 
 /// Flags of `hourglass keys`.
 #[derive(clap::Args)]
@@ -60,10 +60,7 @@ enum KeysAction {
 
 /// Runs the action.
 pub async fn run(args: KeysArgs) -> anyhow::Result<()> {
-    let pool = args.postgres.connect_lazy().context("invalid database url")?;
-    if args.postgres.migrate {
-        migrate::run(&pool).await.context("failed to apply postgres migrations")?;
-    }
+    let pool = args.postgres.open().await?;
     let store = PostgresKeyStore::new(pool);
     match args.action {
         KeysAction::Create { customer, scope, name } => {

@@ -3,7 +3,7 @@
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use hourglass_cql::{CqlConfig, CqlRawStore};
-use hourglass_postgres::{PostgresConfig, PostgresRollupStore, migrate};
+use hourglass_postgres::{PostgresConfig, PostgresRollupStore};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Flags of `hourglass verify`.
@@ -29,10 +29,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
     if args.to <= args.from {
         bail!("--to must be after --from");
     }
-    let pool = args.postgres.connect_lazy().context("invalid database url")?;
-    if args.postgres.migrate {
-        migrate::run(&pool).await.context("failed to apply postgres migrations")?;
-    }
+    let pool = args.postgres.open().await?;
     let raw_store = CqlRawStore::connect(&args.cql).await.context("failed to open the CQL raw store")?;
     let rollups = PostgresRollupStore::new(pool);
     let progress = ProgressBar::new(0)

@@ -45,6 +45,16 @@ impl PostgresConfig {
         Self { url: url.into(), max_connections: 10, acquire_timeout_ms: 5_000, migrate: true }
     }
 
+    /// Opens a pool and, unless `--database-migrate false`, applies pending migrations: what every
+    /// command that uses Postgres does first.
+    pub async fn open(&self) -> Result<PgPool, OpenError> {
+        let pool = self.connect_lazy().map_err(OpenError::Url)?;
+        if self.migrate {
+            crate::migrate::run(&pool).await.map_err(OpenError::Migrate)?;
+        }
+        Ok(pool)
+    }
+
     /// Opens a pool. Connections are made lazily, so this succeeds while the database is down; the
     /// first query tells.
     pub fn connect_lazy(&self) -> Result<PgPool, sqlx::Error> {
@@ -53,4 +63,15 @@ impl PostgresConfig {
             .acquire_timeout(Duration::from_millis(self.acquire_timeout_ms))
             .connect_lazy(&self.url)
     }
+}
+
+/// Why [`PostgresConfig::open`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The URL is not a valid Postgres URL.
+    #[error("invalid database url: {0}")]
+    Url(#[source] sqlx::Error),
+    /// Migrations could not be applied (the database may be down).
+    #[error("failed to apply postgres migrations: {0}")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
 }
