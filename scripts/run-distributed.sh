@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the distributed platform on this machine: starts Postgres, a Kafka broker and a Cassandra node
 # (installing and caching what they need), builds `hourglass`, creates an ingest API key for the customer
-# `demo`, prints a command that sends an event, then runs the ingestor (Kafka -> raw store) in the
-# background and the collector on 127.0.0.1:50051 in the foreground, until Ctrl-C.
+# `demo`, prints a command that sends an event, then runs the ingestor (Kafka -> raw store) and the
+# aggregator (raw store -> hourly rollups) in the background and the collector on 127.0.0.1:50051 in the
+# foreground, until Ctrl-C.
 #
 # (`hourglass standalone`, one process with no external server, becomes the first command when it lands.)
 set -euo pipefail
@@ -36,13 +37,17 @@ The collector starts on $listen_addr. Send an event from another terminal (grpcu
     -d '{"events":[{"eventId":"demo-1","eventType":"page_view","occurredAt":"$now","userId":"u1","properties":{"path":{"stringValue":"/"}}}]}' \\
     $listen_addr hourglass.v1.IngestService/IngestBatch
 
-The ingestor stores it in Cassandra (keyspace hourglass) and marks its hour in Postgres:
-  psql $HOURGLASS_DATABASE_URL -c 'SELECT * FROM dirty_hours'
+The ingestor stores it in Cassandra (keyspace hourglass) and marks its hour; within a minute the aggregator
+writes the hour's provisional rollup and ledger row:
+  psql $HOURGLASS_DATABASE_URL -c 'SELECT customer_id, hour_start, event_type, events, distinct_users, revision, is_final FROM hourly_rollups'
+  $hourglass verify --from $(date -u +%Y-%m-%dT00:00:00Z) --to $(date -u -d tomorrow +%Y-%m-%dT00:00:00Z)
 
 Measure:  $hourglass bench collector --events 1000000;  $hourglass bench ingestor --events 1000000
 
 EOT
 "$hourglass" ingestor --health-listen-addr 127.0.0.1:50061 &
 ingestor_pid=$!
-trap 'kill -TERM "$ingestor_pid" 2>/dev/null; wait "$ingestor_pid" 2>/dev/null' EXIT
+"$hourglass" aggregator &
+aggregator_pid=$!
+trap 'kill -TERM "$ingestor_pid" "$aggregator_pid" 2>/dev/null; wait "$ingestor_pid" "$aggregator_pid" 2>/dev/null' EXIT
 "$hourglass" collector --listen-addr "$listen_addr"
