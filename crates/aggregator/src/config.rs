@@ -42,13 +42,7 @@ pub struct AggregatorConfig {
 impl AggregatorConfig {
     /// The configuration with every default.
     pub fn with_defaults() -> Self {
-        use clap::Parser;
-        #[derive(clap::Parser)]
-        struct Defaults {
-            #[command(flatten)]
-            aggregator: AggregatorConfig,
-        }
-        Defaults::parse_from(["defaults"]).aggregator
+        hourglass_core::config::defaults()
     }
 
     /// The worker id: the configured one, else host name and process id.

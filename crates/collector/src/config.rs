@@ -151,13 +151,7 @@ pub struct KeyCacheConfig {
 impl CollectorConfig {
     /// The configuration with every default, listening on `listen_addr`.
     pub fn with_defaults(listen_addr: SocketAddr) -> Self {
-        use clap::Parser;
-        #[derive(clap::Parser)]
-        struct Defaults {
-            #[command(flatten)]
-            collector: CollectorConfig,
-        }
-        let mut config = Defaults::parse_from(["defaults"]).collector;
+        let mut config: Self = hourglass_core::config::defaults();
         config.listen_addr = listen_addr;
         config
     }

@@ -243,13 +243,7 @@ mod tests {
     const NOW: i64 = 1_764_000_000;
 
     fn limits() -> ValidationLimits {
-        use clap::Parser;
-        #[derive(clap::Parser)]
-        struct Defaults {
-            #[command(flatten)]
-            limits: ValidationLimits,
-        }
-        Defaults::parse_from(["test"]).limits
+        hourglass_core::config::defaults()
     }
 
     fn clock() -> ValidationClock {

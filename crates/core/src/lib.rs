@@ -1,5 +1,6 @@
 //! Hourglass's domain types and the seams between stages and their backends.
 //!
+//! - [`config`]: building a configuration from its flags' defaults.
 //! - [`customer`]: who an event belongs to. A customer is always derived from an API key, never from a
 //!   payload (invariant 4 of `DESIGN.md`).
 //! - [`api_key`]: the key format (recognisable prefix + checksum, so secret scanners find leaked keys),
@@ -18,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod api_key;
+pub mod config;
 pub mod customer;
 pub mod event_log;
 pub mod hll;

@@ -60,12 +60,7 @@ impl CqlConfig {
         Self {
             nodes: nodes.split(',').map(str::to_owned).collect(),
             keyspace: keyspace.to_owned(),
-            replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}".to_owned(),
-            buckets: 16,
-            ttl_days: 30,
-            compaction_window_hours: 24,
-            max_batch_rows: 50,
-            connect_timeout_ms: 10_000,
+            ..hourglass_core::config::defaults()
         }
     }
 

@@ -65,13 +65,7 @@ pub struct IngestorConfig {
 impl IngestorConfig {
     /// The configuration with every default.
     pub fn with_defaults() -> Self {
-        use clap::Parser;
-        #[derive(clap::Parser)]
-        struct Defaults {
-            #[command(flatten)]
-            ingestor: IngestorConfig,
-        }
-        Defaults::parse_from(["defaults"]).ingestor
+        hourglass_core::config::defaults()
     }
 
     pub(crate) fn commit_interval(&self) -> Duration {

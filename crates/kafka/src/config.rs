@@ -86,13 +86,7 @@ pub struct KafkaConfig {
 impl KafkaConfig {
     /// A configuration for the given brokers with every other setting at its default.
     pub fn for_brokers(brokers: impl Into<String>) -> Self {
-        use clap::Parser;
-        #[derive(clap::Parser)]
-        struct Defaults {
-            #[command(flatten)]
-            kafka: KafkaConfig,
-        }
-        let mut config = Defaults::parse_from(["defaults"]).kafka;
+        let mut config: Self = hourglass_core::config::defaults();
         config.brokers = brokers.into();
         config
     }

@@ -42,7 +42,7 @@ pub struct PostgresConfig {
 impl PostgresConfig {
     /// A configuration for `url` with every other setting at its default.
     pub fn for_url(url: impl Into<String>) -> Self {
-        Self { url: url.into(), max_connections: 10, acquire_timeout_ms: 5_000, migrate: true }
+        Self { url: url.into(), ..hourglass_core::config::defaults() }
     }
 
     /// Opens a pool and, unless `--database-migrate false`, applies pending migrations: what every
