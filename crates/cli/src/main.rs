@@ -5,6 +5,7 @@ mod aggregator;
 mod bench;
 mod collector;
 mod dlq;
+mod hour_range;
 mod ingestor;
 mod keys;
 mod loadgen;

@@ -2,25 +2,20 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, bail};
-use chrono::{DateTime, Utc};
+use anyhow::Context;
+use chrono::DateTime;
 use hourglass_aggregator::AggregatorConfig;
 use hourglass_cql::{CqlConfig, CqlRawStore};
 use hourglass_postgres::{PostgresConfig, PostgresRollupStore};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::hour_range::HourRangeArgs;
+
 /// Flags of `hourglass reprocess`.
 #[derive(clap::Args)]
 pub struct ReprocessArgs {
-    /// First hour (RFC 3339; hours starting at or after it).
-    #[arg(long)]
-    from: DateTime<Utc>,
-    /// End of the range (exclusive).
-    #[arg(long)]
-    to: DateTime<Utc>,
-    /// Only this customer.
-    #[arg(long)]
-    customer: Option<String>,
+    #[command(flatten)]
+    range: HourRangeArgs,
     /// Compute and print the differences only; change nothing.
     #[arg(long)]
     dry_run: bool,
@@ -34,9 +29,7 @@ pub struct ReprocessArgs {
 
 /// Runs the reprocessing.
 pub async fn run(args: ReprocessArgs) -> anyhow::Result<()> {
-    if args.to <= args.from {
-        bail!("--to must be after --from");
-    }
+    let (from_unix, to_unix) = args.range.bounds()?;
     let pool = args.postgres.open().await?;
     let raw_store = CqlRawStore::connect(&args.cql).await.context("failed to open the CQL raw store")?;
     let rollups = PostgresRollupStore::new(pool);
@@ -47,9 +40,9 @@ pub async fn run(args: ReprocessArgs) -> anyhow::Result<()> {
         &args.aggregator,
         &raw_store,
         &rollups,
-        args.customer.as_deref(),
-        args.from.timestamp(),
-        args.to.timestamp(),
+        args.range.customer(),
+        from_unix,
+        to_unix,
         args.dry_run,
         now,
         |done, total| {

@@ -1,23 +1,18 @@
 //! `hourglass verify`: recount the raw store for a range of aggregated hours and print the ledger.
 
 use anyhow::{Context, bail};
-use chrono::{DateTime, Utc};
+use chrono::DateTime;
 use hourglass_cql::{CqlConfig, CqlRawStore};
 use hourglass_postgres::{PostgresConfig, PostgresRollupStore};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::hour_range::HourRangeArgs;
+
 /// Flags of `hourglass verify`.
 #[derive(clap::Args)]
 pub struct VerifyArgs {
-    /// First hour to verify (RFC 3339; hours starting at or after it).
-    #[arg(long)]
-    from: DateTime<Utc>,
-    /// End of the range (exclusive).
-    #[arg(long)]
-    to: DateTime<Utc>,
-    /// Only this customer.
-    #[arg(long)]
-    customer: Option<String>,
+    #[command(flatten)]
+    range: HourRangeArgs,
     #[command(flatten)]
     cql: CqlConfig,
     #[command(flatten)]
@@ -26,9 +21,7 @@ pub struct VerifyArgs {
 
 /// Runs the verification; fails (exit status 1) if a final hour does not balance.
 pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
-    if args.to <= args.from {
-        bail!("--to must be after --from");
-    }
+    let (from_unix, to_unix) = args.range.bounds()?;
     let pool = args.postgres.open().await?;
     let raw_store = CqlRawStore::connect(&args.cql).await.context("failed to open the CQL raw store")?;
     let rollups = PostgresRollupStore::new(pool);
@@ -37,9 +30,9 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
     let rows = hourglass_aggregator::verify::verify(
         &raw_store,
         &rollups,
-        args.customer.as_deref(),
-        args.from.timestamp(),
-        args.to.timestamp(),
+        args.range.customer(),
+        from_unix,
+        to_unix,
         |done, total| {
             progress.set_length(total as u64);
             progress.set_position(done as u64);
