@@ -4,7 +4,7 @@
 //! recount is independent: rows lost from the raw store afterwards (an operator's mistake, a TTL set too
 //! short, a failed restore) make stored < counted, and a final hour that does not balance is the alert.
 
-use hourglass_core::raw_store::{RawStore, RawStoreError};
+use hourglass_core::raw_store::{EventVisitor, RawStore, RawStoreError};
 use hourglass_core::rollup_store::{LedgerRow, RollupStore, RollupStoreError};
 
 /// Why verification stopped.
@@ -16,6 +16,15 @@ pub enum VerifyError {
     /// The ledger could not be read or updated.
     #[error(transparent)]
     RollupStore(#[from] RollupStoreError),
+}
+
+/// Counts rows, reading only what a rollup reads (a recount needs no property maps or ids).
+struct RowCount(u64);
+
+impl EventVisitor for RowCount {
+    fn visit(&mut self, _event_type: &str, _user_id: Option<&str>, _numbers: &mut dyn Iterator<Item = (&str, f64)>) {
+        self.0 += 1;
+    }
 }
 
 /// Recounts every aggregated hour starting in `[from, to)` (of one customer, or all), records the
@@ -34,10 +43,10 @@ pub async fn verify<R: RawStore, S: RollupStore>(
         let customer_hour = &row.customer_hour;
         let mut stored = 0u64;
         for bucket in 0..raw_store.bucket_count() {
-            stored += raw_store
-                .read_bucket(customer_hour.customer_id.as_str(), customer_hour.hour_start, bucket)
-                .await?
-                .len() as u64;
+            let counted = raw_store
+                .fold_bucket(customer_hour.customer_id.as_str(), customer_hour.hour_start, bucket, RowCount(0))
+                .await?;
+            stored += counted.0;
         }
         if let Some(updated) = rollup_store.record_recount(customer_hour, stored).await? {
             if !updated.balances() {
