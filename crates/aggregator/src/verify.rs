@@ -5,6 +5,7 @@
 //! short, a failed restore) make stored < counted, and a final hour that does not balance is the alert.
 
 use hourglass_core::raw_store::{EventVisitor, RawStore, RawStoreError};
+use hourglass_core::rollup_reader::RollupReader;
 use hourglass_core::rollup_store::{LedgerRow, RollupStore, RollupStoreError};
 
 /// Why verification stopped.
@@ -29,7 +30,7 @@ impl EventVisitor for RowCount {
 
 /// Recounts every aggregated hour starting in `[from, to)` (of one customer, or all), records the
 /// recount in the ledger and returns the updated rows; `on_progress(done, total)` after each hour.
-pub async fn verify<R: RawStore, S: RollupStore>(
+pub async fn verify<R: RawStore, S: RollupStore + RollupReader>(
     raw_store: &R,
     rollup_store: &S,
     customer_id: Option<&str>,

@@ -8,6 +8,7 @@ use hourglass_core::customer::CustomerId;
 use hourglass_core::hour;
 use hourglass_core::job_queue::{CustomerHour, JobQueue};
 use hourglass_core::raw_store::RawStore;
+use hourglass_core::rollup_reader::RollupReader;
 use hourglass_core::rollup_store::{Completion, EventTypeRollup, JobKind, RollupStore};
 use hourglass_cql::CqlRawStore;
 use hourglass_postgres::{PostgresConfig, PostgresJobQueue, PostgresRollupStore, migrate, testing};

@@ -21,11 +21,11 @@ use hourglass_proto::log::v1::{EventBatchRecord, Outcome, OutcomeCount};
 use hourglass_proto::v1::{BatchAck, BatchStatus, Event, EventRejection, RejectionReason};
 use tokio::time::Instant;
 
-use crate::auth::{Authenticator, Principal};
 use crate::config::{CollectorConfig, RecordLayout};
 use crate::quota::{Budget, Quotas};
 use crate::telemetry;
 use crate::validate::{Rejection, ValidationClock};
+use hourglass_grpc::auth::{Authenticator, Principal};
 
 /// How long a client is told to wait after Kafka failed to confirm its batch.
 const UNAVAILABLE_RETRY_AFTER: Duration = Duration::from_millis(1000);

@@ -2,8 +2,10 @@
 //! stated in its field's doc, which is also the `--help` text.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
+
+use hourglass_grpc::auth::KeyCacheConfig;
+use hourglass_grpc::server::ServerConfig;
 
 use crate::validate::ValidationLimits;
 
@@ -29,6 +31,10 @@ pub struct CollectorConfig {
     /// gRPC server hardening.
     #[command(flatten)]
     pub server: ServerConfig,
+
+    /// Limits of ingest streams.
+    #[command(flatten)]
+    pub streams: StreamConfig,
 
     /// How a validated key is cached.
     #[command(flatten)]
@@ -68,34 +74,9 @@ pub struct QuotaConfig {
     pub max_wait_ms: u64,
 }
 
-/// gRPC server limits: the defaults are safe to expose to the internet behind a balancer.
+/// Limits of ingest streams.
 #[derive(Clone, Debug, clap::Args)]
-pub struct ServerConfig {
-    /// Largest gRPC message accepted, in bytes. Larger messages fail the call with OUT_OF_RANGE before
-    /// they are decoded; batch limits (`--max-batch-bytes`) are checked after.
-    #[arg(long = "max-message-bytes", env = "HOURGLASS_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
-    pub max_message_bytes: usize,
-
-    /// Most concurrent gRPC streams (calls) per HTTP/2 connection.
-    #[arg(long = "max-concurrent-streams", env = "HOURGLASS_MAX_CONCURRENT_STREAMS", default_value_t = 128)]
-    pub max_concurrent_streams: u32,
-
-    /// Largest HTTP/2 header list accepted, in bytes.
-    #[arg(long = "max-header-list-bytes", env = "HOURGLASS_MAX_HEADER_LIST_BYTES", default_value_t = 16 * 1024)]
-    pub max_header_list_bytes: u32,
-
-    /// Interval of HTTP/2 keepalive pings to idle connections.
-    #[arg(long = "keepalive-interval-secs", env = "HOURGLASS_KEEPALIVE_INTERVAL_SECS", default_value_t = 30)]
-    pub keepalive_interval_secs: u64,
-
-    /// How long a keepalive ping may go unanswered before the connection is closed.
-    #[arg(long = "keepalive-timeout-secs", env = "HOURGLASS_KEEPALIVE_TIMEOUT_SECS", default_value_t = 10)]
-    pub keepalive_timeout_secs: u64,
-
-    /// Close connections after this long (clients reconnect, and a balancer spreads them anew).
-    #[arg(long = "max-connection-age-secs", env = "HOURGLASS_MAX_CONNECTION_AGE_SECS", default_value_t = 1800)]
-    pub max_connection_age_secs: u64,
-
+pub struct StreamConfig {
     /// A stream that sends no batch for this long, with nothing in flight, is ended with
     /// DEADLINE_EXCEEDED.
     #[arg(long = "idle-stream-timeout-secs", env = "HOURGLASS_IDLE_STREAM_TIMEOUT_SECS", default_value_t = 120)]
@@ -106,46 +87,9 @@ pub struct ServerConfig {
     #[arg(long = "max-in-flight-batches", env = "HOURGLASS_MAX_IN_FLIGHT_BATCHES", default_value_t = 32)]
     pub max_in_flight_batches: usize,
 
-    /// PEM certificate chain; with `--tls-key-path`, the server speaks TLS only.
-    #[arg(long = "tls-cert-path", env = "HOURGLASS_TLS_CERT_PATH", requires = "tls_key_path")]
-    pub tls_cert_path: Option<PathBuf>,
-
-    /// PEM private key for `--tls-cert-path`.
-    #[arg(long = "tls-key-path", env = "HOURGLASS_TLS_KEY_PATH", requires = "tls_cert_path")]
-    pub tls_key_path: Option<PathBuf>,
-
-    /// After SIGTERM, how long health reports NOT_SERVING before the collector stops accepting, so
-    /// balancers take it out of rotation first.
-    #[arg(long = "shutdown-delay-ms", env = "HOURGLASS_SHUTDOWN_DELAY_MS", default_value_t = 0)]
-    pub shutdown_delay_ms: u64,
-
-    /// After that, how long in-flight batches may take to be acked before streams are cut.
-    #[arg(long = "drain-timeout-secs", env = "HOURGLASS_DRAIN_TIMEOUT_SECS", default_value_t = 20)]
-    pub drain_timeout_secs: u64,
-
-    /// Then, how long the event log may take to flush.
+    /// At shutdown, after the calls have drained, how long the event log may take to flush.
     #[arg(long = "flush-timeout-secs", env = "HOURGLASS_FLUSH_TIMEOUT_SECS", default_value_t = 5)]
     pub flush_timeout_secs: u64,
-
-    /// How often readiness (event log and key store reachable) is checked for the health service.
-    #[arg(long = "readiness-interval-ms", env = "HOURGLASS_READINESS_INTERVAL_MS", default_value_t = 5_000)]
-    pub readiness_interval_ms: u64,
-}
-
-/// How long a key look-up is trusted.
-#[derive(Clone, Debug, clap::Args)]
-pub struct KeyCacheConfig {
-    /// How long a key (and its customer's limits) is cached; a revoked key stops working within this.
-    #[arg(long = "key-cache-ttl-secs", env = "HOURGLASS_KEY_CACHE_TTL_SECS", default_value_t = 30)]
-    pub ttl_secs: u64,
-
-    /// How long an unknown key is remembered as unknown, sparing the database from repeated bad keys.
-    #[arg(long = "key-cache-negative-ttl-secs", env = "HOURGLASS_KEY_CACHE_NEGATIVE_TTL_SECS", default_value_t = 5)]
-    pub negative_ttl_secs: u64,
-
-    /// Most keys cached; past it, expired entries are dropped, then the whole cache.
-    #[arg(long = "key-cache-max-entries", env = "HOURGLASS_KEY_CACHE_MAX_ENTRIES", default_value_t = 100_000)]
-    pub max_entries: usize,
 }
 
 impl CollectorConfig {
@@ -167,7 +111,7 @@ impl CollectorConfig {
     }
 }
 
-impl ServerConfig {
+impl StreamConfig {
     /// The idle-stream timeout as a duration.
     pub fn idle_stream_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_stream_timeout_secs)

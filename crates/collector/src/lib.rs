@@ -2,7 +2,7 @@
 //!
 //! # The path of a batch through this crate
 //! 1. [`service`] receives it on one of three calls (client stream, bidirectional stream, unary). The
-//!    call's API key was checked when the call began ([`auth`]: `authorization` metadata → key hash →
+//!    call's API key was checked when the call began (`hourglass_grpc::auth`: `authorization` metadata → key hash →
 //!    customer, cached briefly); long streams re-check it per batch from the cache.
 //! 2. [`batch`] validates each event in place ([`validate`]), encodes the accepted ones into one
 //!    event-log record together with the outcome counts of the whole batch, and asks the customer's
@@ -20,7 +20,6 @@
 
 #![warn(missing_docs)]
 
-pub mod auth;
 pub mod batch;
 pub mod config;
 pub mod error;

@@ -10,17 +10,17 @@ use std::time::Duration;
 
 use hourglass_core::event_log::EventLog;
 use hourglass_core::key_store::KeyStore;
+use hourglass_grpc::server::{self, set_health};
 use hourglass_proto::v1::ingest_service_server::IngestServiceServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
-use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::batch::Collector;
-use crate::config::{CollectorConfig, ServerConfig};
+use crate::config::CollectorConfig;
 use crate::error::CollectorError;
 use crate::service::IngestServiceImpl;
 use crate::telemetry;
@@ -38,12 +38,13 @@ pub async fn run<K: KeyStore, L: EventLog>(
 ) -> Result<(), CollectorError> {
     telemetry::describe();
     let server_config = config.server.clone();
+    let config_flush_timeout_secs = config.streams.flush_timeout_secs;
     let local_addr = listener.local_addr().ok();
     let collector = Arc::new(Collector::new(config, Arc::clone(&key_store), Arc::clone(&event_log)));
     let drain = CancellationToken::new();
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    set_health(&health_reporter, ServingStatus::NotServing).await;
+    set_health(&health_reporter, &[INGEST_SERVICE_NAME], ServingStatus::NotServing).await;
     let readiness = tokio::spawn(report_readiness(
         health_reporter.clone(),
         Arc::clone(&key_store),
@@ -52,26 +53,16 @@ pub async fn run<K: KeyStore, L: EventLog>(
         drain.clone(),
     ));
 
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(hourglass_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(hourglass_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
-
     let ingest = IngestServiceServer::new(IngestServiceImpl::new(collector, drain.clone()))
         .max_decoding_message_size(server_config.max_message_bytes)
         .max_encoding_message_size(server_config.max_message_bytes)
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip);
 
-    let router = configured_server(&server_config)
-        .await?
+    let router = server::server_builder(&server_config)?
         .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
+        .add_service(server::reflection_v1()?)
+        .add_service(server::reflection_v1alpha()?)
         .add_service(ingest);
     let serve = router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain.clone().cancelled_owned());
     let mut serve = std::pin::pin!(serve);
@@ -87,7 +78,7 @@ pub async fn run<K: KeyStore, L: EventLog>(
     }
 
     tracing::info!("shutdown: reporting NOT_SERVING");
-    set_health(&health_reporter, ServingStatus::NotServing).await;
+    set_health(&health_reporter, &[INGEST_SERVICE_NAME], ServingStatus::NotServing).await;
     readiness.abort();
     tokio::time::sleep(Duration::from_millis(server_config.shutdown_delay_ms)).await;
     tracing::info!("shutdown: draining streams");
@@ -100,35 +91,11 @@ pub async fn run<K: KeyStore, L: EventLog>(
         ),
     }
     tracing::info!("shutdown: flushing the event log");
-    if let Err(error) = event_log.flush(Duration::from_secs(server_config.flush_timeout_secs)).await {
+    if let Err(error) = event_log.flush(Duration::from_secs(config_flush_timeout_secs)).await {
         tracing::warn!(%error, "shutdown: event log flush incomplete (no acked batch is affected)");
     }
     tracing::info!("shutdown complete");
     Ok(())
-}
-
-async fn configured_server(config: &ServerConfig) -> Result<Server, CollectorError> {
-    let mut server = Server::builder()
-        .max_concurrent_streams(config.max_concurrent_streams)
-        .http2_max_header_list_size(config.max_header_list_bytes)
-        .http2_keepalive_interval(Some(Duration::from_secs(config.keepalive_interval_secs)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(config.keepalive_timeout_secs)))
-        .tcp_keepalive(Some(Duration::from_secs(60)))
-        .tcp_nodelay(true)
-        .max_connection_age(Duration::from_secs(config.max_connection_age_secs));
-    if let (Some(cert_path), Some(key_path)) = (&config.tls_cert_path, &config.tls_key_path) {
-        let read = |path: &std::path::PathBuf| {
-            std::fs::read(path).map_err(|source| CollectorError::TlsFile { path: path.clone(), source })
-        };
-        let identity = Identity::from_pem(read(cert_path)?, read(key_path)?);
-        server = server.tls_config(ServerTlsConfig::new().identity(identity))?;
-    }
-    Ok(server)
-}
-
-async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
-    reporter.set_service_status("", status).await;
-    reporter.set_service_status(INGEST_SERVICE_NAME, status).await;
 }
 
 /// Health follows readiness: SERVING while the event log and the key store answer.
@@ -152,7 +119,7 @@ async fn report_readiness<K: KeyStore, L: EventLog>(
                 Err(reason) => tracing::warn!(%reason, "not ready"),
             }
             let status = if ready { ServingStatus::Serving } else { ServingStatus::NotServing };
-            set_health(&reporter, status).await;
+            set_health(&reporter, &[INGEST_SERVICE_NAME], status).await;
             was_ready = Some(ready);
         }
         tokio::select! {

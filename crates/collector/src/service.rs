@@ -26,9 +26,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Response, Status, Streaming};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::auth::{AuthError, Principal};
 use crate::batch::{Collector, ThrottlePolicy};
 use crate::telemetry;
+use hourglass_grpc::auth::{AuthError, Principal};
 
 /// Most problem batches listed in a client stream's summary.
 const MAX_PROBLEM_BATCHES: usize = 1000;
@@ -69,7 +69,7 @@ impl<K: KeyStore, L: EventLog> IngestService for IngestServiceImpl<K, L> {
         let principal = self.authenticate(&request).await?;
         let inbound =
             request.into_inner().enumerate().map(|(index, message)| message.map(|batch| (index as u64, batch.events)));
-        let (ack_tx, mut ack_rx) = mpsc::channel(self.collector.config.server.max_in_flight_batches);
+        let (ack_tx, mut ack_rx) = mpsc::channel(self.collector.config.streams.max_in_flight_batches);
         let policy =
             ThrottlePolicy::WaitUpTo(std::time::Duration::from_millis(self.collector.config.quota.max_wait_ms));
         let driver = tokio::spawn(drive_stream(
@@ -117,7 +117,7 @@ impl<K: KeyStore, L: EventLog> IngestService for IngestServiceImpl<K, L> {
     ) -> Result<Response<Self::IngestStreamStream>, Status> {
         let principal = self.authenticate(&request).await?;
         let inbound = request.into_inner().map(|message| message.map(|batch| (batch.sequence, batch.events)));
-        let (response_tx, response_rx) = mpsc::channel(self.collector.config.server.max_in_flight_batches);
+        let (response_tx, response_rx) = mpsc::channel(self.collector.config.streams.max_in_flight_batches);
         tokio::spawn(drive_stream(
             Arc::clone(&self.collector),
             principal,
@@ -197,9 +197,9 @@ pub(crate) async fn drive_stream<K, L, S, T>(
     S: futures::Stream<Item = Result<(u64, Vec<Event>), Status>> + Send,
 {
     metrics::gauge!(telemetry::ACTIVE_STREAMS).increment(1.0);
-    let server_config = &collector.config.server;
-    let max_in_flight = server_config.max_in_flight_batches.max(1);
-    let idle_timeout = server_config.idle_stream_timeout();
+    let stream_config = &collector.config.streams;
+    let max_in_flight = stream_config.max_in_flight_batches.max(1);
+    let idle_timeout = stream_config.idle_stream_timeout();
     let mut inbound = pin!(inbound);
     let mut in_flight = FuturesUnordered::new();
     let mut reading = true;

@@ -63,7 +63,7 @@ async fn a_message_over_the_size_limit_fails_with_out_of_range_and_publishes_not
 #[tokio::test]
 async fn an_idle_stream_is_ended_with_deadline_exceeded() {
     let collector = TestCollector::start_with("idle_stream", &support::test_brokers(), |config| {
-        config.server.idle_stream_timeout_secs = 1;
+        config.streams.idle_stream_timeout_secs = 1;
     })
     .await;
     let key = collector.create_key("acme", Scope::Ingest).await;

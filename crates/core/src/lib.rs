@@ -13,6 +13,8 @@
 //! - [`job_queue`]: the [`JobQueue`](job_queue::JobQueue) seam: customer-hours needing aggregation.
 //! - [`rollup_store`]: the [`RollupStore`](rollup_store::RollupStore) seam: hourly rollups and the jobs
 //!   that produce them, completed in one transaction.
+//! - [`rollup_reader`]: the [`RollupReader`](rollup_reader::RollupReader) seam: what the query service
+//!   reads (hourly rows, hour statuses, the ledger), possibly from a read replica.
 //! - [`hll`]: the HyperLogLog sketch of distinct users stored with hourly rollups (1.6% standard error).
 //! - [`hour`]: customer-hours, the unit of aggregation and reconciliation.
 
@@ -28,6 +30,7 @@ pub mod job_queue;
 pub mod key_store;
 pub mod raw_store;
 pub mod record;
+pub mod rollup_reader;
 pub mod rollup_store;
 
 pub use api_key::{ApiKey, KeyHash, KeyId, Scope};

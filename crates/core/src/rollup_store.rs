@@ -162,14 +162,6 @@ pub trait RollupStore: Send + Sync + 'static {
         rollup: &HourRollup,
     ) -> impl Future<Output = Result<Completion, RollupStoreError>> + Send;
 
-    /// Ledger rows of hours starting in `[from, to)`, of one customer or all, oldest first.
-    fn ledger(
-        &self,
-        customer_id: Option<&str>,
-        from_unix: i64,
-        to_unix: i64,
-    ) -> impl Future<Output = Result<Vec<LedgerRow>, RollupStoreError>> + Send;
-
     /// Records an independent recount of the raw store for a ledger hour; returns the updated row
     /// (`None` if the hour was never aggregated).
     fn record_recount(

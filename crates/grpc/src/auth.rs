@@ -16,7 +16,21 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 use tonic::metadata::MetadataMap;
 
-use crate::config::KeyCacheConfig;
+/// How long a key look-up is trusted.
+#[derive(Clone, Debug, clap::Args)]
+pub struct KeyCacheConfig {
+    /// How long a key (and its customer's limits) is cached; a revoked key stops working within this.
+    #[arg(long = "key-cache-ttl-secs", env = "HOURGLASS_KEY_CACHE_TTL_SECS", default_value_t = 30)]
+    pub ttl_secs: u64,
+
+    /// How long an unknown key is remembered as unknown, sparing the database from repeated bad keys.
+    #[arg(long = "key-cache-negative-ttl-secs", env = "HOURGLASS_KEY_CACHE_NEGATIVE_TTL_SECS", default_value_t = 5)]
+    pub negative_ttl_secs: u64,
+
+    /// Most keys cached; past it, expired entries are dropped, then the whole cache.
+    #[arg(long = "key-cache-max-entries", env = "HOURGLASS_KEY_CACHE_MAX_ENTRIES", default_value_t = 100_000)]
+    pub max_entries: usize,
+}
 
 /// Who is calling: the customer behind a valid key.
 #[derive(Clone, Debug, PartialEq, Eq)]

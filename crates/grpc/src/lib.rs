@@ -1,0 +1,10 @@
+//! What Hourglass's gRPC servers (collector, query, standalone) share.
+//!
+//! - [`auth`]: API-key authentication (`authorization: Bearer hgk_…`) with a short-lived cache. The
+//!   customer of every call comes from its key, never from a request (invariant 4 of `DESIGN.md`).
+//! - [`server`]: hardened HTTP/2 settings, optional TLS, reflection and health helpers.
+
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod server;

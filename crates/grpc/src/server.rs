@@ -1,0 +1,129 @@
+//! Server settings shared by every Hourglass gRPC server: hardened HTTP/2 limits, optional TLS,
+//! reflection for grpcurl and `buf curl`, and health reporting.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+/// gRPC server limits: the defaults are safe to expose to the internet behind a balancer.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ServerConfig {
+    /// Largest gRPC message accepted, in bytes. Larger messages fail the call with OUT_OF_RANGE before
+    /// they are decoded; batch limits (`--max-batch-bytes`) are checked after.
+    #[arg(long = "max-message-bytes", env = "HOURGLASS_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// Most concurrent gRPC streams (calls) per HTTP/2 connection.
+    #[arg(long = "max-concurrent-streams", env = "HOURGLASS_MAX_CONCURRENT_STREAMS", default_value_t = 128)]
+    pub max_concurrent_streams: u32,
+
+    /// Largest HTTP/2 header list accepted, in bytes.
+    #[arg(long = "max-header-list-bytes", env = "HOURGLASS_MAX_HEADER_LIST_BYTES", default_value_t = 16 * 1024)]
+    pub max_header_list_bytes: u32,
+
+    /// Interval of HTTP/2 keepalive pings to idle connections.
+    #[arg(long = "keepalive-interval-secs", env = "HOURGLASS_KEEPALIVE_INTERVAL_SECS", default_value_t = 30)]
+    pub keepalive_interval_secs: u64,
+
+    /// How long a keepalive ping may go unanswered before the connection is closed.
+    #[arg(long = "keepalive-timeout-secs", env = "HOURGLASS_KEEPALIVE_TIMEOUT_SECS", default_value_t = 10)]
+    pub keepalive_timeout_secs: u64,
+
+    /// Close connections after this long (clients reconnect, and a balancer spreads them anew).
+    #[arg(long = "max-connection-age-secs", env = "HOURGLASS_MAX_CONNECTION_AGE_SECS", default_value_t = 1800)]
+    pub max_connection_age_secs: u64,
+
+    /// PEM certificate chain; with `--tls-key-path`, the server speaks TLS only.
+    #[arg(long = "tls-cert-path", env = "HOURGLASS_TLS_CERT_PATH", requires = "tls_key_path")]
+    pub tls_cert_path: Option<PathBuf>,
+
+    /// PEM private key for `--tls-cert-path`.
+    #[arg(long = "tls-key-path", env = "HOURGLASS_TLS_KEY_PATH", requires = "tls_cert_path")]
+    pub tls_key_path: Option<PathBuf>,
+
+    /// After SIGTERM, how long health reports NOT_SERVING before the server stops accepting, so
+    /// balancers take it out of rotation first.
+    #[arg(long = "shutdown-delay-ms", env = "HOURGLASS_SHUTDOWN_DELAY_MS", default_value_t = 0)]
+    pub shutdown_delay_ms: u64,
+
+    /// After that, how long open calls may take to finish before they are cut.
+    #[arg(long = "drain-timeout-secs", env = "HOURGLASS_DRAIN_TIMEOUT_SECS", default_value_t = 20)]
+    pub drain_timeout_secs: u64,
+
+    /// How often readiness (the backends reachable) is checked for the health service.
+    #[arg(long = "readiness-interval-ms", env = "HOURGLASS_READINESS_INTERVAL_MS", default_value_t = 5_000)]
+    pub readiness_interval_ms: u64,
+}
+
+/// Why a gRPC server could not start or keep serving.
+#[derive(Debug, thiserror::Error)]
+pub enum GrpcServerError {
+    /// The TLS certificate or key could not be read.
+    #[error("failed to read TLS file {path}: {source}")]
+    TlsFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// The reflection service could not be built from the descriptor set.
+    #[error("failed to build the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// A server builder with the configured limits and, if configured, TLS.
+pub fn server_builder(config: &ServerConfig) -> Result<Server, GrpcServerError> {
+    let mut server = Server::builder()
+        .max_concurrent_streams(config.max_concurrent_streams)
+        .http2_max_header_list_size(config.max_header_list_bytes)
+        .http2_keepalive_interval(Some(Duration::from_secs(config.keepalive_interval_secs)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(config.keepalive_timeout_secs)))
+        .tcp_keepalive(Some(Duration::from_secs(60)))
+        .tcp_nodelay(true)
+        .max_connection_age(Duration::from_secs(config.max_connection_age_secs));
+    if let (Some(cert_path), Some(key_path)) = (&config.tls_cert_path, &config.tls_key_path) {
+        let read = |path: &PathBuf| {
+            std::fs::read(path).map_err(|source| GrpcServerError::TlsFile { path: path.clone(), source })
+        };
+        let identity = Identity::from_pem(read(cert_path)?, read(key_path)?);
+        server = server.tls_config(ServerTlsConfig::new().identity(identity))?;
+    }
+    Ok(server)
+}
+
+/// `grpc.reflection.v1`, describing every Hourglass service and grpc.health.v1.
+pub fn reflection_v1() -> Result<
+    tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>,
+    GrpcServerError,
+> {
+    Ok(tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(hourglass_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?)
+}
+
+/// `grpc.reflection.v1alpha`, the same for older clients (grpcurl falls back to it).
+pub fn reflection_v1alpha() -> Result<
+    tonic_reflection::server::v1alpha::ServerReflectionServer<impl tonic_reflection::server::v1alpha::ServerReflection>,
+    GrpcServerError,
+> {
+    Ok(tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(hourglass_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?)
+}
+
+/// Reports `status` for the whole server (the empty service name) and for each of `services`.
+pub async fn set_health(reporter: &HealthReporter, services: &[&str], status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    for service in services {
+        reporter.set_service_status(*service, status).await;
+    }
+}
