@@ -8,7 +8,12 @@ use prost::Message;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
     let proto_root = manifest_dir.join("../../proto");
-    let files = ["hourglass/v1/event.proto", "hourglass/v1/ingest.proto", "hourglass/log/v1/record.proto"];
+    let files = [
+        "hourglass/v1/event.proto",
+        "hourglass/v1/ingest.proto",
+        "hourglass/v1/query.proto",
+        "hourglass/log/v1/record.proto",
+    ];
     for file in &files {
         println!("cargo:rerun-if-changed={}", proto_root.join(file).display());
     }

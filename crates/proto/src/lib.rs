@@ -1,6 +1,6 @@
 //! Hourglass's public contract, generated from `proto/` at build time.
 //!
-//! - [`v1`]: the gRPC API that SDKs are generated from (events, ingest).
+//! - [`v1`]: the gRPC API that SDKs are generated from (events, ingest, query).
 //! - [`log::v1`]: the format of the records Hourglass writes to its event log (Kafka), shared by the
 //!   collector that writes them and the stages that read them.
 //! - [`FILE_DESCRIPTOR_SET`]: every message and service, for gRPC server reflection.

@@ -1,0 +1,25 @@
+//! Hourglass's embedded backends: the whole platform's state in SQLite files of one data directory, for
+//! `hourglass standalone` (no Kafka, no CQL server, no Postgres).
+//!
+//! Each seam of `hourglass-core` has its embedded implementation here, held to the same conformance
+//! suite as the distributed one (`hourglass-conformance`):
+//! - [`log`]: the [`EventLog`](hourglass_core::event_log::EventLog) in `log.db`, with group commit so an
+//!   append resolves only once its record is on disk;
+//! - [`raw`]: the [`RawStore`](hourglass_core::raw_store::RawStore) in `raw.db`;
+//! - [`meta`]: keys, dirty hours (jobs), rollups and the ledger in `meta.db`
+//!   ([`KeyStore`](hourglass_core::key_store::KeyStore), [`JobQueue`](hourglass_core::job_queue::JobQueue),
+//!   [`RollupStore`](hourglass_core::rollup_store::RollupStore),
+//!   [`RollupReader`](hourglass_core::rollup_reader::RollupReader));
+//! - [`ingest`]: the loop that moves records from the log into the raw store, marks their hours dirty and
+//!   only then commits its position, as the distributed ingestor does with Kafka.
+//!
+//! Three files rather than one: SQLite allows one writer per database at a time, and the three are
+//! written by different stages at the same time.
+
+#![warn(missing_docs)]
+
+pub mod ingest;
+pub mod log;
+pub mod meta;
+pub mod raw;
+pub mod sqlite;

@@ -1,0 +1,66 @@
+//! Opening the SQLite databases of the data directory, all with the same durability settings.
+//!
+//! WAL journal with `synchronous = FULL`: a committed transaction is on disk (fsynced) before the commit
+//! returns, so what the log acknowledged survives a power cut as well as a kill -9. Readers never block
+//! the writer and the writer never blocks readers; writers queue on `busy_timeout`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+/// Why a database of the data directory could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The data directory could not be created.
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The database could not be opened or its schema created.
+    #[error("cannot open {path}: {source}")]
+    Database {
+        /// The database file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+/// How long a writer waits for another writer of the same database before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Opens (creating if needed) the database `file_name` in `data_dir` with a pool of at most
+/// `max_connections`, and runs `schema` (idempotent `CREATE ... IF NOT EXISTS` statements) on it.
+pub async fn open(
+    data_dir: &Path,
+    file_name: &str,
+    max_connections: u32,
+    schema: &str,
+) -> Result<SqlitePool, OpenError> {
+    std::fs::create_dir_all(data_dir).map_err(|source| OpenError::DataDir { path: data_dir.to_owned(), source })?;
+    let path = data_dir.join(file_name);
+    let options = SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(BUSY_TIMEOUT)
+        .foreign_keys(true);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(max_connections.max(1))
+        .connect_with(options)
+        .await
+        .map_err(|source| OpenError::Database { path: path.clone(), source })?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(schema.to_owned()))
+        .execute(&pool)
+        .await
+        .map_err(|source| OpenError::Database { path, source })?;
+    Ok(pool)
+}
