@@ -10,6 +10,7 @@ mod ingestor;
 mod keys;
 mod loadgen;
 mod migrate;
+mod query;
 mod replay;
 mod reprocess;
 mod shutdown;
@@ -39,6 +40,8 @@ enum Command {
     Dlq(Box<dlq::DlqArgs>),
     /// Run aggregation workers: dirty customer-hours → hourly rollups in Postgres.
     Aggregator(Box<aggregator::AggregatorArgs>),
+    /// Run the query service: gRPC reports over the hourly rollups.
+    Query(Box<query::QueryArgs>),
     /// Create, list and revoke API keys; set per-customer limits.
     Keys(keys::KeysArgs),
     /// Apply database schema migrations.
@@ -73,6 +76,10 @@ fn main() -> anyhow::Result<()> {
             Command::Aggregator(args) => {
                 telemetry::init(&cli.telemetry)?;
                 aggregator::run(*args).await
+            }
+            Command::Query(args) => {
+                telemetry::init(&cli.telemetry)?;
+                query::run(*args).await
             }
             Command::Keys(args) => {
                 telemetry::init_for_tool(&cli.telemetry)?;

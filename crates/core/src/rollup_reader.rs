@@ -20,7 +20,8 @@ pub struct HourlyRollupRow {
     pub events: u64,
     /// Distinct users, exact for this hour and type.
     pub distinct_users: u64,
-    /// The users as a mergeable HyperLogLog sketch (empty if the hour had no users).
+    /// The users as a mergeable HyperLogLog sketch; empty unless asked for (`with_sketches`). A
+    /// sketch is up to 4 KiB, so reports that need no merging leave them in the database.
     pub users_sketch: Vec<u8>,
 }
 
@@ -80,13 +81,14 @@ pub struct HourStatus {
 /// Read access to one customer's rollups, hour statuses and ledger.
 pub trait RollupReader: Send + Sync + 'static {
     /// Hourly rows of hours starting in `[from, to)`, ordered by hour then event type; only the given
-    /// event types unless `event_types` is empty.
+    /// event types unless `event_types` is empty; with their users' sketches only if `with_sketches`.
     fn hourly_rollups(
         &self,
         customer_id: &str,
         from_unix: i64,
         to_unix: i64,
         event_types: &[String],
+        with_sketches: bool,
     ) -> impl Future<Output = Result<Vec<HourlyRollupRow>, RollupStoreError>> + Send;
 
     /// Hourly numeric rows of hours starting in `[from, to)`, ordered by hour, event type, property;

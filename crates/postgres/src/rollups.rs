@@ -464,10 +464,12 @@ impl RollupReader for PostgresRollupStore {
         from_unix: i64,
         to_unix: i64,
         event_types: &[String],
+        with_sketches: bool,
     ) -> Result<Vec<HourlyRollupRow>, RollupStoreError> {
+        // Without sketches the column is never read, so its (TOASTed) value is never fetched.
         let rows = sqlx::query!(
             r#"SELECT extract(epoch FROM hour_start)::bigint AS "hour_start!", event_type, events, distinct_users,
-                      users_sketch
+                      CASE WHEN $5 THEN users_sketch ELSE ''::bytea END AS "users_sketch!"
                FROM hourly_rollups
                WHERE customer_id = $1 AND hour_start >= to_timestamp($2) AND hour_start < to_timestamp($3)
                AND (cardinality($4::text[]) = 0 OR event_type = ANY($4))
@@ -475,7 +477,8 @@ impl RollupReader for PostgresRollupStore {
             customer_id,
             from_unix as f64,
             to_unix as f64,
-            event_types
+            event_types,
+            with_sketches
         )
         .fetch_all(&self.pool)
         .await

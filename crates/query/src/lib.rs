@@ -1,1 +1,24 @@
-//! (being written)
+//! Hourglass's query service: gRPC reports over the hourly rollups, for apps, grpcurl and generated SDKs.
+//!
+//! - [`service`]: `hourglass.v1.QueryService`. The customer comes from the API key (scope `query`) and
+//!   nowhere else, so a key can never read another customer's data.
+//! - [`report`]: hourly rows summed over event types and into days, ISO weeks and months; distinct
+//!   users of merged rows come from merged HyperLogLog sketches and say they are estimates.
+//! - [`page_token`]: opaque, signed page tokens bound to the query they continue.
+//! - [`server`]: serving with health (following readiness) and reflection, and the ordered shutdown.
+//!
+//! It reads through the [`RollupReader`](hourglass_core::rollup_reader::RollupReader) seam, which the
+//! binary points at a Postgres read replica when one is configured, and the
+//! [`RawStore`](hourglass_core::raw_store::RawStore) for raw-event lookups.
+
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod page_token;
+pub mod report;
+pub mod server;
+pub mod service;
+pub mod telemetry;
+
+pub use config::QueryConfig;
+pub use server::{QueryServer, query_service};

@@ -1,0 +1,66 @@
+//! `hourglass query`: wires the query service to Postgres (keys; rollups, from a read replica when one is
+//! configured) and the CQL raw store (raw-event lookups).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use hourglass_cql::{CqlConfig, CqlRawStore};
+use hourglass_grpc::auth::KeyCacheConfig;
+use hourglass_grpc::server::ServerConfig;
+use hourglass_postgres::{PostgresConfig, PostgresKeyStore, PostgresRollupStore};
+use hourglass_query::{QueryConfig, QueryServer};
+use tokio::net::TcpListener;
+
+use crate::shutdown;
+
+/// Flags of `hourglass query`.
+#[derive(clap::Args)]
+pub struct QueryArgs {
+    /// Address the gRPC server listens on.
+    #[arg(long = "listen-addr", env = "HOURGLASS_QUERY_LISTEN_ADDR", default_value = "0.0.0.0:50052")]
+    listen_addr: SocketAddr,
+    /// Postgres URL of a read replica to serve reports from (rollups, statuses, ledger). API keys are
+    /// always checked on the primary, so a revocation takes effect without replication lag.
+    #[arg(long = "read-database-url", env = "HOURGLASS_READ_DATABASE_URL", hide_env_values = true)]
+    read_database_url: Option<String>,
+    #[command(flatten)]
+    query: QueryConfig,
+    #[command(flatten)]
+    server: ServerConfig,
+    #[command(flatten)]
+    key_cache: KeyCacheConfig,
+    #[command(flatten)]
+    postgres: PostgresConfig,
+    #[command(flatten)]
+    cql: CqlConfig,
+}
+
+/// Runs the query service until SIGTERM.
+pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
+    let shutdown = shutdown::on_signal()?;
+    let primary = args.postgres.open().await?;
+    let reader = match &args.read_database_url {
+        Some(url) => {
+            let replica = PostgresConfig { url: url.clone(), migrate: false, ..args.postgres.clone() };
+            tracing::info!("reports read from the read replica");
+            PostgresRollupStore::new(replica.connect_lazy().context("invalid --read-database-url")?)
+        }
+        None => PostgresRollupStore::new(primary.clone()),
+    };
+    let raw_store = CqlRawStore::connect(&args.cql).await.context("failed to open the CQL raw store")?;
+    let listener = TcpListener::bind(args.listen_addr)
+        .await
+        .with_context(|| format!("failed to listen on {}", args.listen_addr))?;
+    println!("query service listening on {}", listener.local_addr()?);
+    let server = QueryServer {
+        config: args.query,
+        server: args.server,
+        key_cache: args.key_cache,
+        key_store: Arc::new(PostgresKeyStore::new(primary)),
+        reader: Arc::new(reader),
+        raw_store: Arc::new(raw_store),
+    };
+    server.run(listener, shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,37 @@
+//! The query service's configuration, from flags and `HOURGLASS_*` environment variables. The server's
+//! own settings (HTTP/2 limits, TLS, drain) and the key cache are separate
+//! ([`ServerConfig`](hourglass_grpc::server::ServerConfig), [`KeyCacheConfig`](hourglass_grpc::auth::KeyCacheConfig)),
+//! so a process serving ingest and queries together has them once.
+
+/// Limits and secrets of the query service.
+#[derive(Clone, Debug, clap::Args)]
+pub struct QueryConfig {
+    /// Longest range of an hourly report, status or ledger request, in hours (default 93 days).
+    #[arg(
+        long = "query-max-hourly-range-hours",
+        env = "HOURGLASS_QUERY_MAX_HOURLY_RANGE_HOURS",
+        default_value_t = 2232
+    )]
+    pub max_hourly_range_hours: u32,
+
+    /// Longest range of a daily/weekly/monthly report or an event-type listing, in days. Such reports
+    /// merge one users sketch per hour and event type, so their cost grows with the range.
+    #[arg(long = "query-max-period-range-days", env = "HOURGLASS_QUERY_MAX_PERIOD_RANGE_DAYS", default_value_t = 400)]
+    pub max_period_range_days: u32,
+
+    /// Most raw events per page of ListRawEvents.
+    #[arg(long = "query-max-page-size", env = "HOURGLASS_QUERY_MAX_PAGE_SIZE", default_value_t = 1000)]
+    pub max_page_size: u32,
+
+    /// Secret that signs page tokens. Every replica behind a balancer needs the same one; without it a
+    /// random secret is made at start, and tokens only work on the replica that issued them.
+    #[arg(long = "page-token-secret", env = "HOURGLASS_PAGE_TOKEN_SECRET", hide_env_values = true)]
+    pub page_token_secret: Option<String>,
+}
+
+impl QueryConfig {
+    /// The configuration with every default.
+    pub fn with_defaults() -> Self {
+        hourglass_core::config::defaults()
+    }
+}

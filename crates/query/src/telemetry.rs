@@ -1,0 +1,27 @@
+//! The query service's metric names. Labels are bounded: method names and gRPC codes, never customers.
+
+use tonic::Code;
+
+/// Calls by `method` and gRPC `code`.
+pub const REQUESTS_TOTAL: &str = "hourglass_query_requests_total";
+/// Call latency by `method`, authentication included.
+pub const REQUEST_SECONDS: &str = "hourglass_query_request_seconds";
+
+/// Registers descriptions with whatever recorder is installed.
+pub fn describe() {
+    metrics::describe_counter!(REQUESTS_TOTAL, "Query calls, by method and gRPC code");
+    metrics::describe_histogram!(REQUEST_SECONDS, metrics::Unit::Seconds, "Query call latency, by method");
+}
+
+/// A gRPC code as a metric label.
+pub fn code_label(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "ok",
+        Code::InvalidArgument => "invalid_argument",
+        Code::Unauthenticated => "unauthenticated",
+        Code::PermissionDenied => "permission_denied",
+        Code::Unavailable => "unavailable",
+        Code::Internal => "internal",
+        _ => "other",
+    }
+}

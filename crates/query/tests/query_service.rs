@@ -1,0 +1,429 @@
+//! The query service against real Postgres and the real CQL server: reports equal brute-force counts of
+//! the generated events (rolled up by the real aggregator), a key never reads another customer's data,
+//! and bad requests get clear INVALID_ARGUMENT errors.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use hourglass_proto::prost_types::Timestamp;
+use hourglass_proto::v1::{
+    GetHourStatusRequest, GetHourlyMetricsRequest, GetLedgerRequest, GetPeriodMetricsRequest, Granularity, HourState,
+    ListEventTypesRequest, ListRawEventsRequest, TimeRange,
+};
+use support::{at, authorized, brute_force, data_hours, range, sketch_estimate};
+use tonic::Code;
+
+fn within(estimate: u64, truth: usize) -> bool {
+    (estimate as f64 - truth as f64).abs() <= (truth as f64 * 0.05).max(2.0)
+}
+
+#[tokio::test]
+async fn reports_equal_a_brute_force_count_of_the_events() {
+    let platform = support::start("query_reports").await;
+    let mut client = platform.client().await;
+    let expected = brute_force(&platform.acme_events);
+    let hours = data_hours();
+    let (from, to) = (hours[0], hours[hours.len() - 1] + 3600);
+
+    // Hourly, per event type: exact events, exact distinct users, exact numeric stats.
+    let hourly = client
+        .get_hourly_metrics(authorized(
+            &platform.acme_key,
+            GetHourlyMetricsRequest { range: range(from, to), event_types: vec![], group_by_event_type: true },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .rows;
+    assert_eq!(hourly.len(), expected.len(), "one row per (hour, type) with data");
+    for (row, ((hour, event_type), truth)) in hourly.iter().zip(&expected) {
+        assert_eq!(row.period_start.as_ref().unwrap().seconds, *hour);
+        assert_eq!(&row.event_type, event_type);
+        assert_eq!(row.events, truth.event_ids.len() as u64, "{event_type} at {hour}");
+        assert_eq!(row.distinct_users, truth.users.len() as u64, "{event_type} at {hour}");
+        assert!(!row.distinct_users_estimated);
+        let price = row.numeric.iter().find(|stats| stats.property == "price").expect("price stats");
+        assert_eq!(price.count, truth.prices.len() as u64);
+        assert_eq!(price.sum, truth.prices.values().sum::<f64>());
+        assert_eq!(price.min, truth.prices.values().cloned().fold(f64::INFINITY, f64::min));
+        assert_eq!(price.max, truth.prices.values().cloned().fold(f64::NEG_INFINITY, f64::max));
+    }
+
+    // Filtered to two types, summed over them per hour: exact events, estimated users.
+    let filter = vec!["click".to_owned(), "view".to_owned()];
+    let summed = client
+        .get_hourly_metrics(authorized(
+            &platform.acme_key,
+            GetHourlyMetricsRequest { range: range(from, to), event_types: filter.clone(), group_by_event_type: false },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .rows;
+    assert_eq!(summed.len(), hours.len());
+    for (row, hour) in summed.iter().zip(&hours) {
+        let (mut ids, mut users) = (0, BTreeSet::new());
+        for event_type in &filter {
+            if let Some(truth) = expected.get(&(*hour, event_type.clone())) {
+                ids += truth.event_ids.len();
+                users.extend(truth.users.iter().cloned());
+            }
+        }
+        assert_eq!(row.event_type, "");
+        assert_eq!(row.events, ids as u64);
+        assert!(row.distinct_users_estimated);
+        assert_eq!(row.distinct_users, sketch_estimate(&users), "the merged sketch is the sketch of the union");
+        assert!(within(row.distinct_users, users.len()), "{} vs {}", row.distinct_users, users.len());
+    }
+
+    // Daily, weekly, monthly per type: events add up exactly; users are the merged sketch of the union.
+    for granularity in [Granularity::Day, Granularity::Week, Granularity::Month] {
+        let rows = client
+            .get_period_metrics(authorized(
+                &platform.acme_key,
+                GetPeriodMetricsRequest {
+                    range: range(from, to),
+                    granularity: granularity.into(),
+                    event_types: vec![],
+                    group_by_event_type: true,
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .rows;
+        let mut truth: BTreeMap<(i64, String), (usize, BTreeSet<String>)> = BTreeMap::new();
+        for ((hour, event_type), figures) in &expected {
+            let start = hourglass_query::report::Period::of(granularity).unwrap().start(*hour);
+            let entry = truth.entry((start, event_type.clone())).or_default();
+            entry.0 += figures.event_ids.len();
+            entry.1.extend(figures.users.iter().cloned());
+        }
+        assert_eq!(rows.len(), truth.len(), "{granularity:?}");
+        for (row, ((start, event_type), (events, users))) in rows.iter().zip(&truth) {
+            let metrics = row.metrics.as_ref().unwrap();
+            assert_eq!(metrics.period_start.as_ref().unwrap().seconds, *start, "{granularity:?}");
+            assert_eq!(&metrics.event_type, event_type);
+            assert_eq!(metrics.events, *events as u64, "{granularity:?} {event_type}");
+            assert!(
+                within(metrics.distinct_users, users.len()),
+                "{granularity:?}: {} vs {}",
+                metrics.distinct_users,
+                users.len()
+            );
+            // The range runs from 23:00 on 31 October to 02:00 on 2 November: only 1 November is whole.
+            let period = hourglass_query::report::Period::of(granularity).unwrap();
+            assert_eq!(row.complete, *start >= from && period.end(*start) <= to);
+            assert_eq!(row.complete, granularity == Granularity::Day && *start == at("2026-11-01T00:00:00Z"));
+        }
+    }
+    let months: Vec<i64> = client
+        .get_period_metrics(authorized(
+            &platform.acme_key,
+            GetPeriodMetricsRequest {
+                range: range(from, to),
+                granularity: Granularity::Month.into(),
+                event_types: vec![],
+                group_by_event_type: false,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .rows
+        .iter()
+        .map(|row| row.metrics.as_ref().unwrap().period_start.as_ref().unwrap().seconds)
+        .collect();
+    assert_eq!(months, vec![at("2026-10-01T00:00:00Z"), at("2026-11-01T00:00:00Z")]);
+
+    // Event types with their totals.
+    let types = client
+        .list_event_types(authorized(&platform.acme_key, ListEventTypesRequest { range: range(from, to) }))
+        .await
+        .unwrap()
+        .into_inner()
+        .event_types;
+    let names: Vec<&str> = types.iter().map(|summary| summary.event_type.as_str()).collect();
+    assert_eq!(names, support::EVENT_TYPES);
+    for summary in &types {
+        let total: usize = expected
+            .iter()
+            .filter(|((_, event_type), _)| *event_type == summary.event_type)
+            .map(|(_, truth)| truth.event_ids.len())
+            .sum();
+        assert_eq!(summary.events, total as u64);
+    }
+
+    // Hour status: every hour final, first revision, current logic.
+    let statuses = client
+        .get_hour_status(authorized(&platform.acme_key, GetHourStatusRequest { range: range(from, to) }))
+        .await
+        .unwrap()
+        .into_inner()
+        .hours;
+    assert_eq!(statuses.len(), hours.len());
+    for (status, hour) in statuses.iter().zip(&hours) {
+        assert_eq!(status.hour_start.as_ref().unwrap().seconds, *hour);
+        assert_eq!(status.state(), HourState::Final);
+        assert_eq!((status.revision, status.logic_version), (1, hourglass_aggregator::rollup::LOGIC_VERSION));
+        assert!(status.final_as_of.is_some() && status.computed_at.is_some());
+        assert!(!status.reaggregation_pending);
+        let events: usize =
+            expected.iter().filter(|((h, _), _)| h == hour).map(|(_, truth)| truth.event_ids.len()).sum();
+        assert_eq!(status.events, events as u64);
+    }
+
+    // Ledger: what the collectors accepted (redelivery and resend included once by batch id) = stored = counted.
+    let ledger = client
+        .get_ledger(authorized(&platform.acme_key, GetLedgerRequest { range: range(from, to) }))
+        .await
+        .unwrap()
+        .into_inner()
+        .rows;
+    assert_eq!(ledger.len(), hours.len());
+    for (row, hour) in ledger.iter().zip(&hours) {
+        let events: usize =
+            expected.iter().filter(|((h, _), _)| h == hour).map(|(_, truth)| truth.event_ids.len()).sum();
+        assert_eq!((row.accepted, row.stored, row.counted), (events as u64, events as u64, events as u64));
+        assert!(row.balanced && row.r#final);
+    }
+    hourglass_cql::testing::drop_test_keyspace(&platform.cql).await;
+}
+
+#[tokio::test]
+async fn raw_events_page_through_an_hour_exactly_once() {
+    let platform = support::start("query_raw_pages").await;
+    let mut client = platform.client().await;
+    let hour = data_hours()[2];
+    let expected: BTreeSet<String> = platform
+        .acme_events
+        .iter()
+        .filter(|event| hourglass_core::hour::hour_start(event.occurred_at.as_ref().unwrap().seconds) == hour)
+        .map(|event| event.event_id.clone())
+        .collect();
+    for event_type in ["", "click"] {
+        let mut seen = Vec::new();
+        let mut page_token = String::new();
+        let mut pages = 0;
+        loop {
+            let page = client
+                .list_raw_events(authorized(
+                    &platform.acme_key,
+                    ListRawEventsRequest {
+                        hour_start: Some(Timestamp { seconds: hour, nanos: 0 }),
+                        event_type: event_type.into(),
+                        page_size: 7,
+                        page_token: page_token.clone(),
+                    },
+                ))
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(page.events.len() <= 7);
+            pages += 1;
+            for raw in page.events {
+                let event = raw.event.unwrap();
+                assert!(event_type.is_empty() || event.event_type == event_type);
+                assert!(!raw.batch_id.is_empty());
+                seen.push(event.event_id);
+            }
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+        let distinct: BTreeSet<String> = seen.iter().cloned().collect();
+        assert_eq!(distinct.len(), seen.len(), "no event on two pages");
+        let wanted: BTreeSet<String> = expected
+            .iter()
+            .filter(|id| {
+                event_type.is_empty()
+                    || platform.acme_events.iter().any(|event| &event.event_id == *id && event.event_type == event_type)
+            })
+            .cloned()
+            .collect();
+        assert_eq!(distinct, wanted, "filter {event_type:?}");
+        assert!(pages > 2, "small pages take several calls");
+    }
+    hourglass_cql::testing::drop_test_keyspace(&platform.cql).await;
+}
+
+#[tokio::test]
+async fn a_key_reads_only_its_own_customer() {
+    let platform = support::start("query_tenants").await;
+    let mut client = platform.client().await;
+    let hours = data_hours();
+    let (from, to) = (hours[0], hours[hours.len() - 1] + 3600);
+
+    let globex_rows = client
+        .get_hourly_metrics(authorized(
+            &platform.globex_key,
+            GetHourlyMetricsRequest { range: range(from, to), event_types: vec![], group_by_event_type: true },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .rows;
+    assert!(!globex_rows.is_empty());
+    assert!(globex_rows.iter().all(|row| row.event_type == "globex_secret"));
+    let globex_total: u64 = globex_rows.iter().map(|row| row.events).sum();
+    assert_eq!(globex_total, platform.globex_events.len() as u64);
+
+    // acme asking for globex's event type by name gets nothing, in every report.
+    let secret = vec!["globex_secret".to_owned()];
+    let acme_rows = client
+        .get_hourly_metrics(authorized(
+            &platform.acme_key,
+            GetHourlyMetricsRequest { range: range(from, to), event_types: secret.clone(), group_by_event_type: true },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .rows;
+    assert!(acme_rows.is_empty());
+    let acme_periods = client
+        .get_period_metrics(authorized(
+            &platform.acme_key,
+            GetPeriodMetricsRequest {
+                range: range(from, to),
+                granularity: Granularity::Day.into(),
+                event_types: secret,
+                group_by_event_type: false,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .rows;
+    assert!(acme_periods.is_empty());
+    let types = client
+        .list_event_types(authorized(&platform.acme_key, ListEventTypesRequest { range: range(from, to) }))
+        .await
+        .unwrap()
+        .into_inner()
+        .event_types;
+    assert!(types.iter().all(|summary| summary.event_type != "globex_secret"));
+    let ledger = client
+        .get_ledger(authorized(&platform.globex_key, GetLedgerRequest { range: range(from, to) }))
+        .await
+        .unwrap()
+        .into_inner()
+        .rows;
+    assert_eq!(ledger.iter().map(|row| row.accepted).sum::<u64>(), platform.globex_events.len() as u64);
+
+    // globex's raw events are not reachable with acme's key, nor acme's page tokens with globex's key.
+    let raw = |key: &str, page_token: String| {
+        authorized(
+            key,
+            ListRawEventsRequest {
+                hour_start: Some(Timestamp { seconds: hours[0], nanos: 0 }),
+                event_type: String::new(),
+                page_size: 5,
+                page_token,
+            },
+        )
+    };
+    let acme_page = client.list_raw_events(raw(&platform.acme_key, String::new())).await.unwrap().into_inner();
+    assert!(acme_page.events.iter().all(|raw| raw.event.as_ref().unwrap().event_id.starts_with("acme-")));
+    let stolen = client.list_raw_events(raw(&platform.globex_key, acme_page.next_page_token)).await.unwrap_err();
+    assert_eq!(stolen.code(), Code::InvalidArgument);
+    assert!(stolen.message().contains("different query"), "{}", stolen.message());
+
+    // Keys that are not query keys of a customer get nothing at all.
+    let hourly = |key: &str| {
+        authorized(
+            key,
+            GetHourlyMetricsRequest { range: range(from, to), event_types: vec![], group_by_event_type: true },
+        )
+    };
+    let wrong_scope = client.get_hourly_metrics(hourly(&platform.acme_ingest_key)).await.unwrap_err();
+    assert_eq!(wrong_scope.code(), Code::PermissionDenied);
+    let no_key = client
+        .get_hourly_metrics(tonic::Request::new(GetHourlyMetricsRequest {
+            range: range(from, to),
+            event_types: vec![],
+            group_by_event_type: true,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(no_key.code(), Code::Unauthenticated);
+    let forged = client.get_hourly_metrics(hourly("hgk_AAAAAAAA_not-a-real-key")).await.unwrap_err();
+    assert_eq!(forged.code(), Code::Unauthenticated);
+    hourglass_cql::testing::drop_test_keyspace(&platform.cql).await;
+}
+
+#[tokio::test]
+async fn bad_ranges_sizes_and_page_tokens_are_invalid_arguments_that_say_why() {
+    let platform = support::start("query_bad_requests").await;
+    let mut client = platform.client().await;
+    let hour = data_hours()[0];
+    let hourly = |range: Option<TimeRange>| {
+        authorized(
+            &platform.acme_key,
+            GetHourlyMetricsRequest { range, event_types: vec![], group_by_event_type: true },
+        )
+    };
+    let cases = [
+        (None, "range: is required"),
+        (range(hour + 1800, hour + 7200), "not on a whole hour"),
+        (range(hour, hour), "end must be after start"),
+        (range(hour, hour + 3600 * 3000), "at most 2232 are allowed (--query-max-hourly-range-hours)"),
+    ];
+    for (range, message) in cases {
+        let status = client.get_hourly_metrics(hourly(range)).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().contains(message), "{:?} lacks {message:?}", status.message());
+    }
+    let no_granularity = client
+        .get_period_metrics(authorized(
+            &platform.acme_key,
+            GetPeriodMetricsRequest {
+                range: range(hour, hour + 3600),
+                granularity: Granularity::Unspecified.into(),
+                event_types: vec![],
+                group_by_event_type: false,
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert!(no_granularity.message().contains("granularity: is required"));
+
+    let raw = |page_size: u32, page_token: &str| {
+        authorized(
+            &platform.acme_key,
+            ListRawEventsRequest {
+                hour_start: Some(Timestamp { seconds: hour, nanos: 0 }),
+                event_type: String::new(),
+                page_size,
+                page_token: page_token.into(),
+            },
+        )
+    };
+    let too_big = client.list_raw_events(raw(5000, "")).await.unwrap_err();
+    assert!(too_big.message().contains("above the limit of 1000 (--query-max-page-size)"), "{}", too_big.message());
+    let page = client.list_raw_events(raw(3, "")).await.unwrap().into_inner();
+    let mut tampered = page.next_page_token.clone().into_bytes();
+    let middle = tampered.len() / 2;
+    tampered[middle] = if tampered[middle] == b'A' { b'B' } else { b'A' };
+    for token in [String::from_utf8(tampered).unwrap(), "not a token".to_owned()] {
+        let status = client.list_raw_events(raw(3, &token)).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().contains("page_token is invalid"), "{}", status.message());
+    }
+    // The same token with another hour is another query.
+    let other_hour = client
+        .list_raw_events(authorized(
+            &platform.acme_key,
+            ListRawEventsRequest {
+                hour_start: Some(Timestamp { seconds: hour + 3600, nanos: 0 }),
+                event_type: String::new(),
+                page_size: 3,
+                page_token: page.next_page_token.clone(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert!(other_hour.message().contains("different query"));
+    hourglass_cql::testing::drop_test_keyspace(&platform.cql).await;
+}

@@ -1,0 +1,243 @@
+//! A query service over real Postgres and CQL, holding generated events rolled up by the real aggregator,
+//! and brute-force answers computed from the same events.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use chrono::DateTime;
+use hourglass_aggregator::AggregatorConfig;
+use hourglass_core::api_key::Scope;
+use hourglass_core::customer::CustomerId;
+use hourglass_core::hll::HyperLogLog;
+use hourglass_core::job_queue::{CustomerHour, JobQueue};
+use hourglass_core::key_store::KeyStore;
+use hourglass_core::raw_store::RawStore;
+use hourglass_grpc::auth::KeyCacheConfig;
+use hourglass_grpc::server::ServerConfig;
+use hourglass_postgres::{PostgresConfig, PostgresJobQueue, PostgresKeyStore, PostgresRollupStore, testing};
+use hourglass_proto::log::v1::{EventBatchRecord, OutcomeCount};
+use hourglass_proto::prost_types::Timestamp;
+use hourglass_proto::v1::query_service_client::QueryServiceClient;
+use hourglass_proto::v1::{Event, PropertyValue, TimeRange, property_value};
+use hourglass_query::{QueryConfig, QueryServer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+pub const EVENT_TYPES: [&str; 5] = ["checkout", "click", "search", "signup", "view"];
+
+pub fn at(text: &str) -> i64 {
+    DateTime::parse_from_rfc3339(text).unwrap().timestamp()
+}
+
+/// Hours with data: across a month boundary (October → November) and an ISO week boundary (Monday
+/// 2026-11-02), so daily, weekly and monthly reports each cut somewhere.
+pub fn data_hours() -> Vec<i64> {
+    [
+        "2026-10-31T23:00:00Z",
+        "2026-11-01T00:00:00Z",
+        "2026-11-01T23:00:00Z",
+        "2026-11-02T00:00:00Z",
+        "2026-11-02T01:00:00Z",
+    ]
+    .into_iter()
+    .map(at)
+    .collect()
+}
+
+pub fn range(start: i64, end: i64) -> Option<TimeRange> {
+    Some(TimeRange {
+        start: Some(Timestamp { seconds: start, nanos: 0 }),
+        end: Some(Timestamp { seconds: end, nanos: 0 }),
+    })
+}
+
+/// One event per (hour, n): types and users cycle with different periods so every (hour, type) has its
+/// own counts; every third event has a price (multiples of 1/4, so sums are exact in any order).
+pub fn generate(customer: &str, hours: &[i64], per_hour: u32) -> Vec<Event> {
+    let mut events = Vec::new();
+    for (hour_index, hour) in hours.iter().enumerate() {
+        for n in 0..per_hour + hour_index as u32 * 17 {
+            let event_type =
+                if customer == "acme" { EVENT_TYPES[(n as usize * 7 + hour_index) % 5] } else { "globex_secret" };
+            let mut properties = BTreeMap::new();
+            if n % 3 == 0 {
+                let price = f64::from(n % 41) / 4.0;
+                properties
+                    .insert("price".to_owned(), PropertyValue { kind: Some(property_value::Kind::NumberValue(price)) });
+            }
+            properties.insert(
+                "plan".to_owned(),
+                PropertyValue { kind: Some(property_value::Kind::StringValue("pro".into())) },
+            );
+            events.push(Event {
+                event_id: format!("{customer}-{hour_index}-{n}"),
+                event_type: event_type.to_owned(),
+                occurred_at: Some(Timestamp { seconds: hour + i64::from(n % 3600), nanos: 0 }),
+                // Every 11th event has no user.
+                user_id: (n % 11 != 0).then(|| format!("user-{}", (n * 13 + hour_index as u32) % 97)),
+                properties,
+            });
+        }
+    }
+    events
+}
+
+/// Exact figures of one (hour, event type), from the events themselves.
+#[derive(Debug, Default)]
+pub struct Expected {
+    pub event_ids: BTreeSet<String>,
+    pub users: BTreeSet<String>,
+    pub prices: BTreeMap<String, f64>,
+}
+
+pub fn brute_force(events: &[Event]) -> BTreeMap<(i64, String), Expected> {
+    let mut expected: BTreeMap<(i64, String), Expected> = BTreeMap::new();
+    for event in events {
+        let hour = hourglass_core::hour::hour_start(event.occurred_at.as_ref().unwrap().seconds);
+        let entry = expected.entry((hour, event.event_type.clone())).or_default();
+        entry.event_ids.insert(event.event_id.clone());
+        entry.users.extend(event.user_id.clone());
+        if let Some(property_value::Kind::NumberValue(price)) =
+            event.properties.get("price").and_then(|value| value.kind.clone())
+        {
+            entry.prices.insert(event.event_id.clone(), price);
+        }
+    }
+    expected
+}
+
+pub fn sketch_estimate(users: &BTreeSet<String>) -> u64 {
+    let mut sketch = HyperLogLog::new();
+    users.iter().for_each(|user| sketch.insert(user.as_bytes()));
+    sketch.estimate()
+}
+
+pub struct Platform {
+    pub addr: SocketAddr,
+    pub acme_events: Vec<Event>,
+    pub globex_events: Vec<Event>,
+    pub acme_key: String,
+    pub acme_ingest_key: String,
+    pub globex_key: String,
+    pub shutdown: CancellationToken,
+    pub cql: hourglass_cql::CqlConfig,
+}
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn record(customer: &str, batch: usize, events: Vec<Event>, outcomes: Vec<OutcomeCount>) -> EventBatchRecord {
+    EventBatchRecord {
+        customer_id: customer.into(),
+        received_at_unix_ms: 0,
+        batch_id: format!("{customer}-batch-{batch}"),
+        collector_id: "test".into(),
+        events,
+        outcomes,
+    }
+}
+
+/// Stores generated events of two customers (with a redelivered batch and resent events), rolls them up
+/// with the real aggregator, and serves queries on a free port.
+pub async fn start(test_name: &str) -> Platform {
+    let (cql, raw_store) = hourglass_cql::testing::create_test_store(test_name, 4).await;
+    let database_url = testing::create_test_database(test_name).await;
+    let pool = PostgresConfig::for_url(database_url).open().await.unwrap();
+    let key_store = PostgresKeyStore::new(pool.clone());
+    let job_queue = PostgresJobQueue::new(pool.clone());
+    let rollups = PostgresRollupStore::new(pool.clone());
+
+    let hours = data_hours();
+    let acme_events = generate("acme", &hours, 120);
+    let globex_events = generate("globex", &hours, 30);
+    let mut records = Vec::new();
+    for (customer, events) in [("acme", &acme_events), ("globex", &globex_events)] {
+        for (index, chunk) in events.chunks(50).enumerate() {
+            let accepted: Vec<OutcomeCount> = chunk
+                .iter()
+                .map(|event| hourglass_core::hour::hour_start(event.occurred_at.as_ref().unwrap().seconds))
+                .fold(BTreeMap::<i64, u32>::new(), |mut by_hour, hour| {
+                    *by_hour.entry(hour).or_default() += 1;
+                    by_hour
+                })
+                .into_iter()
+                .map(|(hour_start_unix_secs, count)| OutcomeCount {
+                    hour_start_unix_secs,
+                    outcome: hourglass_proto::log::v1::Outcome::Accepted.into(),
+                    count,
+                    ..Default::default()
+                })
+                .collect();
+            records.push(record(customer, index, chunk.to_vec(), accepted));
+        }
+    }
+    // A redelivered record, and a client resend of a few events in a new batch: counted once.
+    records.push(records[0].clone());
+    records.push(record("acme", 999, acme_events[10..15].to_vec(), vec![]));
+    raw_store.write_records(&records).await.unwrap();
+
+    let mut dirty = BTreeSet::new();
+    for customer in ["acme", "globex"] {
+        for hour in &hours {
+            dirty.insert(CustomerHour { customer_id: CustomerId::new(customer).unwrap(), hour_start: *hour });
+        }
+    }
+    job_queue.mark_dirty(&dirty.into_iter().collect::<Vec<_>>()).await.unwrap();
+    let config = AggregatorConfig::with_defaults();
+    let now = chrono::Utc::now().timestamp();
+    while hourglass_aggregator::run_once(&config, "test-worker", &raw_store, &rollups, now).await.unwrap() > 0 {}
+
+    let acme_key = key_store.create_key(&CustomerId::new("acme").unwrap(), Scope::Query, "reports").await.unwrap();
+    let acme_ingest_key = key_store.create_key(&CustomerId::new("acme").unwrap(), Scope::Ingest, "app").await.unwrap();
+    let globex_key = key_store.create_key(&CustomerId::new("globex").unwrap(), Scope::Query, "reports").await.unwrap();
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let server = QueryServer {
+        config: QueryConfig { page_token_secret: Some("test secret".into()), ..QueryConfig::with_defaults() },
+        server: hourglass_core::config::defaults::<ServerConfig>(),
+        key_cache: hourglass_core::config::defaults::<KeyCacheConfig>(),
+        key_store: Arc::new(key_store),
+        reader: Arc::new(rollups),
+        raw_store: Arc::new(raw_store),
+    };
+    tokio::spawn(server.run(listener, shutdown.clone()));
+    Platform {
+        addr,
+        acme_events,
+        globex_events,
+        acme_key: acme_key.expose_secret().to_owned(),
+        acme_ingest_key: acme_ingest_key.expose_secret().to_owned(),
+        globex_key: globex_key.expose_secret().to_owned(),
+        shutdown,
+        cql,
+    }
+}
+
+impl Platform {
+    pub async fn client(&self) -> QueryServiceClient<Channel> {
+        let endpoint = format!("http://{}", self.addr);
+        for _ in 0..50 {
+            if let Ok(client) = QueryServiceClient::connect(endpoint.clone()).await {
+                return client;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("query service did not start on {endpoint}");
+    }
+}
+
+/// A request carrying `key` as its bearer token.
+pub fn authorized<T>(key: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("authorization", format!("Bearer {key}").parse().unwrap());
+    request
+}
