@@ -4,6 +4,7 @@
 mod aggregator;
 mod collector;
 mod ingestor;
+mod query;
 
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,8 @@ enum BenchTarget {
     Ingestor(Box<ingestor::IngestorBenchArgs>),
     /// The aggregator: one customer-hour of raw events rolled up.
     Aggregator(Box<aggregator::AggregatorBenchArgs>),
+    /// The query service: a 30-day hourly report under concurrent clients, p50/p99 latency and req/s.
+    Query(Box<query::QueryBenchArgs>),
 }
 
 /// Runs the benchmark.
@@ -35,6 +38,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchTarget::Collector(args) => collector::run(*args).await,
         BenchTarget::Ingestor(args) => ingestor::run(*args).await,
         BenchTarget::Aggregator(args) => aggregator::run(*args).await,
+        BenchTarget::Query(args) => query::run(*args).await,
     }
 }
 
@@ -53,7 +57,7 @@ async fn wait_until_serving(target: &str, timeout: Duration) -> anyhow::Result<(
         }
         if Instant::now() > deadline {
             bail!(
-                "the collector at {target} was not SERVING after {timeout:?} (is Kafka running? e2e/servers/kafka.sh start)"
+                "the server at {target} was not SERVING after {timeout:?} (are its backends running? e2e/servers/start-all.sh)"
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

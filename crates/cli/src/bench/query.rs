@@ -1,0 +1,285 @@
+//! `hourglass bench query`: a 30-day hourly report of one customer with 20 event types, asked by
+//! concurrent clients of a real `hourglass query` process over Postgres. Prints p50/p90/p99 latency at a
+//! fixed request rate (latency counted from when each request was due, so a stall is not hidden by the
+//! requests it delayed), the most requests/s the service sustains, and its CPU per request.
+
+use std::net::TcpListener as StdTcpListener;
+use std::process::Stdio;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use hourglass_core::api_key::Scope;
+use hourglass_core::customer::CustomerId;
+use hourglass_core::hll::HyperLogLog;
+use hourglass_core::hour;
+use hourglass_core::job_queue::{CustomerHour, JobQueue};
+use hourglass_core::key_store::KeyStore;
+use hourglass_core::raw_store::HourOutcomes;
+use hourglass_core::rollup_store::{EventTypeRollup, HourRollup, NumericRollup, RollupStore};
+use hourglass_cql::CqlConfig;
+use hourglass_postgres::{PostgresConfig, PostgresJobQueue, PostgresKeyStore, PostgresRollupStore};
+use hourglass_proto::prost_types::Timestamp;
+use hourglass_proto::v1::query_service_client::QueryServiceClient;
+use hourglass_proto::v1::{GetHourlyMetricsRequest, TimeRange};
+use indicatif::{ProgressBar, ProgressStyle};
+use tonic::transport::Channel;
+
+use super::{peak_rss_kib, process_cpu_seconds, self_cpu_seconds, wait_until_serving};
+
+/// Flags of `hourglass bench query`.
+#[derive(clap::Args)]
+pub struct QueryBenchArgs {
+    /// Days of hourly rollups in the report.
+    #[arg(long, default_value_t = 30)]
+    days: u32,
+    /// Event types per hour.
+    #[arg(long, default_value_t = 20)]
+    event_types: u32,
+    /// Requests per second in the fixed-rate run.
+    #[arg(long, default_value_t = 1000)]
+    rate: u32,
+    /// Seconds of each run.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Concurrent requests in the maximum-throughput run.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// HTTP/2 connections the clients share.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Sum over event types per hour (one row per hour) instead of one row per hour and type.
+    #[arg(long)]
+    totals: bool,
+    #[command(flatten)]
+    postgres: PostgresConfig,
+    #[command(flatten)]
+    cql: CqlConfig,
+}
+
+/// Writes `days` of final hourly rollups for `customer`, as aggregation jobs would.
+async fn seed(args: &QueryBenchArgs, pool: sqlx::PgPool, customer: &CustomerId, first_hour: i64) -> anyhow::Result<()> {
+    let job_queue = PostgresJobQueue::new(pool.clone());
+    let rollups = PostgresRollupStore::new(pool);
+    let hours = i64::from(args.days) * 24;
+    let progress = ProgressBar::new(hours as u64)
+        .with_style(ProgressStyle::with_template("seeding hourly rollups {bar:40} {human_pos}/{human_len}")?);
+    for index in 0..hours {
+        let hour_start = first_hour + index * 3600;
+        let customer_hour = CustomerHour { customer_id: customer.clone(), hour_start };
+        job_queue.mark_dirty(std::slice::from_ref(&customer_hour)).await?;
+        let lease = rollups
+            .lease_hour(&customer_hour, "bench-seed", Duration::from_secs(60))
+            .await?
+            .context("a fresh hour is free to lease")?;
+        let mut event_types = Vec::new();
+        let mut numeric = Vec::new();
+        let mut events = 0;
+        for type_index in 0..args.event_types {
+            let users = 50 + (index as u64 * 7 + u64::from(type_index) * 13) % 400;
+            let mut sketch = HyperLogLog::new();
+            (0..users).for_each(|user| sketch.insert(format!("user-{type_index}-{user}").as_bytes()));
+            let type_events = users * 3;
+            events += type_events;
+            let event_type = format!("event_type_{type_index:02}");
+            if type_index % 5 == 0 {
+                numeric.push(NumericRollup {
+                    event_type: event_type.clone(),
+                    property: "price".into(),
+                    count: type_events,
+                    sum: type_events as f64 * 4.5,
+                    min: 0.5,
+                    max: 99.0,
+                });
+            }
+            event_types.push(EventTypeRollup {
+                event_type,
+                events: type_events,
+                distinct_users: users,
+                users_sketch: sketch.to_bytes(),
+            });
+        }
+        let rollup = HourRollup {
+            event_types,
+            numeric,
+            events,
+            outcomes: HourOutcomes { accepted: events, ..HourOutcomes::default() },
+            logic_version: 1,
+            is_final: true,
+        };
+        rollups.complete(&lease, &rollup).await?;
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    Ok(())
+}
+
+fn report_request(key: &str, from: i64, to: i64, group_by_event_type: bool) -> tonic::Request<GetHourlyMetricsRequest> {
+    let mut request = tonic::Request::new(GetHourlyMetricsRequest {
+        range: Some(TimeRange {
+            start: Some(Timestamp { seconds: from, nanos: 0 }),
+            end: Some(Timestamp { seconds: to, nanos: 0 }),
+        }),
+        event_types: vec![],
+        group_by_event_type,
+    });
+    request.metadata_mut().insert("authorization", format!("Bearer {key}").parse().expect("ASCII key"));
+    request
+}
+
+struct Latencies(Vec<Duration>);
+
+impl Latencies {
+    fn percentile(&mut self, fraction: f64) -> Duration {
+        self.0.sort_unstable();
+        if self.0.is_empty() {
+            return Duration::ZERO;
+        }
+        let index = ((self.0.len() as f64 * fraction).ceil() as usize).clamp(1, self.0.len()) - 1;
+        self.0[index]
+    }
+
+    fn line(&mut self) -> String {
+        format!(
+            "p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            self.percentile(0.50).as_secs_f64() * 1e3,
+            self.percentile(0.90).as_secs_f64() * 1e3,
+            self.percentile(0.99).as_secs_f64() * 1e3,
+            self.percentile(1.0).as_secs_f64() * 1e3
+        )
+    }
+}
+
+/// Runs the query benchmark.
+pub async fn run(args: QueryBenchArgs) -> anyhow::Result<()> {
+    let run_id = format!("bench{}", SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs());
+    let pool =
+        args.postgres.open().await.context("failed to open postgres (is it running? e2e/servers/postgres.sh start)")?;
+    let customer = CustomerId::new(&format!("bench-query-{run_id}"))?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() as i64;
+    let to = hour::hour_start(now) - 24 * 3600;
+    let from = to - i64::from(args.days) * 24 * 3600;
+    seed(&args, pool.clone(), &customer, from).await?;
+    let key = PostgresKeyStore::new(pool).create_key(&customer, Scope::Query, &run_id).await?;
+    let key = key.expose_secret().to_owned();
+
+    let port = StdTcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .arg("query")
+        .env("HOURGLASS_QUERY_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("HOURGLASS_DATABASE_URL", &args.postgres.url)
+        .env("HOURGLASS_CQL_NODES", args.cql.nodes.join(","))
+        .env("HOURGLASS_READINESS_INTERVAL_MS", "200")
+        .env("HOURGLASS_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("failed to start the query service")?;
+    let query_pid = child.id().context("query service exited at once")?;
+    let target = format!("http://127.0.0.1:{port}");
+    wait_until_serving(&target, Duration::from_secs(60)).await?;
+    let mut channels = Vec::new();
+    for _ in 0..args.connections.max(1) {
+        channels.push(tonic::transport::Endpoint::from_shared(target.clone())?.connect().await?);
+    }
+    let client = |index: usize| {
+        QueryServiceClient::new(channels[index % channels.len()].clone()).max_decoding_message_size(64 << 20)
+    };
+    let group = !args.totals;
+
+    // One request to check the answer and learn its size, then a short warm-up.
+    let response = client(0).get_hourly_metrics(report_request(&key, from, to, group)).await?.into_inner();
+    let expected_rows =
+        if group { args.days as usize * 24 * args.event_types as usize } else { args.days as usize * 24 };
+    if response.rows.len() != expected_rows {
+        bail!("the report has {} rows, expected {expected_rows}", response.rows.len());
+    }
+    let response_bytes = prost::Message::encoded_len(&response);
+    for _ in 0..50 {
+        client(0).get_hourly_metrics(report_request(&key, from, to, group)).await?;
+    }
+
+    // Fixed rate: a request is due every 1/rate s whether or not earlier ones have finished.
+    let interval = Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1)));
+    let total = args.rate as u64 * args.seconds;
+    let cpu_before = process_cpu_seconds(query_pid)?;
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(total as usize);
+    for index in 0..total {
+        let due = started + interval * index as u32;
+        tokio::time::sleep_until(due.into()).await;
+        let mut client: QueryServiceClient<Channel> = client(index as usize);
+        let request = report_request(&key, from, to, group);
+        tasks.push(tokio::spawn(async move {
+            let result = client.get_hourly_metrics(request).await;
+            (result.is_ok(), due.elapsed())
+        }));
+    }
+    let mut fixed = Latencies(Vec::with_capacity(tasks.len()));
+    let mut failures = 0;
+    for task in tasks {
+        let (ok, latency) = task.await?;
+        failures += usize::from(!ok);
+        fixed.0.push(latency);
+    }
+    let fixed_wall = started.elapsed().as_secs_f64();
+    let fixed_cpu = process_cpu_seconds(query_pid)? - cpu_before;
+
+    // Maximum throughput: `concurrency` requests always outstanding.
+    let cpu_before = process_cpu_seconds(query_pid)?;
+    let client_cpu_before = self_cpu_seconds();
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.seconds);
+    let workers: Vec<_> = (0..args.concurrency.max(1))
+        .map(|index| {
+            let mut client = client(index);
+            let key = key.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                while Instant::now() < deadline {
+                    let sent = Instant::now();
+                    if client.get_hourly_metrics(report_request(&key, from, to, group)).await.is_ok() {
+                        latencies.push(sent.elapsed());
+                    }
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut closed = Latencies(Vec::new());
+    for worker in workers {
+        closed.0.extend(worker.await?);
+    }
+    let closed_wall = started.elapsed().as_secs_f64();
+    let closed_cpu = process_cpu_seconds(query_pid)? - cpu_before;
+    let client_cpu = self_cpu_seconds() - client_cpu_before;
+    let peak_rss = peak_rss_kib(query_pid)?;
+    super::terminate(&mut child, "query service").await;
+
+    let completed = closed.0.len() as f64;
+    println!(
+        "query bench: GetHourlyMetrics over {} days x {} event types ({} rows, {:.0} KiB per response){}",
+        args.days,
+        args.event_types,
+        expected_rows,
+        response_bytes as f64 / 1024.0,
+        if group { "" } else { ", summed over types" }
+    );
+    println!("  fixed rate         {} req/s for {} s: {}, {failures} failed", args.rate, args.seconds, fixed.line());
+    println!(
+        "                     achieved {:.0} req/s; query service CPU {:.2} ms per request",
+        total as f64 / fixed_wall,
+        fixed_cpu / total as f64 * 1e3
+    );
+    println!(
+        "  max throughput     {} concurrent: {:.0} req/s, {}",
+        args.concurrency,
+        completed / closed_wall,
+        closed.line()
+    );
+    println!("                     query service CPU {:.2} ms per request", closed_cpu / completed.max(1.0) * 1e3);
+    println!("  query peak RSS     {:.1} MiB", peak_rss as f64 / 1024.0);
+    println!(
+        "  load generator CPU {client_cpu:.2} s in the max run (same machine; Postgres's CPU is not counted above)"
+    );
+    Ok(())
+}
