@@ -1,16 +1,17 @@
-//! Streams generated events to a collector over `IngestStream`, many batches in flight per stream.
-//! Used by `hourglass bench collector`; the future `hourglass loadgen` shares it.
+//! Streams events (generated, or given) to a collector over `IngestStream`, many batches in flight per
+//! stream. Used by `hourglass send` and the benchmarks.
 
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use hourglass_proto::prost_types::Timestamp;
 use hourglass_proto::v1::ingest_service_client::IngestServiceClient;
-use hourglass_proto::v1::{BatchStatus, Event, IngestStreamRequest, PropertyValue, property_value};
+use hourglass_proto::v1::{BatchStatus, Event, IngestStreamRequest, PropertyValue, RejectionReason, property_value};
 use indicatif::ProgressBar;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
@@ -37,15 +38,46 @@ const EVENT_TYPES: [&str; 20] = [
     "upload",
 ];
 
-/// How to generate and send load.
+/// Where a load's events come from.
+#[derive(Clone, Debug)]
+pub enum EventSource {
+    /// `count` generated events (ids from `run_id`, so two runs never collide).
+    Generated {
+        /// Events in all.
+        count: u64,
+        /// Distinguishes event ids of different runs.
+        run_id: String,
+    },
+    /// Events given up front (read from a file), sent in order.
+    Given(Arc<Vec<Event>>),
+}
+
+impl EventSource {
+    /// Events in all.
+    pub fn len(&self) -> u64 {
+        match self {
+            Self::Generated { count, .. } => *count,
+            Self::Given(events) => events.len() as u64,
+        }
+    }
+
+    fn batch(&self, first: u64, count: usize) -> Vec<Event> {
+        match self {
+            Self::Generated { run_id, .. } => generate_batch(run_id, first, count),
+            Self::Given(events) => events[first as usize..first as usize + count].to_vec(),
+        }
+    }
+}
+
+/// How to send load.
 #[derive(Clone, Debug)]
 pub struct LoadPlan {
     /// The collector's address, e.g. `http://127.0.0.1:50051`.
     pub target: String,
     /// The API key (`hgk_…`).
     pub api_key: String,
-    /// Events to send in all.
-    pub events: u64,
+    /// The events.
+    pub source: EventSource,
     /// Events per batch.
     pub batch_size: usize,
     /// HTTP/2 connections.
@@ -54,132 +86,186 @@ pub struct LoadPlan {
     pub streams_per_connection: usize,
     /// Unacknowledged batches allowed per stream.
     pub in_flight_per_stream: usize,
-    /// Distinguishes event ids of different runs.
-    pub run_id: String,
+    /// Resend throttled and unavailable batches after their retry-after (same event ids, so a batch that
+    /// did reach the log is still stored once). Benchmarks turn this off to measure first answers.
+    pub retry: bool,
 }
 
 /// What the collector said about the load.
 #[derive(Debug, Default)]
 pub struct LoadReport {
-    /// Batches acked.
+    /// Acks received (a resent batch is acked again).
     pub batches: u64,
     /// Events accepted.
     pub accepted: u64,
-    /// Events rejected.
-    pub rejected: u64,
-    /// Events in throttled batches.
+    /// Events rejected, by the reason's proto name.
+    pub rejected_by_reason: BTreeMap<String, u64>,
+    /// Events in throttled acks (resent when retrying).
     pub throttled: u64,
-    /// Events in batches Kafka did not confirm.
+    /// Events in unavailable acks (resent when retrying).
     pub unavailable: u64,
+    /// Events in batches refused whole as invalid (over a batch limit); never resent.
+    pub invalid: u64,
+    /// Batches resent.
+    pub resent_batches: u64,
     /// Encoded bytes of the events sent.
     pub event_bytes: u64,
 }
 
-#[derive(Default)]
-struct Counters {
-    batches: AtomicU64,
-    accepted: AtomicU64,
-    rejected: AtomicU64,
-    throttled: AtomicU64,
-    unavailable: AtomicU64,
-    event_bytes: AtomicU64,
+impl LoadReport {
+    /// Events rejected for any reason.
+    pub fn rejected(&self) -> u64 {
+        self.rejected_by_reason.values().sum()
+    }
 }
 
 /// Sends the whole plan and waits for every ack.
 pub async fn run(plan: &LoadPlan, progress: &ProgressBar) -> anyhow::Result<LoadReport> {
-    let streams = plan.connections * plan.streams_per_connection;
-    let batches_total = plan.events.div_ceil(plan.batch_size as u64);
+    let batch_size = plan.batch_size.max(1) as u64;
+    let batches_total = plan.source.len().div_ceil(batch_size);
     let next_batch = Arc::new(AtomicU64::new(0));
-    let counters = Arc::new(Counters::default());
     let mut tasks = Vec::new();
-    for _ in 0..plan.connections {
+    for _ in 0..plan.connections.max(1) {
         let channel: Channel = Endpoint::from_shared(plan.target.clone())?
             .connect()
             .await
             .with_context(|| format!("failed to connect to {}", plan.target))?;
-        for _ in 0..plan.streams_per_connection {
+        for _ in 0..plan.streams_per_connection.max(1) {
             let client = IngestServiceClient::new(channel.clone()).max_decoding_message_size(64 * 1024 * 1024);
             tasks.push(tokio::spawn(run_stream(
                 client,
                 plan.clone(),
                 batches_total,
                 Arc::clone(&next_batch),
-                Arc::clone(&counters),
                 progress.clone(),
             )));
         }
     }
-    debug_assert_eq!(tasks.len(), streams);
+    let mut report = LoadReport::default();
     for task in tasks {
-        task.await.context("stream task panicked")??;
+        let stream = task.await.context("stream task panicked")??;
+        report.batches += stream.batches;
+        report.accepted += stream.accepted;
+        for (reason, count) in stream.rejected_by_reason {
+            *report.rejected_by_reason.entry(reason).or_default() += count;
+        }
+        report.throttled += stream.throttled;
+        report.unavailable += stream.unavailable;
+        report.invalid += stream.invalid;
+        report.resent_batches += stream.resent_batches;
+        report.event_bytes += stream.event_bytes;
     }
-    Ok(LoadReport {
-        batches: counters.batches.load(Ordering::Relaxed),
-        accepted: counters.accepted.load(Ordering::Relaxed),
-        rejected: counters.rejected.load(Ordering::Relaxed),
-        throttled: counters.throttled.load(Ordering::Relaxed),
-        unavailable: counters.unavailable.load(Ordering::Relaxed),
-        event_bytes: counters.event_bytes.load(Ordering::Relaxed),
-    })
+    Ok(report)
 }
 
+/// One stream: takes batches from the shared counter, keeps up to `in_flight_per_stream` unacknowledged,
+/// and (when retrying) resends throttled or unavailable ones once their retry-after has passed.
 async fn run_stream(
     mut client: IngestServiceClient<Channel>,
     plan: LoadPlan,
     batches_total: u64,
     next_batch: Arc<AtomicU64>,
-    counters: Arc<Counters>,
     progress: ProgressBar,
-) -> anyhow::Result<()> {
-    let window = Arc::new(Semaphore::new(plan.in_flight_per_stream));
-    let (request_tx, request_rx) = mpsc::channel::<IngestStreamRequest>(plan.in_flight_per_stream);
+) -> anyhow::Result<LoadReport> {
+    let window = plan.in_flight_per_stream.max(1);
+    let (request_tx, request_rx) = mpsc::channel::<IngestStreamRequest>(window);
     let mut request = tonic::Request::new(ReceiverStream::new(request_rx));
     request.metadata_mut().insert("authorization", format!("Bearer {}", plan.api_key).parse()?);
     let mut acks = client.ingest_stream(request).await.context("IngestStream refused")?.into_inner();
 
-    let sender_window = Arc::clone(&window);
-    let sender_counters = Arc::clone(&counters);
-    let sender = tokio::spawn(async move {
-        let mut sent = 0u64;
-        loop {
-            let batch_number = next_batch.fetch_add(1, Ordering::Relaxed);
-            if batch_number >= batches_total {
-                break;
+    let mut report = LoadReport::default();
+    let mut request_tx = Some(request_tx);
+    let mut in_flight: HashMap<u64, Vec<Event>> = HashMap::new();
+    let mut retries: VecDeque<(Instant, Vec<Event>)> = VecDeque::new();
+    let mut next_sequence = 0u64;
+    let mut source_done = false;
+    loop {
+        // The next batch to send, if the window has room: a due retry first, else a new batch.
+        if let Some(sender) = &request_tx
+            && in_flight.len() < window
+        {
+            let due_retry = retries.front().is_some_and(|(due, _)| *due <= Instant::now());
+            let batch = if due_retry {
+                report.resent_batches += 1;
+                retries.pop_front().map(|(_, events)| events)
+            } else if !source_done {
+                let number = next_batch.fetch_add(1, Ordering::Relaxed);
+                if number >= batches_total {
+                    source_done = true;
+                    None
+                } else {
+                    let first = number * plan.batch_size as u64;
+                    let count = (plan.source.len() - first).min(plan.batch_size as u64) as usize;
+                    let events = plan.source.batch(first, count);
+                    report.event_bytes +=
+                        events.iter().map(|event| prost::Message::encoded_len(event) as u64).sum::<u64>();
+                    Some(events)
+                }
+            } else {
+                None
+            };
+            if let Some(events) = batch {
+                let sequence = next_sequence;
+                next_sequence += 1;
+                in_flight.insert(sequence, events.clone());
+                if sender.send(IngestStreamRequest { sequence, events }).await.is_err() {
+                    anyhow::bail!("the collector closed the stream");
+                }
+                continue;
             }
-            let first_event = batch_number * plan.batch_size as u64;
-            let events_in_batch = (plan.events - first_event).min(plan.batch_size as u64) as usize;
-            let events = generate_batch(&plan.run_id, first_event, events_in_batch);
-            let bytes: usize = events.iter().map(prost::Message::encoded_len).sum();
-            sender_counters.event_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
-            sender_window.acquire().await.expect("window never closes").forget();
-            if request_tx.send(IngestStreamRequest { sequence: batch_number, events }).await.is_err() {
-                break;
+            if source_done && in_flight.is_empty() && retries.is_empty() {
+                // Half-close: the collector acks what it holds and ends the stream.
+                request_tx = None;
             }
-            sent += 1;
         }
-        sent
-    });
-
-    let mut acked = 0u64;
-    while let Some(response) = acks.message().await.context("ingest stream failed")? {
-        let Some(ack) = response.ack else { continue };
-        window.add_permits(1);
-        acked += 1;
-        counters.batches.fetch_add(1, Ordering::Relaxed);
-        counters.accepted.fetch_add(u64::from(ack.accepted_count), Ordering::Relaxed);
-        counters.rejected.fetch_add(ack.rejections.len() as u64, Ordering::Relaxed);
-        match BatchStatus::try_from(ack.status) {
-            Ok(BatchStatus::Throttled) => counters.throttled.fetch_add(plan.batch_size as u64, Ordering::Relaxed),
-            Ok(BatchStatus::Unavailable) => counters.unavailable.fetch_add(plan.batch_size as u64, Ordering::Relaxed),
-            _ => 0,
-        };
-        progress.inc(u64::from(ack.accepted_count));
+        let next_retry = retries.front().map(|(due, _)| *due);
+        tokio::select! {
+            response = acks.message() => {
+                let Some(response) = response.context("ingest stream failed")? else { break };
+                let Some(ack) = response.ack else { continue };
+                let Some(events) = in_flight.remove(&ack.sequence) else { continue };
+                report.batches += 1;
+                report.accepted += u64::from(ack.accepted_count);
+                for rejection in &ack.rejections {
+                    let reason = RejectionReason::try_from(rejection.reason)
+                        .map(|reason| reason.as_str_name().trim_start_matches("REJECTION_REASON_").to_owned())
+                        .unwrap_or_else(|_| format!("reason {}", rejection.reason));
+                    *report.rejected_by_reason.entry(reason).or_default() += 1;
+                }
+                progress.inc(u64::from(ack.accepted_count) + ack.rejections.len() as u64);
+                let retry_after = Duration::from_millis(u64::from(ack.retry_after_ms.max(100)));
+                match BatchStatus::try_from(ack.status) {
+                    Ok(BatchStatus::Throttled) => {
+                        report.throttled += events.len() as u64;
+                        if plan.retry { retries.push_back((Instant::now() + retry_after, events)); }
+                    }
+                    Ok(BatchStatus::Unavailable) => {
+                        report.unavailable += events.len() as u64;
+                        if plan.retry { retries.push_back((Instant::now() + retry_after, events)); }
+                    }
+                    Ok(BatchStatus::Invalid) => {
+                        report.invalid += events.len() as u64;
+                        tracing::warn!(error = %ack.error_message, "a batch was refused whole");
+                    }
+                    _ => {}
+                }
+            }
+            () = sleep_until_or_forever(next_retry), if in_flight.len() < window => {}
+        }
     }
-    // The sender half-closes the stream after its last batch; the collector then acks what it holds and
-    // ends the stream, which ends the loop above.
-    let sent = sender.await.context("sender task panicked")?;
-    anyhow::ensure!(acked == sent, "stream ended with {} of {sent} batches unacknowledged", sent - acked);
-    Ok(())
+    anyhow::ensure!(
+        in_flight.is_empty() && (retries.is_empty() || !plan.retry),
+        "stream ended with {} batches unacknowledged",
+        in_flight.len() + retries.len()
+    );
+    Ok(report)
+}
+
+async fn sleep_until_or_forever(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// A batch of ~200-byte events: 5 string properties, 20 event types, 100k users.

@@ -13,6 +13,7 @@ mod migrate;
 mod query;
 mod replay;
 mod reprocess;
+mod send;
 mod shutdown;
 mod telemetry;
 mod verify;
@@ -52,6 +53,9 @@ enum Command {
     Reprocess(Box<reprocess::ReprocessArgs>),
     /// Recount the raw store for aggregated hours and print the reconciliation ledger.
     Verify(Box<verify::VerifyArgs>),
+    /// Stream generated events, or a JSON-lines file of events, to a collector, with a summary.
+    #[command(visible_alias = "loadgen")]
+    Send(Box<send::SendArgs>),
     /// Benchmarks that print events/s and CPU per event.
     Bench(bench::BenchArgs),
 }
@@ -100,6 +104,10 @@ fn main() -> anyhow::Result<()> {
             Command::Verify(args) => {
                 telemetry::init_for_tool(&cli.telemetry)?;
                 verify::run(*args).await
+            }
+            Command::Send(args) => {
+                telemetry::init_for_tool(&cli.telemetry)?;
+                send::run(*args).await
             }
             Command::Bench(args) => {
                 telemetry::init_for_tool(&cli.telemetry)?;

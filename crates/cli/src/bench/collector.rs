@@ -18,7 +18,7 @@ use hourglass_postgres::{PostgresConfig, PostgresKeyStore, migrate};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{peak_rss_kib, process_cpu_seconds, self_cpu_seconds, wait_until_serving};
-use crate::loadgen::{self, LoadPlan};
+use crate::loadgen::{self, EventSource, LoadPlan};
 
 /// Flags of `hourglass bench collector`.
 #[derive(clap::Args)]
@@ -95,16 +95,17 @@ pub async fn run(args: CollectorBenchArgs) -> anyhow::Result<()> {
     let plan = LoadPlan {
         target: target.clone(),
         api_key: api_key.expose_secret().to_owned(),
-        events: args.warmup_events,
+        source: EventSource::Generated { count: args.warmup_events, run_id: format!("{run_id}w") },
         batch_size: args.batch_size,
         connections: args.connections,
         streams_per_connection: args.streams_per_connection,
         in_flight_per_stream: args.in_flight,
-        run_id: format!("{run_id}w"),
+        retry: false,
     };
     loadgen::run(&plan, &ProgressBar::hidden()).await.context("warm-up failed")?;
 
-    let measured_plan = LoadPlan { events: args.events, run_id: run_id.clone(), ..plan };
+    let measured_plan =
+        LoadPlan { source: EventSource::Generated { count: args.events, run_id: run_id.clone() }, ..plan };
     let progress = ProgressBar::new(args.events)
         .with_style(ProgressStyle::with_template("{bar:40} {human_pos}/{human_len} events  {per_sec}  eta {eta}")?);
     let cpu_before = process_cpu_seconds(collector_pid)?;
@@ -134,7 +135,11 @@ pub async fn run(args: CollectorBenchArgs) -> anyhow::Result<()> {
     println!("  average event      {:.0} bytes encoded", report.event_bytes as f64 / args.events.max(1) as f64);
     println!(
         "  acks               {} batches: {} events accepted, {} rejected, {} throttled, {} unavailable",
-        report.batches, report.accepted, report.rejected, report.throttled, report.unavailable
+        report.batches,
+        report.accepted,
+        report.rejected(),
+        report.throttled,
+        report.unavailable
     );
     println!("  wall time          {wall_seconds:.2} s");
     println!("  throughput         {:.0} events/s", events / wall_seconds);
