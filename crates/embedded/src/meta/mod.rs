@@ -1,0 +1,98 @@
+//! [`SqliteMetaStore`]: API keys, dirty hours (the aggregation jobs), rollups and the ledger of standalone
+//! mode, in `meta.db`, with the observable behaviour of the Postgres implementations (`hourglass-postgres`)
+//! and held to the same conformance suites (`hourglass-conformance`).
+//!
+//! - [`keys`]: the [`KeyStore`](hourglass_core::key_store::KeyStore);
+//! - [`jobs`]: the [`JobQueue`](hourglass_core::job_queue::JobQueue) (`mark_dirty`);
+//! - [`rollups`]: the [`RollupStore`](hourglass_core::rollup_store::RollupStore): leases, completion in
+//!   one transaction, recounts;
+//! - [`reader`]: the [`RollupReader`](hourglass_core::rollup_reader::RollupReader) of the query service.
+//!
+//! Concurrency: SQLite lets one connection write a database at a time. Every write goes through a pool
+//! of one connection, so writers of this process queue fairly on the pool instead of polling SQLite's
+//! busy handler, and each multi-statement write runs in a `BEGIN IMMEDIATE` transaction, which takes the
+//! write lock before its first read: a lease check and the writes that depend on it can never interleave
+//! with another writer (of this process or of another one, such as `hourglass keys` run beside a
+//! standalone server). Reads go through a pool of several connections and, in WAL mode, run concurrently
+//! with each other and with the writer.
+//!
+//! Time: Postgres takes `now()` from its own clock; here the Rust clock gives it, read once per
+//! statement or transaction (after the write lock is held, so a wait for the lock never makes a lease
+//! shorter than asked).
+
+mod jobs;
+mod keys;
+mod reader;
+mod rollups;
+
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::SqlitePool;
+
+use crate::sqlite::{self, OpenError};
+
+/// The file of the metadata database in the data directory.
+pub const META_DB_FILE: &str = "meta.db";
+
+/// The tables and indexes, created on open if missing.
+const SCHEMA: &str = include_str!("schema.sql");
+
+/// Connections for reads: the query service and the aggregator read concurrently.
+const READ_CONNECTIONS: u32 = 4;
+
+/// Keys, jobs, rollups and the ledger of standalone mode, in one SQLite database. Cheap to clone: clones
+/// share the connection pools.
+#[derive(Clone, Debug)]
+pub struct SqliteMetaStore {
+    /// Exactly one connection: SQLite has one writer per database, so writers of this process wait
+    /// here, in order, rather than in SQLite's busy handler.
+    writer: SqlitePool,
+    /// Several connections for reads, which WAL mode runs beside the writer.
+    readers: SqlitePool,
+}
+
+impl SqliteMetaStore {
+    /// Opens (creating if needed) `meta.db` in `data_dir` and its tables.
+    pub async fn open(data_dir: &Path) -> Result<Self, OpenError> {
+        let writer = sqlite::open(data_dir, META_DB_FILE, 1, SCHEMA).await?;
+        let readers = sqlite::open(data_dir, META_DB_FILE, READ_CONNECTIONS, SCHEMA).await?;
+        Ok(Self { writer, readers })
+    }
+
+    /// Starts a write transaction that holds the database's write lock from its first statement.
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.writer.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
+/// The current instant in microseconds since the Unix epoch: what Postgres's `now()` is to its queries.
+fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// A duration in microseconds, saturating (a lease of centuries is as good as forever).
+fn duration_micros(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// Microseconds since the epoch to whole seconds, as the reader reports instants.
+fn micros_to_seconds(micros: i64) -> i64 {
+    micros.div_euclid(1_000_000)
+}
+
+/// A count as SQLite stores it (a signed 64-bit integer); no real count comes near the limit.
+fn count_to_sql(count: u64) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
+}
+
+/// A stored count back to the seam's type; the schema never stores a negative one.
+fn count_from_sql(count: i64) -> u64 {
+    u64::try_from(count).unwrap_or(0)
+}
+
+/// `?, ?, …`: `count` placeholders for an `IN (…)` list. Only placeholders go into the SQL text, never
+/// values, so the statement built with it is safe.
+fn placeholders(count: usize) -> String {
+    vec!["?"; count].join(", ")
+}

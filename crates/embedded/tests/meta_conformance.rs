@@ -1,0 +1,172 @@
+//! The embedded metadata store (`meta.db`) against the key store, job queue and rollup conformance suites,
+//! each test on a fresh data directory.
+
+use hourglass_conformance::{key_store, rollups};
+use hourglass_embedded::meta::SqliteMetaStore;
+use tempfile::TempDir;
+
+/// A store in a new temporary data directory, which lives as long as the returned guard.
+async fn store() -> (TempDir, SqliteMetaStore) {
+    let data_dir = tempfile::tempdir().expect("create a temporary data directory");
+    let store = SqliteMetaStore::open(data_dir.path()).await.expect("open meta.db");
+    (data_dir, store)
+}
+
+#[tokio::test]
+async fn key_store_conformance() {
+    let (_data_dir, store) = store().await;
+    key_store::suite(&store).await;
+}
+
+#[tokio::test]
+async fn jobs_and_completion_conformance() {
+    let (_data_dir, store) = store().await;
+    rollups::jobs_and_completion(&store, &store).await;
+}
+
+#[tokio::test]
+async fn leases_conformance() {
+    let (_data_dir, store) = store().await;
+    rollups::leases(&store, &store).await;
+}
+
+#[tokio::test]
+async fn reader_conformance() {
+    let (_data_dir, store) = store().await;
+    rollups::reader(&store, &store).await;
+}
+
+#[tokio::test]
+async fn customer_isolation_conformance() {
+    let (_data_dir, store) = store().await;
+    rollups::customer_isolation(&store, &store).await;
+}
+
+#[tokio::test]
+async fn ledger_and_recount_conformance() {
+    let (_data_dir, store) = store().await;
+    rollups::ledger_and_recount(&store, &store).await;
+}
+
+/// What was written survives closing the store and opening the data directory again.
+#[tokio::test]
+async fn reopening_the_data_directory_keeps_keys_and_rollups() {
+    use hourglass_core::api_key::Scope;
+    use hourglass_core::customer::CustomerId;
+    use hourglass_core::job_queue::{CustomerHour, JobQueue};
+    use hourglass_core::key_store::KeyStore;
+    use hourglass_core::rollup_reader::RollupReader;
+
+    let (data_dir, store) = store().await;
+    let acme = CustomerId::new("acme").unwrap();
+    let key = store.create_key(&acme, Scope::Ingest, "web").await.unwrap();
+    let hour_start = 1_767_225_600;
+    store.mark_dirty(&[CustomerHour { customer_id: acme.clone(), hour_start }]).await.unwrap();
+    drop(store);
+
+    let reopened = SqliteMetaStore::open(data_dir.path()).await.expect("reopen meta.db");
+    let grant = reopened.find_key(key.hash()).await.unwrap().expect("the key survives a reopen");
+    assert_eq!(grant.customer_id, acme);
+    let statuses = reopened.hour_statuses("acme", hour_start, hour_start + 3600).await.unwrap();
+    assert_eq!(statuses.len(), 1, "the dirty hour survives a reopen");
+    assert!(statuses[0].pending);
+}
+
+/// The standalone process's load: aggregation workers leasing and completing while the ingestion loop
+/// marks hours dirty, all at once on one store. No call fails (no "database is locked"), and each
+/// hour's revisions come out 1, 2, 3, … with none handed out twice, so no two completions interleaved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_workers_and_marks_never_fail_nor_interleave() {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use hourglass_core::customer::CustomerId;
+    use hourglass_core::job_queue::{CustomerHour, JobQueue};
+    use hourglass_core::raw_store::HourOutcomes;
+    use hourglass_core::rollup_reader::RollupReader;
+    use hourglass_core::rollup_store::{Completion, EventTypeRollup, HourRollup, JobKind, RollupStore};
+
+    const HOURS: i64 = 12;
+    const MARK_ROUNDS: i64 = 30;
+    const FIRST_HOUR: i64 = 1_767_225_600;
+    let (_data_dir, store) = store().await;
+    let customer_hour = |index: i64| CustomerHour {
+        customer_id: CustomerId::new("acme").unwrap(),
+        hour_start: FIRST_HOUR + (index % HOURS) * 3600,
+    };
+    let marking_done = Arc::new(AtomicBool::new(false));
+    let marker = tokio::spawn({
+        let store = store.clone();
+        let marking_done = marking_done.clone();
+        async move {
+            for round in 0..MARK_ROUNDS {
+                let batch: Vec<CustomerHour> = (round..round + 4).map(customer_hour).collect();
+                store.mark_dirty(&batch).await.expect("mark dirty while workers run");
+                tokio::task::yield_now().await;
+            }
+            marking_done.store(true, Ordering::Release);
+        }
+    });
+    let workers: Vec<_> = (0..4)
+        .map(|worker| {
+            let store = store.clone();
+            let marking_done = marking_done.clone();
+            tokio::spawn(async move {
+                let owner = format!("worker-{worker}");
+                let mut revisions: Vec<(i64, u32)> = Vec::new();
+                loop {
+                    // Read before leasing: an empty lease after the last mark means nothing is left.
+                    let last_mark_done = marking_done.load(Ordering::Acquire);
+                    let kind = JobKind::Final { hours_before_unix: FIRST_HOUR + HOURS * 3600 };
+                    let jobs = store.lease_jobs(&owner, 3, Duration::from_secs(600), kind).await.expect("lease");
+                    if jobs.is_empty() {
+                        if last_mark_done {
+                            break;
+                        }
+                        tokio::task::yield_now().await;
+                        continue;
+                    }
+                    for job in jobs {
+                        let rollup = HourRollup {
+                            event_types: vec![EventTypeRollup {
+                                event_type: "view".into(),
+                                events: job.generation as u64,
+                                distinct_users: 1,
+                                users_sketch: vec![1, 2, 3],
+                            }],
+                            numeric: vec![],
+                            events: job.generation as u64,
+                            outcomes: HourOutcomes::default(),
+                            logic_version: 1,
+                            is_final: true,
+                        };
+                        match store.complete(&job, &rollup).await.expect("complete") {
+                            Completion::Replaced { revision } => {
+                                revisions.push((job.customer_hour.hour_start, revision))
+                            }
+                            Completion::LeaseLost => panic!("a 10-minute lease was lost: {job:?}"),
+                        }
+                    }
+                }
+                revisions
+            })
+        })
+        .collect();
+    marker.await.expect("the marker task");
+    let mut revisions_by_hour: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
+    for worker in workers {
+        for (hour_start, revision) in worker.await.expect("a worker task") {
+            revisions_by_hour.entry(hour_start).or_default().push(revision);
+        }
+    }
+    assert_eq!(revisions_by_hour.len(), HOURS as usize, "every marked hour was aggregated");
+    for (hour_start, revisions) in &mut revisions_by_hour {
+        revisions.sort_unstable();
+        let expected: Vec<u32> = (1..=revisions.len() as u32).collect();
+        assert_eq!(*revisions, expected, "hour {hour_start}: each completion got the next revision, once");
+    }
+    let statuses = store.hour_statuses("acme", FIRST_HOUR, FIRST_HOUR + HOURS * 3600).await.unwrap();
+    assert!(statuses.iter().all(|status| !status.pending), "the last marks were all aggregated: {statuses:?}");
+}
