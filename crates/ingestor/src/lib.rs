@@ -11,6 +11,9 @@
 //!    flight are committed ([`offsets`]). **An offset is committed only after every record before it is
 //!    durably written and its hours marked.**
 //!
+//! [`RecordHandler`] (decode, dead-letter or write one group of records) works on any consumed record
+//! ([`LogMessage`]), so the embedded ingestion of `hourglass-embedded` shares it.
+//!
 //! [`health`] serves `grpc.health.v1` for probes. [`replay`] re-consumes a range of a topic through the same path, after an ingestion bug.
 //!
 //! A crash anywhere redelivers uncommitted records; the raw store's primary key holds the event id, so a
@@ -29,4 +32,4 @@ pub mod telemetry;
 
 pub use config::IngestorConfig;
 pub use error::IngestorError;
-pub use pipeline::run;
+pub use pipeline::{Handled, LogMessage, RecordHandler, run};

@@ -7,6 +7,10 @@
 //! record still in flight ([`OffsetTracker`]). A store that is down makes writes retry with backoff;
 //! nothing is committed past them, so a crash or a rebalance redelivers them: at-least-once into an
 //! idempotent store.
+//!
+//! What happens to one record (decode, dead-letter or write, retry) is [`RecordHandler`], shared with
+//! [`replay`](crate::replay) and with the embedded ingestion of `hourglass-embedded`: it works on any
+//! consumed record through the [`LogMessage`] trait.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -34,37 +38,103 @@ use crate::error::IngestorError;
 use crate::offsets::OffsetTracker;
 use crate::telemetry;
 
+/// A record consumed from an event log, whatever the log: Kafka's [`OwnedMessage`] here, the embedded
+/// log's record in `hourglass-embedded`. It is what [`RecordHandler`] needs of a record; the method
+/// names carry a `record_` prefix so they never clash with rdkafka's [`Message`] methods.
+pub trait LogMessage: Send + Sync {
+    /// The record's key (the customer, possibly salted), as bytes; empty if it has none.
+    fn record_key(&self) -> &[u8];
+    /// The encoded record; empty if it has none.
+    fn record_payload(&self) -> &[u8];
+    /// The value of its schema-version header ([`SCHEMA_VERSION_HEADER`]), if it has one.
+    fn schema_version(&self) -> Option<&[u8]>;
+    /// Where it comes from, for logs and the dead-letter source header: `topic/partition/offset`.
+    fn source(&self) -> String;
+}
+
+impl LogMessage for OwnedMessage {
+    fn record_key(&self) -> &[u8] {
+        self.key().unwrap_or_default()
+    }
+
+    fn record_payload(&self) -> &[u8] {
+        self.payload().unwrap_or_default()
+    }
+
+    fn schema_version(&self) -> Option<&[u8]> {
+        self.headers()
+            .and_then(|headers| headers.iter().find(|header| header.key == SCHEMA_VERSION_HEADER))
+            .and_then(|header| header.value)
+    }
+
+    fn source(&self) -> String {
+        format!("{}/{}/{}", self.topic(), self.partition(), self.offset())
+    }
+}
+
 /// What became of one record.
-pub(crate) enum Handled {
+#[derive(Debug)]
+pub enum Handled {
     /// Its events and outcomes are durable; these customer-hours need (re)aggregation.
-    Stored { hours: Vec<CustomerHour> },
+    Stored {
+        /// The customer-hours the record touched: its events' hours and its outcome counts' hours.
+        hours: Vec<CustomerHour>,
+    },
     /// It could not be decoded and is now in the dead-letter topic.
     DeadLettered,
     /// Shutdown came while it was still retrying: it stays uncommitted.
     Abandoned,
 }
 
-/// What a record's handling needs.
-pub(crate) struct RecordHandler<S, L> {
-    pub(crate) raw_store: Arc<S>,
-    pub(crate) dead_letter_log: Arc<L>,
-    pub(crate) config: IngestorConfig,
+/// Turns consumed records into raw-store rows, the same way for every event log: decodes each record,
+/// sends the ones that cannot be decoded to the dead-letter topic, writes the others in one store call,
+/// and retries failed writes with exponential backoff. It marks nothing and commits nothing: the caller
+/// marks the returned hours dirty, then commits.
+pub struct RecordHandler<S, L> {
+    raw_store: Arc<S>,
+    dead_letter_log: Arc<L>,
+    retry_backoff: Duration,
+    max_retry_backoff: Duration,
 }
 
 impl<S: RawStore, L: EventLog> RecordHandler<S, L> {
+    /// A handler writing to `raw_store` and dead-lettering to `dead_letter_log`; a failed write is
+    /// retried after `retry_backoff`, doubling up to `max_retry_backoff` (both at least 1 ms).
+    pub fn new(
+        raw_store: Arc<S>,
+        dead_letter_log: Arc<L>,
+        retry_backoff: Duration,
+        max_retry_backoff: Duration,
+    ) -> Self {
+        let at_least_1_ms = Duration::from_millis(1);
+        Self {
+            raw_store,
+            dead_letter_log,
+            retry_backoff: retry_backoff.max(at_least_1_ms),
+            max_retry_backoff: max_retry_backoff.max(at_least_1_ms),
+        }
+    }
+
+    /// A handler with the ingestor's retry settings.
+    pub(crate) fn from_config(raw_store: Arc<S>, dead_letter_log: Arc<L>, config: &IngestorConfig) -> Self {
+        Self::new(
+            raw_store,
+            dead_letter_log,
+            Duration::from_millis(config.retry_backoff_ms),
+            Duration::from_millis(config.max_retry_backoff_ms),
+        )
+    }
+
     /// Handles a group of records: dead-letters the ones that cannot be decoded and writes the others
     /// in one store call, retrying failures with backoff until they succeed or `abandon` is cancelled.
     /// Returns what became of each record, in order.
-    pub(crate) async fn handle(&self, messages: &[OwnedMessage], abandon: &CancellationToken) -> Vec<Handled> {
+    pub async fn handle<M: LogMessage>(&self, messages: &[M], abandon: &CancellationToken) -> Vec<Handled> {
         let mut handled = Vec::with_capacity(messages.len());
         let mut batches = Vec::with_capacity(messages.len());
         let mut hours_of_batches = Vec::with_capacity(messages.len());
         for message in messages {
-            let schema_version = message
-                .headers()
-                .and_then(|headers| headers.iter().find(|header| header.key == SCHEMA_VERSION_HEADER))
-                .and_then(|header| header.value);
-            let payload = message.payload().unwrap_or_default();
+            let schema_version = message.schema_version();
+            let payload = message.record_payload();
             match record::decode(schema_version, payload) {
                 Ok(batch) => {
                     hours_of_batches.push(touched_hours(&batch));
@@ -98,18 +168,18 @@ impl<S: RawStore, L: EventLog> RecordHandler<S, L> {
             .collect()
     }
 
-    async fn dead_letter(
+    async fn dead_letter<M: LogMessage>(
         &self,
-        message: &OwnedMessage,
+        message: &M,
         schema_version: Option<&[u8]>,
         payload: &[u8],
         reason: &str,
         abandon: &CancellationToken,
     ) -> Handled {
-        let source = format!("{}/{}/{}", message.topic(), message.partition(), message.offset());
+        let source = message.source();
         tracing::warn!(%source, %reason, "poison record: sending it to the dead-letter topic");
         let dead_letter = dead_letter::dead_letter_record(
-            message.key().unwrap_or_default(),
+            message.record_key(),
             payload,
             schema_version,
             reason,
@@ -135,8 +205,7 @@ impl<S: RawStore, L: EventLog> RecordHandler<S, L> {
         abandon: &CancellationToken,
         mut attempt: impl FnMut() -> F,
     ) -> Option<T> {
-        let mut backoff = Duration::from_millis(self.config.retry_backoff_ms.max(1));
-        let max_backoff = Duration::from_millis(self.config.max_retry_backoff_ms.max(1));
+        let mut backoff = self.retry_backoff;
         loop {
             match attempt().await {
                 Ok(value) => return Some(value),
@@ -147,7 +216,7 @@ impl<S: RawStore, L: EventLog> RecordHandler<S, L> {
                         () = abandon.cancelled() => return None,
                         () = tokio::time::sleep(backoff) => {}
                     }
-                    backoff = (backoff * 2).min(max_backoff);
+                    backoff = (backoff * 2).min(self.max_retry_backoff);
                 }
             }
         }
@@ -190,7 +259,7 @@ pub async fn run<S: RawStore, Q: JobQueue, L: EventLog>(
     consumer.subscribe(&[&events_topic])?;
     tracing::info!(topic = %events_topic, group = %config.group_id, "ingestor consuming");
 
-    let handler = Arc::new(RecordHandler { raw_store, dead_letter_log, config: config.clone() });
+    let handler = Arc::new(RecordHandler::from_config(raw_store, dead_letter_log, &config));
     let abandon = CancellationToken::new();
     let mut tracker = OffsetTracker::default();
     let mut pending_hours: HashSet<CustomerHour> = HashSet::new();

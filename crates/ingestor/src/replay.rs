@@ -102,7 +102,7 @@ pub async fn replay<S: RawStore, Q: JobQueue, L: EventLog>(
     }
     consumer.assign(&assignment)?;
 
-    let handler = RecordHandler { raw_store, dead_letter_log, config: config.clone() };
+    let handler = RecordHandler::from_config(raw_store, dead_letter_log, &config);
     let group_size = config.max_records_per_write.max(1);
     let mut hours: HashSet<CustomerHour> = HashSet::new();
     let mut done = 0u64;

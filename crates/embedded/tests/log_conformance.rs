@@ -1,0 +1,103 @@
+//! The [`EventLog`](hourglass_core::event_log::EventLog) conformance suite against the embedded log, in a
+//! data directory of the test's own; and what the embedded log adds: its consumer side.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use hourglass_conformance::event_log::{self, ReadBack};
+use hourglass_core::event_log::{EventLog, LogRecord, Topic};
+use hourglass_embedded::log::SqliteEventLog;
+
+fn record(key: &str, payload: &[u8]) -> LogRecord {
+    LogRecord { key: key.to_owned(), payload: payload.to_vec(), headers: vec![("hg-test", b"x".to_vec())] }
+}
+
+#[tokio::test]
+async fn sqlite_event_log_conforms() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(SqliteEventLog::open(data_dir.path()).await.unwrap());
+    let reader = Arc::clone(&log);
+    event_log::suite(&*log, move |topic: Topic| {
+        let reader = Arc::clone(&reader);
+        async move {
+            let records = reader.read_after(topic, 0, usize::MAX).await.unwrap();
+            records
+                .into_iter()
+                .map(|record| ReadBack {
+                    partition: 0,
+                    offset: record.offset,
+                    key: record.key,
+                    payload: record.payload,
+                    headers: record.headers.into_iter().collect(),
+                })
+                .collect()
+        }
+        .boxed()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn records_and_offsets_survive_a_reopen_and_a_trim_that_empties_the_topic() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let log = SqliteEventLog::open(data_dir.path()).await.unwrap();
+    let first = log.append(Topic::Events, record("acme", b"one")).await.unwrap();
+    let second = log.append(Topic::Events, record("acme", b"two")).await.unwrap();
+    log.commit_offset("ingest", second.offset).await.unwrap();
+    assert_eq!(log.trim_events(second.offset, 0).await.unwrap(), 2);
+    assert!(log.read_after(Topic::Events, 0, 10).await.unwrap().is_empty());
+    drop(log);
+
+    let reopened = SqliteEventLog::open(data_dir.path()).await.unwrap();
+    assert_eq!(reopened.committed_offset("ingest").await.unwrap(), second.offset, "the commit is durable");
+    assert_eq!(reopened.committed_offset("someone-else").await.unwrap(), 0);
+    let third = reopened.append(Topic::Events, record("acme", b"three")).await.unwrap();
+    assert!(third.offset > second.offset && second.offset > first.offset, "offsets are never reused");
+    let after_commit = reopened.read_after(Topic::Events, second.offset, 10).await.unwrap();
+    assert_eq!(after_commit.len(), 1);
+    assert_eq!(after_commit[0].payload, b"three");
+    assert_eq!(after_commit[0].header("hg-test"), Some(&b"x"[..]));
+}
+
+#[tokio::test]
+async fn trimming_keeps_dead_letters_unconsumed_records_and_the_requested_tail() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let log = SqliteEventLog::open(data_dir.path()).await.unwrap();
+    let mut event_offsets = Vec::new();
+    for index in 0..6u8 {
+        event_offsets.push(log.append(Topic::Events, record("acme", &[index])).await.unwrap().offset);
+    }
+    let dead_letter = log.append(Topic::DeadLetter, record("acme", b"poison")).await.unwrap();
+
+    // Consumed through the fourth record; keep the newest two consumed ones.
+    assert_eq!(log.trim_events(event_offsets[3], 2).await.unwrap(), 2);
+    let left: Vec<i64> = log.read_after(Topic::Events, 0, 100).await.unwrap().iter().map(|r| r.offset).collect();
+    assert_eq!(left, event_offsets[2..].to_vec());
+    let dead_letters = log.read_after(Topic::DeadLetter, 0, 100).await.unwrap();
+    assert_eq!(dead_letters.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![dead_letter.offset]);
+    assert_eq!(log.read_after(Topic::Events, event_offsets[1], 2).await.unwrap().len(), 2, "at most n records");
+}
+
+#[tokio::test]
+async fn a_waiting_consumer_wakes_for_its_topic_only() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(SqliteEventLog::open(data_dir.path()).await.unwrap());
+    let before = log.append(Topic::Events, record("acme", b"before")).await.unwrap();
+    // Records after an offset that already exist: no wait.
+    log.wait_for_records_after(Topic::Events, 0).await;
+
+    let waiter = {
+        let log = Arc::clone(&log);
+        tokio::spawn(async move { log.wait_for_records_after(Topic::Events, before.offset).await })
+    };
+    log.append(Topic::DeadLetter, record("acme", b"poison")).await.unwrap();
+    log.flush(Duration::from_secs(10)).await.unwrap();
+    tokio::task::yield_now().await;
+    assert!(!waiter.is_finished(), "a dead letter does not wake an Events consumer");
+    let after = log.append(Topic::Events, record("acme", b"after")).await.unwrap();
+    waiter.await.unwrap();
+    let read = log.read_after(Topic::Events, before.offset, 10).await.unwrap();
+    assert_eq!(read.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![after.offset]);
+    log.check_ready().await.unwrap();
+}
