@@ -1,1 +1,365 @@
-//! (being written)
+//! The [`RawStore`] conformance suite: idempotent by event id, events split into customer-hours by their
+//! time and into buckets by [`bucket_of`], outcome counts per batch summed per hour.
+//!
+//! [`suite`] runs every check; each check uses customer ids of its own, so they can share a store.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use hourglass_core::raw_store::{EventVisitor, HourOutcomes, RawStore, StoredEvent, bucket_of};
+use hourglass_proto::log::v1::{EventBatchRecord, Outcome, OutcomeCount};
+use hourglass_proto::prost_types::Timestamp;
+use hourglass_proto::v1::{Event, PropertyValue, RejectionReason, property_value};
+
+/// The hour most checks write to (2025-11-25T13:00:00Z).
+const HOUR: i64 = 1_764_075_600;
+/// The hour after it.
+const NEXT_HOUR: i64 = HOUR + 3600;
+
+/// Runs every check of the suite against `store`.
+pub async fn suite(store: &impl RawStore) {
+    store_is_ready(store).await;
+    redelivered_and_resent_events_are_stored_once(store).await;
+    a_record_spread_over_two_hours_lands_in_each(store).await;
+    buckets_partition_an_hour(store).await;
+    properties_round_trip(store).await;
+    outcomes_are_counted_once_per_batch_by_hour_and_reason(store).await;
+    customers_are_separate(store).await;
+}
+
+/// `check_ready` answers `Ok` and the store has buckets.
+pub async fn store_is_ready(store: &impl RawStore) {
+    store.check_ready().await.expect("check_ready on a working store");
+    assert!(store.bucket_count() > 0, "a store has at least one bucket");
+}
+
+/// A record delivered again (in the same call and in a later one) and an event resent by the client
+/// in another batch are each stored once; the last write of an id wins.
+pub async fn redelivered_and_resent_events_are_stored_once(store: &impl RawStore) {
+    let customer = unique_customer("redelivery");
+    let first_events: Vec<Event> =
+        (0..5).map(|index| event(&format!("e-{index}"), "view", at(HOUR, index), Some("u-1"))).collect();
+    let first = record(&customer, "batch-first", first_events.clone(), vec![accepted(HOUR, 5)]);
+    // The client resends e-4 (its ack was lost) with one new event.
+    let resend = record(
+        &customer,
+        "batch-resend",
+        vec![first_events[4].clone(), event("e-5", "view", at(HOUR, 5), None)],
+        vec![accepted(HOUR, 2)],
+    );
+
+    store.write_records(std::slice::from_ref(&first)).await.expect("write the first batch");
+    store.write_records(&[first.clone(), resend.clone(), first]).await.expect("write with a redelivery");
+    store.write_records(std::slice::from_ref(&resend)).await.expect("redeliver the resend last");
+
+    let stored = read_hour(store, &customer, HOUR).await;
+    let ids: Vec<&str> = stored.iter().map(|event| event.event_id.as_str()).collect();
+    assert_eq!(
+        sorted(ids.clone()),
+        vec!["e-0", "e-1", "e-2", "e-3", "e-4", "e-5"],
+        "each distinct event id once, whatever was redelivered"
+    );
+    let e4 = stored.iter().find(|event| event.event_id == "e-4").expect("e-4 stored");
+    assert_eq!(e4.batch_id, "batch-resend", "the last write of an event id wins");
+    assert_eq!(fold_hour(store, &customer, HOUR).await.len(), 6, "fold_bucket visits each distinct event once");
+    let outcomes = store.read_outcomes(&customer, HOUR).await.expect("read outcomes");
+    assert_eq!(outcomes.accepted, 7, "each batch's outcomes count once; a client resend counts again");
+}
+
+/// A record whose events fall in two hours stores each event in its own hour, with its time.
+pub async fn a_record_spread_over_two_hours_lands_in_each(store: &impl RawStore) {
+    let customer = unique_customer("two-hours");
+    let late_in_hour = event("before", "view", HOUR * 1000 + 3_599_999, None);
+    let next_hour = event("after", "view", NEXT_HOUR * 1000, None);
+    let spread = record(
+        &customer,
+        "batch-spread",
+        vec![late_in_hour, next_hour],
+        vec![accepted(HOUR, 1), accepted(NEXT_HOUR, 1)],
+    );
+    store.write_records(&[spread]).await.expect("write a record over two hours");
+
+    let first_hour = read_hour(store, &customer, HOUR).await;
+    let second_hour = read_hour(store, &customer, NEXT_HOUR).await;
+    let times = |events: &[StoredEvent]| -> Vec<(String, i64)> {
+        events.iter().map(|event| (event.event_id.clone(), event.occurred_at_ms)).collect()
+    };
+    assert_eq!(times(&first_hour), vec![("before".to_owned(), HOUR * 1000 + 3_599_999)]);
+    assert_eq!(times(&second_hour), vec![("after".to_owned(), NEXT_HOUR * 1000)]);
+    assert!(read_hour(store, &customer, HOUR - 3600).await.is_empty(), "nothing in an hour never written");
+    assert_eq!(store.read_outcomes(&customer, HOUR).await.expect("read outcomes").accepted, 1);
+    assert_eq!(store.read_outcomes(&customer, NEXT_HOUR).await.expect("read outcomes").accepted, 1);
+}
+
+/// Every event is in exactly the bucket `bucket_of` names, the buckets together hold the whole hour,
+/// and `fold_bucket` visits what `read_bucket` returns.
+pub async fn buckets_partition_an_hour(store: &impl RawStore) {
+    let customer = unique_customer("buckets");
+    let bucket_count = store.bucket_count();
+    let events: Vec<Event> = (0..200)
+        .map(|index| {
+            let mut event =
+                event(&format!("id-{index:04}"), ["view", "click"][index % 2], at(HOUR, index as i64), None);
+            event.user_id = (index % 3 != 0).then(|| format!("user-{}", index % 7));
+            event.properties.insert("index".to_owned(), number(index as f64));
+            event.properties.insert("label".to_owned(), text("x"));
+            event
+        })
+        .collect();
+    // Over two records, so that a bucket gathers events of several writes.
+    let (left, right) = events.split_at(120);
+    let records = [
+        record(&customer, "batch-left", left.to_vec(), vec![accepted(HOUR, 120)]),
+        record(&customer, "batch-right", right.to_vec(), vec![accepted(HOUR, 80)]),
+    ];
+    store.write_records(&records).await.expect("write 200 events");
+
+    let mut all_ids = BTreeSet::new();
+    for bucket in 0..bucket_count {
+        let stored = store.read_bucket(&customer, HOUR, bucket).await.expect("read a bucket");
+        for event in &stored {
+            assert_eq!(bucket_of(&event.event_id, bucket_count), bucket, "{} is in its bucket", event.event_id);
+            assert!(all_ids.insert(event.event_id.clone()), "{} is in one bucket only, once", event.event_id);
+        }
+        let folded = store
+            .fold_bucket(&customer, HOUR, bucket, CollectingVisitor::default())
+            .await
+            .expect("fold a bucket")
+            .events;
+        let read_as_folded: Vec<FoldedEvent> = stored
+            .iter()
+            .map(|event| FoldedEvent {
+                event_type: event.event_type.clone(),
+                user_id: event.user_id.clone(),
+                numbers: event.number_properties.iter().map(|(name, value)| (name.clone(), *value)).collect(),
+            })
+            .collect();
+        assert_eq!(sorted(folded), sorted(read_as_folded), "fold_bucket and read_bucket agree on bucket {bucket}");
+    }
+    let expected: BTreeSet<String> = events.iter().map(|event| event.event_id.clone()).collect();
+    assert_eq!(all_ids, expected, "the buckets together hold every event of the hour");
+}
+
+/// String, number and boolean properties, the user and the time come back as written; a property
+/// without a value is dropped.
+pub async fn properties_round_trip(store: &impl RawStore) {
+    let customer = unique_customer("properties");
+    let mut with_everything = event("full", "checkout.completed", HOUR * 1000 + 1234, Some("user-ü"));
+    with_everything.properties = [
+        ("plan".to_owned(), text("pro – annual")),
+        ("amount".to_owned(), number(-1234.5625)),
+        ("tiny".to_owned(), number(f64::MIN_POSITIVE)),
+        ("first_order".to_owned(), PropertyValue { kind: Some(property_value::Kind::BoolValue(true)) }),
+        ("gift".to_owned(), PropertyValue { kind: Some(property_value::Kind::BoolValue(false)) }),
+        ("empty".to_owned(), PropertyValue { kind: None }),
+    ]
+    .into_iter()
+    .collect();
+    let bare = event("bare", "ping", HOUR * 1000 + 5, None);
+    store
+        .write_records(&[record(&customer, "batch-properties", vec![with_everything, bare], vec![accepted(HOUR, 2)])])
+        .await
+        .expect("write events with properties");
+
+    let stored = read_hour(store, &customer, HOUR).await;
+    let full = stored.iter().find(|event| event.event_id == "full").expect("the full event is stored");
+    let expected_full = StoredEvent {
+        event_id: "full".to_owned(),
+        event_type: "checkout.completed".to_owned(),
+        occurred_at_ms: HOUR * 1000 + 1234,
+        user_id: Some("user-ü".to_owned()),
+        string_properties: BTreeMap::from([("plan".to_owned(), "pro – annual".to_owned())]),
+        number_properties: BTreeMap::from([("amount".to_owned(), -1234.5625), ("tiny".to_owned(), f64::MIN_POSITIVE)]),
+        bool_properties: BTreeMap::from([("first_order".to_owned(), true), ("gift".to_owned(), false)]),
+        batch_id: "batch-properties".to_owned(),
+    };
+    assert_eq!(full, &expected_full);
+    let bare = stored.iter().find(|event| event.event_id == "bare").expect("the bare event is stored");
+    let expected_bare = StoredEvent {
+        event_id: "bare".to_owned(),
+        event_type: "ping".to_owned(),
+        occurred_at_ms: HOUR * 1000 + 5,
+        user_id: None,
+        string_properties: BTreeMap::new(),
+        number_properties: BTreeMap::new(),
+        bool_properties: BTreeMap::new(),
+        batch_id: "batch-properties".to_owned(),
+    };
+    assert_eq!(bare, &expected_bare);
+}
+
+/// Outcome counts are summed per hour and reason over batches, each batch counted once however often
+/// it is delivered, including a record that carries only outcomes.
+pub async fn outcomes_are_counted_once_per_batch_by_hour_and_reason(store: &impl RawStore) {
+    let customer = unique_customer("outcomes");
+    let too_old = RejectionReason::OccurredAtTooOld as i32;
+    let no_type = RejectionReason::EventTypeEmpty as i32;
+    let with_events = record(
+        &customer,
+        "batch-mixed",
+        vec![event("a", "view", at(HOUR, 1), None), event("b", "view", at(HOUR, 2), None)],
+        vec![
+            accepted(HOUR, 2),
+            outcome(HOUR, Outcome::Rejected, too_old, 3),
+            outcome(NEXT_HOUR, Outcome::Rejected, no_type, 1),
+            outcome(HOUR, Outcome::Throttled, 0, 4),
+        ],
+    );
+    // A fully throttled and partly invalid batch: nothing accepted, so no events, only outcomes.
+    let outcomes_only = record(
+        &customer,
+        "batch-outcomes-only",
+        Vec::new(),
+        vec![outcome(HOUR, Outcome::Throttled, 0, 10), outcome(HOUR, Outcome::Rejected, too_old, 1)],
+    );
+    store.write_records(&[with_events.clone(), outcomes_only.clone()]).await.expect("write outcomes");
+    store.write_records(&[outcomes_only, with_events]).await.expect("redeliver both records");
+
+    let hour = store.read_outcomes(&customer, HOUR).await.expect("read outcomes");
+    assert_eq!(
+        hour,
+        HourOutcomes { accepted: 2, rejected_by_reason: BTreeMap::from([(too_old, 4)]), throttled: 14 },
+        "outcomes of the hour, each batch once"
+    );
+    assert_eq!(hour.received(), 20);
+    let next_hour = store.read_outcomes(&customer, NEXT_HOUR).await.expect("read outcomes");
+    assert_eq!(
+        next_hour,
+        HourOutcomes { accepted: 0, rejected_by_reason: BTreeMap::from([(no_type, 1)]), throttled: 0 }
+    );
+    let empty_hour = store.read_outcomes(&customer, HOUR - 3600).await.expect("read outcomes");
+    assert_eq!(empty_hour, HourOutcomes::default(), "an hour without records has no outcomes");
+    assert_eq!(read_hour(store, &customer, HOUR).await.len(), 2, "an outcome-only record stores no events");
+}
+
+/// Two customers using the same event ids and batch ids in the same hour see only their own events
+/// and outcomes.
+pub async fn customers_are_separate(store: &impl RawStore) {
+    let first_customer = unique_customer("separate-first");
+    let second_customer = unique_customer("separate-second");
+    let first = record(
+        &first_customer,
+        "batch-shared",
+        vec![event("same-id", "first-type", at(HOUR, 1), None)],
+        vec![accepted(HOUR, 1)],
+    );
+    let second = record(
+        &second_customer,
+        "batch-shared",
+        vec![event("same-id", "second-type", at(HOUR, 2), None), event("other", "second-type", at(HOUR, 3), None)],
+        vec![accepted(HOUR, 2)],
+    );
+    store.write_records(&[first, second]).await.expect("write two customers");
+
+    let first_events = read_hour(store, &first_customer, HOUR).await;
+    let second_events = read_hour(store, &second_customer, HOUR).await;
+    let types = |events: &[StoredEvent]| sorted(events.iter().map(|event| event.event_type.clone()).collect());
+    assert_eq!(types(&first_events), vec!["first-type"]);
+    assert_eq!(types(&second_events), vec!["second-type", "second-type"]);
+    assert_eq!(store.read_outcomes(&first_customer, HOUR).await.expect("read outcomes").accepted, 1);
+    assert_eq!(store.read_outcomes(&second_customer, HOUR).await.expect("read outcomes").accepted, 2);
+}
+
+/// What `fold_bucket` passes a visitor for one event, owned.
+#[derive(Clone, Debug, PartialEq, PartialOrd)]
+struct FoldedEvent {
+    event_type: String,
+    user_id: Option<String>,
+    numbers: BTreeMap<String, f64>,
+}
+
+#[derive(Default)]
+struct CollectingVisitor {
+    events: Vec<FoldedEvent>,
+}
+
+impl EventVisitor for CollectingVisitor {
+    fn visit(&mut self, event_type: &str, user_id: Option<&str>, numbers: &mut dyn Iterator<Item = (&str, f64)>) {
+        self.events.push(FoldedEvent {
+            event_type: event_type.to_owned(),
+            user_id: user_id.map(str::to_owned),
+            numbers: numbers.map(|(name, value)| (name.to_owned(), value)).collect(),
+        });
+    }
+}
+
+/// A customer id no other check or run uses.
+fn unique_customer(check: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_nanos())
+        .unwrap_or_default();
+    format!("conformance-{check}-{}-{nanos}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+async fn read_hour(store: &impl RawStore, customer_id: &str, hour_start: i64) -> Vec<StoredEvent> {
+    let mut events = Vec::new();
+    for bucket in 0..store.bucket_count() {
+        events.extend(store.read_bucket(customer_id, hour_start, bucket).await.expect("read a bucket"));
+    }
+    events
+}
+
+async fn fold_hour(store: &impl RawStore, customer_id: &str, hour_start: i64) -> Vec<FoldedEvent> {
+    let mut events = Vec::new();
+    for bucket in 0..store.bucket_count() {
+        let visitor = store
+            .fold_bucket(customer_id, hour_start, bucket, CollectingVisitor::default())
+            .await
+            .expect("fold a bucket");
+        events.extend(visitor.events);
+    }
+    events
+}
+
+/// `values` in order; `PartialOrd` suffices as no test value is NaN.
+fn sorted<T: PartialOrd>(mut values: Vec<T>) -> Vec<T> {
+    values.sort_by(|left, right| left.partial_cmp(right).expect("no NaN in test values"));
+    values
+}
+
+/// `offset_seconds` into the hour starting at `hour_start`, in milliseconds.
+fn at(hour_start: i64, offset_seconds: i64) -> i64 {
+    (hour_start + offset_seconds) * 1000
+}
+
+fn event(event_id: &str, event_type: &str, occurred_at_ms: i64, user_id: Option<&str>) -> Event {
+    Event {
+        event_id: event_id.to_owned(),
+        event_type: event_type.to_owned(),
+        occurred_at: Some(Timestamp {
+            seconds: occurred_at_ms.div_euclid(1000),
+            nanos: (occurred_at_ms.rem_euclid(1000) * 1_000_000) as i32,
+        }),
+        user_id: user_id.map(str::to_owned),
+        properties: Default::default(),
+    }
+}
+
+fn text(value: &str) -> PropertyValue {
+    PropertyValue { kind: Some(property_value::Kind::StringValue(value.to_owned())) }
+}
+
+fn number(value: f64) -> PropertyValue {
+    PropertyValue { kind: Some(property_value::Kind::NumberValue(value)) }
+}
+
+fn record(customer_id: &str, batch_id: &str, events: Vec<Event>, outcomes: Vec<OutcomeCount>) -> EventBatchRecord {
+    EventBatchRecord {
+        customer_id: customer_id.to_owned(),
+        received_at_unix_ms: HOUR * 1000 + 3_000_000,
+        batch_id: batch_id.to_owned(),
+        collector_id: "conformance".to_owned(),
+        events,
+        outcomes,
+    }
+}
+
+fn outcome(hour_start: i64, outcome: Outcome, reason: i32, count: u32) -> OutcomeCount {
+    OutcomeCount { hour_start_unix_secs: hour_start, outcome: outcome as i32, reason, count }
+}
+
+fn accepted(hour_start: i64, count: u32) -> OutcomeCount {
+    outcome(hour_start, Outcome::Accepted, 0, count)
+}

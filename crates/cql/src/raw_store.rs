@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use futures::TryStreamExt;
-use hourglass_core::hour;
 use hourglass_core::raw_store::{EventVisitor, HourOutcomes, RawStore, RawStoreError, StoredEvent};
+use hourglass_core::{hour, raw_store};
 use hourglass_proto::log::v1::EventBatchRecord;
 use hourglass_proto::log::v1::Outcome;
 use hourglass_proto::v1::{Event, property_value};
@@ -113,9 +113,10 @@ impl CqlRawStore {
         })
     }
 
-    /// The bucket of an event id.
+    /// The bucket of an event id, as the `bucket` column holds it.
     pub fn bucket_of(&self, event_id: &str) -> i32 {
-        (crc32fast::hash(event_id.as_bytes()) % self.bucket_count) as i32
+        // Lossless for any real configuration: a bucket is below the bucket count, a few hundred at most.
+        raw_store::bucket_of(event_id, self.bucket_count) as i32
     }
 
     /// Every event of a customer-hour, across all buckets.

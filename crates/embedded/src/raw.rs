@@ -1,1 +1,459 @@
-//! (being written)
+//! [`SqliteRawStore`]: the [`RawStore`] of standalone mode, in `raw.db`.
+//!
+//! One row per (customer, hour, bucket, batch id) holds the events of that batch record that fall in that
+//! hour and bucket, protobuf-encoded as an `EventBatchRecord` carrying only its `events` field. A row per
+//! event would cost an insert per event on the ingest path; a row per block costs one per record and
+//! bucket, and reading a bucket back is a range scan of a few large rows.
+//!
+//! Idempotency, as the CQL store gets it from its primary key:
+//! - a redelivered record rewrites its own rows (`INSERT OR REPLACE` on the batch id), so it is stored
+//!   once; a batch id therefore names one record's content, which the event log never changes;
+//! - an event id stored by several records (a client resending in another batch) is de-duplicated when
+//!   read: rows are read newest first (a replaced row gets a new, higher rowid), and the first copy of an
+//!   id seen wins, so the last write wins as in CQL.
+//!
+//! Outcome counts are stored per (customer, hour, batch id, outcome, reason), so a redelivered record
+//! counts once, and summed per hour when read.
+//!
+//! The bucket count is fixed when `raw.db` is created (`settings` table): changing it would move events
+//! to other buckets and break de-duplication across writes.
+
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{BuildHasher, Hasher, RandomState};
+use std::path::Path;
+
+use futures::TryStreamExt;
+use hourglass_core::hour;
+use hourglass_core::raw_store::{self, EventVisitor, HourOutcomes, RawStore, RawStoreError, StoredEvent};
+use hourglass_proto::log::v1::{EventBatchRecord, Outcome, OutcomeCount};
+use hourglass_proto::v1::Event;
+use sqlx::{Row, SqlitePool};
+
+use self::block::{DecodeError, EventView, PropertyRef, block_events, epoch_ms};
+use crate::sqlite::{self, OpenError};
+
+mod block;
+
+/// The database file in the data directory.
+pub const FILE_NAME: &str = "raw.db";
+
+/// The `settings` key holding the bucket count (the name the CQL keyspace uses too).
+const BUCKETS_SETTING: &str = "raw_event_buckets";
+
+/// Connections reading at once: the aggregator reads several buckets of a job concurrently.
+const READER_CONNECTIONS: u32 = 4;
+
+/// Events folded between two yields to the runtime, so a large bucket does not hold a worker thread.
+const EVENTS_PER_YIELD: usize = 4096;
+
+/// Rows per insert statement; SQLite allows 32766 parameters, sqlx caches a statement per row count.
+const ROWS_PER_INSERT: usize = 64;
+
+/// `rowid` grows with every insert, and `INSERT OR REPLACE` gives the replacing row a new one, so
+/// `event_blocks_by_bucket` (whose entries end with the rowid) lists a bucket's rows in write order.
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS settings (
+    name TEXT PRIMARY KEY NOT NULL,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS event_blocks (
+    customer_id TEXT NOT NULL,
+    hour_start INTEGER NOT NULL,
+    bucket INTEGER NOT NULL,
+    batch_id TEXT NOT NULL,
+    events BLOB NOT NULL,
+    UNIQUE (customer_id, hour_start, bucket, batch_id)
+);
+CREATE INDEX IF NOT EXISTS event_blocks_by_bucket ON event_blocks (customer_id, hour_start, bucket);
+CREATE TABLE IF NOT EXISTS batch_outcomes (
+    customer_id TEXT NOT NULL,
+    hour_start INTEGER NOT NULL,
+    batch_id TEXT NOT NULL,
+    outcome INTEGER NOT NULL,
+    reason INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (customer_id, hour_start, batch_id, outcome, reason)
+) WITHOUT ROWID;
+";
+
+/// The embedded implementation of [`RawStore`], on SQLite.
+#[derive(Clone, Debug)]
+pub struct SqliteRawStore {
+    /// One connection: SQLite has one writer per database, and queueing here is cheaper than on its
+    /// busy timeout.
+    writer: SqlitePool,
+    /// Readers never wait for the writer (WAL).
+    readers: SqlitePool,
+    bucket_count: u32,
+}
+
+impl SqliteRawStore {
+    /// Opens (creating if needed) `raw.db` in `data_dir`. A new database keeps `bucket_count` for good;
+    /// an existing one keeps the count it was created with (a different `bucket_count` is logged and
+    /// ignored).
+    pub async fn open(data_dir: &Path, bucket_count: u32) -> Result<Self, OpenError> {
+        let path = data_dir.join(FILE_NAME);
+        let database_error = |source| OpenError::Database { path: path.clone(), source };
+        if bucket_count == 0 {
+            return Err(database_error(sqlx::Error::InvalidArgument("the raw store needs at least one bucket".into())));
+        }
+        let writer = sqlite::open(data_dir, FILE_NAME, 1, SCHEMA).await?;
+        sqlx::query("INSERT OR IGNORE INTO settings (name, value) VALUES (?1, ?2)")
+            .bind(BUCKETS_SETTING)
+            .bind(bucket_count.to_string())
+            .execute(&writer)
+            .await
+            .map_err(database_error)?;
+        let stored: String = sqlx::query_scalar("SELECT value FROM settings WHERE name = ?1")
+            .bind(BUCKETS_SETTING)
+            .fetch_one(&writer)
+            .await
+            .map_err(database_error)?;
+        let stored_count = stored.parse::<u32>().ok().filter(|count| *count > 0).ok_or_else(|| {
+            database_error(sqlx::Error::Decode(format!("invalid bucket count {stored:?} in settings").into()))
+        })?;
+        if stored_count != bucket_count {
+            tracing::warn!(
+                configured = bucket_count,
+                stored = stored_count,
+                path = %path.display(),
+                "the raw store keeps the bucket count it was created with"
+            );
+        }
+        let readers = sqlite::open(data_dir, FILE_NAME, READER_CONNECTIONS, SCHEMA).await?;
+        Ok(Self { writer, readers, bucket_count: stored_count })
+    }
+
+    /// Calls `on_event` with every distinct event of a bucket (its last written copy) and the batch
+    /// that wrote it. Reads newest rows first and keeps the first copy of each id.
+    async fn walk_bucket(
+        &self,
+        customer_id: &str,
+        hour_start: i64,
+        bucket: u32,
+        mut on_event: impl FnMut(&EventView<'_>, &str) + Send,
+    ) -> Result<(), RawStoreError> {
+        let mut rows = sqlx::query(
+            "SELECT batch_id, events FROM event_blocks INDEXED BY event_blocks_by_bucket \
+             WHERE customer_id = ?1 AND hour_start = ?2 AND bucket = ?3 ORDER BY rowid DESC",
+        )
+        .bind(customer_id)
+        .bind(hour_start)
+        .bind(i64::from(bucket))
+        .fetch(&self.readers);
+        let mut seen_ids = SeenEventIds::<RandomState>::default();
+        let mut events_since_yield = 0;
+        while let Some(row) = rows.try_next().await.map_err(unavailable)? {
+            // A column of another type than the schema's: not something a retry mends.
+            let batch_id: &str = row.try_get(0).map_err(|error| RawStoreError::Schema(error.to_string()))?;
+            let block: &[u8] = row.try_get(1).map_err(|error| RawStoreError::Schema(error.to_string()))?;
+            let events = block_events(block).map_err(|error| undecodable(customer_id, hour_start, batch_id, error))?;
+            // Within a block too, the later copy of an id is the last written.
+            for encoded_event in events.iter().rev() {
+                let event = EventView::parse(encoded_event)
+                    .map_err(|error| undecodable(customer_id, hour_start, batch_id, error))?;
+                if seen_ids.insert(event.event_id) {
+                    on_event(&event, batch_id);
+                }
+            }
+            events_since_yield += events.len();
+            if events_since_yield >= EVENTS_PER_YIELD {
+                events_since_yield = 0;
+                tokio::task::yield_now().await;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn unavailable(error: impl std::fmt::Display) -> RawStoreError {
+    RawStoreError::Unavailable(error.to_string())
+}
+
+fn undecodable(customer_id: &str, hour_start: i64, batch_id: &str, error: DecodeError) -> RawStoreError {
+    RawStoreError::Schema(format!(
+        "undecodable event block of customer {customer_id}, hour {hour_start}, batch {batch_id}: {error}"
+    ))
+}
+
+/// The hour and bucket of an event; an event without a timestamp counts as at 0, as in the CQL store.
+fn place_of(event: &Event, bucket_count: u32) -> (i64, u32) {
+    let occurred_at_ms = event.occurred_at.as_ref().map(|time| epoch_ms(time.seconds, time.nanos)).unwrap_or_default();
+    (hour::hour_start(occurred_at_ms.div_euclid(1000)), raw_store::bucket_of(&event.event_id, bucket_count))
+}
+
+/// `insert_into` followed by `rows` tuples of `columns` parameters. Anonymous parameters: sqlx looks
+/// up the name of each numbered one, a linear search in SQLite.
+fn multi_row_insert(insert_into: &str, columns: usize, rows: usize) -> String {
+    let tuple = format!("({})", vec!["?"; columns].join(", "));
+    format!("{insert_into} VALUES {}", vec![tuple.as_str(); rows].join(", "))
+}
+
+impl RawStore for SqliteRawStore {
+    async fn write_records(&self, records: &[EventBatchRecord]) -> Result<(), RawStoreError> {
+        // Encode before taking the writer, so the transaction holds it only for the inserts.
+        let mut blocks: Vec<(&EventBatchRecord, i64, u32, Vec<u8>)> = Vec::new();
+        let mut block_of_place: HashMap<(i64, u32), usize> = HashMap::new();
+        for record in records {
+            // Per record, not per batch id: a record repeated in one call replaces its own rows.
+            block_of_place.clear();
+            for event in &record.events {
+                let (hour_start, bucket) = place_of(event, self.bucket_count);
+                let index = *block_of_place.entry((hour_start, bucket)).or_insert_with(|| {
+                    blocks.push((record, hour_start, bucket, Vec::new()));
+                    blocks.len() - 1
+                });
+                block::push_event(&mut blocks[index].3, event);
+            }
+        }
+
+        let mut transaction = self.writer.begin().await.map_err(unavailable)?;
+        // Several rows per statement: each statement is a round trip to SQLite's worker thread, which
+        // costs more than inserting a row. Rows go in order, so a later copy replaces an earlier one.
+        for chunk in blocks.chunks(ROWS_PER_INSERT) {
+            let sql = multi_row_insert(
+                "INSERT OR REPLACE INTO event_blocks (customer_id, hour_start, bucket, batch_id, events)",
+                5,
+                chunk.len(),
+            );
+            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (record, hour_start, bucket, block) in chunk {
+                insert = insert
+                    .bind(record.customer_id.as_str())
+                    .bind(*hour_start)
+                    .bind(i64::from(*bucket))
+                    .bind(record.batch_id.as_str())
+                    .bind(block.as_slice());
+            }
+            insert.execute(&mut *transaction).await.map_err(unavailable)?;
+        }
+        let outcomes: Vec<(&EventBatchRecord, &OutcomeCount)> =
+            records.iter().flat_map(|record| record.outcomes.iter().map(move |count| (record, count))).collect();
+        for chunk in outcomes.chunks(ROWS_PER_INSERT) {
+            let sql = multi_row_insert(
+                "INSERT OR REPLACE INTO batch_outcomes (customer_id, hour_start, batch_id, outcome, reason, count)",
+                6,
+                chunk.len(),
+            );
+            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (record, count) in chunk {
+                insert = insert
+                    .bind(record.customer_id.as_str())
+                    .bind(count.hour_start_unix_secs)
+                    .bind(record.batch_id.as_str())
+                    .bind(count.outcome)
+                    .bind(count.reason)
+                    .bind(i64::from(count.count));
+            }
+            insert.execute(&mut *transaction).await.map_err(unavailable)?;
+        }
+        transaction.commit().await.map_err(unavailable)
+    }
+
+    async fn check_ready(&self) -> Result<(), RawStoreError> {
+        sqlx::query("SELECT 1").execute(&self.readers).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    fn bucket_count(&self) -> u32 {
+        self.bucket_count
+    }
+
+    async fn read_outcomes(&self, customer_id: &str, hour_start: i64) -> Result<HourOutcomes, RawStoreError> {
+        let rows: Vec<(i32, i32, i64)> = sqlx::query_as(
+            "SELECT outcome, reason, SUM(count) FROM batch_outcomes WHERE customer_id = ?1 AND hour_start = ?2 \
+             GROUP BY outcome, reason",
+        )
+        .bind(customer_id)
+        .bind(hour_start)
+        .fetch_all(&self.readers)
+        .await
+        .map_err(unavailable)?;
+        let mut outcomes = HourOutcomes::default();
+        for (outcome, reason, count) in rows {
+            let count = u64::try_from(count).unwrap_or(0);
+            match Outcome::try_from(outcome) {
+                Ok(Outcome::Accepted) => outcomes.accepted += count,
+                Ok(Outcome::Rejected) => *outcomes.rejected_by_reason.entry(reason).or_default() += count,
+                Ok(Outcome::Throttled) => outcomes.throttled += count,
+                Ok(Outcome::Unspecified) | Err(_) => {
+                    tracing::warn!(outcome, customer_id, hour_start, "unknown outcome in batch_outcomes; not counted");
+                }
+            }
+        }
+        Ok(outcomes)
+    }
+
+    async fn fold_bucket<V: EventVisitor>(
+        &self,
+        customer_id: &str,
+        hour_start: i64,
+        bucket: u32,
+        mut visitor: V,
+    ) -> Result<V, RawStoreError> {
+        self.walk_bucket(customer_id, hour_start, bucket, |event, _batch_id| {
+            visitor.visit(
+                event.event_type,
+                event.user_id,
+                &mut event.properties().filter_map(|(name, value)| match value {
+                    PropertyRef::Number(number) => Some((name, number)),
+                    PropertyRef::String(_) | PropertyRef::Bool(_) => None,
+                }),
+            );
+        })
+        .await?;
+        Ok(visitor)
+    }
+
+    async fn read_bucket(
+        &self,
+        customer_id: &str,
+        hour_start: i64,
+        bucket: u32,
+    ) -> Result<Vec<StoredEvent>, RawStoreError> {
+        let mut events = Vec::new();
+        self.walk_bucket(customer_id, hour_start, bucket, |event, batch_id| {
+            let mut stored = StoredEvent {
+                event_id: event.event_id.to_owned(),
+                event_type: event.event_type.to_owned(),
+                occurred_at_ms: event.occurred_at_ms,
+                user_id: event.user_id.map(str::to_owned),
+                string_properties: BTreeMap::new(),
+                number_properties: BTreeMap::new(),
+                bool_properties: BTreeMap::new(),
+                batch_id: batch_id.to_owned(),
+            };
+            for (name, value) in event.properties() {
+                match value {
+                    PropertyRef::String(text) => {
+                        stored.string_properties.insert(name.to_owned(), text.to_owned());
+                    }
+                    PropertyRef::Number(number) => {
+                        stored.number_properties.insert(name.to_owned(), number);
+                    }
+                    PropertyRef::Bool(flag) => {
+                        stored.bool_properties.insert(name.to_owned(), flag);
+                    }
+                }
+            }
+            events.push(stored);
+        })
+        .await?;
+        // The order CQL returns them in (its clustering key).
+        events.sort_unstable_by(|left, right| left.event_id.cmp(&right.event_id));
+        Ok(events)
+    }
+}
+
+/// The event ids seen so far in one bucket, copied into one arena: no allocation per event, and the
+/// rows they came from need not stay in memory.
+#[derive(Default)]
+struct SeenEventIds<S = RandomState> {
+    /// Hashes ids (a parameter so that tests can make every id collide).
+    hasher: S,
+    /// By hash, the arena span of the first id seen with it.
+    first_by_hash: HashMap<u64, (usize, usize), PrehashedBuildHasher>,
+    arena: String,
+    /// Ids whose hash another id took first (rare), kept whole.
+    collided: HashSet<String>,
+}
+
+impl<S: BuildHasher> SeenEventIds<S> {
+    /// Records `event_id`; `true` if it had not been seen.
+    fn insert(&mut self, event_id: &str) -> bool {
+        match self.first_by_hash.entry(self.hasher.hash_one(event_id)) {
+            Entry::Vacant(vacant) => {
+                let start = self.arena.len();
+                self.arena.push_str(event_id);
+                vacant.insert((start, event_id.len()));
+                true
+            }
+            Entry::Occupied(occupied) => {
+                let (start, length) = *occupied.get();
+                if &self.arena[start..start + length] == event_id {
+                    false
+                } else {
+                    self.collided.insert(event_id.to_owned())
+                }
+            }
+        }
+    }
+}
+
+/// Keys that are already hashes are used as they are.
+#[derive(Clone, Copy, Default)]
+struct PrehashedBuildHasher;
+
+impl BuildHasher for PrehashedBuildHasher {
+    type Hasher = PrehashedHasher;
+
+    fn build_hasher(&self) -> PrehashedHasher {
+        PrehashedHasher(0)
+    }
+}
+
+struct PrehashedHasher(u64);
+
+impl Hasher for PrehashedHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys are hashed with this; bytes are folded in all the same, for completeness.
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+
+    fn write_u64(&mut self, hash: u64) {
+        self.0 = hash;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seen_ids_are_exact() {
+        let mut seen = SeenEventIds::<RandomState>::default();
+        assert!(seen.insert("a"));
+        assert!(seen.insert("b"));
+        assert!(!seen.insert("a"));
+        assert!(seen.insert(""));
+        assert!(!seen.insert(""));
+    }
+
+    /// Hashes every id to the same value, so every id after the first collides.
+    #[derive(Default)]
+    struct OneHash;
+
+    impl BuildHasher for OneHash {
+        type Hasher = OneHash;
+
+        fn build_hasher(&self) -> OneHash {
+            OneHash
+        }
+    }
+
+    impl Hasher for OneHash {
+        fn finish(&self) -> u64 {
+            7
+        }
+
+        fn write(&mut self, _bytes: &[u8]) {}
+    }
+
+    #[test]
+    fn colliding_hashes_keep_ids_apart() {
+        let mut seen = SeenEventIds::<OneHash>::default();
+        assert!(seen.insert("a"));
+        assert!(seen.insert("b"));
+        assert!(seen.insert("c"));
+        assert!(!seen.insert("a"));
+        assert!(!seen.insert("b"));
+        assert!(!seen.insert("c"));
+    }
+}

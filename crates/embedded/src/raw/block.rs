@@ -1,0 +1,307 @@
+//! The encoding of an event block (the `events` column of `event_blocks`): the bytes of an
+//! `EventBatchRecord` holding only its `events` field, so any protobuf reader of the log format reads
+//! it. The store reads blocks with the borrowing decoder here rather than with prost, so that folding
+//! a bucket allocates nothing per event.
+
+use hourglass_proto::v1::Event;
+use prost::Message;
+
+/// The field number of `EventBatchRecord.events`: a block is a sequence of these fields.
+const EVENTS_FIELD: u32 = 5;
+
+/// Appends `event` to `block`.
+pub(super) fn push_event(block: &mut Vec<u8>, event: &Event) {
+    // The key of field 5, length-delimited (wire type 2), then the event's length and bytes.
+    block.push(((EVENTS_FIELD << 3) | 2) as u8);
+    // Writing to a Vec only fails when it cannot grow, which aborts anyway.
+    event.encode_length_delimited(block).expect("a Vec grows as needed");
+}
+
+/// An instant in milliseconds since the Unix epoch, sub-millisecond digits dropped (as CQL timestamps).
+/// Saturating: the collector rejects absurd timestamps, but a stored one must not panic a reader.
+pub(super) fn epoch_ms(seconds: i64, nanos: i32) -> i64 {
+    seconds.saturating_mul(1000).saturating_add(i64::from(nanos) / 1_000_000)
+}
+
+/// Why a stored block could not be read.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum DecodeError {
+    #[error("truncated protobuf")]
+    Truncated,
+    #[error("varint longer than 10 bytes")]
+    VarintTooLong,
+    #[error("unsupported wire type {0}")]
+    WireType(u64),
+    #[error("field {0} has the wrong wire type")]
+    FieldType(u32),
+    #[error("invalid UTF-8 in a string field")]
+    Utf8,
+}
+
+/// A protobuf field's value, borrowed from the encoded message.
+enum WireValue<'a> {
+    Varint(u64),
+    Fixed64(u64),
+    Bytes(&'a [u8]),
+    Fixed32,
+}
+
+impl<'a> WireValue<'a> {
+    fn bytes(self, field: u32) -> Result<&'a [u8], DecodeError> {
+        match self {
+            WireValue::Bytes(bytes) => Ok(bytes),
+            _ => Err(DecodeError::FieldType(field)),
+        }
+    }
+
+    fn text(self, field: u32) -> Result<&'a str, DecodeError> {
+        std::str::from_utf8(self.bytes(field)?).map_err(|_| DecodeError::Utf8)
+    }
+
+    fn varint(self, field: u32) -> Result<u64, DecodeError> {
+        match self {
+            WireValue::Varint(value) => Ok(value),
+            _ => Err(DecodeError::FieldType(field)),
+        }
+    }
+}
+
+/// The fields of an encoded protobuf message, in order, borrowed from it. Blocks are decoded this way
+/// rather than with prost so that folding a bucket allocates nothing per event.
+struct WireFields<'a> {
+    remaining: &'a [u8],
+}
+
+impl<'a> WireFields<'a> {
+    fn new(message: &'a [u8]) -> Self {
+        Self { remaining: message }
+    }
+
+    fn varint(&mut self) -> Result<u64, DecodeError> {
+        let mut value = 0u64;
+        for (index, byte) in self.remaining.iter().enumerate().take(10) {
+            value |= u64::from(byte & 0x7f) << (7 * index);
+            if byte & 0x80 == 0 {
+                self.remaining = &self.remaining[index + 1..];
+                return Ok(value);
+            }
+        }
+        Err(if self.remaining.len() < 10 { DecodeError::Truncated } else { DecodeError::VarintTooLong })
+    }
+
+    fn take(&mut self, length: usize) -> Result<&'a [u8], DecodeError> {
+        if self.remaining.len() < length {
+            return Err(DecodeError::Truncated);
+        }
+        let (taken, rest) = self.remaining.split_at(length);
+        self.remaining = rest;
+        Ok(taken)
+    }
+
+    fn field(&mut self) -> Result<(u32, WireValue<'a>), DecodeError> {
+        let key = self.varint()?;
+        // Field numbers are at most 2^29 - 1, so the key's upper part fits.
+        let field = (key >> 3) as u32;
+        let value = match key & 7 {
+            0 => WireValue::Varint(self.varint()?),
+            1 => {
+                let bytes = self.take(8)?;
+                // `take(8)` returned exactly eight bytes.
+                WireValue::Fixed64(u64::from_le_bytes(bytes.try_into().expect("eight bytes")))
+            }
+            2 => {
+                let length = usize::try_from(self.varint()?).map_err(|_| DecodeError::Truncated)?;
+                WireValue::Bytes(self.take(length)?)
+            }
+            5 => {
+                self.take(4)?;
+                WireValue::Fixed32
+            }
+            wire_type => return Err(DecodeError::WireType(wire_type)),
+        };
+        Ok((field, value))
+    }
+}
+
+impl<'a> Iterator for WireFields<'a> {
+    type Item = Result<(u32, WireValue<'a>), DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.remaining.is_empty() {
+            return None;
+        }
+        let field = self.field();
+        if field.is_err() {
+            // Nothing after a malformed field can be trusted.
+            self.remaining = &[];
+        }
+        Some(field)
+    }
+}
+
+/// The encoded events of a block, in the order they were written.
+pub(super) fn block_events(block: &[u8]) -> Result<Vec<&[u8]>, DecodeError> {
+    let mut events = Vec::new();
+    for field in WireFields::new(block) {
+        let (number, value) = field?;
+        if number == EVENTS_FIELD {
+            events.push(value.bytes(number)?);
+        }
+    }
+    Ok(events)
+}
+
+/// A property value, borrowed from the encoded event.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) enum PropertyRef<'a> {
+    String(&'a str),
+    Number(f64),
+    Bool(bool),
+}
+
+/// A `hourglass.v1.Event`, borrowed from its encoding. Parsing checks every field, properties
+/// included, so iterating them later cannot fail.
+pub(super) struct EventView<'a> {
+    pub(super) event_id: &'a str,
+    pub(super) event_type: &'a str,
+    pub(super) occurred_at_ms: i64,
+    pub(super) user_id: Option<&'a str>,
+    pub(super) encoded: &'a [u8],
+}
+
+impl<'a> EventView<'a> {
+    pub(super) fn parse(encoded: &'a [u8]) -> Result<Self, DecodeError> {
+        let mut event = EventView { event_id: "", event_type: "", occurred_at_ms: 0, user_id: None, encoded };
+        for field in WireFields::new(encoded) {
+            match field? {
+                (1, value) => event.event_id = value.text(1)?,
+                (2, value) => event.event_type = value.text(2)?,
+                (3, value) => event.occurred_at_ms = parse_timestamp_ms(value.bytes(3)?)?,
+                (4, value) => event.user_id = Some(value.text(4)?),
+                (5, value) => {
+                    parse_property(value.bytes(5)?)?;
+                }
+                _ => {}
+            }
+        }
+        Ok(event)
+    }
+
+    /// The properties that have a value (as the CQL store, it drops one without).
+    pub(super) fn properties(&self) -> impl Iterator<Item = (&'a str, PropertyRef<'a>)> + use<'a> {
+        WireFields::new(self.encoded).filter_map(|field| match field {
+            Ok((5, WireValue::Bytes(entry))) => parse_property(entry).ok().flatten(),
+            _ => None,
+        })
+    }
+}
+
+/// `google.protobuf.Timestamp` in milliseconds since the Unix epoch.
+fn parse_timestamp_ms(encoded: &[u8]) -> Result<i64, DecodeError> {
+    let (mut seconds, mut nanos) = (0i64, 0i32);
+    for field in WireFields::new(encoded) {
+        match field? {
+            // Two's complement, as protobuf encodes int64 and int32.
+            (1, value) => seconds = value.varint(1)? as i64,
+            (2, value) => nanos = value.varint(2)? as i32,
+            _ => {}
+        }
+    }
+    Ok(epoch_ms(seconds, nanos))
+}
+
+/// A `map<string, PropertyValue>` entry: its name and value, `None` for a value with no kind.
+fn parse_property(entry: &[u8]) -> Result<Option<(&str, PropertyRef<'_>)>, DecodeError> {
+    let mut name = "";
+    let mut value = None;
+    for field in WireFields::new(entry) {
+        match field? {
+            (1, key) => name = key.text(1)?,
+            (2, property_value) => {
+                // A oneof: the last kind present wins, as prost decodes it.
+                value = None;
+                for kind in WireFields::new(property_value.bytes(2)?) {
+                    match kind? {
+                        (1, text) => value = Some(PropertyRef::String(text.text(1)?)),
+                        (2, WireValue::Fixed64(bits)) => value = Some(PropertyRef::Number(f64::from_bits(bits))),
+                        (2, _) => return Err(DecodeError::FieldType(2)),
+                        (3, flag) => value = Some(PropertyRef::Bool(flag.varint(3)? != 0)),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(value.map(|value| (name, value)))
+}
+
+#[cfg(test)]
+mod tests {
+    use hourglass_proto::log::v1::EventBatchRecord;
+    use hourglass_proto::v1::{PropertyValue, property_value};
+
+    use super::*;
+
+    fn property(kind: property_value::Kind) -> PropertyValue {
+        PropertyValue { kind: Some(kind) }
+    }
+
+    #[test]
+    fn a_block_decodes_as_an_event_batch_record_and_as_views() {
+        let event = Event {
+            event_id: "e-1".into(),
+            event_type: "checkout".into(),
+            occurred_at: Some(hourglass_proto::prost_types::Timestamp { seconds: -5, nanos: 250_000_000 }),
+            user_id: Some(String::new()),
+            properties: [
+                ("plan".to_owned(), property(property_value::Kind::StringValue("pro".into()))),
+                ("amount".to_owned(), property(property_value::Kind::NumberValue(-12.5))),
+                ("first".to_owned(), property(property_value::Kind::BoolValue(true))),
+                ("empty".to_owned(), PropertyValue { kind: None }),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        let bare = Event { event_id: "e-2".into(), ..Event::default() };
+        let mut block = Vec::new();
+        for event in [&event, &bare] {
+            block.push(((EVENTS_FIELD << 3) | 2) as u8);
+            event.encode_length_delimited(&mut block).unwrap();
+        }
+
+        let record = EventBatchRecord::decode(block.as_slice()).unwrap();
+        assert_eq!(record.events, vec![event.clone(), bare]);
+
+        let encoded = block_events(&block).unwrap();
+        assert_eq!(encoded.len(), 2);
+        let view = EventView::parse(encoded[0]).unwrap();
+        assert_eq!((view.event_id, view.event_type, view.user_id), ("e-1", "checkout", Some("")));
+        assert_eq!(view.occurred_at_ms, -4750);
+        let mut properties: Vec<_> = view.properties().collect();
+        properties.sort_by(|left, right| left.0.cmp(right.0));
+        assert_eq!(
+            properties,
+            vec![
+                ("amount", PropertyRef::Number(-12.5)),
+                ("first", PropertyRef::Bool(true)),
+                ("plan", PropertyRef::String("pro")),
+            ]
+        );
+        let bare_view = EventView::parse(encoded[1]).unwrap();
+        assert_eq!((bare_view.event_id, bare_view.event_type, bare_view.user_id), ("e-2", "", None));
+        assert_eq!(bare_view.occurred_at_ms, 0);
+        assert_eq!(bare_view.properties().count(), 0);
+    }
+
+    #[test]
+    fn a_truncated_block_is_an_error() {
+        let event = Event { event_id: "e-1".into(), event_type: "view".into(), ..Event::default() };
+        let mut block = vec![((EVENTS_FIELD << 3) | 2) as u8];
+        event.encode_length_delimited(&mut block).unwrap();
+        block.pop();
+        assert!(matches!(block_events(&block), Err(DecodeError::Truncated)));
+        assert!(matches!(EventView::parse(&[0x0a, 0x05, b'a']), Err(DecodeError::Truncated)));
+        assert!(matches!(EventView::parse(&[0x0a, 0x01, 0xff]), Err(DecodeError::Utf8)));
+    }
+}
