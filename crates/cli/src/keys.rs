@@ -1,14 +1,20 @@
 //! `hourglass keys`: API keys and customer limits.
 
+use std::path::PathBuf;
+
 use anyhow::{Context, bail};
 use hourglass_core::api_key::{KeyId, Scope};
 use hourglass_core::customer::CustomerId;
 use hourglass_core::key_store::{CustomerLimits, KeyStore};
+use hourglass_embedded::meta::SqliteMetaStore;
 use hourglass_postgres::{PostgresConfig, PostgresKeyStore};
 
 /// Flags of `hourglass keys`.
 #[derive(clap::Args)]
 pub struct KeysArgs {
+    /// Manage the keys of `hourglass standalone`'s data directory instead of Postgres's.
+    #[arg(long = "data-dir", env = "HOURGLASS_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
     #[command(flatten)]
     postgres: PostgresConfig,
     #[command(subcommand)]
@@ -58,11 +64,21 @@ enum KeysAction {
     },
 }
 
-/// Runs the action.
+/// Runs the action on the embedded store of `--data-dir`, else on Postgres.
 pub async fn run(args: KeysArgs) -> anyhow::Result<()> {
-    let pool = args.postgres.open().await?;
-    let store = PostgresKeyStore::new(pool);
-    match args.action {
+    match &args.data_dir {
+        Some(data_dir) => {
+            let store = SqliteMetaStore::open(data_dir)
+                .await
+                .with_context(|| format!("cannot open the data directory {}", data_dir.display()))?;
+            run_on(&store, args.action).await
+        }
+        None => run_on(&PostgresKeyStore::new(args.postgres.open().await?), args.action).await,
+    }
+}
+
+async fn run_on(store: &impl KeyStore, action: KeysAction) -> anyhow::Result<()> {
+    match action {
         KeysAction::Create { customer, scope, name } => {
             let key = store.create_key(&customer, scope, &name).await?;
             eprintln!("created key {} ({scope}) for customer {customer}; it is shown once, store it now:", key.id());

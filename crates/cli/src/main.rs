@@ -12,13 +12,15 @@ mod loadgen;
 mod migrate;
 mod query;
 mod replay;
+mod report;
 mod reprocess;
 mod send;
 mod shutdown;
+mod standalone;
 mod telemetry;
 mod verify;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Hourglass: event ingestion and hourly analytics.
 #[derive(Parser)]
@@ -33,6 +35,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the whole platform in one process on one data directory (no Kafka, CQL or Postgres needed).
+    Standalone(Box<standalone::StandaloneArgs>),
     /// Run the collector: gRPC ingest → Kafka.
     Collector(Box<collector::CollectorArgs>),
     /// Run the ingestor: Kafka → the CQL raw store, marking dirty customer-hours.
@@ -53,6 +57,8 @@ enum Command {
     Reprocess(Box<reprocess::ReprocessArgs>),
     /// Recount the raw store for aggregated hours and print the reconciliation ledger.
     Verify(Box<verify::VerifyArgs>),
+    /// Print a metrics report from a query service.
+    Report(Box<report::ReportArgs>),
     /// Stream generated events, or a JSON-lines file of events, to a collector, with a summary.
     #[command(visible_alias = "loadgen")]
     Send(Box<send::SendArgs>),
@@ -61,10 +67,24 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    if let (Command::Standalone(args), Some(("standalone", standalone_matches))) =
+        (&mut cli.command, matches.subcommand())
+    {
+        args.apply_standalone_defaults(standalone_matches);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         match cli.command {
+            Command::Standalone(args) => {
+                telemetry::init(&cli.telemetry)?;
+                standalone::run(*args).await
+            }
+            Command::Report(args) => {
+                telemetry::init_for_tool(&cli.telemetry)?;
+                report::run(*args).await
+            }
             Command::Collector(args) => {
                 telemetry::init(&cli.telemetry)?;
                 collector::run(*args).await
@@ -115,4 +135,15 @@ fn main() -> anyhow::Result<()> {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_command_line_is_well_formed() {
+        // Flattened configurations must not reuse a flag or an argument id; clap checks that here.
+        super::Cli::command().debug_assert();
+    }
 }

@@ -31,4 +31,4 @@ pub mod validate;
 
 pub use config::CollectorConfig;
 pub use error::CollectorError;
-pub use server::run;
+pub use server::{ingest_service, run};

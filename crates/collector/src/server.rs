@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use hourglass_core::event_log::EventLog;
 use hourglass_core::key_store::KeyStore;
-use hourglass_grpc::server::{self, set_health};
+use hourglass_grpc::server::{self, ServerConfig, set_health};
 use hourglass_proto::v1::ingest_service_server::IngestServiceServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -27,6 +27,21 @@ use crate::telemetry;
 
 /// The service name health is reported under (besides the empty name, the whole server).
 pub const INGEST_SERVICE_NAME: &str = "hourglass.v1.IngestService";
+
+/// The gRPC service, ready to add to a router (the standalone server adds it beside the query service).
+/// Cancelling `drain` makes its streams stop reading, ack what they hold and close.
+pub fn ingest_service<K: KeyStore, L: EventLog>(
+    collector: Arc<Collector<K, L>>,
+    drain: CancellationToken,
+    server_config: &ServerConfig,
+) -> IngestServiceServer<IngestServiceImpl<K, L>> {
+    telemetry::describe();
+    IngestServiceServer::new(IngestServiceImpl::new(collector, drain))
+        .max_decoding_message_size(server_config.max_message_bytes)
+        .max_encoding_message_size(server_config.max_message_bytes)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip)
+}
 
 /// Runs the collector on `listener` until `shutdown` is cancelled, then shuts down in order.
 pub async fn run<K: KeyStore, L: EventLog>(
@@ -53,11 +68,7 @@ pub async fn run<K: KeyStore, L: EventLog>(
         drain.clone(),
     ));
 
-    let ingest = IngestServiceServer::new(IngestServiceImpl::new(collector, drain.clone()))
-        .max_decoding_message_size(server_config.max_message_bytes)
-        .max_encoding_message_size(server_config.max_message_bytes)
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip);
+    let ingest = ingest_service(collector, drain.clone(), &server_config);
 
     let router = server::server_builder(&server_config)?
         .add_service(health_service)

@@ -83,6 +83,7 @@ pub struct EmbeddedIngestConfig {
     /// On shutdown, how long the group being written may keep retrying before it is abandoned
     /// (uncommitted, so it is ingested again at the next start). Default 20.
     #[arg(
+        id = "embedded_ingest_drain_timeout_secs",
         long = "embedded-ingest-drain-timeout-secs",
         env = "HOURGLASS_EMBEDDED_INGEST_DRAIN_TIMEOUT_SECS",
         default_value_t = 20

@@ -1,0 +1,276 @@
+//! `hourglass standalone`: the whole platform in one process on one data directory, no external server.
+//!
+//! Collector, ingestion, aggregation and query run together over the embedded backends
+//! (`hourglass-embedded`: SQLite files in the data directory), serving the same gRPC APIs as distributed
+//! mode (`hourglass.v1.IngestService` and `hourglass.v1.QueryService`, health, reflection) on one port.
+//! An ack means the batch is in the embedded log, fsynced: it survives kill -9 and power loss.
+//!
+//! Shutdown on SIGTERM/SIGINT: health NOT_SERVING → ingest streams drain (acking what they hold) and the
+//! server stops → the log flushes → ingestion finishes its group and commits → aggregation stops. Work
+//! not done yet is in the data directory and resumes at the next start.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use hourglass_aggregator::AggregatorConfig;
+use hourglass_collector::CollectorConfig;
+use hourglass_collector::batch::Collector;
+use hourglass_collector::server::INGEST_SERVICE_NAME;
+use hourglass_core::api_key::Scope;
+use hourglass_core::customer::CustomerId;
+use hourglass_core::event_log::EventLog;
+use hourglass_core::key_store::KeyStore;
+use hourglass_embedded::ingest::EmbeddedIngestConfig;
+use hourglass_embedded::log::SqliteEventLog;
+use hourglass_embedded::meta::SqliteMetaStore;
+use hourglass_embedded::raw::SqliteRawStore;
+use hourglass_grpc::auth::Authenticator;
+use hourglass_grpc::server::{self, set_health};
+use hourglass_query::QueryConfig;
+use hourglass_query::server::QUERY_SERVICE_NAME;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic_health::ServingStatus;
+
+use crate::shutdown;
+
+/// The customer standalone creates keys for on its first start, so the printed commands work at once.
+const DEMO_CUSTOMER: &str = "demo";
+/// Where those keys are kept (readable by the owner only).
+const DEMO_KEYS_FILE: &str = "demo-keys.txt";
+
+/// Flags of `hourglass standalone`.
+#[derive(clap::Args)]
+pub struct StandaloneArgs {
+    /// Directory holding all of standalone's data (created if missing). One process at a time uses it.
+    #[arg(long = "data-dir", env = "HOURGLASS_DATA_DIR", default_value = "hourglass-data")]
+    data_dir: PathBuf,
+    /// Buckets per customer-hour in the embedded raw store (how many jobs can share one hour's
+    /// aggregation); fixed when the data directory is created.
+    #[arg(long = "buckets", env = "HOURGLASS_STANDALONE_BUCKETS", default_value_t = 4)]
+    buckets: u32,
+    #[command(flatten)]
+    collector: CollectorConfig,
+    #[command(flatten)]
+    query: QueryConfig,
+    #[command(flatten)]
+    aggregator: AggregatorConfig,
+    #[command(flatten)]
+    ingest: EmbeddedIngestConfig,
+}
+
+/// How often standalone re-aggregates an open hour that received data, unless told otherwise. Shorter than
+/// distributed mode's default: one process's hours are small, and a newcomer wants to see counts soon.
+const STANDALONE_PROVISIONAL_INTERVAL_SECS: u64 = 10;
+
+impl StandaloneArgs {
+    /// Standalone's own defaults for flags it shares with the distributed stages, where the command line
+    /// and environment left them at the stage's default.
+    pub fn apply_standalone_defaults(&mut self, matches: &clap::ArgMatches) {
+        if matches.value_source("provisional_interval_secs") == Some(clap::parser::ValueSource::DefaultValue) {
+            self.aggregator.provisional_interval_secs = STANDALONE_PROVISIONAL_INTERVAL_SECS;
+        }
+    }
+}
+
+/// Holds an exclusive lock on the data directory for the life of the process.
+struct DataDirLock(#[allow(dead_code)] File);
+
+fn lock_data_dir(data_dir: &Path) -> anyhow::Result<DataDirLock> {
+    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let path = data_dir.join("standalone.lock");
+    let file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+    // SAFETY: flock(2) on a file descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        bail!("another hourglass standalone is using {} (it holds {})", data_dir.display(), path.display());
+    }
+    Ok(DataDirLock(file))
+}
+
+/// The demo customer's ingest and query keys: read from the data directory, or created on first start.
+async fn demo_keys(data_dir: &Path, meta: &SqliteMetaStore) -> anyhow::Result<(String, String)> {
+    let path = data_dir.join(DEMO_KEYS_FILE);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let field = |name: &str| text.lines().find_map(|line| line.strip_prefix(name).map(|key| key.trim().to_owned()));
+        if let (Some(ingest), Some(query)) = (field("ingest:"), field("query:")) {
+            return Ok((ingest, query));
+        }
+    }
+    let customer = CustomerId::new(DEMO_CUSTOMER)?;
+    let ingest = meta.create_key(&customer, Scope::Ingest, "standalone demo").await?;
+    let query = meta.create_key(&customer, Scope::Query, "standalone demo").await?;
+    let text = format!(
+        "# Keys of the customer `{DEMO_CUSTOMER}`, made by hourglass standalone on its first start.\n\
+         # Revoke them with: hourglass keys revoke --data-dir {} <key id>\n\
+         ingest: {}\nquery: {}\n",
+        data_dir.display(),
+        ingest.expose_secret(),
+        query.expose_secret()
+    );
+    write_private(&path, &text)?;
+    Ok((ingest.expose_secret().to_owned(), query.expose_secret().to_owned()))
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    Ok(())
+}
+
+fn print_welcome(address: &str, data_dir: &Path, ingest_key: &str, query_key: &str) -> anyhow::Result<()> {
+    let hourglass = std::env::current_exe()?.display().to_string();
+    let now = chrono::Utc::now().timestamp();
+    let hour = |unix: i64| {
+        chrono::DateTime::from_timestamp(hourglass_core::hour::hour_start(unix), 0)
+            .expect("now is a valid time")
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    println!("Hourglass standalone is running.");
+    println!("  gRPC (ingest + query, health, reflection): {address}");
+    println!("  data directory: {}", data_dir.display());
+    println!("  demo customer `{DEMO_CUSTOMER}`: keys in {}", data_dir.join(DEMO_KEYS_FILE).display());
+    println!();
+    println!("Send 10,000 sample events:");
+    println!("  {hourglass} send --target http://{address} --api-key {ingest_key} --events 10000");
+    println!();
+    println!("See them counted (provisional rollups appear within seconds, final ones after the hour closes):");
+    println!("  {hourglass} report --target http://{address} --api-key {query_key} --last-hours 2 --by-event-type");
+    println!();
+    println!("The same with grpcurl (bash e2e/servers/tools.sh grpcurl installs it):");
+    println!(
+        "  grpcurl -plaintext -H 'authorization: Bearer {query_key}' -d '{{\"range\": {{\"start\": \"{}\", \"end\": \"{}\"}}, \"groupByEventType\": true}}' {address} hourglass.v1.QueryService/GetHourlyMetrics",
+        hour(now - 3600),
+        hour(now + 3600)
+    );
+    println!();
+    println!(
+        "More keys: {hourglass} keys create --data-dir {} --customer <name> --scope ingest|query",
+        data_dir.display()
+    );
+    println!("Stop with Ctrl-C; data stays in the data directory.");
+    Ok(())
+}
+
+/// The page-token secret: the configured one, else one kept in the data directory, so page tokens stay
+/// valid across restarts.
+fn page_token_secret(data_dir: &Path, configured: Option<String>) -> anyhow::Result<String> {
+    if let Some(secret) = configured.filter(|secret| !secret.is_empty()) {
+        return Ok(secret);
+    }
+    let path = data_dir.join("page-token.secret");
+    if let Ok(secret) = std::fs::read_to_string(&path)
+        && !secret.trim().is_empty()
+    {
+        return Ok(secret.trim().to_owned());
+    }
+    let bytes: [u8; 32] = rand::random();
+    let secret: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+    write_private(&path, &secret)?;
+    Ok(secret)
+}
+
+/// Runs standalone until SIGTERM or SIGINT.
+pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
+    let shutdown = shutdown::on_signal()?;
+    let data_dir = std::path::absolute(&args.data_dir)?;
+    let _lock = lock_data_dir(&data_dir)?;
+    let meta = Arc::new(SqliteMetaStore::open(&data_dir).await.context("cannot open meta.db")?);
+    let event_log = Arc::new(SqliteEventLog::open(&data_dir).await.context("cannot open log.db")?);
+    let raw_store = Arc::new(SqliteRawStore::open(&data_dir, args.buckets).await.context("cannot open raw.db")?);
+    let (ingest_key, query_key) = demo_keys(&data_dir, &meta).await?;
+    let mut query_config = args.query;
+    query_config.page_token_secret = Some(page_token_secret(&data_dir, query_config.page_token_secret.take())?);
+
+    let background = CancellationToken::new();
+    let ingestion = tokio::spawn(hourglass_embedded::ingest::run(
+        Arc::clone(&event_log),
+        Arc::clone(&raw_store),
+        Arc::clone(&meta),
+        args.ingest,
+        background.clone(),
+    ));
+    let aggregation = tokio::spawn(hourglass_aggregator::run(
+        args.aggregator,
+        Arc::clone(&raw_store),
+        Arc::clone(&meta),
+        background.clone(),
+    ));
+
+    let server_config = args.collector.server.clone();
+    let authenticator = Arc::new(Authenticator::new(Arc::clone(&meta), args.collector.key_cache.clone()));
+    let listener = TcpListener::bind(args.collector.listen_addr)
+        .await
+        .with_context(|| format!("failed to listen on {}", args.collector.listen_addr))?;
+    let local_addr = listener.local_addr()?;
+    let collector = Arc::new(Collector::new(args.collector, Arc::clone(&meta), Arc::clone(&event_log)));
+    let drain = CancellationToken::new();
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    let services = [INGEST_SERVICE_NAME, QUERY_SERVICE_NAME];
+    let stop_serving = CancellationToken::new();
+    let serve = server::server_builder(&server_config)?
+        .add_service(health_service)
+        .add_service(server::reflection_v1()?)
+        .add_service(server::reflection_v1alpha()?)
+        .add_service(hourglass_collector::ingest_service(collector, drain.clone(), &server_config))
+        .add_service(hourglass_query::query_service(
+            query_config,
+            &server_config,
+            authenticator,
+            Arc::clone(&meta),
+            Arc::clone(&raw_store),
+        ))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop_serving.clone().cancelled_owned());
+    let mut serve = std::pin::pin!(serve);
+    set_health(&health_reporter, &services, ServingStatus::Serving).await;
+    let address = if local_addr.ip().is_unspecified() {
+        format!("127.0.0.1:{}", local_addr.port())
+    } else {
+        local_addr.to_string()
+    };
+    print_welcome(&address, &data_dir, &ingest_key, &query_key)?;
+    tracing::info!(listen_addr = %local_addr, data_dir = %data_dir.display(), "standalone serving");
+
+    let served = tokio::select! {
+        result = &mut serve => Some(result),
+        () = shutdown.cancelled() => None,
+    };
+    if served.is_none() {
+        tracing::info!("shutdown: reporting NOT_SERVING");
+        set_health(&health_reporter, &services, ServingStatus::NotServing).await;
+        tokio::time::sleep(Duration::from_millis(server_config.shutdown_delay_ms)).await;
+        tracing::info!("shutdown: draining streams");
+        drain.cancel();
+        stop_serving.cancel();
+        if tokio::time::timeout(Duration::from_secs(server_config.drain_timeout_secs), &mut serve).await.is_err() {
+            tracing::warn!(
+                "shutdown: calls still open after the drain timeout are cut; unacked batches are the clients' to resend"
+            );
+        }
+    }
+    if let Err(error) = event_log.flush(Duration::from_secs(5)).await {
+        tracing::warn!(%error, "shutdown: event log flush incomplete (no acked batch is affected)");
+    }
+    tracing::info!("shutdown: stopping ingestion and aggregation");
+    background.cancel();
+    ingestion.await.context("ingestion panicked")?.context("ingestion failed")?;
+    aggregation.await.context("aggregation panicked")?;
+    tracing::info!("shutdown complete");
+    if let Some(result) = served {
+        result.context("the gRPC server failed")?;
+    }
+    Ok(())
+}
