@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Runs the distributed platform on this machine: starts Postgres, a Kafka broker and a Cassandra node
-# (installing and caching what they need), builds `hourglass`, creates an ingest API key for the customer
-# `demo`, prints a command that sends an event, then runs the ingestor (Kafka -> raw store) and the
-# aggregator (raw store -> hourly rollups) in the background and the collector on 127.0.0.1:50051 in the
-# foreground, until Ctrl-C.
+# (installing and caching what they need), builds `hourglass`, creates ingest and query API keys for the
+# customer `demo`, prints commands that send events and report them, then runs the ingestor (Kafka -> raw
+# store), the aggregator (raw store -> hourly rollups) and the query service (127.0.0.1:50052) in the
+# background and the collector on 127.0.0.1:50051 in the foreground, until Ctrl-C.
 #
-# (`hourglass standalone`, one process with no external server, becomes the first command when it lands.)
+# For the whole platform in one process with no external server, see scripts/run-standalone.sh.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -13,6 +13,10 @@ cd "$root"
 export HOURGLASS_CACHE_DIR="${HOURGLASS_CACHE_DIR:-$HOME/.cache/hourglass}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOURGLASS_CACHE_DIR/target}"
 listen_addr="${HOURGLASS_COLLECTOR_LISTEN_ADDR:-127.0.0.1:50051}"
+query_addr="${HOURGLASS_QUERY_LISTEN_ADDR:-127.0.0.1:50052}"
+
+# shellcheck source=scripts/build-prerequisites.sh
+source scripts/build-prerequisites.sh
 
 servers_env=$(bash e2e/servers/start-all.sh)
 eval "$servers_env"
@@ -26,6 +30,11 @@ if ! [[ -s "$key_file" ]]; then
     "$hourglass" keys create --customer demo --scope ingest --name "run-distributed.sh" >"$key_file"
 fi
 api_key=$(cat "$key_file")
+query_key_file="$HOURGLASS_CACHE_DIR/demo-query-key"
+if ! [[ -s "$query_key_file" ]]; then
+    "$hourglass" keys create --customer demo --scope query --name "run-distributed.sh" >"$query_key_file"
+fi
+query_key=$(cat "$query_key_file")
 grpcurl=$(bash e2e/servers/tools.sh grpcurl 2>/dev/null || echo grpcurl)
 now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 
@@ -37,17 +46,23 @@ The collector starts on $listen_addr. Send an event from another terminal (grpcu
     -d '{"events":[{"eventId":"demo-1","eventType":"page_view","occurredAt":"$now","userId":"u1","properties":{"path":{"stringValue":"/"}}}]}' \\
     $listen_addr hourglass.v1.IngestService/IngestBatch
 
-The ingestor stores it in Cassandra (keyspace hourglass) and marks its hour; within a minute the aggregator
-writes the hour's provisional rollup and ledger row:
-  psql $HOURGLASS_DATABASE_URL -c 'SELECT customer_id, hour_start, event_type, events, distinct_users, revision, is_final FROM hourly_rollups'
+or 10,000 generated ones:
+
+  $hourglass send --target http://$listen_addr --api-key $api_key --events 10000
+
+The ingestor stores them in Cassandra (keyspace hourglass) and marks their hour; within a minute the
+aggregator writes the hour's provisional rollup and ledger row, and the query service reports it:
+  $hourglass report --target http://$query_addr --api-key $query_key --last-hours 2 --by-event-type
   $hourglass verify --from $(date -u +%Y-%m-%dT00:00:00Z) --to $(date -u -d tomorrow +%Y-%m-%dT00:00:00Z)
 
-Measure:  $hourglass bench collector --events 1000000;  $hourglass bench ingestor --events 1000000
+Measure:  $hourglass bench collector;  $hourglass bench ingestor;  $hourglass bench query
 
 EOT
 "$hourglass" ingestor --health-listen-addr 127.0.0.1:50061 &
 ingestor_pid=$!
 "$hourglass" aggregator &
 aggregator_pid=$!
-trap 'kill -TERM "$ingestor_pid" "$aggregator_pid" 2>/dev/null; wait "$ingestor_pid" "$aggregator_pid" 2>/dev/null' EXIT
+"$hourglass" query --listen-addr "$query_addr" &
+query_pid=$!
+trap 'kill -TERM "$ingestor_pid" "$aggregator_pid" "$query_pid" 2>/dev/null; wait "$ingestor_pid" "$aggregator_pid" "$query_pid" 2>/dev/null' EXIT
 "$hourglass" collector --listen-addr "$listen_addr"

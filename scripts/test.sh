@@ -24,16 +24,8 @@ unset DATABASE_URL
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
-step "build prerequisites (C toolchain for librdkafka and SQLite)"
-missing=()
-for tool in cc make perl pkg-config; do
-    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
-done
-if ((${#missing[@]})) || ! [[ -e /usr/include/zlib.h ]]; then
-    echo "installing build-essential perl pkg-config zlib1g-dev (missing: ${missing[*]:-zlib.h})" >&2
-    apt-get update -qq && apt-get install -y -qq build-essential perl pkg-config zlib1g-dev >/dev/null
-fi
-command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust 1.95 (rustup)" >&2; exit 1; }
+# shellcheck source=scripts/build-prerequisites.sh
+source scripts/build-prerequisites.sh
 
 step "servers"
 servers_env=$(bash e2e/servers/start-all.sh)

@@ -5,6 +5,7 @@ mod aggregator;
 mod collector;
 mod ingestor;
 mod query;
+mod standalone;
 
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,8 @@ enum BenchTarget {
     Aggregator(Box<aggregator::AggregatorBenchArgs>),
     /// The query service: a 30-day hourly report under concurrent clients, p50/p99 latency and req/s.
     Query(Box<query::QueryBenchArgs>),
+    /// Standalone: sustained ingest into one process, until every event is counted in the rollups.
+    Standalone(Box<standalone::StandaloneBenchArgs>),
 }
 
 /// Runs the benchmark.
@@ -39,6 +42,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchTarget::Ingestor(args) => ingestor::run(*args).await,
         BenchTarget::Aggregator(args) => aggregator::run(*args).await,
         BenchTarget::Query(args) => query::run(*args).await,
+        BenchTarget::Standalone(args) => standalone::run(*args).await,
     }
 }
 
