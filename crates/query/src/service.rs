@@ -200,11 +200,15 @@ impl<K: KeyStore, R: RollupReader, W: RawStore> QueryService for QueryServiceImp
             let customer = principal.customer_id.as_str();
             // Per event type, every report row is one hourly row: exact counts, no sketches needed.
             let with_sketches = !request.group_by_event_type;
-            let (rows, numeric) = tokio::try_join!(
-                self.reader.hourly_rollups(customer, from, to, &request.event_types, with_sketches),
-                self.reader.hourly_numeric(customer, from, to, &request.event_types),
-            )
-            .map_err(store_error)?;
+            // One after the other: a call holds one database connection at a time, so concurrent calls
+            // never wait for a second connection while holding a first.
+            let rows = self
+                .reader
+                .hourly_rollups(customer, from, to, &request.event_types, with_sketches)
+                .await
+                .map_err(store_error)?;
+            let numeric =
+                self.reader.hourly_numeric(customer, from, to, &request.event_types).await.map_err(store_error)?;
             let rows = report::summarize(&rows, &numeric, Period::Hour, request.group_by_event_type)
                 .map_err(|error| Status::internal(format!("stored rollup is unreadable: {error}")))?;
             Ok(Response::new(GetHourlyMetricsResponse { rows }))
@@ -226,11 +230,10 @@ impl<K: KeyStore, R: RollupReader, W: RawStore> QueryService for QueryServiceImp
             })?;
             event_type_filter(&request.event_types)?;
             let customer = principal.customer_id.as_str();
-            let (rows, numeric) = tokio::try_join!(
-                self.reader.hourly_rollups(customer, from, to, &request.event_types, true),
-                self.reader.hourly_numeric(customer, from, to, &request.event_types),
-            )
-            .map_err(store_error)?;
+            let rows =
+                self.reader.hourly_rollups(customer, from, to, &request.event_types, true).await.map_err(store_error)?;
+            let numeric =
+                self.reader.hourly_numeric(customer, from, to, &request.event_types).await.map_err(store_error)?;
             let rows = report::summarize(&rows, &numeric, period, request.group_by_event_type)
                 .map_err(|error| Status::internal(format!("stored rollup is unreadable: {error}")))?
                 .into_iter()
