@@ -17,7 +17,6 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
 use tonic_health::ServingStatus;
-use tonic_health::server::HealthReporter;
 
 use crate::batch::Collector;
 use crate::config::CollectorConfig;
@@ -60,13 +59,18 @@ pub async fn run<K: KeyStore, L: EventLog>(
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     set_health(&health_reporter, &[INGEST_SERVICE_NAME], ServingStatus::NotServing).await;
-    let readiness = tokio::spawn(report_readiness(
-        health_reporter.clone(),
-        Arc::clone(&key_store),
-        Arc::clone(&event_log),
-        Duration::from_millis(server_config.readiness_interval_ms),
-        drain.clone(),
-    ));
+    let readiness = {
+        let (key_store, event_log) = (Arc::clone(&key_store), Arc::clone(&event_log));
+        let (health_reporter, readiness_stop) = (health_reporter.clone(), drain.clone());
+        let interval = Duration::from_millis(server_config.readiness_interval_ms);
+        tokio::spawn(async move {
+            let check = || async {
+                event_log.check_ready().await.map_err(|error| error.to_string())?;
+                key_store.check_ready().await.map_err(|error| error.to_string())
+            };
+            server::follow_readiness(health_reporter, &[INGEST_SERVICE_NAME], interval, readiness_stop, check).await;
+        })
+    };
 
     let ingest = ingest_service(collector, drain.clone(), &server_config);
 
@@ -107,35 +111,4 @@ pub async fn run<K: KeyStore, L: EventLog>(
     }
     tracing::info!("shutdown complete");
     Ok(())
-}
-
-/// Health follows readiness: SERVING while the event log and the key store answer.
-async fn report_readiness<K: KeyStore, L: EventLog>(
-    reporter: HealthReporter,
-    key_store: Arc<K>,
-    event_log: Arc<L>,
-    interval: Duration,
-    stop: CancellationToken,
-) {
-    let mut was_ready = None;
-    loop {
-        let readiness = match event_log.check_ready().await {
-            Err(error) => Err(error.to_string()),
-            Ok(()) => key_store.check_ready().await.map_err(|error| error.to_string()),
-        };
-        let ready = readiness.is_ok();
-        if was_ready != Some(ready) {
-            match &readiness {
-                Ok(()) => tracing::info!("ready: event log and key store reachable"),
-                Err(reason) => tracing::warn!(%reason, "not ready"),
-            }
-            let status = if ready { ServingStatus::Serving } else { ServingStatus::NotServing };
-            set_health(&reporter, &[INGEST_SERVICE_NAME], status).await;
-            was_ready = Some(ready);
-        }
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(interval) => {}
-        }
-    }
 }

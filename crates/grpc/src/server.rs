@@ -127,3 +127,36 @@ pub async fn set_health(reporter: &HealthReporter, services: &[&str], status: Se
         reporter.set_service_status(*service, status).await;
     }
 }
+
+/// Keeps health following readiness until `stop` is cancelled: every `interval`, `check` says whether the
+/// server's backends answer (or why not); a change is logged once and reported for the whole server and
+/// each of `services`.
+pub async fn follow_readiness<Check, Checked>(
+    reporter: HealthReporter,
+    services: &[&str],
+    interval: Duration,
+    stop: tokio_util::sync::CancellationToken,
+    mut check: Check,
+) where
+    Check: FnMut() -> Checked,
+    Checked: Future<Output = Result<(), String>>,
+{
+    let mut was_ready = None;
+    loop {
+        let readiness = check().await;
+        let ready = readiness.is_ok();
+        if was_ready != Some(ready) {
+            match &readiness {
+                Ok(()) => tracing::info!(?services, "ready: backends reachable"),
+                Err(reason) => tracing::warn!(%reason, "not ready"),
+            }
+            let status = if ready { ServingStatus::Serving } else { ServingStatus::NotServing };
+            set_health(&reporter, services, status).await;
+            was_ready = Some(ready);
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+}

@@ -18,7 +18,6 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
 use tonic_health::ServingStatus;
-use tonic_health::server::HealthReporter;
 
 use crate::config::QueryConfig;
 use crate::page_token::PageTokens;
@@ -83,14 +82,20 @@ impl<K: KeyStore, R: RollupReader, W: RawStore> QueryServer<K, R, W> {
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         set_health(&health_reporter, &[QUERY_SERVICE_NAME], ServingStatus::NotServing).await;
         let stop_readiness = CancellationToken::new();
-        let readiness = tokio::spawn(report_readiness(
-            health_reporter.clone(),
-            Arc::clone(&self.key_store),
-            Arc::clone(&self.reader),
-            Arc::clone(&self.raw_store),
-            Duration::from_millis(self.server.readiness_interval_ms),
-            stop_readiness.clone(),
-        ));
+        let readiness = {
+            let (key_store, reader, raw_store) =
+                (Arc::clone(&self.key_store), Arc::clone(&self.reader), Arc::clone(&self.raw_store));
+            let (health_reporter, stop) = (health_reporter.clone(), stop_readiness.clone());
+            let interval = Duration::from_millis(self.server.readiness_interval_ms);
+            tokio::spawn(async move {
+                let check = || async {
+                    key_store.check_ready().await.map_err(|error| error.to_string())?;
+                    reader.check_ready().await.map_err(|error| error.to_string())?;
+                    raw_store.check_ready().await.map_err(|error| error.to_string())
+                };
+                server::follow_readiness(health_reporter, &[QUERY_SERVICE_NAME], interval, stop, check).await;
+            })
+        };
         let service = query_service(self.config, &self.server, authenticator, self.reader, self.raw_store);
         let stop_serving = CancellationToken::new();
         let serve = server::server_builder(&self.server)?
@@ -122,40 +127,5 @@ impl<K: KeyStore, R: RollupReader, W: RawStore> QueryServer<K, R, W> {
         }
         tracing::info!("shutdown complete");
         Ok(())
-    }
-}
-
-/// Health follows readiness: SERVING while the key store, the rollup reader and the raw store answer.
-async fn report_readiness<K: KeyStore, R: RollupReader, W: RawStore>(
-    reporter: HealthReporter,
-    key_store: Arc<K>,
-    reader: Arc<R>,
-    raw_store: Arc<W>,
-    interval: Duration,
-    stop: CancellationToken,
-) {
-    let mut was_ready = None;
-    loop {
-        let readiness = match key_store.check_ready().await {
-            Err(error) => Err(error.to_string()),
-            Ok(()) => match reader.check_ready().await {
-                Err(error) => Err(error.to_string()),
-                Ok(()) => raw_store.check_ready().await.map_err(|error| error.to_string()),
-            },
-        };
-        let ready = readiness.is_ok();
-        if was_ready != Some(ready) {
-            match &readiness {
-                Ok(()) => tracing::info!("ready: key store, rollups and raw store reachable"),
-                Err(reason) => tracing::warn!(%reason, "not ready"),
-            }
-            let status = if ready { ServingStatus::Serving } else { ServingStatus::NotServing };
-            set_health(&reporter, &[QUERY_SERVICE_NAME], status).await;
-            was_ready = Some(ready);
-        }
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(interval) => {}
-        }
     }
 }
