@@ -54,6 +54,10 @@ pub struct StandaloneArgs {
     /// aggregation); fixed when the data directory is created.
     #[arg(long = "buckets", env = "HOURGLASS_STANDALONE_BUCKETS", default_value_t = 4)]
     buckets: u32,
+    /// Raw events of hours older than this many days are deleted (rollups and the ledger are kept), as
+    /// the CQL store's TTL does in distributed mode. 0 keeps them forever.
+    #[arg(long = "raw-retention-days", env = "HOURGLASS_RAW_RETENTION_DAYS", default_value_t = 30)]
+    raw_retention_days: u32,
     #[command(flatten)]
     collector: CollectorConfig,
     #[command(flatten)]
@@ -183,6 +187,26 @@ fn page_token_secret(data_dir: &Path, configured: Option<String>) -> anyhow::Res
     Ok(secret)
 }
 
+/// Deletes raw events older than the retention, at start and then hourly, until `stop`.
+async fn enforce_raw_retention(raw_store: Arc<SqliteRawStore>, retention_days: u32, stop: CancellationToken) {
+    if retention_days == 0 {
+        return;
+    }
+    loop {
+        let cutoff =
+            hourglass_core::hour::hour_start(chrono::Utc::now().timestamp()) - i64::from(retention_days) * 86_400;
+        match raw_store.delete_hours_before(cutoff).await {
+            Ok(0) => {}
+            Ok(rows) => tracing::info!(rows, retention_days, "deleted raw events past the retention"),
+            Err(error) => tracing::warn!(%error, "cannot delete raw events past the retention; retrying in an hour"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
+    }
+}
+
 /// Runs standalone until SIGTERM or SIGINT.
 pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal()?;
@@ -209,6 +233,9 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         Arc::clone(&meta),
         background.clone(),
     ));
+
+    let retention =
+        tokio::spawn(enforce_raw_retention(Arc::clone(&raw_store), args.raw_retention_days, background.clone()));
 
     let server_config = args.collector.server.clone();
     let authenticator = Arc::new(Authenticator::new(Arc::clone(&meta), args.collector.key_cache.clone()));
@@ -268,6 +295,7 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     background.cancel();
     ingestion.await.context("ingestion panicked")?.context("ingestion failed")?;
     aggregation.await.context("aggregation panicked")?;
+    retention.await.context("raw retention panicked")?;
     tracing::info!("shutdown complete");
     if let Some(result) = served {
         result.context("the gRPC server failed")?;

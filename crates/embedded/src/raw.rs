@@ -66,6 +66,7 @@ CREATE TABLE IF NOT EXISTS event_blocks (
     UNIQUE (customer_id, hour_start, bucket, batch_id)
 );
 CREATE INDEX IF NOT EXISTS event_blocks_by_bucket ON event_blocks (customer_id, hour_start, bucket);
+CREATE INDEX IF NOT EXISTS event_blocks_by_hour ON event_blocks (hour_start);
 CREATE TABLE IF NOT EXISTS batch_outcomes (
     customer_id TEXT NOT NULL,
     hour_start INTEGER NOT NULL,
@@ -123,6 +124,26 @@ impl SqliteRawStore {
         }
         let readers = sqlite::open(data_dir, FILE_NAME, READER_CONNECTIONS, SCHEMA).await?;
         Ok(Self { writer, readers, bucket_count: stored_count })
+    }
+
+    /// Deletes the raw events and outcome counts of every hour that started before `cutoff_unix` (the
+    /// embedded counterpart of the CQL store's TTL); returns the rows deleted. Rollups and the ledger
+    /// are kept; `verify` of such an hour then shows stored below counted, as after a TTL.
+    pub async fn delete_hours_before(&self, cutoff_unix: i64) -> Result<u64, RawStoreError> {
+        let unavailable = |error: sqlx::Error| RawStoreError::Unavailable(error.to_string());
+        let mut transaction = self.writer.begin().await.map_err(unavailable)?;
+        let blocks = sqlx::query("DELETE FROM event_blocks WHERE hour_start < ?1")
+            .bind(cutoff_unix)
+            .execute(&mut *transaction)
+            .await
+            .map_err(unavailable)?;
+        let outcomes = sqlx::query("DELETE FROM batch_outcomes WHERE hour_start < ?1")
+            .bind(cutoff_unix)
+            .execute(&mut *transaction)
+            .await
+            .map_err(unavailable)?;
+        transaction.commit().await.map_err(unavailable)?;
+        Ok(blocks.rows_affected() + outcomes.rows_affected())
     }
 
     /// Calls `on_event` with every distinct event of a bucket (its last written copy) and the batch

@@ -86,3 +86,24 @@ async fn zero_buckets_are_refused() {
     let data_dir = TempDir::new().unwrap();
     assert!(SqliteRawStore::open(data_dir.path(), 0).await.is_err());
 }
+
+#[tokio::test]
+async fn retention_deletes_only_hours_before_the_cutoff() {
+    let data_dir = TempDir::new().unwrap();
+    let store = SqliteRawStore::open(data_dir.path(), 4).await.unwrap();
+    let mut old = record("batch-old", &["a", "b"]);
+    for event in &mut old.events {
+        event.occurred_at = Some(Timestamp { seconds: HOUR - 3600 + 5, nanos: 0 });
+    }
+    old.outcomes[0].hour_start_unix_secs = HOUR - 3600;
+    store.write_records(&[old, record("batch-new", &["c", "d", "e"])]).await.unwrap();
+
+    let deleted = store.delete_hours_before(HOUR).await.unwrap();
+    assert!(deleted >= 2, "the old hour's events and outcome rows: {deleted}");
+    assert_eq!(stored_ids(&store).await, ["c", "d", "e"], "the hour at the cutoff is kept");
+    assert_eq!(store.read_outcomes("acme", HOUR).await.unwrap().accepted, 3);
+    assert_eq!(store.read_outcomes("acme", HOUR - 3600).await.unwrap().accepted, 0);
+    for bucket in 0..store.bucket_count() {
+        assert!(store.read_bucket("acme", HOUR - 3600, bucket).await.unwrap().is_empty());
+    }
+}

@@ -122,6 +122,26 @@ pub async fn run(args: StandaloneBenchArgs) -> anyhow::Result<()> {
         bail!("only {} of {} events were accepted", report.accepted, args.events);
     }
 
+    // Every acked record ingested: the ingestion loop's committed offset reached the log's last offset.
+    let log = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(data_dir.join("log.db")).read_only(true))
+        .await?;
+    let ingested_at = loop {
+        let (committed, last): (Option<i64>, Option<i64>) = sqlx::query_as(
+            "SELECT (SELECT committed_offset FROM consumer_offsets WHERE consumer = ?1), \
+             (SELECT seq FROM sqlite_sequence WHERE name = 'log_records')",
+        )
+        .bind(hourglass_embedded::ingest::CONSUMER)
+        .fetch_one(&log)
+        .await?;
+        if committed.is_some() && committed >= last {
+            break started.elapsed().as_secs_f64();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    log.close().await;
+
     // Every acked event counted in a rollup: ingestion and aggregation have caught up.
     let mut client = QueryServiceClient::new(tonic::transport::Endpoint::from_shared(target)?.connect().await?);
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -150,6 +170,10 @@ pub async fn run(args: StandaloneBenchArgs) -> anyhow::Result<()> {
     println!(
         "  acked              {acked_at:.2} s = {:.0} events/s (each ack after the group commit's fsync)",
         events / acked_at
+    );
+    println!(
+        "  all ingested       {ingested_at:.2} s after the first send = {:.0} events/s into the raw store",
+        events / ingested_at
     );
     println!(
         "  all counted        {counted_at:.2} s after the first send = {:.0} events/s end to end",
