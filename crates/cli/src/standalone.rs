@@ -54,10 +54,6 @@ pub struct StandaloneArgs {
     /// aggregation); fixed when the data directory is created.
     #[arg(long = "buckets", env = "HOURGLASS_STANDALONE_BUCKETS", default_value_t = 4)]
     buckets: u32,
-    /// Raw events of hours older than this many days are deleted (rollups and the ledger are kept), as
-    /// the CQL store's TTL does in distributed mode. 0 keeps them forever.
-    #[arg(long = "raw-retention-days", env = "HOURGLASS_RAW_RETENTION_DAYS", default_value_t = 30)]
-    raw_retention_days: u32,
     #[command(flatten)]
     collector: CollectorConfig,
     #[command(flatten)]
@@ -187,14 +183,11 @@ fn page_token_secret(data_dir: &Path, configured: Option<String>) -> anyhow::Res
     Ok(secret)
 }
 
-/// Deletes raw events older than the retention, at start and then hourly, until `stop`.
-async fn enforce_raw_retention(raw_store: Arc<SqliteRawStore>, retention_days: u32, stop: CancellationToken) {
-    if retention_days == 0 {
-        return;
-    }
+/// Deletes raw events of hours older than the retention (rollups and the ledger stay), as the CQL store's
+/// TTL does in distributed mode: at start, then hourly, until `stop`.
+async fn enforce_raw_retention(raw_store: Arc<SqliteRawStore>, retention_days: i64, stop: CancellationToken) {
     loop {
-        let cutoff =
-            hourglass_core::hour::hour_start(chrono::Utc::now().timestamp()) - i64::from(retention_days) * 86_400;
+        let cutoff = hourglass_core::hour::hour_start(chrono::Utc::now().timestamp()) - retention_days * 86_400;
         match raw_store.delete_hours_before(cutoff).await {
             Ok(0) => {}
             Ok(rows) => tracing::info!(rows, retention_days, "deleted raw events past the retention"),
@@ -234,8 +227,9 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         background.clone(),
     ));
 
-    let retention =
-        tokio::spawn(enforce_raw_retention(Arc::clone(&raw_store), args.raw_retention_days, background.clone()));
+    // The collector's --raw-retention-days: it refuses events older than that, and their raw rows go then.
+    let retention_days = args.collector.limits.raw_retention_days;
+    let retention = tokio::spawn(enforce_raw_retention(Arc::clone(&raw_store), retention_days, background.clone()));
 
     let server_config = args.collector.server.clone();
     let authenticator = Arc::new(Authenticator::new(Arc::clone(&meta), args.collector.key_cache.clone()));
