@@ -230,8 +230,11 @@ impl<K: KeyStore, R: RollupReader, W: RawStore> QueryService for QueryServiceImp
             })?;
             event_type_filter(&request.event_types)?;
             let customer = principal.customer_id.as_str();
-            let rows =
-                self.reader.hourly_rollups(customer, from, to, &request.event_types, true).await.map_err(store_error)?;
+            let rows = self
+                .reader
+                .hourly_rollups(customer, from, to, &request.event_types, true)
+                .await
+                .map_err(store_error)?;
             let numeric =
                 self.reader.hourly_numeric(customer, from, to, &request.event_types).await.map_err(store_error)?;
             let rows = report::summarize(&rows, &numeric, period, request.group_by_event_type)
