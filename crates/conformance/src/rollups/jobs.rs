@@ -1,0 +1,217 @@
+//! Marking, leasing, completing and failing jobs.
+
+use std::collections::BTreeSet;
+
+use super::*;
+
+/// Marking, the two job kinds, completion, re-marking during a job, and provisional then final rollups.
+pub async fn jobs_and_completion(jobs: &impl JobQueue, rollups: &(impl RollupStore + RollupReader)) {
+    const ACME: &str = "jobs-acme";
+    jobs.check_ready().await.expect("a fresh job queue reports ready");
+    RollupReader::check_ready(rollups).await.expect("a fresh rollup store reports ready");
+    assert_eq!(oldest_unfinalized(rollups).await, None, "an empty store has no hour waiting");
+    mark(jobs, &[]).await;
+
+    // Hour 0 has closed, hour 2 is open: the boundary between them is hour 2.
+    let (closed, open) = (hour(0), hour(2));
+    mark(jobs, &[customer_hour(ACME, closed), customer_hour(ACME, open), customer_hour(ACME, closed)]).await;
+    assert_eq!(oldest_unfinalized(rollups).await, Some(closed), "the oldest marked hour waits for its final rollup");
+    let final_jobs = lease_expecting(
+        rollups,
+        "worker-a",
+        final_before(2),
+        &[(ACME, closed, 1)],
+        "a closed dirty hour is a final job (generation 1: one bump per call, however often the call names it)",
+    )
+    .await;
+    lease_expecting(rollups, "worker-b", final_before(2), &[], "a leased hour is not leased again while leased").await;
+    let provisional_jobs = lease_expecting(
+        rollups,
+        "worker-b",
+        provisional_from(2, Duration::ZERO),
+        &[(ACME, open, 1)],
+        "an open dirty hour is a provisional job",
+    )
+    .await;
+
+    let closed_rollup =
+        rollup(true, &[("buy", 2), ("view", 5)], &[("buy", "price", 2, 30.5, 10.25, 20.25)], outcomes(9, &[(1, 1)], 0));
+    complete_expecting(rollups, &final_jobs[0], &closed_rollup, 1, "the first rollup of an hour is revision 1").await;
+    assert_eq!(rows(rollups, ACME, closed, closed + HOUR, &[]).await, expected_rows(closed, &closed_rollup, true));
+    let without_sketches = rollups.hourly_rollups(ACME, closed, closed + HOUR, &[], false).await.expect("hourly rows");
+    assert_eq!(without_sketches, expected_rows(closed, &closed_rollup, false), "sketches only when asked for");
+    assert_eq!(numeric(rollups, ACME, closed, closed + HOUR, &[]).await, expected_numeric(closed, &closed_rollup));
+    let current = rollups.current_rollup(&customer_hour(ACME, closed)).await.expect("current rollup");
+    assert_eq!(current, closed_rollup.event_types, "the current rollup is the one just written");
+    let closed_status = status(rollups, ACME, closed).await;
+    assert_eq!(closed_status.revision, Some(1));
+    assert_eq!(closed_status.logic_version, Some(LOGIC_VERSION));
+    assert!(closed_status.is_final && closed_status.final_as_of.is_some(), "a final rollup is final, and since when");
+    assert!(closed_status.computed_at.is_some(), "an aggregated hour says when it was computed");
+    assert_eq!(closed_status.events, 7);
+    assert!(!closed_status.pending, "an hour aggregated as of its last mark is not pending");
+    assert_eq!(oldest_unfinalized(rollups).await, Some(open), "a final rollup finalizes its hour");
+
+    let provisional_rollup = rollup(false, &[("view", 3)], &[], outcomes(3, &[], 0));
+    complete_expecting(rollups, &provisional_jobs[0], &provisional_rollup, 1, "a provisional rollup is a revision")
+        .await;
+    let open_status = status(rollups, ACME, open).await;
+    assert_eq!((open_status.revision, open_status.is_final, open_status.final_as_of), (Some(1), false, None));
+    assert!(!open_status.pending, "a provisional rollup of the last mark leaves nothing pending to read");
+    assert_eq!(oldest_unfinalized(rollups).await, Some(open), "a provisional rollup does not finalize its hour");
+    lease_expecting(rollups, "worker-a", final_before(2), &[], "a finalized hour is no job").await;
+    lease_expecting(rollups, "worker-a", provisional_from(2, Duration::ZERO), &[], "an aggregated hour is no job")
+        .await;
+
+    // New data in the open hour: a provisional job again, but at most one rollup per interval.
+    mark(jobs, &[customer_hour(ACME, open)]).await;
+    assert!(status(rollups, ACME, open).await.pending, "data marked after the rollup makes the hour pending");
+    let hourly = provisional_from(2, Duration::from_secs(3600));
+    lease_expecting(rollups, "worker-a", hourly, &[], "a provisional rollup waits for its interval").await;
+
+    // The open hour closes: its final rollup is due, although a provisional one already saw generation 1.
+    let closing_jobs = lease_expecting(
+        rollups,
+        "worker-a",
+        final_before(3),
+        &[(ACME, open, 2)],
+        "a provisionally aggregated hour gets its final rollup once closed",
+    )
+    .await;
+    let final_rollup = rollup(true, &[("view", 4)], &[], outcomes(4, &[], 0));
+    complete_expecting(rollups, &closing_jobs[0], &final_rollup, 2, "the final rollup replaces the provisional").await;
+    let finalized = status(rollups, ACME, open).await;
+    assert_eq!((finalized.revision, finalized.is_final, finalized.events), (Some(2), true, 4));
+    assert!(finalized.final_as_of.is_some(), "the final rollup says since when the hour is final");
+    assert!(!finalized.pending);
+    assert_eq!(rows(rollups, ACME, open, open + HOUR, &[]).await, expected_rows(open, &final_rollup, true));
+    assert_eq!(oldest_unfinalized(rollups).await, None, "every hour is final");
+
+    // Data marked while a job runs: the completion stands, and the hour is pending again.
+    mark(jobs, &[customer_hour(ACME, closed)]).await;
+    assert!(status(rollups, ACME, closed).await.pending, "a re-marked final hour is pending");
+    assert_eq!(oldest_unfinalized(rollups).await, Some(closed), "a re-marked hour waits for a new final rollup");
+    let rerun = lease_expecting(rollups, "worker-a", final_before(3), &[(ACME, closed, 2)], "re-marked: a job").await;
+    mark(jobs, &[customer_hour(ACME, closed)]).await;
+    let partial_rollup = simple_rollup(true, 8);
+    complete_expecting(rollups, &rerun[0], &partial_rollup, 2, "each completion bumps the revision").await;
+    let after_rerun = status(rollups, ACME, closed).await;
+    assert_eq!((after_rerun.revision, after_rerun.events), (Some(2), 8));
+    assert!(after_rerun.pending, "data marked during the job keeps the hour pending");
+    assert_eq!(rows(rollups, ACME, closed, closed + HOUR, &[]).await, expected_rows(closed, &partial_rollup, true));
+    let last_run =
+        lease_expecting(rollups, "worker-b", final_before(3), &[(ACME, closed, 3)], "the newer mark is a job").await;
+    complete_expecting(rollups, &last_run[0], &simple_rollup(true, 9), 3, "and its completion is revision 3").await;
+    assert!(!status(rollups, ACME, closed).await.pending);
+    assert_eq!(oldest_unfinalized(rollups).await, None);
+
+    // A provisional hour with new data after its interval is a job again.
+    let (later_open, later_index) = (hour(5), 5);
+    mark(jobs, &[customer_hour(ACME, later_open)]).await;
+    let first = lease_expecting(
+        rollups,
+        "worker-a",
+        provisional_from(later_index, Duration::ZERO),
+        &[(ACME, later_open, 1)],
+        "an open hour is a provisional job",
+    )
+    .await;
+    complete_expecting(rollups, &first[0], &simple_rollup(false, 1), 1, "first provisional rollup").await;
+    mark(jobs, &[customer_hour(ACME, later_open)]).await;
+    let second = lease_expecting(
+        rollups,
+        "worker-a",
+        provisional_from(later_index, Duration::ZERO),
+        &[(ACME, later_open, 2)],
+        "with no interval, new data makes a provisional job at once",
+    )
+    .await;
+    complete_expecting(rollups, &second[0], &simple_rollup(false, 2), 2, "second provisional rollup").await;
+}
+
+/// Leases: oldest first, exclusive while held, renewable only by their owner, lost on expiry (a
+/// completion by the former owner writes nothing), failed jobs hidden until their retry, `lease_hour`.
+pub async fn leases(jobs: &impl JobQueue, rollups: &(impl RollupStore + RollupReader)) {
+    const ACME: &str = "leases-acme";
+    let all_closed = final_before(1000);
+    for index in [2, 0, 1] {
+        mark(jobs, &[customer_hour(ACME, hour(index))]).await;
+    }
+    let mut oldest_first = Vec::new();
+    for _ in 0..3 {
+        let leased = lease(rollups, "worker-a", 1, LONG_LEASE, all_closed).await;
+        assert_eq!(leased.len(), 1, "max bounds how many jobs one call leases");
+        oldest_first.push(leased[0].customer_hour.hour_start);
+    }
+    assert_eq!(oldest_first, [hour(0), hour(1), hour(2)], "jobs are leased oldest hour first");
+    lease_expecting(rollups, "worker-b", all_closed, &[], "leased hours are not leased again while leased").await;
+    assert!(lease(rollups, "worker-b", 0, LONG_LEASE, all_closed).await.is_empty(), "max 0 leases nothing");
+
+    let held = JobLease { customer_hour: customer_hour(ACME, hour(0)), generation: 1, owner: "worker-a".into() };
+    assert!(rollups.renew_lease(&held, LONG_LEASE).await.expect("renew"), "the owner renews its lease");
+    let intruder = JobLease { owner: "worker-b".into(), ..held.clone() };
+    assert!(!rollups.renew_lease(&intruder, LONG_LEASE).await.expect("renew"), "only the owner renews a lease");
+    let taken = rollups.lease_hour(&held.customer_hour, "worker-b", LONG_LEASE).await.expect("lease one hour");
+    assert_eq!(taken, None, "lease_hour does not take an hour a live worker holds");
+    let never_marked = rollups.lease_hour(&customer_hour(ACME, hour(40)), "worker-b", LONG_LEASE).await;
+    assert_eq!(never_marked.expect("lease one hour"), None, "an hour that never received data cannot be leased");
+
+    // An expired lease passes to another worker; the former owner can neither renew nor complete.
+    let expiring_hour = hour(3);
+    mark(jobs, &[customer_hour(ACME, expiring_hour)]).await;
+    let slow = lease(rollups, "worker-slow", 10, SHORT_LEASE, all_closed).await;
+    assert_eq!(slow.len(), 1, "the one free hour is leased");
+    tokio::time::sleep(PAST_SHORT_LEASE).await;
+    let fast =
+        lease_expecting(rollups, "worker-fast", all_closed, &[(ACME, expiring_hour, 1)], "an expired lease passes on")
+            .await;
+    assert!(!rollups.renew_lease(&slow[0], LONG_LEASE).await.expect("renew"), "a lost lease cannot be renewed");
+    let lost = complete(rollups, &slow[0], &simple_rollup(true, 99)).await;
+    assert_eq!(lost, Completion::LeaseLost, "a worker that lost its lease does not complete the job");
+    let untouched = status(rollups, ACME, expiring_hour).await;
+    assert_eq!((untouched.revision, untouched.pending), (None, true), "a lost completion writes no revision");
+    assert!(rows(rollups, ACME, expiring_hour, expiring_hour + HOUR, &[]).await.is_empty(), "nor rows");
+    assert!(ledger(rollups, Some(ACME), expiring_hour, expiring_hour + HOUR).await.is_empty(), "nor a ledger row");
+    let winner = simple_rollup(true, 5);
+    complete_expecting(rollups, &fast[0], &winner, 1, "the new owner completes the job").await;
+    assert_eq!(
+        rows(rollups, ACME, expiring_hour, expiring_hour + HOUR, &[]).await,
+        expected_rows(expiring_hour, &winner, true)
+    );
+
+    // Reprocessing: lease_hour takes a finished hour again, and its completion is a new revision.
+    let reprocess = rollups.lease_hour(&customer_hour(ACME, expiring_hour), "operator", LONG_LEASE).await;
+    let reprocess =
+        reprocess.expect("lease one hour").expect("a finished, unleased hour can be leased to reprocess it");
+    assert_eq!((reprocess.generation, reprocess.owner.as_str()), (1, "operator"));
+    complete_expecting(rollups, &reprocess, &simple_rollup(true, 6), 2, "reprocessing bumps the revision").await;
+
+    // A failed job is hidden until its retry.
+    let stranger = JobLease { owner: "worker-b".into(), ..held.clone() };
+    rollups.fail(&stranger, "not mine", Duration::ZERO).await.expect("fail");
+    assert!(rollups.renew_lease(&held, LONG_LEASE).await.expect("renew"), "only the owner can fail a job");
+    rollups.fail(&held, "raw store timed out", Duration::from_secs(3600)).await.expect("fail a job");
+    lease_expecting(rollups, "worker-b", all_closed, &[], "a failed job waits for its retry").await;
+    let retried = rollups.lease_hour(&held.customer_hour, "operator", LONG_LEASE).await.expect("lease one hour");
+    let retried = retried.expect("a failed job has no owner: lease_hour takes it before its retry");
+    rollups.fail(&retried, "raw store timed out again", SHORT_LEASE).await.expect("fail a job");
+    tokio::time::sleep(PAST_SHORT_LEASE).await;
+    let due = lease_expecting(rollups, "worker-b", all_closed, &[(ACME, hour(0), 1)], "a failed job is retried").await;
+    complete_expecting(rollups, &due[0], &simple_rollup(true, 1), 1, "a retried job completes").await;
+
+    // Concurrent workers never share an hour.
+    let many: Vec<CustomerHour> = (100..124).map(|index| customer_hour(ACME, hour(index))).collect();
+    mark(jobs, &many).await;
+    let workers = ["w1", "w2", "w3", "w4"];
+    let batches =
+        futures::future::join_all(workers.iter().map(|owner| lease(rollups, owner, 8, LONG_LEASE, all_closed))).await;
+    let mut owners: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+    for job in batches.iter().flatten() {
+        owners.entry(job.customer_hour.hour_start).or_default().push(job.owner.clone());
+    }
+    let shared: Vec<_> = owners.iter().filter(|(_, holders)| holders.len() > 1).collect();
+    assert!(shared.is_empty(), "concurrent workers leased the same hours: {shared:?}");
+    let leased: BTreeSet<i64> = owners.keys().copied().collect();
+    let marked: BTreeSet<i64> = many.iter().map(|hour| hour.hour_start).collect();
+    assert_eq!(leased, marked, "four workers taking up to 8 each lease all 24 free hours");
+}
