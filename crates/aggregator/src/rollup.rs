@@ -8,8 +8,9 @@ use hourglass_core::raw_store::{EventVisitor, HourOutcomes, StoredEvent};
 use hourglass_core::rollup_store::{EventTypeRollup, HourRollup, NumericRollup};
 
 /// The version of this aggregation logic, stored with every rollup row. Bump it when the logic changes,
-/// so reprocessing can tell old rows from new.
-pub const LOGIC_VERSION: u32 = 1;
+/// so reprocessing can tell old rows from new. 2: hours also get their totals over all event types
+/// (exact distinct users and a sketch); `hourglass reprocess` gives them to hours of version 1.
+pub const LOGIC_VERSION: u32 = 2;
 
 #[derive(Default)]
 struct EventTypeFigures {
@@ -121,7 +122,19 @@ impl HourAccumulator {
 
     /// The finished rollup, with the hour's outcome counts for the ledger.
     pub fn finish(self, outcomes: HourOutcomes, is_final: bool) -> HourRollup {
+        // The hour's users over all types: the union of the per-type sets, and the merge of their sketches
+        // (which equals the sketch of the union).
+        let mut all_users: HashSet<&str> = HashSet::new();
+        let mut users_sketch = HyperLogLog::new();
+        for figures in self.event_types.values() {
+            all_users.extend(figures.users.iter().map(String::as_str));
+            users_sketch.merge(&figures.users_sketch);
+        }
+        let distinct_users = all_users.len() as u64;
+        drop(all_users);
         HourRollup {
+            distinct_users,
+            users_sketch: users_sketch.to_bytes(),
             event_types: self
                 .event_types
                 .into_iter()
@@ -188,6 +201,9 @@ mod tests {
         assert_eq!(figures, vec![("buy", 1, 1), ("view", 4, 2)]);
         let view_sketch = HyperLogLog::from_bytes(&rollup.event_types[1].users_sketch).unwrap();
         assert_eq!(view_sketch.estimate(), 2);
+        // Over all types ann counts once: 2 users, not 1 + 2.
+        assert_eq!(rollup.distinct_users, 2);
+        assert_eq!(HyperLogLog::from_bytes(&rollup.users_sketch).unwrap().estimate(), 2);
         assert!(rollup.is_final);
         assert_eq!(rollup.logic_version, LOGIC_VERSION);
     }

@@ -25,6 +25,19 @@ pub struct HourlyRollupRow {
     pub users_sketch: Vec<u8>,
 }
 
+/// One hour's figures over all event types, as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HourlyTotalsRow {
+    /// Start of the hour, seconds since the Unix epoch.
+    pub hour_start: i64,
+    /// Distinct events of the hour.
+    pub events: u64,
+    /// Distinct users of the hour over all event types, exact.
+    pub distinct_users: u64,
+    /// The users as a mergeable sketch; empty unless asked for (`with_sketches`).
+    pub users_sketch: Vec<u8>,
+}
+
 /// One numeric property's hourly figures for one event type, as stored.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HourlyNumericRow {
@@ -90,6 +103,16 @@ pub trait RollupReader: Send + Sync + 'static {
         event_types: &[String],
         with_sketches: bool,
     ) -> impl Future<Output = Result<Vec<HourlyRollupRow>, RollupStoreError>> + Send;
+
+    /// Per-hour totals over all event types of hours starting in `[from, to)` that have events, oldest
+    /// first; with their users' sketches only if `with_sketches`.
+    fn hourly_totals(
+        &self,
+        customer_id: &str,
+        from_unix: i64,
+        to_unix: i64,
+        with_sketches: bool,
+    ) -> impl Future<Output = Result<Vec<HourlyTotalsRow>, RollupStoreError>> + Send;
 
     /// Hourly numeric rows of hours starting in `[from, to)`, ordered by hour, event type, property;
     /// only the given event types unless `event_types` is empty.

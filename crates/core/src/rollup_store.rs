@@ -86,6 +86,11 @@ pub struct HourRollup {
     pub numeric: Vec<NumericRollup>,
     /// Distinct events stored in the hour, as read by this job (the ledger's "stored" and "counted").
     pub events: u64,
+    /// Distinct users of the hour over all event types, exact (what the per-type counts cannot add up to).
+    pub distinct_users: u64,
+    /// The same users as a mergeable sketch, so a day's or month's users over all types merge one sketch
+    /// per hour instead of one per hour and type.
+    pub users_sketch: Vec<u8>,
     /// What the collectors saw in the hour (the ledger's received, accepted, rejected, throttled).
     pub outcomes: HourOutcomes,
     /// The version of the aggregation logic that computed it.

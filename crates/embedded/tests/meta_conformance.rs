@@ -138,6 +138,8 @@ async fn concurrent_workers_and_marks_never_fail_nor_interleave() {
                             }],
                             numeric: vec![],
                             events: job.generation as u64,
+                            distinct_users: 1,
+                            users_sketch: vec![1, 2, 3],
                             outcomes: HourOutcomes::default(),
                             logic_version: 1,
                             is_final: true,
@@ -169,4 +171,32 @@ async fn concurrent_workers_and_marks_never_fail_nor_interleave() {
     }
     let statuses = store.hour_statuses("acme", FIRST_HOUR, FIRST_HOUR + HOURS * 3600).await.unwrap();
     assert!(statuses.iter().all(|status| !status.pending), "the last marks were all aggregated: {statuses:?}");
+}
+
+#[tokio::test]
+async fn a_meta_db_from_before_hour_totals_is_upgraded_in_place() {
+    use hourglass_core::rollup_reader::RollupReader;
+    let data_dir = TempDir::new().unwrap();
+    // hour_revisions as the first release created it, with one aggregated hour.
+    let options =
+        sqlx::sqlite::SqliteConnectOptions::new().filename(data_dir.path().join("meta.db")).create_if_missing(true);
+    let old = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE hour_revisions (customer_id TEXT NOT NULL, hour_start INTEGER NOT NULL, \
+         revision INTEGER NOT NULL, logic_version INTEGER NOT NULL, events INTEGER NOT NULL, \
+         computed_at_us INTEGER NOT NULL, is_final INTEGER NOT NULL DEFAULT 0, final_as_of_us INTEGER, \
+         PRIMARY KEY (customer_id, hour_start)) STRICT; \
+         INSERT INTO hour_revisions VALUES ('acme', 7200, 1, 1, 5, 0, 1, 0);",
+    )
+    .execute(&old)
+    .await
+    .unwrap();
+    old.close().await;
+
+    let store = SqliteMetaStore::open(data_dir.path()).await.unwrap();
+    let totals = store.hourly_totals("acme", 0, 36_000, true).await.unwrap();
+    assert_eq!(totals.len(), 1, "the old hour is readable");
+    assert_eq!((totals[0].events, totals[0].distinct_users), (5, 0), "its totals wait for a reprocess");
+    drop(store);
+    SqliteMetaStore::open(data_dir.path()).await.expect("opening an upgraded database again changes nothing");
 }

@@ -10,7 +10,9 @@ use std::time::Duration;
 use hourglass_core::customer::CustomerId;
 use hourglass_core::job_queue::CustomerHour;
 use hourglass_core::raw_store::HourOutcomes;
-use hourglass_core::rollup_reader::{EventTypeSeen, HourStatus, HourlyNumericRow, HourlyRollupRow, RollupReader};
+use hourglass_core::rollup_reader::{
+    EventTypeSeen, HourStatus, HourlyNumericRow, HourlyRollupRow, HourlyTotalsRow, RollupReader,
+};
 use hourglass_core::rollup_store::{
     Completion, EventTypeRollup, HourRollup, JobKind, JobLease, LedgerRow, NumericRollup, RollupStore, RollupStoreError,
 };
@@ -231,17 +233,21 @@ impl RollupStore for PostgresRollupStore {
             return Ok(Completion::LeaseLost);
         }
         let revision = sqlx::query_scalar!(
-            "INSERT INTO hour_revisions (customer_id, hour_start, revision, logic_version, events, is_final, final_as_of) \
-             VALUES ($1, to_timestamp($2), 1, $3, $4, $5, CASE WHEN $5 THEN now() END) \
+            "INSERT INTO hour_revisions (customer_id, hour_start, revision, logic_version, events, is_final, final_as_of, \
+             distinct_users, users_sketch) \
+             VALUES ($1, to_timestamp($2), 1, $3, $4, $5, CASE WHEN $5 THEN now() END, $6, $7) \
              ON CONFLICT (customer_id, hour_start) DO UPDATE SET revision = hour_revisions.revision + 1, \
              logic_version = excluded.logic_version, events = excluded.events, computed_at = now(), \
-             is_final = excluded.is_final, final_as_of = excluded.final_as_of \
+             is_final = excluded.is_final, final_as_of = excluded.final_as_of, \
+             distinct_users = excluded.distinct_users, users_sketch = excluded.users_sketch \
              RETURNING revision",
             customer_id,
             hour_start,
             rollup.logic_version as i32,
             rollup.events as i64,
-            rollup.is_final
+            rollup.is_final,
+            rollup.distinct_users as i64,
+            rollup.users_sketch.as_slice()
         )
         .fetch_one(&mut *transaction)
         .await
@@ -488,6 +494,39 @@ impl RollupReader for PostgresRollupStore {
             .map(|row| HourlyRollupRow {
                 hour_start: row.hour_start,
                 event_type: row.event_type,
+                events: row.events as u64,
+                distinct_users: row.distinct_users as u64,
+                users_sketch: row.users_sketch,
+            })
+            .collect())
+    }
+
+    async fn hourly_totals(
+        &self,
+        customer_id: &str,
+        from_unix: i64,
+        to_unix: i64,
+        with_sketches: bool,
+    ) -> Result<Vec<HourlyTotalsRow>, RollupStoreError> {
+        let rows = sqlx::query!(
+            r#"SELECT extract(epoch FROM hour_start)::bigint AS "hour_start!", events, distinct_users,
+                      CASE WHEN $4 THEN users_sketch ELSE ''::bytea END AS "users_sketch!"
+               FROM hour_revisions
+               WHERE customer_id = $1 AND hour_start >= to_timestamp($2) AND hour_start < to_timestamp($3)
+               AND events > 0
+               ORDER BY hour_start"#,
+            customer_id,
+            from_unix as f64,
+            to_unix as f64,
+            with_sketches
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(rows
+            .into_iter()
+            .map(|row| HourlyTotalsRow {
+                hour_start: row.hour_start,
                 events: row.events as u64,
                 distinct_users: row.distinct_users as u64,
                 users_sketch: row.users_sketch,

@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hourglass_core::api_key::Scope;
+use hourglass_core::hll::InvalidSketch;
 use hourglass_core::hour::SECONDS_PER_HOUR;
 use hourglass_core::key_store::KeyStore;
 use hourglass_core::raw_store::{RawStore, StoredEvent};
-use hourglass_core::rollup_reader::{HourStatus as StoredHourStatus, RollupReader};
+use hourglass_core::rollup_reader::{HourStatus as StoredHourStatus, HourlyRollupRow, RollupReader};
 use hourglass_core::rollup_store::RollupStoreError;
 use hourglass_grpc::auth::{Authenticator, Principal};
 use hourglass_proto::prost_types::Timestamp;
@@ -21,7 +22,7 @@ use hourglass_proto::v1::{
     Event, EventTypeSummary, GetHourStatusRequest, GetHourStatusResponse, GetHourlyMetricsRequest,
     GetHourlyMetricsResponse, GetLedgerRequest, GetLedgerResponse, GetPeriodMetricsRequest, GetPeriodMetricsResponse,
     Granularity, HourState, HourStatus, LedgerRow, ListEventTypesRequest, ListEventTypesResponse, ListRawEventsRequest,
-    ListRawEventsResponse, PeriodMetricsRow, PropertyValue, RawEvent, TimeRange,
+    ListRawEventsResponse, MetricsRow, PeriodMetricsRow, PropertyValue, RawEvent, TimeRange,
 };
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -59,6 +60,45 @@ impl<K: KeyStore, R: RollupReader, W: RawStore> QueryServiceImpl<K, R, W> {
 
     async fn authenticate<T>(&self, request: &Request<T>) -> Result<Arc<Principal>, Status> {
         self.authenticator.authenticate(request.metadata(), Scope::Query).await.map_err(Status::from)
+    }
+
+    /// The report rows of one customer's hours in `[from, to)` summed per `period`: per event type, over the
+    /// filtered types, or over all types. The reads run one after the other, so a call holds one database
+    /// connection at a time and concurrent calls never wait for a second while holding a first.
+    async fn metrics(
+        &self,
+        customer: &str,
+        from: i64,
+        to: i64,
+        event_types: &[String],
+        group_by_event_type: bool,
+        period: Period,
+    ) -> Result<Vec<MetricsRow>, Status> {
+        let unreadable = |error: InvalidSketch| Status::internal(format!("stored rollup is unreadable: {error}"));
+        if !group_by_event_type && event_types.is_empty() {
+            // Over all types: one stored totals row per hour (exact users; a sketch only to merge hours).
+            let totals =
+                self.reader.hourly_totals(customer, from, to, period != Period::Hour).await.map_err(store_error)?;
+            let rows: Vec<HourlyRollupRow> = totals
+                .into_iter()
+                .map(|totals| HourlyRollupRow {
+                    hour_start: totals.hour_start,
+                    event_type: String::new(),
+                    events: totals.events,
+                    distinct_users: totals.distinct_users,
+                    users_sketch: totals.users_sketch,
+                })
+                .collect();
+            let mut numeric = self.reader.hourly_numeric(customer, from, to, &[]).await.map_err(store_error)?;
+            numeric.iter_mut().for_each(|row| row.event_type.clear());
+            return report::summarize(&rows, &numeric, period, true).map_err(unreadable);
+        }
+        // Per event type and hour every report row is one stored row: exact, no sketches needed.
+        let with_sketches = !(group_by_event_type && period == Period::Hour);
+        let rows =
+            self.reader.hourly_rollups(customer, from, to, event_types, with_sketches).await.map_err(store_error)?;
+        let numeric = self.reader.hourly_numeric(customer, from, to, event_types).await.map_err(store_error)?;
+        report::summarize(&rows, &numeric, period, group_by_event_type).map_err(unreadable)
     }
 
     fn hourly_range(&self, range: Option<&TimeRange>) -> Result<(i64, i64), Status> {
@@ -198,19 +238,9 @@ impl<K: KeyStore, R: RollupReader, W: RawStore> QueryService for QueryServiceImp
             let (from, to) = self.hourly_range(request.range.as_ref())?;
             event_type_filter(&request.event_types)?;
             let customer = principal.customer_id.as_str();
-            // Per event type, every report row is one hourly row: exact counts, no sketches needed.
-            let with_sketches = !request.group_by_event_type;
-            // One after the other: a call holds one database connection at a time, so concurrent calls
-            // never wait for a second connection while holding a first.
             let rows = self
-                .reader
-                .hourly_rollups(customer, from, to, &request.event_types, with_sketches)
-                .await
-                .map_err(store_error)?;
-            let numeric =
-                self.reader.hourly_numeric(customer, from, to, &request.event_types).await.map_err(store_error)?;
-            let rows = report::summarize(&rows, &numeric, Period::Hour, request.group_by_event_type)
-                .map_err(|error| Status::internal(format!("stored rollup is unreadable: {error}")))?;
+                .metrics(customer, from, to, &request.event_types, request.group_by_event_type, Period::Hour)
+                .await?;
             Ok(Response::new(GetHourlyMetricsResponse { rows }))
         })
         .await
@@ -231,14 +261,8 @@ impl<K: KeyStore, R: RollupReader, W: RawStore> QueryService for QueryServiceImp
             event_type_filter(&request.event_types)?;
             let customer = principal.customer_id.as_str();
             let rows = self
-                .reader
-                .hourly_rollups(customer, from, to, &request.event_types, true)
-                .await
-                .map_err(store_error)?;
-            let numeric =
-                self.reader.hourly_numeric(customer, from, to, &request.event_types).await.map_err(store_error)?;
-            let rows = report::summarize(&rows, &numeric, period, request.group_by_event_type)
-                .map_err(|error| Status::internal(format!("stored rollup is unreadable: {error}")))?
+                .metrics(customer, from, to, &request.event_types, request.group_by_event_type, period)
+                .await?
                 .into_iter()
                 .map(|metrics| {
                     let start = metrics.period_start.as_ref().map(|time| time.seconds).unwrap_or_default();

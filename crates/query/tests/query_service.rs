@@ -77,6 +77,63 @@ async fn reports_equal_a_brute_force_count_of_the_events() {
         assert!(within(row.distinct_users, users.len()), "{} vs {}", row.distinct_users, users.len());
     }
 
+    // Over all types per hour: the stored totals, so distinct users are exact (a user of two types once).
+    let totals = client
+        .get_hourly_metrics(authorized(
+            &platform.acme_key,
+            GetHourlyMetricsRequest { range: range(from, to), event_types: vec![], group_by_event_type: false },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .rows;
+    assert_eq!(totals.len(), hours.len());
+    for (row, hour) in totals.iter().zip(&hours) {
+        let (mut ids, mut users) = (0, BTreeSet::new());
+        for ((_, _), truth) in expected.range((*hour, String::new())..(*hour + 1, String::new())) {
+            ids += truth.event_ids.len();
+            users.extend(truth.users.iter().cloned());
+        }
+        assert_eq!((row.events, row.distinct_users), (ids as u64, users.len() as u64), "hour {hour}");
+        assert!(!row.distinct_users_estimated, "an hour's users over all types are stored exactly");
+        let price = row.numeric.iter().find(|stats| stats.property == "price").expect("price over all types");
+        let prices: u64 = expected
+            .range((*hour, String::new())..(*hour + 1, String::new()))
+            .map(|(_, truth)| truth.prices.len() as u64)
+            .sum();
+        assert_eq!(price.count, prices);
+    }
+    // A day over all types merges one sketch per hour: the sketch of the day's users.
+    let days = client
+        .get_period_metrics(authorized(
+            &platform.acme_key,
+            GetPeriodMetricsRequest {
+                range: range(from, to),
+                granularity: Granularity::Day.into(),
+                event_types: vec![],
+                group_by_event_type: false,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .rows;
+    for row in &days {
+        let metrics = row.metrics.as_ref().unwrap();
+        let start = metrics.period_start.as_ref().unwrap().seconds;
+        let users: BTreeSet<String> = expected
+            .range((start, String::new())..(start + 86_400, String::new()))
+            .flat_map(|(_, truth)| truth.users.iter().cloned())
+            .collect();
+        let hours_of_day = hours.iter().filter(|hour| (start..start + 86_400).contains(*hour)).count();
+        if hours_of_day > 1 {
+            assert!(metrics.distinct_users_estimated);
+            assert_eq!(metrics.distinct_users, sketch_estimate(&users), "the merged sketch is the sketch of the day");
+        } else {
+            assert_eq!(metrics.distinct_users, users.len() as u64, "one hour's users are exact");
+        }
+    }
+
     // Daily, weekly, monthly per type: events add up exactly; users are the merged sketch of the union.
     for granularity in [Granularity::Day, Granularity::Week, Granularity::Month] {
         let rows = client

@@ -84,10 +84,12 @@ async fn seed(args: &QueryBenchArgs, pool: sqlx::PgPool, customer: &CustomerId, 
         let mut event_types = Vec::new();
         let mut numeric = Vec::new();
         let mut events = 0;
+        let mut all_users = HyperLogLog::new();
         for type_index in 0..args.event_types {
             let users = 50 + (index as u64 * 7 + u64::from(type_index) * 13) % 400;
             let mut sketch = HyperLogLog::new();
             (0..users).for_each(|user| sketch.insert(format!("user-{type_index}-{user}").as_bytes()));
+            all_users.merge(&sketch);
             let type_events = users * 3;
             events += type_events;
             let event_type = format!("event_type_{type_index:02}");
@@ -108,10 +110,14 @@ async fn seed(args: &QueryBenchArgs, pool: sqlx::PgPool, customer: &CustomerId, 
                 users_sketch: sketch.to_bytes(),
             });
         }
+        let distinct_users = event_types.iter().map(|row| row.distinct_users).sum();
         let rollup = HourRollup {
             event_types,
             numeric,
             events,
+            // Every type's users are its own in this data, so the hour's users are their sum.
+            distinct_users,
+            users_sketch: all_users.to_bytes(),
             outcomes: HourOutcomes { accepted: events, ..HourOutcomes::default() },
             logic_version: 1,
             is_final: true,

@@ -40,6 +40,10 @@ pub async fn jobs_and_completion(jobs: &impl JobQueue, rollups: &(impl RollupSto
     assert_eq!(rows(rollups, ACME, closed, closed + HOUR, &[]).await, expected_rows(closed, &closed_rollup, true));
     let without_sketches = rollups.hourly_rollups(ACME, closed, closed + HOUR, &[], false).await.expect("hourly rows");
     assert_eq!(without_sketches, expected_rows(closed, &closed_rollup, false), "sketches only when asked for");
+    let totals = rollups.hourly_totals(ACME, closed, closed + HOUR, true).await.expect("hourly totals");
+    assert_eq!(totals, expected_totals(closed, &closed_rollup, true), "the hour's totals over all types");
+    let totals = rollups.hourly_totals(ACME, closed, closed + HOUR, false).await.expect("hourly totals");
+    assert_eq!(totals, expected_totals(closed, &closed_rollup, false), "totals' sketches only when asked for");
     assert_eq!(numeric(rollups, ACME, closed, closed + HOUR, &[]).await, expected_numeric(closed, &closed_rollup));
     let current = rollups.current_rollup(&customer_hour(ACME, closed)).await.expect("current rollup");
     assert_eq!(current, closed_rollup.event_types, "the current rollup is the one just written");

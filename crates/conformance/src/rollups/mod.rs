@@ -20,7 +20,9 @@ use std::time::Duration;
 use hourglass_core::customer::CustomerId;
 use hourglass_core::job_queue::{CustomerHour, JobQueue};
 use hourglass_core::raw_store::HourOutcomes;
-use hourglass_core::rollup_reader::{EventTypeSeen, HourStatus, HourlyNumericRow, HourlyRollupRow, RollupReader};
+use hourglass_core::rollup_reader::{
+    EventTypeSeen, HourStatus, HourlyNumericRow, HourlyRollupRow, HourlyTotalsRow, RollupReader,
+};
 use hourglass_core::rollup_store::{
     Completion, EventTypeRollup, HourRollup, JobKind, JobLease, LedgerRow, NumericRollup, RollupStore,
 };
@@ -88,6 +90,9 @@ fn rollup(
             })
             .collect(),
         events: event_types.iter().map(|(_, events)| events).sum(),
+        // Users over all types: fewer than the per-type counts add up to, as when users do several things.
+        distinct_users: event_types.iter().map(|(_, events)| events).sum::<u64>().div_ceil(3),
+        users_sketch: format!("sketch of all types x{}", event_types.len()).into_bytes(),
         outcomes,
         logic_version: LOGIC_VERSION,
         is_final,
@@ -96,6 +101,20 @@ fn rollup(
 
 fn simple_rollup(is_final: bool, events: u64) -> HourRollup {
     rollup(is_final, &[("view", events)], &[], outcomes(events, &[], 0))
+}
+
+/// The totals row the reader should return for `rollup` stored as `hour_start` (none for an hour without
+/// events).
+fn expected_totals(hour_start: i64, rollup: &HourRollup, with_sketches: bool) -> Vec<HourlyTotalsRow> {
+    if rollup.events == 0 {
+        return Vec::new();
+    }
+    vec![HourlyTotalsRow {
+        hour_start,
+        events: rollup.events,
+        distinct_users: rollup.distinct_users,
+        users_sketch: if with_sketches { rollup.users_sketch.clone() } else { Vec::new() },
+    }]
 }
 
 /// The hourly rows the reader should return for `rollup` stored as `hour_start`.

@@ -56,6 +56,12 @@ pub async fn reader(jobs: &impl JobQueue, rollups: &(impl RollupStore + RollupRe
     let buys_and_clicks: Vec<_> = all_rows.iter().filter(|row| row.event_type != "view").cloned().collect();
     assert_eq!(rows(rollups, ACME, hour(0), hour(5), &["click", "buy"]).await, buys_and_clicks, "by several types");
     assert!(rows(rollups, ACME, hour(0), hour(5), &["unseen"]).await.is_empty(), "a type never seen has no rows");
+    let all_totals: Vec<HourlyTotalsRow> =
+        hour_rollups.iter().flat_map(|(start, hour_rollup)| expected_totals(*start, hour_rollup, true)).collect();
+    let totals = rollups.hourly_totals(ACME, hour(0), hour(5), true).await.expect("hourly totals");
+    assert_eq!(totals, all_totals, "one totals row per hour with events, oldest first");
+    let hour_1_totals = rollups.hourly_totals(ACME, hour(1), hour(2), false).await.expect("hourly totals");
+    assert_eq!(hour_1_totals.len(), all_totals.iter().filter(|row| row.hour_start == hour(1)).count(), "[from, to)");
 
     let all_numeric: Vec<HourlyNumericRow> =
         hour_rollups.iter().flat_map(|(start, hour_rollup)| expected_numeric(*start, hour_rollup)).collect();
@@ -157,6 +163,10 @@ pub async fn customer_isolation(jobs: &impl JobQueue, rollups: &(impl RollupStor
             "{customer}'s rows and no one else's"
         );
         assert_eq!(rows(rollups, customer, hour(0), hour(5), &["view"]).await.len(), own.len(), "{customer}'s views");
+        let own_totals: Vec<_> =
+            own.iter().flat_map(|(start, hour_rollup)| expected_totals(*start, hour_rollup, true)).collect();
+        let totals = rollups.hourly_totals(customer, hour(0), hour(5), true).await.expect("hourly totals");
+        assert_eq!(totals, own_totals, "{customer}'s totals and no one else's");
         let own_numeric: Vec<_> =
             own.iter().flat_map(|(start, hour_rollup)| expected_numeric(*start, hour_rollup)).collect();
         assert_eq!(numeric(rollups, customer, hour(0), hour(5), &[]).await, own_numeric, "{customer}'s numeric rows");

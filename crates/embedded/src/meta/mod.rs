@@ -56,6 +56,7 @@ impl SqliteMetaStore {
     /// Opens (creating if needed) `meta.db` in `data_dir` and its tables.
     pub async fn open(data_dir: &Path) -> Result<Self, OpenError> {
         let writer = sqlite::open(data_dir, META_DB_FILE, 1, SCHEMA).await?;
+        upgrade(&writer).await.map_err(|source| OpenError::Database { path: data_dir.join(META_DB_FILE), source })?;
         let readers = sqlite::open(data_dir, META_DB_FILE, READ_CONNECTIONS, SCHEMA).await?;
         Ok(Self { writer, readers })
     }
@@ -64,6 +65,24 @@ impl SqliteMetaStore {
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
         self.writer.begin_with("BEGIN IMMEDIATE").await
     }
+}
+
+/// Brings a `meta.db` made by an earlier version up to the current schema (`schema.sql` creates new
+/// databases whole, but `CREATE TABLE IF NOT EXISTS` leaves existing tables as they were).
+async fn upgrade(writer: &SqlitePool) -> Result<(), sqlx::Error> {
+    let has_totals: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pragma_table_info('hour_revisions') WHERE name = 'distinct_users'")
+            .fetch_one(writer)
+            .await?;
+    if has_totals == 0 {
+        sqlx::raw_sql(
+            "ALTER TABLE hour_revisions ADD COLUMN distinct_users INTEGER NOT NULL DEFAULT 0; \
+             ALTER TABLE hour_revisions ADD COLUMN users_sketch BLOB NOT NULL DEFAULT X'';",
+        )
+        .execute(writer)
+        .await?;
+    }
+    Ok(())
 }
 
 /// The current instant in microseconds since the Unix epoch: what Postgres's `now()` is to its queries.

@@ -1,7 +1,9 @@
 //! The [`RollupReader`] of standalone mode: what the query service reads from `meta.db`, always scoped
 //! to one customer (the ledger may also be read for all, by operators).
 
-use hourglass_core::rollup_reader::{EventTypeSeen, HourStatus, HourlyNumericRow, HourlyRollupRow, RollupReader};
+use hourglass_core::rollup_reader::{
+    EventTypeSeen, HourStatus, HourlyNumericRow, HourlyRollupRow, HourlyTotalsRow, RollupReader,
+};
 use hourglass_core::rollup_store::{LedgerRow, RollupStoreError};
 
 use super::rollups::{LEDGER_COLUMNS, LedgerTuple, ledger_row, unavailable};
@@ -50,6 +52,36 @@ impl RollupReader for SqliteMetaStore {
             .map(|(hour_start, event_type, events, distinct_users, users_sketch)| HourlyRollupRow {
                 hour_start,
                 event_type,
+                events: count_from_sql(events),
+                distinct_users: count_from_sql(distinct_users),
+                users_sketch,
+            })
+            .collect())
+    }
+
+    async fn hourly_totals(
+        &self,
+        customer_id: &str,
+        from_unix: i64,
+        to_unix: i64,
+        with_sketches: bool,
+    ) -> Result<Vec<HourlyTotalsRow>, RollupStoreError> {
+        let sketch_column = if with_sketches { "users_sketch" } else { "X''" };
+        let rows: Vec<(i64, i64, i64, Vec<u8>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT hour_start, events, distinct_users, {sketch_column} FROM hour_revisions \
+             WHERE customer_id = ? AND hour_start >= ? AND hour_start < ? AND events > 0 \
+             ORDER BY hour_start"
+        )))
+        .bind(customer_id)
+        .bind(from_unix)
+        .bind(to_unix)
+        .fetch_all(&self.readers)
+        .await
+        .map_err(unavailable)?;
+        Ok(rows
+            .into_iter()
+            .map(|(hour_start, events, distinct_users, users_sketch)| HourlyTotalsRow {
+                hour_start,
                 events: count_from_sql(events),
                 distinct_users: count_from_sql(distinct_users),
                 users_sketch,

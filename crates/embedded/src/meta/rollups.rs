@@ -74,11 +74,12 @@ async fn replace_hour(
     let final_as_of_us = rollup.is_final.then_some(now_us);
     let revision: i64 = sqlx::query_scalar(
         "INSERT INTO hour_revisions (customer_id, hour_start, revision, logic_version, events, computed_at_us, \
-         is_final, final_as_of_us) \
-         VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7) \
+         is_final, final_as_of_us, distinct_users, users_sketch) \
+         VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
          ON CONFLICT (customer_id, hour_start) DO UPDATE SET revision = revision + 1, \
          logic_version = excluded.logic_version, events = excluded.events, computed_at_us = excluded.computed_at_us, \
-         is_final = excluded.is_final, final_as_of_us = excluded.final_as_of_us \
+         is_final = excluded.is_final, final_as_of_us = excluded.final_as_of_us, \
+         distinct_users = excluded.distinct_users, users_sketch = excluded.users_sketch \
          RETURNING revision",
     )
     .bind(customer_id)
@@ -88,6 +89,8 @@ async fn replace_hour(
     .bind(now_us)
     .bind(rollup.is_final)
     .bind(final_as_of_us)
+    .bind(count_to_sql(rollup.distinct_users))
+    .bind(rollup.users_sketch.as_slice())
     .fetch_one(&mut **transaction)
     .await?;
     for table in ["hourly_rollups", "hourly_numeric_stats"] {

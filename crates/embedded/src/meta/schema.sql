@@ -93,6 +93,9 @@ CREATE TABLE IF NOT EXISTS hour_revisions (
     computed_at_us INTEGER NOT NULL,
     is_final       INTEGER NOT NULL DEFAULT 0,
     final_as_of_us INTEGER,
+    -- The hour's totals over all event types (exact distinct users, and their sketch).
+    distinct_users INTEGER NOT NULL DEFAULT 0,
+    users_sketch   BLOB    NOT NULL DEFAULT X'',
     PRIMARY KEY (customer_id, hour_start)
 ) STRICT;
 
