@@ -149,6 +149,16 @@ pub trait RollupReader: Send + Sync + 'static {
         to_unix: i64,
     ) -> impl Future<Output = Result<Vec<LedgerRow>, RollupStoreError>> + Send;
 
+    /// The sum of the revisions of the customer's hours starting in `[from, to)`. Every rollup written in
+    /// the range adds one (a first rollup makes a revision 1, each replacement one more), so an unchanged
+    /// sum means unchanged rows: what a cache of reports checks before answering from memory.
+    fn revision_sum(
+        &self,
+        customer_id: &str,
+        from_unix: i64,
+        to_unix: i64,
+    ) -> impl Future<Output = Result<u64, RollupStoreError>> + Send;
+
     /// Checks the store can be read, for readiness.
     fn check_ready(&self) -> impl Future<Output = Result<(), RollupStoreError>> + Send;
 }

@@ -663,6 +663,20 @@ impl RollupReader for PostgresRollupStore {
         rows.into_iter().map(ledger_row).collect()
     }
 
+    async fn revision_sum(&self, customer_id: &str, from_unix: i64, to_unix: i64) -> Result<u64, RollupStoreError> {
+        let sum = sqlx::query_scalar!(
+            r#"SELECT coalesce(sum(revision), 0)::bigint AS "sum!" FROM hour_revisions
+               WHERE customer_id = $1 AND hour_start >= to_timestamp($2) AND hour_start < to_timestamp($3)"#,
+            customer_id,
+            from_unix as f64,
+            to_unix as f64
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(sum as u64)
+    }
+
     async fn check_ready(&self) -> Result<(), RollupStoreError> {
         sqlx::query_scalar!("SELECT count(*) FROM hour_revisions WHERE false")
             .fetch_one(&self.pool)

@@ -23,6 +23,11 @@ pub struct QueryConfig {
     #[arg(long = "query-max-page-size", env = "HOURGLASS_QUERY_MAX_PAGE_SIZE", default_value_t = 1000)]
     pub max_page_size: u32,
 
+    /// Reports kept in memory (hourly and period metrics). An entry is used only while its range's
+    /// rollups are unchanged, which one indexed query checks per request; 0 disables the cache.
+    #[arg(long = "query-cache-entries", env = "HOURGLASS_QUERY_CACHE_ENTRIES", default_value_t = 10_000)]
+    pub cache_entries: usize,
+
     /// Secret that signs page tokens. Every replica behind a balancer needs the same one; without it a
     /// random secret is made at start, and tokens only work on the replica that issued them.
     #[arg(long = "page-token-secret", env = "HOURGLASS_PAGE_TOKEN_SECRET", hide_env_values = true)]

@@ -4,6 +4,7 @@
 //!   nowhere else, so a key can never read another customer's data.
 //! - [`report`]: hourly rows summed over event types and into days, ISO weeks and months; distinct
 //!   users of merged rows come from merged HyperLogLog sketches and say they are estimates.
+//! - [`cache`]: report rows kept in memory and used only while the range's rollups are unchanged.
 //! - [`page_token`]: opaque, signed page tokens bound to the query they continue.
 //! - [`server`]: serving with health (following readiness) and reflection, and the ordered shutdown.
 //!
@@ -13,6 +14,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cache;
 pub mod config;
 pub mod page_token;
 pub mod report;

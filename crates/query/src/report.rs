@@ -14,7 +14,7 @@ use hourglass_proto::v1::{Granularity, MetricsRow, NumericStats};
 const SECONDS_PER_DAY: i64 = 86_400;
 
 /// A reporting period's length.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Period {
     /// One hour.
     Hour,

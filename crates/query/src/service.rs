@@ -27,6 +27,7 @@ use hourglass_proto::v1::{
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use crate::cache::{ReportCache, ReportKey};
 use crate::config::QueryConfig;
 use crate::page_token::{PageTokens, RawEventsCursor};
 use crate::report::{self, Period, timestamp};
@@ -44,6 +45,7 @@ pub struct QueryServiceImpl<K, R, W> {
     raw_store: Arc<W>,
     config: QueryConfig,
     page_tokens: PageTokens,
+    cache: ReportCache,
 }
 
 impl<K: KeyStore, R: RollupReader, W: RawStore> QueryServiceImpl<K, R, W> {
@@ -55,7 +57,8 @@ impl<K: KeyStore, R: RollupReader, W: RawStore> QueryServiceImpl<K, R, W> {
         config: QueryConfig,
         page_tokens: PageTokens,
     ) -> Self {
-        Self { authenticator, reader, raw_store, config, page_tokens }
+        let cache = ReportCache::new(config.cache_entries);
+        Self { authenticator, reader, raw_store, config, page_tokens, cache }
     }
 
     async fn authenticate<T>(&self, request: &Request<T>) -> Result<Arc<Principal>, Status> {
@@ -63,9 +66,44 @@ impl<K: KeyStore, R: RollupReader, W: RawStore> QueryServiceImpl<K, R, W> {
     }
 
     /// The report rows of one customer's hours in `[from, to)` summed per `period`: per event type, over the
-    /// filtered types, or over all types. The reads run one after the other, so a call holds one database
+    /// filtered types, or over all types; from the cache while the range's rollups are unchanged. The reads
+    /// run one after the other, so a call holds one database
     /// connection at a time and concurrent calls never wait for a second while holding a first.
     async fn metrics(
+        &self,
+        customer: &str,
+        from: i64,
+        to: i64,
+        event_types: &[String],
+        group_by_event_type: bool,
+        period: Period,
+    ) -> Result<Vec<MetricsRow>, Status> {
+        let key = ReportKey {
+            customer_id: customer.to_owned(),
+            from,
+            to,
+            event_types: event_types.to_vec(),
+            group_by_event_type,
+            period,
+        };
+        let revision_sum = match self.cache.enabled() {
+            true => Some(self.reader.revision_sum(customer, from, to).await.map_err(store_error)?),
+            false => None,
+        };
+        if let Some(rows) = revision_sum.and_then(|sum| self.cache.get(&key, sum)) {
+            metrics::counter!(telemetry::CACHE_LOOKUPS_TOTAL, "result" => "hit").increment(1);
+            return Ok(rows.as_ref().clone());
+        }
+        metrics::counter!(telemetry::CACHE_LOOKUPS_TOTAL, "result" => "miss").increment(1);
+        let rows = self.read_metrics(customer, from, to, event_types, group_by_event_type, period).await?;
+        if let Some(sum) = revision_sum {
+            self.cache.put(key, sum, Arc::new(rows.clone()));
+        }
+        Ok(rows)
+    }
+
+    /// [`Self::metrics`] from the database.
+    async fn read_metrics(
         &self,
         customer: &str,
         from: i64,

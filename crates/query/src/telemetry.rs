@@ -7,9 +7,13 @@ pub const REQUESTS_TOTAL: &str = "hourglass_query_requests_total";
 /// Call latency by `method`, authentication included.
 pub const REQUEST_SECONDS: &str = "hourglass_query_request_seconds";
 
+/// Report requests by cache `result` = hit | miss.
+pub const CACHE_LOOKUPS_TOTAL: &str = "hourglass_query_cache_lookups_total";
+
 /// Registers descriptions with whatever recorder is installed.
 pub fn describe() {
     metrics::describe_counter!(REQUESTS_TOTAL, "Query calls, by method and gRPC code");
+    metrics::describe_counter!(CACHE_LOOKUPS_TOTAL, "Report requests answered from the cache (hit) or the database");
     metrics::describe_histogram!(REQUEST_SECONDS, metrics::Unit::Seconds, "Query call latency, by method");
 }
 

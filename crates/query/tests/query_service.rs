@@ -249,6 +249,38 @@ async fn reports_equal_a_brute_force_count_of_the_events() {
 }
 
 #[tokio::test]
+async fn a_report_answered_from_the_cache_follows_late_data() {
+    let platform = support::start("query_cache").await;
+    let mut client = platform.client().await;
+    let hours = data_hours();
+    let (from, to) = (hours[0], hours[hours.len() - 1] + 3600);
+    let report = |key: &str| {
+        authorized(
+            key,
+            GetHourlyMetricsRequest { range: range(from, to), event_types: vec![], group_by_event_type: false },
+        )
+    };
+    let total = |rows: &[hourglass_proto::v1::MetricsRow]| rows.iter().map(|row| row.events).sum::<u64>();
+    let first = client.get_hourly_metrics(report(&platform.acme_key)).await.unwrap().into_inner().rows;
+    let again = client.get_hourly_metrics(report(&platform.acme_key)).await.unwrap().into_inner().rows;
+    assert_eq!(first, again, "the same report twice");
+    assert_eq!(total(&first), platform.acme_events.len() as u64);
+
+    // Late events re-aggregate an hour: the next report shows them at once, never the cached rows.
+    let mut late = support::generate("acme", &hours[1..2], 3);
+    for (index, event) in late.iter_mut().enumerate() {
+        event.event_id = format!("acme-late-{index}");
+    }
+    platform.ingest_late("acme", late).await;
+    let after = client.get_hourly_metrics(report(&platform.acme_key)).await.unwrap().into_inner().rows;
+    assert_eq!(total(&after), platform.acme_events.len() as u64 + 3);
+    // Another customer's report is its own entry.
+    let globex = client.get_hourly_metrics(report(&platform.globex_key)).await.unwrap().into_inner().rows;
+    assert_eq!(total(&globex), platform.globex_events.len() as u64);
+    hourglass_cql::testing::drop_test_keyspace(&platform.cql).await;
+}
+
+#[tokio::test]
 async fn raw_events_page_through_an_hour_exactly_once() {
     let platform = support::start("query_raw_pages").await;
     let mut client = platform.client().await;

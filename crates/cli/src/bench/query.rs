@@ -50,6 +50,9 @@ pub struct QueryBenchArgs {
     /// Sum over event types per hour (one row per hour) instead of one row per hour and type.
     #[arg(long)]
     totals: bool,
+    /// Run the service without its report cache, so every request reads Postgres.
+    #[arg(long)]
+    no_cache: bool,
     #[command(flatten)]
     postgres: PostgresConfig,
     #[command(flatten)]
@@ -185,6 +188,7 @@ pub async fn run(args: QueryBenchArgs) -> anyhow::Result<()> {
         .env("HOURGLASS_DATABASE_URL", &args.postgres.url)
         .env("HOURGLASS_CQL_NODES", args.cql.nodes.join(","))
         .env("HOURGLASS_READINESS_INTERVAL_MS", "200")
+        .env("HOURGLASS_QUERY_CACHE_ENTRIES", if args.no_cache { "0" } else { "10000" })
         .env("HOURGLASS_LOG", "warn")
         .stdout(Stdio::null())
         .kill_on_drop(true)
@@ -282,6 +286,14 @@ pub async fn run(args: QueryBenchArgs) -> anyhow::Result<()> {
         expected_rows,
         response_bytes as f64 / 1024.0,
         if group { "" } else { ", summed over types" }
+    );
+    println!(
+        "  report cache       {}",
+        if args.no_cache {
+            "off: every request reads Postgres"
+        } else {
+            "on: requests check the range's revision sum, then answer from memory"
+        }
     );
     println!("  fixed rate         {} req/s for {} s: {}, {failures} failed", args.rate, args.seconds, fixed.line());
     println!(

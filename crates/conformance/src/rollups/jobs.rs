@@ -36,7 +36,17 @@ pub async fn jobs_and_completion(jobs: &impl JobQueue, rollups: &(impl RollupSto
 
     let closed_rollup =
         rollup(true, &[("buy", 2), ("view", 5)], &[("buy", "price", 2, 30.5, 10.25, 20.25)], outcomes(9, &[(1, 1)], 0));
+    let sum_before = rollups.revision_sum(ACME, closed, open + HOUR).await.expect("revision sum");
+    assert_eq!(sum_before, 0, "no rollup yet");
     complete_expecting(rollups, &final_jobs[0], &closed_rollup, 1, "the first rollup of an hour is revision 1").await;
+    let sum_after = rollups.revision_sum(ACME, closed, open + HOUR).await.expect("revision sum");
+    assert_eq!(sum_after, 1, "a first rollup adds one to the range's revision sum");
+    assert_eq!(rollups.revision_sum(ACME, open, open + HOUR).await.expect("revision sum"), 0, "only its own range");
+    assert_eq!(
+        rollups.revision_sum("jobs-globex", closed, open + HOUR).await.expect("revision sum"),
+        0,
+        "its customer"
+    );
     assert_eq!(rows(rollups, ACME, closed, closed + HOUR, &[]).await, expected_rows(closed, &closed_rollup, true));
     let without_sketches = rollups.hourly_rollups(ACME, closed, closed + HOUR, &[], false).await.expect("hourly rows");
     assert_eq!(without_sketches, expected_rows(closed, &closed_rollup, false), "sketches only when asked for");
@@ -101,6 +111,8 @@ pub async fn jobs_and_completion(jobs: &impl JobQueue, rollups: &(impl RollupSto
     complete_expecting(rollups, &rerun[0], &partial_rollup, 2, "each completion bumps the revision").await;
     let after_rerun = status(rollups, ACME, closed).await;
     assert_eq!((after_rerun.revision, after_rerun.events), (Some(2), 8));
+    // closed is at revision 2 and open at 2 (provisional, then final): every completion counted once.
+    assert_eq!(rollups.revision_sum(ACME, closed, open + HOUR).await.expect("revision sum"), 4, "replacements add up");
     assert!(after_rerun.pending, "data marked during the job keeps the hour pending");
     assert_eq!(rows(rollups, ACME, closed, closed + HOUR, &[]).await, expected_rows(closed, &partial_rollup, true));
     let last_run =

@@ -211,6 +211,20 @@ impl RollupReader for SqliteMetaStore {
         rows.into_iter().map(ledger_row).collect()
     }
 
+    async fn revision_sum(&self, customer_id: &str, from_unix: i64, to_unix: i64) -> Result<u64, RollupStoreError> {
+        let sum: i64 = sqlx::query_scalar(
+            "SELECT coalesce(sum(revision), 0) FROM hour_revisions \
+             WHERE customer_id = ? AND hour_start >= ? AND hour_start < ?",
+        )
+        .bind(customer_id)
+        .bind(from_unix)
+        .bind(to_unix)
+        .fetch_one(&self.readers)
+        .await
+        .map_err(unavailable)?;
+        Ok(count_from_sql(sum))
+    }
+
     async fn check_ready(&self) -> Result<(), RollupStoreError> {
         sqlx::query("SELECT 1 FROM hour_revisions WHERE 0").fetch_optional(&self.readers).await.map_err(unavailable)?;
         Ok(())

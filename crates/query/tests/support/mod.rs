@@ -125,6 +125,7 @@ pub struct Platform {
     pub globex_key: String,
     pub shutdown: CancellationToken,
     pub cql: hourglass_cql::CqlConfig,
+    pub database_url: String,
 }
 
 impl Drop for Platform {
@@ -149,7 +150,7 @@ fn record(customer: &str, batch: usize, events: Vec<Event>, outcomes: Vec<Outcom
 pub async fn start(test_name: &str) -> Platform {
     let (cql, raw_store) = hourglass_cql::testing::create_test_store(test_name, 4).await;
     let database_url = testing::create_test_database(test_name).await;
-    let pool = PostgresConfig::for_url(database_url).open().await.unwrap();
+    let pool = PostgresConfig::for_url(database_url.clone()).open().await.unwrap();
     let key_store = PostgresKeyStore::new(pool.clone());
     let job_queue = PostgresJobQueue::new(pool.clone());
     let rollups = PostgresRollupStore::new(pool.clone());
@@ -219,10 +220,32 @@ pub async fn start(test_name: &str) -> Platform {
         globex_key: globex_key.expose_secret().to_owned(),
         shutdown,
         cql,
+        database_url,
     }
 }
 
 impl Platform {
+    /// Stores late events of `customer` (ids not seen before) and rolls their hours up again, as the
+    /// ingestor and the aggregator would.
+    pub async fn ingest_late(&self, customer: &str, events: Vec<Event>) {
+        let raw_store = hourglass_cql::CqlRawStore::connect(&self.cql).await.unwrap();
+        let pool = PostgresConfig::for_url(self.database_url.clone()).open().await.unwrap();
+        let hours: BTreeSet<i64> = events
+            .iter()
+            .map(|event| hourglass_core::hour::hour_start(event.occurred_at.as_ref().unwrap().seconds))
+            .collect();
+        raw_store.write_records(&[record(customer, 5000, events, vec![])]).await.unwrap();
+        let marks: Vec<CustomerHour> = hours
+            .into_iter()
+            .map(|hour_start| CustomerHour { customer_id: CustomerId::new(customer).unwrap(), hour_start })
+            .collect();
+        PostgresJobQueue::new(pool.clone()).mark_dirty(&marks).await.unwrap();
+        let rollups = PostgresRollupStore::new(pool);
+        let config = AggregatorConfig::with_defaults();
+        let now = chrono::Utc::now().timestamp();
+        while hourglass_aggregator::run_once(&config, "late-worker", &raw_store, &rollups, now).await.unwrap() > 0 {}
+    }
+
     pub async fn client(&self) -> QueryServiceClient<Channel> {
         let endpoint = format!("http://{}", self.addr);
         for _ in 0..50 {
