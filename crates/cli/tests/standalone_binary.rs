@@ -167,4 +167,25 @@ async fn keys_created_with_the_cli_work_against_standalone() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&sent.stdout);
     assert!(sent.status.success() && stdout.contains("accepted   300"), "{stdout}");
+
+    // A JSON-lines file: every valid line accepted, a bad event rejected with its reason, nothing lost.
+    let file = data_dir.path().join("events.jsonl");
+    std::fs::write(
+        &file,
+        concat!(
+            "{\"event_id\": \"f-1\", \"event_type\": \"click\", \"user_id\": \"u-1\", \"properties\": {\"price\": 9.5}}\n",
+            "{\"eventType\": \"view\", \"userId\": \"u-2\"}\n",
+            "\n",
+            "{\"event_id\": \"f-3\", \"event_type\": \"\"}\n",
+        ),
+    )
+    .unwrap();
+    let sent = Command::new(BINARY)
+        .args(["send", "--target", &format!("http://127.0.0.1:{port}"), "--api-key", &key, "--file"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&sent.stdout);
+    assert!(sent.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&sent.stderr));
+    assert!(stdout.contains("accepted   2") && stdout.contains("rejected   1"), "{stdout}");
 }
