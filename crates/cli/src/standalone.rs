@@ -33,7 +33,6 @@ use hourglass_grpc::server::{self, set_health};
 use hourglass_query::QueryConfig;
 use hourglass_query::server::QUERY_SERVICE_NAME;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 
@@ -254,7 +253,7 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
             Arc::clone(&meta),
             Arc::clone(&raw_store),
         ))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop_serving.clone().cancelled_owned());
+        .serve_with_incoming_shutdown(server::incoming(listener), stop_serving.clone().cancelled_owned());
     let mut serve = std::pin::pin!(serve);
     set_health(&health_reporter, &services, ServingStatus::Serving).await;
     let address = if local_addr.ip().is_unspecified() {

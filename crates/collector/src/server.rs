@@ -13,7 +13,6 @@ use hourglass_core::key_store::KeyStore;
 use hourglass_grpc::server::{self, ServerConfig, set_health};
 use hourglass_proto::v1::ingest_service_server::IngestServiceServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
 use tonic_health::ServingStatus;
@@ -79,7 +78,7 @@ pub async fn run<K: KeyStore, L: EventLog>(
         .add_service(server::reflection_v1()?)
         .add_service(server::reflection_v1alpha()?)
         .add_service(ingest);
-    let serve = router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain.clone().cancelled_owned());
+    let serve = router.serve_with_incoming_shutdown(server::incoming(listener), drain.clone().cancelled_owned());
     let mut serve = std::pin::pin!(serve);
     tracing::info!(listen_addr = ?local_addr, "collector serving");
 

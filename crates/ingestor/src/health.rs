@@ -8,7 +8,6 @@ use std::time::Duration;
 use hourglass_core::job_queue::JobQueue;
 use hourglass_core::raw_store::RawStore;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 
@@ -64,7 +63,7 @@ pub async fn serve<S: RawStore, Q: JobQueue>(
     let result = tonic::transport::Server::builder()
         .add_service(service)
         .add_service(reflection)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+        .serve_with_incoming_shutdown(hourglass_grpc::server::incoming(listener), shutdown.cancelled_owned())
         .await;
     let _ = checker.await;
     result

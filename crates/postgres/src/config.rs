@@ -1,8 +1,9 @@
 //! Postgres connection settings, from flags and `HOURGLASS_DATABASE_*` environment variables.
 
+use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 /// How Hourglass connects to Postgres.
 #[derive(Clone, Debug, clap::Args)]
@@ -58,9 +59,18 @@ impl PostgresConfig {
     /// Opens a pool. Connections are made lazily, so this succeeds while the database is down; the
     /// first query tells.
     pub fn connect_lazy(&self) -> Result<PgPool, sqlx::Error> {
+        let port = PgConnectOptions::from_str(&self.url).ok().map(|options| options.get_port());
         PgPoolOptions::new()
             .max_connections(self.max_connections)
             .acquire_timeout(Duration::from_millis(self.acquire_timeout_ms))
+            .after_connect(move |_connection, _metadata| {
+                Box::pin(async move {
+                    if let Some(port) = port {
+                        nagle::disable_on_sockets_to_port(port);
+                    }
+                    Ok(())
+                })
+            })
             .connect_lazy(&self.url)
     }
 }
@@ -74,4 +84,64 @@ pub enum OpenError {
     /// Migrations could not be applied (the database may be down).
     #[error("failed to apply postgres migrations: {0}")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+}
+
+/// sqlx 0.9.0 opens its Postgres TCP connections without `TCP_NODELAY` (a regression of that release:
+/// launchbadge/sqlx#4335, fixed by #4336 after it). It writes a query's messages in more than one
+/// segment, so Nagle's algorithm holds back the last one until the server's delayed ACK: about 40 ms on
+/// every query, which measured as 44 ms per call of the query service. Until a release with the fix is
+/// usable here, each new connection's socket gets `TCP_NODELAY` right after sqlx opens it. sqlx does not
+/// expose the socket, so this finds it: every TCP socket of this process whose peer is the database's
+/// port (our only connections to that port are sqlx's). Setting it twice, or on a socket that closes
+/// meanwhile, is harmless.
+mod nagle {
+    use std::os::fd::RawFd;
+
+    /// Sets `TCP_NODELAY` on every TCP socket of this process connected to `port`.
+    pub(super) fn disable_on_sockets_to_port(port: u16) {
+        let Ok(entries) = std::fs::read_dir("/proc/self/fd") else { return };
+        for entry in entries.flatten() {
+            let Some(fd) = entry.file_name().to_str().and_then(|name| name.parse::<RawFd>().ok()) else { continue };
+            let is_socket =
+                std::fs::read_link(entry.path()).is_ok_and(|target| target.to_string_lossy().starts_with("socket:"));
+            if is_socket && peer_port(fd) == Some(port) {
+                let enabled: libc::c_int = 1;
+                // SAFETY: setsockopt on a descriptor of this process with a correctly sized int option;
+                // a descriptor that is not (or no longer) a TCP socket makes it fail, which is ignored.
+                unsafe {
+                    libc::setsockopt(
+                        fd,
+                        libc::IPPROTO_TCP,
+                        libc::TCP_NODELAY,
+                        (&enabled as *const libc::c_int).cast(),
+                        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                    );
+                }
+            }
+        }
+    }
+
+    /// The remote port of an IPv4 or IPv6 socket.
+    fn peer_port(fd: RawFd) -> Option<u16> {
+        // SAFETY: sockaddr_storage is plain data, valid zeroed; getpeername writes at most `length` bytes.
+        let mut address: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut length = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        let result =
+            unsafe { libc::getpeername(fd, (&mut address as *mut libc::sockaddr_storage).cast(), &mut length) };
+        if result != 0 {
+            return None;
+        }
+        match i32::from(address.ss_family) {
+            // SAFETY: the family says which sockaddr type the storage holds.
+            libc::AF_INET => {
+                let address = unsafe { &*(&address as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+                Some(u16::from_be(address.sin_port))
+            }
+            libc::AF_INET6 => {
+                let address = unsafe { &*(&address as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+                Some(u16::from_be(address.sin6_port))
+            }
+            _ => None,
+        }
+    }
 }

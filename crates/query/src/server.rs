@@ -14,7 +14,6 @@ use hourglass_grpc::auth::{Authenticator, KeyCacheConfig};
 use hourglass_grpc::server::{self, GrpcServerError, ServerConfig, set_health};
 use hourglass_proto::v1::query_service_server::QueryServiceServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
 use tonic_health::ServingStatus;
@@ -103,7 +102,7 @@ impl<K: KeyStore, R: RollupReader, W: RawStore> QueryServer<K, R, W> {
             .add_service(server::reflection_v1()?)
             .add_service(server::reflection_v1alpha()?)
             .add_service(service)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop_serving.clone().cancelled_owned());
+            .serve_with_incoming_shutdown(server::incoming(listener), stop_serving.clone().cancelled_owned());
         let mut serve = std::pin::pin!(serve);
         tracing::info!(listen_addr = ?local_addr, "query service serving");
 
