@@ -48,18 +48,9 @@ impl<K: KeyStore, L: EventLog> IngestServiceImpl<K, L> {
     async fn authenticate<T>(&self, request: &Request<T>) -> Result<Arc<Principal>, Status> {
         self.collector.authenticator.authenticate(request.metadata(), Scope::Ingest).await.map_err(|error| {
             let status = Status::from(error);
-            metrics::counter!(telemetry::AUTH_FAILURES_TOTAL, "code" => code_label(status.code())).increment(1);
+            metrics::counter!(telemetry::AUTH_FAILURES_TOTAL, "code" => hourglass_grpc::server::code_label(status.code())).increment(1);
             status
         })
-    }
-}
-
-fn code_label(code: Code) -> &'static str {
-    match code {
-        Code::Unauthenticated => "unauthenticated",
-        Code::PermissionDenied => "permission_denied",
-        Code::Unavailable => "unavailable",
-        _ => "other",
     }
 }
 

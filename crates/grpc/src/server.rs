@@ -131,6 +131,20 @@ pub fn reflection_v1alpha() -> Result<
         .build_v1alpha()?)
 }
 
+/// A gRPC status code as a metric label: the codes our services return by name, the rest as "other",
+/// so the label stays bounded.
+pub fn code_label(code: tonic::Code) -> &'static str {
+    match code {
+        tonic::Code::Ok => "ok",
+        tonic::Code::InvalidArgument => "invalid_argument",
+        tonic::Code::Unauthenticated => "unauthenticated",
+        tonic::Code::PermissionDenied => "permission_denied",
+        tonic::Code::Unavailable => "unavailable",
+        tonic::Code::Internal => "internal",
+        _ => "other",
+    }
+}
+
 /// Reports `status` for the whole server (the empty service name) and for each of `services`.
 pub async fn set_health(reporter: &HealthReporter, services: &[&str], status: ServingStatus) {
     reporter.set_service_status("", status).await;

@@ -156,7 +156,7 @@ async fn observed<T>(method: &'static str, call: impl Future<Output = Result<T, 
         Ok(_) => Code::Ok,
         Err(status) => status.code(),
     };
-    metrics::counter!(telemetry::REQUESTS_TOTAL, "method" => method, "code" => telemetry::code_label(code))
+    metrics::counter!(telemetry::REQUESTS_TOTAL, "method" => method, "code" => hourglass_grpc::server::code_label(code))
         .increment(1);
     metrics::histogram!(telemetry::REQUEST_SECONDS, "method" => method).record(started.elapsed().as_secs_f64());
     result

@@ -1,7 +1,5 @@
 //! The query service's metric names. Labels are bounded: method names and gRPC codes, never customers.
 
-use tonic::Code;
-
 /// Calls by `method` and gRPC `code`.
 pub const REQUESTS_TOTAL: &str = "hourglass_query_requests_total";
 /// Call latency by `method`, authentication included.
@@ -15,17 +13,4 @@ pub fn describe() {
     metrics::describe_counter!(REQUESTS_TOTAL, "Query calls, by method and gRPC code");
     metrics::describe_counter!(CACHE_LOOKUPS_TOTAL, "Report requests answered from the cache (hit) or the database");
     metrics::describe_histogram!(REQUEST_SECONDS, metrics::Unit::Seconds, "Query call latency, by method");
-}
-
-/// A gRPC code as a metric label.
-pub fn code_label(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "ok",
-        Code::InvalidArgument => "invalid_argument",
-        Code::Unauthenticated => "unauthenticated",
-        Code::PermissionDenied => "permission_denied",
-        Code::Unavailable => "unavailable",
-        Code::Internal => "internal",
-        _ => "other",
-    }
 }
