@@ -7,7 +7,8 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 
-use hourglass_proto::log::v1::EventBatchRecord;
+use hourglass_proto::log::v1::{EventBatchRecord, Outcome};
+use hourglass_proto::v1::RejectionReason;
 
 /// The bucket (sub-partition of a customer-hour) an event belongs to: the CRC-32 of its id modulo
 /// `bucket_count`. Every store uses this, so an event lands in the same bucket whichever store holds it,
@@ -61,6 +62,31 @@ impl HourOutcomes {
     /// Every rejected event.
     pub fn rejected(&self) -> u64 {
         self.rejected_by_reason.values().sum()
+    }
+
+    /// Adds `count` events of one stored outcome row (`outcome` an [`Outcome`], `reason` a rejection
+    /// reason); false, adding nothing, for an outcome this build does not know.
+    pub fn add(&mut self, outcome: i32, reason: i32, count: u64) -> bool {
+        match Outcome::try_from(outcome) {
+            Ok(Outcome::Accepted) => self.accepted += count,
+            Ok(Outcome::Rejected) => *self.rejected_by_reason.entry(reason).or_default() += count,
+            Ok(Outcome::Throttled) => self.throttled += count,
+            Ok(Outcome::Unspecified) | Err(_) => return false,
+        }
+        true
+    }
+
+    /// Rejections by reason as a JSON object keyed by the reason's proto name, as the ledgers keep them.
+    pub fn rejections_json(&self) -> String {
+        let pairs: Vec<String> = self
+            .rejected_by_reason
+            .iter()
+            .map(|(reason, count)| {
+                let name = RejectionReason::try_from(*reason).map(|reason| reason.as_str_name()).unwrap_or("UNKNOWN");
+                format!("\"{name}\":{count}")
+            })
+            .collect();
+        format!("{{{}}}", pairs.join(","))
     }
 }
 
@@ -133,5 +159,19 @@ mod tests {
         assert_eq!(bucket_of("a", 8), 3);
         assert_eq!(bucket_of("0190a7c2-event", 10), 8);
         assert_eq!(bucket_of("0190a7c2-event", 1), 0);
+    }
+
+    #[test]
+    fn outcome_rows_add_up_by_kind_and_reason_and_unknown_ones_are_refused() {
+        let mut outcomes = HourOutcomes::default();
+        assert!(outcomes.add(Outcome::Accepted as i32, 0, 5));
+        assert!(outcomes.add(Outcome::Rejected as i32, RejectionReason::EventTypeEmpty as i32, 2));
+        assert!(outcomes.add(Outcome::Rejected as i32, RejectionReason::EventTypeEmpty as i32, 1));
+        assert!(outcomes.add(Outcome::Throttled as i32, 0, 4));
+        assert!(!outcomes.add(Outcome::Unspecified as i32, 0, 100));
+        assert!(!outcomes.add(99, 0, 100));
+        assert_eq!((outcomes.accepted, outcomes.rejected(), outcomes.throttled, outcomes.received()), (5, 3, 4, 12));
+        assert_eq!(outcomes.rejections_json(), r#"{"REJECTION_REASON_EVENT_TYPE_EMPTY":3}"#);
+        assert_eq!(HourOutcomes::default().rejections_json(), "{}");
     }
 }

@@ -8,7 +8,6 @@ use futures::TryStreamExt;
 use hourglass_core::raw_store::{EventVisitor, HourOutcomes, RawStore, RawStoreError, StoredEvent};
 use hourglass_core::{hour, raw_store};
 use hourglass_proto::log::v1::EventBatchRecord;
-use hourglass_proto::log::v1::Outcome;
 use hourglass_proto::v1::{Event, property_value};
 use scylla::client::session::Session;
 use scylla::deserialize::value::MapIterator;
@@ -323,14 +322,8 @@ impl RawStore for CqlRawStore {
         let mut rows = pager.rows_stream::<(i32, i32, i32)>().map_err(unavailable)?;
         let mut outcomes = HourOutcomes::default();
         while let Some((outcome, reason, count)) = rows.try_next().await.map_err(unavailable)? {
-            let count = u64::try_from(count).unwrap_or(0);
-            match Outcome::try_from(outcome) {
-                Ok(Outcome::Accepted) => outcomes.accepted += count,
-                Ok(Outcome::Rejected) => *outcomes.rejected_by_reason.entry(reason).or_default() += count,
-                Ok(Outcome::Throttled) => outcomes.throttled += count,
-                Ok(Outcome::Unspecified) | Err(_) => {
-                    tracing::warn!(outcome, customer_id, hour_start, "unknown outcome in batch_outcomes; not counted");
-                }
+            if !outcomes.add(outcome, reason, u64::try_from(count).unwrap_or(0)) {
+                tracing::warn!(outcome, customer_id, hour_start, "unknown outcome in batch_outcomes; not counted");
             }
         }
         Ok(outcomes)

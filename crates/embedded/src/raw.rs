@@ -26,7 +26,7 @@ use std::path::Path;
 use futures::TryStreamExt;
 use hourglass_core::hour;
 use hourglass_core::raw_store::{self, EventVisitor, HourOutcomes, RawStore, RawStoreError, StoredEvent};
-use hourglass_proto::log::v1::{EventBatchRecord, Outcome, OutcomeCount};
+use hourglass_proto::log::v1::{EventBatchRecord, OutcomeCount};
 use hourglass_proto::v1::Event;
 use sqlx::{Row, SqlitePool};
 
@@ -293,14 +293,8 @@ impl RawStore for SqliteRawStore {
         .map_err(unavailable)?;
         let mut outcomes = HourOutcomes::default();
         for (outcome, reason, count) in rows {
-            let count = u64::try_from(count).unwrap_or(0);
-            match Outcome::try_from(outcome) {
-                Ok(Outcome::Accepted) => outcomes.accepted += count,
-                Ok(Outcome::Rejected) => *outcomes.rejected_by_reason.entry(reason).or_default() += count,
-                Ok(Outcome::Throttled) => outcomes.throttled += count,
-                Ok(Outcome::Unspecified) | Err(_) => {
-                    tracing::warn!(outcome, customer_id, hour_start, "unknown outcome in batch_outcomes; not counted");
-                }
+            if !outcomes.add(outcome, reason, u64::try_from(count).unwrap_or(0)) {
+                tracing::warn!(outcome, customer_id, hour_start, "unknown outcome in batch_outcomes; not counted");
             }
         }
         Ok(outcomes)

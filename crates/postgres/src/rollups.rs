@@ -9,14 +9,12 @@ use std::time::Duration;
 
 use hourglass_core::customer::CustomerId;
 use hourglass_core::job_queue::CustomerHour;
-use hourglass_core::raw_store::HourOutcomes;
 use hourglass_core::rollup_reader::{
     EventTypeSeen, HourStatus, HourlyNumericRow, HourlyRollupRow, HourlyTotalsRow, RollupReader,
 };
 use hourglass_core::rollup_store::{
     Completion, EventTypeRollup, HourRollup, JobKind, JobLease, LedgerRow, NumericRollup, RollupStore, RollupStoreError,
 };
-use hourglass_proto::v1::RejectionReason;
 use sqlx::PgPool;
 
 /// The Postgres implementation of [`RollupStore`].
@@ -40,19 +38,6 @@ pub struct StoredHour {
     pub numeric: Vec<NumericRollup>,
     /// Whether the rows are final.
     pub is_final: bool,
-}
-
-/// Rejections by reason as a JSON object keyed by the reason's proto name.
-fn rejections_json(outcomes: &HourOutcomes) -> String {
-    let pairs: Vec<String> = outcomes
-        .rejected_by_reason
-        .iter()
-        .map(|(reason, count)| {
-            let name = RejectionReason::try_from(*reason).map(|reason| reason.as_str_name()).unwrap_or("UNKNOWN");
-            format!("\"{name}\":{count}")
-        })
-        .collect();
-    format!("{{{}}}", pairs.join(","))
 }
 
 type LedgerTuple = (String, i64, i64, i64, i64, i64, i64, i64, bool);
@@ -333,7 +318,7 @@ impl RollupStore for PostgresRollupStore {
             outcomes.received() as i64,
             outcomes.accepted as i64,
             outcomes.rejected() as i64,
-            rejections_json(outcomes),
+            outcomes.rejections_json(),
             outcomes.throttled as i64,
             rollup.events as i64,
             rollup.is_final

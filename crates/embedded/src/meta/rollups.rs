@@ -9,11 +9,9 @@ use std::time::Duration;
 
 use hourglass_core::customer::CustomerId;
 use hourglass_core::job_queue::CustomerHour;
-use hourglass_core::raw_store::HourOutcomes;
 use hourglass_core::rollup_store::{
     Completion, EventTypeRollup, HourRollup, JobKind, JobLease, LedgerRow, RollupStore, RollupStoreError,
 };
-use hourglass_proto::v1::RejectionReason;
 
 use super::{SqliteMetaStore, count_from_sql, count_to_sql, duration_micros, now_micros};
 
@@ -23,20 +21,6 @@ pub(super) fn unavailable(error: sqlx::Error) -> RollupStoreError {
 
 pub(super) fn parse_customer(customer_id: &str) -> Result<CustomerId, RollupStoreError> {
     CustomerId::new(customer_id).map_err(|error| RollupStoreError::Unavailable(error.to_string()))
-}
-
-/// Rejections by reason as a JSON object keyed by the reason's proto name, as the Postgres ledger keeps
-/// them.
-fn rejections_json(outcomes: &HourOutcomes) -> String {
-    let pairs: Vec<String> = outcomes
-        .rejected_by_reason
-        .iter()
-        .map(|(reason, count)| {
-            let name = RejectionReason::try_from(*reason).map(|reason| reason.as_str_name()).unwrap_or("UNKNOWN");
-            format!("\"{name}\":{count}")
-        })
-        .collect();
-    format!("{{{}}}", pairs.join(","))
 }
 
 /// The ledger columns every ledger query selects, in [`LedgerTuple`] order.
@@ -155,7 +139,7 @@ async fn replace_hour(
     .bind(count_to_sql(outcomes.received()))
     .bind(count_to_sql(outcomes.accepted))
     .bind(count_to_sql(outcomes.rejected()))
-    .bind(rejections_json(outcomes))
+    .bind(outcomes.rejections_json())
     .bind(count_to_sql(outcomes.throttled))
     .bind(count_to_sql(rollup.events))
     .bind(rollup.is_final)
