@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use hourglass_core::job_queue::JobQueue;
 use hourglass_core::raw_store::RawStore;
+use hourglass_grpc::server::{follow_readiness, set_health};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
@@ -23,37 +24,15 @@ pub async fn serve<S: RawStore, Q: JobQueue>(
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let (reporter, service) = tonic_health::server::health_reporter();
-    let set = move |status: ServingStatus| {
-        let reporter = reporter.clone();
-        async move {
-            reporter.set_service_status("", status).await;
-            reporter.set_service_status(INGESTOR_SERVICE_NAME, status).await;
-        }
-    };
-    set(ServingStatus::NotServing).await;
+    set_health(&reporter, &[INGESTOR_SERVICE_NAME], ServingStatus::NotServing).await;
     let checker_shutdown = shutdown.clone();
     let checker = tokio::spawn(async move {
-        let mut was_ready = None;
-        loop {
-            let readiness = match raw_store.check_ready().await {
-                Err(error) => Err(error.to_string()),
-                Ok(()) => job_queue.check_ready().await.map_err(|error| error.to_string()),
-            };
-            let ready = readiness.is_ok();
-            if was_ready != Some(ready) {
-                match &readiness {
-                    Ok(()) => tracing::info!("ready: raw store and job queue reachable"),
-                    Err(reason) => tracing::warn!(%reason, "not ready"),
-                }
-                set(if ready { ServingStatus::Serving } else { ServingStatus::NotServing }).await;
-                was_ready = Some(ready);
-            }
-            tokio::select! {
-                () = checker_shutdown.cancelled() => break,
-                () = tokio::time::sleep(interval) => {}
-            }
-        }
-        set(ServingStatus::NotServing).await;
+        let check = || async {
+            raw_store.check_ready().await.map_err(|error| error.to_string())?;
+            job_queue.check_ready().await.map_err(|error| error.to_string())
+        };
+        follow_readiness(reporter.clone(), &[INGESTOR_SERVICE_NAME], interval, checker_shutdown, check).await;
+        set_health(&reporter, &[INGESTOR_SERVICE_NAME], ServingStatus::NotServing).await;
     });
     // Reflection, so grpcurl can ask for health without proto files.
     let reflection = tonic_reflection::server::Builder::configure()
