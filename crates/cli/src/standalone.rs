@@ -238,13 +238,10 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     let local_addr = listener.local_addr()?;
     let collector = Arc::new(Collector::new(args.collector, Arc::clone(&meta), Arc::clone(&event_log)));
     let drain = CancellationToken::new();
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let services = [INGEST_SERVICE_NAME, QUERY_SERVICE_NAME];
+    let (health_reporter, router) = server::router_with_health(&server_config, &services).await?;
     let stop_serving = CancellationToken::new();
-    let serve = server::server_builder(&server_config)?
-        .add_service(health_service)
-        .add_service(server::reflection_v1()?)
-        .add_service(server::reflection_v1alpha()?)
+    let serve = router
         .add_service(hourglass_collector::ingest_service(collector, drain.clone(), &server_config))
         .add_service(hourglass_query::query_service(
             query_config,

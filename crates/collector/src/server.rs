@@ -56,8 +56,7 @@ pub async fn run<K: KeyStore, L: EventLog>(
     let collector = Arc::new(Collector::new(config, Arc::clone(&key_store), Arc::clone(&event_log)));
     let drain = CancellationToken::new();
 
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    set_health(&health_reporter, &[INGEST_SERVICE_NAME], ServingStatus::NotServing).await;
+    let (health_reporter, router) = server::router_with_health(&server_config, &[INGEST_SERVICE_NAME]).await?;
     let readiness = {
         let (key_store, event_log) = (Arc::clone(&key_store), Arc::clone(&event_log));
         let (health_reporter, readiness_stop) = (health_reporter.clone(), drain.clone());
@@ -73,11 +72,7 @@ pub async fn run<K: KeyStore, L: EventLog>(
 
     let ingest = ingest_service(collector, drain.clone(), &server_config);
 
-    let router = server::server_builder(&server_config)?
-        .add_service(health_service)
-        .add_service(server::reflection_v1()?)
-        .add_service(server::reflection_v1alpha()?)
-        .add_service(ingest);
+    let router = router.add_service(ingest);
     let serve = router.serve_with_incoming_shutdown(server::incoming(listener), drain.clone().cancelled_owned());
     let mut serve = std::pin::pin!(serve);
     tracing::info!(listen_addr = ?local_addr, "collector serving");

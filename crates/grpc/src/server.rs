@@ -98,6 +98,22 @@ pub fn server_builder(config: &ServerConfig) -> Result<Server, GrpcServerError> 
     Ok(server)
 }
 
+/// A server with the configured settings that already serves `grpc.health.v1` (NOT_SERVING for the
+/// whole server and `services` until the returned reporter says otherwise) and reflection; the caller
+/// adds its own services and serves.
+pub async fn router_with_health(
+    config: &ServerConfig,
+    services: &[&str],
+) -> Result<(HealthReporter, tonic::transport::server::Router), GrpcServerError> {
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    set_health(&reporter, services, ServingStatus::NotServing).await;
+    let router = server_builder(config)?
+        .add_service(health_service)
+        .add_service(reflection_v1()?)
+        .add_service(reflection_v1alpha()?);
+    Ok((reporter, router))
+}
+
 /// The connections `listener` accepts, set up as tonic sets up the ones it accepts itself: with
 /// `TCP_NODELAY`, without which Nagle's algorithm holds back the small last frame of a response (the
 /// trailers) until the client's delayed ACK, adding ~40 ms to every call; and with TCP keepalive. Tonic
@@ -110,7 +126,7 @@ pub fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::
 }
 
 /// `grpc.reflection.v1`, describing every Hourglass service and grpc.health.v1.
-pub fn reflection_v1() -> Result<
+fn reflection_v1() -> Result<
     tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>,
     GrpcServerError,
 > {
@@ -121,7 +137,7 @@ pub fn reflection_v1() -> Result<
 }
 
 /// `grpc.reflection.v1alpha`, the same for older clients (grpcurl falls back to it).
-pub fn reflection_v1alpha() -> Result<
+fn reflection_v1alpha() -> Result<
     tonic_reflection::server::v1alpha::ServerReflectionServer<impl tonic_reflection::server::v1alpha::ServerReflection>,
     GrpcServerError,
 > {

@@ -78,8 +78,7 @@ impl<K: KeyStore, R: RollupReader, W: RawStore> QueryServer<K, R, W> {
     pub async fn run(self, listener: TcpListener, shutdown: CancellationToken) -> Result<(), GrpcServerError> {
         let local_addr = listener.local_addr().ok();
         let authenticator = Arc::new(Authenticator::new(Arc::clone(&self.key_store), self.key_cache.clone()));
-        let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        set_health(&health_reporter, &[QUERY_SERVICE_NAME], ServingStatus::NotServing).await;
+        let (health_reporter, router) = server::router_with_health(&self.server, &[QUERY_SERVICE_NAME]).await?;
         let stop_readiness = CancellationToken::new();
         let readiness = {
             let (key_store, reader, raw_store) =
@@ -97,10 +96,7 @@ impl<K: KeyStore, R: RollupReader, W: RawStore> QueryServer<K, R, W> {
         };
         let service = query_service(self.config, &self.server, authenticator, self.reader, self.raw_store);
         let stop_serving = CancellationToken::new();
-        let serve = server::server_builder(&self.server)?
-            .add_service(health_service)
-            .add_service(server::reflection_v1()?)
-            .add_service(server::reflection_v1alpha()?)
+        let serve = router
             .add_service(service)
             .serve_with_incoming_shutdown(server::incoming(listener), stop_serving.clone().cancelled_owned());
         let mut serve = std::pin::pin!(serve);
