@@ -109,8 +109,8 @@ impl<K: KeyStore, L: EventLog> Collector<K, L> {
                     outcomes.add(event_hour, Outcome::Accepted, RejectionReason::Unspecified, 1);
                     accepted.push(event);
                 }
-                Err(Rejection { reason, message }) => {
-                    let event_hour = rejected_event_hour(&event, reason).unwrap_or(receipt_hour);
+                Err(Rejection { reason, message, hour_start }) => {
+                    let event_hour = hour_start.unwrap_or(receipt_hour);
                     outcomes.add(event_hour, Outcome::Rejected, reason, 1);
                     rejections.push(EventRejection { index: index as u32, reason: reason.into(), message });
                 }
@@ -291,19 +291,6 @@ fn unavailable_ack(sequence: u64, error: &EventLogError) -> BatchAck {
     }
 }
 
-/// The hour a rejected event is counted in: its own, when its timestamp is usable; otherwise `None`
-/// (the caller uses the hour of receipt).
-fn rejected_event_hour(event: &Event, reason: RejectionReason) -> Option<i64> {
-    let timestamp_unusable = matches!(
-        reason,
-        RejectionReason::OccurredAtInvalid | RejectionReason::OccurredAtInFuture | RejectionReason::OccurredAtTooOld
-    );
-    if timestamp_unusable {
-        return None;
-    }
-    event.occurred_at.as_ref().map(|time| hour::hour_start(time.seconds))
-}
-
 fn record_rejections(rejections: &[EventRejection]) {
     if rejections.is_empty() {
         return;
@@ -374,16 +361,5 @@ mod tests {
             .sum();
         assert_eq!(throttled, 3);
         assert!(counter.counts.iter().all(|count| count.outcome != Outcome::Accepted as i32));
-    }
-
-    #[test]
-    fn rejected_events_with_bad_timestamps_count_in_the_receipt_hour() {
-        let event = Event {
-            occurred_at: Some(hourglass_proto::prost_types::Timestamp { seconds: 7200 + 5, nanos: 0 }),
-            ..Default::default()
-        };
-        assert_eq!(rejected_event_hour(&event, RejectionReason::EventIdEmpty), Some(7200));
-        assert_eq!(rejected_event_hour(&event, RejectionReason::OccurredAtInFuture), None);
-        assert_eq!(rejected_event_hour(&Event::default(), RejectionReason::EventIdEmpty), None);
     }
 }

@@ -79,11 +79,14 @@ pub struct Rejection {
     pub reason: RejectionReason,
     /// A message naming the limit.
     pub message: String,
+    /// The hour of the event's `occurred_at` when that passed validation (the rejection is then counted
+    /// in the event's own hour); `None` when the time itself was refused (counted in the hour of receipt).
+    pub hour_start: Option<i64>,
 }
 
 impl Rejection {
     fn new(reason: RejectionReason, message: String) -> Self {
-        Self { reason, message }
+        Self { reason, message, hour_start: None }
     }
 }
 
@@ -107,7 +110,17 @@ impl ValidationLimits {
     }
 
     /// Validates one event; `Ok` carries the start of the hour it belongs to.
+    ///
+    /// The time is checked first: a rejection for any other reason then carries the event's own hour
+    /// ([`Rejection::hour_start`]), and one for its time carries none, so no hour is ever derived from a
+    /// time that failed validation.
     pub fn check_event(&self, event: &Event, clock: ValidationClock) -> Result<i64, Rejection> {
+        let hour_start = hour::hour_start(self.check_occurred_at(event, clock)?);
+        self.check_fields(event).map_err(|rejection| Rejection { hour_start: Some(hour_start), ..rejection })?;
+        Ok(hour_start)
+    }
+
+    fn check_fields(&self, event: &Event) -> Result<(), Rejection> {
         use RejectionReason as Reason;
         if event.event_id.is_empty() {
             return Err(Rejection::new(Reason::EventIdEmpty, "event_id is empty".into()));
@@ -127,7 +140,6 @@ impl ValidationLimits {
                 too_long("event_type", event.event_type.len(), self.max_event_type_bytes, "--max-event-type-bytes"),
             ));
         }
-        let occurred_at_secs = self.check_occurred_at(event, clock)?;
         if let Some(user_id) = &event.user_id
             && user_id.len() > self.max_user_id_bytes
         {
@@ -136,8 +148,7 @@ impl ValidationLimits {
                 too_long("user_id", user_id.len(), self.max_user_id_bytes, "--max-user-id-bytes"),
             ));
         }
-        self.check_properties(event)?;
-        Ok(hour::hour_start(occurred_at_secs))
+        self.check_properties(event)
     }
 
     fn check_occurred_at(&self, event: &Event, clock: ValidationClock) -> Result<i64, Rejection> {
@@ -157,13 +168,15 @@ impl ValidationLimits {
                 Reason::OccurredAtInFuture,
                 format!(
                     "occurred_at is {} s in the future; the limit is {} s (--max-future-skew-secs)",
-                    occurred_at.seconds - clock.received_at_unix_secs,
+                    occurred_at.seconds.saturating_sub(clock.received_at_unix_secs),
                     self.max_future_skew_secs
                 ),
             ));
         }
-        let earliest_allowed =
-            clock.received_at_unix_secs.saturating_sub(self.raw_retention_days.saturating_mul(86_400));
+        let earliest_allowed = clock
+            .received_at_unix_secs
+            .saturating_sub(self.raw_retention_days.saturating_mul(86_400))
+            .max(hour::EARLIEST_SUPPORTED_SECS);
         if occurred_at.seconds < earliest_allowed {
             return Err(Rejection::new(
                 Reason::OccurredAtTooOld,
@@ -305,6 +318,35 @@ mod tests {
         let mut event = valid_event();
         event.user_id = Some("x".repeat(limits.max_user_id_bytes + 1));
         assert_eq!(reason_of(&event), Reason::UserIdTooLong);
+    }
+
+    #[test]
+    fn the_time_is_checked_first_and_no_hour_comes_from_a_refused_time() {
+        use RejectionReason as Reason;
+        // The reviewer's case: an empty id and a time 9e15 s ahead. The time is what is reported, and
+        // no hour is derived from it.
+        let mut event = valid_event();
+        event.event_id.clear();
+        event.occurred_at = Some(Timestamp { seconds: 9_000_000_000_000_000, nanos: 0 });
+        let rejection = limits().check_event(&event, clock()).unwrap_err();
+        assert_eq!((rejection.reason, rejection.hour_start), (Reason::OccurredAtInFuture, None));
+        for seconds in [i64::MIN, i64::MAX, -1] {
+            event.occurred_at = Some(Timestamp { seconds, nanos: 0 });
+            let rejection = limits().check_event(&event, clock()).unwrap_err();
+            assert_eq!(rejection.hour_start, None, "{seconds}");
+        }
+        // With a valid time, another rejection is counted in the event's own hour.
+        event.occurred_at = Some(Timestamp { seconds: NOW - 7200, nanos: 0 });
+        let rejection = limits().check_event(&event, clock()).unwrap_err();
+        assert_eq!(
+            (rejection.reason, rejection.hour_start),
+            (Reason::EventIdEmpty, Some(hour::hour_start(NOW - 7200)))
+        );
+        // Retention so long that it reaches before 1970 still refuses pre-1970 times.
+        let mut forever = limits();
+        forever.raw_retention_days = i64::MAX;
+        event.occurred_at = Some(Timestamp { seconds: -3600, nanos: 0 });
+        assert_eq!(forever.check_event(&event, clock()).unwrap_err().reason, Reason::OccurredAtTooOld);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use prost::Message;
 
 use crate::customer::CustomerId;
 use crate::event_log::LogRecord;
+use crate::hour;
 
 /// The header naming the record's schema version.
 pub const SCHEMA_VERSION_HEADER: &str = "hg-schema-version";
@@ -34,6 +35,11 @@ pub enum RecordDecodeError {
     /// The payload names an invalid customer.
     #[error("invalid customer id in record: {0}")]
     Customer(String),
+    /// An event time or an outcome hour outside what the stores can hold (see [`crate::hour`]). The
+    /// collector never writes one; a record that has one came from a faulty or foreign producer, and
+    /// storing it would wedge whatever derives an hour from it.
+    #[error("{0}")]
+    OutOfRange(String),
 }
 
 /// The Kafka key of a customer's batch. Normally the customer id, so one customer's records stay in
@@ -71,7 +77,37 @@ pub fn decode(schema_version_header: Option<&[u8]>, payload: &[u8]) -> Result<Ev
     }
     let record = EventBatchRecord::decode(payload).map_err(|error| RecordDecodeError::Payload(error.to_string()))?;
     CustomerId::new(&record.customer_id).map_err(|error| RecordDecodeError::Customer(error.to_string()))?;
+    check_times(&record)?;
     Ok(record)
+}
+
+/// Checks every time a consumer derives an hour from: each event's `occurred_at` and each outcome
+/// count's hour must lie in the supported range, so no later stage computes an hour from an unchecked
+/// client value.
+fn check_times(record: &EventBatchRecord) -> Result<(), RecordDecodeError> {
+    for (index, event) in record.events.iter().enumerate() {
+        let Some(occurred_at) = &event.occurred_at else {
+            return Err(RecordDecodeError::OutOfRange(format!("event {index} has no occurred_at")));
+        };
+        if !hour::is_supported(occurred_at.seconds) || !(0..1_000_000_000).contains(&occurred_at.nanos) {
+            return Err(RecordDecodeError::OutOfRange(format!(
+                "event {index} occurred_at {}s {}ns is outside the supported range ({}..={} s)",
+                occurred_at.seconds,
+                occurred_at.nanos,
+                hour::EARLIEST_SUPPORTED_SECS,
+                hour::LATEST_SUPPORTED_SECS
+            )));
+        }
+    }
+    for count in &record.outcomes {
+        if !hour::is_supported_hour(count.hour_start_unix_secs) {
+            return Err(RecordDecodeError::OutOfRange(format!(
+                "outcome count for hour {} is not the start of a supported hour",
+                count.hour_start_unix_secs
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -98,6 +134,39 @@ mod tests {
         assert!(matches!(decode(Some(b"1"), b"\xff\xff\xff"), Err(RecordDecodeError::Payload(_))));
         let bad_customer = EventBatchRecord { customer_id: "Not Valid".into(), ..Default::default() };
         assert!(matches!(decode(Some(b"1"), &bad_customer.encode_to_vec()), Err(RecordDecodeError::Customer(_))));
+    }
+
+    #[test]
+    fn refuses_records_whose_times_no_store_can_hold() {
+        use hourglass_proto::log::v1::OutcomeCount;
+        use hourglass_proto::prost_types::Timestamp;
+        use hourglass_proto::v1::Event;
+        let event_at = |seconds: i64, nanos: i32| Event {
+            event_id: "e".into(),
+            event_type: "t".into(),
+            occurred_at: Some(Timestamp { seconds, nanos }),
+            ..Default::default()
+        };
+        let record_with = |events: Vec<Event>, outcome_hour: i64| EventBatchRecord {
+            customer_id: "acme".into(),
+            events,
+            outcomes: vec![OutcomeCount { hour_start_unix_secs: outcome_hour, outcome: 1, reason: 0, count: 1 }],
+            ..Default::default()
+        };
+        let decode_record = |record: &EventBatchRecord| decode(Some(b"1"), &record.encode_to_vec());
+        assert!(decode_record(&record_with(vec![event_at(1_764_000_000, 0)], 1_763_996_400)).is_ok());
+        for bad in [
+            record_with(vec![event_at(9_000_000_000_000_000, 0)], 0),
+            record_with(vec![event_at(i64::MIN, 0)], 0),
+            record_with(vec![event_at(-1, 0)], 0),
+            record_with(vec![event_at(1_764_000_000, -5)], 0),
+            record_with(vec![Event { occurred_at: None, ..event_at(0, 0) }], 0),
+            record_with(vec![], 9_000_000_000_000_000 / 3600 * 3600),
+            record_with(vec![], 1800),
+            record_with(vec![], i64::MIN),
+        ] {
+            assert!(matches!(decode_record(&bad), Err(RecordDecodeError::OutOfRange(_))), "{bad:?}");
+        }
     }
 
     #[test]

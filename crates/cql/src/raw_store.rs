@@ -54,6 +54,16 @@ type EventRow<'a> = (
 type OutcomeRow<'a> = (&'a str, CqlTimestamp, &'a str, i32, i32, i32);
 
 impl CqlRawStore {
+    /// Connects, creates the schema if `config.migrate` asks for it, checks it exists and prepares the
+    /// statements: what a long-running role does at start (retrying while this fails).
+    pub async fn open(config: &CqlConfig) -> Result<Self, CqlError> {
+        let session = Arc::new(config.connect().await?);
+        if config.migrate {
+            schema::migrate(&session, config).await?;
+        }
+        Self::with_session(session, config).await
+    }
+
     /// Connects, checks the schema exists and prepares the statements.
     pub async fn connect(config: &CqlConfig) -> Result<Self, CqlError> {
         let session = config.connect().await?;
@@ -128,11 +138,8 @@ impl CqlRawStore {
     }
 
     fn event_row<'a>(&self, record: &'a EventBatchRecord, event: &'a Event) -> (i64, i32, EventRow<'a>) {
-        let occurred_at_ms = event
-            .occurred_at
-            .as_ref()
-            .map(|time| time.seconds * 1000 + i64::from(time.nanos) / 1_000_000)
-            .unwrap_or_default();
+        let occurred_at_ms =
+            event.occurred_at.as_ref().map(|time| hour::epoch_millis(time.seconds, time.nanos)).unwrap_or_default();
         let hour_start = hour::hour_start(occurred_at_ms.div_euclid(1000));
         let bucket = self.bucket_of(&event.event_id);
         let mut strings = BTreeMap::new();
@@ -154,7 +161,7 @@ impl CqlRawStore {
         }
         let row = (
             record.customer_id.as_str(),
-            CqlTimestamp(hour_start * 1000),
+            CqlTimestamp(hour_start.saturating_mul(1000)),
             bucket,
             event.event_id.as_str(),
             event.event_type.as_str(),
@@ -202,7 +209,7 @@ impl RawStore for CqlRawStore {
             for count in &record.outcomes {
                 let row = (
                     record.customer_id.as_str(),
-                    CqlTimestamp(count.hour_start_unix_secs * 1000),
+                    CqlTimestamp(count.hour_start_unix_secs.saturating_mul(1000)),
                     record.batch_id.as_str(),
                     count.outcome,
                     count.reason,
@@ -247,7 +254,7 @@ impl RawStore for CqlRawStore {
         bucket: u32,
         mut visitor: V,
     ) -> Result<V, RawStoreError> {
-        let values = (customer_id, CqlTimestamp(hour_start * 1000), bucket as i32);
+        let values = (customer_id, CqlTimestamp(hour_start.saturating_mul(1000)), bucket as i32);
         let mut paging_state = PagingState::start();
         loop {
             let (result, next) = self
@@ -280,7 +287,7 @@ impl RawStore for CqlRawStore {
             .session
             .execute_iter(
                 self.select_hour_bucket.clone(),
-                (customer_id, CqlTimestamp(hour_start * 1000), bucket as i32),
+                (customer_id, CqlTimestamp(hour_start.saturating_mul(1000)), bucket as i32),
             )
             .await
             .map_err(unavailable)?;
@@ -316,7 +323,10 @@ impl RawStore for CqlRawStore {
     async fn read_outcomes(&self, customer_id: &str, hour_start: i64) -> Result<HourOutcomes, RawStoreError> {
         let pager = self
             .session
-            .execute_iter(self.select_hour_outcomes.clone(), (customer_id, CqlTimestamp(hour_start * 1000)))
+            .execute_iter(
+                self.select_hour_outcomes.clone(),
+                (customer_id, CqlTimestamp(hour_start.saturating_mul(1000))),
+            )
             .await
             .map_err(unavailable)?;
         let mut rows = pager.rows_stream::<(i32, i32, i32)>().map_err(unavailable)?;

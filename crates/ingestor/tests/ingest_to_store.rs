@@ -303,6 +303,73 @@ async fn poison_records_go_to_the_dead_letter_topic_and_the_partition_moves_on()
     stores.clean_up().await;
 }
 
+/// A record with a time no store can hold (a hostile or faulty producer: the collector refuses such
+/// events) once wedged the partition: marking its hour failed forever and nothing after it was
+/// committed, for every customer. It must be dead-lettered with its reason, and the records after it,
+/// of any customer, stored, marked and committed.
+#[tokio::test]
+async fn a_record_with_an_impossible_hour_is_dead_lettered_and_other_customers_go_on() {
+    let stores = stores("impossible_hour").await;
+    let current_hour = hour::hour_start(now_secs());
+    let far_future = 9_000_000_000_000_000;
+    let mut hostile = EventBatchRecord {
+        customer_id: "hostile".to_owned(),
+        received_at_unix_ms: now_secs() * 1000,
+        batch_id: "hostile-1".to_owned(),
+        collector_id: "test".to_owned(),
+        events: vec![event_at("h-1", far_future)],
+        outcomes: vec![OutcomeCount {
+            hour_start_unix_secs: hour::hour_start(far_future),
+            outcome: Outcome::Rejected.into(),
+            reason: RejectionReason::EventIdEmpty.into(),
+            count: 1,
+        }],
+    };
+    stores.event_log.append(Topic::Events, record::encode("hostile".into(), &hostile)).await.unwrap();
+    hostile.events.clear();
+    hostile.batch_id = "hostile-2".to_owned();
+    stores.event_log.append(Topic::Events, record::encode("hostile".into(), &hostile)).await.unwrap();
+    for customer in ["hostile", "bystander"] {
+        let good = batch_record(
+            customer,
+            &format!("{customer}-good"),
+            vec![event_at(&format!("{customer}-ok"), current_hour + 5)],
+        );
+        stores.event_log.append(Topic::Events, good).await.unwrap();
+    }
+
+    let (shutdown, ingestor) = start_ingestor(&stores, fast_config("impossible-hour-group"));
+    let expected_hours: BTreeSet<CustomerHour> = ["bystander", "hostile"]
+        .into_iter()
+        .map(|customer| CustomerHour { customer_id: CustomerId::new(customer).unwrap(), hour_start: current_hour })
+        .collect();
+    wait_for("both customers' good hours to be marked", Duration::from_secs(60), || async {
+        let marked: BTreeSet<CustomerHour> =
+            stores.job_queue.dirty_hours().await.unwrap().into_iter().map(|(hour, _)| hour).collect();
+        marked == expected_hours
+    })
+    .await;
+    shutdown.cancel();
+    ingestor.await.unwrap().unwrap();
+
+    assert_eq!(
+        stored_ids(&stores.raw_store, "bystander", current_hour).await,
+        BTreeSet::from(["bystander-ok".to_owned()])
+    );
+    assert_eq!(stored_ids(&stores.raw_store, "hostile", current_hour).await, BTreeSet::from(["hostile-ok".to_owned()]));
+    let kafka = stores.kafka.clone();
+    let dead_letters =
+        tokio::task::spawn_blocking(move || kafka_testing::read_topic(&kafka, kafka.topic_name(Topic::DeadLetter)))
+            .await
+            .unwrap();
+    let reasons: Vec<String> =
+        dead_letters.iter().map(|record| String::from_utf8(record.headers[REASON_HEADER].clone()).unwrap()).collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(reasons[0].contains("outside the supported range"), "{reasons:?}");
+    assert!(reasons[1].contains("not the start of a supported hour"), "{reasons:?}");
+    stores.clean_up().await;
+}
+
 #[tokio::test]
 async fn a_fixed_dead_letter_reinjected_twice_is_stored_once() {
     let stores = stores("reinject").await;

@@ -20,7 +20,7 @@ pub(super) fn push_event(block: &mut Vec<u8>, event: &Event) {
 /// An instant in milliseconds since the Unix epoch, sub-millisecond digits dropped (as CQL timestamps).
 /// Saturating: the collector rejects absurd timestamps, but a stored one must not panic a reader.
 pub(super) fn epoch_ms(seconds: i64, nanos: i32) -> i64 {
-    seconds.saturating_mul(1000).saturating_add(i64::from(nanos) / 1_000_000)
+    hourglass_core::hour::epoch_millis(seconds, nanos)
 }
 
 /// Why a stored block could not be read.
