@@ -98,9 +98,12 @@ pub fn server_builder(config: &ServerConfig) -> Result<Server, GrpcServerError> 
     Ok(server)
 }
 
+/// The health service's name, listed by reflection beside a server's own services.
+pub const HEALTH_SERVICE_NAME: &str = "grpc.health.v1.Health";
+
 /// A server with the configured settings that already serves `grpc.health.v1` (NOT_SERVING for the
-/// whole server and `services` until the returned reporter says otherwise) and reflection; the caller
-/// adds its own services and serves.
+/// whole server and `services` until the returned reporter says otherwise) and reflection listing
+/// exactly `services`, health and reflection itself; the caller adds its own services and serves.
 pub async fn router_with_health(
     config: &ServerConfig,
     services: &[&str],
@@ -109,9 +112,59 @@ pub async fn router_with_health(
     set_health(&reporter, services, ServingStatus::NotServing).await;
     let router = server_builder(config)?
         .add_service(health_service)
-        .add_service(reflection_v1()?)
-        .add_service(reflection_v1alpha()?);
+        .add_service(reflection_v1(services)?)
+        .add_service(reflection_v1alpha(services)?);
     Ok((reporter, router))
+}
+
+/// Serves health (NOT_SERVING for the whole server and `services`) and reflection on `listener` while
+/// `opening` runs, then stops and gives the listener back with `opening`'s output. A role that must wait
+/// for its backends at start-up (a fresh machine, a database still starting, a schema another process
+/// creates) is then visibly alive but not ready, to probes and to `grpcurl`, instead of refusing
+/// connections or crash-looping. Connections still open a second after `opening` finished (a health
+/// `Watch`) are left to end on their own; new ones reach the real server.
+pub async fn not_serving_while<T>(
+    listener: tokio::net::TcpListener,
+    config: &ServerConfig,
+    services: &[&str],
+    opening: impl Future<Output = T>,
+) -> Result<(tokio::net::TcpListener, T), GrpcServerError> {
+    let (_reporter, router) = router_with_health(config, services).await?;
+    let listener = std::sync::Arc::new(listener);
+    let accepting = std::sync::Arc::clone(&listener);
+    let incoming = accept_shared(accepting);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let serving = router.serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
+    // Boxed, not pinned on the stack, so that dropping it below really drops the accept loop that
+    // holds the other reference to the listener.
+    let mut serving = Box::pin(serving);
+    let mut opening = std::pin::pin!(opening);
+    let opened = tokio::select! {
+        opened = &mut opening => opened,
+        result = &mut serving => {
+            result?;
+            opening.await
+        }
+    };
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(1), &mut serving).await;
+    drop(serving);
+    let listener = std::sync::Arc::try_unwrap(listener)
+        .unwrap_or_else(|_| unreachable!("the start-up server, and its accept loop, were dropped"));
+    Ok((listener, opened))
+}
+
+/// Accepted connections of a shared listener, with `TCP_NODELAY` as [`incoming`] sets it.
+fn accept_shared(
+    listener: std::sync::Arc<tokio::net::TcpListener>,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> + Send + 'static {
+    futures::stream::unfold(listener, |listener| async move {
+        let accepted = listener.accept().await.and_then(|(stream, _peer)| {
+            stream.set_nodelay(true)?;
+            Ok(stream)
+        });
+        Some((accepted, listener))
+    })
 }
 
 /// The connections `listener` accepts, set up as tonic sets up the ones it accepts itself: with
@@ -125,26 +178,46 @@ pub fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::
         .with_keepalive(Some(Duration::from_secs(60)))
 }
 
-/// `grpc.reflection.v1`, describing every Hourglass service and grpc.health.v1.
-fn reflection_v1() -> Result<
+/// The names reflection lists: the server's own services, health, and reflection itself.
+fn listed_services(services: &[&str]) -> Vec<String> {
+    let mut listed: Vec<String> = services.iter().map(|service| (*service).to_owned()).collect();
+    listed.push(HEALTH_SERVICE_NAME.to_owned());
+    listed.push("grpc.reflection.v1.ServerReflection".to_owned());
+    listed.push("grpc.reflection.v1alpha.ServerReflection".to_owned());
+    listed
+}
+
+/// `grpc.reflection.v1`, listing exactly `services` (plus health and reflection), so `grpcurl list`
+/// never offers a call this server answers with UNIMPLEMENTED.
+fn reflection_v1(
+    services: &[&str],
+) -> Result<
     tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>,
     GrpcServerError,
 > {
-    Ok(tonic_reflection::server::Builder::configure()
+    let mut builder = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(hourglass_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    for service in listed_services(services) {
+        builder = builder.with_service_name(service);
+    }
+    Ok(builder.build_v1()?)
 }
 
 /// `grpc.reflection.v1alpha`, the same for older clients (grpcurl falls back to it).
-fn reflection_v1alpha() -> Result<
+fn reflection_v1alpha(
+    services: &[&str],
+) -> Result<
     tonic_reflection::server::v1alpha::ServerReflectionServer<impl tonic_reflection::server::v1alpha::ServerReflection>,
     GrpcServerError,
 > {
-    Ok(tonic_reflection::server::Builder::configure()
+    let mut builder = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(hourglass_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    for service in listed_services(services) {
+        builder = builder.with_service_name(service);
+    }
+    Ok(builder.build_v1alpha()?)
 }
 
 /// A gRPC status code as a metric label: the codes our services return by name, the rest as "other",

@@ -1,0 +1,110 @@
+//! The shared server pieces over real loopback connections: reflection lists exactly what a server
+//! serves, and a role waiting for its backends reports NOT_SERVING, then hands its listener on.
+
+use std::time::Duration;
+
+use hourglass_grpc::server::{self, ServerConfig};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+fn config() -> ServerConfig {
+    hourglass_core::config::defaults()
+}
+
+async fn connect(addr: std::net::SocketAddr) -> tonic::transport::Channel {
+    for _ in 0..100 {
+        if let Ok(channel) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await
+        {
+            return channel;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("cannot connect to {addr}");
+}
+
+async fn listed_services(channel: tonic::transport::Channel) -> Vec<String> {
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = ServerReflectionClient::new(channel)
+        .server_reflection_info(futures::stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.message().await.unwrap().expect("one response");
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("not a service list: {response:?}");
+    };
+    let mut names: Vec<String> = list.service.into_iter().map(|service| service.name).collect();
+    names.sort();
+    names
+}
+
+async fn health(channel: tonic::transport::Channel) -> i32 {
+    HealthClient::new(channel).check(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner().status
+}
+
+#[tokio::test]
+async fn reflection_lists_exactly_the_services_of_the_server() {
+    // A collector-shaped server: ingest only. The descriptor set also describes the query service,
+    // which this server must not offer (grpcurl would then offer calls that fail UNIMPLEMENTED).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_reporter, router) = server::router_with_health(&config(), &["hourglass.v1.IngestService"]).await.unwrap();
+    let serving = tokio::spawn(router.serve_with_incoming(server::incoming(listener)));
+    let names = listed_services(connect(addr).await).await;
+    assert_eq!(
+        names,
+        [
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+            "hourglass.v1.IngestService"
+        ]
+    );
+    serving.abort();
+}
+
+#[tokio::test]
+async fn a_role_waiting_for_its_backends_is_alive_but_not_serving_and_then_hands_its_listener_on() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (backends_ready_tx, backends_ready_rx) = tokio::sync::oneshot::channel::<&str>();
+    let waiting = tokio::spawn(async move {
+        server::not_serving_while(listener, &config(), &["hourglass.v1.QueryService"], async move {
+            backends_ready_rx.await.unwrap()
+        })
+        .await
+        .unwrap()
+    });
+
+    let early = connect(addr).await;
+    assert_eq!(health(early.clone()).await, ServingStatus::NotServing as i32, "not ready while waiting");
+    // A probe that watches health keeps its stream open across the hand-over; it must not hold it up.
+    let mut watching = HealthClient::new(early.clone())
+        .watch(HealthCheckRequest { service: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(watching.message().await.unwrap().unwrap().status, ServingStatus::NotServing as i32);
+    assert!(listed_services(early).await.contains(&"hourglass.v1.QueryService".to_owned()));
+
+    backends_ready_tx.send("opened").unwrap();
+    let (listener, opened) = waiting.await.unwrap();
+    assert_eq!(opened, "opened");
+    assert_eq!(listener.local_addr().unwrap(), addr, "the same socket, so clients never see a gap");
+
+    // The real server on the handed-on listener.
+    let (reporter, router) = server::router_with_health(&config(), &["hourglass.v1.QueryService"]).await.unwrap();
+    server::set_health(&reporter, &["hourglass.v1.QueryService"], tonic_health::ServingStatus::Serving).await;
+    let serving = tokio::spawn(router.serve_with_incoming(server::incoming(listener)));
+    assert_eq!(health(connect(addr).await).await, ServingStatus::Serving as i32);
+    serving.abort();
+    drop(watching);
+}
