@@ -2,12 +2,11 @@
 
 use std::sync::Arc;
 
-use anyhow::Context;
 use hourglass_aggregator::AggregatorConfig;
 use hourglass_cql::{CqlConfig, CqlRawStore};
 use hourglass_postgres::{PostgresConfig, PostgresRollupStore};
 
-use crate::shutdown;
+use crate::{shutdown, startup};
 
 /// Flags of `hourglass aggregator`.
 #[derive(clap::Args)]
@@ -21,11 +20,12 @@ pub struct AggregatorArgs {
 }
 
 /// Runs aggregation workers until SIGTERM (a job in progress when it comes is finished first; one cut
-/// short is retried by another worker once its lease expires).
+/// short is retried by another worker once its lease expires). Workers start once Postgres and the CQL
+/// keyspace are ready; until then the role waits, saying what it waits for.
 pub async fn run(args: AggregatorArgs) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal()?;
-    let pool = args.postgres.open().await?;
-    let raw_store = CqlRawStore::connect(&args.cql).await.context("failed to open the CQL raw store")?;
+    let pool = startup::open_with_retry("postgres", &shutdown, || args.postgres.open()).await?;
+    let raw_store = startup::open_with_retry("the CQL raw store", &shutdown, || CqlRawStore::open(&args.cql)).await?;
     hourglass_aggregator::run(args.aggregator, Arc::new(raw_store), Arc::new(PostgresRollupStore::new(pool)), shutdown)
         .await;
     Ok(())

@@ -4,14 +4,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use hourglass_cql::{CqlConfig, CqlRawStore, schema};
+use hourglass_cql::{CqlConfig, CqlRawStore};
+use hourglass_grpc::server::{ServerConfig, not_serving_while};
 use hourglass_ingestor::IngestorConfig;
 use hourglass_kafka::{KafkaConfig, KafkaEventLog};
 use hourglass_postgres::{PostgresConfig, PostgresJobQueue};
 
 use tokio::net::TcpListener;
 
-use crate::shutdown;
+use crate::{shutdown, startup};
 
 /// Flags of `hourglass ingestor`.
 #[derive(clap::Args)]
@@ -24,30 +25,37 @@ pub struct IngestorArgs {
     cql: CqlConfig,
     #[command(flatten)]
     postgres: PostgresConfig,
-    /// Create the CQL keyspace and tables at start-up if missing (`hourglass migrate cql` does it
-    /// separately).
-    #[arg(long = "cql-migrate", env = "HOURGLASS_CQL_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
-    cql_migrate: bool,
 }
 
-/// Runs the ingestor until SIGTERM.
+/// Runs the ingestor until SIGTERM. It consumes once Postgres, the CQL keyspace and Kafka are ready;
+/// until then it waits, saying what it waits for, and its health server reports NOT_SERVING.
 pub async fn run(args: IngestorArgs) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal()?;
-    let pool = args.postgres.open().await?;
-    let session = Arc::new(args.cql.connect().await?);
-    if args.cql_migrate {
-        schema::migrate(&session, &args.cql).await.context("failed to create the CQL schema")?;
-    }
-    let raw_store = CqlRawStore::with_session(session, &args.cql).await?;
-    let dead_letter_log = KafkaEventLog::connect(args.kafka.clone(), "hourglass-ingestor-dead-letter")
-        .await
-        .context("failed to set up kafka")?;
-    let raw_store = Arc::new(raw_store);
-    let job_queue = Arc::new(PostgresJobQueue::new(pool));
     let health_listener = TcpListener::bind(args.ingestor.health_listen_addr)
         .await
         .with_context(|| format!("failed to listen on {}", args.ingestor.health_listen_addr))?;
     println!("ingestor health on {}", health_listener.local_addr()?);
+    let opening = async {
+        let pool = startup::open_with_retry("postgres", &shutdown, || args.postgres.open()).await?;
+        let raw_store =
+            startup::open_with_retry("the CQL raw store", &shutdown, || CqlRawStore::open(&args.cql)).await?;
+        let dead_letter_log = startup::open_with_retry("kafka", &shutdown, || {
+            KafkaEventLog::connect(args.kafka.clone(), "hourglass-ingestor-dead-letter")
+        })
+        .await?;
+        anyhow::Ok((pool, raw_store, dead_letter_log))
+    };
+    let startup_server: ServerConfig = hourglass_core::config::defaults();
+    let (health_listener, opened) = not_serving_while(
+        health_listener,
+        &startup_server,
+        &[hourglass_ingestor::health::INGESTOR_SERVICE_NAME],
+        opening,
+    )
+    .await?;
+    let (pool, raw_store, dead_letter_log) = opened?;
+    let raw_store = Arc::new(raw_store);
+    let job_queue = Arc::new(PostgresJobQueue::new(pool));
     let health = tokio::spawn(hourglass_ingestor::health::serve(
         health_listener,
         Arc::clone(&raw_store),

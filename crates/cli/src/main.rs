@@ -17,6 +17,7 @@ mod reprocess;
 mod send;
 mod shutdown;
 mod standalone;
+mod startup;
 mod telemetry;
 mod verify;
 

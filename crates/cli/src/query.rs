@@ -7,12 +7,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use hourglass_cql::{CqlConfig, CqlRawStore};
 use hourglass_grpc::auth::KeyCacheConfig;
-use hourglass_grpc::server::ServerConfig;
+use hourglass_grpc::server::{ServerConfig, not_serving_while};
 use hourglass_postgres::{PostgresConfig, PostgresKeyStore, PostgresRollupStore};
 use hourglass_query::{QueryConfig, QueryServer};
 use tokio::net::TcpListener;
 
-use crate::shutdown;
+use crate::{shutdown, startup};
 
 /// Flags of `hourglass query`.
 #[derive(clap::Args)]
@@ -36,23 +36,31 @@ pub struct QueryArgs {
     cql: CqlConfig,
 }
 
-/// Runs the query service until SIGTERM.
+/// Runs the query service until SIGTERM. It listens at once and reports NOT_SERVING until Postgres and
+/// the CQL keyspace are ready.
 pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal()?;
-    let primary = args.postgres.open().await?;
-    let reader = match &args.read_database_url {
-        Some(url) => {
-            let replica = PostgresConfig { url: url.clone(), migrate: false, ..args.postgres.clone() };
-            tracing::info!("reports read from the read replica");
-            PostgresRollupStore::new(replica.connect_lazy().context("invalid --read-database-url")?)
-        }
-        None => PostgresRollupStore::new(primary.clone()),
-    };
-    let raw_store = CqlRawStore::connect(&args.cql).await.context("failed to open the CQL raw store")?;
     let listener = TcpListener::bind(args.listen_addr)
         .await
         .with_context(|| format!("failed to listen on {}", args.listen_addr))?;
     println!("query service listening on {}", listener.local_addr()?);
+    let opening = async {
+        let primary = startup::open_with_retry("postgres", &shutdown, || args.postgres.open()).await?;
+        let reader = match &args.read_database_url {
+            Some(url) => {
+                let replica = PostgresConfig { url: url.clone(), migrate: false, ..args.postgres.clone() };
+                tracing::info!("reports read from the read replica");
+                PostgresRollupStore::new(replica.connect_lazy().context("invalid --read-database-url")?)
+            }
+            None => PostgresRollupStore::new(primary.clone()),
+        };
+        let raw_store =
+            startup::open_with_retry("the CQL raw store", &shutdown, || CqlRawStore::open(&args.cql)).await?;
+        anyhow::Ok((primary, reader, raw_store))
+    };
+    let (listener, opened) =
+        not_serving_while(listener, &args.server, &[hourglass_query::server::QUERY_SERVICE_NAME], opening).await?;
+    let (primary, reader, raw_store) = opened?;
     let server = QueryServer {
         config: args.query,
         server: args.server,

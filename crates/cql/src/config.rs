@@ -49,6 +49,14 @@ pub struct CqlConfig {
     #[arg(long = "cql-max-batch-rows", env = "HOURGLASS_CQL_MAX_BATCH_ROWS", default_value_t = 50)]
     pub max_batch_rows: usize,
 
+    /// Create the keyspace and tables at start-up when missing (idempotent; the bucket count is fixed by
+    /// the first writer). With `false` a role waits, NOT_SERVING, until `hourglass migrate cql` (a
+    /// deployment's migration job) has created them. ScyllaDB serialises concurrent schema changes; on a
+    /// multi-node Apache Cassandra cluster run `migrate cql` once and set this to false everywhere, since
+    /// concurrent CREATE TABLE from several coordinators can disagree there.
+    #[arg(id = "cql_migrate", long = "cql-migrate", env = "HOURGLASS_CQL_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub migrate: bool,
+
     /// How long to wait for the first connection.
     #[arg(long = "cql-connect-timeout-ms", env = "HOURGLASS_CQL_CONNECT_TIMEOUT_MS", default_value_t = 10_000)]
     pub connect_timeout_ms: u64,

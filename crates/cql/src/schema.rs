@@ -72,8 +72,20 @@ pub async fn migrate(session: &Session, config: &CqlConfig) -> Result<u32, CqlEr
     bucket_count(session, keyspace).await
 }
 
-/// The bucket count stored in the keyspace.
+/// The bucket count stored in the keyspace; a [`CqlError::Schema`] naming the fix when the keyspace or
+/// its settings are missing.
 pub async fn bucket_count(session: &Session, keyspace: &str) -> Result<u32, CqlError> {
+    let keyspaces = session
+        .query_unpaged("SELECT keyspace_name FROM system_schema.keyspaces WHERE keyspace_name = ?", (keyspace,))
+        .await
+        .map_err(|error| CqlError::query("reading the schema", error))?
+        .into_rows_result()
+        .map_err(|error| CqlError::query("reading the schema", error))?;
+    if keyspaces.rows_num() == 0 {
+        return Err(CqlError::Schema(format!(
+            "keyspace {keyspace} does not exist: run `hourglass migrate cql`, or start a role with --cql-migrate true"
+        )));
+    }
     let result = session
         .query_unpaged(format!("SELECT value FROM {keyspace}.settings WHERE name = ?"), (BUCKETS_SETTING,))
         .await

@@ -46,12 +46,18 @@ impl PostgresConfig {
         Self { url: url.into(), ..hourglass_core::config::defaults() }
     }
 
-    /// Opens a pool and, unless `--database-migrate false`, applies pending migrations: what every
-    /// command that uses Postgres does first.
+    /// Opens a pool and applies pending migrations, or with `--database-migrate false` checks that
+    /// another process (`hourglass migrate postgres`) has applied them: what every command that uses
+    /// Postgres does first (long-running roles retry while it fails).
     pub async fn open(&self) -> Result<PgPool, OpenError> {
         let pool = self.connect_lazy().map_err(OpenError::Url)?;
         if self.migrate {
             crate::migrate::run(&pool).await.map_err(OpenError::Migrate)?;
+        } else {
+            let current = crate::migrate::is_current(&pool).await.map_err(OpenError::NotMigrated)?;
+            if !current {
+                return Err(OpenError::Behind { needed: crate::migrate::latest_version() });
+            }
         }
         Ok(pool)
     }
@@ -84,6 +90,16 @@ pub enum OpenError {
     /// Migrations could not be applied (the database may be down).
     #[error("failed to apply postgres migrations: {0}")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+    /// With `--database-migrate false`: the migrations table could not be read (the database is down,
+    /// or no migration was ever applied).
+    #[error("cannot read the applied postgres migrations (run `hourglass migrate postgres`): {0}")]
+    NotMigrated(#[source] sqlx::Error),
+    /// With `--database-migrate false`: the schema is older than this build.
+    #[error("postgres schema is older than migration {needed} this build needs: run `hourglass migrate postgres`")]
+    Behind {
+        /// The newest migration this build knows.
+        needed: i64,
+    },
 }
 
 /// sqlx 0.9.0 opens its Postgres TCP connections without `TCP_NODELAY` (a regression of that release:
