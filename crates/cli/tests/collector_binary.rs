@@ -51,7 +51,8 @@ async fn keys_and_collector_work_from_the_command_line_and_sigterm_exits_cleanly
         .spawn()
         .unwrap();
 
-    let channel = support::wait_until_serving(&format!("http://127.0.0.1:{port}"), Duration::from_secs(60)).await;
+    let channel =
+        support::wait_until_serving(&format!("http://127.0.0.1:{port}"), &mut collector, Duration::from_secs(60)).await;
 
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
     let event = Event {

@@ -39,7 +39,8 @@ async fn the_ingestor_reports_health_stores_a_record_and_exits_cleanly_on_sigter
         .spawn()
         .unwrap();
 
-    support::wait_until_serving(&format!("http://127.0.0.1:{health_port}"), Duration::from_secs(90)).await;
+    support::wait_until_serving(&format!("http://127.0.0.1:{health_port}"), &mut ingestor, Duration::from_secs(90))
+        .await;
 
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
     let batch = EventBatchRecord {

@@ -15,6 +15,7 @@ use hourglass_postgres::{PostgresConfig, PostgresJobQueue, PostgresKeyStore, Pos
 use hourglass_proto::prost_types::Timestamp;
 use hourglass_proto::v1::query_service_client::QueryServiceClient;
 use hourglass_proto::v1::{GetHourlyMetricsRequest, TimeRange};
+use tonic_health::pb::health_check_response::ServingStatus;
 
 mod support;
 
@@ -26,6 +27,9 @@ async fn reports_come_from_the_read_replica_and_keys_from_the_primary() {
     let primary_url = testing::create_test_database("query_primary").await;
     let replica_url = testing::create_test_database("query_replica").await;
     let cql_nodes = std::env::var("HOURGLASS_TEST_CQL_NODES").expect("run with scripts/test.sh");
+    // A keyspace of its own, which the service creates (--cql-migrate defaults to true): nothing is
+    // assumed to exist on the CQL server.
+    let cql = hourglass_cql::testing::test_config("query_replica", &cql_nodes, 4);
     let primary = PostgresConfig::for_url(primary_url.clone()).open().await.unwrap();
     let replica = PostgresConfig::for_url(replica_url.clone()).open().await.unwrap();
     let customer = CustomerId::new("acme").unwrap();
@@ -59,12 +63,14 @@ async fn reports_come_from_the_read_replica_and_keys_from_the_primary() {
         .env("HOURGLASS_DATABASE_URL", &primary_url)
         .env("HOURGLASS_READ_DATABASE_URL", &replica_url)
         .env("HOURGLASS_CQL_NODES", &cql_nodes)
+        .env("HOURGLASS_CQL_KEYSPACE", &cql.keyspace)
         .env("HOURGLASS_READINESS_INTERVAL_MS", "100")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let channel = support::wait_until_serving(&format!("http://127.0.0.1:{port}"), Duration::from_secs(60)).await;
+    let channel =
+        support::wait_until_serving(&format!("http://127.0.0.1:{port}"), &mut query, Duration::from_secs(60)).await;
 
     let mut request = tonic::Request::new(GetHourlyMetricsRequest {
         range: Some(TimeRange {
@@ -82,4 +88,42 @@ async fn reports_come_from_the_read_replica_and_keys_from_the_primary() {
     let (status, logs) = support::sigterm_and_wait(&mut query).await;
     assert!(status.success(), "{logs}");
     assert!(logs.contains("reports read from the read replica"), "{logs}");
+    hourglass_cql::testing::drop_test_keyspace(&cql).await;
+}
+
+/// On a fresh machine the query service once started beside the ingestor, before anything had created
+/// the keyspace, and exited. With `--cql-migrate false` (schema left to `hourglass migrate cql`) it must
+/// stay up, report NOT_SERVING and say what it waits for, then serve once the keyspace exists.
+#[tokio::test]
+async fn without_its_keyspace_the_query_service_waits_not_serving_and_serves_once_it_exists() {
+    let database_url = testing::create_test_database("query_waits").await;
+    let cql_nodes = std::env::var("HOURGLASS_TEST_CQL_NODES").expect("run with scripts/test.sh");
+    let cql = hourglass_cql::testing::test_config("query_waits", &cql_nodes, 4);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut query = Command::new(HOURGLASS)
+        .args(["query", "--listen-addr", &format!("127.0.0.1:{port}")])
+        .env("HOURGLASS_DATABASE_URL", &database_url)
+        .env("HOURGLASS_CQL_NODES", &cql_nodes)
+        .env("HOURGLASS_CQL_KEYSPACE", &cql.keyspace)
+        .env("HOURGLASS_CQL_MIGRATE", "false")
+        .env("HOURGLASS_READINESS_INTERVAL_MS", "100")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let target = format!("http://127.0.0.1:{port}");
+    let logs = support::collect_stderr(&mut query);
+    support::wait_for_health(&target, &mut query, ServingStatus::NotServing, Duration::from_secs(60)).await;
+    let missing = format!("keyspace {} does not exist", cql.keyspace);
+    support::wait_for_log(&logs, &missing, Duration::from_secs(60)).await;
+    assert!(query.try_wait().unwrap().is_none(), "still running while the keyspace is missing");
+    assert!(logs.lock().unwrap().contains("waiting for the CQL raw store"), "{}", logs.lock().unwrap());
+
+    let session = cql.connect().await.unwrap();
+    hourglass_cql::schema::migrate(&session, &cql).await.unwrap();
+    support::wait_until_serving(&target, &mut query, Duration::from_secs(60)).await;
+
+    let (status, _) = support::sigterm_and_wait(&mut query).await;
+    assert!(status.success(), "{}", logs.lock().unwrap());
+    hourglass_cql::testing::drop_test_keyspace(&cql).await;
 }

@@ -83,8 +83,8 @@ fn report_by_type(report: &str) -> BTreeMap<String, (u64, u64)> {
 async fn printed_commands_ingest_and_a_kill_9_loses_no_acknowledged_event() {
     let data_dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let first = start(data_dir.path(), port);
-    support::wait_until_serving(&format!("http://127.0.0.1:{port}"), Duration::from_secs(30)).await;
+    let mut first = start(data_dir.path(), port);
+    support::wait_until_serving(&format!("http://127.0.0.1:{port}"), &mut first.child, Duration::from_secs(30)).await;
     assert!(first.welcome.iter().any(|line| line.contains(&data_dir.path().display().to_string())));
 
     // The printed sample command, as printed: 10,000 events, every one acknowledged.
@@ -93,13 +93,12 @@ async fn printed_commands_ingest_and_a_kill_9_loses_no_acknowledged_event() {
     let report_command = printed_command(&first.welcome, "report");
 
     // kill -9 right after the acks: whatever ingestion and aggregation had not done yet is only on disk.
-    let mut first = first;
     first.child.kill().unwrap();
     first.child.wait().unwrap();
     drop(first);
 
-    let second = start(data_dir.path(), port);
-    support::wait_until_serving(&format!("http://127.0.0.1:{port}"), Duration::from_secs(30)).await;
+    let mut second = start(data_dir.path(), port);
+    support::wait_until_serving(&format!("http://127.0.0.1:{port}"), &mut second.child, Duration::from_secs(30)).await;
     let printed_again = printed_command(&second.welcome, "report");
     assert_eq!(printed_again, report_command, "the demo keys survive the restart");
 

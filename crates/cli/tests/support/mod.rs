@@ -2,25 +2,70 @@
 
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::process::{Child, ExitStatus};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-/// Waits until the gRPC health service at `target` reports SERVING; returns a channel to it.
-pub async fn wait_until_serving(target: &str, timeout: Duration) -> tonic::transport::Channel {
+/// Waits until the gRPC health service at `target` reports SERVING; returns a channel to it. Fails at
+/// once, with the child's stderr, if `child` exits first: a process that died at start must not cost the
+/// whole timeout.
+pub async fn wait_until_serving(target: &str, child: &mut Child, timeout: Duration) -> tonic::transport::Channel {
+    wait_for_health(target, child, ServingStatus::Serving, timeout).await
+}
+
+/// Waits until the gRPC health service at `target` reports `expected` for the whole server; returns a
+/// channel to it. Fails at once, with the child's stderr, if `child` exits first.
+pub async fn wait_for_health(
+    target: &str,
+    child: &mut Child,
+    expected: ServingStatus,
+    timeout: Duration,
+) -> tonic::transport::Channel {
     let deadline = Instant::now() + timeout;
     loop {
-        assert!(Instant::now() < deadline, "{target} did not become SERVING within {timeout:?}");
+        if let Some(status) = child.try_wait().unwrap() {
+            let logs = child.stderr.take().map(|stderr| std::io::read_to_string(stderr).unwrap()).unwrap_or_default();
+            panic!("the process behind {target} exited ({status}) before reporting {expected:?}:\n{logs}");
+        }
+        assert!(Instant::now() < deadline, "{target} did not report {expected:?} within {timeout:?}");
         if let Ok(channel) = tonic::transport::Endpoint::from_shared(target.to_owned()).unwrap().connect().await {
             let status = HealthClient::new(channel.clone()).check(HealthCheckRequest { service: String::new() }).await;
-            if status.is_ok_and(|response| response.into_inner().status == ServingStatus::Serving as i32) {
+            if status.is_ok_and(|response| response.into_inner().status == expected as i32) {
                 return channel;
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Reads the child's stderr on a thread into a shared string, so a test can wait for a log line while the
+/// process runs (the child's `stderr` is taken).
+pub fn collect_stderr(child: &mut Child) -> Arc<Mutex<String>> {
+    let logs = Arc::new(Mutex::new(String::new()));
+    let stderr = child.stderr.take().expect("stderr piped");
+    let sink = Arc::clone(&logs);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { return };
+            let mut logs = sink.lock().unwrap();
+            logs.push_str(&line);
+            logs.push('\n');
+        }
+    });
+    logs
+}
+
+/// Waits until the collected logs contain `text`.
+pub async fn wait_for_log(logs: &Mutex<String>, text: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while !logs.lock().unwrap().contains(text) {
+        assert!(Instant::now() < deadline, "no log line with {text:?} within {timeout:?}:\n{}", logs.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
