@@ -24,17 +24,19 @@ eval "$servers_env"
 cargo build --release --locked -p hourglass
 hourglass="$CARGO_TARGET_DIR/release/hourglass"
 
-# A key is shown only once, so the demo key is kept in the cache directory for the next run.
-key_file="$HOURGLASS_CACHE_DIR/demo-ingest-key"
-if ! [[ -s "$key_file" ]]; then
-    "$hourglass" keys create --customer demo --scope ingest --name "run-distributed.sh" >"$key_file"
-fi
-api_key=$(cat "$key_file")
-query_key_file="$HOURGLASS_CACHE_DIR/demo-query-key"
-if ! [[ -s "$query_key_file" ]]; then
-    "$hourglass" keys create --customer demo --scope query --name "run-distributed.sh" >"$query_key_file"
-fi
-query_key=$(cat "$query_key_file")
+# A key is shown only once, so the demo keys are kept in the cache directory for the next run; one the
+# database no longer knows (a new Postgres cluster, a revoked key) is replaced.
+demo_key() {
+    local scope=$1 key_file="$HOURGLASS_CACHE_DIR/demo-$1-key" key
+    key=$(cat "$key_file" 2>/dev/null || true)
+    if [[ -z "$key" ]] || ! "$hourglass" keys list --customer demo | grep -qF -- "${key:0:12}"; then
+        "$hourglass" keys create --customer demo --scope "$scope" --name "run-distributed.sh" >"$key_file"
+        key=$(cat "$key_file")
+    fi
+    printf '%s' "$key"
+}
+api_key=$(demo_key ingest)
+query_key=$(demo_key query)
 grpcurl=$(bash e2e/servers/tools.sh grpcurl 2>/dev/null || echo grpcurl)
 now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 

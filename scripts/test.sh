@@ -11,7 +11,19 @@
 # for buf, and the cargo target directory (CARGO_TARGET_DIR, kept outside the clone). The servers keep running
 # afterwards, so a second run starts in seconds; stop them with `e2e/servers/kafka.sh stop`,
 # `e2e/servers/cassandra.sh stop` and `e2e/servers/postgres.sh stop`.
+#
+# `scripts/test.sh --fresh` (what CI runs) first destroys every server instance and all Hourglass state that
+# earlier runs left (Postgres cluster, Kafka and Cassandra data, demo keys), keeping only downloads and the
+# build cache: a test that passes only because an earlier run created a keyspace, a topic or a key then
+# fails here, not on a newcomer's machine.
 set -euo pipefail
+
+fresh=false
+case "${1:-}" in
+    --fresh) fresh=true ;;
+    "") ;;
+    *) echo "usage: scripts/test.sh [--fresh]" >&2; exit 2 ;;
+esac
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -27,8 +39,14 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 # shellcheck source=scripts/build-prerequisites.sh
 source scripts/build-prerequisites.sh
 
-step "servers"
-servers_env=$(bash e2e/servers/start-all.sh)
+if $fresh; then
+    step "servers (fresh: earlier instances and Hourglass state destroyed)"
+    rm -f "$HOURGLASS_CACHE_DIR"/demo-*-key
+    servers_env=$(bash e2e/servers/start-all.sh --fresh)
+else
+    step "servers"
+    servers_env=$(bash e2e/servers/start-all.sh)
+fi
 eval "$servers_env"
 export HOURGLASS_TEST_DATABASE_URL="$HOURGLASS_DATABASE_URL"
 export HOURGLASS_TEST_KAFKA_BROKERS="$HOURGLASS_KAFKA_BROKERS"

@@ -2,13 +2,14 @@
 # A real Apache Cassandra node (single node, from Maven Central jars): the CQL server of the e2e tests and
 # benchmarks (ScyllaDB speaks the same CQL protocol but cannot be installed here).
 #
-# usage: cassandra.sh start|stop|kill|status|env [--name NAME] [--port PORT]
+# usage: cassandra.sh start|stop|kill|destroy|status|env [--name NAME] [--port PORT]
 #        cassandra.sh nodetool [--name NAME] ARGS...   org.apache.cassandra.tools.NodeTool over local JMX
 #        cassandra.sh fetch                            only fetch the jars (once)
 #
 #   start   start the instance; exit 0 at once if it already runs. Ready means: the CQL port answers an
 #           OPTIONS request of the native protocol (v4) with SUPPORTED
 #   stop    SIGTERM (Cassandra drains: flushes memtables), wait up to 60 s, then SIGKILL
+#   destroy kill the instance and delete its directory (data, logs, port): the next start is a new server
 #   kill    SIGKILL at once (fault tests); the next start replays the commit log of the same data dir. With
 #           `commitlog_sync: periodic` (10 s, the default) the writes of the last 10 s before a kill are lost
 #   status  exit 0 if the instance runs and answers CQL
@@ -513,6 +514,12 @@ cmd_kill() {
     log "instance '$NAME' killed (pid $pid, SIGKILL)"
 }
 
+cmd_destroy() {
+    cmd_kill
+    rm -rf "$INST"
+    log "instance '$NAME' destroyed ($INST removed)"
+}
+
 cmd_status() {
     local pid port=${RECORDED_PORT:-}
     if [[ -z "$port" ]]; then
@@ -570,7 +577,7 @@ case "$command" in
         ensure_jars
         log "jars in $CASSANDRA_LIB"
         ;;
-    start | stop | kill | status | env)
+    start | stop | kill | destroy | status | env)
         parse_instance_opts "$@"
         "cmd_$command"
         ;;

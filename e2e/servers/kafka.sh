@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A real Apache Kafka broker (single-node KRaft, from Maven Central jars) for the e2e tests and benchmarks.
 #
-# usage: kafka.sh start|stop|kill|status|env [--name NAME] [--port PORT]
+# usage: kafka.sh start|stop|kill|destroy|status|env [--name NAME] [--port PORT]
 #        kafka.sh perf-producer ARGS...   org.apache.kafka.tools.ProducerPerformance
 #        kafka.sh perf-consumer ARGS...   org.apache.kafka.tools.ConsumerPerformance
 #        kafka.sh topics ARGS...          org.apache.kafka.tools.TopicCommand
@@ -9,6 +9,7 @@
 #
 #   start   start the instance (formats its storage the first time); exit 0 at once if it already runs
 #   stop    SIGTERM, wait up to 30 s, then SIGKILL
+#   destroy kill the instance and delete its directory (data, logs, port): the next start is a new server
 #   kill    SIGKILL at once (fault tests); the next start recovers from the same log dir
 #   status  exit 0 if the instance runs and accepts connections
 #   env     print `export HOURGLASS_KAFKA_BROKERS=127.0.0.1:PORT`
@@ -396,6 +397,12 @@ cmd_kill() {
     log "instance '$NAME' killed (pid $pid, SIGKILL)"
 }
 
+cmd_destroy() {
+    cmd_kill
+    rm -rf "$INST"
+    log "instance '$NAME' destroyed ($INST removed)"
+}
+
 cmd_status() {
     local pid port=${RECORDED_PORT:-}
     if [[ -z "$port" ]]; then
@@ -434,7 +441,7 @@ case "$command" in
         ensure_tools_log4j
         log "jars in $KAFKA_LIB"
         ;;
-    start | stop | kill | status | env)
+    start | stop | kill | destroy | status | env)
         parse_instance_opts "$@"
         "cmd_$command"
         ;;

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # PostgreSQL 15 (Debian's packages and cluster tools) for the e2e tests.
 #
-# usage: postgres.sh start|stop|kill|status|env [--name NAME --port PORT]
+# usage: postgres.sh start|stop|kill|destroy|status|env [--name NAME --port PORT]
 #
 #   start   install postgresql if missing (apt-get), create cluster 15/main on port 5432 if missing, start it,
 #           and create role `hourglass` (password `hourglass`, LOGIN CREATEDB) and database `hourglass` owned
 #           by it; then check a password login over 127.0.0.1:5432. Idempotent.
 #   stop    stop cluster 15/main if it runs
 #   kill    stop it at once, like a crash (`pg_ctlcluster ... stop -m immediate`: no checkpoint)
+#   destroy stop cluster 15/main and drop it with its data (`pg_dropcluster`): the next start makes a new one
 #   status  exit 0 if cluster 15/main accepts connections on 127.0.0.1:5432
 #   env     print `export HOURGLASS_DATABASE_URL=postgres://hourglass:hourglass@127.0.0.1:5432/hourglass`
 #
@@ -181,6 +182,15 @@ cmd_kill() {
     log "cluster $PG_VERSION/$PG_CLUSTER stopped immediately"
 }
 
+cmd_destroy() {
+    if ! installed || ! cluster_exists; then
+        log "cluster $PG_VERSION/$PG_CLUSTER does not exist"
+        return 0
+    fi
+    as_root pg_dropcluster --stop "$PG_VERSION" "$PG_CLUSTER" >&2
+    log "cluster $PG_VERSION/$PG_CLUSTER destroyed"
+}
+
 cmd_status() {
     if installed && cluster_running && pg_isready -q -h "$PG_HOST" -p "$PG_PORT" -t 1; then
         log "cluster $PG_VERSION/$PG_CLUSTER running on $PG_HOST:$PG_PORT"
@@ -207,6 +217,6 @@ done
 [[ "$PG_CLUSTER" =~ ^[a-z][a-z0-9_]*$ ]] || die "invalid cluster name $PG_CLUSTER"
 DATABASE_URL="postgres://$DB_USER:$DB_PASSWORD@$PG_HOST:$PG_PORT/$DB_NAME"
 case "$action" in
-    start | stop | kill | status | env) "cmd_$action" ;;
+    start | stop | kill | destroy | status | env) "cmd_$action" ;;
     *) usage ;;
 esac

@@ -3,8 +3,30 @@
 # Postgres, Kafka and Cassandra. Prints their addresses as `export` lines on stdout, for
 #   eval "$(bash e2e/servers/start-all.sh)"
 # Progress and errors go to stderr.
+#
+# With --fresh, every existing instance of the three servers (the main ones and those fault tests made) is
+# destroyed first, data and all, so the servers start as on a machine that never ran Hourglass; the
+# downloaded jars and packages are kept.
 set -euo pipefail
 servers=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=e2e/servers/lib.sh
+source "$servers/lib.sh"
+if [[ "${1:-}" == --fresh ]]; then
+    for server in kafka cassandra; do
+        for instance in "$HOURGLASS_CACHE_DIR/$server-instances"/*/; do
+            [[ -d "$instance" ]] || continue
+            bash "$servers/$server.sh" destroy --name "$(basename "$instance")"
+        done
+    done
+    if command -v pg_lsclusters >/dev/null 2>&1; then
+        pg_lsclusters -h 15 2>/dev/null | awk '{ print $2 }' | while read -r cluster; do
+            bash "$servers/postgres.sh" destroy --name "$cluster"
+        done
+    fi
+elif (($#)); then
+    echo "usage: start-all.sh [--fresh]" >&2
+    exit 2
+fi
 for server in postgres kafka cassandra; do
     bash "$servers/$server.sh" start
 done
