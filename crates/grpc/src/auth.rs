@@ -3,18 +3,19 @@
 //! The key travels in the `authorization` metadata (`Bearer hgk_…`). Its shape and checksum are checked
 //! first, so garbage never reaches the database; then its hash is looked up in the key store, and the
 //! answer (with the customer's limits) is cached for a short TTL. Unknown keys are cached too, briefly,
-//! so a client retrying with a bad key does not hammer the database.
+//! so a client retrying with a bad key does not hammer the database. The cache (`auth/cache.rs`) is bounded,
+//! asks the store once for many concurrent callers of one key, and can be told a key was revoked.
 
-use std::collections::HashMap;
+mod cache;
+
 use std::sync::Arc;
-use std::time::Duration;
 
 use hourglass_core::api_key::{ApiKey, KeyHash, KeyId, MalformedKey, Scope};
 use hourglass_core::customer::CustomerId;
 use hourglass_core::key_store::{CustomerLimits, KeyStore, KeyStoreError};
-use parking_lot::Mutex;
-use tokio::time::Instant;
 use tonic::metadata::MetadataMap;
+
+use cache::{CachedLookup, KeyCache, NextStep, SharedAnswer};
 
 /// How long a key look-up is trusted.
 #[derive(Clone, Debug, clap::Args)]
@@ -27,7 +28,8 @@ pub struct KeyCacheConfig {
     #[arg(long = "key-cache-negative-ttl-secs", env = "HOURGLASS_KEY_CACHE_NEGATIVE_TTL_SECS", default_value_t = 5)]
     pub negative_ttl_secs: u64,
 
-    /// Most keys cached; past it, expired entries are dropped, then the whole cache.
+    /// Most keys cached, known and unknown; past it, the least recently used unknown key is dropped,
+    /// and the least recently used known key only when no unknown key is cached.
     #[arg(long = "key-cache-max-entries", env = "HOURGLASS_KEY_CACHE_MAX_ENTRIES", default_value_t = 100_000)]
     pub max_entries: usize,
 }
@@ -70,9 +72,15 @@ pub enum AuthError {
         /// The scope the call needs.
         required: Scope,
     },
-    /// The key store could not be asked.
+    /// The key store could not be asked. Shared: every caller waiting on the same look-up gets it.
     #[error("cannot check API keys right now: {0}")]
-    Unavailable(#[from] KeyStoreError),
+    Unavailable(#[source] Arc<KeyStoreError>),
+}
+
+impl From<KeyStoreError> for AuthError {
+    fn from(error: KeyStoreError) -> Self {
+        AuthError::Unavailable(Arc::new(error))
+    }
 }
 
 impl From<AuthError> for tonic::Status {
@@ -87,28 +95,16 @@ impl From<AuthError> for tonic::Status {
     }
 }
 
-#[derive(Clone)]
-enum CachedLookup {
-    Found { principal: Arc<Principal>, scope: Scope, revoked: bool },
-    Unknown,
-}
-
-struct CacheEntry {
-    lookup: CachedLookup,
-    expires_at: Instant,
-}
-
 /// Authenticates calls against a [`KeyStore`], caching answers.
 pub struct Authenticator<K> {
     key_store: Arc<K>,
-    config: KeyCacheConfig,
-    cache: Mutex<HashMap<KeyHash, CacheEntry>>,
+    cache: KeyCache,
 }
 
 impl<K: KeyStore> Authenticator<K> {
     /// An authenticator with an empty cache.
     pub fn new(key_store: Arc<K>, config: KeyCacheConfig) -> Self {
-        Self { key_store, config, cache: Mutex::new(HashMap::new()) }
+        Self { key_store, cache: KeyCache::new(&config) }
     }
 
     /// The principal behind the call's `authorization` metadata, if its key has `required` scope.
@@ -123,11 +119,7 @@ impl<K: KeyStore> Authenticator<K> {
     /// Re-checks a key already seen, from the cache while it is fresh: a long stream notices a revoked
     /// key within the cache TTL.
     pub async fn authorize(&self, key_hash: KeyHash, required: Scope) -> Result<Arc<Principal>, AuthError> {
-        let lookup = match self.cached(key_hash) {
-            Some(lookup) => lookup,
-            None => self.refresh(key_hash).await?,
-        };
-        match lookup {
+        match self.lookup(key_hash).await? {
             CachedLookup::Unknown => Err(AuthError::Unknown),
             CachedLookup::Found { principal, revoked: true, .. } => Err(AuthError::Revoked(principal.key_id.clone())),
             CachedLookup::Found { principal, scope, .. } if scope != required => {
@@ -137,32 +129,49 @@ impl<K: KeyStore> Authenticator<K> {
         }
     }
 
-    fn cached(&self, key_hash: KeyHash) -> Option<CachedLookup> {
-        let cache = self.cache.lock();
-        cache.get(&key_hash).filter(|entry| entry.expires_at > Instant::now()).map(|entry| entry.lookup.clone())
+    /// Forgets what the cache knows of a key, so its next use asks the store: for a process that learns
+    /// of a revocation. A look-up of the key already under way is not cached when it ends (it may have
+    /// read the key before the revocation); callers already waiting on it still get its answer.
+    pub fn invalidate(&self, key_hash: KeyHash) {
+        self.cache.invalidate(key_hash);
     }
 
-    async fn refresh(&self, key_hash: KeyHash) -> Result<CachedLookup, AuthError> {
-        let (lookup, ttl) = match self.key_store.find_key(key_hash).await? {
-            None => (CachedLookup::Unknown, Duration::from_secs(self.config.negative_ttl_secs)),
-            Some(grant) => {
-                let limits = self.key_store.customer_limits(&grant.customer_id).await?;
-                let principal = Principal { key_id: grant.key_id, key_hash, customer_id: grant.customer_id, limits };
-                (
-                    CachedLookup::Found { principal: Arc::new(principal), scope: grant.scope, revoked: grant.revoked },
-                    Duration::from_secs(self.config.ttl_secs),
-                )
-            }
-        };
-        let now = Instant::now();
-        let mut cache = self.cache.lock();
-        if cache.len() >= self.config.max_entries {
-            cache.retain(|_, entry| entry.expires_at > now);
-            if cache.len() >= self.config.max_entries {
-                cache.clear();
+    /// Forgets every cached key, as [`invalidate`](Self::invalidate) does one.
+    pub fn invalidate_all(&self) {
+        self.cache.invalidate_all();
+    }
+
+    /// Keys cached (known and unknown, fresh or expired): never more than `max_entries`.
+    pub fn cached_entries(&self) -> usize {
+        self.cache.len()
+    }
+
+    async fn lookup(&self, key_hash: KeyHash) -> Result<CachedLookup, AuthError> {
+        loop {
+            match self.cache.next_step(key_hash) {
+                NextStep::Cached(lookup) => return Ok(lookup),
+                NextStep::Wait(waiter) => {
+                    if let Some(answer) = waiter.answer().await {
+                        return answer.map_err(AuthError::Unavailable);
+                    }
+                    // The leading caller was dropped before the store answered: look again, and lead
+                    // the next look-up unless another waiter got there first.
+                }
+                NextStep::Lead(flight) => {
+                    let answer: SharedAnswer = self.ask_store(key_hash).await.map_err(Arc::new);
+                    flight.complete(&answer);
+                    return answer.map_err(AuthError::Unavailable);
+                }
             }
         }
-        cache.insert(key_hash, CacheEntry { lookup: lookup.clone(), expires_at: now + ttl });
-        Ok(lookup)
+    }
+
+    async fn ask_store(&self, key_hash: KeyHash) -> Result<CachedLookup, KeyStoreError> {
+        let Some(grant) = self.key_store.find_key(key_hash).await? else {
+            return Ok(CachedLookup::Unknown);
+        };
+        let limits = self.key_store.customer_limits(&grant.customer_id).await?;
+        let principal = Principal { key_id: grant.key_id, key_hash, customer_id: grant.customer_id, limits };
+        Ok(CachedLookup::Found { principal: Arc::new(principal), scope: grant.scope, revoked: grant.revoked })
     }
 }
