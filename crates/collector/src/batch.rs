@@ -42,7 +42,7 @@ pub enum ThrottlePolicy {
 /// The collector's shared state: everything a batch needs.
 pub struct Collector<K, L> {
     pub(crate) config: CollectorConfig,
-    pub(crate) authenticator: Authenticator<K>,
+    pub(crate) authenticator: Arc<Authenticator<K>>,
     event_log: Arc<L>,
     quotas: Quotas,
     collector_id: String,
@@ -52,7 +52,7 @@ pub struct Collector<K, L> {
 impl<K: KeyStore, L: EventLog> Collector<K, L> {
     /// Shared state for one collector process.
     pub fn new(config: CollectorConfig, key_store: Arc<K>, event_log: Arc<L>) -> Self {
-        let authenticator = Authenticator::new(key_store, config.key_cache.clone());
+        let authenticator = Arc::new(Authenticator::new(key_store, config.key_cache.clone()));
         let collector_id = config.resolved_collector_id();
         Self {
             config,

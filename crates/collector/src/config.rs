@@ -84,8 +84,24 @@ pub struct StreamConfig {
 
     /// Most batches of one stream being published at once. When a stream has this many unacknowledged
     /// batches the collector stops reading it, and HTTP/2 flow control pushes back on the client.
-    #[arg(long = "max-in-flight-batches", env = "HOURGLASS_MAX_IN_FLIGHT_BATCHES", default_value_t = 32)]
+    #[arg(
+        long = "max-in-flight-batches",
+        env = "HOURGLASS_MAX_IN_FLIGHT_BATCHES",
+        default_value_t = 32,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65_536)
+    )]
     pub max_in_flight_batches: usize,
+
+    /// A stream whose client reads no ack for this long, while acks wait to be sent, is ended: the
+    /// batches it holds are released (the client resends what was not acked). Without it a client that
+    /// never reads would hold its in-flight batches for as long as its connection lives.
+    #[arg(
+        long = "ack-write-timeout-secs",
+        env = "HOURGLASS_ACK_WRITE_TIMEOUT_SECS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub ack_write_timeout_secs: u64,
 
     /// At shutdown, after the calls have drained, how long the event log may take to flush.
     #[arg(long = "flush-timeout-secs", env = "HOURGLASS_FLUSH_TIMEOUT_SECS", default_value_t = 5)]
@@ -115,5 +131,32 @@ impl StreamConfig {
     /// The idle-stream timeout as a duration.
     pub fn idle_stream_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_stream_timeout_secs)
+    }
+
+    /// The ack write timeout as a duration.
+    pub fn ack_write_timeout(&self) -> Duration {
+        Duration::from_secs(self.ack_write_timeout_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{Args, Command};
+
+    use super::StreamConfig;
+
+    fn parse(args: &[&str]) -> Result<StreamConfig, clap::Error> {
+        let matches = StreamConfig::augment_args(Command::new("collector")).try_get_matches_from(args)?;
+        <StreamConfig as clap::FromArgMatches>::from_arg_matches(&matches)
+    }
+
+    #[test]
+    fn zero_in_flight_batches_or_a_zero_ack_timeout_are_refused_with_the_flag_named() {
+        // Zero in-flight batches once reached `mpsc::channel(0)`, which panics, on the first stream.
+        let error = parse(&["collector", "--max-in-flight-batches", "0"]).unwrap_err().to_string();
+        assert!(error.contains("--max-in-flight-batches"), "{error}");
+        let error = parse(&["collector", "--ack-write-timeout-secs", "0"]).unwrap_err().to_string();
+        assert!(error.contains("--ack-write-timeout-secs"), "{error}");
+        assert_eq!(parse(&["collector", "--max-in-flight-batches", "1"]).unwrap().max_in_flight_batches, 1);
     }
 }

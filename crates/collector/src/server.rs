@@ -8,8 +8,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use hourglass_core::api_key::Scope;
 use hourglass_core::event_log::EventLog;
 use hourglass_core::key_store::KeyStore;
+use hourglass_grpc::authenticated::Authenticated;
 use hourglass_grpc::server::{self, ServerConfig, set_health};
 use hourglass_proto::v1::ingest_service_server::IngestServiceServer;
 use tokio::net::TcpListener;
@@ -27,18 +29,21 @@ use crate::telemetry;
 pub const INGEST_SERVICE_NAME: &str = "hourglass.v1.IngestService";
 
 /// The gRPC service, ready to add to a router (the standalone server adds it beside the query service).
-/// Cancelling `drain` makes its streams stop reading, ack what they hold and close.
+/// Every call is authenticated from its headers before its message is read or decoded. Cancelling
+/// `drain` makes its streams stop reading, ack what they hold and close.
 pub fn ingest_service<K: KeyStore, L: EventLog>(
     collector: Arc<Collector<K, L>>,
     drain: CancellationToken,
     server_config: &ServerConfig,
-) -> IngestServiceServer<IngestServiceImpl<K, L>> {
+) -> Authenticated<IngestServiceServer<IngestServiceImpl<K, L>>, K> {
     telemetry::describe();
-    IngestServiceServer::new(IngestServiceImpl::new(collector, drain))
+    let authenticator = Arc::clone(&collector.authenticator);
+    let service = IngestServiceServer::new(IngestServiceImpl::new(collector, drain))
         .max_decoding_message_size(server_config.max_message_bytes)
         .max_encoding_message_size(server_config.max_message_bytes)
         .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip);
+    Authenticated::new(service, authenticator, Scope::Ingest, crate::service::count_refused)
 }
 
 /// Runs the collector on `listener` until `shutdown` is cancelled, then shuts down in order.

@@ -45,10 +45,16 @@ impl<K: KeyStore, L: EventLog> IngestServiceImpl<K, L> {
         Self { collector, drain }
     }
 
+    /// The caller: the principal [`Authenticated`](hourglass_grpc::authenticated::Authenticated) found
+    /// from the headers before the message was decoded, or, for a service used without that wrapper, the
+    /// key checked here.
     async fn authenticate<T>(&self, request: &Request<T>) -> Result<Arc<Principal>, Status> {
+        if let Some(principal) = hourglass_grpc::authenticated::principal_of(request) {
+            return Ok(principal);
+        }
         self.collector.authenticator.authenticate(request.metadata(), Scope::Ingest).await.map_err(|error| {
             let status = Status::from(error);
-            metrics::counter!(telemetry::AUTH_FAILURES_TOTAL, "code" => hourglass_grpc::server::code_label(status.code())).increment(1);
+            count_refused(status.code());
             status
         })
     }
@@ -146,6 +152,11 @@ impl<K: KeyStore, L: EventLog> IngestService for IngestServiceImpl<K, L> {
     }
 }
 
+/// Counts a call refused for its key.
+pub(crate) fn count_refused(code: Code) {
+    metrics::counter!(telemetry::AUTH_FAILURES_TOTAL, "code" => hourglass_grpc::server::code_label(code)).increment(1);
+}
+
 fn add_to_summary(summary: &mut IngestResponse, sent: BatchSent) {
     let BatchSent { events, ack } = sent;
     summary.batches += 1;
@@ -191,6 +202,7 @@ pub(crate) async fn drive_stream<K, L, S, T>(
     let stream_config = &collector.config.streams;
     let max_in_flight = stream_config.max_in_flight_batches.max(1);
     let idle_timeout = stream_config.idle_stream_timeout();
+    let ack_write_timeout = stream_config.ack_write_timeout();
     let mut inbound = pin!(inbound);
     let mut in_flight = FuturesUnordered::new();
     let mut reading = true;
@@ -202,8 +214,23 @@ pub(crate) async fn drive_stream<K, L, S, T>(
         tokio::select! {
             biased;
             Some(sent) = in_flight.next(), if !in_flight.is_empty() => {
-                if ack_tx.send(Ok(to_message(sent))).await.is_err() {
-                    break; // the client went away; its unacked batches are its to resend
+                match ack_tx.send_timeout(Ok(to_message(sent)), ack_write_timeout).await {
+                    Ok(()) => {}
+                    Err(mpsc::error::SendTimeoutError::Closed(_)) => {
+                        break; // the client went away; its unacked batches are its to resend
+                    }
+                    Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                        // The client reads no acks: stop holding its batches. Its stream ends when it
+                        // reads what is queued; whatever it sent after is unacked, for it to resend.
+                        metrics::counter!(telemetry::STALLED_STREAMS_TOTAL).increment(1);
+                        tracing::warn!(
+                            timeout_secs = ack_write_timeout.as_secs(),
+                            in_flight = in_flight.len(),
+                            "a client read no ack for --ack-write-timeout-secs: ending its stream"
+                        );
+                        end_status = None;
+                        break;
+                    }
                 }
                 idle.as_mut().reset(tokio::time::Instant::now() + idle_timeout);
             }
@@ -257,7 +284,8 @@ pub(crate) async fn drive_stream<K, L, S, T>(
         }
     }
     if let Some(status) = end_status {
-        let _ = ack_tx.send(Err(status)).await;
+        // Bounded like every ack: a client that stopped reading must not hold this task forever.
+        let _ = ack_tx.send_timeout(Err(status), ack_write_timeout).await;
     }
     metrics::gauge!(telemetry::ACTIVE_STREAMS).decrement(1.0);
 }

@@ -16,9 +16,12 @@ pub const ACTIVE_STREAMS: &str = "hourglass_collector_active_streams";
 pub const OUTCOME_RECORDS_LOST_TOTAL: &str = "hourglass_collector_outcome_records_lost_total";
 /// Calls refused by authentication, by gRPC `code`.
 pub const AUTH_FAILURES_TOTAL: &str = "hourglass_collector_auth_failures_total";
+/// Streams ended because their client read no ack for `--ack-write-timeout-secs`.
+pub const STALLED_STREAMS_TOTAL: &str = "hourglass_collector_stalled_streams_total";
 
 /// Registers descriptions with whatever recorder is installed.
 pub fn describe() {
+    metrics::describe_counter!(STALLED_STREAMS_TOTAL, "Streams ended because their client read no acks");
     metrics::describe_counter!(EVENTS_TOTAL, "Events seen by the collector, by outcome");
     metrics::describe_counter!(REJECTED_EVENTS_TOTAL, "Events rejected by validation, by reason");
     metrics::describe_counter!(BATCHES_TOTAL, "Batches acknowledged, by status");

@@ -60,6 +60,79 @@ async fn a_message_over_the_size_limit_fails_with_out_of_range_and_publishes_not
     collector.stop().await;
 }
 
+/// The key is checked from the headers before the message is read: an anonymous call is refused as
+/// UNAUTHENTICATED even when its message is over the size limit (which decoding would have found first,
+/// after buffering it), so no anonymous client can make the collector decode anything.
+#[tokio::test]
+async fn an_anonymous_call_is_refused_before_its_message_is_decoded() {
+    let collector = TestCollector::start_with("auth_before_decode", &support::test_brokers(), |config| {
+        config.server.max_message_bytes = 16 * 1024;
+    })
+    .await;
+    let oversized = || IngestBatchRequest { events: (0..200).map(|index| event(&format!("e-{index}"))).collect() };
+    let status = collector.client().await.ingest_batch(oversized()).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    let mut forged = tonic::Request::new(oversized());
+    forged.metadata_mut().insert("authorization", "Bearer hgk_not_a_key".parse().unwrap());
+    let status = collector.client().await.ingest_batch(forged).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    let stream = collector.client().await.ingest_stream(futures::stream::iter(Vec::<IngestStreamRequest>::new())).await;
+    assert_eq!(stream.unwrap_err().code(), Code::Unauthenticated);
+    assert!(collector.published_records().await.is_empty());
+    collector.stop().await;
+}
+
+/// A client that sends batches and never reads its acks once held its stream's in-flight batches for as
+/// long as the connection lived (the ack channel blocked forever). With `--ack-write-timeout-secs` the
+/// stream gives up on it: when the client finally reads, it finds only the acks queued before, and the
+/// stream over.
+#[tokio::test]
+async fn a_client_that_reads_no_acks_is_cut_off_after_the_ack_write_timeout() {
+    let collector = TestCollector::start_with("stalled_reader", &support::test_brokers(), |config| {
+        config.streams.ack_write_timeout_secs = 1;
+        config.streams.max_in_flight_batches = 2;
+    })
+    .await;
+    let key = collector.create_key("acme", Scope::Ingest).await;
+    // Small HTTP/2 windows, so unread acks back up into the collector quickly; each ack lists 500
+    // rejections (events without a type), about 20 KB.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", collector.address))
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .unwrap();
+    let (batch_tx, batch_rx) = tokio::sync::mpsc::channel(64);
+    let mut acks = hourglass_proto::v1::ingest_service_client::IngestServiceClient::new(channel)
+        .ingest_stream(authorized(tokio_stream::wrappers::ReceiverStream::new(batch_rx), &key))
+        .await
+        .unwrap()
+        .into_inner();
+    let batches = 40u64;
+    for sequence in 0..batches {
+        let events = (0..500)
+            .map(|index| hourglass_proto::v1::Event {
+                event_type: String::new(),
+                ..event(&format!("s{sequence}-{index}"))
+            })
+            .collect();
+        batch_tx.send(IngestStreamRequest { sequence, events }).await.unwrap();
+    }
+    // The client stalls well past the timeout before it reads anything.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut acked = 0u64;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), acks.message()).await.expect("the stream ends") {
+            Ok(Some(_)) => acked += 1,
+            Ok(None) | Err(_) => break,
+        }
+    }
+    assert!(acked < batches, "the stalled stream was kept: all {acked} acks came");
+    drop(batch_tx);
+    collector.stop().await;
+}
+
 #[tokio::test]
 async fn an_idle_stream_is_ended_with_deadline_exceeded() {
     let collector = TestCollector::start_with("idle_stream", &support::test_brokers(), |config| {
