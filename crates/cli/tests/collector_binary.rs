@@ -83,3 +83,147 @@ async fn http_get(port: u16, path: &str) -> String {
     connection.read_to_string(&mut response).await.unwrap();
     response
 }
+
+/// The collector's peak resident memory (VmHWM), in bytes.
+fn peak_rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status");
+    kib * 1024
+}
+
+/// A number from the Prometheus text of the collector's metrics, if present.
+fn metric_value(metrics: &str, name: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+}
+
+/// Backpressure against a stalled broker: the broker never confirms (nothing listens where the collector
+/// was told it is), so every batch stays in flight until the delivery timeout, and clients keep sending
+/// as fast as they can on many streams. Without a budget each stream held up to --max-in-flight-batches
+/// decoded batches (16 streams x 32 x ~0.7 MB here); with --max-in-flight-bytes the collector's peak
+/// RSS stays within its budget plus one waiting batch per stream and a fixed allowance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_broker_keeps_the_collector_within_its_memory_budget() {
+    use hourglass_proto::v1::{IngestStreamRequest, PropertyValue, property_value};
+
+    const BUDGET_BYTES: u64 = 32 * 1024 * 1024;
+    const STREAMS: usize = 16;
+    const EVENTS_PER_BATCH: usize = 1000;
+    // Allocator slack, HTTP/2 buffers of 16 connections, librdkafka's queue of what was enqueued.
+    const ALLOWANCE_BYTES: u64 = 48 * 1024 * 1024;
+    let database_url = hourglass_postgres::testing::create_test_database("collector_budget").await;
+    let created = hourglass(&database_url, &["keys", "create", "--customer", "budget-test"]);
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let api_key = String::from_utf8(created.stdout).unwrap().trim().to_owned();
+    let free_port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (port, metrics_port, dead_broker_port) = (free_port(), free_port(), free_port());
+    let mut collector = Command::new(HOURGLASS)
+        .args(["collector", "--listen-addr", &format!("127.0.0.1:{port}")])
+        .args(["--metrics-listen-addr", &format!("127.0.0.1:{metrics_port}")])
+        .args(["--max-in-flight-bytes", &BUDGET_BYTES.to_string()])
+        .env("HOURGLASS_DATABASE_URL", &database_url)
+        .env("HOURGLASS_KAFKA_BROKERS", format!("127.0.0.1:{dead_broker_port}"))
+        .env("HOURGLASS_KAFKA_CREATE_TOPICS", "false")
+        .env("HOURGLASS_KAFKA_DELIVERY_TIMEOUT_MS", "300000")
+        .env("HOURGLASS_KAFKA_ENQUEUE_TIMEOUT_MS", "300000")
+        .env("HOURGLASS_MAX_STREAMS_PER_CUSTOMER", STREAMS.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let logs = support::collect_stderr(&mut collector);
+    // Not SERVING (the broker is unreachable), but taking calls.
+    support::wait_for_log(&logs, "collector serving", Duration::from_secs(60)).await;
+    let baseline = peak_rss_bytes(collector.id());
+
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    let batch = move |stream: usize, sequence: u64| IngestStreamRequest {
+        sequence,
+        events: (0..EVENTS_PER_BATCH)
+            .map(|index| Event {
+                event_id: format!("s{stream}-b{sequence}-e{index:05}-0123456789abcdef"),
+                event_type: "page_view".into(),
+                occurred_at: Some(Timestamp { seconds: now, nanos: 0 }),
+                user_id: Some(format!("user-{index}")),
+                properties: (0..5)
+                    .map(|property| {
+                        let value = PropertyValue {
+                            kind: Some(property_value::Kind::StringValue(format!(
+                                "value-{property}-{index}-xxxxxxxxxx"
+                            ))),
+                        };
+                        (format!("property_{property}"), value)
+                    })
+                    .collect(),
+            })
+            .collect(),
+    };
+    let mut senders = Vec::new();
+    let mut ack_streams = Vec::new();
+    for stream in 0..STREAMS {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let (batch_tx, batch_rx) = tokio::sync::mpsc::channel(2);
+        let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(batch_rx));
+        request.metadata_mut().insert("authorization", format!("Bearer {api_key}").parse().unwrap());
+        let acks = IngestServiceClient::new(channel)
+            .max_encoding_message_size(usize::MAX)
+            .ingest_stream(request)
+            .await
+            .unwrap()
+            .into_inner();
+        ack_streams.push(acks);
+        senders.push(tokio::spawn(async move {
+            for sequence in 0..64 {
+                if batch_tx.send(batch(stream, sequence)).await.is_err() {
+                    return;
+                }
+            }
+        }));
+    }
+
+    // The collector holds all it will hold once its budget is (nearly) all reserved.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let metrics = http_get(metrics_port, "/metrics").await;
+        let available = metric_value(&metrics, "hourglass_collector_budget_available_bytes");
+        if available.is_some_and(|bytes| bytes < 2.0 * 1024.0 * 1024.0) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the budget never filled: {available:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let peak = peak_rss_bytes(collector.id());
+    let grown = peak.saturating_sub(baseline);
+    println!(
+        "collector peak RSS {} MiB (baseline {} MiB, grown {} MiB) with a {} MiB budget and {STREAMS} streams",
+        peak >> 20,
+        baseline >> 20,
+        grown >> 20,
+        BUDGET_BYTES >> 20
+    );
+    let one_batch_per_stream = STREAMS as u64 * 1024 * 1024;
+    assert!(
+        grown <= BUDGET_BYTES + one_batch_per_stream + ALLOWANCE_BYTES,
+        "peak RSS grew by {} MiB: over the {} MiB budget + {} MiB of waiting batches + {} MiB allowance",
+        grown >> 20,
+        BUDGET_BYTES >> 20,
+        one_batch_per_stream >> 20,
+        ALLOWANCE_BYTES >> 20
+    );
+
+    drop(ack_streams);
+    for sender in senders {
+        sender.abort();
+    }
+    // SAFETY: kill(2) on our own child; the stalled broker would make a graceful shutdown wait.
+    unsafe { libc::kill(collector.id() as i32, libc::SIGKILL) };
+    collector.wait().unwrap();
+    drop(logs);
+}

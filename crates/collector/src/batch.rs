@@ -22,6 +22,7 @@ use hourglass_proto::v1::{BatchAck, BatchStatus, Event, EventRejection, Rejectio
 use tokio::time::Instant;
 
 use crate::config::{CollectorConfig, RecordLayout};
+use crate::memory::{MemoryBudget, StreamCounts};
 use crate::quota::{Budget, Quotas};
 use crate::telemetry;
 use crate::validate::{Rejection, ValidationClock};
@@ -47,6 +48,10 @@ pub struct Collector<K, L> {
     quotas: Quotas,
     collector_id: String,
     batch_counter: AtomicU64,
+    /// Decoded batches held at once (`--max-in-flight-bytes`).
+    pub(crate) memory_budget: MemoryBudget,
+    /// Open streams per customer (`--max-streams-per-customer`).
+    pub(crate) open_streams: StreamCounts,
 }
 
 impl<K: KeyStore, L: EventLog> Collector<K, L> {
@@ -54,7 +59,11 @@ impl<K: KeyStore, L: EventLog> Collector<K, L> {
     pub fn new(config: CollectorConfig, key_store: Arc<K>, event_log: Arc<L>) -> Self {
         let authenticator = Arc::new(Authenticator::new(key_store, config.key_cache.clone()));
         let collector_id = config.resolved_collector_id();
+        let memory_budget = MemoryBudget::new(config.streams.max_in_flight_bytes);
+        let open_streams = StreamCounts::new(config.streams.max_streams_per_customer);
         Self {
+            memory_budget,
+            open_streams,
             config,
             authenticator,
             event_log,

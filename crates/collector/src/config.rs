@@ -103,6 +103,32 @@ pub struct StreamConfig {
     )]
     pub ack_write_timeout_secs: u64,
 
+    /// Bytes of decoded batches the collector holds at once, streams and unary calls together (an
+    /// estimate of their in-memory size, which for tiny events is many times their encoded size). A
+    /// stream whose batch does not fit waits, reading nothing, so its client is slowed by HTTP/2 flow
+    /// control; a unary call waits at most `--budget-wait-ms`, then gets UNAVAILABLE with a retry delay.
+    #[arg(
+        long = "max-in-flight-bytes",
+        env = "HOURGLASS_MAX_IN_FLIGHT_BYTES",
+        default_value_t = 256 * 1024 * 1024,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..)
+    )]
+    pub max_in_flight_bytes: usize,
+
+    /// How long a unary call waits for room in the memory budget before it is told to retry.
+    #[arg(long = "budget-wait-ms", env = "HOURGLASS_BUDGET_WAIT_MS", default_value_t = 5_000)]
+    pub budget_wait_ms: u64,
+
+    /// Most ingest streams one customer may hold open on one collector; more are refused with
+    /// RESOURCE_EXHAUSTED. Each open stream may hold one decoded batch beyond the memory budget.
+    #[arg(
+        long = "max-streams-per-customer",
+        env = "HOURGLASS_MAX_STREAMS_PER_CUSTOMER",
+        default_value_t = 64,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+    )]
+    pub max_streams_per_customer: usize,
+
     /// At shutdown, after the calls have drained, how long the event log may take to flush.
     #[arg(long = "flush-timeout-secs", env = "HOURGLASS_FLUSH_TIMEOUT_SECS", default_value_t = 5)]
     pub flush_timeout_secs: u64,

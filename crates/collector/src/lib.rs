@@ -23,6 +23,7 @@
 pub mod batch;
 pub mod config;
 pub mod error;
+pub mod memory;
 pub mod quota;
 pub mod server;
 pub mod service;

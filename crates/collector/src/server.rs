@@ -28,6 +28,9 @@ use crate::telemetry;
 /// The service name health is reported under (besides the empty name, the whole server).
 pub const INGEST_SERVICE_NAME: &str = "hourglass.v1.IngestService";
 
+/// Room above `--max-batch-bytes` for a message's own fields and framing.
+const BATCH_FRAMING_BYTES: usize = 64 * 1024;
+
 /// The gRPC service, ready to add to a router (the standalone server adds it beside the query service).
 /// Every call is authenticated from its headers before its message is read or decoded. Cancelling
 /// `drain` makes its streams stop reading, ack what they hold and close.
@@ -38,8 +41,13 @@ pub fn ingest_service<K: KeyStore, L: EventLog>(
 ) -> Authenticated<IngestServiceServer<IngestServiceImpl<K, L>>, K> {
     telemetry::describe();
     let authenticator = Arc::clone(&collector.authenticator);
+    // A message is bounded by the batch limit (plus framing), not only by the server-wide message
+    // limit: what one call can make the collector decode is bounded by what a batch may be.
+    let max_decoded_message_bytes = server_config
+        .max_message_bytes
+        .min(collector.config.limits.max_batch_bytes.saturating_add(BATCH_FRAMING_BYTES));
     let service = IngestServiceServer::new(IngestServiceImpl::new(collector, drain))
-        .max_decoding_message_size(server_config.max_message_bytes)
+        .max_decoding_message_size(max_decoded_message_bytes)
         .max_encoding_message_size(server_config.max_message_bytes)
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip);

@@ -27,6 +27,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::batch::{Collector, ThrottlePolicy};
+use crate::memory::{OpenStream, Reservation, decoded_bytes};
 use crate::telemetry;
 use hourglass_grpc::auth::{AuthError, Principal};
 
@@ -43,6 +44,18 @@ impl<K: KeyStore, L: EventLog> IngestServiceImpl<K, L> {
     /// A service over `collector`; cancelling `drain` makes open streams finish and close.
     pub fn new(collector: Arc<Collector<K, L>>, drain: CancellationToken) -> Self {
         Self { collector, drain }
+    }
+
+    /// Counts a new stream of the caller's customer, or refuses it past `--max-streams-per-customer`.
+    fn open_stream(&self, principal: &Principal) -> Result<OpenStream, Status> {
+        self.collector.open_streams.open(&principal.customer_id).map_err(|open| {
+            metrics::counter!(telemetry::STREAMS_REFUSED_TOTAL).increment(1);
+            Status::resource_exhausted(format!(
+                "customer {} already has {open} streams open on this collector; the limit is {} \
+                 (--max-streams-per-customer): send more batches per stream instead",
+                principal.customer_id, self.collector.config.streams.max_streams_per_customer
+            ))
+        })
     }
 
     /// The caller: the principal [`Authenticated`](hourglass_grpc::authenticated::Authenticated) found
@@ -64,6 +77,7 @@ impl<K: KeyStore, L: EventLog> IngestServiceImpl<K, L> {
 impl<K: KeyStore, L: EventLog> IngestService for IngestServiceImpl<K, L> {
     async fn ingest(&self, request: Request<Streaming<IngestRequest>>) -> Result<Response<IngestResponse>, Status> {
         let principal = self.authenticate(&request).await?;
+        let open_stream = self.open_stream(&principal)?;
         let inbound =
             request.into_inner().enumerate().map(|(index, message)| message.map(|batch| (index as u64, batch.events)));
         let (ack_tx, mut ack_rx) = mpsc::channel(self.collector.config.streams.max_in_flight_batches);
@@ -77,6 +91,7 @@ impl<K: KeyStore, L: EventLog> IngestService for IngestServiceImpl<K, L> {
             ack_tx,
             |sent: BatchSent| sent,
             self.drain.clone(),
+            open_stream,
         ));
 
         let mut summary = IngestResponse::default();
@@ -113,6 +128,7 @@ impl<K: KeyStore, L: EventLog> IngestService for IngestServiceImpl<K, L> {
         request: Request<Streaming<IngestStreamRequest>>,
     ) -> Result<Response<Self::IngestStreamStream>, Status> {
         let principal = self.authenticate(&request).await?;
+        let open_stream = self.open_stream(&principal)?;
         let inbound = request.into_inner().map(|message| message.map(|batch| (batch.sequence, batch.events)));
         let (response_tx, response_rx) = mpsc::channel(self.collector.config.streams.max_in_flight_batches);
         tokio::spawn(drive_stream(
@@ -123,6 +139,7 @@ impl<K: KeyStore, L: EventLog> IngestService for IngestServiceImpl<K, L> {
             response_tx,
             |sent: BatchSent| IngestStreamResponse { ack: Some(sent.ack) },
             self.drain.clone(),
+            open_stream,
         ));
         Ok(Response::new(ReceiverStream::new(response_rx)))
     }
@@ -133,7 +150,19 @@ impl<K: KeyStore, L: EventLog> IngestService for IngestServiceImpl<K, L> {
     ) -> Result<Response<IngestBatchResponse>, Status> {
         let principal = self.authenticate(&request).await?;
         let events = request.into_inner().events;
+        let budget_wait = std::time::Duration::from_millis(self.collector.config.streams.budget_wait_ms);
+        let Ok(reservation) =
+            tokio::time::timeout(budget_wait, self.collector.memory_budget.reserve(decoded_bytes(&events))).await
+        else {
+            metrics::counter!(telemetry::BUDGET_REFUSALS_TOTAL).increment(1);
+            return Err(Status::with_error_details(
+                Code::Unavailable,
+                "the collector's memory budget is full (--max-in-flight-bytes): retry after the delay",
+                ErrorDetails::with_retry_info(Some(std::time::Duration::from_millis(1000))),
+            ));
+        };
         let ack = self.collector.begin_batch(&principal, 0, events, ThrottlePolicy::Reject).await.await;
+        drop(reservation);
         match BatchStatus::try_from(ack.status) {
             Ok(BatchStatus::Accepted) => Ok(Response::new(IngestBatchResponse { ack: Some(ack) })),
             Ok(BatchStatus::Throttled) => Err(Status::with_error_details(
@@ -177,6 +206,13 @@ fn add_to_summary(summary: &mut IngestResponse, sent: BatchSent) {
     }
 }
 
+/// A decoded batch of a stream, waiting for room in the memory budget.
+struct WaitingBatch {
+    sequence: u64,
+    events: Vec<Event>,
+    reservation: futures::future::BoxFuture<'static, Reservation>,
+}
+
 /// A batch's ack with the number of events the batch had (which an ack of a refused batch cannot tell).
 pub(crate) struct BatchSent {
     events: usize,
@@ -193,6 +229,7 @@ pub(crate) async fn drive_stream<K, L, S, T>(
     ack_tx: mpsc::Sender<Result<T, Status>>,
     to_message: fn(BatchSent) -> T,
     drain: CancellationToken,
+    _open_stream: OpenStream,
 ) where
     K: KeyStore,
     L: EventLog,
@@ -209,6 +246,8 @@ pub(crate) async fn drive_stream<K, L, S, T>(
     let mut end_status: Option<Status> = None;
     let idle = tokio::time::sleep(idle_timeout);
     let mut idle = pin!(idle);
+    // A decoded batch waiting for room in the memory budget; nothing more is read meanwhile.
+    let mut waiting: Option<WaitingBatch> = None;
 
     loop {
         tokio::select! {
@@ -238,13 +277,47 @@ pub(crate) async fn drive_stream<K, L, S, T>(
                 reading = false;
                 end_status = Some(Status::unavailable("collector is shutting down: reconnect and resend unacknowledged batches"));
             }
-            () = &mut idle, if reading && in_flight.is_empty() => {
+            () = &mut idle, if reading && in_flight.is_empty() && waiting.is_none() => {
                 reading = false;
                 end_status = Some(Status::deadline_exceeded(format!(
                     "no batch for {} s (--idle-stream-timeout-secs)", idle_timeout.as_secs()
                 )));
             }
-            message = inbound.next(), if reading && in_flight.len() < max_in_flight => {
+            reservation = async { waiting.as_mut().expect("guarded").reservation.as_mut().await }, if waiting.is_some() => {
+                let WaitingBatch { sequence, events, .. } = waiting.take().expect("guarded");
+                let batch_events = events.len();
+                // A long stream re-checks its key (from the cache) so a revocation takes effect.
+                match collector.authenticator.authorize(principal.key_hash, Scope::Ingest).await {
+                    Ok(_) => {
+                        let ack = collector.begin_batch(&principal, sequence, events, policy).await;
+                        // The batch's room in the budget is given back once its ack is decided.
+                        in_flight.push(
+                            ack.map(move |ack| {
+                                drop(reservation);
+                                BatchSent { events: batch_events, ack }
+                            })
+                            .boxed(),
+                        );
+                    }
+                    Err(error @ (AuthError::Revoked(_) | AuthError::Unknown | AuthError::WrongScope { .. })) => {
+                        reading = false;
+                        end_status = Some(error.into());
+                    }
+                    Err(error) => {
+                        // The key store is unreachable and the cache expired: the batch is not
+                        // acked, the stream goes on.
+                        let ack = BatchAck {
+                            sequence,
+                            status: BatchStatus::Unavailable.into(),
+                            retry_after_ms: 1000,
+                            error_message: error.to_string(),
+                            ..Default::default()
+                        };
+                        in_flight.push(futures::future::ready(BatchSent { events: batch_events, ack }).boxed());
+                    }
+                }
+            }
+            message = inbound.next(), if reading && waiting.is_none() && in_flight.len() < max_in_flight => {
                 idle.as_mut().reset(tokio::time::Instant::now() + idle_timeout);
                 match message {
                     None => reading = false,
@@ -253,30 +326,10 @@ pub(crate) async fn drive_stream<K, L, S, T>(
                         end_status = Some(status);
                     }
                     Some(Ok((sequence, events))) => {
-                        let batch_events = events.len();
-                        // A long stream re-checks its key (from the cache) so a revocation takes effect.
-                        match collector.authenticator.authorize(principal.key_hash, Scope::Ingest).await {
-                            Ok(_) => {
-                                let ack = collector.begin_batch(&principal, sequence, events, policy).await;
-                                in_flight.push(ack.map(move |ack| BatchSent { events: batch_events, ack }).boxed());
-                            }
-                            Err(error @ (AuthError::Revoked(_) | AuthError::Unknown | AuthError::WrongScope { .. })) => {
-                                reading = false;
-                                end_status = Some(error.into());
-                            }
-                            Err(error) => {
-                                // The key store is unreachable and the cache expired: the batch is not
-                                // acked, the stream goes on.
-                                let ack = BatchAck {
-                                    sequence,
-                                    status: BatchStatus::Unavailable.into(),
-                                    retry_after_ms: 1000,
-                                    error_message: error.to_string(),
-                                    ..Default::default()
-                                };
-                                in_flight.push(futures::future::ready(BatchSent { events: batch_events, ack }).boxed());
-                            }
-                        }
+                        let bytes = decoded_bytes(&events);
+                        let budget = Arc::clone(&collector);
+                        let reservation = async move { budget.memory_budget.reserve(bytes).await }.boxed();
+                        waiting = Some(WaitingBatch { sequence, events, reservation });
                     }
                 }
             }

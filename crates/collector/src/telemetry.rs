@@ -16,11 +16,20 @@ pub const ACTIVE_STREAMS: &str = "hourglass_collector_active_streams";
 pub const OUTCOME_RECORDS_LOST_TOTAL: &str = "hourglass_collector_outcome_records_lost_total";
 /// Calls refused by authentication, by gRPC `code`.
 pub const AUTH_FAILURES_TOTAL: &str = "hourglass_collector_auth_failures_total";
+/// Unary calls refused because the memory budget stayed full for `--budget-wait-ms`.
+pub const BUDGET_REFUSALS_TOTAL: &str = "hourglass_collector_budget_refusals_total";
+/// Streams refused because their customer had `--max-streams-per-customer` open.
+pub const STREAMS_REFUSED_TOTAL: &str = "hourglass_collector_streams_refused_total";
+/// Bytes of the memory budget (`--max-in-flight-bytes`) not reserved by decoded batches.
+pub const BUDGET_AVAILABLE_BYTES: &str = "hourglass_collector_budget_available_bytes";
 /// Streams ended because their client read no ack for `--ack-write-timeout-secs`.
 pub const STALLED_STREAMS_TOTAL: &str = "hourglass_collector_stalled_streams_total";
 
 /// Registers descriptions with whatever recorder is installed.
 pub fn describe() {
+    metrics::describe_counter!(BUDGET_REFUSALS_TOTAL, "Unary calls refused for a full memory budget");
+    metrics::describe_counter!(STREAMS_REFUSED_TOTAL, "Streams refused for the per-customer stream limit");
+    metrics::describe_gauge!(BUDGET_AVAILABLE_BYTES, "Bytes of the memory budget not reserved");
     metrics::describe_counter!(STALLED_STREAMS_TOTAL, "Streams ended because their client read no acks");
     metrics::describe_counter!(EVENTS_TOTAL, "Events seen by the collector, by outcome");
     metrics::describe_counter!(REJECTED_EVENTS_TOTAL, "Events rejected by validation, by reason");
