@@ -85,13 +85,12 @@ impl<K: KeyStore, L: EventLog> IngestService for IngestServiceImpl<K, L> {
             ThrottlePolicy::WaitUpTo(std::time::Duration::from_millis(self.collector.config.quota.max_wait_ms));
         let driver = tokio::spawn(drive_stream(
             Arc::clone(&self.collector),
-            principal,
+            StreamCaller { principal, _open_stream: open_stream },
             inbound,
             policy,
             ack_tx,
             |sent: BatchSent| sent,
             self.drain.clone(),
-            open_stream,
         ));
 
         let mut summary = IngestResponse::default();
@@ -133,13 +132,12 @@ impl<K: KeyStore, L: EventLog> IngestService for IngestServiceImpl<K, L> {
         let (response_tx, response_rx) = mpsc::channel(self.collector.config.streams.max_in_flight_batches);
         tokio::spawn(drive_stream(
             Arc::clone(&self.collector),
-            principal,
+            StreamCaller { principal, _open_stream: open_stream },
             inbound,
             ThrottlePolicy::Reject,
             response_tx,
             |sent: BatchSent| IngestStreamResponse { ack: Some(sent.ack) },
             self.drain.clone(),
-            open_stream,
         ));
         Ok(Response::new(ReceiverStream::new(response_rx)))
     }
@@ -206,6 +204,12 @@ fn add_to_summary(summary: &mut IngestResponse, sent: BatchSent) {
     }
 }
 
+/// Who a stream belongs to, counted among its customer's open streams until the stream ends.
+pub(crate) struct StreamCaller {
+    principal: Arc<Principal>,
+    _open_stream: OpenStream,
+}
+
 /// A decoded batch of a stream, waiting for room in the memory budget.
 struct WaitingBatch {
     sequence: u64,
@@ -223,19 +227,19 @@ pub(crate) struct BatchSent {
 /// ack, shaped by `to_message`, (or the stream's final error) to `ack_tx`.
 pub(crate) async fn drive_stream<K, L, S, T>(
     collector: Arc<Collector<K, L>>,
-    principal: Arc<Principal>,
+    caller: StreamCaller,
     inbound: S,
     policy: ThrottlePolicy,
     ack_tx: mpsc::Sender<Result<T, Status>>,
     to_message: fn(BatchSent) -> T,
     drain: CancellationToken,
-    _open_stream: OpenStream,
 ) where
     K: KeyStore,
     L: EventLog,
     S: futures::Stream<Item = Result<(u64, Vec<Event>), Status>> + Send,
 {
     metrics::gauge!(telemetry::ACTIVE_STREAMS).increment(1.0);
+    let principal = Arc::clone(&caller.principal);
     let stream_config = &collector.config.streams;
     let max_in_flight = stream_config.max_in_flight_batches.max(1);
     let idle_timeout = stream_config.idle_stream_timeout();
