@@ -66,8 +66,20 @@ pub fn read_to_end(config: &KafkaConfig, topic: &str, timeout: Duration) -> Resu
     let partitions: Vec<i32> = topic_metadata.partitions().iter().map(|partition| partition.id()).collect();
     let mut remaining: HashMap<i32, i64> = HashMap::new();
     let mut assignment = TopicPartitionList::new();
+    let deadline = std::time::Instant::now() + timeout;
     for partition in partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, partition, request_timeout)?;
+        // Right after a broker restart a partition briefly has no leader (NotLeaderForPartition,
+        // LeaderNotAvailable); ask again until the timeout rather than fail the whole read.
+        let (low, high) = loop {
+            match consumer.fetch_watermarks(topic, partition, request_timeout) {
+                Ok(watermarks) => break watermarks,
+                Err(error) if std::time::Instant::now() < deadline => {
+                    tracing::debug!(%error, partition, "no watermarks yet; asking again");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(error) => return Err(error.into()),
+            }
+        };
         if high > low {
             remaining.insert(partition, high);
             assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
