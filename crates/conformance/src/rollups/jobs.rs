@@ -2,7 +2,15 @@
 
 use std::collections::BTreeSet;
 
+use hourglass_core::rollup_store::LeaseToken;
+
 use super::*;
+
+/// `job` with another token: what a stale holder of the hour, or a second worker under the same worker
+/// id, presents.
+fn with_other_token(job: &JobLease) -> JobLease {
+    JobLease { token: LeaseToken::from_stored(job.token.stored().wrapping_add(1)), ..job.clone() }
+}
 
 /// Marking, the two job kinds, completion, re-marking during a job, and provisional then final rollups.
 pub async fn jobs_and_completion(jobs: &impl JobQueue, rollups: &(impl RollupStore + RollupReader)) {
@@ -145,28 +153,31 @@ pub async fn jobs_and_completion(jobs: &impl JobQueue, rollups: &(impl RollupSto
     complete_expecting(rollups, &second[0], &simple_rollup(false, 2), 2, "second provisional rollup").await;
 }
 
-/// Leases: oldest first, exclusive while held, renewable only by their owner, lost on expiry (a
-/// completion by the former owner writes nothing), failed jobs hidden until their retry, `lease_hour`.
+/// Leases: oldest first, exclusive while held, renewable only with their token, lost on expiry (a
+/// completion by the former holder writes nothing), failed jobs hidden until their retry, `lease_hour`.
 pub async fn leases(jobs: &impl JobQueue, rollups: &(impl RollupStore + RollupReader)) {
     const ACME: &str = "leases-acme";
     let all_closed = final_before(1000);
     for index in [2, 0, 1] {
         mark(jobs, &[customer_hour(ACME, hour(index))]).await;
     }
-    let mut oldest_first = Vec::new();
+    let mut held_leases = Vec::new();
     for _ in 0..3 {
-        let leased = lease(rollups, "worker-a", 1, LONG_LEASE, all_closed).await;
+        let mut leased = lease(rollups, "worker-a", 1, LONG_LEASE, all_closed).await;
         assert_eq!(leased.len(), 1, "max bounds how many jobs one call leases");
-        oldest_first.push(leased[0].customer_hour.hour_start);
+        held_leases.push(leased.remove(0));
     }
+    let oldest_first: Vec<i64> = held_leases.iter().map(|job| job.customer_hour.hour_start).collect();
     assert_eq!(oldest_first, [hour(0), hour(1), hour(2)], "jobs are leased oldest hour first");
+    let tokens: BTreeSet<i64> = held_leases.iter().map(|job| job.token.stored()).collect();
+    assert_eq!(tokens.len(), 3, "every lease has a token of its own");
     lease_expecting(rollups, "worker-b", all_closed, &[], "leased hours are not leased again while leased").await;
     assert!(lease(rollups, "worker-b", 0, LONG_LEASE, all_closed).await.is_empty(), "max 0 leases nothing");
 
-    let held = JobLease { customer_hour: customer_hour(ACME, hour(0)), generation: 1, owner: "worker-a".into() };
-    assert!(rollups.renew_lease(&held, LONG_LEASE).await.expect("renew"), "the owner renews its lease");
-    let intruder = JobLease { owner: "worker-b".into(), ..held.clone() };
-    assert!(!rollups.renew_lease(&intruder, LONG_LEASE).await.expect("renew"), "only the owner renews a lease");
+    let held = held_leases[0].clone();
+    assert_eq!((held.generation, held.owner.as_str()), (1, "worker-a"));
+    assert!(renew(rollups, &held, LONG_LEASE).await, "the holder renews its lease");
+    assert!(!renew(rollups, &with_other_token(&held), LONG_LEASE).await, "only the lease's token renews it");
     let taken = rollups.lease_hour(&held.customer_hour, "worker-b", LONG_LEASE).await.expect("lease one hour");
     assert_eq!(taken, None, "lease_hour does not take an hour a live worker holds");
     let never_marked = rollups.lease_hour(&customer_hour(ACME, hour(40)), "worker-b", LONG_LEASE).await;
@@ -181,7 +192,7 @@ pub async fn leases(jobs: &impl JobQueue, rollups: &(impl RollupStore + RollupRe
     let fast =
         lease_expecting(rollups, "worker-fast", all_closed, &[(ACME, expiring_hour, 1)], "an expired lease passes on")
             .await;
-    assert!(!rollups.renew_lease(&slow[0], LONG_LEASE).await.expect("renew"), "a lost lease cannot be renewed");
+    assert!(!renew(rollups, &slow[0], LONG_LEASE).await, "a lost lease cannot be renewed");
     let lost = complete(rollups, &slow[0], &simple_rollup(true, 99)).await;
     assert_eq!(lost, Completion::LeaseLost, "a worker that lost its lease does not complete the job");
     let untouched = status(rollups, ACME, expiring_hour).await;
@@ -203,14 +214,14 @@ pub async fn leases(jobs: &impl JobQueue, rollups: &(impl RollupStore + RollupRe
     complete_expecting(rollups, &reprocess, &simple_rollup(true, 6), 2, "reprocessing bumps the revision").await;
 
     // A failed job is hidden until its retry.
-    let stranger = JobLease { owner: "worker-b".into(), ..held.clone() };
-    rollups.fail(&stranger, "not mine", Duration::ZERO).await.expect("fail");
-    assert!(rollups.renew_lease(&held, LONG_LEASE).await.expect("renew"), "only the owner can fail a job");
-    rollups.fail(&held, "raw store timed out", Duration::from_secs(3600)).await.expect("fail a job");
+    assert!(!fail(rollups, &with_other_token(&held), "not mine", Duration::ZERO).await, "another token fails nothing");
+    assert!(renew(rollups, &held, LONG_LEASE).await, "only the lease's token can fail its job");
+    assert!(fail(rollups, &held, "raw store timed out", Duration::from_secs(3600)).await, "the holder fails its job");
     lease_expecting(rollups, "worker-b", all_closed, &[], "a failed job waits for its retry").await;
     let retried = rollups.lease_hour(&held.customer_hour, "operator", LONG_LEASE).await.expect("lease one hour");
     let retried = retried.expect("a failed job has no owner: lease_hour takes it before its retry");
-    rollups.fail(&retried, "raw store timed out again", SHORT_LEASE).await.expect("fail a job");
+    assert!(fail(rollups, &retried, "raw store timed out again", SHORT_LEASE).await, "the new holder fails it");
+    assert!(!renew(rollups, &held, LONG_LEASE).await, "a failed job's lease is over");
     tokio::time::sleep(PAST_SHORT_LEASE).await;
     let due = lease_expecting(rollups, "worker-b", all_closed, &[(ACME, hour(0), 1)], "a failed job is retried").await;
     complete_expecting(rollups, &due[0], &simple_rollup(true, 1), 1, "a retried job completes").await;
@@ -231,3 +242,4 @@ pub async fn leases(jobs: &impl JobQueue, rollups: &(impl RollupStore + RollupRe
     let marked: BTreeSet<i64> = many.iter().map(|hour| hour.hour_start).collect();
     assert_eq!(leased, marked, "four workers taking up to 8 each lease all 24 free hours");
 }
+

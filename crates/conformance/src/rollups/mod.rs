@@ -180,6 +180,14 @@ async fn lease_expecting(
     leases
 }
 
+async fn renew(rollups: &impl RollupStore, job: &JobLease, lease: Duration) -> bool {
+    rollups.renew_lease(job, lease).await.unwrap_or_else(|error| panic!("renew {:?}: {error}", job.customer_hour))
+}
+
+async fn fail(rollups: &impl RollupStore, job: &JobLease, error: &str, retry_after: Duration) -> bool {
+    rollups.fail(job, error, retry_after).await.unwrap_or_else(|error| panic!("fail {:?}: {error}", job.customer_hour))
+}
+
 async fn complete(rollups: &impl RollupStore, job: &JobLease, rollup: &HourRollup) -> Completion {
     rollups.complete(job, rollup).await.unwrap_or_else(|error| panic!("complete {:?}: {error}", job.customer_hour))
 }
