@@ -31,6 +31,24 @@ async fn leases_conformance() {
 }
 
 #[tokio::test]
+async fn one_worker_id_two_leases_conformance() {
+    let (_data_dir, store) = store().await;
+    rollups::one_worker_id_two_leases(&store, &store).await;
+}
+
+#[tokio::test]
+async fn expired_lease_writes_nothing_conformance() {
+    let (_data_dir, store) = store().await;
+    rollups::expired_lease_writes_nothing(&store, &store).await;
+}
+
+#[tokio::test]
+async fn stale_holder_after_reaggregation_conformance() {
+    let (_data_dir, store) = store().await;
+    rollups::stale_holder_after_reaggregation(&store, &store).await;
+}
+
+#[tokio::test]
 async fn reader_conformance() {
     let (_data_dir, store) = store().await;
     rollups::reader(&store, &store).await;

@@ -243,3 +243,108 @@ pub async fn leases(jobs: &impl JobQueue, rollups: &(impl RollupStore + RollupRe
     assert_eq!(leased, marked, "four workers taking up to 8 each lease all 24 free hours");
 }
 
+/// Two workers started with the same worker id: the hour's lease is the token, not the name, so only the
+/// one holding the current lease renews, fails or completes it, whichever of them finishes first.
+pub async fn one_worker_id_two_leases(jobs: &impl JobQueue, rollups: &(impl RollupStore + RollupReader)) {
+    const ACME: &str = "twins-acme";
+    let (due, kind) = (hour(0), final_before(1));
+    mark(jobs, &[customer_hour(ACME, due)]).await;
+    let first = lease(rollups, "twin", 10, SHORT_LEASE, kind).await;
+    assert_eq!(first.len(), 1, "the one due hour is leased");
+    // The first twin stalls past its lease; the second, started under the same id, takes the hour.
+    let second = lease_once_expired(rollups, "twin", kind).await;
+    assert_eq!(second.len(), 1, "the expired hour is leased again");
+    assert_eq!((second[0].owner.as_str(), second[0].generation), ("twin", 1), "under the same worker id");
+
+    let stale_rollup = rollup(true, &[("view", 99)], &[("view", "price", 1, 1.5, 1.5, 1.5)], outcomes(99, &[], 0));
+    let lost = complete(rollups, &first[0], &stale_rollup).await;
+    assert_eq!(lost, Completion::LeaseLost, "a worker id does not complete a lease taken since under that id");
+    assert_hour_unaggregated(rollups, ACME, due, "a completion with a lost lease").await;
+    assert!(!renew(rollups, &first[0], LONG_LEASE).await, "nor renew it");
+    assert!(!fail(rollups, &first[0], "stalled", Duration::from_secs(3600)).await, "nor fail it");
+    assert!(renew(rollups, &second[0], LONG_LEASE).await, "the current lease stands");
+    assert_ne!(first[0].token, second[0].token, "each lease of the hour has a token of its own");
+
+    let current_rollup =
+        rollup(true, &[("view", 4)], &[("view", "price", 4, 10.0, 1.0, 4.0)], outcomes(4, &[(1, 2)], 1));
+    complete_expecting(rollups, &second[0], &current_rollup, 1, "the current lease completes").await;
+    assert_hour_holds(rollups, ACME, due, &current_rollup, 1, "the current lease's rollup").await;
+    let late = complete(rollups, &first[0], &stale_rollup).await;
+    assert_eq!(late, Completion::LeaseLost, "a lost lease stays lost once the hour is done");
+    assert_hour_holds(rollups, ACME, due, &current_rollup, 1, "a late completion writes nothing").await;
+
+    // Two reprocessing runs under one name (`lease_hour`): the same.
+    let first_run = rollups.lease_hour(&customer_hour(ACME, due), "reprocess-twin", SHORT_LEASE).await;
+    let first_run = first_run.expect("lease one hour").expect("a finished hour can be leased to reprocess it");
+    let second_run = lease_hour_once_expired(rollups, &customer_hour(ACME, due), "reprocess-twin").await;
+    assert_eq!(complete(rollups, &first_run, &stale_rollup).await, Completion::LeaseLost, "the stalled run is out");
+    assert_hour_holds(rollups, ACME, due, &current_rollup, 1, "a stalled reprocessing run writes nothing").await;
+    let reprocessed = simple_rollup(true, 5);
+    complete_expecting(rollups, &second_run, &reprocessed, 2, "the current run completes").await;
+    assert_hour_holds(rollups, ACME, due, &reprocessed, 2, "the current run's rollup").await;
+}
+
+/// A lease that expired is lost even if nobody leased the hour since: completing, renewing or failing it
+/// writes nothing, and the hour is aggregated by whoever leases it next.
+pub async fn expired_lease_writes_nothing(jobs: &impl JobQueue, rollups: &(impl RollupStore + RollupReader)) {
+    const ACME: &str = "expiry-acme";
+    let (due, probe) = (hour(0), hour(1));
+    mark(jobs, &[customer_hour(ACME, due), customer_hour(ACME, probe)]).await;
+    let held = lease(rollups, "worker-a", 10, SHORT_LEASE, final_before(1)).await;
+    assert_eq!(held.len(), 1, "only the due hour is a job of this kind");
+    // A probe leased after it for as long expires no earlier: once the probe can be leased again, the due
+    // hour's lease has expired too, and nobody leased the due hour since.
+    let probing = lease(rollups, "probe", 10, SHORT_LEASE, final_before(2)).await;
+    assert_eq!(probing.len(), 1, "the probe hour is the other job");
+    lease_hour_once_expired(rollups, &customer_hour(ACME, probe), "probe").await;
+
+    let stale_rollup = simple_rollup(true, 99);
+    let lost = complete(rollups, &held[0], &stale_rollup).await;
+    assert_eq!(lost, Completion::LeaseLost, "a completion after the lease expired does not complete the job");
+    assert_hour_unaggregated(rollups, ACME, due, "a completion after expiry").await;
+    assert!(!renew(rollups, &held[0], LONG_LEASE).await, "an expired lease cannot be renewed");
+    assert!(!fail(rollups, &held[0], "too late", Duration::from_secs(3600)).await, "nor fail its job");
+
+    // The hour is still a job (the failure above would have hidden it for an hour), for the next worker.
+    let next = lease_expecting(rollups, "worker-b", final_before(1), &[(ACME, due, 1)], "a lost job is a job").await;
+    assert_eq!(complete(rollups, &held[0], &stale_rollup).await, Completion::LeaseLost, "the old lease stays lost");
+    let current_rollup = simple_rollup(true, 3);
+    complete_expecting(rollups, &next[0], &current_rollup, 1, "the next lease completes the job").await;
+    assert_hour_holds(rollups, ACME, due, &current_rollup, 1, "the next lease's rollup").await;
+}
+
+/// A stale holder whose hour was re-leased and aggregated after its lease expired never overwrites the
+/// rollup or the ledger: not before the new holder completes, not after, and not once the hour is leased
+/// again under the stale holder's own worker id.
+pub async fn stale_holder_after_reaggregation(jobs: &impl JobQueue, rollups: &(impl RollupStore + RollupReader)) {
+    const ACME: &str = "stale-acme";
+    let (due, kind) = (hour(0), final_before(1));
+    mark(jobs, &[customer_hour(ACME, due)]).await;
+    let stale = lease(rollups, "worker-a", 10, SHORT_LEASE, kind).await;
+    assert_eq!(stale.len(), 1, "the one due hour is leased");
+    let current = lease_once_expired(rollups, "worker-b", kind).await;
+    assert_eq!(current.len(), 1, "the expired hour is leased by another worker");
+
+    let stale_rollup =
+        rollup(true, &[("buy", 7), ("view", 70)], &[("buy", "price", 7, 70.0, 1.0, 19.0)], outcomes(77, &[(2, 5)], 3));
+    let early = complete(rollups, &stale[0], &stale_rollup).await;
+    assert_eq!(early, Completion::LeaseLost, "the stale holder finishing first does not complete the job");
+    assert_hour_unaggregated(rollups, ACME, due, "a stale completion before the current one").await;
+    let current_rollup = rollup(true, &[("view", 6)], &[("view", "price", 6, 6.0, 1.0, 1.0)], outcomes(6, &[], 0));
+    complete_expecting(rollups, &current[0], &current_rollup, 1, "the current holder completes the job").await;
+    let after = complete(rollups, &stale[0], &stale_rollup).await;
+    assert_eq!(after, Completion::LeaseLost, "the stale holder finishing last does not complete the job either");
+    assert_hour_holds(rollups, ACME, due, &current_rollup, 1, "a stale completion after the current one").await;
+
+    // New data; the stale holder's worker id (the same process, or a new one under its name) leases the
+    // hour again. The stale lease is still not the current one.
+    mark(jobs, &[customer_hour(ACME, due)]).await;
+    let again = lease_expecting(rollups, "worker-a", kind, &[(ACME, due, 2)], "re-marked: a job again").await;
+    let replayed = complete(rollups, &stale[0], &stale_rollup).await;
+    assert_eq!(replayed, Completion::LeaseLost, "a stale lease does not come back with its worker id");
+    assert_hour_holds(rollups, ACME, due, &current_rollup, 1, "a stale completion under a re-leased id").await;
+    assert!(status(rollups, ACME, due).await.pending, "the re-marked hour is still pending");
+    let newest_rollup = simple_rollup(true, 8);
+    complete_expecting(rollups, &again[0], &newest_rollup, 2, "the hour's current lease completes it").await;
+    assert_hour_holds(rollups, ACME, due, &newest_rollup, 2, "the current lease's rollup").await;
+}
