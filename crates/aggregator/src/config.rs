@@ -5,7 +5,8 @@ use std::time::Duration;
 /// How the aggregator leases and runs jobs.
 #[derive(Clone, Debug, clap::Args)]
 pub struct AggregatorConfig {
-    /// Names this worker in leases; defaults to the host name and process id.
+    /// Names this worker in leases and logs; defaults to the host name and process id. Need not be unique:
+    /// each lease has a token of its own, and only the current lease's token writes an hour.
     #[arg(long = "aggregator-worker-id", env = "HOURGLASS_AGGREGATOR_WORKER_ID")]
     pub worker_id: Option<String>,
 

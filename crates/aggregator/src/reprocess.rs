@@ -34,6 +34,18 @@ pub enum ReprocessError {
         /// The hour.
         hour_start: i64,
     },
+    /// The hour's lease was lost (it expired, say while the store was unreachable for renewals, or the
+    /// hour was leased again) before its new rollup was written: nothing was written for the hour.
+    #[error(
+        "lost the lease on hour {hour_start} of {customer_id} before writing its rollup (it expired or the hour \
+         was leased again); nothing was written for that hour; run again"
+    )]
+    LeaseLost {
+        /// The customer.
+        customer_id: String,
+        /// The hour.
+        hour_start: i64,
+    },
 }
 
 /// One hour's counts before and after.
@@ -116,22 +128,17 @@ pub async fn reprocess<R: RawStore, S: RollupStore>(
         };
         let before = rollup_store.current_rollup(customer_hour).await?;
         let aggregation = aggregate_hour(raw_store, customer, customer_hour.hour_start, is_final);
+        let lease_lost =
+            || ReprocessError::LeaseLost { customer_id: customer.to_owned(), hour_start: customer_hour.hour_start };
         let rollup = match &lease {
-            Some(lease) => holding_lease(config, rollup_store, lease, aggregation).await.ok_or_else(|| {
-                ReprocessError::Busy { customer_id: customer.to_owned(), hour_start: customer_hour.hour_start }
-            })??,
+            Some(lease) => holding_lease(config, rollup_store, lease, aggregation).await.ok_or_else(lease_lost)??,
             None => aggregation.await?,
         };
         let mut hour_diff = diff(customer_hour, &before, &rollup.event_types);
         if let Some(lease) = lease {
             match rollup_store.complete(&lease, &rollup).await? {
                 Completion::Replaced { revision } => hour_diff.revision = Some(revision),
-                Completion::LeaseLost => {
-                    return Err(ReprocessError::Busy {
-                        customer_id: customer.to_owned(),
-                        hour_start: customer_hour.hour_start,
-                    });
-                }
+                Completion::LeaseLost => return Err(lease_lost()),
             }
         }
         diffs.push(hour_diff);

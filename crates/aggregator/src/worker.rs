@@ -60,8 +60,7 @@ async fn run_job<R: RawStore, S: RollupStore>(
             return;
         }
         None => {
-            metrics::counter!(telemetry::JOBS_TOTAL, "result" => "lease_lost").increment(1);
-            tracing::warn!(customer_id, hour_start, "lease lost while aggregating; another worker has the hour");
+            count_lease_lost(job, "while aggregating");
             return;
         }
     };
@@ -72,16 +71,29 @@ async fn run_job<R: RawStore, S: RollupStore>(
             metrics::histogram!(telemetry::JOB_SECONDS).record(started.elapsed().as_secs_f64());
             tracing::info!(customer_id, hour_start, revision, is_final, events = rollup.events, "hour aggregated");
         }
-        Ok(Completion::LeaseLost) => {
-            metrics::counter!(telemetry::JOBS_TOTAL, "result" => "lease_lost").increment(1);
-            tracing::warn!(customer_id, hour_start, "lease lost before completion; another worker has the hour");
-        }
+        Ok(Completion::LeaseLost) => count_lease_lost(job, "at completion"),
         Err(error) => give_back(config, rollup_store, job, &error.to_string()).await,
     }
 }
 
+/// Counts and logs a job whose lease was lost: it expired, or the hour was leased again (by another
+/// worker, or by one started under the same worker id). The store wrote nothing for it, and the hour's
+/// current lease holder, or the next worker to lease it, aggregates it: no data is at risk, so this is a
+/// warning, not an error.
+fn count_lease_lost(job: &JobLease, when: &'static str) {
+    metrics::counter!(telemetry::JOBS_TOTAL, "result" => "lease_lost").increment(1);
+    tracing::warn!(
+        customer_id = job.customer_hour.customer_id.as_str(),
+        hour_start = job.customer_hour.hour_start,
+        worker_id = %job.owner,
+        when,
+        "lease lost (expired, or the hour was leased again); nothing written, the hour's current lease aggregates it"
+    );
+}
+
 /// Runs `work` while renewing `job`'s lease every third of its length, so a job longer than its lease
-/// keeps it. `None` if the lease turned out to belong to another worker (the work is then abandoned).
+/// keeps it. `None` if the lease turned out to be lost (expired, or the hour leased again): the work is
+/// then abandoned.
 pub(crate) async fn holding_lease<S: RollupStore, T>(
     config: &AggregatorConfig,
     rollup_store: &S,
@@ -132,10 +144,16 @@ pub async fn aggregate_hour<R: RawStore>(
 async fn give_back<S: RollupStore>(config: &AggregatorConfig, rollup_store: &S, job: &JobLease, error: &str) {
     metrics::counter!(telemetry::JOBS_TOTAL, "result" => "failed").increment(1);
     let customer_id = job.customer_hour.customer_id.as_str();
-    tracing::warn!(customer_id, hour_start = job.customer_hour.hour_start, %error, "aggregation failed; will retry");
-    if let Err(release_error) = rollup_store.fail(job, error, Duration::from_secs(config.retry_after_secs)).await {
+    let hour_start = job.customer_hour.hour_start;
+    tracing::warn!(customer_id, hour_start, worker_id = %job.owner, %error, "aggregation failed; will retry");
+    match rollup_store.fail(job, error, Duration::from_secs(config.retry_after_secs)).await {
+        Ok(true) => {}
+        // Whoever holds the hour's current lease (or leases it next) retries it.
+        Ok(false) => tracing::info!(customer_id, hour_start, "the failed job's lease was already lost; not recorded"),
         // The lease then simply expires and the job is retried after it.
-        tracing::warn!(%release_error, "could not give the job back; it is retried when its lease expires");
+        Err(release_error) => {
+            tracing::warn!(%release_error, "could not give the job back; it is retried when its lease expires")
+        }
     }
 }
 

@@ -225,6 +225,62 @@ async fn two_workers_never_hold_the_same_job_and_a_dead_workers_job_is_retried()
     hourglass_cql::testing::drop_test_keyspace(&stores.cql).await;
 }
 
+/// Two aggregators started with the same worker id: the one whose lease expired can neither complete,
+/// renew nor fail the hour, even while the other holds it again under that same id.
+#[tokio::test]
+async fn a_worker_under_the_same_id_cannot_overwrite_an_hour_it_lost() {
+    let stores = stores("rollup_lease_twins").await;
+    let config = AggregatorConfig {
+        provisional_interval_secs: 0,
+        worker_id: Some("twin".into()),
+        ..AggregatorConfig::with_defaults()
+    };
+    let worker_id = config.resolved_worker_id();
+    let closed_hour = hour::hour_start(now()) - 2 * 3600;
+    let mut events: Vec<Event> =
+        (0..12).map(|index| event(&format!("t{index}"), "view", None, closed_hour + index)).collect();
+    stores.raw_store.write_records(&[record("twins", events.clone())]).await.unwrap();
+    stores.job_queue.mark_dirty(&[acme_hour(closed_hour)]).await.unwrap();
+
+    // The first twin leases the hour for one second and stalls.
+    let stalled = stores.rollups.lease_jobs(&worker_id, 10, Duration::from_secs(1), final_before(now())).await.unwrap();
+    assert_eq!(stalled.len(), 1);
+    // The second runs the worker loop under the same id until the stalled lease expires and it gets the hour.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while hourglass_aggregator::run_once(&config, &worker_id, &stores.raw_store, &stores.rollups, now()).await.unwrap()
+        == 0
+    {
+        assert!(Instant::now() < deadline, "the stalled lease never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let aggregated = stores.rollups.hour("acme", closed_hour).await.unwrap().expect("the second twin aggregated");
+    assert_eq!((aggregated.revision, aggregated.events), (1, 12));
+
+    // A late event; the second twin leases the hour again and is still reading it when the first wakes up
+    // with its stale rollup (here: of no events). The hour is held under the first twin's id again, but
+    // not by its lease.
+    let late = event("t-late", "view", None, closed_hour + 3000);
+    stores.raw_store.write_records(&[record("twins-late", vec![late.clone()])]).await.unwrap();
+    stores.job_queue.mark_dirty(&[acme_hour(closed_hour)]).await.unwrap();
+    let current =
+        stores.rollups.lease_jobs(&worker_id, 10, Duration::from_secs(60), final_before(now())).await.unwrap();
+    assert_eq!(current.len(), 1);
+    let stale_rollup = hourglass_aggregator::rollup::HourAccumulator::default().finish(Default::default(), true);
+    assert_eq!(stores.rollups.complete(&stalled[0], &stale_rollup).await.unwrap(), Completion::LeaseLost);
+    assert_eq!(stores.rollups.hour("acme", closed_hour).await.unwrap(), Some(aggregated), "the rollup stands");
+    let ledger = stores.rollups.ledger(Some("acme"), closed_hour, closed_hour + 3600).await.unwrap();
+    assert_eq!((ledger[0].stored, ledger[0].counted), (12, 12), "the ledger stands");
+    assert!(!stores.rollups.renew_lease(&stalled[0], Duration::from_secs(60)).await.unwrap());
+    assert!(!stores.rollups.fail(&stalled[0], "stalled", Duration::from_secs(3600)).await.unwrap());
+
+    let fresh = hourglass_aggregator::aggregate_hour(&stores.raw_store, "acme", closed_hour, true).await.unwrap();
+    assert_eq!(stores.rollups.complete(&current[0], &fresh).await.unwrap(), Completion::Replaced { revision: 2 });
+    events.push(late);
+    let stored = stores.rollups.hour("acme", closed_hour).await.unwrap().unwrap();
+    assert_eq!((stored.events, stored.event_types), (13, brute_force(&events)));
+    hourglass_cql::testing::drop_test_keyspace(&stores.cql).await;
+}
+
 #[tokio::test]
 async fn the_ledger_balances_after_a_clean_run_and_verify_shows_rows_deleted_behind_its_back() {
     use hourglass_proto::log::v1::{Outcome, OutcomeCount};

@@ -36,6 +36,24 @@ pub enum JobKind {
     },
 }
 
+/// Identifies one lease of one customer-hour. The store issues a new random token every time it leases
+/// the hour and keeps it with the lease; renewing, failing and completing need it, so neither a worker
+/// whose lease expired nor a second worker started under the same worker id can act on a later lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LeaseToken(i64);
+
+impl LeaseToken {
+    /// The token a store kept (stores issue tokens; only they and tests build one).
+    pub fn from_stored(value: i64) -> Self {
+        Self(value)
+    }
+
+    /// The token as stores keep it.
+    pub fn stored(self) -> i64 {
+        self.0
+    }
+}
+
 /// A leased aggregation job: one customer-hour, as of one generation of its dirty mark.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JobLease {
@@ -43,8 +61,11 @@ pub struct JobLease {
     pub customer_hour: CustomerHour,
     /// The mark's generation when leased: completing records it, so data marked later re-queues the hour.
     pub generation: i64,
-    /// The worker holding the lease.
+    /// The worker that took the lease, for logs: worker ids need not be unique, so the token, not the
+    /// owner, says whose lease it is.
     pub owner: String,
+    /// This lease's token, which every later call on the lease must present.
+    pub token: LeaseToken,
 }
 
 /// One event type's figures for one hour.
@@ -107,7 +128,9 @@ pub enum Completion {
         /// 1 for the first rollup of the hour, then one more per replacement.
         revision: u32,
     },
-    /// The lease had passed to another worker (this one was too slow or presumed dead): nothing written.
+    /// The lease had expired, or the hour was leased again since (the worker was too slow or presumed
+    /// dead, or another one runs under the same worker id): nothing was written, and the hour is
+    /// aggregated by whoever holds its current lease.
     LeaseLost,
 }
 
@@ -141,8 +164,8 @@ impl LedgerRow {
 
 /// Hourly rollups and their jobs.
 pub trait RollupStore: Send + Sync + 'static {
-    /// Leases up to `max` pending jobs of `kind`, oldest hours first, for `lease`. Jobs leased by a live
-    /// worker are skipped, never waited for.
+    /// Leases up to `max` pending jobs of `kind`, oldest hours first, for `lease`, each with a new token.
+    /// Jobs under a lease that has not expired are skipped, never waited for.
     fn lease_jobs(
         &self,
         owner: &str,
@@ -151,16 +174,18 @@ pub trait RollupStore: Send + Sync + 'static {
         kind: JobKind,
     ) -> impl Future<Output = Result<Vec<JobLease>, RollupStoreError>> + Send;
 
-    /// Extends a lease still held by `job.owner` to `lease` from now; false if it passed to another worker.
+    /// Extends `job`'s lease to `lease` from now if it is still the hour's current lease (same token) and
+    /// has not expired; false if it is lost (then nothing changes).
     fn renew_lease(
         &self,
         job: &JobLease,
         lease: Duration,
     ) -> impl Future<Output = Result<bool, RollupStoreError>> + Send;
 
-    /// Replaces the hour's rollup and completes the job, in one transaction, if `job` is still leased
-    /// by its owner. A final rollup records the generation as finalized; a provisional one only as
-    /// aggregated, so the hour still gets its final rollup when it closes.
+    /// Replaces the hour's rollup and ledger row and completes the job, in one transaction, if `job` is
+    /// still the hour's current lease (same token) and has not expired; otherwise writes nothing and
+    /// returns [`Completion::LeaseLost`]. A final rollup records the generation as finalized; a
+    /// provisional one only as aggregated, so the hour still gets its final rollup when it closes.
     fn complete(
         &self,
         job: &JobLease,
@@ -183,8 +208,8 @@ pub trait RollupStore: Send + Sync + 'static {
         to_unix: i64,
     ) -> impl Future<Output = Result<Vec<CustomerHour>, RollupStoreError>> + Send;
 
-    /// Leases one particular customer-hour, pending or not (to reprocess it); `None` while a live worker
-    /// holds it.
+    /// Leases one particular customer-hour, pending or not (to reprocess it), with a new token; `None`
+    /// while a lease on it has not expired (a failed job's hour, given back, can be taken at once).
     fn lease_hour(
         &self,
         customer_hour: &CustomerHour,
@@ -201,11 +226,13 @@ pub trait RollupStore: Send + Sync + 'static {
     /// The start of the oldest hour still waiting for its final rollup, for the job-lag metric.
     fn oldest_unfinalized_hour(&self) -> impl Future<Output = Result<Option<i64>, RollupStoreError>> + Send;
 
-    /// Gives a failed job back, to be retried after `retry_after`, recording why.
+    /// Gives a failed job back, to be retried after `retry_after`, recording why, if `job` is still the
+    /// hour's current lease and has not expired; false if it is lost (then nothing is recorded, and the
+    /// hour's current lease stands).
     fn fail(
         &self,
         job: &JobLease,
         error: &str,
         retry_after: Duration,
-    ) -> impl Future<Output = Result<(), RollupStoreError>> + Send;
+    ) -> impl Future<Output = Result<bool, RollupStoreError>> + Send;
 }

@@ -31,6 +31,24 @@ async fn leases_conformance() {
 }
 
 #[tokio::test]
+async fn one_worker_id_two_leases_conformance() {
+    let (_data_dir, store) = store().await;
+    rollups::one_worker_id_two_leases(&store, &store).await;
+}
+
+#[tokio::test]
+async fn expired_lease_writes_nothing_conformance() {
+    let (_data_dir, store) = store().await;
+    rollups::expired_lease_writes_nothing(&store, &store).await;
+}
+
+#[tokio::test]
+async fn stale_holder_after_reaggregation_conformance() {
+    let (_data_dir, store) = store().await;
+    rollups::stale_holder_after_reaggregation(&store, &store).await;
+}
+
+#[tokio::test]
 async fn reader_conformance() {
     let (_data_dir, store) = store().await;
     rollups::reader(&store, &store).await;
@@ -197,6 +215,52 @@ async fn a_meta_db_from_before_hour_totals_is_upgraded_in_place() {
     let totals = store.hourly_totals("acme", 0, 36_000, true).await.unwrap();
     assert_eq!(totals.len(), 1, "the old hour is readable");
     assert_eq!((totals[0].events, totals[0].distinct_users), (5, 0), "its totals wait for a reprocess");
+    drop(store);
+    SqliteMetaStore::open(data_dir.path()).await.expect("opening an upgraded database again changes nothing");
+}
+
+#[tokio::test]
+async fn a_meta_db_from_before_lease_tokens_is_upgraded_in_place() {
+    use std::time::Duration;
+
+    use hourglass_core::raw_store::HourOutcomes;
+    use hourglass_core::rollup_store::{Completion, HourRollup, JobKind, RollupStore};
+
+    let data_dir = TempDir::new().unwrap();
+    // dirty_hours as releases before lease tokens created it, with one hour under a lease that has expired.
+    let options =
+        sqlx::sqlite::SqliteConnectOptions::new().filename(data_dir.path().join("meta.db")).create_if_missing(true);
+    let old = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE dirty_hours (customer_id TEXT NOT NULL, hour_start INTEGER NOT NULL, \
+         generation INTEGER NOT NULL DEFAULT 1, first_marked_at_us INTEGER NOT NULL, \
+         last_marked_at_us INTEGER NOT NULL, aggregated_generation INTEGER NOT NULL DEFAULT 0, \
+         finalized_generation INTEGER NOT NULL DEFAULT 0, provisional_at_us INTEGER, lease_owner TEXT, \
+         leased_until_us INTEGER, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, \
+         PRIMARY KEY (customer_id, hour_start)) STRICT; \
+         INSERT INTO dirty_hours (customer_id, hour_start, first_marked_at_us, last_marked_at_us, lease_owner, \
+         leased_until_us, attempts) VALUES ('acme', 7200, 0, 0, 'old-worker', 1, 1);",
+    )
+    .execute(&old)
+    .await
+    .unwrap();
+    old.close().await;
+
+    let store = SqliteMetaStore::open(data_dir.path()).await.unwrap();
+    let kind = JobKind::Final { hours_before_unix: 36_000 };
+    let jobs = store.lease_jobs("new-worker", 10, Duration::from_secs(600), kind).await.unwrap();
+    assert_eq!(jobs.len(), 1, "the hour whose old lease expired is a job again");
+    let rollup = HourRollup {
+        event_types: vec![],
+        numeric: vec![],
+        events: 0,
+        distinct_users: 0,
+        users_sketch: vec![],
+        outcomes: HourOutcomes::default(),
+        logic_version: 1,
+        is_final: true,
+    };
+    assert_eq!(store.complete(&jobs[0], &rollup).await.unwrap(), Completion::Replaced { revision: 1 });
     drop(store);
     SqliteMetaStore::open(data_dir.path()).await.expect("opening an upgraded database again changes nothing");
 }

@@ -2,8 +2,10 @@
 //!
 //! Jobs are the rows of `dirty_hours` whose `generation` is ahead of their `aggregated_generation`.
 //! Leasing uses `FOR UPDATE SKIP LOCKED` inside an `UPDATE`, so concurrent workers each take different
-//! hours and never wait on each other. Completing checks the lease, replaces the hour's rows, bumps its
-//! revision and records the generation that was aggregated, all in one transaction.
+//! hours and never wait on each other, and gives each lease a new `lease_token` (`new_lease_token()`).
+//! Completing locks the hour's row and checks its token and expiry, then replaces the hour's rows, bumps
+//! its revision and records the generation that was aggregated, all in one transaction. While that lock
+//! is held nobody can lease the hour again, so a lease is never taken over halfway through a completion.
 
 use std::time::Duration;
 
@@ -13,7 +15,8 @@ use hourglass_core::rollup_reader::{
     EventTypeSeen, HourStatus, HourlyNumericRow, HourlyRollupRow, HourlyTotalsRow, RollupReader,
 };
 use hourglass_core::rollup_store::{
-    Completion, EventTypeRollup, HourRollup, JobKind, JobLease, LedgerRow, NumericRollup, RollupStore, RollupStoreError,
+    Completion, EventTypeRollup, HourRollup, JobKind, JobLease, LeaseToken, LedgerRow, NumericRollup, RollupStore,
+    RollupStoreError,
 };
 use sqlx::PgPool;
 
@@ -153,7 +156,8 @@ impl RollupStore for PostgresRollupStore {
         };
         let query = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "UPDATE dirty_hours AS job \
-             SET lease_owner = $1, leased_until = now() + make_interval(secs => $2), attempts = job.attempts + 1 \
+             SET lease_owner = $1, lease_token = new_lease_token(), leased_until = now() + make_interval(secs => $2), \
+                 attempts = job.attempts + 1 \
              FROM ( \
                  SELECT customer_id, hour_start FROM dirty_hours \
                  WHERE {due} AND (leased_until IS NULL OR leased_until < now()) \
@@ -162,7 +166,7 @@ impl RollupStore for PostgresRollupStore {
                  FOR UPDATE SKIP LOCKED \
              ) AS picked \
              WHERE job.customer_id = picked.customer_id AND job.hour_start = picked.hour_start \
-             RETURNING job.customer_id, extract(epoch FROM job.hour_start)::bigint, job.generation"
+             RETURNING job.customer_id, extract(epoch FROM job.hour_start)::bigint, job.generation, job.lease_token"
         )))
         .bind(owner)
         .bind(lease.as_secs_f64())
@@ -172,15 +176,16 @@ impl RollupStore for PostgresRollupStore {
             Some(seconds) => query.bind(seconds),
             None => query,
         };
-        let rows: Vec<(String, i64, i64)> = query.fetch_all(&self.pool).await.map_err(unavailable)?;
+        let rows: Vec<(String, i64, i64, i64)> = query.fetch_all(&self.pool).await.map_err(unavailable)?;
         rows.into_iter()
-            .map(|(customer_id, hour_start, generation)| {
+            .map(|(customer_id, hour_start, generation, token)| {
                 let customer_id =
                     CustomerId::new(&customer_id).map_err(|error| RollupStoreError::Unavailable(error.to_string()))?;
                 Ok(JobLease {
                     customer_hour: CustomerHour { customer_id, hour_start },
                     generation,
                     owner: owner.to_owned(),
+                    token: LeaseToken::from_stored(token),
                 })
             })
             .collect()
@@ -189,10 +194,10 @@ impl RollupStore for PostgresRollupStore {
     async fn renew_lease(&self, job: &JobLease, lease: Duration) -> Result<bool, RollupStoreError> {
         let result = sqlx::query!(
             "UPDATE dirty_hours SET leased_until = now() + make_interval(secs => $4) \
-             WHERE customer_id = $1 AND hour_start = to_timestamp($2) AND lease_owner = $3",
+             WHERE customer_id = $1 AND hour_start = to_timestamp($2) AND lease_token = $3 AND leased_until >= now()",
             job.customer_hour.customer_id.as_str(),
             job.customer_hour.hour_start as f64,
-            job.owner,
+            job.token.stored(),
             lease.as_secs_f64()
         )
         .execute(&self.pool)
@@ -205,11 +210,16 @@ impl RollupStore for PostgresRollupStore {
         let customer_id = job.customer_hour.customer_id.as_str();
         let hour_start = job.customer_hour.hour_start as f64;
         let mut transaction = self.pool.begin().await.map_err(unavailable)?;
+        // The check is the transaction's first statement, so `now()` (the transaction's start) is when it
+        // ran. The row lock it takes holds off any new lease of the hour until this transaction ends; a
+        // new lease taken before the lock changed the token, which the check sees (waiting for the lease's
+        // transaction to commit if need be).
         let still_ours = sqlx::query_scalar!(
-            "SELECT 1 FROM dirty_hours WHERE customer_id = $1 AND hour_start = to_timestamp($2) AND lease_owner = $3 FOR UPDATE",
+            "SELECT 1 FROM dirty_hours WHERE customer_id = $1 AND hour_start = to_timestamp($2) \
+             AND lease_token = $3 AND leased_until >= now() FOR UPDATE",
             customer_id,
             hour_start,
-            job.owner
+            job.token.stored()
         )
         .fetch_optional(&mut *transaction)
         .await
@@ -330,7 +340,7 @@ impl RollupStore for PostgresRollupStore {
             "UPDATE dirty_hours SET aggregated_generation = GREATEST(aggregated_generation, $3), \
              finalized_generation = CASE WHEN $4 THEN GREATEST(finalized_generation, $3) ELSE finalized_generation END, \
              provisional_at = CASE WHEN $4 THEN provisional_at ELSE now() END, \
-             lease_owner = NULL, leased_until = NULL, attempts = 0, last_error = NULL \
+             lease_owner = NULL, lease_token = NULL, leased_until = NULL, attempts = 0, last_error = NULL \
              WHERE customer_id = $1 AND hour_start = to_timestamp($2)",
             customer_id,
             hour_start,
@@ -394,11 +404,12 @@ impl RollupStore for PostgresRollupStore {
         owner: &str,
         lease: Duration,
     ) -> Result<Option<JobLease>, RollupStoreError> {
-        let generation = sqlx::query_scalar!(
-            "UPDATE dirty_hours SET lease_owner = $3, leased_until = now() + make_interval(secs => $4) \
-             WHERE customer_id = $1 AND hour_start = to_timestamp($2) \
-             AND (leased_until IS NULL OR leased_until < now() OR lease_owner IS NULL) \
-             RETURNING generation",
+        let leased = sqlx::query!(
+            r#"UPDATE dirty_hours SET lease_owner = $3, lease_token = new_lease_token(),
+                   leased_until = now() + make_interval(secs => $4)
+               WHERE customer_id = $1 AND hour_start = to_timestamp($2)
+               AND (leased_until IS NULL OR leased_until < now() OR lease_owner IS NULL)
+               RETURNING generation, lease_token AS "lease_token!""#,
             customer_hour.customer_id.as_str(),
             customer_hour.hour_start as f64,
             owner,
@@ -407,10 +418,11 @@ impl RollupStore for PostgresRollupStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(unavailable)?;
-        Ok(generation.map(|generation| JobLease {
+        Ok(leased.map(|row| JobLease {
             customer_hour: customer_hour.clone(),
-            generation,
+            generation: row.generation,
             owner: owner.to_owned(),
+            token: LeaseToken::from_stored(row.lease_token),
         }))
     }
 
@@ -431,20 +443,21 @@ impl RollupStore for PostgresRollupStore {
         .map_err(unavailable)
     }
 
-    async fn fail(&self, job: &JobLease, error: &str, retry_after: Duration) -> Result<(), RollupStoreError> {
-        sqlx::query!(
-            "UPDATE dirty_hours SET lease_owner = NULL, leased_until = now() + make_interval(secs => $4), last_error = $5 \
-             WHERE customer_id = $1 AND hour_start = to_timestamp($2) AND lease_owner = $3",
+    async fn fail(&self, job: &JobLease, error: &str, retry_after: Duration) -> Result<bool, RollupStoreError> {
+        let result = sqlx::query!(
+            "UPDATE dirty_hours SET lease_owner = NULL, lease_token = NULL, \
+             leased_until = now() + make_interval(secs => $4), last_error = $5 \
+             WHERE customer_id = $1 AND hour_start = to_timestamp($2) AND lease_token = $3 AND leased_until >= now()",
             job.customer_hour.customer_id.as_str(),
             job.customer_hour.hour_start as f64,
-            job.owner,
+            job.token.stored(),
             retry_after.as_secs_f64(),
             error
         )
         .execute(&self.pool)
         .await
         .map_err(unavailable)?;
-        Ok(())
+        Ok(result.rows_affected() > 0)
     }
 }
 

@@ -36,6 +36,24 @@ async fn leases_conformance() {
 }
 
 #[tokio::test]
+async fn one_worker_id_two_leases_conformance() {
+    let (jobs, rollups) = jobs_and_rollups("conformance_lease_twins").await;
+    rollups::one_worker_id_two_leases(&jobs, &rollups).await;
+}
+
+#[tokio::test]
+async fn expired_lease_writes_nothing_conformance() {
+    let (jobs, rollups) = jobs_and_rollups("conformance_lease_expiry").await;
+    rollups::expired_lease_writes_nothing(&jobs, &rollups).await;
+}
+
+#[tokio::test]
+async fn stale_holder_after_reaggregation_conformance() {
+    let (jobs, rollups) = jobs_and_rollups("conformance_lease_stale").await;
+    rollups::stale_holder_after_reaggregation(&jobs, &rollups).await;
+}
+
+#[tokio::test]
 async fn reader_conformance() {
     let (jobs, rollups) = jobs_and_rollups("conformance_reader").await;
     rollups::reader(&jobs, &rollups).await;

@@ -2,7 +2,15 @@
 
 use std::collections::BTreeSet;
 
+use hourglass_core::rollup_store::LeaseToken;
+
 use super::*;
+
+/// `job` with another token: what a stale holder of the hour, or a second worker under the same worker
+/// id, presents.
+fn with_other_token(job: &JobLease) -> JobLease {
+    JobLease { token: LeaseToken::from_stored(job.token.stored().wrapping_add(1)), ..job.clone() }
+}
 
 /// Marking, the two job kinds, completion, re-marking during a job, and provisional then final rollups.
 pub async fn jobs_and_completion(jobs: &impl JobQueue, rollups: &(impl RollupStore + RollupReader)) {
@@ -145,28 +153,31 @@ pub async fn jobs_and_completion(jobs: &impl JobQueue, rollups: &(impl RollupSto
     complete_expecting(rollups, &second[0], &simple_rollup(false, 2), 2, "second provisional rollup").await;
 }
 
-/// Leases: oldest first, exclusive while held, renewable only by their owner, lost on expiry (a
-/// completion by the former owner writes nothing), failed jobs hidden until their retry, `lease_hour`.
+/// Leases: oldest first, exclusive while held, renewable only with their token, lost on expiry (a
+/// completion by the former holder writes nothing), failed jobs hidden until their retry, `lease_hour`.
 pub async fn leases(jobs: &impl JobQueue, rollups: &(impl RollupStore + RollupReader)) {
     const ACME: &str = "leases-acme";
     let all_closed = final_before(1000);
     for index in [2, 0, 1] {
         mark(jobs, &[customer_hour(ACME, hour(index))]).await;
     }
-    let mut oldest_first = Vec::new();
+    let mut held_leases = Vec::new();
     for _ in 0..3 {
-        let leased = lease(rollups, "worker-a", 1, LONG_LEASE, all_closed).await;
+        let mut leased = lease(rollups, "worker-a", 1, LONG_LEASE, all_closed).await;
         assert_eq!(leased.len(), 1, "max bounds how many jobs one call leases");
-        oldest_first.push(leased[0].customer_hour.hour_start);
+        held_leases.push(leased.remove(0));
     }
+    let oldest_first: Vec<i64> = held_leases.iter().map(|job| job.customer_hour.hour_start).collect();
     assert_eq!(oldest_first, [hour(0), hour(1), hour(2)], "jobs are leased oldest hour first");
+    let tokens: BTreeSet<i64> = held_leases.iter().map(|job| job.token.stored()).collect();
+    assert_eq!(tokens.len(), 3, "every lease has a token of its own");
     lease_expecting(rollups, "worker-b", all_closed, &[], "leased hours are not leased again while leased").await;
     assert!(lease(rollups, "worker-b", 0, LONG_LEASE, all_closed).await.is_empty(), "max 0 leases nothing");
 
-    let held = JobLease { customer_hour: customer_hour(ACME, hour(0)), generation: 1, owner: "worker-a".into() };
-    assert!(rollups.renew_lease(&held, LONG_LEASE).await.expect("renew"), "the owner renews its lease");
-    let intruder = JobLease { owner: "worker-b".into(), ..held.clone() };
-    assert!(!rollups.renew_lease(&intruder, LONG_LEASE).await.expect("renew"), "only the owner renews a lease");
+    let held = held_leases[0].clone();
+    assert_eq!((held.generation, held.owner.as_str()), (1, "worker-a"));
+    assert!(renew(rollups, &held, LONG_LEASE).await, "the holder renews its lease");
+    assert!(!renew(rollups, &with_other_token(&held), LONG_LEASE).await, "only the lease's token renews it");
     let taken = rollups.lease_hour(&held.customer_hour, "worker-b", LONG_LEASE).await.expect("lease one hour");
     assert_eq!(taken, None, "lease_hour does not take an hour a live worker holds");
     let never_marked = rollups.lease_hour(&customer_hour(ACME, hour(40)), "worker-b", LONG_LEASE).await;
@@ -181,7 +192,7 @@ pub async fn leases(jobs: &impl JobQueue, rollups: &(impl RollupStore + RollupRe
     let fast =
         lease_expecting(rollups, "worker-fast", all_closed, &[(ACME, expiring_hour, 1)], "an expired lease passes on")
             .await;
-    assert!(!rollups.renew_lease(&slow[0], LONG_LEASE).await.expect("renew"), "a lost lease cannot be renewed");
+    assert!(!renew(rollups, &slow[0], LONG_LEASE).await, "a lost lease cannot be renewed");
     let lost = complete(rollups, &slow[0], &simple_rollup(true, 99)).await;
     assert_eq!(lost, Completion::LeaseLost, "a worker that lost its lease does not complete the job");
     let untouched = status(rollups, ACME, expiring_hour).await;
@@ -203,14 +214,14 @@ pub async fn leases(jobs: &impl JobQueue, rollups: &(impl RollupStore + RollupRe
     complete_expecting(rollups, &reprocess, &simple_rollup(true, 6), 2, "reprocessing bumps the revision").await;
 
     // A failed job is hidden until its retry.
-    let stranger = JobLease { owner: "worker-b".into(), ..held.clone() };
-    rollups.fail(&stranger, "not mine", Duration::ZERO).await.expect("fail");
-    assert!(rollups.renew_lease(&held, LONG_LEASE).await.expect("renew"), "only the owner can fail a job");
-    rollups.fail(&held, "raw store timed out", Duration::from_secs(3600)).await.expect("fail a job");
+    assert!(!fail(rollups, &with_other_token(&held), "not mine", Duration::ZERO).await, "another token fails nothing");
+    assert!(renew(rollups, &held, LONG_LEASE).await, "only the lease's token can fail its job");
+    assert!(fail(rollups, &held, "raw store timed out", Duration::from_secs(3600)).await, "the holder fails its job");
     lease_expecting(rollups, "worker-b", all_closed, &[], "a failed job waits for its retry").await;
     let retried = rollups.lease_hour(&held.customer_hour, "operator", LONG_LEASE).await.expect("lease one hour");
     let retried = retried.expect("a failed job has no owner: lease_hour takes it before its retry");
-    rollups.fail(&retried, "raw store timed out again", SHORT_LEASE).await.expect("fail a job");
+    assert!(fail(rollups, &retried, "raw store timed out again", SHORT_LEASE).await, "the new holder fails it");
+    assert!(!renew(rollups, &held, LONG_LEASE).await, "a failed job's lease is over");
     tokio::time::sleep(PAST_SHORT_LEASE).await;
     let due = lease_expecting(rollups, "worker-b", all_closed, &[(ACME, hour(0), 1)], "a failed job is retried").await;
     complete_expecting(rollups, &due[0], &simple_rollup(true, 1), 1, "a retried job completes").await;
@@ -230,4 +241,110 @@ pub async fn leases(jobs: &impl JobQueue, rollups: &(impl RollupStore + RollupRe
     let leased: BTreeSet<i64> = owners.keys().copied().collect();
     let marked: BTreeSet<i64> = many.iter().map(|hour| hour.hour_start).collect();
     assert_eq!(leased, marked, "four workers taking up to 8 each lease all 24 free hours");
+}
+
+/// Two workers started with the same worker id: the hour's lease is the token, not the name, so only the
+/// one holding the current lease renews, fails or completes it, whichever of them finishes first.
+pub async fn one_worker_id_two_leases(jobs: &impl JobQueue, rollups: &(impl RollupStore + RollupReader)) {
+    const ACME: &str = "twins-acme";
+    let (due, kind) = (hour(0), final_before(1));
+    mark(jobs, &[customer_hour(ACME, due)]).await;
+    let first = lease(rollups, "twin", 10, SHORT_LEASE, kind).await;
+    assert_eq!(first.len(), 1, "the one due hour is leased");
+    // The first twin stalls past its lease; the second, started under the same id, takes the hour.
+    let second = lease_once_expired(rollups, "twin", kind).await;
+    assert_eq!(second.len(), 1, "the expired hour is leased again");
+    assert_eq!((second[0].owner.as_str(), second[0].generation), ("twin", 1), "under the same worker id");
+
+    let stale_rollup = rollup(true, &[("view", 99)], &[("view", "price", 1, 1.5, 1.5, 1.5)], outcomes(99, &[], 0));
+    let lost = complete(rollups, &first[0], &stale_rollup).await;
+    assert_eq!(lost, Completion::LeaseLost, "a worker id does not complete a lease taken since under that id");
+    assert_hour_unaggregated(rollups, ACME, due, "a completion with a lost lease").await;
+    assert!(!renew(rollups, &first[0], LONG_LEASE).await, "nor renew it");
+    assert!(!fail(rollups, &first[0], "stalled", Duration::from_secs(3600)).await, "nor fail it");
+    assert!(renew(rollups, &second[0], LONG_LEASE).await, "the current lease stands");
+    assert_ne!(first[0].token, second[0].token, "each lease of the hour has a token of its own");
+
+    let current_rollup =
+        rollup(true, &[("view", 4)], &[("view", "price", 4, 10.0, 1.0, 4.0)], outcomes(4, &[(1, 2)], 1));
+    complete_expecting(rollups, &second[0], &current_rollup, 1, "the current lease completes").await;
+    assert_hour_holds(rollups, ACME, due, &current_rollup, 1, "the current lease's rollup").await;
+    let late = complete(rollups, &first[0], &stale_rollup).await;
+    assert_eq!(late, Completion::LeaseLost, "a lost lease stays lost once the hour is done");
+    assert_hour_holds(rollups, ACME, due, &current_rollup, 1, "a late completion writes nothing").await;
+
+    // Two reprocessing runs under one name (`lease_hour`): the same.
+    let first_run = rollups.lease_hour(&customer_hour(ACME, due), "reprocess-twin", SHORT_LEASE).await;
+    let first_run = first_run.expect("lease one hour").expect("a finished hour can be leased to reprocess it");
+    let second_run = lease_hour_once_expired(rollups, &customer_hour(ACME, due), "reprocess-twin").await;
+    assert_eq!(complete(rollups, &first_run, &stale_rollup).await, Completion::LeaseLost, "the stalled run is out");
+    assert_hour_holds(rollups, ACME, due, &current_rollup, 1, "a stalled reprocessing run writes nothing").await;
+    let reprocessed = simple_rollup(true, 5);
+    complete_expecting(rollups, &second_run, &reprocessed, 2, "the current run completes").await;
+    assert_hour_holds(rollups, ACME, due, &reprocessed, 2, "the current run's rollup").await;
+}
+
+/// A lease that expired is lost even if nobody leased the hour since: completing, renewing or failing it
+/// writes nothing, and the hour is aggregated by whoever leases it next.
+pub async fn expired_lease_writes_nothing(jobs: &impl JobQueue, rollups: &(impl RollupStore + RollupReader)) {
+    const ACME: &str = "expiry-acme";
+    let (due, probe) = (hour(0), hour(1));
+    mark(jobs, &[customer_hour(ACME, due), customer_hour(ACME, probe)]).await;
+    let held = lease(rollups, "worker-a", 10, SHORT_LEASE, final_before(1)).await;
+    assert_eq!(held.len(), 1, "only the due hour is a job of this kind");
+    // A probe leased after it for as long expires no earlier: once the probe can be leased again, the due
+    // hour's lease has expired too, and nobody leased the due hour since.
+    let probing = lease(rollups, "probe", 10, SHORT_LEASE, final_before(2)).await;
+    assert_eq!(probing.len(), 1, "the probe hour is the other job");
+    lease_hour_once_expired(rollups, &customer_hour(ACME, probe), "probe").await;
+
+    let stale_rollup = simple_rollup(true, 99);
+    let lost = complete(rollups, &held[0], &stale_rollup).await;
+    assert_eq!(lost, Completion::LeaseLost, "a completion after the lease expired does not complete the job");
+    assert_hour_unaggregated(rollups, ACME, due, "a completion after expiry").await;
+    assert!(!renew(rollups, &held[0], LONG_LEASE).await, "an expired lease cannot be renewed");
+    assert!(!fail(rollups, &held[0], "too late", Duration::from_secs(3600)).await, "nor fail its job");
+
+    // The hour is still a job (the failure above would have hidden it for an hour), for the next worker.
+    let next = lease_expecting(rollups, "worker-b", final_before(1), &[(ACME, due, 1)], "a lost job is a job").await;
+    assert_eq!(complete(rollups, &held[0], &stale_rollup).await, Completion::LeaseLost, "the old lease stays lost");
+    let current_rollup = simple_rollup(true, 3);
+    complete_expecting(rollups, &next[0], &current_rollup, 1, "the next lease completes the job").await;
+    assert_hour_holds(rollups, ACME, due, &current_rollup, 1, "the next lease's rollup").await;
+}
+
+/// A stale holder whose hour was re-leased and aggregated after its lease expired never overwrites the
+/// rollup or the ledger: not before the new holder completes, not after, and not once the hour is leased
+/// again under the stale holder's own worker id.
+pub async fn stale_holder_after_reaggregation(jobs: &impl JobQueue, rollups: &(impl RollupStore + RollupReader)) {
+    const ACME: &str = "stale-acme";
+    let (due, kind) = (hour(0), final_before(1));
+    mark(jobs, &[customer_hour(ACME, due)]).await;
+    let stale = lease(rollups, "worker-a", 10, SHORT_LEASE, kind).await;
+    assert_eq!(stale.len(), 1, "the one due hour is leased");
+    let current = lease_once_expired(rollups, "worker-b", kind).await;
+    assert_eq!(current.len(), 1, "the expired hour is leased by another worker");
+
+    let stale_rollup =
+        rollup(true, &[("buy", 7), ("view", 70)], &[("buy", "price", 7, 70.0, 1.0, 19.0)], outcomes(77, &[(2, 5)], 3));
+    let early = complete(rollups, &stale[0], &stale_rollup).await;
+    assert_eq!(early, Completion::LeaseLost, "the stale holder finishing first does not complete the job");
+    assert_hour_unaggregated(rollups, ACME, due, "a stale completion before the current one").await;
+    let current_rollup = rollup(true, &[("view", 6)], &[("view", "price", 6, 6.0, 1.0, 1.0)], outcomes(6, &[], 0));
+    complete_expecting(rollups, &current[0], &current_rollup, 1, "the current holder completes the job").await;
+    let after = complete(rollups, &stale[0], &stale_rollup).await;
+    assert_eq!(after, Completion::LeaseLost, "the stale holder finishing last does not complete the job either");
+    assert_hour_holds(rollups, ACME, due, &current_rollup, 1, "a stale completion after the current one").await;
+
+    // New data; the stale holder's worker id (the same process, or a new one under its name) leases the
+    // hour again. The stale lease is still not the current one.
+    mark(jobs, &[customer_hour(ACME, due)]).await;
+    let again = lease_expecting(rollups, "worker-a", kind, &[(ACME, due, 2)], "re-marked: a job again").await;
+    let replayed = complete(rollups, &stale[0], &stale_rollup).await;
+    assert_eq!(replayed, Completion::LeaseLost, "a stale lease does not come back with its worker id");
+    assert_hour_holds(rollups, ACME, due, &current_rollup, 1, "a stale completion under a re-leased id").await;
+    assert!(status(rollups, ACME, due).await.pending, "the re-marked hour is still pending");
+    let newest_rollup = simple_rollup(true, 8);
+    complete_expecting(rollups, &again[0], &newest_rollup, 2, "the hour's current lease completes it").await;
+    assert_hour_holds(rollups, ACME, due, &newest_rollup, 2, "the current lease's rollup").await;
 }

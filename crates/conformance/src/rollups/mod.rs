@@ -5,13 +5,17 @@
 //! Each `pub async fn` is one part of the contract and expects an empty store of its own: the job queue
 //! and the rollup store given to it must be views of the same database. Hours are fixed instants (the
 //! job kinds take the boundary between closed and open hours as a parameter, as the aggregator computes
-//! it from its clock), so no assertion depends on when the suite runs. Sleeps only ever wait past a short
-//! lease; no assertion depends on how long anything took.
+//! it from its clock), so no assertion depends on when the suite runs. A scenario that needs a short lease
+//! to expire either sleeps past it or polls until another lease succeeds; no assertion depends on how
+//! long anything took.
 
 mod jobs;
 mod reads;
 
-pub use jobs::{jobs_and_completion, leases};
+pub use jobs::{
+    expired_lease_writes_nothing, jobs_and_completion, leases, one_worker_id_two_leases,
+    stale_holder_after_reaggregation,
+};
 pub use reads::{customer_isolation, ledger_and_recount, reader};
 
 use std::collections::BTreeMap;
@@ -36,6 +40,11 @@ const LONG_LEASE: Duration = Duration::from_secs(600);
 const SHORT_LEASE: Duration = Duration::from_millis(200);
 /// Comfortably past [`SHORT_LEASE`], so an expired lease is expired whatever the clocks' granularity.
 const PAST_SHORT_LEASE: Duration = Duration::from_millis(700);
+/// How long a scenario polls for a [`SHORT_LEASE`] to expire before it fails: only a lease that never
+/// expires takes this long.
+const EXPIRY_DEADLINE: Duration = Duration::from_secs(30);
+/// The pause between two polls for an expired lease.
+const EXPIRY_POLL: Duration = Duration::from_millis(20);
 const LOGIC_VERSION: u32 = 3;
 
 fn hour(index: i64) -> i64 {
@@ -180,6 +189,42 @@ async fn lease_expecting(
     leases
 }
 
+/// Leases `kind`'s jobs for `owner` with a long lease as soon as there are any, polling while a short lease
+/// on them has yet to expire.
+async fn lease_once_expired(rollups: &impl RollupStore, owner: &str, kind: JobKind) -> Vec<JobLease> {
+    let deadline = std::time::Instant::now() + EXPIRY_DEADLINE;
+    loop {
+        let leased = lease(rollups, owner, 100, LONG_LEASE, kind).await;
+        if !leased.is_empty() {
+            return leased;
+        }
+        assert!(std::time::Instant::now() < deadline, "a short lease on a {kind:?} job never expired");
+        tokio::time::sleep(EXPIRY_POLL).await;
+    }
+}
+
+/// Leases one hour for `owner` with a long lease as soon as it is free, polling while a short lease on it
+/// has yet to expire.
+async fn lease_hour_once_expired(rollups: &impl RollupStore, customer_hour: &CustomerHour, owner: &str) -> JobLease {
+    let deadline = std::time::Instant::now() + EXPIRY_DEADLINE;
+    loop {
+        let leased = rollups.lease_hour(customer_hour, owner, LONG_LEASE).await;
+        if let Some(job) = leased.unwrap_or_else(|error| panic!("lease {customer_hour:?}: {error}")) {
+            return job;
+        }
+        assert!(std::time::Instant::now() < deadline, "a short lease on {customer_hour:?} never expired");
+        tokio::time::sleep(EXPIRY_POLL).await;
+    }
+}
+
+async fn renew(rollups: &impl RollupStore, job: &JobLease, lease: Duration) -> bool {
+    rollups.renew_lease(job, lease).await.unwrap_or_else(|error| panic!("renew {:?}: {error}", job.customer_hour))
+}
+
+async fn fail(rollups: &impl RollupStore, job: &JobLease, error: &str, retry_after: Duration) -> bool {
+    rollups.fail(job, error, retry_after).await.unwrap_or_else(|error| panic!("fail {:?}: {error}", job.customer_hour))
+}
+
 async fn complete(rollups: &impl RollupStore, job: &JobLease, rollup: &HourRollup) -> Completion {
     rollups.complete(job, rollup).await.unwrap_or_else(|error| panic!("complete {:?}: {error}", job.customer_hour))
 }
@@ -217,6 +262,52 @@ async fn numeric(
 
 async fn ledger(reader: &impl RollupReader, customer: Option<&str>, from: i64, to: i64) -> Vec<LedgerRow> {
     reader.ledger(customer, from, to).await.unwrap_or_else(|error| panic!("ledger: {error}"))
+}
+
+/// The ledger row a completion of `rollup` writes for the hour.
+fn expected_ledger(customer: &str, hour_start: i64, rollup: &HourRollup) -> LedgerRow {
+    LedgerRow {
+        customer_hour: customer_hour(customer, hour_start),
+        received: rollup.outcomes.received(),
+        accepted: rollup.outcomes.accepted,
+        rejected: rollup.outcomes.rejected(),
+        throttled: rollup.outcomes.throttled,
+        stored: rollup.events,
+        counted: rollup.events,
+        is_final: rollup.is_final,
+    }
+}
+
+/// Asserts the hour holds exactly `rollup` (rows, numeric rows, ledger) at `revision`.
+async fn assert_hour_holds(
+    rollups: &(impl RollupStore + RollupReader),
+    customer: &str,
+    hour_start: i64,
+    rollup: &HourRollup,
+    revision: u32,
+    why: &str,
+) {
+    let end = hour_start + HOUR;
+    assert_eq!(status(rollups, customer, hour_start).await.revision, Some(revision), "{why}: revision");
+    assert_eq!(rows(rollups, customer, hour_start, end, &[]).await, expected_rows(hour_start, rollup, true), "{why}");
+    assert_eq!(numeric(rollups, customer, hour_start, end, &[]).await, expected_numeric(hour_start, rollup), "{why}");
+    let expected_ledger_rows = [expected_ledger(customer, hour_start, rollup)];
+    assert_eq!(ledger(rollups, Some(customer), hour_start, end).await, expected_ledger_rows, "{why}: ledger");
+}
+
+/// Asserts the hour was never aggregated: no revision, no rows, no ledger row, and still pending.
+async fn assert_hour_unaggregated(
+    rollups: &(impl RollupStore + RollupReader),
+    customer: &str,
+    hour_start: i64,
+    why: &str,
+) {
+    let end = hour_start + HOUR;
+    let hour_status = status(rollups, customer, hour_start).await;
+    assert_eq!((hour_status.revision, hour_status.pending), (None, true), "{why}: no revision, still pending");
+    assert!(rows(rollups, customer, hour_start, end, &[]).await.is_empty(), "{why}: no rows");
+    assert!(numeric(rollups, customer, hour_start, end, &[]).await.is_empty(), "{why}: no numeric rows");
+    assert!(ledger(rollups, Some(customer), hour_start, end).await.is_empty(), "{why}: no ledger row");
 }
 
 async fn oldest_unfinalized(rollups: &impl RollupStore) -> Option<i64> {

@@ -67,20 +67,34 @@ impl SqliteMetaStore {
     }
 }
 
+/// Columns added to existing tables since the first release, oldest first: (table, a column whose
+/// absence means the step is due, the statements that add the step's columns). Each step is the same
+/// change as the Postgres migration it follows.
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    // 20261125000008_hour_totals.
+    (
+        "hour_revisions",
+        "distinct_users",
+        "ALTER TABLE hour_revisions ADD COLUMN distinct_users INTEGER NOT NULL DEFAULT 0; \
+         ALTER TABLE hour_revisions ADD COLUMN users_sketch BLOB NOT NULL DEFAULT X'';",
+    ),
+    // 20261125000009_lease_tokens: leases taken before have no token, so they cannot be completed any
+    // more and simply expire.
+    ("dirty_hours", "lease_token", "ALTER TABLE dirty_hours ADD COLUMN lease_token INTEGER;"),
+];
+
 /// Brings a `meta.db` made by an earlier version up to the current schema (`schema.sql` creates new
 /// databases whole, but `CREATE TABLE IF NOT EXISTS` leaves existing tables as they were).
 async fn upgrade(writer: &SqlitePool) -> Result<(), sqlx::Error> {
-    let has_totals: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM pragma_table_info('hour_revisions') WHERE name = 'distinct_users'")
+    for &(table, column, statements) in ADDED_COLUMNS {
+        let present: i64 = sqlx::query_scalar("SELECT count(*) FROM pragma_table_info(?) WHERE name = ?")
+            .bind(table)
+            .bind(column)
             .fetch_one(writer)
             .await?;
-    if has_totals == 0 {
-        sqlx::raw_sql(
-            "ALTER TABLE hour_revisions ADD COLUMN distinct_users INTEGER NOT NULL DEFAULT 0; \
-             ALTER TABLE hour_revisions ADD COLUMN users_sketch BLOB NOT NULL DEFAULT X'';",
-        )
-        .execute(writer)
-        .await?;
+        if present == 0 {
+            sqlx::raw_sql(statements).execute(writer).await?;
+        }
     }
     Ok(())
 }

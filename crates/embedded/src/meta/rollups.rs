@@ -3,14 +3,16 @@
 //!
 //! Where Postgres skips rows locked by another worker (`FOR UPDATE SKIP LOCKED`), SQLite has nothing to
 //! skip: a lease is one `UPDATE … RETURNING` statement, and statements that write run one at a time, so
-//! two workers can never pick the same hour.
+//! two workers can never pick the same hour. Each lease gets a new `lease_token` from SQLite's `random()`
+//! (64 bits from a generator seeded by the operating system); renewing, failing and completing check the
+//! token and that the lease has not expired, as Postgres does.
 
 use std::time::Duration;
 
 use hourglass_core::customer::CustomerId;
 use hourglass_core::job_queue::CustomerHour;
 use hourglass_core::rollup_store::{
-    Completion, EventTypeRollup, HourRollup, JobKind, JobLease, LedgerRow, RollupStore, RollupStoreError,
+    Completion, EventTypeRollup, HourRollup, JobKind, JobLease, LeaseToken, LedgerRow, RollupStore, RollupStoreError,
 };
 
 use super::{SqliteMetaStore, count_from_sql, count_to_sql, duration_micros, now_micros};
@@ -152,7 +154,7 @@ async fn replace_hour(
         "UPDATE dirty_hours SET aggregated_generation = max(aggregated_generation, ?3), \
          finalized_generation = CASE WHEN ?4 THEN max(finalized_generation, ?3) ELSE finalized_generation END, \
          provisional_at_us = CASE WHEN ?4 THEN provisional_at_us ELSE ?5 END, \
-         lease_owner = NULL, leased_until_us = NULL, attempts = 0, last_error = NULL \
+         lease_owner = NULL, lease_token = NULL, leased_until_us = NULL, attempts = 0, last_error = NULL \
          WHERE customer_id = ?1 AND hour_start = ?2",
     )
     .bind(customer_id)
@@ -187,15 +189,16 @@ impl RollupStore for SqliteMetaStore {
                 Some(now_us.saturating_sub(duration_micros(min_interval))),
             ),
         };
-        let rows: Vec<(String, i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "UPDATE dirty_hours SET lease_owner = ?2, leased_until_us = ?3, attempts = attempts + 1 \
+        let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "UPDATE dirty_hours SET lease_owner = ?2, lease_token = random(), leased_until_us = ?3, \
+             attempts = attempts + 1 \
              WHERE (customer_id, hour_start) IN ( \
                  SELECT customer_id, hour_start FROM dirty_hours \
                  WHERE {due} AND (leased_until_us IS NULL OR leased_until_us < ?1) \
                  ORDER BY hour_start, customer_id \
                  LIMIT ?4 \
              ) \
-             RETURNING customer_id, hour_start, generation"
+             RETURNING customer_id, hour_start, generation, lease_token"
         )))
         .bind(now_us)
         .bind(owner)
@@ -208,11 +211,12 @@ impl RollupStore for SqliteMetaStore {
         .map_err(unavailable)?;
         let mut leases = rows
             .into_iter()
-            .map(|(customer_id, hour_start, generation)| {
+            .map(|(customer_id, hour_start, generation, token)| {
                 Ok(JobLease {
                     customer_hour: CustomerHour { customer_id: parse_customer(&customer_id)?, hour_start },
                     generation,
                     owner: owner.to_owned(),
+                    token: LeaseToken::from_stored(token),
                 })
             })
             .collect::<Result<Vec<_>, RollupStoreError>>()?;
@@ -222,13 +226,16 @@ impl RollupStore for SqliteMetaStore {
     }
 
     async fn renew_lease(&self, job: &JobLease, lease: Duration) -> Result<bool, RollupStoreError> {
+        let now_us = now_micros();
         let result = sqlx::query(
-            "UPDATE dirty_hours SET leased_until_us = ? WHERE customer_id = ? AND hour_start = ? AND lease_owner = ?",
+            "UPDATE dirty_hours SET leased_until_us = ?1 \
+             WHERE customer_id = ?2 AND hour_start = ?3 AND lease_token = ?4 AND leased_until_us >= ?5",
         )
-        .bind(now_micros().saturating_add(duration_micros(lease)))
+        .bind(now_us.saturating_add(duration_micros(lease)))
         .bind(job.customer_hour.customer_id.as_str())
         .bind(job.customer_hour.hour_start)
-        .bind(&job.owner)
+        .bind(job.token.stored())
+        .bind(now_us)
         .execute(&self.writer)
         .await
         .map_err(unavailable)?;
@@ -239,11 +246,13 @@ impl RollupStore for SqliteMetaStore {
         let mut transaction = self.begin_write().await.map_err(unavailable)?;
         let now_us = now_micros();
         let still_ours: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM dirty_hours WHERE customer_id = ? AND hour_start = ? AND lease_owner = ?",
+            "SELECT 1 FROM dirty_hours \
+             WHERE customer_id = ? AND hour_start = ? AND lease_token = ? AND leased_until_us >= ?",
         )
         .bind(job.customer_hour.customer_id.as_str())
         .bind(job.customer_hour.hour_start)
-        .bind(&job.owner)
+        .bind(job.token.stored())
+        .bind(now_us)
         .fetch_optional(&mut *transaction)
         .await
         .map_err(unavailable)?;
@@ -306,11 +315,11 @@ impl RollupStore for SqliteMetaStore {
         lease: Duration,
     ) -> Result<Option<JobLease>, RollupStoreError> {
         let now_us = now_micros();
-        let generation: Option<i64> = sqlx::query_scalar(
-            "UPDATE dirty_hours SET lease_owner = ?3, leased_until_us = ?4 \
+        let leased: Option<(i64, i64)> = sqlx::query_as(
+            "UPDATE dirty_hours SET lease_owner = ?3, lease_token = random(), leased_until_us = ?4 \
              WHERE customer_id = ?1 AND hour_start = ?2 \
              AND (leased_until_us IS NULL OR leased_until_us < ?5 OR lease_owner IS NULL) \
-             RETURNING generation",
+             RETURNING generation, lease_token",
         )
         .bind(customer_hour.customer_id.as_str())
         .bind(customer_hour.hour_start)
@@ -320,10 +329,11 @@ impl RollupStore for SqliteMetaStore {
         .fetch_optional(&self.writer)
         .await
         .map_err(unavailable)?;
-        Ok(generation.map(|generation| JobLease {
+        Ok(leased.map(|(generation, token)| JobLease {
             customer_hour: customer_hour.clone(),
             generation,
             owner: owner.to_owned(),
+            token: LeaseToken::from_stored(token),
         }))
     }
 
@@ -355,20 +365,22 @@ impl RollupStore for SqliteMetaStore {
             .map_err(unavailable)
     }
 
-    async fn fail(&self, job: &JobLease, error: &str, retry_after: Duration) -> Result<(), RollupStoreError> {
+    async fn fail(&self, job: &JobLease, error: &str, retry_after: Duration) -> Result<bool, RollupStoreError> {
         // The lease is given up, but `leased_until` keeps the hour out of `lease_jobs` until the retry.
-        sqlx::query(
-            "UPDATE dirty_hours SET lease_owner = NULL, leased_until_us = ?, last_error = ? \
-             WHERE customer_id = ? AND hour_start = ? AND lease_owner = ?",
+        let now_us = now_micros();
+        let result = sqlx::query(
+            "UPDATE dirty_hours SET lease_owner = NULL, lease_token = NULL, leased_until_us = ?1, last_error = ?2 \
+             WHERE customer_id = ?3 AND hour_start = ?4 AND lease_token = ?5 AND leased_until_us >= ?6",
         )
-        .bind(now_micros().saturating_add(duration_micros(retry_after)))
+        .bind(now_us.saturating_add(duration_micros(retry_after)))
         .bind(error)
         .bind(job.customer_hour.customer_id.as_str())
         .bind(job.customer_hour.hour_start)
-        .bind(&job.owner)
+        .bind(job.token.stored())
+        .bind(now_us)
         .execute(&self.writer)
         .await
         .map_err(unavailable)?;
-        Ok(())
+        Ok(result.rows_affected() > 0)
     }
 }

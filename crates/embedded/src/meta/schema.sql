@@ -43,7 +43,10 @@ CREATE TABLE IF NOT EXISTS dirty_hours (
     aggregated_generation INTEGER NOT NULL DEFAULT 0,
     finalized_generation  INTEGER NOT NULL DEFAULT 0,
     provisional_at_us     INTEGER,
+    -- The worker that took the lease (for logs), and the lease itself: a random token issued with each
+    -- lease, without which the lease cannot be renewed, failed or completed.
     lease_owner           TEXT,
+    lease_token           INTEGER,
     leased_until_us       INTEGER,
     attempts              INTEGER NOT NULL DEFAULT 0,
     last_error            TEXT,
