@@ -20,6 +20,7 @@ const NEXT_HOUR: i64 = HOUR + 3600;
 pub async fn suite(store: &impl RawStore) {
     store_is_ready(store).await;
     redelivered_and_resent_events_are_stored_once(store).await;
+    the_idempotency_scope_is_the_customer_hour(store).await;
     a_record_spread_over_two_hours_lands_in_each(store).await;
     buckets_partition_an_hour(store).await;
     properties_round_trip(store).await;
@@ -64,6 +65,39 @@ pub async fn redelivered_and_resent_events_are_stored_once(store: &impl RawStore
     assert_eq!(fold_hour(store, &customer, HOUR).await.len(), 6, "fold_bucket visits each distinct event once");
     let outcomes = store.read_outcomes(&customer, HOUR).await.expect("read outcomes");
     assert_eq!(outcomes.accepted, 7, "each batch's outcomes count once; a client resend counts again");
+}
+
+/// The stated scope of idempotency (proto/hourglass/v1/event.proto, README "Sending events"): an event
+/// id is unique per customer and hour of `occurred_at`. A resend with the same time is stored once; the
+/// same id sent again with a time in another hour is another event, stored (and so counted) in each hour;
+/// another customer's identical id is its own.
+pub async fn the_idempotency_scope_is_the_customer_hour(store: &impl RawStore) {
+    let customer = unique_customer("scope");
+    let other_customer = unique_customer("scope-other");
+    let first =
+        record(&customer, "scope-1", vec![event("same-id", "view", at(HOUR, 10), None)], vec![accepted(HOUR, 1)]);
+    let same_hour_resend =
+        record(&customer, "scope-2", vec![event("same-id", "view", at(HOUR, 20), None)], vec![accepted(HOUR, 1)]);
+    let other_hour = record(
+        &customer,
+        "scope-3",
+        vec![event("same-id", "view", at(NEXT_HOUR, 10), None)],
+        vec![accepted(NEXT_HOUR, 1)],
+    );
+    let other_customers =
+        record(&other_customer, "scope-4", vec![event("same-id", "view", at(HOUR, 10), None)], vec![accepted(HOUR, 1)]);
+    store.write_records(&[first, same_hour_resend, other_hour, other_customers]).await.expect("write");
+
+    let in_hour = read_hour(store, &customer, HOUR).await;
+    assert_eq!(in_hour.len(), 1, "a resend within the hour is stored once: {in_hour:?}");
+    assert_eq!(in_hour[0].occurred_at_ms, at(HOUR, 20), "the last write wins");
+    assert_eq!(
+        read_hour(store, &customer, NEXT_HOUR).await.len(),
+        1,
+        "the same id in another hour is stored there too"
+    );
+    assert_eq!(fold_hour(store, &customer, HOUR).await.len() + fold_hour(store, &customer, NEXT_HOUR).await.len(), 2);
+    assert_eq!(read_hour(store, &other_customer, HOUR).await.len(), 1, "ids are per customer");
 }
 
 /// A record whose events fall in two hours stores each event in its own hour, with its time.
