@@ -21,6 +21,7 @@ use hourglass_proto::log::v1::{EventBatchRecord, Outcome, OutcomeCount};
 use hourglass_proto::v1::{BatchAck, BatchStatus, Event, EventRejection, RejectionReason};
 use tokio::time::Instant;
 
+use crate::cardinality::CardinalityTracker;
 use crate::config::{CollectorConfig, RecordLayout};
 use crate::memory::{MemoryBudget, StreamCounts};
 use crate::quota::{Budget, Quotas};
@@ -52,6 +53,8 @@ pub struct Collector<K, L> {
     pub(crate) memory_budget: MemoryBudget,
     /// Open streams per customer (`--max-streams-per-customer`).
     pub(crate) open_streams: StreamCounts,
+    /// The names each customer-hour has used, for the cardinality limits.
+    cardinality: CardinalityTracker,
 }
 
 impl<K: KeyStore, L: EventLog> Collector<K, L> {
@@ -61,7 +64,9 @@ impl<K: KeyStore, L: EventLog> Collector<K, L> {
         let collector_id = config.resolved_collector_id();
         let memory_budget = MemoryBudget::new(config.streams.max_in_flight_bytes);
         let open_streams = StreamCounts::new(config.streams.max_streams_per_customer);
+        let cardinality = CardinalityTracker::new(config.cardinality.tracker_max_names);
         Self {
+            cardinality,
             memory_budget,
             open_streams,
             config,
@@ -112,8 +117,24 @@ impl<K: KeyStore, L: EventLog> Collector<K, L> {
         let mut outcomes = OutcomeCounter::default();
         let mut accepted = Vec::with_capacity(batch_size);
         let mut rejections = Vec::new();
-        for (index, event) in events.into_iter().enumerate() {
-            match self.config.limits.check_event(&event, clock) {
+        // Field checks first, then the customer's cardinality limits over the events that passed them
+        // (one lock for the whole batch), so a malformed event never takes a type's place.
+        let checked: Vec<Result<i64, Rejection>> =
+            events.iter().map(|event| self.config.limits.check_event(event, clock)).collect();
+        let cardinality_limits = self.config.cardinality.limits_for(&principal.limits);
+        let mut cardinality = self
+            .cardinality
+            .check_batch(
+                &principal.customer_id,
+                cardinality_limits,
+                events.iter().zip(&checked).filter_map(|(event, checked)| Some((event, *checked.as_ref().ok()?))),
+            )
+            .into_iter();
+        for (index, (event, checked)) in events.into_iter().zip(checked).enumerate() {
+            let checked = checked.and_then(|event_hour| {
+                cardinality.next().expect("one cardinality result per valid event").map(|()| event_hour)
+            });
+            match checked {
                 Ok(event_hour) => {
                     outcomes.add(event_hour, Outcome::Accepted, RejectionReason::Unspecified, 1);
                     accepted.push(event);

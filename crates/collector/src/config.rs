@@ -7,6 +7,7 @@ use std::time::Duration;
 use hourglass_grpc::auth::KeyCacheConfig;
 use hourglass_grpc::server::ServerConfig;
 
+use crate::cardinality::CardinalityConfig;
 use crate::validate::ValidationLimits;
 
 /// Everything the collector needs besides its key store and event log.
@@ -27,6 +28,10 @@ pub struct CollectorConfig {
     /// Quota defaults for customers without limits of their own.
     #[command(flatten)]
     pub quota: QuotaConfig,
+
+    /// Cardinality limits (distinct event types and property names per customer-hour).
+    #[command(flatten)]
+    pub cardinality: CardinalityConfig,
 
     /// gRPC server hardening.
     #[command(flatten)]

@@ -21,6 +21,7 @@
 #![warn(missing_docs)]
 
 pub mod batch;
+pub mod cardinality;
 pub mod config;
 pub mod error;
 pub mod memory;

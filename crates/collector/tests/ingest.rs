@@ -120,7 +120,7 @@ async fn unknown_revoked_and_wrong_scope_keys_publish_nothing() {
 async fn a_throttled_batch_is_acked_with_retry_after_and_publishes_no_event() {
     let collector = TestCollector::start("throttle").await;
     let customer = CustomerId::new("small").unwrap();
-    let limits = CustomerLimits { events_per_second: Some(1), burst_events: Some(10), kafka_key_spread: None };
+    let limits = CustomerLimits { events_per_second: Some(1), burst_events: Some(10), ..Default::default() };
     collector.key_store.set_customer_limits(&customer, limits).await.unwrap();
     let key = collector.create_key("small", Scope::Ingest).await;
     let (batch_tx, mut acks) = open_stream(&collector, &key).await;

@@ -110,7 +110,12 @@ async fn customer_limits_default_to_unset_and_are_replaced_whole(store: &impl Ke
         "a customer never given limits has none (all defaults)"
     );
 
-    let limits = CustomerLimits { events_per_second: Some(500), burst_events: None, kafka_key_spread: Some(4) };
+    let limits = CustomerLimits {
+        events_per_second: Some(500),
+        kafka_key_spread: Some(4),
+        max_event_types_per_hour: Some(50),
+        ..Default::default()
+    };
     store.set_customer_limits(&acme, limits).await.expect("set limits");
     assert_eq!(store.customer_limits(&acme).await.expect("read limits"), limits, "limits read back as set");
     assert_eq!(
@@ -119,7 +124,12 @@ async fn customer_limits_default_to_unset_and_are_replaced_whole(store: &impl Ke
         "one customer's limits are not another's"
     );
 
-    let replaced = CustomerLimits { events_per_second: None, burst_events: Some(2_000), kafka_key_spread: Some(1) };
+    let replaced = CustomerLimits {
+        burst_events: Some(2_000),
+        kafka_key_spread: Some(1),
+        max_property_names_per_event_type: Some(30),
+        ..Default::default()
+    };
     store.set_customer_limits(&acme, replaced).await.expect("replace limits");
     assert_eq!(
         store.customer_limits(&acme).await.expect("read limits"),
@@ -130,7 +140,7 @@ async fn customer_limits_default_to_unset_and_are_replaced_whole(store: &impl Ke
     // Limits may be set for a customer that has no key yet (the operator configures it first).
     let newcomer = customer("limits-newcomer");
     let newcomer_limits =
-        CustomerLimits { events_per_second: Some(10), burst_events: Some(20), kafka_key_spread: None };
+        CustomerLimits { events_per_second: Some(10), burst_events: Some(20), ..Default::default() };
     store.set_customer_limits(&newcomer, newcomer_limits).await.expect("set limits of a customer without keys");
     assert_eq!(store.customer_limits(&newcomer).await.expect("read limits"), newcomer_limits);
 }

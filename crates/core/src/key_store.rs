@@ -61,6 +61,10 @@ pub struct CustomerLimits {
     /// Over how many Kafka keys the customer's batches are spread (1 = one key, strict per-customer
     /// order; more spreads a hot customer over more partitions, giving up cross-batch order).
     pub kafka_key_spread: Option<u32>,
+    /// Distinct event types the customer may send per hour (of `occurred_at`).
+    pub max_event_types_per_hour: Option<u32>,
+    /// Distinct property names one event type of the customer may carry per hour.
+    pub max_property_names_per_event_type: Option<u32>,
 }
 
 /// API keys and customer limits.

@@ -144,7 +144,8 @@ impl KeyStore for PostgresKeyStore {
 
     async fn customer_limits(&self, customer_id: &CustomerId) -> Result<CustomerLimits, KeyStoreError> {
         let row = sqlx::query!(
-            "SELECT events_per_second, burst_events, kafka_key_spread FROM customer_limits WHERE customer_id = $1",
+            "SELECT events_per_second, burst_events, kafka_key_spread, max_event_types_per_hour, \
+             max_property_names_per_event_type FROM customer_limits WHERE customer_id = $1",
             customer_id.as_str()
         )
         .fetch_optional(&self.pool)
@@ -155,6 +156,8 @@ impl KeyStore for PostgresKeyStore {
                 events_per_second: limit_from_sql(row.events_per_second),
                 burst_events: limit_from_sql(row.burst_events),
                 kafka_key_spread: limit_from_sql(row.kafka_key_spread),
+                max_event_types_per_hour: limit_from_sql(row.max_event_types_per_hour),
+                max_property_names_per_event_type: limit_from_sql(row.max_property_names_per_event_type),
             })
             .unwrap_or_default())
     }
@@ -163,14 +166,19 @@ impl KeyStore for PostgresKeyStore {
         let mut transaction = self.pool.begin().await.map_err(unavailable)?;
         ensure_customer(&mut transaction, customer_id).await?;
         sqlx::query!(
-            "INSERT INTO customer_limits (customer_id, events_per_second, burst_events, kafka_key_spread) \
-             VALUES ($1, $2, $3, $4) \
+            "INSERT INTO customer_limits (customer_id, events_per_second, burst_events, kafka_key_spread, \
+             max_event_types_per_hour, max_property_names_per_event_type) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (customer_id) DO UPDATE SET events_per_second = excluded.events_per_second, \
-             burst_events = excluded.burst_events, kafka_key_spread = excluded.kafka_key_spread, updated_at = now()",
+             burst_events = excluded.burst_events, kafka_key_spread = excluded.kafka_key_spread, \
+             max_event_types_per_hour = excluded.max_event_types_per_hour, \
+             max_property_names_per_event_type = excluded.max_property_names_per_event_type, updated_at = now()",
             customer_id.as_str(),
             limit_to_sql(limits.events_per_second),
             limit_to_sql(limits.burst_events),
-            limit_to_sql(limits.kafka_key_spread)
+            limit_to_sql(limits.kafka_key_spread),
+            limit_to_sql(limits.max_event_types_per_hour),
+            limit_to_sql(limits.max_property_names_per_event_type)
         )
         .execute(&mut *transaction)
         .await

@@ -50,7 +50,7 @@ async fn customer_limits_default_to_unset_and_can_be_replaced() {
     let store = store("customer_limits").await;
     let acme = CustomerId::new("acme").unwrap();
     assert_eq!(store.customer_limits(&acme).await.unwrap(), CustomerLimits::default());
-    let limits = CustomerLimits { events_per_second: Some(500), burst_events: None, kafka_key_spread: Some(4) };
+    let limits = CustomerLimits { events_per_second: Some(500), kafka_key_spread: Some(4), ..Default::default() };
     store.set_customer_limits(&acme, limits).await.unwrap();
     assert_eq!(store.customer_limits(&acme).await.unwrap(), limits);
     let relaxed = CustomerLimits { events_per_second: None, ..limits };

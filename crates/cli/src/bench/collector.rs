@@ -66,7 +66,7 @@ pub async fn run(args: CollectorBenchArgs) -> anyhow::Result<()> {
     let unlimited = CustomerLimits {
         events_per_second: Some(i32::MAX as u32),
         burst_events: Some(i32::MAX as u32),
-        kafka_key_spread: None,
+        ..Default::default()
     };
     key_store.set_customer_limits(&customer, unlimited).await?;
 

@@ -92,7 +92,7 @@ pub async fn run(args: StandaloneBenchArgs) -> anyhow::Result<()> {
     let unlimited = CustomerLimits {
         events_per_second: Some(i32::MAX as u32),
         burst_events: Some(i32::MAX as u32),
-        kafka_key_spread: None,
+        ..Default::default()
     };
     meta.set_customer_limits(&CustomerId::new("demo")?, unlimited).await?;
 

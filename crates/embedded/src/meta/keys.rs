@@ -130,18 +130,21 @@ impl KeyStore for SqliteMetaStore {
     }
 
     async fn customer_limits(&self, customer_id: &CustomerId) -> Result<CustomerLimits, KeyStoreError> {
-        let row: Option<(Option<i64>, Option<i64>, Option<i64>)> = sqlx::query_as(
-            "SELECT events_per_second, burst_events, kafka_key_spread FROM customer_limits WHERE customer_id = ?",
+        let row: Option<(Option<i64>, Option<i64>, Option<i64>, Option<i64>, Option<i64>)> = sqlx::query_as(
+            "SELECT events_per_second, burst_events, kafka_key_spread, max_event_types_per_hour, \
+             max_property_names_per_event_type FROM customer_limits WHERE customer_id = ?",
         )
         .bind(customer_id.as_str())
         .fetch_optional(&self.readers)
         .await
         .map_err(unavailable)?;
         Ok(row
-            .map(|(events_per_second, burst_events, kafka_key_spread)| CustomerLimits {
+            .map(|(events_per_second, burst_events, kafka_key_spread, event_types, property_names)| CustomerLimits {
                 events_per_second: limit_from_sql(events_per_second),
                 burst_events: limit_from_sql(burst_events),
                 kafka_key_spread: limit_from_sql(kafka_key_spread),
+                max_event_types_per_hour: limit_from_sql(event_types),
+                max_property_names_per_event_type: limit_from_sql(property_names),
             })
             .unwrap_or_default())
     }
@@ -151,16 +154,21 @@ impl KeyStore for SqliteMetaStore {
         let now_us = now_micros();
         ensure_customer(&mut transaction, customer_id, now_us).await?;
         sqlx::query(
-            "INSERT INTO customer_limits (customer_id, events_per_second, burst_events, kafka_key_spread, updated_at_us) \
-             VALUES (?, ?, ?, ?, ?) \
+            "INSERT INTO customer_limits (customer_id, events_per_second, burst_events, kafka_key_spread, \
+             max_event_types_per_hour, max_property_names_per_event_type, updated_at_us) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT (customer_id) DO UPDATE SET events_per_second = excluded.events_per_second, \
              burst_events = excluded.burst_events, kafka_key_spread = excluded.kafka_key_spread, \
+             max_event_types_per_hour = excluded.max_event_types_per_hour, \
+             max_property_names_per_event_type = excluded.max_property_names_per_event_type, \
              updated_at_us = excluded.updated_at_us",
         )
         .bind(customer_id.as_str())
         .bind(limit_to_sql(limits.events_per_second))
         .bind(limit_to_sql(limits.burst_events))
         .bind(limit_to_sql(limits.kafka_key_spread))
+        .bind(limit_to_sql(limits.max_event_types_per_hour))
+        .bind(limit_to_sql(limits.max_property_names_per_event_type))
         .bind(now_us)
         .execute(&mut *transaction)
         .await

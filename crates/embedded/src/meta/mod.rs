@@ -81,6 +81,15 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     // 20261125000009_lease_tokens: leases taken before have no token, so they cannot be completed any
     // more and simply expire.
     ("dirty_hours", "lease_token", "ALTER TABLE dirty_hours ADD COLUMN lease_token INTEGER;"),
+    // 20261129000011_cardinality_limits.
+    (
+        "customer_limits",
+        "max_event_types_per_hour",
+        "ALTER TABLE customer_limits ADD COLUMN max_event_types_per_hour INTEGER \
+           CHECK (max_event_types_per_hour > 0); \
+         ALTER TABLE customer_limits ADD COLUMN max_property_names_per_event_type INTEGER \
+           CHECK (max_property_names_per_event_type > 0);",
+    ),
 ];
 
 /// Brings a `meta.db` made by an earlier version up to the current schema (`schema.sql` creates new

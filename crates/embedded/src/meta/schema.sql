@@ -29,7 +29,9 @@ CREATE TABLE IF NOT EXISTS customer_limits (
     events_per_second INTEGER CHECK (events_per_second > 0 AND events_per_second <= 2147483647),
     burst_events      INTEGER CHECK (burst_events > 0 AND burst_events <= 2147483647),
     kafka_key_spread  INTEGER CHECK (kafka_key_spread BETWEEN 1 AND 1024),
-    updated_at_us     INTEGER NOT NULL
+    updated_at_us     INTEGER NOT NULL,
+    max_event_types_per_hour          INTEGER CHECK (max_event_types_per_hour > 0),
+    max_property_names_per_event_type INTEGER CHECK (max_property_names_per_event_type > 0)
 ) STRICT;
 
 -- Customer-hours that received data; each is also its own aggregation job. The hour needs a final rollup
