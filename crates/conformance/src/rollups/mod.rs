@@ -9,9 +9,11 @@
 //! lease; no assertion depends on how long anything took.
 
 mod jobs;
+mod numbers;
 mod reads;
 
 pub use jobs::{jobs_and_completion, leases};
+pub use numbers::extreme_numbers;
 pub use reads::{customer_isolation, ledger_and_recount, reader};
 
 use std::collections::BTreeMap;
