@@ -66,8 +66,13 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
+/// The command line: [`Cli`] with the defaults that differ per subcommand.
+fn command() -> clap::Command {
+    Cli::command().mut_subcommand("standalone", standalone::with_standalone_defaults)
+}
+
 fn main() -> anyhow::Result<()> {
-    let matches = Cli::command().get_matches();
+    let matches = command().get_matches();
     let mut cli = Cli::from_arg_matches(&matches)?;
     if let (Command::Standalone(args), Some(("standalone", standalone_matches))) =
         (&mut cli.command, matches.subcommand())
@@ -139,12 +144,10 @@ fn main() -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory;
-
     #[test]
     fn every_command_line_is_well_formed() {
         // Flattened configurations must not reuse a flag or an argument id; clap checks that here.
-        super::Cli::command().debug_assert();
+        super::command().debug_assert();
     }
 
     /// Words of a variable name (between '_') that say its value may be or hold a secret; `…_API_KEY`
@@ -156,7 +159,7 @@ mod tests {
     /// checks the help texts themselves).
     #[test]
     fn every_secret_bearing_variable_hides_its_value_from_help() {
-        let mut commands = vec![super::Cli::command()];
+        let mut commands = vec![super::command()];
         let mut secret_bearing = 0;
         while let Some(command) = commands.pop() {
             for argument in command.get_arguments() {
