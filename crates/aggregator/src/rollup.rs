@@ -1,9 +1,18 @@
 //! The rollup of one customer-hour: a pure fold over its raw events, so recomputing it from the same
 //! rows always gives the same result (invariant 2 of DESIGN.md).
+//!
+//! Numeric properties get their count, sum, min and max, every one finite, so every store can keep them
+//! and every reader use them:
+//! - a value that is NaN or infinite is left out of all four (the collector refuses such values and
+//!   decoding a log record drops them, so only rows stored before either could hold one); the hour's
+//!   count of them is [`HourAccumulator::non_finite_values`];
+//! - a sum beyond the range of `f64` saturates to `±f64::MAX`, with the sign of the exact sum
+//!   ([`FiniteSum`]), rather than becoming infinite, or NaN once partial sums of both signs overflow.
 
 use std::collections::{BTreeMap, HashSet};
 
 use hourglass_core::hll::HyperLogLog;
+use hourglass_core::numeric::FiniteSum;
 use hourglass_core::raw_store::{EventVisitor, HourOutcomes, StoredEvent};
 use hourglass_core::rollup_store::{EventTypeRollup, HourRollup, NumericRollup};
 
@@ -19,11 +28,36 @@ struct EventTypeFigures {
     users_sketch: HyperLogLog,
 }
 
+/// The figures of one numeric property, over finite values only.
 struct NumericFigures {
     count: u64,
-    sum: f64,
+    sum: FiniteSum,
     min: f64,
     max: f64,
+}
+
+impl NumericFigures {
+    fn of(value: f64) -> Self {
+        debug_assert!(value.is_finite());
+        let mut sum = FiniteSum::default();
+        sum.add(value);
+        NumericFigures { count: 1, sum, min: value, max: value }
+    }
+
+    fn add(&mut self, value: f64) {
+        debug_assert!(value.is_finite());
+        self.count += 1;
+        self.sum.add(value);
+        self.min = self.min.min(value);
+        self.max = self.max.max(value);
+    }
+
+    fn merge(&mut self, other: &NumericFigures) {
+        self.count += other.count;
+        self.sum.merge(&other.sum);
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+    }
 }
 
 /// Accumulates the raw events of one customer-hour.
@@ -32,6 +66,7 @@ pub struct HourAccumulator {
     event_types: BTreeMap<String, EventTypeFigures>,
     numeric: BTreeMap<(String, String), NumericFigures>,
     events: u64,
+    non_finite_values: u64,
 }
 
 impl EventVisitor for HourAccumulator {
@@ -50,13 +85,7 @@ impl EventVisitor for HourAccumulator {
             figures.users.insert(user_id.to_owned());
         }
         for (property, value) in numbers {
-            let key = (event_type.to_owned(), property.to_owned());
-            let stats =
-                self.numeric.entry(key).or_insert(NumericFigures { count: 0, sum: 0.0, min: value, max: value });
-            stats.count += 1;
-            stats.sum += value;
-            stats.min = stats.min.min(value);
-            stats.max = stats.max.max(value);
+            self.add_number(event_type, property, value);
         }
     }
 }
@@ -67,9 +96,29 @@ impl HourAccumulator {
         self.events
     }
 
+    /// NaN or infinite property values met so far, which no figure includes.
+    pub fn non_finite_values(&self) -> u64 {
+        self.non_finite_values
+    }
+
+    fn add_number(&mut self, event_type: &str, property: &str, value: f64) {
+        if !value.is_finite() {
+            self.non_finite_values += 1;
+            return;
+        }
+        let key = (event_type.to_owned(), property.to_owned());
+        match self.numeric.get_mut(&key) {
+            Some(figures) => figures.add(value),
+            None => {
+                self.numeric.insert(key, NumericFigures::of(value));
+            }
+        }
+    }
+
     /// Adds everything another accumulator saw (of other events: buckets never share an event).
     pub fn merge(&mut self, other: HourAccumulator) {
         self.events += other.events;
+        self.non_finite_values += other.non_finite_values;
         for (event_type, theirs) in other.event_types {
             let mine = self.event_types.entry(event_type).or_default();
             mine.events += theirs.events;
@@ -82,12 +131,7 @@ impl HourAccumulator {
         }
         for (key, theirs) in other.numeric {
             match self.numeric.get_mut(&key) {
-                Some(mine) => {
-                    mine.count += theirs.count;
-                    mine.sum += theirs.sum;
-                    mine.min = mine.min.min(theirs.min);
-                    mine.max = mine.max.max(theirs.max);
-                }
+                Some(mine) => mine.merge(&theirs),
                 None => {
                     self.numeric.insert(key, theirs);
                 }
@@ -110,13 +154,7 @@ impl HourAccumulator {
             figures.users.insert(user_id.clone());
         }
         for (property, value) in &event.number_properties {
-            let key = (event.event_type.clone(), property.clone());
-            let stats =
-                self.numeric.entry(key).or_insert(NumericFigures { count: 0, sum: 0.0, min: *value, max: *value });
-            stats.count += 1;
-            stats.sum += value;
-            stats.min = stats.min.min(*value);
-            stats.max = stats.max.max(*value);
+            self.add_number(&event.event_type, property, *value);
         }
     }
 
@@ -152,7 +190,7 @@ impl HourAccumulator {
                     event_type,
                     property,
                     count: stats.count,
-                    sum: stats.sum,
+                    sum: stats.sum.value(),
                     min: stats.min,
                     max: stats.max,
                 })
@@ -229,6 +267,92 @@ mod tests {
                 max: 10.0
             }]
         );
+    }
+
+    fn priced(id: &str, price: f64) -> StoredEvent {
+        let mut event = stored(id, "buy", None);
+        event.number_properties.insert("price".into(), price);
+        event
+    }
+
+    #[test]
+    fn sums_near_the_largest_f64_of_both_signs_saturate_and_stay_finite() {
+        let big = f64::MAX / 2.0 * 1.5; // 3/4 of the largest f64: two of them overflow
+        let mut accumulator = HourAccumulator::default();
+        // Plain partial sums would reach +inf after the second event and NaN after the fourth.
+        for (id, price) in [("1", big), ("2", big), ("3", -big), ("4", -big), ("5", -big), ("6", -big)] {
+            accumulator.add(&priced(id, price));
+        }
+        let rollup = accumulator.finish(HourOutcomes::default(), true);
+        assert_eq!(
+            rollup.numeric,
+            vec![NumericRollup {
+                event_type: "buy".into(),
+                property: "price".into(),
+                count: 6,
+                // The exact sum is -2 × big = -1.5 × f64::MAX: saturated, with its sign.
+                sum: -f64::MAX,
+                min: -big,
+                max: big
+            }]
+        );
+        assert!(rollup.check_finite().is_ok());
+
+        let mut at_the_limits = HourAccumulator::default();
+        for (id, price) in [("1", f64::MAX), ("2", f64::MAX), ("3", -f64::MAX)] {
+            at_the_limits.add(&priced(id, price));
+        }
+        let rollup = at_the_limits.finish(HourOutcomes::default(), true);
+        assert_eq!(
+            (rollup.numeric[0].sum, rollup.numeric[0].min, rollup.numeric[0].max),
+            (f64::MAX, -f64::MAX, f64::MAX)
+        );
+    }
+
+    #[test]
+    fn non_finite_values_are_left_out_of_every_figure_and_counted() {
+        let mut accumulator = HourAccumulator::default();
+        for (id, price) in [("1", f64::NAN), ("2", 2.0), ("3", f64::INFINITY), ("4", f64::NEG_INFINITY), ("5", 3.0)] {
+            accumulator.add(&priced(id, price));
+        }
+        let only_non_finite = {
+            let mut part = HourAccumulator::default();
+            part.add(&priced("6", f64::NAN));
+            part
+        };
+        accumulator.merge(only_non_finite);
+        assert_eq!(accumulator.non_finite_values(), 4);
+        let rollup = accumulator.finish(HourOutcomes::default(), true);
+        assert_eq!(rollup.events, 6, "the events count, whatever their numbers");
+        assert_eq!(
+            rollup.numeric,
+            vec![NumericRollup {
+                event_type: "buy".into(),
+                property: "price".into(),
+                count: 2,
+                sum: 5.0,
+                min: 2.0,
+                max: 3.0
+            }]
+        );
+    }
+
+    #[test]
+    fn merging_saturated_buckets_equals_one_accumulator() {
+        let events: Vec<StoredEvent> = (0..12)
+            .map(|index| priced(&index.to_string(), if index % 3 == 0 { -f64::MAX } else { f64::MAX }))
+            .collect();
+        let mut whole = HourAccumulator::default();
+        events.iter().for_each(|event| whole.add(event));
+        let mut merged = HourAccumulator::default();
+        for bucket in events.chunks(5) {
+            let mut part = HourAccumulator::default();
+            bucket.iter().for_each(|event| part.add(event));
+            merged.merge(part);
+        }
+        let whole = whole.finish(HourOutcomes::default(), true);
+        assert_eq!(whole.numeric[0].sum, f64::MAX);
+        assert_eq!(merged.finish(HourOutcomes::default(), true), whole);
     }
 
     #[test]

@@ -137,6 +137,10 @@ pub async fn aggregate_hour<R: RawStore>(
         metrics::counter!(telemetry::EVENTS_READ_TOTAL).increment(bucket.events());
         accumulator.merge(bucket);
     }
+    if accumulator.non_finite_values() > 0 {
+        let non_finite_values = accumulator.non_finite_values();
+        tracing::warn!(customer_id, hour_start, non_finite_values, "raw events hold NaN or infinite numbers; left out");
+    }
     let outcomes = raw_store.read_outcomes(customer_id, hour_start).await?;
     Ok(accumulator.finish(outcomes, is_final))
 }

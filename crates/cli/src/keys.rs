@@ -1,13 +1,30 @@
 //! `hourglass keys`: API keys and customer limits.
+//!
+//! Every subcommand writes for people by default (aligned fields, units, "default" for a limit left to
+//! the collector) and, with `--output json`, one JSON document for scripts. In text, `keys create` prints
+//! the bare key alone on stdout, so `hourglass keys create … > key-file` keeps working; its note goes to
+//! stderr.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
 use hourglass_core::api_key::{KeyId, Scope};
 use hourglass_core::customer::CustomerId;
-use hourglass_core::key_store::{CustomerLimits, KeyStore};
+use hourglass_core::key_store::{CustomerLimits, KeyListing, KeyStore};
 use hourglass_embedded::meta::SqliteMetaStore;
 use hourglass_postgres::{PostgresConfig, PostgresKeyStore};
+use serde_json::json;
+
+/// How `hourglass keys` prints what it did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+enum OutputFormat {
+    /// For people.
+    #[default]
+    Text,
+    /// One JSON document on stdout, for scripts.
+    Json,
+}
 
 /// Flags of `hourglass keys`.
 #[derive(clap::Args)]
@@ -15,6 +32,9 @@ pub struct KeysArgs {
     /// Manage the keys of `hourglass standalone`'s data directory instead of Postgres's.
     #[arg(long = "data-dir", env = "HOURGLASS_DATA_DIR", global = true)]
     data_dir: Option<PathBuf>,
+    /// `text` (for people) or `json` (for scripts). Default text.
+    #[arg(long = "output", value_enum, default_value_t = OutputFormat::Text, global = true)]
+    output: OutputFormat,
     #[command(flatten)]
     postgres: PostgresConfig,
     #[command(subcommand)]
@@ -71,39 +91,45 @@ pub async fn run(args: KeysArgs) -> anyhow::Result<()> {
             let store = SqliteMetaStore::open(data_dir)
                 .await
                 .with_context(|| format!("cannot open the data directory {}", data_dir.display()))?;
-            run_on(&store, args.action).await
+            run_on(&store, args.action, args.output).await
         }
-        None => run_on(&PostgresKeyStore::new(args.postgres.open().await?), args.action).await,
+        None => run_on(&PostgresKeyStore::new(args.postgres.open().await?), args.action, args.output).await,
     }
 }
 
-async fn run_on(store: &impl KeyStore, action: KeysAction) -> anyhow::Result<()> {
+async fn run_on(store: &impl KeyStore, action: KeysAction, output: OutputFormat) -> anyhow::Result<()> {
     match action {
         KeysAction::Create { customer, scope, name } => {
             let key = store.create_key(&customer, scope, &name).await?;
-            eprintln!("created key {} ({scope}) for customer {customer}; it is shown once, store it now:", key.id());
-            println!("{}", key.expose_secret());
+            eprintln!("created key {} ({scope}) for customer {customer}; it is shown once, store it now", key.id());
+            match output {
+                OutputFormat::Text => println!("{}", key.expose_secret()),
+                OutputFormat::Json => print_json(&json!({
+                    "key": key.expose_secret(),
+                    "key_id": key.id().to_string(),
+                    "customer": customer.as_str(),
+                    "scope": scope.to_string(),
+                    "name": name,
+                }))?,
+            }
         }
         KeysAction::Revoke { key_id } => {
             let key_id = KeyId::parse(&key_id).with_context(|| format!("{key_id:?} is not a key id"))?;
             if !store.revoke_key(&key_id).await? {
                 bail!("no key with id {key_id}");
             }
-            println!("revoked {key_id}");
+            match output {
+                OutputFormat::Text => {
+                    println!("revoked {key_id}; collectors stop accepting it within their key-cache TTL")
+                }
+                OutputFormat::Json => print_json(&json!({ "key_id": key_id.to_string(), "revoked": true }))?,
+            }
         }
         KeysAction::List { customer } => {
-            println!("{:<14} {:<24} {:<7} {:<26} {:<26} NAME", "KEY ID", "CUSTOMER", "SCOPE", "CREATED", "REVOKED");
-            for key in store.list_keys(customer.as_ref()).await? {
-                let revoked = key.revoked_at.map(|time| time.to_rfc3339()).unwrap_or_else(|| "-".into());
-                println!(
-                    "{:<14} {:<24} {:<7} {:<26} {:<26} {}",
-                    key.key_id,
-                    key.customer_id,
-                    key.scope,
-                    key.created_at.to_rfc3339(),
-                    revoked,
-                    key.name
-                );
+            let keys = store.list_keys(customer.as_ref()).await?;
+            match output {
+                OutputFormat::Text => print!("{}", key_table(&keys)),
+                OutputFormat::Json => print_json(&keys.iter().map(key_json).collect())?,
             }
         }
         KeysAction::Limits { customer, events_per_second, burst_events, kafka_key_spread } => {
@@ -112,8 +138,120 @@ async fn run_on(store: &impl KeyStore, action: KeysAction) -> anyhow::Result<()>
             }
             let limits = CustomerLimits { events_per_second, burst_events, kafka_key_spread };
             store.set_customer_limits(&customer, limits).await?;
-            println!("limits of {customer}: {limits:?}");
+            match output {
+                OutputFormat::Text => print!("{}", limits_text(&customer, &limits)),
+                // null: the collector's default applies.
+                OutputFormat::Json => print_json(&json!({
+                    "customer": customer.as_str(),
+                    "events_per_second": limits.events_per_second,
+                    "burst_events": limits.burst_events,
+                    "kafka_key_spread": limits.kafka_key_spread,
+                }))?,
+            }
         }
     }
     Ok(())
+}
+
+fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// A time as people read it, to the second.
+fn human_time(time: DateTime<Utc>) -> String {
+    time.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+/// `1234567` as `1,234,567`.
+fn thousands(number: u32) -> String {
+    let digits = number.to_string();
+    let mut grouped = String::with_capacity(digits.len() + digits.len() / 3);
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index).is_multiple_of(3) {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    grouped
+}
+
+/// The keys as a table whose columns are as wide as their widest cell, or a line saying there are none.
+fn key_table(keys: &[KeyListing]) -> String {
+    if keys.is_empty() {
+        return "no keys\n".to_owned();
+    }
+    let header = ["KEY ID", "CUSTOMER", "SCOPE", "CREATED", "REVOKED", "NAME"].map(str::to_owned);
+    let rows: Vec<[String; 6]> = keys
+        .iter()
+        .map(|key| {
+            [
+                key.key_id.to_string(),
+                key.customer_id.to_string(),
+                key.scope.to_string(),
+                human_time(key.created_at),
+                key.revoked_at.map(human_time).unwrap_or_else(|| "-".to_owned()),
+                if key.name.is_empty() { "-".to_owned() } else { key.name.clone() },
+            ]
+        })
+        .collect();
+    let mut widths = header.clone().map(|cell| cell.chars().count());
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut table = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let cells: Vec<String> = row.iter().zip(widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
+        table.push_str(cells.join("  ").trim_end());
+        table.push('\n');
+    }
+    table
+}
+
+fn key_json(key: &KeyListing) -> serde_json::Value {
+    json!({
+        "key_id": key.key_id.to_string(),
+        "customer": key.customer_id.as_str(),
+        "scope": key.scope.to_string(),
+        "name": key.name,
+        "created_at": key.created_at.to_rfc3339(),
+        "revoked_at": key.revoked_at.map(|time| time.to_rfc3339()),
+    })
+}
+
+/// The customer's limits, one per line, with units; an unset one names the collector flag that applies.
+fn limits_text(customer: &CustomerId, limits: &CustomerLimits) -> String {
+    let or_default = |value: Option<u32>, unit: &str, default: &str| match value {
+        Some(value) => format!("{} {unit}", thousands(value)),
+        None => format!("default ({default})"),
+    };
+    format!(
+        "limits of customer {customer}:\n  \
+         events per second  {}\n  \
+         burst              {}\n  \
+         kafka key spread   {}\n",
+        or_default(
+            limits.events_per_second,
+            "events/s per collector replica",
+            "the collector's --quota-events-per-second"
+        ),
+        or_default(limits.burst_events, "events", "the collector's --quota-burst-events"),
+        or_default(limits.kafka_key_spread, "keys", "1 key: the customer's batches stay in order"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_are_grouped() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_000), "1,000");
+        assert_eq!(thousands(1_000_000), "1,000,000");
+        assert_eq!(thousands(u32::MAX), "4,294,967,295");
+    }
 }

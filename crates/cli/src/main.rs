@@ -67,8 +67,13 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
+/// The command line: [`Cli`] with the defaults that differ per subcommand.
+fn command() -> clap::Command {
+    Cli::command().mut_subcommand("standalone", standalone::with_standalone_defaults)
+}
+
 fn main() -> anyhow::Result<()> {
-    let matches = Cli::command().get_matches();
+    let matches = command().get_matches();
     let mut cli = Cli::from_arg_matches(&matches)?;
     if let (Command::Standalone(args), Some(("standalone", standalone_matches))) =
         (&mut cli.command, matches.subcommand())
@@ -140,11 +145,37 @@ fn main() -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory;
-
     #[test]
     fn every_command_line_is_well_formed() {
         // Flattened configurations must not reuse a flag or an argument id; clap checks that here.
-        super::Cli::command().debug_assert();
+        super::command().debug_assert();
+    }
+
+    /// Words of a variable name (between '_') that say its value may be or hold a secret; `…_API_KEY`
+    /// too.
+    const SECRET_WORDS: &[&str] = &["URL", "SECRET", "PASSWORD", "TOKEN", "OPTIONS", "TARGET", "CREDENTIALS"];
+
+    /// clap shows an option's environment value in `--help` unless `hide_env_values` is set: every
+    /// option read from a variable whose name says it may hold a secret must set it (`tests/help_binary.rs`
+    /// checks the help texts themselves).
+    #[test]
+    fn every_secret_bearing_variable_hides_its_value_from_help() {
+        let mut commands = vec![super::command()];
+        let mut secret_bearing = 0;
+        while let Some(command) = commands.pop() {
+            for argument in command.get_arguments() {
+                let Some(variable) = argument.get_env().and_then(|name| name.to_str()) else { continue };
+                if variable.ends_with("_API_KEY") || variable.split('_').any(|word| SECRET_WORDS.contains(&word)) {
+                    secret_bearing += 1;
+                    assert!(
+                        argument.is_hide_env_values_set(),
+                        "`hourglass {}` shows the value of {variable} in --help: add hide_env_values = true",
+                        command.get_name()
+                    );
+                }
+            }
+            commands.extend(command.get_subcommands().cloned());
+        }
+        assert!(secret_bearing >= 7, "the check saw the secret-bearing options ({secret_bearing})");
     }
 }

@@ -19,7 +19,7 @@ enum Period {
 #[derive(clap::Args)]
 pub struct ReportArgs {
     /// The query service's (or standalone's) gRPC address.
-    #[arg(long, env = "HOURGLASS_TARGET", default_value = "http://127.0.0.1:50051")]
+    #[arg(long, env = "HOURGLASS_TARGET", default_value = "http://127.0.0.1:50051", hide_env_values = true)]
     target: String,
     /// A query API key (`hgk_…`, scope query).
     #[arg(long, env = "HOURGLASS_QUERY_API_KEY", hide_env_values = true)]

@@ -26,7 +26,7 @@ use crate::loadgen::{self, EventSource, LoadPlan};
 #[derive(clap::Args)]
 pub struct SendArgs {
     /// The collector's (or standalone's) gRPC address.
-    #[arg(long, env = "HOURGLASS_TARGET", default_value = "http://127.0.0.1:50051")]
+    #[arg(long, env = "HOURGLASS_TARGET", default_value = "http://127.0.0.1:50051", hide_env_values = true)]
     target: String,
     /// An ingest API key (`hgk_…`).
     #[arg(long, env = "HOURGLASS_API_KEY", hide_env_values = true)]

@@ -8,6 +8,14 @@
 //! Shutdown on SIGTERM/SIGINT: health NOT_SERVING → ingest streams drain (acking what they hold) and the
 //! server stops → the log flushes → ingestion finishes its group and commits → aggregation stops. Work
 //! not done yet is in the data directory and resumes at the next start.
+//!
+//! If ingestion stops on an error, the log refuses appends at once (no client is acked a batch nothing
+//! would ingest), health goes NOT_SERVING, and standalone shuts down as on SIGTERM and exits non-zero
+//! (see [`run`] for why).
+//!
+//! It listens on 127.0.0.1 unless told otherwise (`--listen-addr`): a newcomer's first run should not
+//! expose an ingest endpoint, with the demo keys it prints, to the network. The data directory is the
+//! owner's alone (0700, its files 0600: `hourglass_embedded::data_dir`).
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -24,7 +32,8 @@ use hourglass_core::api_key::Scope;
 use hourglass_core::customer::CustomerId;
 use hourglass_core::event_log::EventLog;
 use hourglass_core::key_store::KeyStore;
-use hourglass_embedded::ingest::EmbeddedIngestConfig;
+use hourglass_embedded::data_dir::{self, FILE_MODE};
+use hourglass_embedded::ingest::{EmbeddedIngestConfig, EmbeddedIngestError};
 use hourglass_embedded::log::SqliteEventLog;
 use hourglass_embedded::meta::SqliteMetaStore;
 use hourglass_embedded::raw::SqliteRawStore;
@@ -67,6 +76,16 @@ pub struct StandaloneArgs {
 /// distributed mode's default: one process's hours are small, and a newcomer wants to see counts soon.
 const STANDALONE_PROVISIONAL_INTERVAL_SECS: u64 = 10;
 
+/// Where standalone listens unless told otherwise: this host only, where the collector's default is every
+/// interface (a collector is meant to be reached from other hosts; a newcomer's standalone is not).
+const STANDALONE_LISTEN_ADDR: &str = "127.0.0.1:50051";
+
+/// `hourglass standalone`'s command with standalone's own defaults for flags it shares with the
+/// distributed stages, so that `--help` shows them too.
+pub fn with_standalone_defaults(command: clap::Command) -> clap::Command {
+    command.mut_arg("listen_addr", |listen_addr| listen_addr.default_value(STANDALONE_LISTEN_ADDR))
+}
+
 impl StandaloneArgs {
     /// Standalone's own defaults for flags it shares with the distributed stages, where the command line
     /// and environment left them at the stage's default.
@@ -81,9 +100,10 @@ impl StandaloneArgs {
 struct DataDirLock(#[allow(dead_code)] File);
 
 fn lock_data_dir(data_dir: &Path) -> anyhow::Result<DataDirLock> {
-    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    data_dir::create_private_directory(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
     let path = data_dir.join("standalone.lock");
-    let file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+    data_dir::create_private_file(&path).with_context(|| format!("cannot create {}", path.display()))?;
+    let file = File::options().write(true).open(&path).with_context(|| format!("cannot open {}", path.display()))?;
     // SAFETY: flock(2) on a file descriptor this function owns.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         bail!("another hourglass standalone is using {} (it holds {})", data_dir.display(), path.display());
@@ -94,6 +114,7 @@ fn lock_data_dir(data_dir: &Path) -> anyhow::Result<DataDirLock> {
 /// The demo customer's ingest and query keys: read from the data directory, or created on first start.
 async fn demo_keys(data_dir: &Path, meta: &SqliteMetaStore) -> anyhow::Result<(String, String)> {
     let path = data_dir.join(DEMO_KEYS_FILE);
+    data_dir::restrict(&path, FILE_MODE).with_context(|| format!("cannot restrict {}", path.display()))?;
     if let Ok(text) = std::fs::read_to_string(&path) {
         let field = |name: &str| text.lines().find_map(|line| line.strip_prefix(name).map(|key| key.trim().to_owned()));
         if let (Some(ingest), Some(query)) = (field("ingest:"), field("query:")) {
@@ -115,14 +136,13 @@ async fn demo_keys(data_dir: &Path, meta: &SqliteMetaStore) -> anyhow::Result<(S
     Ok((ingest.expose_secret().to_owned(), query.expose_secret().to_owned()))
 }
 
+/// Writes `text` to `path`, a file of the owner's alone (see `hourglass_embedded::data_dir`).
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    data_dir::create_private_file(path).with_context(|| format!("cannot create {}", path.display()))?;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
         .truncate(true)
-        .mode(0o600)
         .open(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
     file.write_all(text.as_bytes())?;
@@ -171,6 +191,7 @@ fn page_token_secret(data_dir: &Path, configured: Option<String>) -> anyhow::Res
         return Ok(secret);
     }
     let path = data_dir.join("page-token.secret");
+    data_dir::restrict(&path, FILE_MODE).with_context(|| format!("cannot restrict {}", path.display()))?;
     if let Ok(secret) = std::fs::read_to_string(&path)
         && !secret.trim().is_empty()
     {
@@ -199,7 +220,15 @@ async fn enforce_raw_retention(raw_store: Arc<SqliteRawStore>, retention_days: i
     }
 }
 
-/// Runs standalone until SIGTERM or SIGINT.
+/// Runs standalone until SIGTERM or SIGINT, or until ingestion stops on an error.
+///
+/// When ingestion stops, standalone shuts down and exits non-zero rather than staying up without it:
+/// a process that still answers queries looks alive to anything that does not watch its health, while
+/// its counts silently stop growing. A supervisor (systemd, Docker, Kubernetes) restarts a process that
+/// exits non-zero, and the restart resumes ingestion where it stopped: every acknowledged batch is in
+/// `log.db`. A persistent failure then shows as a restart loop with the error in every log, which is
+/// what an operator needs to see. Until it exits, the log refuses appends, so clients are told to retry
+/// rather than acknowledged, and health is NOT_SERVING.
 pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal()?;
     let data_dir = std::path::absolute(&args.data_dir)?;
@@ -212,7 +241,7 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     query_config.page_token_secret = Some(page_token_secret(&data_dir, query_config.page_token_secret.take())?);
 
     let background = CancellationToken::new();
-    let ingestion = tokio::spawn(hourglass_embedded::ingest::run(
+    let mut ingestion = tokio::spawn(hourglass_embedded::ingest::run(
         Arc::clone(&event_log),
         Arc::clone(&raw_store),
         Arc::clone(&meta),
@@ -261,10 +290,21 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     print_welcome(&address, &data_dir, &ingest_key, &query_key)?;
     tracing::info!(listen_addr = %local_addr, data_dir = %data_dir.display(), "standalone serving");
 
-    let served = tokio::select! {
-        result = &mut serve => Some(result),
-        () = shutdown.cancelled() => None,
+    let (served, ingestion_ended) = tokio::select! {
+        result = &mut serve => (Some(result), None),
+        () = shutdown.cancelled() => (None, None),
+        ended = &mut ingestion => (None, Some(ended)),
     };
+    if let Some(ended) = &ingestion_ended {
+        let reason = ingestion_stop_reason(ended);
+        // Refuse first: from the moment health says NOT_SERVING, no batch is acknowledged.
+        event_log.refuse_appends(&reason);
+        tracing::error!(
+            %reason,
+            "refusing new batches and shutting down; acknowledged batches are in log.db and are ingested at the \
+             next start"
+        );
+    }
     if served.is_none() {
         tracing::info!("shutdown: reporting NOT_SERVING");
         set_health(&health_reporter, &services, ServingStatus::NotServing).await;
@@ -283,12 +323,57 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     }
     tracing::info!("shutdown: stopping ingestion and aggregation");
     background.cancel();
-    ingestion.await.context("ingestion panicked")?.context("ingestion failed")?;
+    let stopped_early = ingestion_ended.is_some();
+    let ingestion_ended = match ingestion_ended {
+        Some(ended) => ended,
+        None => ingestion.await,
+    };
     aggregation.await.context("aggregation panicked")?;
     retention.await.context("raw retention panicked")?;
+    ingestion_ended.context("ingestion panicked")?.context("ingestion failed")?;
+    if stopped_early {
+        bail!("ingestion stopped before the shutdown");
+    }
     tracing::info!("shutdown complete");
     if let Some(result) = served {
         result.context("the gRPC server failed")?;
     }
     Ok(())
+}
+
+/// Why the ingestion task ended, for the log's refusal and the operator.
+fn ingestion_stop_reason(ended: &Result<Result<(), EmbeddedIngestError>, tokio::task::JoinError>) -> String {
+    match ended {
+        Ok(Ok(())) => "ingestion stopped".to_owned(),
+        Ok(Err(error)) => format!("ingestion stopped: {error}"),
+        Err(join_error) => format!("ingestion panicked: {join_error}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use clap::FromArgMatches;
+
+    use super::*;
+
+    /// `hourglass <command_line>` parsed as `main` parses it, as standalone's flags.
+    fn standalone_args(command_line: &[&str]) -> StandaloneArgs {
+        let matches = crate::command().try_get_matches_from(command_line).unwrap();
+        match crate::Cli::from_arg_matches(&matches).unwrap().command {
+            crate::Command::Standalone(args) => *args,
+            _ => panic!("{command_line:?} is not standalone"),
+        }
+    }
+
+    #[test]
+    fn standalone_listens_on_this_host_only_unless_told_otherwise() {
+        let default = standalone_args(&["hourglass", "standalone"]);
+        assert_eq!(default.collector.listen_addr, SocketAddr::from(([127, 0, 0, 1], 50051)));
+        let told = standalone_args(&["hourglass", "standalone", "--listen-addr", "0.0.0.0:7000"]);
+        assert_eq!(told.collector.listen_addr, SocketAddr::from(([0, 0, 0, 0], 7000)));
+        let help = crate::command().find_subcommand_mut("standalone").unwrap().render_long_help().to_string();
+        assert!(help.contains("[default: 127.0.0.1:50051]"), "{help}");
+    }
 }

@@ -25,13 +25,19 @@ impl Drop for Standalone {
 }
 
 fn start(data_dir: &std::path::Path, port: u16) -> Standalone {
+    start_with(data_dir, port, &[], Stdio::null())
+}
+
+/// Starts standalone with `extra_args`, its stderr going to `stderr`.
+fn start_with(data_dir: &std::path::Path, port: u16, extra_args: &[&str], stderr: Stdio) -> Standalone {
     let mut child = Command::new(BINARY)
         .args(["standalone", "--data-dir"])
         .arg(data_dir)
         .args(["--listen-addr", &format!("127.0.0.1:{port}")])
+        .args(extra_args)
         .env("HOURGLASS_LOG", "info")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("start hourglass standalone");
     let mut welcome = Vec::new();
@@ -187,4 +193,138 @@ async fn keys_created_with_the_cli_work_against_standalone() {
     let stdout = String::from_utf8_lossy(&sent.stdout);
     assert!(sent.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&sent.stderr));
     assert!(stdout.contains("accepted   2") && stdout.contains("rejected   1"), "{stdout}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The permission bits of `path`, in octal as `ls -l` and `chmod` write them.
+fn mode_of(path: &std::path::Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    format!("{:o}", std::fs::metadata(path).unwrap().permissions().mode() & 0o777)
+}
+
+/// The data directory holds every event and the keys: its owner's alone, even when it existed before
+/// with looser modes (here a directory 0755 and an empty `meta.db` 0644, as an older build left them).
+#[tokio::test]
+async fn the_data_directory_and_its_files_are_private_to_their_owner() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let root = tempfile::tempdir().unwrap();
+    let data_dir = root.path().join("data");
+    std::fs::create_dir(&data_dir).unwrap();
+    std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(data_dir.join("meta.db"), b"").unwrap();
+    std::fs::set_permissions(data_dir.join("meta.db"), std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    let port = free_port();
+    let _standalone = start(&data_dir, port);
+    support::wait_until_serving(&format!("http://127.0.0.1:{port}"), Duration::from_secs(30)).await;
+
+    assert_eq!(mode_of(&data_dir), "700", "the data directory");
+    let mut files = BTreeMap::new();
+    for entry in std::fs::read_dir(&data_dir).unwrap() {
+        let path = entry.unwrap().path();
+        files.insert(path.file_name().unwrap().to_string_lossy().into_owned(), mode_of(&path));
+    }
+    for database in ["log.db", "raw.db", "meta.db"] {
+        for suffix in ["", "-wal", "-shm"] {
+            assert!(files.contains_key(&format!("{database}{suffix}")), "{database}{suffix} is missing: {files:?}");
+        }
+    }
+    for secret in ["demo-keys.txt", "page-token.secret", "standalone.lock"] {
+        assert!(files.contains_key(secret), "{secret} is missing: {files:?}");
+    }
+    let open_to_others: Vec<_> = files.iter().filter(|(_, mode)| *mode != "600").collect();
+    assert!(open_to_others.is_empty(), "every file is 0600: {open_to_others:?}");
+}
+
+/// An ingestion that stops on an error (here log.db refusing the offset commit, through a trigger
+/// created by another connection) turns health NOT_SERVING, no batch is acknowledged after that, and
+/// the process exits non-zero, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_ingestion_stops_health_is_not_serving_no_batch_is_acked_and_the_process_fails() {
+    use std::io::Read;
+
+    use hourglass_proto::prost_types::Timestamp;
+    use hourglass_proto::v1::ingest_service_client::IngestServiceClient;
+    use hourglass_proto::v1::{Event, IngestBatchRequest};
+    use sqlx::ConnectOptions;
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let data_dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // A long shutdown delay: the window in which the test looks at the failed process before it exits.
+    let mut standalone = start_with(data_dir.path(), port, &["--shutdown-delay-ms", "15000"], Stdio::piped());
+    let mut stderr = standalone.child.stderr.take().unwrap();
+    let logs = std::thread::spawn(move || {
+        let mut logs = String::new();
+        stderr.read_to_string(&mut logs).unwrap();
+        logs
+    });
+    let channel = support::wait_until_serving(&format!("http://127.0.0.1:{port}"), Duration::from_secs(30)).await;
+    let demo_keys = std::fs::read_to_string(data_dir.path().join("demo-keys.txt")).unwrap();
+    let ingest_key = demo_keys.lines().find_map(|line| line.strip_prefix("ingest:")).unwrap().trim().to_owned();
+
+    let mut log_db = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(data_dir.path().join("log.db"))
+        .busy_timeout(Duration::from_secs(30))
+        .connect()
+        .await
+        .unwrap();
+    for statement in [
+        "CREATE TRIGGER refuse_new_offsets BEFORE INSERT ON consumer_offsets \
+         BEGIN SELECT RAISE(ABORT, 'offset commits refused by the test'); END",
+        "CREATE TRIGGER refuse_offset_updates BEFORE UPDATE ON consumer_offsets \
+         BEGIN SELECT RAISE(ABORT, 'offset commits refused by the test'); END",
+    ] {
+        sqlx::query(statement).execute(&mut log_db).await.unwrap();
+    }
+
+    let batch = |id: &str| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let event = Event {
+            event_id: id.into(),
+            event_type: "signup".into(),
+            occurred_at: Some(Timestamp { seconds: now, nanos: 0 }),
+            ..Default::default()
+        };
+        let mut request = tonic::Request::new(IngestBatchRequest { events: vec![event] });
+        request.metadata_mut().insert("authorization", format!("Bearer {ingest_key}").parse().unwrap());
+        request
+    };
+    let mut ingest = IngestServiceClient::new(channel.clone());
+    let ack = ingest.ingest_batch(batch("before")).await.expect("accepted while ingestion runs");
+    assert_eq!(ack.into_inner().ack.unwrap().accepted_count, 1);
+
+    // Ingesting that batch ends in the refused commit, which stops ingestion.
+    let mut health = HealthClient::new(channel);
+    let started = Instant::now();
+    for service in ["", "hourglass.v1.IngestService"] {
+        loop {
+            let request = HealthCheckRequest { service: service.to_owned() };
+            let status = health.check(request).await.unwrap().into_inner().status;
+            if status == ServingStatus::NotServing as i32 {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "{service:?} still SERVING after a minute");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let refused = ingest.ingest_batch(batch("after")).await.expect_err("no batch is acked once ingestion stopped");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+
+    let status = loop {
+        if let Some(status) = standalone.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "standalone did not exit after ingestion stopped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let logs = logs.join().unwrap();
+    assert!(!status.success(), "exit status {status}: {logs}");
+    assert!(logs.contains("ingestion stopped") && logs.contains("offset commits refused by the test"), "{logs}");
 }

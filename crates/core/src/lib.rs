@@ -15,6 +15,8 @@
 //!   that produce them, completed in one transaction.
 //! - [`rollup_reader`]: the [`RollupReader`](rollup_reader::RollupReader) seam: what the query service
 //!   reads (hourly rows, hour statuses, the ledger), possibly from a read replica.
+//! - [`numeric`]: sums of numeric properties that saturate at `±f64::MAX` instead of becoming infinite
+//!   or NaN, so every stored number is finite.
 //! - [`hll`]: the HyperLogLog sketch of distinct users stored with hourly rollups (1.6% standard error).
 //! - [`hour`]: customer-hours, the unit of aggregation and reconciliation.
 
@@ -28,6 +30,7 @@ pub mod hll;
 pub mod hour;
 pub mod job_queue;
 pub mod key_store;
+pub mod numeric;
 pub mod raw_store;
 pub mod record;
 pub mod rollup_reader;

@@ -16,6 +16,22 @@ pub enum RollupStoreError {
     /// The store could not be reached or the transaction failed; nothing was written.
     #[error("rollup store unavailable: {0}")]
     Unavailable(String),
+    /// The rollup holds a number that is NaN or infinite; nothing was written. The aggregation never
+    /// produces one ([`NumericRollup`] saturates), so this is a bug to report: retrying cannot mend it.
+    #[error(
+        "refusing to store a rollup with a non-finite {stat} ({value}) for event type {event_type:?}, property \
+         {property:?}"
+    )]
+    NonFinite {
+        /// The event type of the offending row.
+        event_type: String,
+        /// Its property.
+        property: String,
+        /// Which figure: `sum`, `min` or `max`.
+        stat: &'static str,
+        /// The figure.
+        value: f64,
+    },
 }
 
 /// Which rollups a worker asks for.
@@ -81,16 +97,19 @@ pub struct EventTypeRollup {
     pub users_sketch: Vec<u8>,
 }
 
-/// One numeric property's figures for one event type and hour.
+/// One numeric property's figures for one event type and hour. Every figure is finite: stores refuse a
+/// rollup holding NaN or ±infinity ([`RollupStoreError::NonFinite`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct NumericRollup {
     /// The event type.
     pub event_type: String,
     /// The property name.
     pub property: String,
-    /// Events carrying the property as a number.
+    /// Events carrying the property as a finite number (a NaN or infinite value, which only an old or
+    /// buggy collector could have logged, is left out of every figure).
     pub count: u64,
-    /// Their sum.
+    /// Their sum, saturated: a sum beyond the range of `f64` is `±f64::MAX`, with the sign of the exact
+    /// sum ([`FiniteSum`](crate::numeric::FiniteSum)).
     pub sum: f64,
     /// The smallest value.
     pub min: f64,
@@ -118,6 +137,26 @@ pub struct HourRollup {
     pub logic_version: u32,
     /// Whether the hour had closed (plus the allowed lateness) when it was computed.
     pub is_final: bool,
+}
+
+impl HourRollup {
+    /// `Ok` if every number of the rollup is finite, else the first one that is not, as the error a
+    /// store returns instead of writing it.
+    pub fn check_finite(&self) -> Result<(), RollupStoreError> {
+        for row in &self.numeric {
+            for (stat, value) in [("sum", row.sum), ("min", row.min), ("max", row.max)] {
+                if !value.is_finite() {
+                    return Err(RollupStoreError::NonFinite {
+                        event_type: row.event_type.clone(),
+                        property: row.property.clone(),
+                        stat,
+                        value,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What became of a job's completion.
@@ -185,7 +224,8 @@ pub trait RollupStore: Send + Sync + 'static {
     /// Replaces the hour's rollup and ledger row and completes the job, in one transaction, if `job` is
     /// still the hour's current lease (same token) and has not expired; otherwise writes nothing and
     /// returns [`Completion::LeaseLost`]. A final rollup records the generation as finalized; a
-    /// provisional one only as aggregated, so the hour still gets its final rollup when it closes.
+    /// provisional one only as aggregated, so the hour still gets its final rollup when it closes. A
+    /// rollup holding a non-finite number is refused ([`HourRollup::check_finite`]) and nothing is written.
     fn complete(
         &self,
         job: &JobLease,

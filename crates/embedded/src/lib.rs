@@ -13,11 +13,14 @@
 //! - [`ingest`]: the loop that moves records from the log into the raw store, marks their hours dirty and
 //!   only then commits its position, as the distributed ingestor does with Kafka.
 //!
+//! The data directory is private to its owner ([`data_dir`]: the directory 0700, its files 0600).
+//!
 //! Three files rather than one: SQLite allows one writer per database at a time, and the three are
 //! written by different stages at the same time.
 
 #![warn(missing_docs)]
 
+pub mod data_dir;
 pub mod ingest;
 pub mod log;
 pub mod meta;

@@ -26,10 +26,14 @@
 //! [`SqliteEventLog::commit_offset`] once the records are stored and their hours marked, and
 //! [`SqliteEventLog::trim_events`] to delete what every consumer has passed. Dead letters are never
 //! trimmed: they wait for an operator.
+//!
+//! # Refusing appends
+//! [`SqliteEventLog::refuse_appends`] makes every later append fail as unavailable: standalone calls it
+//! when its ingestion has stopped, so that no client is acknowledged a batch nothing will ingest.
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::future::BoxFuture;
@@ -138,6 +142,8 @@ pub struct SqliteEventLog {
     pool: SqlitePool,
     writer_tx: mpsc::Sender<WriteCommand>,
     last_offsets: Arc<LastOffsets>,
+    /// Why appends are refused, once they are ([`Self::refuse_appends`]).
+    appends_refused: Arc<OnceLock<String>>,
 }
 
 /// Per topic, the highest committed offset; the writer bumps it after each commit and consumers wait
@@ -209,7 +215,14 @@ impl SqliteEventLog {
         let (writer_tx, writer_rx) = mpsc::channel(QUEUE_CAPACITY);
         let writer = Writer { pool: pool.clone(), next_offset, last_offsets: Arc::clone(&last_offsets) };
         tokio::spawn(writer.run(writer_rx));
-        Ok(Self { pool, writer_tx, last_offsets })
+        Ok(Self { pool, writer_tx, last_offsets, appends_refused: Arc::new(OnceLock::new()) })
+    }
+
+    /// From now on, every append fails with [`EventLogError::Unavailable`] naming `reason`, and
+    /// readiness fails too; appends already queued are still committed. For good: only a restart (a
+    /// new [`SqliteEventLog`]) accepts appends again. The first reason given is kept.
+    pub fn refuse_appends(&self, reason: &str) {
+        let _ = self.appends_refused.set(reason.to_owned());
     }
 
     /// At most `max_records` records of `topic` with an offset above `after_offset`, oldest first.
@@ -306,6 +319,10 @@ async fn queue_and_wait<T>(
 
 impl EventLog for SqliteEventLog {
     fn append(&self, topic: Topic, record: LogRecord) -> BoxFuture<'static, Result<Appended, EventLogError>> {
+        if let Some(reason) = self.appends_refused.get() {
+            let refused = EventLogError::Unavailable(format!("the event log refuses appends: {reason}"));
+            return Box::pin(std::future::ready(Err(refused)));
+        }
         let writer_tx = self.writer_tx.clone();
         Box::pin(async move {
             let (done_tx, done_rx) = oneshot::channel();
@@ -334,6 +351,9 @@ impl EventLog for SqliteEventLog {
         Box::pin(async move {
             if self.writer_tx.is_closed() {
                 return Err(EventLogError::Fatal("the log's writer has stopped".into()));
+            }
+            if let Some(reason) = self.appends_refused.get() {
+                return Err(EventLogError::Unavailable(format!("the event log refuses appends: {reason}")));
             }
             sqlx::query("SELECT 1 FROM log_records LIMIT 1")
                 .fetch_optional(&self.pool)

@@ -3,12 +3,17 @@
 //! WAL journal with `synchronous = FULL`: a committed transaction is on disk (fsynced) before the commit
 //! returns, so what the log acknowledged survives a power cut as well as a kill -9. Readers never block
 //! the writer and the writer never blocks readers; writers queue on `busy_timeout`.
+//!
+//! The data directory and every database file (with its `-wal` and `-shm`) are their owner's alone
+//! ([`data_dir`](crate::data_dir)).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, SqlitePool};
+
+use crate::data_dir::{self, FILE_MODE};
 
 /// Why a database of the data directory could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +22,15 @@ pub enum OpenError {
     #[error("cannot create the data directory {path}: {source}")]
     DataDir {
         /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A database file could not be created private, or its permissions tightened.
+    #[error("cannot make {path} private to its owner: {source}")]
+    Permissions {
+        /// The file.
         path: PathBuf,
         /// Why.
         #[source]
@@ -44,8 +58,18 @@ pub async fn open(
     max_connections: u32,
     schema: &str,
 ) -> Result<SqlitePool, OpenError> {
-    std::fs::create_dir_all(data_dir).map_err(|source| OpenError::DataDir { path: data_dir.to_owned(), source })?;
+    data_dir::create_private_directory(data_dir)
+        .map_err(|source| OpenError::DataDir { path: data_dir.to_owned(), source })?;
     let path = data_dir.join(file_name);
+    // SQLite would create the file with its default mode (0644 less the umask); created first, it stays
+    // private, and SQLite gives the -wal and -shm files the same mode. Those left by an older build are
+    // tightened before SQLite opens them.
+    for suffix in ["", "-wal", "-shm"] {
+        let file = data_dir.join(format!("{file_name}{suffix}"));
+        let made_private =
+            if suffix.is_empty() { data_dir::create_private_file(&file) } else { data_dir::restrict(&file, FILE_MODE) };
+        made_private.map_err(|source| OpenError::Permissions { path: file, source })?;
+    }
     let options = SqliteConnectOptions::new()
         .filename(&path)
         .create_if_missing(true)

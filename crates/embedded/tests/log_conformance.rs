@@ -101,3 +101,27 @@ async fn a_waiting_consumer_wakes_for_its_topic_only() {
     assert_eq!(read.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![after.offset]);
     log.check_ready().await.unwrap();
 }
+
+/// Once appends are refused (standalone's ingestion stopped), an append fails as unavailable and is not
+/// stored, readiness fails, and what was appended before can still be read.
+#[tokio::test]
+async fn refused_appends_fail_as_unavailable_and_store_nothing() {
+    use hourglass_core::event_log::EventLogError;
+
+    let data_dir = tempfile::tempdir().unwrap();
+    let log = SqliteEventLog::open(data_dir.path()).await.unwrap();
+    let before = log.append(Topic::Events, record("k", b"before")).await.unwrap();
+    log.check_ready().await.unwrap();
+
+    log.refuse_appends("ingestion stopped");
+    match log.append(Topic::Events, record("k", b"after")).await {
+        Err(EventLogError::Unavailable(message)) => assert!(message.contains("ingestion stopped"), "{message}"),
+        other => panic!("a refused append must be unavailable, got {other:?}"),
+    }
+    assert!(log.check_ready().await.is_err(), "a log that refuses appends is not ready");
+    let stored = log.read_after(Topic::Events, 0, usize::MAX).await.unwrap();
+    assert_eq!(
+        stored.iter().map(|record| (record.offset, record.payload.as_slice())).collect::<Vec<_>>(),
+        vec![(before.offset, &b"before"[..])]
+    );
+}

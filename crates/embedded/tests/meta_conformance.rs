@@ -66,6 +66,12 @@ async fn ledger_and_recount_conformance() {
     rollups::ledger_and_recount(&store, &store).await;
 }
 
+#[tokio::test]
+async fn extreme_numbers_conformance() {
+    let (_data_dir, store) = store().await;
+    rollups::extreme_numbers(&store, &store).await;
+}
+
 /// What was written survives closing the store and opening the data directory again.
 #[tokio::test]
 async fn reopening_the_data_directory_keeps_keys_and_rollups() {

@@ -77,10 +77,51 @@ pub struct KafkaConfig {
     )]
     pub consumer_prefetch_kbytes: u64,
 
-    /// Extra librdkafka properties as KEY=VALUE (security.protocol, sasl.*, ssl.*), repeatable; applied
-    /// last, so they override the settings above. `acks` and `enable.idempotence` cannot be weakened.
-    #[arg(long = "kafka-option", env = "HOURGLASS_KAFKA_OPTIONS", value_delimiter = ',')]
+    /// Extra librdkafka properties, KEY=VALUE pairs separated by ';' (security.protocol, sasl.*, ssl.*):
+    /// a value may hold commas, newlines (a PEM) and anything else; write a ';' inside a value as '\;' and
+    /// a '\' before a ';' as '\\'. Example:
+    /// `security.protocol=SASL_SSL;sasl.mechanism=PLAIN;sasl.username=app;sasl.password=…`. Applied
+    /// after the settings above, then the `--kafka-option` flags; `acks` and `enable.idempotence` cannot
+    /// be weakened. Prefer the environment variable for secrets: flags show in the process list. Its
+    /// value is never shown in --help.
+    #[arg(
+        long = "kafka-options",
+        env = "HOURGLASS_KAFKA_OPTIONS",
+        value_name = "KEY=VALUE;...",
+        hide_env_values = true
+    )]
+    pub options_list: Option<String>,
+
+    /// One extra librdkafka property, KEY=VALUE, taken as it is (commas, semicolons and all);
+    /// repeatable. Applied last of all, so it overrides `--kafka-options` and the settings above, except
+    /// `acks` and `enable.idempotence`, which cannot be weakened.
+    #[arg(long = "kafka-option", value_name = "KEY=VALUE")]
     pub options: Vec<String>,
+}
+
+/// Splits a `--kafka-options` list into its KEY=VALUE pairs: at each ';' not escaped as '\;', with
+/// '\\' standing for one '\' and any other '\' kept as it is. Blank pairs (a trailing ';', a line
+/// break after a ';') are skipped.
+fn split_options_list(list: &str) -> Vec<String> {
+    let mut pairs = Vec::new();
+    let mut pair = String::new();
+    let mut characters = list.chars();
+    while let Some(character) = characters.next() {
+        match character {
+            '\\' => match characters.clone().next() {
+                Some(escaped @ (';' | '\\')) => {
+                    pair.push(escaped);
+                    characters.next();
+                }
+                _ => pair.push('\\'),
+            },
+            ';' => pairs.push(std::mem::take(&mut pair)),
+            other => pair.push(other),
+        }
+    }
+    pairs.push(pair);
+    pairs.retain(|pair| !pair.trim().is_empty());
+    pairs
 }
 
 impl KafkaConfig {
@@ -104,13 +145,29 @@ impl KafkaConfig {
         Duration::from_millis(self.delivery_timeout_ms)
     }
 
+    /// The extra options as (key, value), in the order they apply: `--kafka-options` (or
+    /// `HOURGLASS_KAFKA_OPTIONS`), then each `--kafka-option`. Keys and values are trimmed.
+    pub fn extra_options(&self) -> Result<Vec<(String, String)>, KafkaSetupError> {
+        let from_list = self.options_list.as_deref().map(split_options_list).unwrap_or_default();
+        let listed =
+            from_list.iter().enumerate().map(|(index, pair)| (format!("pair {} of --kafka-options", index + 1), pair));
+        let flagged =
+            self.options.iter().enumerate().map(|(index, pair)| (format!("--kafka-option number {}", index + 1), pair));
+        listed
+            .chain(flagged)
+            .map(|(position, pair)| {
+                let (key, value) = pair.split_once('=').ok_or(KafkaSetupError::Option(position))?;
+                Ok((key.trim().to_owned(), value.trim().to_owned()))
+            })
+            .collect()
+    }
+
     /// The settings every Hourglass Kafka client shares: brokers and the extra options.
     pub fn client_config(&self, client_id: &str) -> Result<ClientConfig, KafkaSetupError> {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.brokers).set("client.id", client_id);
-        for option in &self.options {
-            let (key, value) = option.split_once('=').ok_or_else(|| KafkaSetupError::Option(option.clone()))?;
-            config.set(key.trim(), value.trim());
+        for (key, value) in self.extra_options()? {
+            config.set(key, value);
         }
         Ok(config)
     }
@@ -163,10 +220,68 @@ mod tests {
     }
 
     #[test]
-    fn malformed_options_are_refused() {
+    fn malformed_options_are_refused_without_showing_them() {
         let mut config = KafkaConfig::for_brokers("b:1");
-        config.options = vec!["novalue".into()];
-        assert!(matches!(config.producer_config("test"), Err(KafkaSetupError::Option(_))));
+        config.options = vec!["a=1".into(), "sasl.password:hunter2".into()];
+        let error = config.producer_config("test").unwrap_err();
+        assert!(matches!(error, KafkaSetupError::Option(_)));
+        let message = error.to_string();
+        assert!(message.contains("--kafka-option number 2") && !message.contains("hunter2"), "{message}");
+    }
+
+    #[test]
+    fn option_values_keep_their_commas_and_escaped_semicolons() {
+        let mut config = KafkaConfig::for_brokers("b:1");
+        config.options_list = Some(
+            "security.protocol=SASL_SSL;\n\
+             debug=broker,topic,msg;\n\
+             sasl.jaas.config=PlainLoginModule required username=\"a,b\" password=\"x\\;y\"\\;;\n\
+             ssl.ca.location=C:\\certs\\\\;\n\
+             ssl.ca.pem=-----BEGIN CERTIFICATE-----\nMIIB,AA==\n-----END CERTIFICATE-----;"
+                .into(),
+        );
+        config.options = vec!["ssl.cipher.suites=ECDHE-RSA-AES128-GCM-SHA256,ECDHE-RSA-AES256-GCM-SHA384;x".into()];
+        let options = config.extra_options().unwrap();
+        let pairs: Vec<(&str, &str)> = options.iter().map(|(key, value)| (key.as_str(), value.as_str())).collect();
+        assert_eq!(
+            pairs,
+            vec![
+                ("security.protocol", "SASL_SSL"),
+                ("debug", "broker,topic,msg"),
+                ("sasl.jaas.config", "PlainLoginModule required username=\"a,b\" password=\"x;y\";"),
+                ("ssl.ca.location", "C:\\certs\\"),
+                ("ssl.ca.pem", "-----BEGIN CERTIFICATE-----\nMIIB,AA==\n-----END CERTIFICATE-----"),
+                // A flag is taken whole: its ';' is part of the value.
+                ("ssl.cipher.suites", "ECDHE-RSA-AES128-GCM-SHA256,ECDHE-RSA-AES256-GCM-SHA384;x"),
+            ]
+        );
+        let consumer = config.consumer_config("group", "test").unwrap();
+        assert_eq!(consumer.get("debug"), Some("broker,topic,msg"));
+    }
+
+    #[derive(clap::Parser)]
+    struct Flags {
+        #[command(flatten)]
+        kafka: KafkaConfig,
+    }
+
+    #[test]
+    fn command_line_option_values_keep_their_commas() {
+        use clap::Parser;
+        let flags = Flags::try_parse_from([
+            "test",
+            "--kafka-options",
+            "socket.timeout.ms=5000;client.rack=a\\;b",
+            "--kafka-option",
+            "debug=broker,topic,msg",
+            "--kafka-option",
+            "socket.timeout.ms=6000",
+        ])
+        .unwrap();
+        let consumer = flags.kafka.consumer_config("group", "test").unwrap();
+        assert_eq!(consumer.get("debug"), Some("broker,topic,msg"));
+        assert_eq!(consumer.get("client.rack"), Some("a;b"));
+        assert_eq!(consumer.get("socket.timeout.ms"), Some("6000"), "a flag overrides the list");
     }
 
     #[test]

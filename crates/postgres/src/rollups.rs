@@ -207,6 +207,8 @@ impl RollupStore for PostgresRollupStore {
     }
 
     async fn complete(&self, job: &JobLease, rollup: &HourRollup) -> Result<Completion, RollupStoreError> {
+        // Postgres would keep NaN and infinity as they are, for every reader to trip over.
+        rollup.check_finite()?;
         let customer_id = job.customer_hour.customer_id.as_str();
         let hour_start = job.customer_hour.hour_start as f64;
         let mut transaction = self.pool.begin().await.map_err(unavailable)?;

@@ -66,6 +66,12 @@ async fn customer_isolation_conformance() {
 }
 
 #[tokio::test]
+async fn extreme_numbers_conformance() {
+    let (jobs, rollups) = jobs_and_rollups("conformance_numbers").await;
+    rollups::extreme_numbers(&jobs, &rollups).await;
+}
+
+#[tokio::test]
 async fn ledger_and_recount_conformance() {
     let (jobs, rollups) = jobs_and_rollups("conformance_ledger").await;
     rollups::ledger_and_recount(&jobs, &rollups).await;

@@ -1,12 +1,14 @@
 //! Turning hourly rows into report rows: summing over event types and over the hours of a day, week or
 //! month. Counts add up exactly; distinct users do not (a user active in two hours is one user), so
 //! they come from merging the hourly HyperLogLog sketches, and such a row says it is an estimate. A row
-//! built from one hourly row keeps that hour's exact count.
+//! built from one hourly row keeps that hour's exact count. Sums of numeric properties saturate at
+//! `±f64::MAX` as the hourly sums do ([`FiniteSum`]), so a month of large hourly sums is still a number.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Datelike, Months, NaiveDate, TimeZone, Utc};
 use hourglass_core::hll::{HyperLogLog, InvalidSketch};
+use hourglass_core::numeric::FiniteSum;
 use hourglass_core::rollup_reader::{HourlyNumericRow, HourlyRollupRow};
 use hourglass_proto::prost_types::Timestamp;
 use hourglass_proto::v1::{Granularity, MetricsRow, NumericStats};
@@ -84,7 +86,8 @@ struct Accumulator {
     single_row_users: Option<u64>,
     rows: u32,
     users: Option<HyperLogLog>,
-    numeric: BTreeMap<String, NumericStats>,
+    /// By property: its figures so far, with their sum kept apart until [`Self::into_row`].
+    numeric: BTreeMap<String, (NumericStats, FiniteSum)>,
 }
 
 impl Accumulator {
@@ -103,15 +106,18 @@ impl Accumulator {
     }
 
     fn add_numeric(&mut self, row: &HourlyNumericRow) {
-        let stats = self.numeric.entry(row.property.clone()).or_insert_with(|| NumericStats {
-            property: row.property.clone(),
-            count: 0,
-            sum: 0.0,
-            min: f64::INFINITY,
-            max: f64::NEG_INFINITY,
+        let (stats, sum) = self.numeric.entry(row.property.clone()).or_insert_with(|| {
+            let stats = NumericStats {
+                property: row.property.clone(),
+                count: 0,
+                sum: 0.0,
+                min: f64::INFINITY,
+                max: f64::NEG_INFINITY,
+            };
+            (stats, FiniteSum::default())
         });
         stats.count += row.count;
-        stats.sum += row.sum;
+        sum.add(row.sum);
         stats.min = stats.min.min(row.min);
         stats.max = stats.max.max(row.max);
     }
@@ -129,7 +135,11 @@ impl Accumulator {
             events: self.events,
             distinct_users,
             distinct_users_estimated: estimated,
-            numeric: self.numeric.into_values().collect(),
+            numeric: self
+                .numeric
+                .into_values()
+                .map(|(stats, sum)| NumericStats { sum: sum.value(), ..stats })
+                .collect(),
         }
     }
 }
@@ -244,6 +254,26 @@ mod tests {
         assert_eq!(
             daily[0].numeric,
             vec![NumericStats { property: "price".into(), count: 3, sum: 14.0, min: 1.0, max: 9.0 }]
+        );
+    }
+
+    #[test]
+    fn sums_of_large_hourly_sums_saturate_and_stay_finite() {
+        let rows = [row(0, "buy", 1, 0..1), row(3600, "buy", 1, 0..1), row(7200, "buy", 1, 0..1)];
+        let hourly = |hour_start: i64, value: f64| HourlyNumericRow {
+            hour_start,
+            event_type: "buy".into(),
+            property: "price".into(),
+            count: 1,
+            sum: value,
+            min: value,
+            max: value,
+        };
+        let numeric = [hourly(0, f64::MAX), hourly(3600, f64::MAX), hourly(7200, -f64::MAX)];
+        let daily = summarize(&rows, &numeric, Period::Day, false).unwrap();
+        assert_eq!(
+            daily[0].numeric,
+            vec![NumericStats { property: "price".into(), count: 3, sum: f64::MAX, min: -f64::MAX, max: f64::MAX }]
         );
     }
 

@@ -64,7 +64,8 @@ async fn counted_events(
 pub async fn run(args: StandaloneBenchArgs) -> anyhow::Result<()> {
     let run_id = format!("bench{}", SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs());
     let data_dir = std::path::absolute(args.data_dir_parent.join(&run_id))?;
-    std::fs::create_dir_all(&data_dir)?;
+    // Only the parent: standalone creates its data directory itself, private to its owner.
+    std::fs::create_dir_all(&args.data_dir_parent)?;
     let port = StdTcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
         .arg("standalone")

@@ -10,12 +10,14 @@
 //! long anything took.
 
 mod jobs;
+mod numbers;
 mod reads;
 
 pub use jobs::{
     expired_lease_writes_nothing, jobs_and_completion, leases, one_worker_id_two_leases,
     stale_holder_after_reaggregation,
 };
+pub use numbers::extreme_numbers;
 pub use reads::{customer_isolation, ledger_and_recount, reader};
 
 use std::collections::BTreeMap;

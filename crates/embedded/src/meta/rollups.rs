@@ -243,6 +243,8 @@ impl RollupStore for SqliteMetaStore {
     }
 
     async fn complete(&self, job: &JobLease, rollup: &HourRollup) -> Result<Completion, RollupStoreError> {
+        // SQLite would store a NaN as NULL, which the table refuses with a message naming no number.
+        rollup.check_finite()?;
         let mut transaction = self.begin_write().await.map_err(unavailable)?;
         let now_us = now_micros();
         let still_ours: Option<i64> = sqlx::query_scalar(
