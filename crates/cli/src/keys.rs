@@ -81,6 +81,15 @@ enum KeysAction {
         /// Spread the customer's batches over this many Kafka keys (hot customers); 1 keeps order.
         #[arg(long)]
         kafka_key_spread: Option<u32>,
+        /// Distinct event types the customer may send per hour; events of further types are rejected
+        /// (TOO_MANY_EVENT_TYPES). Unset: the collector's --default-max-event-types-per-hour (1000).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        max_event_types_per_hour: Option<u32>,
+        /// Distinct property names one event type may carry per hour; events adding more are rejected
+        /// (TOO_MANY_PROPERTY_NAMES). Unset: the collector's --default-max-property-names-per-event-type
+        /// (200).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        max_property_names_per_event_type: Option<u32>,
     },
 }
 
@@ -132,11 +141,24 @@ async fn run_on(store: &impl KeyStore, action: KeysAction, output: OutputFormat)
                 OutputFormat::Json => print_json(&keys.iter().map(key_json).collect())?,
             }
         }
-        KeysAction::Limits { customer, events_per_second, burst_events, kafka_key_spread } => {
+        KeysAction::Limits {
+            customer,
+            events_per_second,
+            burst_events,
+            kafka_key_spread,
+            max_event_types_per_hour,
+            max_property_names_per_event_type,
+        } => {
             if kafka_key_spread.is_some_and(|spread| !(1..=1024).contains(&spread)) {
                 bail!("--kafka-key-spread must be between 1 and 1024");
             }
-            let limits = CustomerLimits { events_per_second, burst_events, kafka_key_spread };
+            let limits = CustomerLimits {
+                events_per_second,
+                burst_events,
+                kafka_key_spread,
+                max_event_types_per_hour,
+                max_property_names_per_event_type,
+            };
             store.set_customer_limits(&customer, limits).await?;
             match output {
                 OutputFormat::Text => print!("{}", limits_text(&customer, &limits)),
@@ -146,6 +168,8 @@ async fn run_on(store: &impl KeyStore, action: KeysAction, output: OutputFormat)
                     "events_per_second": limits.events_per_second,
                     "burst_events": limits.burst_events,
                     "kafka_key_spread": limits.kafka_key_spread,
+                    "max_event_types_per_hour": limits.max_event_types_per_hour,
+                    "max_property_names_per_event_type": limits.max_property_names_per_event_type,
                 }))?,
             }
         }
@@ -231,7 +255,9 @@ fn limits_text(customer: &CustomerId, limits: &CustomerLimits) -> String {
         "limits of customer {customer}:\n  \
          events per second  {}\n  \
          burst              {}\n  \
-         kafka key spread   {}\n",
+         kafka key spread   {}\n  \
+         event types        {}\n  \
+         property names     {}\n",
         or_default(
             limits.events_per_second,
             "events/s per collector replica",
@@ -239,6 +265,16 @@ fn limits_text(customer: &CustomerId, limits: &CustomerLimits) -> String {
         ),
         or_default(limits.burst_events, "events", "the collector's --quota-burst-events"),
         or_default(limits.kafka_key_spread, "keys", "1 key: the customer's batches stay in order"),
+        or_default(
+            limits.max_event_types_per_hour,
+            "distinct per hour",
+            "the collector's --default-max-event-types-per-hour"
+        ),
+        or_default(
+            limits.max_property_names_per_event_type,
+            "distinct per event type per hour",
+            "the collector's --default-max-property-names-per-event-type"
+        ),
     )
 }
 

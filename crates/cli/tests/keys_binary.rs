@@ -45,7 +45,11 @@ fn keys_output_is_for_people_and_json_for_scripts() {
     let (stdout, _) = keys(data_dir, &["limits", "--customer", "acme", "--events-per-second", "1000000"]);
     assert_for_people(&stdout);
     assert!(stdout.contains("1,000,000 events/s"), "{stdout}");
-    assert_eq!(stdout.matches("default").count(), 2, "burst and spread are unset:\n{stdout}");
+    assert_eq!(
+        stdout.matches("default (").count(),
+        4,
+        "burst, spread and both cardinality limits are unset:\n{stdout}"
+    );
 
     // JSON, with the flag before or after the subcommand: null where a limit is unset.
     let (stdout, _) = keys(data_dir, &["create", "--customer", "acme", "--scope", "query", "--output", "json"]);
@@ -55,12 +59,26 @@ fn keys_output_is_for_people_and_json_for_scripts() {
     assert_eq!((created["customer"].as_str(), created["scope"].as_str()), (Some("acme"), Some("query")));
     let (stdout, _) = keys(
         data_dir,
-        &["--output", "json", "limits", "--customer", "acme", "--burst-events", "5000", "--kafka-key-spread", "8"],
+        &[
+            "--output",
+            "json",
+            "limits",
+            "--customer",
+            "acme",
+            "--burst-events",
+            "5000",
+            "--kafka-key-spread",
+            "8",
+            "--max-event-types-per-hour",
+            "40",
+        ],
     );
     let limits = json(&stdout);
     assert_eq!(limits["customer"], "acme");
     assert!(limits["events_per_second"].is_null(), "an omitted limit is the default again: {limits}");
     assert_eq!((limits["burst_events"].as_u64(), limits["kafka_key_spread"].as_u64()), (Some(5000), Some(8)));
+    assert_eq!(limits["max_event_types_per_hour"].as_u64(), Some(40));
+    assert!(limits["max_property_names_per_event_type"].is_null(), "{limits}");
 
     // Revoke, then list: aligned columns, no debug dump; JSON with the same facts.
     let ingest_id = ingest_key.id().to_string();

@@ -219,8 +219,9 @@ async fn the_data_directory_and_its_files_are_private_to_their_owner() {
     std::fs::set_permissions(data_dir.join("meta.db"), std::fs::Permissions::from_mode(0o644)).unwrap();
 
     let port = free_port();
-    let _standalone = start(&data_dir, port);
-    support::wait_until_serving(&format!("http://127.0.0.1:{port}"), Duration::from_secs(30)).await;
+    let mut standalone = start(&data_dir, port);
+    support::wait_until_serving(&format!("http://127.0.0.1:{port}"), &mut standalone.child, Duration::from_secs(30))
+        .await;
 
     assert_eq!(mode_of(&data_dir), "700", "the data directory");
     let mut files = BTreeMap::new();
@@ -265,7 +266,12 @@ async fn when_ingestion_stops_health_is_not_serving_no_batch_is_acked_and_the_pr
         stderr.read_to_string(&mut logs).unwrap();
         logs
     });
-    let channel = support::wait_until_serving(&format!("http://127.0.0.1:{port}"), Duration::from_secs(30)).await;
+    let channel = support::wait_until_serving(
+        &format!("http://127.0.0.1:{port}"),
+        &mut standalone.child,
+        Duration::from_secs(30),
+    )
+    .await;
     let demo_keys = std::fs::read_to_string(data_dir.path().join("demo-keys.txt")).unwrap();
     let ingest_key = demo_keys.lines().find_map(|line| line.strip_prefix("ingest:")).unwrap().trim().to_owned();
 

@@ -31,7 +31,11 @@ pub struct CardinalityConfig {
     /// Distinct event types one customer may send per hour (of `occurred_at`); events of further types
     /// are rejected with TOO_MANY_EVENT_TYPES. Per customer: `hourglass keys limits
     /// --max-event-types-per-hour`.
-    #[arg(long = "default-max-event-types-per-hour", env = "HOURGLASS_DEFAULT_MAX_EVENT_TYPES_PER_HOUR", default_value_t = 1000)]
+    #[arg(
+        long = "default-max-event-types-per-hour",
+        env = "HOURGLASS_DEFAULT_MAX_EVENT_TYPES_PER_HOUR",
+        default_value_t = 1000
+    )]
     pub default_max_event_types_per_hour: u32,
 
     /// Distinct property names one event type may carry per customer-hour; an event adding more is
@@ -46,7 +50,11 @@ pub struct CardinalityConfig {
 
     /// Names (event types and property names, over all customer-hours) the collector remembers; past
     /// it the least recently used customer-hours are forgotten. About 60 bytes each.
-    #[arg(long = "cardinality-tracker-max-names", env = "HOURGLASS_CARDINALITY_TRACKER_MAX_NAMES", default_value_t = 2_000_000)]
+    #[arg(
+        long = "cardinality-tracker-max-names",
+        env = "HOURGLASS_CARDINALITY_TRACKER_MAX_NAMES",
+        default_value_t = 2_000_000
+    )]
     pub tracker_max_names: usize,
 }
 
@@ -67,7 +75,8 @@ impl CardinalityConfig {
                 as usize,
             max_property_names_per_event_type: customer
                 .max_property_names_per_event_type
-                .unwrap_or(self.default_max_property_names_per_event_type) as usize,
+                .unwrap_or(self.default_max_property_names_per_event_type)
+                as usize,
         }
     }
 }

@@ -258,3 +258,71 @@ async fn health_reports_serving_once_kafka_and_postgres_answer() {
     assert_eq!(health.check(request()).await.unwrap().into_inner().status, serving);
     collector.stop().await;
 }
+
+/// A customer limited to 2 event types and 2 property names per type per hour: a batch's third type and
+/// an event adding a third property name to its type are rejected with their own reasons, in the event's
+/// hour, and counted in the record's outcomes (what the ledger sums); known types still pass.
+#[tokio::test]
+async fn event_types_and_property_names_past_the_customers_limits_are_rejected_and_counted() {
+    use hourglass_proto::v1::{Event, PropertyValue, property_value};
+    let collector = TestCollector::start("cardinality").await;
+    let customer = CustomerId::new("wide").unwrap();
+    let limits = CustomerLimits {
+        max_event_types_per_hour: Some(2),
+        max_property_names_per_event_type: Some(2),
+        ..Default::default()
+    };
+    collector.key_store.set_customer_limits(&customer, limits).await.unwrap();
+    let key = collector.create_key("wide", Scope::Ingest).await;
+    let typed = |id: &str, event_type: &str, properties: &[&str]| Event {
+        event_type: event_type.to_owned(),
+        properties: properties
+            .iter()
+            .map(|name| {
+                ((*name).to_owned(), PropertyValue { kind: Some(property_value::Kind::StringValue("v".into())) })
+            })
+            .collect(),
+        ..event(id)
+    };
+    let events = vec![
+        typed("t1", "view", &["a"]),
+        typed("t2", "click", &["a", "b"]),
+        typed("t3", "scroll", &[]),       // a third type
+        typed("t4", "view", &["a", "b"]), // view has a, b: fine
+        typed("t5", "view", &["c"]),      // a third name for view
+        typed("t6", "click", &[]),
+    ];
+    let ack = collector
+        .client()
+        .await
+        .ingest_batch(authorized(IngestBatchRequest { events }, &key))
+        .await
+        .unwrap()
+        .into_inner()
+        .ack
+        .unwrap();
+    assert_eq!(ack.accepted_count, 4);
+    let rejected: Vec<(u32, i32)> =
+        ack.rejections.iter().map(|rejection| (rejection.index, rejection.reason)).collect();
+    assert_eq!(
+        rejected,
+        [(2, RejectionReason::TooManyEventTypes as i32), (4, RejectionReason::TooManyPropertyNames as i32)]
+    );
+    assert!(ack.rejections[0].message.contains("--max-event-types-per-hour"), "{}", ack.rejections[0].message);
+
+    let records = collector.published_records().await;
+    let by_reason = |reason: RejectionReason| -> u32 {
+        records
+            .iter()
+            .flat_map(|published| &published.record.outcomes)
+            .filter(|count| count.outcome == Outcome::Rejected as i32 && count.reason == reason as i32)
+            .map(|count| count.count)
+            .sum()
+    };
+    assert_eq!(
+        (by_reason(RejectionReason::TooManyEventTypes), by_reason(RejectionReason::TooManyPropertyNames)),
+        (1, 1)
+    );
+    assert_eq!(outcome_total(&records, Outcome::Accepted), 4);
+    collector.stop().await;
+}

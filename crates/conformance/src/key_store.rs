@@ -139,8 +139,7 @@ async fn customer_limits_default_to_unset_and_are_replaced_whole(store: &impl Ke
 
     // Limits may be set for a customer that has no key yet (the operator configures it first).
     let newcomer = customer("limits-newcomer");
-    let newcomer_limits =
-        CustomerLimits { events_per_second: Some(10), burst_events: Some(20), ..Default::default() };
+    let newcomer_limits = CustomerLimits { events_per_second: Some(10), burst_events: Some(20), ..Default::default() };
     store.set_customer_limits(&newcomer, newcomer_limits).await.expect("set limits of a customer without keys");
     assert_eq!(store.customer_limits(&newcomer).await.expect("read limits"), newcomer_limits);
 }

@@ -127,7 +127,6 @@ fn check_times(record: &EventBatchRecord) -> Result<(), RecordDecodeError> {
     Ok(())
 }
 
-
 /// Removes every number property that is NaN or infinite from the record's events; returns how many.
 fn drop_non_finite_numbers(record: &mut EventBatchRecord) -> usize {
     let mut dropped = 0;
