@@ -15,7 +15,7 @@
 //! quota, the limits are per collector process; with N replicas a customer can reach up to N times them.
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, RandomState};
 
 use hourglass_core::customer::CustomerId;
 use hourglass_core::key_store::CustomerLimits;
@@ -111,9 +111,7 @@ impl CardinalityTracker {
     }
 
     fn hash(&self, name: &str) -> u64 {
-        let mut hasher = self.hasher.build_hasher();
-        name.hash(&mut hasher);
-        hasher.finish()
+        self.hasher.hash_one(name)
     }
 
     /// Checks a batch's valid events, in order, against `limits`: `Ok` for an event whose names fit

@@ -55,6 +55,9 @@ async fn ensure_customer(
 /// A row of `api_keys` as listed: key id, customer, scope, name, created and revoked instants.
 type KeyRow = (String, String, String, String, i64, Option<i64>);
 
+/// A `customer_limits` row: events per second, burst, key spread, event types, property names.
+type LimitsRow = (Option<i64>, Option<i64>, Option<i64>, Option<i64>, Option<i64>);
+
 impl KeyStore for SqliteMetaStore {
     async fn find_key(&self, hash: KeyHash) -> Result<Option<KeyGrant>, KeyStoreError> {
         let row: Option<(String, String, String, bool)> = sqlx::query_as(
@@ -130,7 +133,7 @@ impl KeyStore for SqliteMetaStore {
     }
 
     async fn customer_limits(&self, customer_id: &CustomerId) -> Result<CustomerLimits, KeyStoreError> {
-        let row: Option<(Option<i64>, Option<i64>, Option<i64>, Option<i64>, Option<i64>)> = sqlx::query_as(
+        let row: Option<LimitsRow> = sqlx::query_as(
             "SELECT events_per_second, burst_events, kafka_key_spread, max_event_types_per_hour, \
              max_property_names_per_event_type FROM customer_limits WHERE customer_id = ?",
         )
