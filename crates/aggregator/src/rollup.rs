@@ -337,22 +337,27 @@ mod tests {
         );
     }
 
+    /// The rollup of `events` accumulated at once, and accumulated in buckets of `bucket_size` merged.
+    fn whole_and_merged(events: &[StoredEvent], bucket_size: usize) -> (HourRollup, HourRollup) {
+        let mut whole = HourAccumulator::default();
+        events.iter().for_each(|event| whole.add(event));
+        let mut merged = HourAccumulator::default();
+        for bucket in events.chunks(bucket_size) {
+            let mut part = HourAccumulator::default();
+            bucket.iter().for_each(|event| part.add(event));
+            merged.merge(part);
+        }
+        (whole.finish(HourOutcomes::default(), true), merged.finish(HourOutcomes::default(), true))
+    }
+
     #[test]
     fn merging_saturated_buckets_equals_one_accumulator() {
         let events: Vec<StoredEvent> = (0..12)
             .map(|index| priced(&index.to_string(), if index % 3 == 0 { -f64::MAX } else { f64::MAX }))
             .collect();
-        let mut whole = HourAccumulator::default();
-        events.iter().for_each(|event| whole.add(event));
-        let mut merged = HourAccumulator::default();
-        for bucket in events.chunks(5) {
-            let mut part = HourAccumulator::default();
-            bucket.iter().for_each(|event| part.add(event));
-            merged.merge(part);
-        }
-        let whole = whole.finish(HourOutcomes::default(), true);
+        let (whole, merged) = whole_and_merged(&events, 5);
         assert_eq!(whole.numeric[0].sum, f64::MAX);
-        assert_eq!(merged.finish(HourOutcomes::default(), true), whole);
+        assert_eq!(merged, whole);
     }
 
     #[test]
@@ -365,15 +370,8 @@ mod tests {
                 event
             })
             .collect();
-        let mut whole = HourAccumulator::default();
-        events.iter().for_each(|event| whole.add(event));
-        let mut merged = HourAccumulator::default();
-        for bucket in events.chunks(9) {
-            let mut part = HourAccumulator::default();
-            bucket.iter().for_each(|event| part.add(event));
-            merged.merge(part);
-        }
-        assert_eq!(merged.finish(HourOutcomes::default(), true), whole.finish(HourOutcomes::default(), true));
+        let (whole, merged) = whole_and_merged(&events, 9);
+        assert_eq!(merged, whole);
     }
 
     #[test]
