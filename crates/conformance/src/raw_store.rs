@@ -1,6 +1,8 @@
 //! The [`RawStore`] conformance suite: idempotent by event id, events split into customer-hours by their
 //! time and into buckets by [`bucket_of`], outcome counts per batch summed per hour.
 //!
+//! `read_bucket_page` pages a bucket in event-id order with the same de-duplication as `read_bucket`.
+//!
 //! [`suite`] runs every check; each check uses customer ids of its own, so they can share a store.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,6 +28,7 @@ pub async fn suite(store: &impl RawStore) {
     properties_round_trip(store).await;
     outcomes_are_counted_once_per_batch_by_hour_and_reason(store).await;
     customers_are_separate(store).await;
+    pages_visit_each_event_of_a_bucket_once_in_id_order(store).await;
 }
 
 /// `check_ready` answers `Ok` and the store has buckets.
@@ -292,6 +295,122 @@ pub async fn customers_are_separate(store: &impl RawStore) {
     assert_eq!(types(&second_events), vec!["second-type", "second-type"]);
     assert_eq!(store.read_outcomes(&first_customer, HOUR).await.expect("read outcomes").accepted, 1);
     assert_eq!(store.read_outcomes(&second_customer, HOUR).await.expect("read outcomes").accepted, 2);
+}
+
+/// Paging a bucket with `read_bucket_page` (pages of 1, of 7 and of more than the bucket holds, with and
+/// without a type filter) returns every event of the bucket exactly once, in ascending id order, as
+/// `read_bucket` returns it: an id written by two records shows once, as the later copy, and the type
+/// filter applies to that copy (an id resent with another type leaves the old type's pages).
+pub async fn pages_visit_each_event_of_a_bucket_once_in_id_order(store: &impl RawStore) {
+    let customer = unique_customer("pages");
+    let bucket_count = store.bucket_count();
+    let types = ["view", "click", "buy"];
+    let events: Vec<Event> = (0..60)
+        .map(|index| event(&format!("page-{index:02}"), types[index % 3], at(HOUR, index as i64), Some("u-1")))
+        .collect();
+    // Every fifth event resent later in another batch, with the next type and another user.
+    let resent: Vec<Event> = events
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| index % 5 == 0)
+        .map(|(index, original)| {
+            let mut copy = event(&original.event_id, types[(index + 1) % 3], at(HOUR, 100 + index as i64), Some("u-2"));
+            copy.properties
+                .insert("resent".to_owned(), PropertyValue { kind: Some(property_value::Kind::BoolValue(true)) });
+            copy
+        })
+        .collect();
+    let first_records: Vec<EventBatchRecord> = events
+        .chunks(20)
+        .enumerate()
+        .map(|(index, chunk)| record(&customer, &format!("batch-{index}"), chunk.to_vec(), vec![accepted(HOUR, 20)]))
+        .collect();
+    store.write_records(&first_records).await.expect("write the first copies");
+    let resend_count = resent.len() as u32;
+    let resend = record(&customer, "batch-resend", resent.clone(), vec![accepted(HOUR, resend_count)]);
+    store.write_records(&[resend]).await.expect("write the resent copies");
+
+    // What the store must hold: each id's last copy, its type and batch.
+    let mut last_copies: BTreeMap<String, (String, String)> = BTreeMap::new();
+    for (batch_id, copies) in
+        first_records.iter().map(|record| (record.batch_id.as_str(), &record.events)).chain([("batch-resend", &resent)])
+    {
+        for copy in copies {
+            last_copies.insert(copy.event_id.clone(), (copy.event_type.clone(), batch_id.to_owned()));
+        }
+    }
+
+    let mut paged_ids = BTreeSet::new();
+    for bucket in 0..bucket_count {
+        let whole_bucket = store.read_bucket(&customer, HOUR, bucket).await.expect("read a bucket");
+        for event_type in [None, Some("view"), Some("click")] {
+            let expected: Vec<StoredEvent> = whole_bucket
+                .iter()
+                .filter(|event| event_type.is_none_or(|wanted| event.event_type == wanted))
+                .cloned()
+                .collect();
+            let expected_ids_and_batches: Vec<(String, String)> = last_copies
+                .iter()
+                .filter(|(event_id, (stored_type, _))| {
+                    bucket_of(event_id, bucket_count) == bucket && event_type.is_none_or(|wanted| stored_type == wanted)
+                })
+                .map(|(event_id, (_, batch_id))| (event_id.clone(), batch_id.clone()))
+                .collect();
+            for limit in [1, 7, events.len() + 1] {
+                let paged = page_through(store, &customer, bucket, event_type, limit).await;
+                let context = format!("bucket {bucket}, type {event_type:?}, pages of {limit}");
+                let paged_ids_and_batches: Vec<(String, String)> =
+                    paged.iter().map(|event| (event.event_id.clone(), event.batch_id.clone())).collect();
+                assert_eq!(paged_ids_and_batches, expected_ids_and_batches, "{context}: each id once, its last copy");
+                assert_eq!(paged, expected, "{context}: the events read_bucket returns, in id order");
+                if event_type.is_none() {
+                    paged_ids.extend(paged.into_iter().map(|event| event.event_id));
+                }
+            }
+        }
+    }
+    let all_ids: BTreeSet<String> = last_copies.keys().cloned().collect();
+    assert_eq!(paged_ids, all_ids, "the buckets' pages together hold every event");
+
+    let last_id = all_ids.last().expect("events were written").as_str();
+    for bucket in 0..bucket_count {
+        let after_everything =
+            store.read_bucket_page(&customer, HOUR, bucket, last_id, None, 10).await.expect("read a page");
+        assert!(after_everything.is_empty(), "nothing after the largest id");
+        let unwritten_hour =
+            store.read_bucket_page(&customer, HOUR - 3600, bucket, "", None, 10).await.expect("read a page");
+        assert!(unwritten_hour.is_empty(), "nothing in an hour never written");
+    }
+}
+
+/// Every event of a bucket, read in pages of `limit`, checking each page on the way.
+async fn page_through(
+    store: &impl RawStore,
+    customer_id: &str,
+    bucket: u32,
+    event_type: Option<&str>,
+    limit: usize,
+) -> Vec<StoredEvent> {
+    let mut events: Vec<StoredEvent> = Vec::new();
+    let mut after_event_id = String::new();
+    loop {
+        let page = store
+            .read_bucket_page(customer_id, HOUR, bucket, &after_event_id, event_type, limit)
+            .await
+            .expect("read a page");
+        assert!(page.len() <= limit, "a page holds at most its limit");
+        let mut previous_id = after_event_id.as_str();
+        for event in &page {
+            assert!(event.event_id.as_str() > previous_id, "ids ascend past the cursor: {}", event.event_id);
+            previous_id = &event.event_id;
+        }
+        let page_is_full = page.len() == limit;
+        after_event_id = page.last().map(|event| event.event_id.clone()).unwrap_or(after_event_id);
+        events.extend(page);
+        if !page_is_full {
+            return events;
+        }
+    }
 }
 
 /// What `fold_bucket` passes a visitor for one event, owned.

@@ -138,12 +138,32 @@ pub trait RawStore: Send + Sync + 'static {
         visitor: V,
     ) -> impl Future<Output = Result<V, RawStoreError>> + Send;
 
-    /// Every event of one bucket of a customer-hour (paged from the store; one bucket is bounded).
+    /// Every event of one bucket of a customer-hour, in one `Vec`: the whole bucket in memory, which for a
+    /// busy customer-hour is millions of events. For tests and small hours; a reader serving requests
+    /// pages with [`read_bucket_page`](Self::read_bucket_page).
     fn read_bucket(
         &self,
         customer_id: &str,
         hour_start: i64,
         bucket: u32,
+    ) -> impl Future<Output = Result<Vec<StoredEvent>, RawStoreError>> + Send;
+
+    /// One page of a bucket: at most `limit` events with an id above `after_event_id` (`""` for the
+    /// start of the bucket) and, when `event_type` is given, of that type, in ascending event-id order.
+    /// Each id appears once, as its last written copy (as in [`read_bucket`](Self::read_bucket)); the
+    /// type filter applies to that copy. Fewer than `limit` events means the bucket holds no more.
+    ///
+    /// The store's memory for a call is bounded by `limit` and its own read unit (a driver page, a
+    /// stored block), never by the size of the bucket, so a page of a huge bucket stays small; the
+    /// next page starts after the last id returned.
+    fn read_bucket_page(
+        &self,
+        customer_id: &str,
+        hour_start: i64,
+        bucket: u32,
+        after_event_id: &str,
+        event_type: Option<&str>,
+        limit: usize,
     ) -> impl Future<Output = Result<Vec<StoredEvent>, RawStoreError>> + Send;
 }
 

@@ -1,5 +1,5 @@
 //! [`CqlRawStore`]: writes batch records as unlogged single-partition batches of prepared inserts, and
-//! reads a customer-hour back across its buckets.
+//! reads a customer-hour back across its buckets, whole or a page at a time.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -10,13 +10,19 @@ use hourglass_core::{hour, raw_store};
 use hourglass_proto::log::v1::EventBatchRecord;
 use hourglass_proto::v1::{Event, property_value};
 use scylla::client::session::Session;
-use scylla::deserialize::value::MapIterator;
+use scylla::deserialize::DeserializationError;
+use scylla::deserialize::value::{DeserializeValue, MapIterator};
 use scylla::response::{PagingState, PagingStateResponse};
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::CqlTimestamp;
 
 use crate::{CqlConfig, CqlError, schema};
+
+/// Rows fetched per request when paging a bucket through a type filter: what one
+/// [`RawStore::read_bucket_page`] call holds at most besides its page, and few enough round trips to
+/// skip past the other types (a row is a few hundred bytes, so about half a megabyte).
+const FILTERED_PAGE_ROWS: usize = 2000;
 
 /// The CQL implementation of [`RawStore`].
 #[derive(Clone)]
@@ -28,6 +34,8 @@ pub struct CqlRawStore {
     /// Likewise for outcome inserts.
     outcome_batches: Arc<[Batch]>,
     select_hour_bucket: PreparedStatement,
+    /// The events of a bucket after an event id, in clustering (event id) order.
+    select_bucket_after: PreparedStatement,
     select_hour_outcomes: PreparedStatement,
     select_rollup_columns: PreparedStatement,
     bucket_count: u32,
@@ -100,6 +108,12 @@ impl CqlRawStore {
              WHERE customer_id = ? AND hour_start = ? AND bucket = ?"
         ))
         .await?;
+        let select_bucket_after = prepare(format!(
+            "SELECT event_id, event_type, occurred_at, user_id, string_properties, number_properties, \
+             bool_properties, batch_id FROM {keyspace}.raw_events \
+             WHERE customer_id = ? AND hour_start = ? AND bucket = ? AND event_id > ?"
+        ))
+        .await?;
         let select_hour_outcomes = prepare(format!(
             "SELECT outcome, reason, count FROM {keyspace}.batch_outcomes WHERE customer_id = ? AND hour_start = ?"
         ))
@@ -115,6 +129,7 @@ impl CqlRawStore {
             event_batches: batches_of(&insert_event, max_batch_rows),
             outcome_batches: batches_of(&insert_outcome, max_batch_rows),
             select_hour_bucket,
+            select_bucket_after,
             select_hour_outcomes,
             select_rollup_columns,
             bucket_count,
@@ -189,6 +204,44 @@ fn batches_of(statement: &PreparedStatement, max_rows: usize) -> Arc<[Batch]> {
             batch
         })
         .collect()
+}
+
+/// A row of `select_bucket_after`, borrowed from the page: a row the type filter drops is never copied.
+type BorrowedEventRow<'frame, 'metadata> = (
+    &'frame str,
+    &'frame str,
+    CqlTimestamp,
+    Option<&'frame str>,
+    Option<MapIterator<'frame, 'metadata, &'frame str, &'frame str>>,
+    Option<MapIterator<'frame, 'metadata, &'frame str, f64>>,
+    Option<MapIterator<'frame, 'metadata, &'frame str, bool>>,
+    &'frame str,
+);
+
+/// An owned copy of a borrowed `raw_events` row.
+fn stored_event(row: BorrowedEventRow<'_, '_>) -> Result<StoredEvent, DeserializationError> {
+    let (event_id, event_type, occurred_at, user_id, strings, numbers, bools, batch_id) = row;
+    Ok(StoredEvent {
+        event_id: event_id.to_owned(),
+        event_type: event_type.to_owned(),
+        occurred_at_ms: occurred_at.0,
+        user_id: user_id.map(str::to_owned),
+        string_properties: owned_map(strings, str::to_owned)?,
+        number_properties: owned_map(numbers, |number| number)?,
+        bool_properties: owned_map(bools, |flag| flag)?,
+        batch_id: batch_id.to_owned(),
+    })
+}
+
+/// The entries of a borrowed map column (absent: empty), names and values owned.
+fn owned_map<'frame, 'metadata, Borrowed, Owned>(
+    map: Option<MapIterator<'frame, 'metadata, &'frame str, Borrowed>>,
+    to_owned: impl Fn(Borrowed) -> Owned,
+) -> Result<BTreeMap<String, Owned>, DeserializationError>
+where
+    Borrowed: DeserializeValue<'frame, 'metadata>,
+{
+    map.into_iter().flatten().map(|entry| entry.map(|(name, value)| (name.to_owned(), to_owned(value)))).collect()
 }
 
 fn unavailable(error: impl std::fmt::Display) -> RawStoreError {
@@ -318,6 +371,53 @@ impl RawStore for CqlRawStore {
             });
         }
         Ok(events)
+    }
+
+    async fn read_bucket_page(
+        &self,
+        customer_id: &str,
+        hour_start: i64,
+        bucket: u32,
+        after_event_id: &str,
+        event_type: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, RawStoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // The partition key and `event_id >` on its clustering column: the server reads from the cursor
+        // on, and a driver page at a time is in memory. Without a filter every row counts, so a page
+        // of `limit` rows is the whole read; with one, the type is checked here (a server-side filter on
+        // a regular column would need ALLOW FILTERING) and pages continue until `limit` rows match.
+        let page_rows = match event_type {
+            None => limit.min(FILTERED_PAGE_ROWS),
+            Some(_) => FILTERED_PAGE_ROWS,
+        };
+        let mut statement = self.select_bucket_after.clone();
+        statement.set_page_size(i32::try_from(page_rows).unwrap_or(i32::MAX));
+        let values = (customer_id, CqlTimestamp(hour_start * 1000), bucket as i32, after_event_id);
+        let mut events = Vec::with_capacity(limit.min(page_rows));
+        let mut paging_state = PagingState::start();
+        loop {
+            let (result, next) =
+                self.session.execute_single_page(&statement, values, paging_state).await.map_err(unavailable)?;
+            let rows = result.into_rows_result().map_err(unavailable)?;
+            for row in rows.rows::<BorrowedEventRow<'_, '_>>().map_err(unavailable)? {
+                let row = row.map_err(unavailable)?;
+                let (_, row_event_type, ..) = row;
+                if event_type.is_some_and(|wanted| row_event_type != wanted) {
+                    continue;
+                }
+                events.push(stored_event(row).map_err(unavailable)?);
+                if events.len() == limit {
+                    return Ok(events);
+                }
+            }
+            match next {
+                PagingStateResponse::HasMorePages { state } => paging_state = state,
+                PagingStateResponse::NoMorePages => return Ok(events),
+            }
+        }
     }
 
     async fn read_outcomes(&self, customer_id: &str, hour_start: i64) -> Result<HourOutcomes, RawStoreError> {

@@ -12,6 +12,10 @@
 //!   read: rows are read newest first (a replaced row gets a new, higher rowid), and the first copy of an
 //!   id seen wins, so the last write wins as in CQL.
 //!
+//! A page of a bucket (`read_bucket_page`) cannot be a range scan, as blocks are not in event-id order:
+//! it scans the bucket's blocks oldest first, keeping only the page's events (`raw/page.rs` says how,
+//! and why that is exact).
+//!
 //! Outcome counts are stored per (customer, hour, batch id, outcome, reason), so a redelivered record
 //! counts once, and summed per hour when read.
 //!
@@ -21,6 +25,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher, RandomState};
+use std::ops::Bound;
 use std::path::Path;
 
 use futures::TryStreamExt;
@@ -31,9 +36,11 @@ use hourglass_proto::v1::Event;
 use sqlx::{Row, SqlitePool};
 
 use self::block::{DecodeError, EventView, PropertyRef, block_events, epoch_ms};
+use self::page::PageWindow;
 use crate::sqlite::{self, OpenError};
 
 mod block;
+mod page;
 
 /// The database file in the data directory.
 pub const FILE_NAME: &str = "raw.db";
@@ -155,28 +162,52 @@ impl SqliteRawStore {
         bucket: u32,
         mut on_event: impl FnMut(&EventView<'_>, &str) + Send,
     ) -> Result<(), RawStoreError> {
-        let mut rows = sqlx::query(
-            "SELECT batch_id, events FROM event_blocks INDEXED BY event_blocks_by_bucket \
-             WHERE customer_id = ?1 AND hour_start = ?2 AND bucket = ?3 ORDER BY rowid DESC",
-        )
-        .bind(customer_id)
-        .bind(hour_start)
-        .bind(i64::from(bucket))
-        .fetch(&self.readers);
         let mut seen_ids = SeenEventIds::<RandomState>::default();
+        self.for_each_copy(customer_id, hour_start, bucket, WriteOrder::NewestFirst, |event, batch_id| {
+            if seen_ids.insert(event.event_id) {
+                on_event(event, batch_id);
+            }
+        })
+        .await
+    }
+
+    /// Calls `on_copy` with every stored copy of every event of a bucket and the batch that wrote it,
+    /// in `order`, one row's block in memory at a time.
+    async fn for_each_copy(
+        &self,
+        customer_id: &str,
+        hour_start: i64,
+        bucket: u32,
+        order: WriteOrder,
+        mut on_copy: impl FnMut(&EventView<'_>, &str) + Send,
+    ) -> Result<(), RawStoreError> {
+        let select = match order {
+            WriteOrder::NewestFirst => {
+                "SELECT batch_id, events FROM event_blocks INDEXED BY event_blocks_by_bucket \
+                 WHERE customer_id = ?1 AND hour_start = ?2 AND bucket = ?3 ORDER BY rowid DESC"
+            }
+            WriteOrder::OldestFirst => {
+                "SELECT batch_id, events FROM event_blocks INDEXED BY event_blocks_by_bucket \
+                 WHERE customer_id = ?1 AND hour_start = ?2 AND bucket = ?3 ORDER BY rowid ASC"
+            }
+        };
+        let mut rows =
+            sqlx::query(select).bind(customer_id).bind(hour_start).bind(i64::from(bucket)).fetch(&self.readers);
         let mut events_since_yield = 0;
         while let Some(row) = rows.try_next().await.map_err(unavailable)? {
             // A column of another type than the schema's: not something a retry mends.
             let batch_id: &str = row.try_get(0).map_err(|error| RawStoreError::Schema(error.to_string()))?;
             let block: &[u8] = row.try_get(1).map_err(|error| RawStoreError::Schema(error.to_string()))?;
-            let events = block_events(block).map_err(|error| undecodable(customer_id, hour_start, batch_id, error))?;
+            let mut events =
+                block_events(block).map_err(|error| undecodable(customer_id, hour_start, batch_id, error))?;
             // Within a block too, the later copy of an id is the last written.
-            for encoded_event in events.iter().rev() {
+            if let WriteOrder::NewestFirst = order {
+                events.reverse();
+            }
+            for encoded_event in &events {
                 let event = EventView::parse(encoded_event)
                     .map_err(|error| undecodable(customer_id, hour_start, batch_id, error))?;
-                if seen_ids.insert(event.event_id) {
-                    on_event(&event, batch_id);
-                }
+                on_copy(&event, batch_id);
             }
             events_since_yield += events.len();
             if events_since_yield >= EVENTS_PER_YIELD {
@@ -186,6 +217,43 @@ impl SqliteRawStore {
         }
         Ok(())
     }
+}
+
+/// The order in which [`SqliteRawStore::for_each_copy`] visits the copies of a bucket's events.
+#[derive(Clone, Copy)]
+enum WriteOrder {
+    /// The last written copy first (rows by descending rowid, each block backwards).
+    NewestFirst,
+    /// The first written copy first.
+    OldestFirst,
+}
+
+/// An owned copy of a stored event.
+fn stored_event(event: &EventView<'_>, batch_id: &str) -> StoredEvent {
+    let mut stored = StoredEvent {
+        event_id: event.event_id.to_owned(),
+        event_type: event.event_type.to_owned(),
+        occurred_at_ms: event.occurred_at_ms,
+        user_id: event.user_id.map(str::to_owned),
+        string_properties: BTreeMap::new(),
+        number_properties: BTreeMap::new(),
+        bool_properties: BTreeMap::new(),
+        batch_id: batch_id.to_owned(),
+    };
+    for (name, value) in event.properties() {
+        match value {
+            PropertyRef::String(text) => {
+                stored.string_properties.insert(name.to_owned(), text.to_owned());
+            }
+            PropertyRef::Number(number) => {
+                stored.number_properties.insert(name.to_owned(), number);
+            }
+            PropertyRef::Bool(flag) => {
+                stored.bool_properties.insert(name.to_owned(), flag);
+            }
+        }
+    }
+    stored
 }
 
 fn unavailable(error: impl std::fmt::Display) -> RawStoreError {
@@ -328,36 +396,40 @@ impl RawStore for SqliteRawStore {
         bucket: u32,
     ) -> Result<Vec<StoredEvent>, RawStoreError> {
         let mut events = Vec::new();
-        self.walk_bucket(customer_id, hour_start, bucket, |event, batch_id| {
-            let mut stored = StoredEvent {
-                event_id: event.event_id.to_owned(),
-                event_type: event.event_type.to_owned(),
-                occurred_at_ms: event.occurred_at_ms,
-                user_id: event.user_id.map(str::to_owned),
-                string_properties: BTreeMap::new(),
-                number_properties: BTreeMap::new(),
-                bool_properties: BTreeMap::new(),
-                batch_id: batch_id.to_owned(),
-            };
-            for (name, value) in event.properties() {
-                match value {
-                    PropertyRef::String(text) => {
-                        stored.string_properties.insert(name.to_owned(), text.to_owned());
-                    }
-                    PropertyRef::Number(number) => {
-                        stored.number_properties.insert(name.to_owned(), number);
-                    }
-                    PropertyRef::Bool(flag) => {
-                        stored.bool_properties.insert(name.to_owned(), flag);
-                    }
-                }
-            }
-            events.push(stored);
-        })
-        .await?;
+        self.walk_bucket(customer_id, hour_start, bucket, |event, batch_id| events.push(stored_event(event, batch_id)))
+            .await?;
         // The order CQL returns them in (its clustering key).
         events.sort_unstable_by(|left, right| left.event_id.cmp(&right.event_id));
         Ok(events)
+    }
+
+    async fn read_bucket_page(
+        &self,
+        customer_id: &str,
+        hour_start: i64,
+        bucket: u32,
+        after_event_id: &str,
+        event_type: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, RawStoreError> {
+        let mut page = Vec::new();
+        let mut lower = Bound::Excluded(after_event_id.to_owned());
+        // Usually one scan; another only when a resent copy changed an id's type (see `page`).
+        while page.len() < limit {
+            let mut window = PageWindow::new(lower, limit - page.len());
+            self.for_each_copy(customer_id, hour_start, bucket, WriteOrder::OldestFirst, |event, batch_id| {
+                let passes_filter = event_type.is_none_or(|wanted| event.event_type == wanted);
+                window.offer(event.event_id, passes_filter, || stored_event(event, batch_id));
+            })
+            .await?;
+            let scanned = window.finish();
+            page.extend(scanned.events);
+            match scanned.resume_at {
+                Some(resume_at) => lower = Bound::Included(resume_at),
+                None => break,
+            }
+        }
+        Ok(page)
     }
 }
 

@@ -410,22 +410,27 @@ impl<K: KeyStore, R: RollupReader, W: RawStore> QueryService for QueryServiceImp
             if cursor.bucket >= bucket_count {
                 return Err(invalid("page_token", "refers to a bucket this store does not have"));
             }
-            // Buckets in order, events by id within a bucket: a stable order to resume from. Each page reads
-            // whole buckets (a raw lookup is for debugging; an hour's bucket is bounded by the bucket count).
+            // Buckets in order, events by id within a bucket: a stable order to resume from. Each bucket
+            // visited is one paged store read of what still fits (the store holds no more than that, so a
+            // page of a huge bucket stays small), plus one event to tell whether the bucket goes on.
+            let event_type = (!request.event_type.is_empty()).then_some(request.event_type.as_str());
             let mut events = Vec::with_capacity(page_size);
             let mut next = None;
             for bucket in cursor.bucket..bucket_count {
+                let after_event_id = if bucket == cursor.bucket { cursor.after_event_id.as_str() } else { "" };
+                let room = page_size - events.len();
                 let mut stored = self
                     .raw_store
-                    .read_bucket(cursor.customer_id.as_str(), hour_start, bucket)
+                    .read_bucket_page(
+                        cursor.customer_id.as_str(),
+                        hour_start,
+                        bucket,
+                        after_event_id,
+                        event_type,
+                        room + 1,
+                    )
                     .await
                     .map_err(|error| Status::unavailable(error.to_string()))?;
-                stored.retain(|event| {
-                    (request.event_type.is_empty() || event.event_type == request.event_type)
-                        && (bucket != cursor.bucket || event.event_id > cursor.after_event_id)
-                });
-                stored.sort_by(|a, b| a.event_id.cmp(&b.event_id));
-                let room = page_size - events.len();
                 if stored.len() > room {
                     stored.truncate(room);
                     let last = stored.last().map(|event| event.event_id.clone()).unwrap_or_default();

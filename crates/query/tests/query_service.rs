@@ -291,49 +291,66 @@ async fn raw_events_page_through_an_hour_exactly_once() {
         .filter(|event| hourglass_core::hour::hour_start(event.occurred_at.as_ref().unwrap().seconds) == hour)
         .map(|event| event.event_id.clone())
         .collect();
-    for event_type in ["", "click"] {
-        let mut seen = Vec::new();
-        let mut page_token = String::new();
-        let mut pages = 0;
-        loop {
-            let page = client
-                .list_raw_events(authorized(
-                    &platform.acme_key,
-                    ListRawEventsRequest {
-                        hour_start: Some(Timestamp { seconds: hour, nanos: 0 }),
-                        event_type: event_type.into(),
-                        page_size: 7,
-                        page_token: page_token.clone(),
-                    },
-                ))
-                .await
-                .unwrap()
-                .into_inner();
-            assert!(page.events.len() <= 7);
-            pages += 1;
-            for raw in page.events {
-                let event = raw.event.unwrap();
-                assert!(event_type.is_empty() || event.event_type == event_type);
-                assert!(!raw.batch_id.is_empty());
-                seen.push(event.event_id);
+    // Pages of one end inside a bucket at almost every event, and resume from the token's event id.
+    for page_size in [1, 7] {
+        for event_type in ["", "click"] {
+            let context = format!("pages of {page_size}, filter {event_type:?}");
+            let mut seen = Vec::new();
+            let mut page_token = String::new();
+            let mut pages = 0;
+            loop {
+                let page = client
+                    .list_raw_events(authorized(
+                        &platform.acme_key,
+                        ListRawEventsRequest {
+                            hour_start: Some(Timestamp { seconds: hour, nanos: 0 }),
+                            event_type: event_type.into(),
+                            page_size,
+                            page_token: page_token.clone(),
+                        },
+                    ))
+                    .await
+                    .unwrap()
+                    .into_inner();
+                assert!(page.events.len() <= page_size as usize, "{context}");
+                pages += 1;
+                for raw in page.events.iter() {
+                    let event = raw.event.as_ref().unwrap();
+                    assert!(event_type.is_empty() || event.event_type == event_type, "{context}");
+                    assert!(!raw.batch_id.is_empty());
+                    seen.push(event.event_id.clone());
+                }
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                assert_eq!(page.events.len(), page_size as usize, "{context}: only the last page is short");
+                page_token = page.next_page_token;
             }
-            if page.next_page_token.is_empty() {
-                break;
+            let distinct: BTreeSet<String> = seen.iter().cloned().collect();
+            assert_eq!(distinct.len(), seen.len(), "{context}: no event on two pages");
+            let wanted: BTreeSet<String> = expected
+                .iter()
+                .filter(|id| {
+                    event_type.is_empty()
+                        || platform
+                            .acme_events
+                            .iter()
+                            .any(|event| &event.event_id == *id && event.event_type == event_type)
+                })
+                .cloned()
+                .collect();
+            assert_eq!(distinct, wanted, "{context}");
+            // The test store has 4 buckets: events come bucket by bucket, by id within each.
+            let place = |event_id: &String| (hourglass_core::raw_store::bucket_of(event_id, 4), event_id.clone());
+            let mut in_store_order = seen.clone();
+            in_store_order.sort_by_key(place);
+            assert_eq!(seen, in_store_order, "{context}: bucket by bucket, ids ascending");
+            assert!(pages > 2, "{context}: small pages take several calls");
+            let mid_bucket_page_ends = seen.windows(2).filter(|pair| place(&pair[0]).0 == place(&pair[1]).0).count();
+            if page_size == 1 {
+                assert!(mid_bucket_page_ends > 20, "{context}: {mid_bucket_page_ends} pages ended inside a bucket");
             }
-            page_token = page.next_page_token;
         }
-        let distinct: BTreeSet<String> = seen.iter().cloned().collect();
-        assert_eq!(distinct.len(), seen.len(), "no event on two pages");
-        let wanted: BTreeSet<String> = expected
-            .iter()
-            .filter(|id| {
-                event_type.is_empty()
-                    || platform.acme_events.iter().any(|event| &event.event_id == *id && event.event_type == event_type)
-            })
-            .cloned()
-            .collect();
-        assert_eq!(distinct, wanted, "filter {event_type:?}");
-        assert!(pages > 2, "small pages take several calls");
     }
     hourglass_cql::testing::drop_test_keyspace(&platform.cql).await;
 }
