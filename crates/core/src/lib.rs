@@ -17,6 +17,8 @@
 //!   reads (hourly rows, hour statuses, the ledger), possibly from a read replica.
 //! - [`hll`]: the HyperLogLog sketch of distinct users stored with hourly rollups (1.6% standard error).
 //! - [`hour`]: customer-hours, the unit of aggregation and reconciliation.
+//! - [`retention`]: raw retention, the late-data window, and the horizon past which an hour's rollup is
+//!   never recomputed (its raw rows may have expired).
 
 #![warn(missing_docs)]
 
@@ -30,6 +32,7 @@ pub mod job_queue;
 pub mod key_store;
 pub mod raw_store;
 pub mod record;
+pub mod retention;
 pub mod rollup_reader;
 pub mod rollup_store;
 
