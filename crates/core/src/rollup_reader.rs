@@ -89,6 +89,10 @@ pub struct HourStatus {
     pub events: u64,
     /// Data arrived after the current rollup (or there is none yet): a (re)aggregation is due.
     pub pending: bool,
+    /// Data arrived after the current rollup (or there is none) that will never be aggregated, and why:
+    /// the aggregator refused the hour because its raw data may have expired, leaving its rollup as it
+    /// was. `None` otherwise.
+    pub refused: Option<String>,
 }
 
 /// Read access to one customer's rollups, hour statuses and ledger.
