@@ -440,20 +440,20 @@ async fn reprocess_after_a_logic_change_replaces_the_rows_and_a_dry_run_writes_n
             |_, _| {},
         )
     };
-    let dry = run(true).await.unwrap();
+    let dry = run(true).await.unwrap().diffs;
     assert_eq!(dry.len(), 1);
     assert!(dry[0].changed(), "{:?}", dry[0]);
     assert_eq!(dry[0].revision, None);
     assert_eq!(stores.rollups.hour("acme", closed_hour).await.unwrap().unwrap(), tampered, "a dry run writes nothing");
 
-    let real = run(false).await.unwrap();
+    let real = run(false).await.unwrap().diffs;
     assert!(real[0].changed());
     assert_eq!(real[0].revision, Some(2));
     let fixed = stores.rollups.hour("acme", closed_hour).await.unwrap().unwrap();
     assert_eq!(fixed.event_types, brute_force(&events));
     assert_eq!((fixed.revision, fixed.logic_version), (2, hourglass_aggregator::rollup::LOGIC_VERSION));
 
-    let again = run(false).await.unwrap();
+    let again = run(false).await.unwrap().diffs;
     assert!(!again[0].changed(), "reprocessing is a pure recomputation: nothing changes the second time");
     assert_eq!(again[0].revision, Some(3));
     hourglass_cql::testing::drop_test_keyspace(&stores.cql).await;
