@@ -324,14 +324,16 @@ async fn the_ledger_balances_after_a_clean_run_and_verify_shows_rows_deleted_beh
     let verified = hourglass_aggregator::verify::verify(
         &stores.raw_store,
         &stores.rollups,
+        &config.raw_retention,
         None,
         closed_hour,
         closed_hour + 3600,
+        now(),
         |_, _| {},
     )
     .await
     .unwrap();
-    assert!(verified[0].balances(), "a clean run verifies");
+    assert!(verified[0].recounted && verified[0].ledger.balances(), "a clean run verifies");
 
     // Delete three raw rows behind the ledger's back.
     let session = stores.cql.connect().await.unwrap();
@@ -350,15 +352,17 @@ async fn the_ledger_balances_after_a_clean_run_and_verify_shows_rows_deleted_beh
     let verified = hourglass_aggregator::verify::verify(
         &stores.raw_store,
         &stores.rollups,
+        &config.raw_retention,
         Some("acme"),
         closed_hour,
         closed_hour + 3600,
+        now(),
         |_, _| {},
     )
     .await
     .unwrap();
-    assert_eq!((verified[0].stored, verified[0].counted), (37, 40));
-    assert!(!verified[0].balances(), "the ledger shows the difference");
+    assert_eq!((verified[0].ledger.stored, verified[0].ledger.counted), (37, 40));
+    assert!(verified[0].is_unbalanced_final(), "the ledger shows the difference");
     hourglass_cql::testing::drop_test_keyspace(&stores.cql).await;
 }
 

@@ -93,8 +93,9 @@ fn event_counts(rows: &[EventTypeRollup]) -> u64 {
 }
 
 /// (a) An hour with a final rollup loses its raw rows to expiry, then late data marks it again: the job
-/// is refused, the rollup and ledger stay as they were, the hour's status says why, and the job is not
-/// offered again. An hour past its horizon that was never aggregated is refused the same way.
+/// is refused, the rollup and ledger stay as they were, the hour's status (and `verify`) says why, and
+/// the job is not offered again. An hour past its horizon that was never aggregated is refused the same
+/// way.
 async fn late_data_for_an_expired_hour_is_refused(
     raw_store: &impl RawStore,
     jobs: &impl JobQueue,
@@ -133,7 +134,7 @@ async fn late_data_for_an_expired_hour_is_refused(
         (Some(1), true, original.status.computed_at, false),
         "still revision 1, final, computed when it was, and nothing pending any more"
     );
-    let reason = after.status.refused.expect("the hour's status says the late data was refused");
+    let reason = after.status.refused.clone().expect("the hour's status says the late data was refused");
     assert!(reason.contains("raw data may have partly expired") && reason.contains("5 h ago"), "{reason}");
     let current = rollups.current_rollup(&acme_hour(aggregated_hour)).await.unwrap();
     assert_eq!(event_counts(&current), 40, "the 40 events counted before expiry are still counted");
@@ -146,6 +147,25 @@ async fn late_data_for_an_expired_hour_is_refused(
     let leased = hourglass_aggregator::run_once(&config, "w", raw_store, rollups, past_horizon + HOUR).await.unwrap();
     assert_eq!(leased, 0, "a refused hour is not retried");
     assert_eq!(rollups.oldest_unfinalized_hour().await.unwrap(), None, "nor counted as waiting (the lag alert)");
+
+    // Verification does not recount what expiry took, and shows the refusal.
+    let verified = hourglass_aggregator::verify::verify(
+        raw_store,
+        rollups,
+        &config.raw_retention,
+        Some("acme"),
+        never_aggregated_hour,
+        aggregated_hour + HOUR,
+        past_horizon,
+        |_, _| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(verified.len(), 1, "only the aggregated hour has a ledger row");
+    assert!(!verified[0].recounted, "an hour past its horizon is not recounted");
+    assert!(!verified[0].is_unbalanced_final(), "so it raises no alert");
+    assert_eq!((verified[0].ledger.stored, verified[0].ledger.counted), (40, 40), "and its ledger stands");
+    assert_eq!(verified[0].refused, after.status.refused, "it shows the refusal");
 }
 
 /// (b) Reprocessing a range with an hour past its horizon leaves that hour as it was, reports it as
