@@ -15,7 +15,8 @@ use crate::telemetry;
 
 /// Leases the jobs due at `now_unix` (up to the configured concurrency) and runs them: final rollups
 /// first, then provisional ones. Returns how many were leased. Jobs that fail are given back with a retry
-/// delay; this only fails if leasing does.
+/// delay; jobs of hours past their horizon at `now_unix` are refused for good (see
+/// `hourglass_core::retention`); this only fails if leasing does.
 pub async fn run_once<R: RawStore, S: RollupStore>(
     config: &AggregatorConfig,
     worker_id: &str,
