@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use hourglass_core::retention::RawRetention;
+
 /// How the aggregator leases and runs jobs.
 #[derive(Clone, Debug, clap::Args)]
 pub struct AggregatorConfig {
@@ -38,6 +40,34 @@ pub struct AggregatorConfig {
     /// How long a failed job waits before it is tried again.
     #[arg(long = "aggregator-retry-after-secs", env = "HOURGLASS_AGGREGATOR_RETRY_AFTER_SECS", default_value_t = 30)]
     pub retry_after_secs: u64,
+
+    /// How long the raw store keeps an hour's rows, and so which hours are past their horizon: never
+    /// aggregated again, since some of their raw rows may be gone (`hourglass_core::retention`). Not a flag
+    /// of its own: the binary sets it from the raw store's retention flag (`--cql-ttl-days`, or
+    /// standalone's `--raw-retention-days`), so the aggregator cannot disagree with the store. Defaults
+    /// to 30 days, less a 1-day margin.
+    #[arg(skip = RawRetention::default())]
+    pub raw_retention: RawRetention,
+}
+
+/// Why the aggregator refuses to start.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AggregatorConfigError {
+    /// Hours would pass their horizon before they could get a final rollup.
+    #[error(
+        "the raw retention of {retention_secs} s less its {margin_secs} s safety margin leaves less than a day \
+         between an hour's final rollup ({finalizable_after_secs} s after the hour starts: the hour plus \
+         --allowed-lateness-secs) and the hour's horizon, after which it is never aggregated again: raise the \
+         retention (--cql-ttl-days, or --raw-retention-days in standalone)"
+    )]
+    RetentionTooShort {
+        /// The raw retention.
+        retention_secs: i64,
+        /// The expiry margin.
+        margin_secs: i64,
+        /// How long after its start an hour gets its final rollup.
+        finalizable_after_secs: i64,
+    },
 }
 
 impl AggregatorConfig {
@@ -55,6 +85,21 @@ impl AggregatorConfig {
                 .unwrap_or_else(|| "aggregator".to_owned());
             format!("{host}-{}", std::process::id())
         })
+    }
+
+    /// Checks the configuration can work: every hour must be able to get its final rollup before it
+    /// passes its horizon (a day at least, so a day's backlog is not refused).
+    pub fn check(&self) -> Result<(), AggregatorConfigError> {
+        let finalizable_after_secs = hourglass_core::hour::SECONDS_PER_HOUR
+            .saturating_add(i64::try_from(self.allowed_lateness_secs).unwrap_or(i64::MAX));
+        if self.raw_retention.rewritable_secs() < finalizable_after_secs.saturating_add(86_400) {
+            return Err(AggregatorConfigError::RetentionTooShort {
+                retention_secs: self.raw_retention.retention_secs,
+                margin_secs: self.raw_retention.expiry_margin_secs,
+                finalizable_after_secs,
+            });
+        }
+        Ok(())
     }
 
     pub(crate) fn lease(&self) -> Duration {

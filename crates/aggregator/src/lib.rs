@@ -14,6 +14,12 @@
 //!    writes the hour's ledger row: received, accepted, rejected, throttled (from the outcome counts the
 //!    collectors sent through Kafka), stored and counted.
 //!
+//! Raw rows expire (`hourglass_core::retention`), so a job never recomputes an hour past its horizon
+//! (started the raw retention less a 1-day margin ago or earlier): it refuses it instead
+//! (`jobs_total{result="expired"}`, a warning naming the hour; an error if the hour has no rollup at all),
+//! leaves its rollup as it was, and records the refusal with the hour, which is then not offered again
+//! until new data arrives and shows the reason in its status. [`reprocess`] skips such hours and lists them.
+//!
 //! [`verify`] recounts the raw store independently and flags hours whose stored and counted differ.
 //! [`reprocess`] recomputes a range of hours with the current logic and swaps each in atomically.
 

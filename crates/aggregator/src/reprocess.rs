@@ -4,6 +4,10 @@
 //! compared with its current rollup, and swapped in through the same transaction a job completes with:
 //! readers see the old hour or the new one, never a mix, and the revision goes up. A dry run computes and
 //! compares only: it leases nothing and writes nothing.
+//!
+//! Hours past their horizon (`hourglass_core::retention`: some of their raw rows may have expired) are
+//! neither read nor written, dry run or not: a recomputation would replace their rollup with an
+//! undercount. They are listed in [`Reprocessed::refused`], and the other hours are reprocessed.
 
 use std::time::Duration;
 
@@ -89,8 +93,17 @@ fn diff(customer_hour: &CustomerHour, before: &[EventTypeRollup], after: &[Event
     }
 }
 
-/// Reprocesses every hour with data starting in `[from, to)` (of one customer, or all) as of `now_unix`;
-/// `on_progress(done, total)` after each hour.
+/// What a reprocessing run did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reprocessed {
+    /// The hours recomputed (and, unless a dry run, swapped in), oldest first.
+    pub diffs: Vec<HourDiff>,
+    /// The hours left as they were, oldest first: past their horizon, their raw rows may have expired.
+    pub refused: Vec<CustomerHour>,
+}
+
+/// Reprocesses every hour with data starting in `[from, to)` (of one customer, or all) as of `now_unix`,
+/// but those past their horizon, which it refuses; `on_progress(done, total)` after each hour.
 #[allow(clippy::too_many_arguments)]
 pub async fn reprocess<R: RawStore, S: RollupStore>(
     config: &AggregatorConfig,
@@ -102,12 +115,24 @@ pub async fn reprocess<R: RawStore, S: RollupStore>(
     dry_run: bool,
     now_unix: i64,
     mut on_progress: impl FnMut(usize, usize),
-) -> Result<Vec<HourDiff>, ReprocessError> {
+) -> Result<Reprocessed, ReprocessError> {
     let owner = format!("reprocess-{}", config.resolved_worker_id());
     let hours = rollup_store.hours_with_data(customer_id, from_unix, to_unix).await?;
     let mut diffs = Vec::with_capacity(hours.len());
+    let mut refused = Vec::new();
     for (index, customer_hour) in hours.iter().enumerate() {
         let customer = customer_hour.customer_id.as_str();
+        if config.raw_retention.is_past_horizon(customer_hour.hour_start, now_unix) {
+            tracing::warn!(
+                customer_id = customer,
+                hour_start = customer_hour.hour_start,
+                reason = %config.raw_retention.past_horizon_reason(),
+                "not reprocessing an hour past its horizon; its rollup stays as it was"
+            );
+            refused.push(customer_hour.clone());
+            on_progress(index + 1, hours.len());
+            continue;
+        }
         let is_final = customer_hour.hour_start + 3600 + config.allowed_lateness_secs as i64 <= now_unix;
         let lease = if dry_run {
             None
@@ -144,5 +169,5 @@ pub async fn reprocess<R: RawStore, S: RollupStore>(
         diffs.push(hour_diff);
         on_progress(index + 1, hours.len());
     }
-    Ok(diffs)
+    Ok(Reprocessed { diffs, refused })
 }

@@ -1,6 +1,7 @@
 //! The aggregator's metric names, all in one place; emitted per job.
 
-/// Jobs finished, by `result` = replaced | lease_lost | failed.
+/// Jobs finished, by `result` = replaced | lease_lost | failed | expired (refused: the hour is past its
+/// horizon, its raw rows may have expired; its rollup was left as it was).
 pub const JOBS_TOTAL: &str = "hourglass_aggregator_jobs_total";
 /// Raw events read by jobs.
 pub const EVENTS_READ_TOTAL: &str = "hourglass_aggregator_events_read_total";

@@ -1,4 +1,5 @@
-//! The worker loop: lease jobs, fold their raw rows, replace their rollups.
+//! The worker loop: lease jobs, fold their raw rows, replace their rollups; refuse the jobs of hours
+//! past their horizon, whose raw rows may have expired.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -14,7 +15,8 @@ use crate::telemetry;
 
 /// Leases the jobs due at `now_unix` (up to the configured concurrency) and runs them: final rollups
 /// first, then provisional ones. Returns how many were leased. Jobs that fail are given back with a retry
-/// delay; this only fails if leasing does.
+/// delay; jobs of hours past their horizon at `now_unix` are refused for good (see
+/// `hourglass_core::retention`); this only fails if leasing does.
 pub async fn run_once<R: RawStore, S: RollupStore>(
     config: &AggregatorConfig,
     worker_id: &str,
@@ -35,7 +37,7 @@ pub async fn run_once<R: RawStore, S: RollupStore>(
     for kind in kinds {
         let jobs = rollup_store.lease_jobs(worker_id, config.concurrency.max(1), config.lease(), kind).await?;
         let is_final = matches!(kind, JobKind::Final { .. });
-        let runs = jobs.iter().map(|job| run_job(config, raw_store, rollup_store, job, is_final));
+        let runs = jobs.iter().map(|job| run_job(config, raw_store, rollup_store, job, is_final, now_unix));
         futures::future::join_all(runs).await;
         leased += jobs.len();
     }
@@ -48,10 +50,16 @@ async fn run_job<R: RawStore, S: RollupStore>(
     rollup_store: &S,
     job: &JobLease,
     is_final: bool,
+    now_unix: i64,
 ) {
     let started = Instant::now();
     let customer_id = job.customer_hour.customer_id.as_str();
     let hour_start = job.customer_hour.hour_start;
+    // Checked before reading: the margin below the raw retention covers the time the read takes.
+    if config.raw_retention.is_past_horizon(hour_start, now_unix) {
+        refuse_past_horizon(config, rollup_store, job).await;
+        return;
+    }
     let aggregation = aggregate_hour(raw_store, customer_id, hour_start, is_final);
     let rollup = match holding_lease(config, rollup_store, job, aggregation).await {
         Some(Ok(rollup)) => rollup,
@@ -73,6 +81,56 @@ async fn run_job<R: RawStore, S: RollupStore>(
         }
         Ok(Completion::LeaseLost) => count_lease_lost(job, "at completion"),
         Err(error) => give_back(config, rollup_store, job, &error.to_string()).await,
+    }
+}
+
+/// Refuses the job of an hour past its horizon: some of its raw rows may have expired, so a rollup
+/// computed now would undercount it, and would replace one computed while its rows were all there. The
+/// hour is given up for good rather than retried (retrying cannot bring rows back): the store stops
+/// offering it until new data is marked, and its status keeps the reason, where `GetHourStatus` shows it.
+/// The rollup, if any, stays as it was. An hour with a rollup loses only the data marked since (a
+/// warning); an hour without one has none of its events counted, which is data loss (an error).
+async fn refuse_past_horizon<S: RollupStore>(config: &AggregatorConfig, rollup_store: &S, job: &JobLease) {
+    let customer_id = job.customer_hour.customer_id.as_str();
+    let hour_start = job.customer_hour.hour_start;
+    let has_rollup = match rollup_store.current_rollup(&job.customer_hour).await {
+        Ok(rows) => !rows.is_empty(),
+        Err(error) => {
+            give_back(config, rollup_store, job, &error.to_string()).await;
+            return;
+        }
+    };
+    let horizon_reason = config.raw_retention.past_horizon_reason();
+    let reason = format!("late data refused: {horizon_reason}");
+    match rollup_store.refuse(job, &reason).await {
+        Ok(true) => {}
+        Ok(false) => {
+            count_lease_lost(job, "while refusing an hour past its horizon");
+            return;
+        }
+        // The lease then expires, and whoever leases the hour next refuses it.
+        Err(error) => {
+            tracing::warn!(customer_id, hour_start, %error, "cannot record the refusal of an hour past its horizon");
+            return;
+        }
+    }
+    metrics::counter!(telemetry::JOBS_TOTAL, "result" => "expired").increment(1);
+    if has_rollup {
+        tracing::warn!(
+            customer_id,
+            hour_start,
+            generation = job.generation,
+            reason = %horizon_reason,
+            "late data refused: the hour's rollup stays as it was and does not count the data marked since"
+        );
+    } else {
+        tracing::error!(
+            customer_id,
+            hour_start,
+            generation = job.generation,
+            reason = %horizon_reason,
+            "hour refused with no rollup: none of its events are counted"
+        );
     }
 }
 

@@ -324,14 +324,16 @@ async fn the_ledger_balances_after_a_clean_run_and_verify_shows_rows_deleted_beh
     let verified = hourglass_aggregator::verify::verify(
         &stores.raw_store,
         &stores.rollups,
+        &config.raw_retention,
         None,
         closed_hour,
         closed_hour + 3600,
+        now(),
         |_, _| {},
     )
     .await
     .unwrap();
-    assert!(verified[0].balances(), "a clean run verifies");
+    assert!(verified[0].recounted && verified[0].ledger.balances(), "a clean run verifies");
 
     // Delete three raw rows behind the ledger's back.
     let session = stores.cql.connect().await.unwrap();
@@ -350,15 +352,17 @@ async fn the_ledger_balances_after_a_clean_run_and_verify_shows_rows_deleted_beh
     let verified = hourglass_aggregator::verify::verify(
         &stores.raw_store,
         &stores.rollups,
+        &config.raw_retention,
         Some("acme"),
         closed_hour,
         closed_hour + 3600,
+        now(),
         |_, _| {},
     )
     .await
     .unwrap();
-    assert_eq!((verified[0].stored, verified[0].counted), (37, 40));
-    assert!(!verified[0].balances(), "the ledger shows the difference");
+    assert_eq!((verified[0].ledger.stored, verified[0].ledger.counted), (37, 40));
+    assert!(verified[0].is_unbalanced_final(), "the ledger shows the difference");
     hourglass_cql::testing::drop_test_keyspace(&stores.cql).await;
 }
 
@@ -440,20 +444,20 @@ async fn reprocess_after_a_logic_change_replaces_the_rows_and_a_dry_run_writes_n
             |_, _| {},
         )
     };
-    let dry = run(true).await.unwrap();
+    let dry = run(true).await.unwrap().diffs;
     assert_eq!(dry.len(), 1);
     assert!(dry[0].changed(), "{:?}", dry[0]);
     assert_eq!(dry[0].revision, None);
     assert_eq!(stores.rollups.hour("acme", closed_hour).await.unwrap().unwrap(), tampered, "a dry run writes nothing");
 
-    let real = run(false).await.unwrap();
+    let real = run(false).await.unwrap().diffs;
     assert!(real[0].changed());
     assert_eq!(real[0].revision, Some(2));
     let fixed = stores.rollups.hour("acme", closed_hour).await.unwrap().unwrap();
     assert_eq!(fixed.event_types, brute_force(&events));
     assert_eq!((fixed.revision, fixed.logic_version), (2, hourglass_aggregator::rollup::LOGIC_VERSION));
 
-    let again = run(false).await.unwrap();
+    let again = run(false).await.unwrap().diffs;
     assert!(!again[0].changed(), "reprocessing is a pure recomputation: nothing changes the second time");
     assert_eq!(again[0].revision, Some(3));
     hourglass_cql::testing::drop_test_keyspace(&stores.cql).await;

@@ -25,6 +25,13 @@ pub struct CollectorArgs {
 /// Runs the collector until SIGTERM. It listens at once and reports NOT_SERVING until Postgres (keys)
 /// and Kafka (topics) are ready.
 pub async fn run(args: CollectorArgs) -> anyhow::Result<()> {
+    let limits = &args.collector.limits;
+    hourglass_core::retention::check_late_data_window(
+        limits.late_data_days,
+        limits.raw_retention_days,
+        limits.max_future_skew_secs,
+    )
+    .context("refusing to start: the late-data window does not fit the raw retention")?;
     let shutdown = shutdown::on_signal()?;
     let listener = TcpListener::bind(args.collector.listen_addr)
         .await

@@ -178,4 +178,24 @@ mod tests {
         }
         assert!(secret_bearing >= 7, "the check saw the secret-bearing options ({secret_bearing})");
     }
+
+    #[test]
+    fn the_retention_defaults_of_every_role_agree() {
+        use hourglass_core::retention::{DEFAULT_LATE_DATA_DAYS, DEFAULT_RAW_RETENTION_DAYS, RawRetention};
+        let collector = hourglass_collector::CollectorConfig::with_defaults(([127, 0, 0, 1], 0).into());
+        let cql: hourglass_cql::CqlConfig = hourglass_core::config::defaults();
+        assert_eq!(collector.limits.raw_retention_days, DEFAULT_RAW_RETENTION_DAYS);
+        assert_eq!(i64::from(cql.ttl_days), DEFAULT_RAW_RETENTION_DAYS, "the CQL TTL is the raw retention");
+        assert_eq!(collector.limits.late_data_days, DEFAULT_LATE_DATA_DAYS);
+        let aggregator = hourglass_aggregator::AggregatorConfig::with_defaults();
+        assert_eq!(aggregator.raw_retention, RawRetention::from_days(DEFAULT_RAW_RETENTION_DAYS));
+        assert!(aggregator.check().is_ok(), "the defaults start");
+        let limits = &collector.limits;
+        let window = hourglass_core::retention::check_late_data_window(
+            limits.late_data_days,
+            limits.raw_retention_days,
+            limits.max_future_skew_secs,
+        );
+        assert!(window.is_ok(), "the defaults start: {window:?}");
+    }
 }

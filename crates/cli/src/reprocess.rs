@@ -2,9 +2,10 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use chrono::DateTime;
 use hourglass_aggregator::AggregatorConfig;
+use hourglass_core::retention::RawRetention;
 use hourglass_cql::{CqlConfig, CqlRawStore};
 use hourglass_postgres::{PostgresConfig, PostgresRollupStore};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -27,16 +28,18 @@ pub struct ReprocessArgs {
     postgres: PostgresConfig,
 }
 
-/// Runs the reprocessing.
-pub async fn run(args: ReprocessArgs) -> anyhow::Result<()> {
+/// Runs the reprocessing; fails (exit status 1) if it refused hours past their horizon, after
+/// reprocessing the others.
+pub async fn run(mut args: ReprocessArgs) -> anyhow::Result<()> {
     let (from_unix, to_unix) = args.range.bounds()?;
+    args.aggregator.raw_retention = RawRetention::from_days(i64::from(args.cql.ttl_days));
     let pool = args.postgres.open().await?;
     let raw_store = CqlRawStore::connect(&args.cql).await.context("failed to open the CQL raw store")?;
     let rollups = PostgresRollupStore::new(pool);
     let progress = ProgressBar::new(0)
         .with_style(ProgressStyle::with_template("reprocessing {bar:40} {pos}/{len} hours  eta {eta}")?);
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() as i64;
-    let diffs = hourglass_aggregator::reprocess::reprocess(
+    let reprocessed = hourglass_aggregator::reprocess::reprocess(
         &args.aggregator,
         &raw_store,
         &rollups,
@@ -52,6 +55,7 @@ pub async fn run(args: ReprocessArgs) -> anyhow::Result<()> {
     )
     .await?;
     progress.finish_and_clear();
+    let diffs = &reprocessed.diffs;
     println!("{:<24} {:<21} {:<24} {:>12} {:>12}", "CUSTOMER", "HOUR", "EVENT TYPE", "EVENTS", "USERS");
     for hour_diff in diffs.iter().filter(|hour_diff| hour_diff.changed()) {
         let hour = DateTime::from_timestamp(hour_diff.customer_hour.hour_start, 0).unwrap_or_default();
@@ -74,6 +78,22 @@ pub async fn run(args: ReprocessArgs) -> anyhow::Result<()> {
         println!("dry run: {} hour(s) recomputed, {changed} would change; nothing was written", diffs.len());
     } else {
         println!("{} hour(s) reprocessed and swapped in, {changed} changed", diffs.len());
+    }
+    if !reprocessed.refused.is_empty() {
+        let hours: Vec<String> = reprocessed
+            .refused
+            .iter()
+            .map(|customer_hour| {
+                let hour = DateTime::from_timestamp(customer_hour.hour_start, 0).unwrap_or_default();
+                format!("  {} {}", customer_hour.customer_id.as_str(), hour.format("%Y-%m-%dT%H:%M:%SZ"))
+            })
+            .collect();
+        bail!(
+            "refused {} hour(s), left as they were: for each, {}:\n{}",
+            hours.len(),
+            args.aggregator.raw_retention.past_horizon_reason(),
+            hours.join("\n")
+        );
     }
     Ok(())
 }

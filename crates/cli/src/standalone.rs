@@ -229,7 +229,18 @@ async fn enforce_raw_retention(raw_store: Arc<SqliteRawStore>, retention_days: i
 /// `log.db`. A persistent failure then shows as a restart loop with the error in every log, which is
 /// what an operator needs to see. Until it exits, the log refuses appends, so clients are told to retry
 /// rather than acknowledged, and health is NOT_SERVING.
-pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
+pub async fn run(mut args: StandaloneArgs) -> anyhow::Result<()> {
+    // Raw hours are deleted past --raw-retention-days (below): that decides the aggregator's horizon, and
+    // the late-data window must end well before it.
+    let limits = &args.collector.limits;
+    hourglass_core::retention::check_late_data_window(
+        limits.late_data_days,
+        limits.raw_retention_days,
+        limits.max_future_skew_secs,
+    )
+    .context("refusing to start: the late-data window does not fit the raw retention")?;
+    args.aggregator.raw_retention = hourglass_core::retention::RawRetention::from_days(limits.raw_retention_days);
+    args.aggregator.check().context("refusing to start")?;
     let shutdown = shutdown::on_signal()?;
     let data_dir = std::path::absolute(&args.data_dir)?;
     let _lock = lock_data_dir(&data_dir)?;

@@ -45,10 +45,19 @@ pub struct ValidationLimits {
     #[arg(long = "max-future-skew-secs", env = "HOURGLASS_MAX_FUTURE_SKEW_SECS", default_value_t = 900)]
     pub max_future_skew_secs: i64,
 
-    /// Raw-data retention, in days: events older than this are rejected, since their raw rows would
-    /// expire before they could be (re)aggregated.
+    /// Raw-data retention, in days: how long raw rows are kept (standalone deletes older hours; keep the
+    /// CQL store's `--cql-ttl-days` equal to it). At start-up `--late-data-days` + 2 must not exceed it.
     #[arg(long = "raw-retention-days", env = "HOURGLASS_RAW_RETENTION_DAYS", default_value_t = 30)]
     pub raw_retention_days: i64,
+
+    /// How late an event may arrive, in days: events whose `occurred_at` is older are rejected
+    /// (OCCURRED_AT_TOO_OLD). Ends well before the raw retention, so an accepted event's hour still has
+    /// all its raw rows when the aggregator recomputes it: the window plus a 2-day margin (1 day before
+    /// raw rows may expire, at least 1 for the pipeline) must not exceed `--raw-retention-days`, checked
+    /// at start-up. 7 days takes a device that was offline for a week and leaves 3 weeks of slack at the
+    /// default 30-day retention (README: late data and raw retention).
+    #[arg(long = "late-data-days", env = "HOURGLASS_LATE_DATA_DAYS", default_value_t = 7)]
+    pub late_data_days: i64,
 }
 
 /// Why a batch is refused whole.
@@ -173,17 +182,21 @@ impl ValidationLimits {
                 ),
             ));
         }
+        // The late-data window is validated at start-up to end before the retention; the minimum keeps a
+        // configuration that skipped that check from accepting events whose raw rows expire at once.
+        let (window_days, window, flag) = if self.late_data_days <= self.raw_retention_days {
+            (self.late_data_days, "the late-data window", "--late-data-days")
+        } else {
+            (self.raw_retention_days, "raw-data retention", "--raw-retention-days")
+        };
         let earliest_allowed = clock
             .received_at_unix_secs
-            .saturating_sub(self.raw_retention_days.saturating_mul(86_400))
+            .saturating_sub(window_days.saturating_mul(86_400))
             .max(hour::EARLIEST_SUPPORTED_SECS);
         if occurred_at.seconds < earliest_allowed {
             return Err(Rejection::new(
                 Reason::OccurredAtTooOld,
-                format!(
-                    "occurred_at is older than raw-data retention of {} days (--raw-retention-days)",
-                    self.raw_retention_days
-                ),
+                format!("occurred_at is older than {window} of {window_days} days ({flag})"),
             ));
         }
         Ok(occurred_at.seconds)
@@ -318,6 +331,27 @@ mod tests {
         let mut event = valid_event();
         event.user_id = Some("x".repeat(limits.max_user_id_bytes + 1));
         assert_eq!(reason_of(&event), Reason::UserIdTooLong);
+    }
+
+    #[test]
+    fn an_event_older_than_the_late_data_window_is_refused_naming_the_flag() {
+        let limits = limits();
+        assert_eq!((limits.late_data_days, limits.raw_retention_days), (7, 30), "the documented defaults");
+        let mut event = valid_event();
+        let window_start = NOW - limits.late_data_days * 86_400;
+        event.occurred_at = Some(Timestamp { seconds: window_start, nanos: 0 });
+        assert_eq!(limits.check_event(&event, clock()), Ok(hour::hour_start(window_start)), "the window's start is in");
+        // Well inside the raw retention, but past the late-data window.
+        event.occurred_at = Some(Timestamp { seconds: window_start - 1, nanos: 0 });
+        let rejection = limits.check_event(&event, clock()).unwrap_err();
+        assert_eq!((rejection.reason, rejection.hour_start), (RejectionReason::OccurredAtTooOld, None));
+        assert_eq!(rejection.message, "occurred_at is older than the late-data window of 7 days (--late-data-days)");
+        // A window longer than the retention (start-up refuses it) is still capped by the retention.
+        let mut inverted = limits.clone();
+        inverted.late_data_days = 40;
+        event.occurred_at = Some(Timestamp { seconds: NOW - 30 * 86_400 - 1, nanos: 0 });
+        let rejection = inverted.check_event(&event, clock()).unwrap_err();
+        assert_eq!(rejection.message, "occurred_at is older than raw-data retention of 30 days (--raw-retention-days)");
     }
 
     #[test]

@@ -19,6 +19,8 @@
 //!   or NaN, so every stored number is finite.
 //! - [`hll`]: the HyperLogLog sketch of distinct users stored with hourly rollups (1.6% standard error).
 //! - [`hour`]: customer-hours, the unit of aggregation and reconciliation.
+//! - [`retention`]: raw retention, the late-data window, and the horizon past which an hour's rollup is
+//!   never recomputed (its raw rows may have expired).
 
 #![warn(missing_docs)]
 
@@ -33,6 +35,7 @@ pub mod key_store;
 pub mod numeric;
 pub mod raw_store;
 pub mod record;
+pub mod retention;
 pub mod rollup_reader;
 pub mod rollup_store;
 

@@ -87,8 +87,13 @@ pub struct HourStatus {
     pub computed_at: Option<i64>,
     /// Distinct events in the current rollup.
     pub events: u64,
-    /// Data arrived after the current rollup (or there is none yet): a (re)aggregation is due.
+    /// Data arrived after the current rollup (or there is none yet): a (re)aggregation is due. Data the
+    /// aggregator refused (see `refused`) is not pending: no aggregation of it will come.
     pub pending: bool,
+    /// Data arrived after the current rollup (or there is none) that will never be aggregated, and why:
+    /// the aggregator refused the hour because its raw data may have expired, leaving its rollup as it
+    /// was. `None` otherwise.
+    pub refused: Option<String>,
 }
 
 /// Read access to one customer's rollups, hour statuses and ledger.

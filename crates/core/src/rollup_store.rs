@@ -275,4 +275,13 @@ pub trait RollupStore: Send + Sync + 'static {
         error: &str,
         retry_after: Duration,
     ) -> impl Future<Output = Result<bool, RollupStoreError>> + Send;
+
+    /// Refuses `job` for good, if it is still the hour's current lease and has not expired (false, and
+    /// nothing recorded, if it is lost): its generation, and every earlier one, is never leased again,
+    /// as a final or a provisional job, and the hour no longer counts as waiting for its final rollup.
+    /// The hour's rollup and ledger stay as they are; its status reports `reason`
+    /// ([`HourStatus::refused`](crate::rollup_reader::HourStatus::refused)) until a later rollup of the
+    /// hour is written. Data marked afterwards makes the hour a job again. For hours whose raw data may
+    /// have expired, which no job can aggregate correctly any more.
+    fn refuse(&self, job: &JobLease, reason: &str) -> impl Future<Output = Result<bool, RollupStoreError>> + Send;
 }

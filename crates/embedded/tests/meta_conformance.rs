@@ -49,6 +49,12 @@ async fn stale_holder_after_reaggregation_conformance() {
 }
 
 #[tokio::test]
+async fn refused_hours_conformance() {
+    let (_data_dir, store) = store().await;
+    rollups::refused_hours(&store, &store).await;
+}
+
+#[tokio::test]
 async fn reader_conformance() {
     let (_data_dir, store) = store().await;
     rollups::reader(&store, &store).await;
@@ -267,6 +273,44 @@ async fn a_meta_db_from_before_lease_tokens_is_upgraded_in_place() {
         is_final: true,
     };
     assert_eq!(store.complete(&jobs[0], &rollup).await.unwrap(), Completion::Replaced { revision: 1 });
+    drop(store);
+    SqliteMetaStore::open(data_dir.path()).await.expect("opening an upgraded database again changes nothing");
+}
+
+#[tokio::test]
+async fn a_meta_db_from_before_refused_hours_is_upgraded_in_place() {
+    use std::time::Duration;
+
+    use hourglass_core::rollup_reader::RollupReader;
+    use hourglass_core::rollup_store::{JobKind, RollupStore};
+
+    let data_dir = TempDir::new().unwrap();
+    // dirty_hours as releases before refused hours created it, with one pending hour.
+    let options =
+        sqlx::sqlite::SqliteConnectOptions::new().filename(data_dir.path().join("meta.db")).create_if_missing(true);
+    let old = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE dirty_hours (customer_id TEXT NOT NULL, hour_start INTEGER NOT NULL, \
+         generation INTEGER NOT NULL DEFAULT 1, first_marked_at_us INTEGER NOT NULL, \
+         last_marked_at_us INTEGER NOT NULL, aggregated_generation INTEGER NOT NULL DEFAULT 0, \
+         finalized_generation INTEGER NOT NULL DEFAULT 0, provisional_at_us INTEGER, lease_owner TEXT, \
+         lease_token INTEGER, leased_until_us INTEGER, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, \
+         PRIMARY KEY (customer_id, hour_start)) STRICT; \
+         INSERT INTO dirty_hours (customer_id, hour_start, first_marked_at_us, last_marked_at_us) \
+         VALUES ('acme', 7200, 0, 0);",
+    )
+    .execute(&old)
+    .await
+    .unwrap();
+    old.close().await;
+
+    let store = SqliteMetaStore::open(data_dir.path()).await.unwrap();
+    let kind = JobKind::Final { hours_before_unix: 36_000 };
+    let jobs = store.lease_jobs("worker", 10, Duration::from_secs(600), kind).await.unwrap();
+    assert_eq!(jobs.len(), 1, "the old pending hour is a job, never refused");
+    assert!(store.refuse(&jobs[0], "raw data expired").await.unwrap(), "and can be refused");
+    let statuses = store.hour_statuses("acme", 0, 36_000).await.unwrap();
+    assert_eq!(statuses[0].refused.as_deref(), Some("raw data expired"));
     drop(store);
     SqliteMetaStore::open(data_dir.path()).await.expect("opening an upgraded database again changes nothing");
 }

@@ -1,6 +1,8 @@
 //! [`PostgresRollupStore`]: hourly rollups and aggregation jobs in Postgres.
 //!
-//! Jobs are the rows of `dirty_hours` whose `generation` is ahead of their `aggregated_generation`.
+//! Jobs are the rows of `dirty_hours` whose `generation` is ahead of their `aggregated_generation` (and
+//! of their `refused_generation`: an hour the aggregator refused, its raw data possibly expired, is not
+//! a job until new data is marked).
 //! Leasing uses `FOR UPDATE SKIP LOCKED` inside an `UPDATE`, so concurrent workers each take different
 //! hours and never wait on each other, and gives each lease a new `lease_token` (`new_lease_token()`).
 //! Completing locks the hour's row and checks its token and expiry, then replaces the hour's rows, bumps
@@ -144,11 +146,15 @@ impl RollupStore for PostgresRollupStore {
     ) -> Result<Vec<JobLease>, RollupStoreError> {
         // The two kinds differ only in which hours are due.
         let (due, instant, min_interval_secs) = match kind {
-            JobKind::Final { hours_before_unix } => {
-                ("generation > finalized_generation AND hour_start < to_timestamp($3)", hours_before_unix, None)
-            }
+            JobKind::Final { hours_before_unix } => (
+                "generation > finalized_generation AND generation > refused_generation \
+                     AND hour_start < to_timestamp($3)",
+                hours_before_unix,
+                None,
+            ),
             JobKind::Provisional { hours_from_unix, min_interval } => (
-                "generation > aggregated_generation AND hour_start >= to_timestamp($3) \
+                "generation > aggregated_generation AND generation > refused_generation \
+                 AND hour_start >= to_timestamp($3) \
                  AND (provisional_at IS NULL OR provisional_at < now() - make_interval(secs => $5))",
                 hours_from_unix,
                 Some(min_interval.as_secs_f64()),
@@ -438,7 +444,8 @@ impl RollupStore for PostgresRollupStore {
 
     async fn oldest_unfinalized_hour(&self) -> Result<Option<i64>, RollupStoreError> {
         sqlx::query_scalar!(
-            "SELECT extract(epoch FROM min(hour_start))::bigint FROM dirty_hours WHERE generation > finalized_generation"
+            "SELECT extract(epoch FROM min(hour_start))::bigint FROM dirty_hours \
+             WHERE generation > finalized_generation AND generation > refused_generation"
         )
         .fetch_one(&self.pool)
         .await
@@ -455,6 +462,24 @@ impl RollupStore for PostgresRollupStore {
             job.token.stored(),
             retry_after.as_secs_f64(),
             error
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn refuse(&self, job: &JobLease, reason: &str) -> Result<bool, RollupStoreError> {
+        let result = sqlx::query!(
+            "UPDATE dirty_hours SET refused_generation = GREATEST(refused_generation, $4), refused_reason = $5, \
+             refused_at = now(), lease_owner = NULL, lease_token = NULL, leased_until = NULL, attempts = 0, \
+             last_error = NULL \
+             WHERE customer_id = $1 AND hour_start = to_timestamp($2) AND lease_token = $3 AND leased_until >= now()",
+            job.customer_hour.customer_id.as_str(),
+            job.customer_hour.hour_start as f64,
+            job.token.stored(),
+            job.generation,
+            reason
         )
         .execute(&self.pool)
         .await
@@ -614,7 +639,10 @@ impl RollupReader for PostgresRollupStore {
                       extract(epoch FROM revisions.final_as_of)::bigint AS final_as_of,
                       extract(epoch FROM revisions.computed_at)::bigint AS computed_at,
                       revisions.events AS "events?",
-                      (hours.generation > hours.aggregated_generation) AS "pending!"
+                      (hours.generation > GREATEST(hours.aggregated_generation, hours.refused_generation))
+                          AS "pending!",
+                      CASE WHEN hours.refused_generation > hours.aggregated_generation
+                           THEN hours.refused_reason END AS refused
                FROM dirty_hours AS hours
                LEFT JOIN hour_revisions AS revisions
                     ON revisions.customer_id = hours.customer_id AND revisions.hour_start = hours.hour_start
@@ -639,6 +667,7 @@ impl RollupReader for PostgresRollupStore {
                 computed_at: row.computed_at,
                 events: row.events.unwrap_or(0) as u64,
                 pending: row.pending,
+                refused: row.refused,
             })
             .collect())
     }

@@ -54,6 +54,12 @@ async fn stale_holder_after_reaggregation_conformance() {
 }
 
 #[tokio::test]
+async fn refused_hours_conformance() {
+    let (jobs, rollups) = jobs_and_rollups("conformance_refused").await;
+    rollups::refused_hours(&jobs, &rollups).await;
+}
+
+#[tokio::test]
 async fn reader_conformance() {
     let (jobs, rollups) = jobs_and_rollups("conformance_reader").await;
     rollups::reader(&jobs, &rollups).await;

@@ -233,6 +233,7 @@ fn hour_status(status: StoredHourStatus) -> HourStatus {
         final_as_of: status.final_as_of.filter(|_| status.is_final).map(timestamp),
         events: status.events,
         reaggregation_pending: status.pending && status.revision.is_some(),
+        refused_reason: status.refused.unwrap_or_default(),
     }
 }
 
@@ -497,6 +498,7 @@ mod tests {
             computed_at: revision.map(|_| 7200),
             events: 3,
             pending,
+            refused: None,
         };
         assert_eq!(hour_status(status(None, false, true)).state(), HourState::Pending);
         assert!(!hour_status(status(None, false, true)).reaggregation_pending);
@@ -505,5 +507,9 @@ mod tests {
         assert_eq!(final_hour.state(), HourState::Final);
         assert!(final_hour.reaggregation_pending);
         assert_eq!(final_hour.final_as_of, Some(timestamp(7200)));
+        assert_eq!(final_hour.refused_reason, "", "no reason unless refused");
+        let refused = StoredHourStatus { refused: Some("raw data expired".into()), ..status(Some(2), true, false) };
+        let refused = hour_status(refused);
+        assert_eq!((refused.state(), refused.refused_reason.as_str()), (HourState::Final, "raw data expired"));
     }
 }

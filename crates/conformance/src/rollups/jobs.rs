@@ -348,3 +348,104 @@ pub async fn stale_holder_after_reaggregation(jobs: &impl JobQueue, rollups: &(i
     complete_expecting(rollups, &again[0], &newest_rollup, 2, "the hour's current lease completes it").await;
     assert_hour_holds(rollups, ACME, due, &newest_rollup, 2, "the current lease's rollup").await;
 }
+
+/// An hour refused for good (the aggregator's answer to an hour whose raw data may have expired): only its
+/// current lease refuses it; it is then no job of either kind and waits for no final rollup; its rollup
+/// and ledger stay as they were and its status says why. New data makes it a job again, and a rollup
+/// written later (a job's, or a reprocessing run's) clears the reason.
+pub async fn refused_hours(jobs: &impl JobQueue, rollups: &(impl RollupStore + RollupReader)) {
+    const ACME: &str = "refused-acme";
+    const REASON: &str = "its raw data may have partly expired";
+    let (aggregated, never_aggregated, expiring, open) = (hour(0), hour(1), hour(2), hour(5));
+    let all_closed = final_before(5);
+    mark(jobs, &[customer_hour(ACME, aggregated)]).await;
+    let first = lease_expecting(rollups, "worker-a", all_closed, &[(ACME, aggregated, 1)], "a closed hour").await;
+    let original = rollup(true, &[("view", 7)], &[("view", "price", 7, 14.0, 1.0, 3.0)], outcomes(7, &[(1, 1)], 2));
+    complete_expecting(rollups, &first[0], &original, 1, "the hour's final rollup").await;
+
+    // Late data for the aggregated hour, and data for an hour never aggregated: both are refused.
+    mark(jobs, &[customer_hour(ACME, aggregated), customer_hour(ACME, never_aggregated)]).await;
+    let due = lease_expecting(
+        rollups,
+        "worker-a",
+        all_closed,
+        &[(ACME, aggregated, 2), (ACME, never_aggregated, 1)],
+        "both hours are final jobs",
+    )
+    .await;
+    assert!(!refuse(rollups, &with_other_token(&due[0]), REASON).await, "another token refuses nothing");
+    for job in &due {
+        assert!(refuse(rollups, job, REASON).await, "the holder refuses its job");
+    }
+    assert!(!refuse(rollups, &due[0], REASON).await, "a refused job's lease is over");
+    lease_expecting(rollups, "worker-b", all_closed, &[], "a refused hour is no final job").await;
+    lease_expecting(rollups, "worker-b", provisional_from(0, Duration::ZERO), &[], "nor a provisional one").await;
+    assert_eq!(oldest_unfinalized(rollups).await, None, "a refused hour waits for no final rollup");
+    assert_hour_holds(rollups, ACME, aggregated, &original, 1, "a refusal leaves the rollup and ledger").await;
+    let refused = status(rollups, ACME, aggregated).await;
+    assert_eq!(
+        (refused.revision, refused.is_final, refused.pending, refused.refused.as_deref()),
+        (Some(1), true, false, Some(REASON)),
+        "a refused final hour stays final at its revision, nothing pending, and says why"
+    );
+    let never = status(rollups, ACME, never_aggregated).await;
+    assert_eq!(
+        (never.revision, never.pending, never.refused.as_deref()),
+        (None, false, Some(REASON)),
+        "an hour refused before any rollup has no revision, nothing pending, and says why"
+    );
+    let end = never_aggregated + HOUR;
+    assert!(rows(rollups, ACME, never_aggregated, end, &[]).await.is_empty(), "a refusal writes no rows");
+    assert!(ledger(rollups, Some(ACME), never_aggregated, end).await.is_empty(), "nor a ledger row");
+
+    // A lease that expired refuses nothing; the hour's next lease still aggregates it.
+    mark(jobs, &[customer_hour(ACME, expiring)]).await;
+    let slow = lease(rollups, "worker-slow", 10, SHORT_LEASE, all_closed).await;
+    assert_eq!(slow.len(), 1, "the one due hour is leased");
+    let next = lease_once_expired(rollups, "worker-fast", all_closed).await;
+    assert!(!refuse(rollups, &slow[0], REASON).await, "an expired lease refuses nothing");
+    assert_eq!(status(rollups, ACME, expiring).await.refused, None, "nothing was recorded");
+    complete_expecting(rollups, &next[0], &simple_rollup(true, 3), 1, "the current lease completes the job").await;
+
+    // A provisional job refused is not leased again, neither as provisional nor once its hour closes.
+    mark(jobs, &[customer_hour(ACME, open)]).await;
+    let provisional = lease_expecting(
+        rollups,
+        "worker-a",
+        provisional_from(5, Duration::ZERO),
+        &[(ACME, open, 1)],
+        "an open hour is a provisional job",
+    )
+    .await;
+    assert!(refuse(rollups, &provisional[0], REASON).await, "a provisional job can be refused");
+    lease_expecting(rollups, "worker-b", provisional_from(5, Duration::ZERO), &[], "then it is no job").await;
+    lease_expecting(rollups, "worker-b", final_before(6), &[], "not even once its hour closes").await;
+
+    // New data makes a refused hour a job again; the rollup written then clears the reason.
+    mark(jobs, &[customer_hour(ACME, never_aggregated)]).await;
+    let marked_again = status(rollups, ACME, never_aggregated).await;
+    assert_eq!(
+        (marked_again.pending, marked_again.refused.as_deref()),
+        (true, Some(REASON)),
+        "new data is pending, and the refusal still stands until a rollup is written"
+    );
+    let again = lease_expecting(
+        rollups,
+        "worker-a",
+        all_closed,
+        &[(ACME, never_aggregated, 2)],
+        "new data after a refusal is a job again",
+    )
+    .await;
+    complete_expecting(rollups, &again[0], &simple_rollup(true, 2), 1, "its first rollup").await;
+    let cleared = status(rollups, ACME, never_aggregated).await;
+    assert_eq!((cleared.revision, cleared.pending, cleared.refused), (Some(1), false, None), "a rollup clears it");
+
+    // Reprocessing leases a refused hour like any other, and its rollup clears the reason too.
+    let reprocess = rollups.lease_hour(&customer_hour(ACME, aggregated), "operator", LONG_LEASE).await;
+    let reprocess = reprocess.expect("lease one hour").expect("a refused hour can be leased to reprocess it");
+    assert_eq!(reprocess.generation, 2, "as of its latest mark");
+    complete_expecting(rollups, &reprocess, &simple_rollup(true, 8), 2, "the reprocessed rollup").await;
+    let reprocessed = status(rollups, ACME, aggregated).await;
+    assert_eq!((reprocessed.revision, reprocessed.pending, reprocessed.refused), (Some(2), false, None));
+}

@@ -14,7 +14,7 @@ mod numbers;
 mod reads;
 
 pub use jobs::{
-    expired_lease_writes_nothing, jobs_and_completion, leases, one_worker_id_two_leases,
+    expired_lease_writes_nothing, jobs_and_completion, leases, one_worker_id_two_leases, refused_hours,
     stale_holder_after_reaggregation,
 };
 pub use numbers::extreme_numbers;
@@ -225,6 +225,10 @@ async fn renew(rollups: &impl RollupStore, job: &JobLease, lease: Duration) -> b
 
 async fn fail(rollups: &impl RollupStore, job: &JobLease, error: &str, retry_after: Duration) -> bool {
     rollups.fail(job, error, retry_after).await.unwrap_or_else(|error| panic!("fail {:?}: {error}", job.customer_hour))
+}
+
+async fn refuse(rollups: &impl RollupStore, job: &JobLease, reason: &str) -> bool {
+    rollups.refuse(job, reason).await.unwrap_or_else(|error| panic!("refuse {:?}: {error}", job.customer_hour))
 }
 
 async fn complete(rollups: &impl RollupStore, job: &JobLease, rollup: &HourRollup) -> Completion {

@@ -101,6 +101,7 @@ pub async fn reader(jobs: &impl JobQueue, rollups: &(impl RollupStore + RollupRe
         computed_at: None,
         events: 0,
         pending: true,
+        refused: None,
     };
     assert_eq!(all_statuses[3], never_aggregated, "an hour marked but never aggregated is pending, with no revision");
     assert_eq!(statuses(rollups, ACME, hour(1), hour(3)).await, all_statuses[1..3], "statuses are bounded [from, to)");

@@ -81,6 +81,14 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     // 20261125000009_lease_tokens: leases taken before have no token, so they cannot be completed any
     // more and simply expire.
     ("dirty_hours", "lease_token", "ALTER TABLE dirty_hours ADD COLUMN lease_token INTEGER;"),
+    // 20261125000010_refused_hours.
+    (
+        "dirty_hours",
+        "refused_generation",
+        "ALTER TABLE dirty_hours ADD COLUMN refused_generation INTEGER NOT NULL DEFAULT 0; \
+         ALTER TABLE dirty_hours ADD COLUMN refused_reason TEXT; \
+         ALTER TABLE dirty_hours ADD COLUMN refused_at_us INTEGER;",
+    ),
     // 20261129000011_cardinality_limits.
     (
         "customer_limits",

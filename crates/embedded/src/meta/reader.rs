@@ -20,8 +20,9 @@ fn event_type_filter(event_types: &[String]) -> String {
 }
 
 /// An hour status row: hour, revision, logic version, final, final as of (µs), computed at (µs),
-/// events, pending.
-type StatusTuple = (i64, Option<i64>, Option<i64>, Option<bool>, Option<i64>, Option<i64>, Option<i64>, bool);
+/// events, pending, why later data was refused.
+type StatusTuple =
+    (i64, Option<i64>, Option<i64>, Option<bool>, Option<i64>, Option<i64>, Option<i64>, bool, Option<String>);
 
 impl RollupReader for SqliteMetaStore {
     async fn hourly_rollups(
@@ -161,7 +162,8 @@ impl RollupReader for SqliteMetaStore {
         let rows: Vec<StatusTuple> = sqlx::query_as(
             "SELECT hours.hour_start, revisions.revision, revisions.logic_version, revisions.is_final, \
                     revisions.final_as_of_us, revisions.computed_at_us, revisions.events, \
-                    hours.generation > hours.aggregated_generation \
+                    hours.generation > max(hours.aggregated_generation, hours.refused_generation), \
+                    CASE WHEN hours.refused_generation > hours.aggregated_generation THEN hours.refused_reason END \
              FROM dirty_hours AS hours \
              LEFT JOIN hour_revisions AS revisions \
                   ON revisions.customer_id = hours.customer_id AND revisions.hour_start = hours.hour_start \
@@ -176,7 +178,18 @@ impl RollupReader for SqliteMetaStore {
         .map_err(unavailable)?;
         Ok(rows
             .into_iter()
-            .map(|(hour_start, revision, logic_version, is_final, final_as_of_us, computed_at_us, events, pending)| {
+            .map(|row| {
+                let (
+                    hour_start,
+                    revision,
+                    logic_version,
+                    is_final,
+                    final_as_of_us,
+                    computed_at_us,
+                    events,
+                    pending,
+                    refused,
+                ) = row;
                 HourStatus {
                     hour_start,
                     revision: revision.map(|revision| u32::try_from(revision).unwrap_or(u32::MAX)),
@@ -186,6 +199,7 @@ impl RollupReader for SqliteMetaStore {
                     computed_at: computed_at_us.map(micros_to_seconds),
                     events: count_from_sql(events.unwrap_or(0)),
                     pending,
+                    refused,
                 }
             })
             .collect())

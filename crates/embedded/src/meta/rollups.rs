@@ -179,11 +179,13 @@ impl RollupStore for SqliteMetaStore {
         // The two kinds differ only in which hours are due: ?1 is now, ?5 the kind's instant and ?6 the
         // latest provisional rollup that is old enough to be redone.
         let (due, instant, provisional_before_us) = match kind {
-            JobKind::Final { hours_before_unix } => {
-                ("generation > finalized_generation AND hour_start < ?5", hours_before_unix, None)
-            }
+            JobKind::Final { hours_before_unix } => (
+                "generation > finalized_generation AND generation > refused_generation AND hour_start < ?5",
+                hours_before_unix,
+                None,
+            ),
             JobKind::Provisional { hours_from_unix, min_interval } => (
-                "generation > aggregated_generation AND hour_start >= ?5 \
+                "generation > aggregated_generation AND generation > refused_generation AND hour_start >= ?5 \
                  AND (provisional_at_us IS NULL OR provisional_at_us < ?6)",
                 hours_from_unix,
                 Some(now_us.saturating_sub(duration_micros(min_interval))),
@@ -361,10 +363,13 @@ impl RollupStore for SqliteMetaStore {
     }
 
     async fn oldest_unfinalized_hour(&self) -> Result<Option<i64>, RollupStoreError> {
-        sqlx::query_scalar("SELECT min(hour_start) FROM dirty_hours WHERE generation > finalized_generation")
-            .fetch_one(&self.readers)
-            .await
-            .map_err(unavailable)
+        sqlx::query_scalar(
+            "SELECT min(hour_start) FROM dirty_hours \
+             WHERE generation > finalized_generation AND generation > refused_generation",
+        )
+        .fetch_one(&self.readers)
+        .await
+        .map_err(unavailable)
     }
 
     async fn fail(&self, job: &JobLease, error: &str, retry_after: Duration) -> Result<bool, RollupStoreError> {
@@ -380,6 +385,26 @@ impl RollupStore for SqliteMetaStore {
         .bind(job.customer_hour.hour_start)
         .bind(job.token.stored())
         .bind(now_us)
+        .execute(&self.writer)
+        .await
+        .map_err(unavailable)?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn refuse(&self, job: &JobLease, reason: &str) -> Result<bool, RollupStoreError> {
+        let now_us = now_micros();
+        let result = sqlx::query(
+            "UPDATE dirty_hours SET refused_generation = max(refused_generation, ?1), refused_reason = ?2, \
+             refused_at_us = ?3, lease_owner = NULL, lease_token = NULL, leased_until_us = NULL, attempts = 0, \
+             last_error = NULL \
+             WHERE customer_id = ?4 AND hour_start = ?5 AND lease_token = ?6 AND leased_until_us >= ?3",
+        )
+        .bind(job.generation)
+        .bind(reason)
+        .bind(now_us)
+        .bind(job.customer_hour.customer_id.as_str())
+        .bind(job.customer_hour.hour_start)
+        .bind(job.token.stored())
         .execute(&self.writer)
         .await
         .map_err(unavailable)?;

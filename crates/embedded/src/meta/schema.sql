@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS customer_limits (
 ) STRICT;
 
 -- Customer-hours that received data; each is also its own aggregation job. The hour needs a final rollup
--- while generation > finalized_generation, a provisional one while generation > aggregated_generation.
+-- while generation > finalized_generation, a provisional one while generation > aggregated_generation,
+-- unless generation <= refused_generation.
 CREATE TABLE IF NOT EXISTS dirty_hours (
     customer_id           TEXT    NOT NULL,
     hour_start            INTEGER NOT NULL,
@@ -52,6 +53,11 @@ CREATE TABLE IF NOT EXISTS dirty_hours (
     leased_until_us       INTEGER,
     attempts              INTEGER NOT NULL DEFAULT 0,
     last_error            TEXT,
+    -- Generations up to this one were refused (the hour's raw data may have expired) and are never leased
+    -- again; the reason is shown in the hour's status until a later rollup of it is written.
+    refused_generation    INTEGER NOT NULL DEFAULT 0,
+    refused_reason        TEXT,
+    refused_at_us         INTEGER,
     PRIMARY KEY (customer_id, hour_start)
 ) STRICT;
 
