@@ -147,7 +147,7 @@ async fn an_ingestor_killed_before_committing_loses_and_double_counts_nothing_in
     let mut records = Vec::new();
     for customer in ["alpha", "beta"] {
         let mut events = Vec::new();
-        for n in 0..40u32 {
+        for n in 0..45u32 {
             for (hour_index, hour_start) in hours.iter().enumerate() {
                 if n >= 20 + 2 * hour_index as u32 {
                     continue; // a different number of events in every hour
@@ -168,8 +168,11 @@ async fn an_ingestor_killed_before_committing_loses_and_double_counts_nothing_in
             }
         }
         for (index, chunk) in events.chunks(25).enumerate() {
+            // In time order, as a client sends them: a record's later hours are never its first one.
+            let mut chunk = chunk.to_vec();
+            chunk.sort_by_key(|event| event.occurred_at.unwrap().seconds);
             let mut accepted: BTreeMap<i64, u32> = BTreeMap::new();
-            for event in chunk {
+            for event in &chunk {
                 *accepted.entry(hour::hour_start(event.occurred_at.unwrap().seconds)).or_default() += 1;
             }
             let batch = EventBatchRecord {
@@ -177,7 +180,7 @@ async fn an_ingestor_killed_before_committing_loses_and_double_counts_nothing_in
                 received_at_unix_ms: now * 1000,
                 batch_id: format!("{customer}-{index}"),
                 collector_id: "test".to_owned(),
-                events: chunk.to_vec(),
+                events: chunk,
                 outcomes: accepted
                     .into_iter()
                     .map(|(hour_start_unix_secs, count)| OutcomeCount {
