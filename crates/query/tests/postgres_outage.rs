@@ -66,6 +66,11 @@ async fn health_is_not_serving_while_postgres_is_down_and_serving_once_it_is_bac
     postgres("start");
     let cluster = FaultPostgres;
     let database_url = format!("postgres://hourglass:hourglass@127.0.0.1:{PORT}/hourglass");
+    // The cluster outlives the test: start from an empty schema, whatever an earlier run left.
+    let pool = hourglass_postgres::PostgresConfig::for_url(&database_url).connect_lazy().unwrap();
+    sqlx::query("DROP SCHEMA public CASCADE").execute(&pool).await.unwrap();
+    sqlx::query("CREATE SCHEMA public").execute(&pool).await.unwrap();
+    pool.close().await;
     let server = ServerConfig { readiness_interval_ms: 100, ..hourglass_core::config::defaults() };
     let service = support::start_empty("query_outage", &database_url, hourglass_core::config::defaults(), server).await;
     let key = service.key_store.create_key(&CustomerId::new("acme").unwrap(), Scope::Query, "reports").await.unwrap();
