@@ -1,6 +1,7 @@
 //! `hourglass standalone` as a newcomer meets it: the built binary on a fresh data directory, the sample
 //! commands it prints run as printed, a kill -9 between ingest and query, and the restarted process
-//! shows exactly the counts of the acknowledged events within a minute.
+//! shows exactly the counts of the acknowledged events within a minute; keys made and revoked with
+//! `hourglass keys --data-dir` while it runs.
 
 mod support;
 
@@ -25,17 +26,24 @@ impl Drop for Standalone {
 }
 
 fn start(data_dir: &std::path::Path, port: u16) -> Standalone {
-    start_with(data_dir, port, &[], Stdio::null())
+    start_with(data_dir, port, &[], &[], Stdio::null())
 }
 
-/// Starts standalone with `extra_args`, its stderr going to `stderr`.
-fn start_with(data_dir: &std::path::Path, port: u16, extra_args: &[&str], stderr: Stdio) -> Standalone {
+/// Starts standalone with `extra_args` and `env`, its stderr going to `stderr`.
+fn start_with(
+    data_dir: &std::path::Path,
+    port: u16,
+    extra_args: &[&str],
+    env: &[(&str, &str)],
+    stderr: Stdio,
+) -> Standalone {
     let mut child = Command::new(BINARY)
         .args(["standalone", "--data-dir"])
         .arg(data_dir)
         .args(["--listen-addr", &format!("127.0.0.1:{port}")])
         .args(extra_args)
         .env("HOURGLASS_LOG", "info")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(stderr)
         .spawn()
@@ -259,7 +267,7 @@ async fn when_ingestion_stops_health_is_not_serving_no_batch_is_acked_and_the_pr
     let data_dir = tempfile::tempdir().unwrap();
     let port = free_port();
     // A long shutdown delay: the window in which the test looks at the failed process before it exits.
-    let mut standalone = start_with(data_dir.path(), port, &["--shutdown-delay-ms", "15000"], Stdio::piped());
+    let mut standalone = start_with(data_dir.path(), port, &["--shutdown-delay-ms", "15000"], &[], Stdio::piped());
     let mut stderr = standalone.child.stderr.take().unwrap();
     let logs = std::thread::spawn(move || {
         let mut logs = String::new();
@@ -333,4 +341,125 @@ async fn when_ingestion_stops_health_is_not_serving_no_batch_is_acked_and_the_pr
     let logs = logs.join().unwrap();
     assert!(!status.success(), "exit status {status}: {logs}");
     assert!(logs.contains("ingestion stopped") && logs.contains("offset commits refused by the test"), "{logs}");
+}
+
+/// Runs `hourglass keys ... --data-dir <data_dir>` and returns its stdout.
+fn keys_command(data_dir: &std::path::Path, args: &[&str]) -> String {
+    let output = Command::new(BINARY).arg("keys").args(args).arg("--data-dir").arg(data_dir).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "keys {args:?} failed: {stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    stdout
+}
+
+/// Calls `call` until it is refused and returns the refusal. A call may succeed only if it started
+/// less than `ttl` after `revoked_at`: the cache entry that serves it was made before the revocation,
+/// so a call started a TTL later finds it expired and asks the store, on any machine however slow.
+/// That bound is the guarantee, not a timing; the deadline only keeps a broken cache from hanging
+/// the test.
+async fn call_until_refused<Call, Called>(
+    what: &str,
+    revoked_at: Instant,
+    ttl: Duration,
+    mut call: Call,
+) -> tonic::Status
+where
+    Call: FnMut() -> Called,
+    Called: Future<Output = Result<(), tonic::Status>>,
+{
+    let deadline = revoked_at + 10 * ttl;
+    loop {
+        let started = Instant::now();
+        match call().await {
+            Ok(()) => assert!(
+                started.duration_since(revoked_at) < ttl,
+                "{what}: a call started {:?} after the revocation was served: the key was trusted past the cache TTL",
+                started.duration_since(revoked_at)
+            ),
+            Err(status) => return status,
+        }
+        assert!(Instant::now() < deadline, "{what}: the revoked key was still served {:?} after it", 10 * ttl);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn keys_revoked_with_the_cli_while_cached_are_refused_once_the_cache_ttl_has_passed() {
+    use hourglass_core::api_key::ApiKey;
+    use hourglass_proto::prost_types::Timestamp;
+    use hourglass_proto::v1::ingest_service_client::IngestServiceClient;
+    use hourglass_proto::v1::query_service_client::QueryServiceClient;
+    use hourglass_proto::v1::{Event, GetHourlyMetricsRequest, IngestBatchRequest, TimeRange};
+
+    let ttl = Duration::from_secs(1);
+    let data_dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut standalone =
+        start_with(data_dir.path(), port, &[], &[("HOURGLASS_KEY_CACHE_TTL_SECS", "1")], Stdio::null());
+    let channel = support::wait_until_serving(
+        &format!("http://127.0.0.1:{port}"),
+        &mut standalone.child,
+        Duration::from_secs(30),
+    )
+    .await;
+    let create = |scope: &str| {
+        let printed = keys_command(data_dir.path(), &["create", "--customer", "acme", "--scope", scope]);
+        ApiKey::parse(printed.trim()).expect("keys create prints the key")
+    };
+    let (ingest_key, query_key) = (create("ingest"), create("query"));
+    let bearer = |key: &ApiKey| -> tonic::metadata::MetadataValue<_> {
+        format!("Bearer {}", key.expose_secret()).parse().unwrap()
+    };
+    let (ingest_bearer, query_bearer) = (bearer(&ingest_key), bearer(&query_key));
+
+    let ingest = IngestServiceClient::new(channel.clone());
+    let mut sent = 0;
+    let mut send = || {
+        sent += 1;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let event = Event {
+            event_id: format!("e-{sent}"),
+            event_type: "click".into(),
+            occurred_at: Some(Timestamp { seconds: now, nanos: 0 }),
+            ..Default::default()
+        };
+        let mut request = tonic::Request::new(IngestBatchRequest { events: vec![event] });
+        request.metadata_mut().insert("authorization", ingest_bearer.clone());
+        let mut client = ingest.clone();
+        async move { client.ingest_batch(request).await.map(drop) }
+    };
+    let query = QueryServiceClient::new(channel);
+    let report = || {
+        let hour = 1_795_600_800;
+        let range = TimeRange {
+            start: Some(Timestamp { seconds: hour, nanos: 0 }),
+            end: Some(Timestamp { seconds: hour + 3600, nanos: 0 }),
+        };
+        let mut request = tonic::Request::new(GetHourlyMetricsRequest {
+            range: Some(range),
+            event_types: vec![],
+            group_by_event_type: false,
+        });
+        request.metadata_mut().insert("authorization", query_bearer.clone());
+        let mut client = query.clone();
+        async move { client.get_hourly_metrics(request).await.map(drop) }
+    };
+    // The calls that put both keys in the cache.
+    send().await.expect("the new ingest key is accepted");
+    report().await.expect("the new query key is served");
+
+    let revoke = |key: &ApiKey| {
+        let id = key.id().to_string();
+        let printed = keys_command(data_dir.path(), &["revoke", &id]);
+        assert!(printed.contains(&format!("revoked {id}")), "{printed}");
+        Instant::now()
+    };
+    let ingest_revoked_at = revoke(&ingest_key);
+    let refusal = call_until_refused("ingest", ingest_revoked_at, ttl, &mut send).await;
+    assert_eq!(refusal.code(), tonic::Code::Unauthenticated, "{refusal:?}");
+    assert!(refusal.message().contains("revoked"), "{}", refusal.message());
+
+    let query_revoked_at = revoke(&query_key);
+    let refusal = call_until_refused("query", query_revoked_at, ttl, report).await;
+    assert_eq!(refusal.code(), tonic::Code::Unauthenticated, "{refusal:?}");
+    assert!(refusal.message().contains("revoked"), "{}", refusal.message());
 }

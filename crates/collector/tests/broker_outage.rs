@@ -1,14 +1,18 @@
-//! The collector while its Kafka broker dies and comes back (tier b, a real broker of the test's own).
+//! The collector while its Kafka broker dies and comes back (tier b, a real broker of each test's own).
 
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hourglass_core::api_key::Scope;
 use hourglass_proto::v1::{BatchAck, BatchStatus, IngestStreamRequest, IngestStreamResponse};
 use support::{FaultBroker, TestCollector, authorized, event, events_by_id, test_kafka_config};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 /// Acks can take the delivery timeout plus a broker restart; the stream must survive the outage.
 async fn next_ack(acks: &mut tonic::Streaming<IngestStreamResponse>) -> BatchAck {
@@ -71,5 +75,41 @@ async fn a_stopped_broker_gets_no_ack_and_the_stream_recovers_when_it_returns() 
     expected.sort();
     assert_eq!(ids, expected, "the acked batches are in Kafka, once each, and the unacked one is not");
     drop(batch_tx);
+    collector.stop().await;
+}
+
+/// Waits until health reports `expected` for the whole server and for the ingest service.
+async fn wait_for_health(channel: &Channel, expected: ServingStatus, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let mut health = HealthClient::new(channel.clone());
+    loop {
+        let mut statuses = Vec::new();
+        for service in ["", "hourglass.v1.IngestService"] {
+            let answer = health.check(HealthCheckRequest { service: service.into() }).await;
+            statuses.push(answer.map(|response| response.into_inner().status));
+        }
+        if statuses.iter().all(|status| status.as_ref().is_ok_and(|status| *status == expected as i32)) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "health did not report {expected:?} within {timeout:?}: {statuses:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A balancer must stop sending batches to a collector that cannot get them into Kafka (each would end
+/// UNAVAILABLE), and send them again once it can. The collector checks readiness every 100 ms here.
+#[tokio::test]
+async fn health_is_not_serving_while_the_broker_is_down_and_serving_once_it_returns() {
+    let broker = FaultBroker::start("collector-health", 19392);
+    let collector =
+        TestCollector::start_on("broker_health", test_kafka_config("broker_health", &broker.brokers), |_| {}).await;
+    let channel = collector.channel().await;
+    wait_for_health(&channel, ServingStatus::Serving, Duration::from_secs(60)).await;
+
+    broker.kill();
+    wait_for_health(&channel, ServingStatus::NotServing, Duration::from_secs(60)).await;
+
+    broker.restart();
+    wait_for_health(&channel, ServingStatus::Serving, Duration::from_secs(120)).await;
     collector.stop().await;
 }

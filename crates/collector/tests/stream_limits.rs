@@ -1,10 +1,10 @@
 //! Stream-level behaviour against the real broker and Postgres (tier b): hot-customer key spread,
-//! oversized messages, idle streams, and a key revoked while its stream is open.
+//! oversized messages, idle streams, and a key revoked while its stream is open or while it is cached.
 
 mod support;
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hourglass_core::api_key::Scope;
 use hourglass_core::customer::CustomerId;
@@ -167,5 +167,57 @@ async fn a_key_revoked_mid_stream_ends_the_stream_and_publishes_nothing_more() {
 
     let published = events_by_id(&collector.published_records().await);
     assert_eq!(published.keys().collect::<Vec<_>>(), vec!["before-revoke"]);
+    collector.stop().await;
+}
+
+/// Unary calls check the key through the cache on every call: a key revoked while cached may still be
+/// accepted until its cache entry, made before the revocation, expires, and never after.
+#[tokio::test]
+async fn a_key_revoked_while_cached_is_refused_for_unary_calls_once_the_cache_ttl_has_passed() {
+    let ttl = Duration::from_secs(1);
+    let collector = TestCollector::start_with("revoke_cached_unary", &support::test_brokers(), |config| {
+        config.key_cache.ttl_secs = ttl.as_secs();
+    })
+    .await;
+    let key = collector.create_key("acme", Scope::Ingest).await;
+    let mut client = collector.client().await;
+    let batch = |id: String| authorized(IngestBatchRequest { events: vec![event(&id)] }, &key);
+    let mut acknowledged = vec!["before-revoke".to_owned()];
+    client.ingest_batch(batch("before-revoke".into())).await.expect("a valid key is accepted (and now cached)");
+
+    assert!(collector.key_store.revoke_key(&key.id()).await.unwrap());
+    let revoked_at = Instant::now();
+    // A call that starts a TTL after the revocation finds the entry expired and asks the store, on any
+    // machine however slow: this bound is the guarantee, not a timing. The deadline only keeps a broken
+    // cache from hanging the test.
+    let deadline = revoked_at + 10 * ttl;
+    let refusal = loop {
+        let started = Instant::now();
+        let id = format!("after-revoke-{}", acknowledged.len());
+        match client.ingest_batch(batch(id.clone())).await {
+            Ok(_) => {
+                assert!(
+                    started.duration_since(revoked_at) < ttl,
+                    "a call started {:?} after the revocation was accepted: the key was trusted past the cache TTL",
+                    started.duration_since(revoked_at)
+                );
+                acknowledged.push(id);
+            }
+            Err(status) => break status,
+        }
+        assert!(Instant::now() < deadline, "the revoked key was still accepted {:?} after its revocation", 10 * ttl);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(refusal.code(), Code::Unauthenticated, "{refusal:?}");
+    assert!(refusal.message().contains("revoked"), "{}", refusal.message());
+    let again = client.ingest_batch(batch("after-refusal".into())).await.unwrap_err();
+    assert_eq!(again.code(), Code::Unauthenticated, "{again:?}");
+
+    // Kafka holds exactly the acknowledged batches: nothing of the refused calls.
+    let published = events_by_id(&collector.published_records().await);
+    let mut published: Vec<String> = published.into_keys().collect();
+    published.sort();
+    acknowledged.sort();
+    assert_eq!(published, acknowledged);
     collector.stop().await;
 }

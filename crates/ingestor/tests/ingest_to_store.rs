@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 struct Stores {
     kafka: KafkaConfig,
+    database_url: String,
     cql: hourglass_cql::CqlConfig,
     raw_store: Arc<CqlRawStore>,
     job_queue: Arc<PostgresJobQueue>,
@@ -35,11 +36,13 @@ struct Stores {
 async fn stores(test_name: &str) -> Stores {
     let kafka = kafka_testing::test_config(test_name, &kafka_testing::test_brokers());
     let (cql, raw_store) = hourglass_cql::testing::create_test_store(test_name, 4).await;
-    let pool = PostgresConfig::for_url(pg_testing::create_test_database(test_name).await).connect_lazy().unwrap();
+    let database_url = pg_testing::create_test_database(test_name).await;
+    let pool = PostgresConfig::for_url(&database_url).connect_lazy().unwrap();
     migrate::run(&pool).await.unwrap();
     let event_log = Arc::new(KafkaEventLog::connect(kafka.clone(), "test-producer").await.unwrap());
     Stores {
         kafka,
+        database_url,
         cql,
         raw_store: Arc::new(raw_store),
         job_queue: Arc::new(PostgresJobQueue::new(pool.clone())),
@@ -257,6 +260,105 @@ async fn a_crash_after_writing_and_before_committing_redelivers_without_loss_or_
     assert_eq!(stored_ids(&stores.raw_store, "crashy", current_hour).await, sent, "exactly the sent events, once each");
     shutdown.cancel();
     second.await.unwrap().unwrap();
+    stores.clean_up().await;
+}
+
+/// The group's committed offset and the end of every partition of the events topic.
+async fn group_offsets(kafka: &KafkaConfig, group: &str) -> Vec<kafka_testing::GroupOffset> {
+    let (kafka, group) = (kafka.clone(), group.to_owned());
+    tokio::task::spawn_blocking(move || kafka_testing::group_offsets(&kafka, &group, &kafka.events_topic))
+        .await
+        .unwrap()
+}
+
+/// An offset is committed only once the hours of the records below it are marked dirty: committed
+/// without its mark, a record would sit in the raw store and never be aggregated, and nothing would
+/// redeliver it to try again. Marking fails for real here: the test renames the table the marks go to.
+#[tokio::test]
+async fn nothing_is_committed_while_marking_hours_fails_and_everything_once_it_works() {
+    let stores = stores("mark_failure").await;
+    // A connection of the test's own, apart from the ingestor's pool, so watching the ingestor's
+    // statements in pg_stat_activity never overwrites them.
+    let admin =
+        PostgresConfig { max_connections: 1, ..PostgresConfig::for_url(&stores.database_url) }.connect_lazy().unwrap();
+    sqlx::query("ALTER TABLE dirty_hours RENAME TO dirty_hours_away").execute(&admin).await.unwrap();
+
+    // Several customers, so the records (keyed by customer) spread over the partitions; two hours each.
+    let current_hour = hour::hour_start(now_secs());
+    let mut sent: BTreeMap<(String, i64), BTreeSet<String>> = BTreeMap::new();
+    for customer in ["north", "south", "east", "west"] {
+        for batch in 0..3 {
+            let events: Vec<Event> = (0..10)
+                .map(|index| {
+                    let hour_start = current_hour - 3600 * (index % 2);
+                    let id = format!("{customer}-{batch}-{index}");
+                    sent.entry((customer.to_owned(), hour_start)).or_default().insert(id.clone());
+                    event_at(&id, hour_start + index)
+                })
+                .collect();
+            let log_record = batch_record(customer, &format!("{customer}-{batch}"), events);
+            stores.event_log.append(Topic::Events, log_record).await.unwrap();
+        }
+    }
+    let expected_hours: BTreeSet<CustomerHour> = sent
+        .keys()
+        .map(|(customer, hour_start)| CustomerHour {
+            customer_id: CustomerId::new(customer).unwrap(),
+            hour_start: *hour_start,
+        })
+        .collect();
+    let all_stored = || async {
+        for ((customer, hour_start), ids) in &sent {
+            if &stored_ids(&stores.raw_store, customer, *hour_start).await != ids {
+                return false;
+            }
+        }
+        true
+    };
+
+    let group = "mark-failure-group";
+    let (shutdown, first) = start_ingestor(&stores, fast_config(group));
+    wait_for("every event to be written", Duration::from_secs(60), all_stored).await;
+    let (written_at,): (f64,) =
+        sqlx::query_as("SELECT extract(epoch FROM now())::float8").fetch_one(&admin).await.unwrap();
+    wait_for("a mark attempt after the writes to fail", Duration::from_secs(60), || async {
+        let (failed,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() \
+             AND query LIKE 'INSERT INTO dirty_hours%' AND state = 'idle' AND query_start > to_timestamp($1)",
+        )
+        .bind(written_at)
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+        failed > 0
+    })
+    .await;
+    let offsets = group_offsets(&stores.kafka, group).await;
+    assert!(offsets.iter().all(|offset| offset.committed.is_none()), "committed while marks fail: {offsets:?}");
+
+    // A graceful stop marks and commits once more after every write has finished; that mark fails too.
+    shutdown.cancel();
+    first.await.unwrap().unwrap();
+    let offsets = group_offsets(&stores.kafka, group).await;
+    assert!(offsets.iter().any(|offset| offset.end > 0), "the records are in the topic: {offsets:?}");
+    assert!(offsets.iter().all(|offset| offset.committed.is_none()), "committed without marks: {offsets:?}");
+    let (marked,): (i64,) = sqlx::query_as("SELECT count(*) FROM dirty_hours_away").fetch_one(&admin).await.unwrap();
+    assert_eq!(marked, 0);
+
+    // The next member of the group gets every record again and, once marking works, marks every hour
+    // and commits every record.
+    let (shutdown, second) = start_ingestor(&stores, fast_config(group));
+    sqlx::query("ALTER TABLE dirty_hours_away RENAME TO dirty_hours").execute(&admin).await.unwrap();
+    wait_for("every hour marked and every record committed", Duration::from_secs(60), || async {
+        let marked: BTreeSet<CustomerHour> =
+            stores.job_queue.dirty_hours().await.unwrap().into_iter().map(|(hour, _)| hour).collect();
+        let offsets = group_offsets(&stores.kafka, group).await;
+        marked == expected_hours && offsets.iter().all(|offset| offset.end == 0 || offset.committed == Some(offset.end))
+    })
+    .await;
+    shutdown.cancel();
+    second.await.unwrap().unwrap();
+    assert!(all_stored().await, "each event stored once, as sent");
     stores.clean_up().await;
 }
 

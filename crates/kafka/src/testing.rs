@@ -1,7 +1,11 @@
-//! Support for tests against a real Kafka broker: unique topics per test, and reading a whole topic.
+//! Support for tests against a real Kafka broker: unique topics per test, reading a whole topic, and a
+//! consumer group's committed offsets.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
 
 use crate::KafkaConfig;
 pub use crate::reader::ReadRecord;
@@ -37,4 +41,49 @@ pub fn test_config(test_name: &str, brokers: &str) -> KafkaConfig {
 /// Blocking: call it from `spawn_blocking` in async code.
 pub fn read_topic(config: &KafkaConfig, topic: &str) -> Vec<ReadRecord> {
     read_to_end(config, topic, Duration::from_secs(30)).unwrap_or_else(|error| panic!("reading {topic}: {error}"))
+}
+
+/// Where a consumer group stands on one partition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupOffset {
+    /// The partition.
+    pub partition: i32,
+    /// The offset the group committed (the next record it will read), `None` if it committed none.
+    pub committed: Option<i64>,
+    /// The partition's high watermark: the offset after its last record.
+    pub end: i64,
+}
+
+/// The committed offset of `group` and the end of every partition of `topic`, by partition, as the
+/// broker has them now. Asks without joining the group, so the group's members are not disturbed.
+/// Blocking: call it from `spawn_blocking` in async code; panics on errors (tests only).
+pub fn group_offsets(config: &KafkaConfig, group: &str, topic: &str) -> Vec<GroupOffset> {
+    let consumer: BaseConsumer = config
+        .consumer_config(group, "hourglass-test-offsets")
+        .and_then(|client| client.create().map_err(crate::KafkaSetupError::Client))
+        .unwrap_or_else(|error| panic!("cannot create a consumer of group {group}: {error}"));
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer.fetch_metadata(Some(topic), timeout).unwrap_or_else(|error| panic!("{topic}: {error}"));
+    let mut partitions = TopicPartitionList::new();
+    for partition in metadata.topics().first().map(|found| found.partitions()).unwrap_or_default() {
+        partitions.add_partition(topic, partition.id());
+    }
+    let committed =
+        consumer.committed_offsets(partitions, timeout).unwrap_or_else(|error| panic!("{group} on {topic}: {error}"));
+    let mut offsets: Vec<GroupOffset> = committed
+        .elements()
+        .iter()
+        .map(|element| {
+            let (_, end) = consumer
+                .fetch_watermarks(topic, element.partition(), timeout)
+                .unwrap_or_else(|error| panic!("{topic}/{}: {error}", element.partition()));
+            let committed = match element.offset() {
+                Offset::Offset(offset) => Some(offset),
+                _ => None,
+            };
+            GroupOffset { partition: element.partition(), committed, end }
+        })
+        .collect();
+    offsets.sort_by_key(|offset| offset.partition);
+    offsets
 }

@@ -258,6 +258,65 @@ impl Platform {
     }
 }
 
+/// A query service with no data, on a database and keyspace of the test's own, for tests of what
+/// surrounds the reports (keys, health) rather than the reports themselves.
+pub struct EmptyService {
+    pub addr: SocketAddr,
+    pub key_store: PostgresKeyStore,
+    pub cql: hourglass_cql::CqlConfig,
+    pub shutdown: CancellationToken,
+}
+
+impl Drop for EmptyService {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Serves queries on a free port from the Postgres at `database_url` (migrated here) and a fresh
+/// keyspace, with the given key cache and server settings.
+pub async fn start_empty(
+    test_name: &str,
+    database_url: &str,
+    key_cache: KeyCacheConfig,
+    server: ServerConfig,
+) -> EmptyService {
+    let (cql, raw_store) = hourglass_cql::testing::create_test_store(test_name, 4).await;
+    let pool = PostgresConfig::for_url(database_url).open().await.unwrap();
+    let key_store = PostgresKeyStore::new(pool.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let service = QueryServer {
+        config: QueryConfig { page_token_secret: Some("test secret".into()), ..QueryConfig::with_defaults() },
+        server,
+        key_cache,
+        key_store: Arc::new(key_store.clone()),
+        reader: Arc::new(PostgresRollupStore::new(pool)),
+        raw_store: Arc::new(raw_store),
+    };
+    tokio::spawn(service.run(listener, shutdown.clone()));
+    EmptyService { addr, key_store, cql, shutdown }
+}
+
+impl EmptyService {
+    pub async fn channel(&self) -> Channel {
+        connect(self.addr).await
+    }
+}
+
+/// A channel to the service at `addr`, once it accepts connections.
+async fn connect(addr: SocketAddr) -> Channel {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap();
+    for _ in 0..50 {
+        if let Ok(channel) = endpoint.connect().await {
+            return channel;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("query service did not start on {addr}");
+}
+
 /// A request carrying `key` as its bearer token.
 pub fn authorized<T>(key: &str, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
