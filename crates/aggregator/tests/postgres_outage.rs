@@ -1,7 +1,6 @@
 //! The aggregator while Postgres is down (tier b: a Postgres cluster of the test's own, crashed and
 //! restarted; the raw store is the shared Cassandra).
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hourglass_aggregator::AggregatorConfig;
@@ -16,27 +15,10 @@ use hourglass_proto::log::v1::EventBatchRecord;
 use hourglass_proto::prost_types::Timestamp;
 use hourglass_proto::v1::Event;
 
+use hourglass_postgres::testing::FaultCluster;
+
 const NAME: &str = "aggregator_outage";
 const PORT: u16 = 5443;
-
-fn postgres(action: &str) {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../e2e/servers/postgres.sh");
-    let status = std::process::Command::new("bash")
-        .arg(script)
-        .args([action, "--name", NAME, "--port", &PORT.to_string()])
-        .status()
-        .expect("run e2e/servers/postgres.sh");
-    assert!(status.success(), "postgres.sh {action} --name {NAME} failed");
-}
-
-/// Stops the test's own cluster when dropped.
-struct FaultPostgres;
-
-impl Drop for FaultPostgres {
-    fn drop(&mut self) {
-        postgres("stop");
-    }
-}
 
 fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
@@ -44,8 +26,7 @@ fn now() -> i64 {
 
 #[tokio::test]
 async fn with_postgres_down_jobs_fail_write_nothing_and_are_retried_after() {
-    postgres("start");
-    let cluster = FaultPostgres;
+    let cluster = FaultCluster::start(NAME, PORT);
     let url = format!("postgres://hourglass:hourglass@127.0.0.1:{PORT}/hourglass");
     let pool = PostgresConfig::for_url(&url).connect_lazy().unwrap();
     sqlx::query("DROP SCHEMA public CASCADE").execute(&pool).await.unwrap();
@@ -74,12 +55,12 @@ async fn with_postgres_down_jobs_fail_write_nothing_and_are_retried_after() {
         rollups.lease_jobs("w1", 1, Duration::from_secs(2), JobKind::Final { hours_before_unix: now() }).await.unwrap();
     assert_eq!(jobs.len(), 1);
     let rollup = hourglass_aggregator::aggregate_hour(&raw_store, "acme", closed_hour, true).await.unwrap();
-    postgres("kill");
+    cluster.run("kill");
     assert!(rollups.complete(&jobs[0], &rollup).await.is_err(), "completing fails while postgres is down");
     let config = AggregatorConfig { provisional_interval_secs: 0, ..AggregatorConfig::with_defaults() };
     assert!(hourglass_aggregator::run_once(&config, "w2", &raw_store, &rollups, now()).await.is_err());
 
-    postgres("start");
+    cluster.run("start");
     assert!(rollups.hour("acme", closed_hour).await.unwrap().is_none(), "nothing was half-written");
     assert!(rollups.ledger(None, closed_hour, closed_hour + 3600).await.unwrap().is_empty());
 

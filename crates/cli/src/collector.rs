@@ -26,12 +26,7 @@ pub struct CollectorArgs {
 /// and Kafka (topics) are ready.
 pub async fn run(args: CollectorArgs) -> anyhow::Result<()> {
     let limits = &args.collector.limits;
-    hourglass_core::retention::check_late_data_window(
-        limits.late_data_days,
-        limits.raw_retention_days,
-        limits.max_future_skew_secs,
-    )
-    .context("refusing to start: the late-data window does not fit the raw retention")?;
+    limits.check_retention().context("refusing to start: the late-data window does not fit the raw retention")?;
     let shutdown = shutdown::on_signal()?;
     let listener = TcpListener::bind(args.collector.listen_addr)
         .await

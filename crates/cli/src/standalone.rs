@@ -233,12 +233,7 @@ pub async fn run(mut args: StandaloneArgs) -> anyhow::Result<()> {
     // Raw hours are deleted past --raw-retention-days (below): that decides the aggregator's horizon, and
     // the late-data window must end well before it.
     let limits = &args.collector.limits;
-    hourglass_core::retention::check_late_data_window(
-        limits.late_data_days,
-        limits.raw_retention_days,
-        limits.max_future_skew_secs,
-    )
-    .context("refusing to start: the late-data window does not fit the raw retention")?;
+    limits.check_retention().context("refusing to start: the late-data window does not fit the raw retention")?;
     args.aggregator.raw_retention = hourglass_core::retention::RawRetention::from_days(limits.raw_retention_days);
     args.aggregator.check().context("refusing to start")?;
     let shutdown = shutdown::on_signal()?;

@@ -107,6 +107,16 @@ pub struct ValidationClock {
 }
 
 impl ValidationLimits {
+    /// Checks at start-up that the late-data window fits the raw retention
+    /// ([`hourglass_core::retention::check_late_data_window`]): every role that accepts events runs it.
+    pub fn check_retention(&self) -> Result<(), hourglass_core::retention::RetentionConfigError> {
+        hourglass_core::retention::check_late_data_window(
+            self.late_data_days,
+            self.raw_retention_days,
+            self.max_future_skew_secs,
+        )
+    }
+
     /// Checks the batch-wide limits. `encoded_bytes` is the encoded size of the batch's events.
     pub fn check_batch(&self, events: usize, encoded_bytes: usize) -> Result<(), BatchLimitError> {
         if events > self.max_batch_events {

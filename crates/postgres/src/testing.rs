@@ -33,3 +33,36 @@ pub async fn create_test_database(test_name: &str) -> String {
     let (base, _) = server_url.rsplit_once('/').expect("database url ends with /database");
     format!("{base}/{database}")
 }
+
+/// A Postgres cluster of one test's own (`e2e/servers/postgres.sh --name NAME --port PORT`), for tests
+/// that stop or crash the database while the main one keeps serving the others. Stopped when dropped.
+pub struct FaultCluster {
+    name: &'static str,
+    port: u16,
+}
+
+impl FaultCluster {
+    /// Starts the cluster `name` on `port` (creating it the first time).
+    pub fn start(name: &'static str, port: u16) -> Self {
+        let cluster = Self { name, port };
+        cluster.run("start");
+        cluster
+    }
+
+    /// Runs `postgres.sh ACTION` on the cluster: `start`, `stop` or `kill` (a crash: no checkpoint).
+    pub fn run(&self, action: &str) {
+        let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../e2e/servers/postgres.sh");
+        let status = std::process::Command::new("bash")
+            .arg(script)
+            .args([action, "--name", self.name, "--port", &self.port.to_string()])
+            .status()
+            .expect("run e2e/servers/postgres.sh");
+        assert!(status.success(), "postgres.sh {action} --name {} failed", self.name);
+    }
+}
+
+impl Drop for FaultCluster {
+    fn drop(&mut self) {
+        self.run("stop");
+    }
+}

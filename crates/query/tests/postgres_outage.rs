@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use hourglass_core::api_key::Scope;
@@ -21,27 +20,10 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+use hourglass_postgres::testing::FaultCluster;
+
 const NAME: &str = "query_outage";
 const PORT: u16 = 5447;
-
-fn postgres(action: &str) {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../e2e/servers/postgres.sh");
-    let status = std::process::Command::new("bash")
-        .arg(script)
-        .args([action, "--name", NAME, "--port", &PORT.to_string()])
-        .status()
-        .expect("run e2e/servers/postgres.sh");
-    assert!(status.success(), "postgres.sh {action} --name {NAME} failed");
-}
-
-/// Stops the test's own cluster when dropped.
-struct FaultPostgres;
-
-impl Drop for FaultPostgres {
-    fn drop(&mut self) {
-        postgres("stop");
-    }
-}
 
 /// Waits until health reports `expected` for the whole server and for the query service.
 async fn wait_for_health(channel: &Channel, expected: ServingStatus, timeout: Duration) {
@@ -63,8 +45,7 @@ async fn wait_for_health(channel: &Channel, expected: ServingStatus, timeout: Du
 
 #[tokio::test]
 async fn health_is_not_serving_while_postgres_is_down_and_serving_once_it_is_back() {
-    postgres("start");
-    let cluster = FaultPostgres;
+    let cluster = FaultCluster::start(NAME, PORT);
     let database_url = format!("postgres://hourglass:hourglass@127.0.0.1:{PORT}/hourglass");
     // The cluster outlives the test: start from an empty schema, whatever an earlier run left.
     let pool = hourglass_postgres::PostgresConfig::for_url(&database_url).connect_lazy().unwrap();
@@ -88,14 +69,14 @@ async fn health_is_not_serving_while_postgres_is_down_and_serving_once_it_is_bac
     };
     wait_for_health(&channel, ServingStatus::Serving, Duration::from_secs(60)).await;
 
-    postgres("kill");
+    cluster.run("kill");
     wait_for_health(&channel, ServingStatus::NotServing, Duration::from_secs(60)).await;
     // A caller the balancer still sends here is told to retry elsewhere, not that its key is bad: the key
     // was never looked up, so only the store can say whether it is valid.
     let status = QueryServiceClient::new(channel.clone()).get_hourly_metrics(request()).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
 
-    postgres("start");
+    cluster.run("start");
     wait_for_health(&channel, ServingStatus::Serving, Duration::from_secs(60)).await;
     QueryServiceClient::new(channel.clone()).get_hourly_metrics(request()).await.expect("served once postgres is back");
     hourglass_cql::testing::drop_test_keyspace(&service.cql).await;
