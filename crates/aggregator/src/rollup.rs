@@ -1,5 +1,5 @@
 //! The rollup of one customer-hour: a pure fold over its raw events, so recomputing it from the same
-//! rows always gives the same result (invariant 2 of DESIGN.md).
+//! rows always gives the same result (invariant 2 of docs/architecture.md).
 //!
 //! Numeric properties get their count, sum, min and max, every one finite, so every store can keep them
 //! and every reader use them:

@@ -1,6 +1,7 @@
 //! The [`EventLog`] seam: the durable, partitioned log between the collector and the ingestor.
 //!
-//! Distributed mode uses Apache Kafka (`hourglass-kafka`); standalone mode will use an embedded log.
+//! Distributed mode uses Apache Kafka (`hourglass-kafka`); standalone mode the SQLite log of
+//! `hourglass-embedded` (`log.db`).
 //! The contract that matters: [`EventLog::append`] resolves `Ok` only once the record is durable
 //! (Kafka: acknowledged by all in-sync replicas), so the collector can ack the client.
 

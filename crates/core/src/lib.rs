@@ -2,7 +2,7 @@
 //!
 //! - [`config`]: building a configuration from its flags' defaults.
 //! - [`customer`]: who an event belongs to. A customer is always derived from an API key, never from a
-//!   payload (invariant 4 of `DESIGN.md`).
+//!   payload (invariant 4 of docs/architecture.md).
 //! - [`api_key`]: the key format (recognisable prefix + checksum, so secret scanners find leaked keys),
 //!   generation, parsing and hashing. Only the hash is ever stored.
 //! - [`key_store`]: the [`KeyStore`](key_store::KeyStore) seam: keys and per-customer limits.

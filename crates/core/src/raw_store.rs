@@ -1,7 +1,7 @@
 //! The [`RawStore`] seam: where raw events live, idempotent by event id.
 //!
 //! Distributed mode uses a CQL store (ScyllaDB, or Apache Cassandra) in `hourglass-cql`; standalone mode
-//! will use an embedded store. The contract: writing a batch twice leaves the store as writing it once
+//! the SQLite store of `hourglass-embedded` (`raw.db`). The contract: writing a batch twice leaves the store as writing it once
 //! (every row's key holds the customer, the hour and the event id), so consumers can be at-least-once.
 
 use std::collections::BTreeMap;

@@ -4,7 +4,7 @@
 //! tells Kafka "everything before `n` is done", so the committable offset of a partition is the lowest
 //! offset still in flight (or one past the highest finished when nothing is in flight). Committing any
 //! further would lose the in-flight records if the process died now: this is what makes the ingestor
-//! at-least-once (invariant 1 of DESIGN.md), and the idempotent raw store makes the "more than once"
+//! at-least-once (invariant 1 of docs/architecture.md), and the idempotent raw store makes the "more than once"
 //! harmless.
 
 use std::collections::{BTreeSet, HashMap};
