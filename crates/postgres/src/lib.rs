@@ -7,8 +7,11 @@
 //!   key hashes and per-customer limits.
 //! - [`jobs`]: [`PostgresJobQueue`], the [`JobQueue`](hourglass_core::job_queue::JobQueue) of
 //!   customer-hours awaiting aggregation (marked dirty by the ingestor).
-//! - [`rollups`]: [`PostgresRollupStore`], hourly rollups and the aggregation jobs (leased with
-//!   `FOR UPDATE SKIP LOCKED`, completed in the rollup's own transaction).
+//! - [`rollups`]: [`PostgresRollupStore`], the [`RollupStore`](hourglass_core::rollup_store::RollupStore)
+//!   of hourly rollups and the aggregation jobs (leased with `FOR UPDATE SKIP LOCKED`, completed in the
+//!   rollup's own transaction).
+//! - `reader`: the same type's [`RollupReader`](hourglass_core::rollup_reader::RollupReader), the query
+//!   service's reads of the rollups, hour status and ledger (a private module: it adds an impl, no items).
 //! - [`testing`]: a fresh database per test, for the real-Postgres test tier.
 
 #![warn(missing_docs)]
@@ -17,6 +20,7 @@ pub mod config;
 pub mod jobs;
 pub mod keys;
 pub mod migrate;
+mod reader;
 pub mod rollups;
 pub mod testing;
 

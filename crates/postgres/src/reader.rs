@@ -1,0 +1,242 @@
+//! The [`RollupReader`] of [`PostgresRollupStore`]: what the query service reads from the rollup tables
+//! (hourly rows and totals, numeric stats, event types, hour status, revision sums, and the readiness
+//! check), always scoped to one customer; the ledger may also be read for all customers, by operators.
+//!
+//! It is the same type as the [`RollupStore`](hourglass_core::rollup_store::RollupStore) in `rollups.rs`,
+//! over the same pool, but a separate concern: every query here is a single `SELECT` that takes no row
+//! locks and writes nothing, so nothing in this file bears on leases or on the completion transaction.
+//! Each sees one committed state, so a completion is read whole or not at all.
+
+use hourglass_core::rollup_reader::{
+    EventTypeSeen, HourStatus, HourlyNumericRow, HourlyRollupRow, HourlyTotalsRow, RollupReader,
+};
+use hourglass_core::rollup_store::{LedgerRow, RollupStoreError};
+
+use crate::rollups::{LEDGER_COLUMNS, LedgerTuple, PostgresRollupStore, ledger_row, unavailable};
+
+impl RollupReader for PostgresRollupStore {
+    async fn hourly_rollups(
+        &self,
+        customer_id: &str,
+        from_unix: i64,
+        to_unix: i64,
+        event_types: &[String],
+        with_sketches: bool,
+    ) -> Result<Vec<HourlyRollupRow>, RollupStoreError> {
+        // Without sketches the column is never read, so its (TOASTed) value is never fetched.
+        let rows = sqlx::query!(
+            r#"SELECT extract(epoch FROM hour_start)::bigint AS "hour_start!", event_type, events, distinct_users,
+                      CASE WHEN $5 THEN users_sketch ELSE ''::bytea END AS "users_sketch!"
+               FROM hourly_rollups
+               WHERE customer_id = $1 AND hour_start >= to_timestamp($2) AND hour_start < to_timestamp($3)
+               AND (cardinality($4::text[]) = 0 OR event_type = ANY($4))
+               ORDER BY hour_start, event_type"#,
+            customer_id,
+            from_unix as f64,
+            to_unix as f64,
+            event_types,
+            with_sketches
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(rows
+            .into_iter()
+            .map(|row| HourlyRollupRow {
+                hour_start: row.hour_start,
+                event_type: row.event_type,
+                events: row.events as u64,
+                distinct_users: row.distinct_users as u64,
+                users_sketch: row.users_sketch,
+            })
+            .collect())
+    }
+
+    async fn hourly_totals(
+        &self,
+        customer_id: &str,
+        from_unix: i64,
+        to_unix: i64,
+        with_sketches: bool,
+    ) -> Result<Vec<HourlyTotalsRow>, RollupStoreError> {
+        let rows = sqlx::query!(
+            r#"SELECT extract(epoch FROM hour_start)::bigint AS "hour_start!", events, distinct_users,
+                      CASE WHEN $4 THEN users_sketch ELSE ''::bytea END AS "users_sketch!"
+               FROM hour_revisions
+               WHERE customer_id = $1 AND hour_start >= to_timestamp($2) AND hour_start < to_timestamp($3)
+               AND events > 0
+               ORDER BY hour_start"#,
+            customer_id,
+            from_unix as f64,
+            to_unix as f64,
+            with_sketches
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(rows
+            .into_iter()
+            .map(|row| HourlyTotalsRow {
+                hour_start: row.hour_start,
+                events: row.events as u64,
+                distinct_users: row.distinct_users as u64,
+                users_sketch: row.users_sketch,
+            })
+            .collect())
+    }
+
+    async fn hourly_numeric(
+        &self,
+        customer_id: &str,
+        from_unix: i64,
+        to_unix: i64,
+        event_types: &[String],
+    ) -> Result<Vec<HourlyNumericRow>, RollupStoreError> {
+        let rows = sqlx::query!(
+            r#"SELECT extract(epoch FROM hour_start)::bigint AS "hour_start!", event_type, property, count, sum, min, max
+               FROM hourly_numeric_stats
+               WHERE customer_id = $1 AND hour_start >= to_timestamp($2) AND hour_start < to_timestamp($3)
+               AND (cardinality($4::text[]) = 0 OR event_type = ANY($4))
+               ORDER BY hour_start, event_type, property"#,
+            customer_id,
+            from_unix as f64,
+            to_unix as f64,
+            event_types
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(rows
+            .into_iter()
+            .map(|row| HourlyNumericRow {
+                hour_start: row.hour_start,
+                event_type: row.event_type,
+                property: row.property,
+                count: row.count as u64,
+                sum: row.sum,
+                min: row.min,
+                max: row.max,
+            })
+            .collect())
+    }
+
+    async fn event_types(
+        &self,
+        customer_id: &str,
+        from_unix: i64,
+        to_unix: i64,
+    ) -> Result<Vec<EventTypeSeen>, RollupStoreError> {
+        let rows = sqlx::query!(
+            r#"SELECT event_type, sum(events)::bigint AS "events!",
+                      extract(epoch FROM min(hour_start))::bigint AS "first_hour!",
+                      extract(epoch FROM max(hour_start))::bigint AS "last_hour!"
+               FROM hourly_rollups
+               WHERE customer_id = $1 AND hour_start >= to_timestamp($2) AND hour_start < to_timestamp($3)
+               AND events > 0
+               GROUP BY event_type ORDER BY event_type"#,
+            customer_id,
+            from_unix as f64,
+            to_unix as f64
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(rows
+            .into_iter()
+            .map(|row| EventTypeSeen {
+                event_type: row.event_type,
+                events: row.events as u64,
+                first_hour: row.first_hour,
+                last_hour: row.last_hour,
+            })
+            .collect())
+    }
+
+    async fn hour_statuses(
+        &self,
+        customer_id: &str,
+        from_unix: i64,
+        to_unix: i64,
+    ) -> Result<Vec<HourStatus>, RollupStoreError> {
+        let rows = sqlx::query!(
+            r#"SELECT extract(epoch FROM hours.hour_start)::bigint AS "hour_start!",
+                      revisions.revision AS "revision?", revisions.logic_version AS "logic_version?",
+                      revisions.is_final AS "is_final?",
+                      extract(epoch FROM revisions.final_as_of)::bigint AS final_as_of,
+                      extract(epoch FROM revisions.computed_at)::bigint AS computed_at,
+                      revisions.events AS "events?",
+                      (hours.generation > GREATEST(hours.aggregated_generation, hours.refused_generation))
+                          AS "pending!",
+                      CASE WHEN hours.refused_generation > hours.aggregated_generation
+                           THEN hours.refused_reason END AS refused
+               FROM dirty_hours AS hours
+               LEFT JOIN hour_revisions AS revisions
+                    ON revisions.customer_id = hours.customer_id AND revisions.hour_start = hours.hour_start
+               WHERE hours.customer_id = $1 AND hours.hour_start >= to_timestamp($2)
+               AND hours.hour_start < to_timestamp($3)
+               ORDER BY hours.hour_start"#,
+            customer_id,
+            from_unix as f64,
+            to_unix as f64
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(rows
+            .into_iter()
+            .map(|row| HourStatus {
+                hour_start: row.hour_start,
+                revision: row.revision.map(|revision| revision as u32),
+                logic_version: row.logic_version.map(|version| version as u32),
+                is_final: row.is_final.unwrap_or(false),
+                final_as_of: row.final_as_of,
+                computed_at: row.computed_at,
+                events: row.events.unwrap_or(0) as u64,
+                pending: row.pending,
+                refused: row.refused,
+            })
+            .collect())
+    }
+
+    async fn ledger(
+        &self,
+        customer_id: Option<&str>,
+        from_unix: i64,
+        to_unix: i64,
+    ) -> Result<Vec<LedgerRow>, RollupStoreError> {
+        let rows: Vec<LedgerTuple> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {LEDGER_COLUMNS} FROM ledger \
+             WHERE hour_start >= to_timestamp($1) AND hour_start < to_timestamp($2) AND ($3::text IS NULL OR customer_id = $3) \
+             ORDER BY hour_start, customer_id"
+        )))
+        .bind(from_unix as f64)
+        .bind(to_unix as f64)
+        .bind(customer_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.into_iter().map(ledger_row).collect()
+    }
+
+    async fn revision_sum(&self, customer_id: &str, from_unix: i64, to_unix: i64) -> Result<u64, RollupStoreError> {
+        let sum = sqlx::query_scalar!(
+            r#"SELECT coalesce(sum(revision), 0)::bigint AS "sum!" FROM hour_revisions
+               WHERE customer_id = $1 AND hour_start >= to_timestamp($2) AND hour_start < to_timestamp($3)"#,
+            customer_id,
+            from_unix as f64,
+            to_unix as f64
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(sum as u64)
+    }
+
+    async fn check_ready(&self) -> Result<(), RollupStoreError> {
+        sqlx::query_scalar!("SELECT count(*) FROM hour_revisions WHERE false")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
