@@ -33,103 +33,31 @@ LOG_TAG=cassandra
 # shellcheck source=e2e/servers/lib.sh
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 
-CASSANDRA_POM="$HOURGLASS_SERVERS_DIR/cassandra/pom.xml"
-CASSANDRA_VERSION=$(sed -n 's:.*<cassandra.version>\([^<]*\)</cassandra.version>.*:\1:p' "$CASSANDRA_POM" | head -n1)
-[[ -n "$CASSANDRA_VERSION" ]] || die "cannot read <cassandra.version> from $CASSANDRA_POM"
-CASSANDRA_HOME="$HOURGLASS_CACHE_DIR/cassandra-$CASSANDRA_VERSION"
-CASSANDRA_LIB="$CASSANDRA_HOME/lib"
-TOOLS_LOGBACK="$CASSANDRA_HOME/logback-tools.xml"
-INSTANCES_DIR="$HOURGLASS_CACHE_DIR/cassandra-instances"
-
-DEFAULT_NAME=main
+SERVER=cassandra
+SERVER_TITLE=Cassandra
+SERVER_NOUN=server
+SERVER_POM="$HOURGLASS_SERVERS_DIR/cassandra/pom.xml"
+JAVA_REQUIREMENT="runs on Java 11 or 17"
 DEFAULT_PORT=19042
-STORAGE_PORT_OFFSET=1000
-JMX_PORT_OFFSET=2000
+PORT_OFFSETS=(storage=1000 JMX=2000)
 START_TIMEOUT="${HOURGLASS_CASSANDRA_START_TIMEOUT:-120}"
 STOP_TIMEOUT="${HOURGLASS_CASSANDRA_STOP_TIMEOUT:-60}"
+ENV_VAR=HOURGLASS_CQL_NODES
+READY_DOING="answering CQL on"
+READY_DO="answer CQL on"
+NOT_READY_YET="not answering CQL on"
+java_server_init
+
+TOOLS_LOGBACK="$SERVER_HOME/logback-tools.xml"
 HEAP_OPTS="${HOURGLASS_CASSANDRA_HEAP_OPTS:--Xms1g -Xmx1g}"
 LOG_LEVEL="${HOURGLASS_CASSANDRA_LOG_LEVEL:-WARN}"
 COMMITLOG_SYNC="${HOURGLASS_CASSANDRA_COMMITLOG_SYNC:-periodic}"
-JVM_LOG_MAX_BYTES=$((50 * 1024 * 1024))
 
-usage() {
-    sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}" >&2
-    exit 2
+java_supported() {
+    (($1 == 11 || $1 == 17))
 }
 
-# ---------------------------------------------------------------------------------------------- Java and jars
-
-ensure_java() {
-    if ! command -v java >/dev/null 2>&1; then
-        apt_install openjdk-17-jre-headless
-    fi
-    local major
-    major=$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n1)
-    if [[ -n "$major" ]] && ((major != 11 && major != 17)); then
-        die "Cassandra $CASSANDRA_VERSION runs on Java 11 or 17; \`java\` is version $major"
-    fi
-}
-
-ensure_maven() {
-    if ! command -v mvn >/dev/null 2>&1; then
-        apt_install maven
-    fi
-}
-
-# ensure_jars: the server's jars in $CASSANDRA_LIB, fetched once with Maven. They are fetched into a temporary
-# directory that is renamed into place only when complete, with the checksum of the pom that produced them, so
-# neither an interrupted download nor a changed pom is taken for a valid cache.
-ensure_jars() {
-    local sum
-    sum=$(sha256sum "$CASSANDRA_POM" | cut -d' ' -f1)
-    if [[ -f "$CASSANDRA_LIB/.pom.sha256" && "$(<"$CASSANDRA_LIB/.pom.sha256")" == "$sum" ]]; then
-        return 0
-    fi
-    mkdir -p "$CASSANDRA_HOME"
-    # One download at a time, e.g. when the main and fault nodes start together on a new machine.
-    exec 9>"$CASSANDRA_HOME/.lock"
-    flock 9
-    if [[ -f "$CASSANDRA_LIB/.pom.sha256" && "$(<"$CASSANDRA_LIB/.pom.sha256")" == "$sum" ]]; then
-        exec 9>&-
-        return 0
-    fi
-    rm -rf "$CASSANDRA_HOME"/fetch.tmp.* "$CASSANDRA_HOME"/lib.old.* # left by an interrupted earlier run
-    ensure_java
-    ensure_maven
-    local work start=$SECONDS
-    work=$(mktemp -d "$CASSANDRA_HOME/fetch.tmp.XXXXXX")
-    cp "$CASSANDRA_POM" "$work/pom.xml"
-    log "fetching Cassandra $CASSANDRA_VERSION jars from Maven Central into $CASSANDRA_LIB (once) ..."
-    if ! (cd "$work" && mvn -B -q dependency:copy-dependencies -DoutputDirectory="$work/lib") >"$work/mvn.log" 2>&1; then
-        sed 's/\x1b\[[0-9;]*m//g' "$work/mvn.log" | tail -n 40 >&2
-        rm -rf "$work"
-        die "mvn dependency:copy-dependencies failed (output above)"
-    fi
-    local jars
-    jars=$(find "$work/lib" -maxdepth 1 -name '*.jar' | wc -l)
-    if ((jars == 0)); then
-        rm -rf "$work"
-        die "mvn fetched no jars"
-    fi
-    printf '%s\n' "$sum" >"$work/lib/.pom.sha256"
-    if [[ -e "$CASSANDRA_LIB" ]]; then
-        mv "$CASSANDRA_LIB" "$CASSANDRA_HOME/lib.old.$$"
-    fi
-    mv "$work/lib" "$CASSANDRA_LIB"
-    rm -rf "$work" "$CASSANDRA_HOME/lib.old.$$"
-    exec 9>&-
-    log "fetched $jars jars ($(du -sh "$CASSANDRA_LIB" | cut -f1)) in $((SECONDS - start)) s"
-}
-
-# write_file PATH: writes stdin to PATH atomically (temp file + rename), so that concurrent readers never
-# see half a file.
-write_file() {
-    local path=$1 tmp
-    tmp=$(mktemp "$path.tmp.XXXXXX")
-    cat >"$tmp"
-    chmod 644 "$tmp"
-    mv -f "$tmp" "$path"
-}
+# ------------------------------------------------------------------------------------------- JVM and tools
 
 # nodetool logs WARN and above to stderr.
 ensure_tools_logback() {
@@ -182,67 +110,14 @@ JAVA17_MODULE_FLAGS=(
 
 # ------------------------------------------------------------------------------------------------- instances
 
-NAME=$DEFAULT_NAME
-PORT_ARG=""
-
-parse_instance_opts() {
-    while (($#)); do
-        case "$1" in
-            --name) [[ $# -ge 2 ]] || usage; NAME=$2; shift 2 ;;
-            --name=*) NAME=${1#--name=}; shift ;;
-            --port) [[ $# -ge 2 ]] || usage; PORT_ARG=$2; shift 2 ;;
-            --port=*) PORT_ARG=${1#--port=}; shift ;;
-            -h | --help) usage ;;
-            *) log "unknown argument: $1"; usage ;;
-        esac
-    done
-    set_instance
-}
-
-set_instance() {
-    [[ "$NAME" =~ ^[A-Za-z0-9][A-Za-z0-9_.-]*$ ]] || die "bad --name '$NAME' (letters, digits, _ . -)"
-    if [[ -n "$PORT_ARG" ]]; then
-        [[ "$PORT_ARG" =~ ^[0-9]+$ ]] && ((PORT_ARG > 0 && PORT_ARG + JMX_PORT_OFFSET < 65536)) ||
-            die "bad --port '$PORT_ARG' (1..$((65535 - JMX_PORT_OFFSET)))"
-    fi
-    INST="$INSTANCES_DIR/$NAME"
-    PID_FILE="$INST/cassandra.pid"
-    PORT_FILE="$INST/port"
+instance_paths() {
     CONFIG="$INST/cassandra.yaml"
     LOGBACK="$INST/logback.xml"
     DB="$INST/db"
     SERVER_LOG="$INST/cassandra.log"
     JVM_LOG="$INST/jvm.log"
-    RECORDED_PORT=""
-    if [[ -f "$PORT_FILE" ]]; then
-        RECORDED_PORT=$(<"$PORT_FILE")
-    fi
-}
-
-# resolve_port: --port if given, else the port the instance last started on, else 19042 for `main`.
-resolve_port() {
-    if [[ -n "$PORT_ARG" ]]; then
-        PORT=$PORT_ARG
-    elif [[ -n "$RECORDED_PORT" ]]; then
-        PORT=$RECORDED_PORT
-    elif [[ "$NAME" == "$DEFAULT_NAME" ]]; then
-        PORT=$DEFAULT_PORT
-    else
-        die "instance '$NAME' has never been started: give it a --port"
-    fi
-    STORAGE_PORT=$((PORT + STORAGE_PORT_OFFSET))
-    JMX_PORT=$((PORT + JMX_PORT_OFFSET))
-}
-
-# instance_pid: prints the pid of this instance's server and succeeds if it is alive (and really is this
-# instance's server, not another process that reused the pid).
-instance_pid() {
-    local pid
-    [[ -f "$PID_FILE" ]] || return 1
-    pid=$(<"$PID_FILE")
-    pid_alive "$pid" || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$CONFIG" || return 1
-    printf '%s\n' "$pid"
+    SERVER_OUT=$JVM_LOG
+    SERVER_LOGS=("$SERVER_LOG" "$JVM_LOG")
 }
 
 # cql_ready HOST PORT: true if the CQL native protocol answers on HOST:PORT: sends OPTIONS (protocol v4,
@@ -258,30 +133,9 @@ cql_ready() {
 }
 
 # wait_cql_ready PID SECS: waits until CQL answers on 127.0.0.1:$PORT. Returns 1 on timeout, 2 at once if
-# PID dies in the meantime.
-wait_cql_ready() {
-    local pid=$1 deadline=$((SECONDS + $2))
-    wait_for_port 127.0.0.1 "$PORT" "$2" "$pid" || return $?
-    while ! cql_ready 127.0.0.1 "$PORT"; do
-        pid_alive "$pid" || return 2
-        ((SECONDS < deadline)) || return 1
-        sleep 0.2
-    done
-}
 
-# wait_gone PID SECS: true once PID has exited and its listeners are closed.
-wait_gone() {
-    local pid=$1 deadline=$((SECONDS + $2)) port
-    while pid_alive "$pid"; do
-        ((SECONDS < deadline)) || return 1
-        sleep 0.1
-    done
-    if [[ -n "${RECORDED_PORT:-}" ]]; then
-        for port in "$RECORDED_PORT" "$((RECORDED_PORT + STORAGE_PORT_OFFSET))" "$((RECORDED_PORT + JMX_PORT_OFFSET))"; do
-            wait_port_closed 127.0.0.1 "$port" 5 || warn "port $port still open after pid $pid exited"
-        done
-    fi
-    return 0
+server_ready() {
+    cql_ready "$@"
 }
 
 # print_log_tail: the lines both logs got since the last `cassandra.sh start` (at most 40 of each).
@@ -296,14 +150,6 @@ print_log_tail() {
     done
 }
 
-# mark_logs TEXT: appends a `==== DATE cassandra.sh TEXT ====` line to both logs (while the server is down).
-mark_logs() {
-    local line f
-    line=$(printf '==== %s cassandra.sh %s ====' "$(date -Is)" "$*")
-    for f in "$SERVER_LOG" "$JVM_LOG"; do
-        printf '%s\n' "$line" >>"$f"
-    done
-}
 
 # commitlog_sync_config: the commit log settings for HOURGLASS_CASSANDRA_COMMITLOG_SYNC.
 commitlog_sync_config() {
@@ -334,8 +180,9 @@ EOF
 }
 
 write_instance_config() {
-    local commitlog_sync
+    local commitlog_sync storage_port
     commitlog_sync=$(commitlog_sync_config)
+    storage_port=$(port_of storage)
     write_file "$CONFIG" <<EOF
 # Written by e2e/servers/cassandra.sh on each start: edits here are overwritten.
 cluster_name: hourglass-$NAME
@@ -351,10 +198,10 @@ $commitlog_sync
 seed_provider:
   - class_name: org.apache.cassandra.locator.SimpleSeedProvider
     parameters:
-      - seeds: "127.0.0.1:$STORAGE_PORT"
+      - seeds: "127.0.0.1:$storage_port"
 listen_address: 127.0.0.1
 rpc_address: 127.0.0.1
-storage_port: $STORAGE_PORT
+storage_port: $storage_port
 native_transport_port: $PORT
 start_native_transport: true
 endpoint_snitch: SimpleSnitch
@@ -394,152 +241,36 @@ EOF
 EOF
 }
 
+# before_launch: the directories the config names that Cassandra does not make itself.
+before_launch() {
+    mkdir -p "$DB" "$INST/triggers"
+}
+
+launch_server() {
+    local jmx_port
+    jmx_port=$(port_of JMX)
+    # shellcheck disable=SC2086 # HEAP_OPTS and HOURGLASS_CASSANDRA_JAVA_OPTS are lists of flags
+    spawn_server java $HEAP_OPTS -XX:+UseG1GC -XX:+ExitOnOutOfMemoryError -XX:+PerfDisableSharedMem "${JAVA17_MODULE_FLAGS[@]}" \
+        -Djava.awt.headless=true -Djava.net.preferIPv4Stack=true -Djava.security.manager=allow \
+        -Dcassandra-foreground=yes \
+        -Dcassandra.config="file://$CONFIG" \
+        -Dcassandra.storagedir="$DB" \
+        -Dlogback.configurationFile="$LOGBACK" \
+        -Dcassandra.jmx.local.port="$jmx_port" \
+        -Dcassandra.triggers_dir="$INST/triggers" \
+        -Dcassandra.skip_wait_for_gossip_to_settle=0 \
+        -Dcassandra.ring_delay_ms=100 \
+        -Dcassandra.shutdown_announce_in_ms=0 \
+        -Djdk.attach.allowAttachSelf=true \
+        -Dio.netty.tryReflectionSetAccessible=true \
+        ${HOURGLASS_CASSANDRA_JAVA_OPTS:-} \
+        -cp "$SERVER_LIB/*" org.apache.cassandra.service.CassandraDaemon
+}
+
 cmd_start() {
     resolve_port
     commitlog_sync_config >/dev/null # fails at once on a bad HOURGLASS_CASSANDRA_COMMITLOG_SYNC
-    local pid t0
-    t0=$(date +%s%N)
-    if pid=$(instance_pid); then
-        if [[ -n "$RECORDED_PORT" && "$RECORDED_PORT" != "$PORT" ]]; then
-            die "instance '$NAME' already runs on port $RECORDED_PORT (pid $pid); stop it before moving it to $PORT"
-        fi
-        if port_open 127.0.0.1 "$PORT"; then
-            log "instance '$NAME' already running on 127.0.0.1:$PORT (pid $pid)"
-            return 0
-        fi
-        log "instance '$NAME' is starting (pid $pid); waiting for 127.0.0.1:$PORT ..."
-    else
-        rm -f "$PID_FILE"
-        local p
-        for p in "$PORT" "$STORAGE_PORT" "$JMX_PORT"; do
-            if port_open 127.0.0.1 "$p"; then
-                die "port $p is already taken by another process (not instance '$NAME'); choose another --port"
-            fi
-        done
-        ensure_java
-        ensure_jars
-        mkdir -p "$INST" "$DB" "$INST/triggers"
-        if [[ -f "$JVM_LOG" ]] && (($(stat -c %s "$JVM_LOG") > JVM_LOG_MAX_BYTES)); then
-            mv -f "$JVM_LOG" "$JVM_LOG.1"
-        fi
-        write_instance_config
-        printf '%s\n' "$PORT" >"$PORT_FILE"
-        RECORDED_PORT=$PORT
-        mark_logs "start (port $PORT)"
-        log "starting instance '$NAME' on 127.0.0.1:$PORT (storage $STORAGE_PORT, JMX $JMX_PORT, dir $INST) ..."
-        # setsid + nohup: the server outlives the calling shell and its terminal. The wrapper writes its own
-        # pid, which exec makes the server's, and closes every descriptor above 2. A plain `cmd &` (not a
-        # `( ... & )` subshell, which would stay behind waiting for the server with our stderr open) and
-        # every standard descriptor redirected: a caller reading our output through a pipe (or any other
-        # descriptor it passed down) is not kept waiting by the server.
-        # shellcheck disable=SC2086 # HEAP_OPTS and HOURGLASS_CASSANDRA_JAVA_OPTS are lists of flags
-        setsid nohup bash -c 'cd "$1" && echo $$ >"$2" && shift 2 &&
-            for fd in /proc/$$/fd/*; do fd=${fd##*/}; if ((fd > 2)); then eval "exec $fd>&-"; fi; done &&
-            exec "$@"' _ "$INST" "$PID_FILE" \
-            java $HEAP_OPTS -XX:+UseG1GC -XX:+ExitOnOutOfMemoryError -XX:+PerfDisableSharedMem "${JAVA17_MODULE_FLAGS[@]}" \
-            -Djava.awt.headless=true -Djava.net.preferIPv4Stack=true -Djava.security.manager=allow \
-            -Dcassandra-foreground=yes \
-            -Dcassandra.config="file://$CONFIG" \
-            -Dcassandra.storagedir="$DB" \
-            -Dlogback.configurationFile="$LOGBACK" \
-            -Dcassandra.jmx.local.port="$JMX_PORT" \
-            -Dcassandra.triggers_dir="$INST/triggers" \
-            -Dcassandra.skip_wait_for_gossip_to_settle=0 \
-            -Dcassandra.ring_delay_ms=100 \
-            -Dcassandra.shutdown_announce_in_ms=0 \
-            -Djdk.attach.allowAttachSelf=true \
-            -Dio.netty.tryReflectionSetAccessible=true \
-            ${HOURGLASS_CASSANDRA_JAVA_OPTS:-} \
-            -cp "$CASSANDRA_LIB/*" org.apache.cassandra.service.CassandraDaemon \
-            </dev/null >>"$JVM_LOG" 2>&1 9>&- &
-        disown # no "Killed" notice from this shell if the server must be killed below
-        local i
-        for ((i = 0; i < 50; i++)); do
-            pid=$(instance_pid) && break
-            sleep 0.1
-        done
-        [[ -n "${pid:-}" ]] || { print_log_tail; die "the server did not start (no live pid in $PID_FILE)"; }
-    fi
-    local rc=0
-    wait_cql_ready "$pid" "$START_TIMEOUT" || rc=$?
-    case $rc in
-        0) ;;
-        2)
-            print_log_tail
-            rm -f "$PID_FILE"
-            die "the server (pid $pid) exited before answering CQL on 127.0.0.1:$PORT"
-            ;;
-        *)
-            print_log_tail
-            kill -KILL "$pid" 2>/dev/null || true
-            wait_gone "$pid" 10 || true
-            rm -f "$PID_FILE"
-            die "the server (pid $pid) did not answer CQL on 127.0.0.1:$PORT within $START_TIMEOUT s; killed it"
-            ;;
-    esac
-    local ms=$((($(date +%s%N) - t0) / 1000000))
-    log "instance '$NAME' ready on 127.0.0.1:$PORT (pid $pid) after $((ms / 1000)).$(printf '%03d' $((ms % 1000))) s"
-}
-
-cmd_stop() {
-    local pid t0
-    if ! pid=$(instance_pid); then
-        rm -f "$PID_FILE"
-        log "instance '$NAME' is not running"
-        return 0
-    fi
-    t0=$SECONDS
-    log "stopping instance '$NAME' (pid $pid, SIGTERM) ..."
-    kill -TERM "$pid" 2>/dev/null || true
-    if ! wait_gone "$pid" "$STOP_TIMEOUT"; then
-        warn "instance '$NAME' (pid $pid) still running after $STOP_TIMEOUT s; sending SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-        wait_gone "$pid" 10 || die "pid $pid survived SIGKILL"
-    fi
-    rm -f "$PID_FILE"
-    log "instance '$NAME' stopped in $((SECONDS - t0)) s"
-}
-
-cmd_kill() {
-    local pid
-    if ! pid=$(instance_pid); then
-        rm -f "$PID_FILE"
-        log "instance '$NAME' is not running"
-        return 0
-    fi
-    kill -KILL "$pid" 2>/dev/null || true
-    wait_gone "$pid" 10 || die "pid $pid survived SIGKILL"
-    rm -f "$PID_FILE"
-    mark_logs "kill (pid $pid, SIGKILL)"
-    log "instance '$NAME' killed (pid $pid, SIGKILL)"
-}
-
-cmd_destroy() {
-    cmd_kill
-    rm -rf "$INST"
-    log "instance '$NAME' destroyed ($INST removed)"
-}
-
-cmd_status() {
-    local pid port=${RECORDED_PORT:-}
-    if [[ -z "$port" ]]; then
-        log "instance '$NAME' is not running (never started)"
-        return 1
-    fi
-    if ! pid=$(instance_pid); then
-        log "instance '$NAME' is not running"
-        return 1
-    fi
-    if ! cql_ready 127.0.0.1 "$port"; then
-        log "instance '$NAME' (pid $pid) is not answering CQL on 127.0.0.1:$port yet"
-        return 1
-    fi
-    log "instance '$NAME' running on 127.0.0.1:$port (pid $pid)"
-}
-
-cmd_env() {
-    resolve_port
-    printf 'export HOURGLASS_CQL_NODES=127.0.0.1:%s\n' "$PORT"
+    start_instance
 }
 
 # nodetool [--name NAME] ARGS...: NodeTool against the instance's local JMX port (e.g. `flush`, `status`,
@@ -555,13 +286,15 @@ cmd_nodetool() {
     set_instance
     [[ -n "$RECORDED_PORT" ]] || die "instance '$NAME' has never been started"
     instance_pid >/dev/null || die "instance '$NAME' is not running"
+    local jmx_port
+    jmx_port=$(port_of JMX "$RECORDED_PORT")
     ensure_java
     ensure_jars
     ensure_tools_logback
     exec java -Xmx256m -XX:+UseSerialGC "${JAVA17_MODULE_FLAGS[@]}" -Djava.awt.headless=true \
         -Dlogback.configurationFile="$TOOLS_LOGBACK" \
-        -cp "$CASSANDRA_LIB/*" org.apache.cassandra.tools.NodeTool \
-        -h 127.0.0.1 -p "$((RECORDED_PORT + JMX_PORT_OFFSET))" "$@"
+        -cp "$SERVER_LIB/*" org.apache.cassandra.tools.NodeTool \
+        -h 127.0.0.1 -p "$jmx_port" "$@"
 }
 
 # ------------------------------------------------------------------------------------------------------ main
@@ -575,12 +308,7 @@ case "$command" in
         (($# == 0)) || usage
         ensure_java
         ensure_jars
-        log "jars in $CASSANDRA_LIB"
+        log "jars in $SERVER_LIB"
         ;;
-    start | stop | kill | destroy | status | env)
-        parse_instance_opts "$@"
-        "cmd_$command"
-        ;;
-    -h | --help | help) usage ;;
-    *) log "unknown command: $command"; usage ;;
+    *) instance_command "$command" "$@" ;;
 esac

@@ -33,11 +33,6 @@ DB_NAME=hourglass
 DATABASE_URL="postgres://$DB_USER:$DB_PASSWORD@$PG_HOST:$PG_PORT/$DB_NAME"
 START_TIMEOUT="${HOURGLASS_POSTGRES_START_TIMEOUT:-60}"
 
-usage() {
-    sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}" >&2
-    exit 2
-}
-
 installed() {
     command -v pg_ctlcluster >/dev/null 2>&1 && command -v pg_createcluster >/dev/null 2>&1 &&
         command -v psql >/dev/null 2>&1 && [[ -x "$PG_BIN/postgres" ]]

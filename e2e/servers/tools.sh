@@ -24,11 +24,6 @@ GRPCURL_VERSION="${HOURGLASS_GRPCURL_VERSION:-v1.9.4}"
 SQLX_CLI_VERSION="${HOURGLASS_SQLX_CLI_VERSION:-0.9.0}"
 TOOLS_BIN="$HOURGLASS_CACHE_DIR/bin"
 
-usage() {
-    sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}" >&2
-    exit 2
-}
-
 # ensure_venv: a working Python venv at $VENV (one whose python runs; a broken or half-made one is made anew).
 ensure_venv() {
     if [[ -x "$VENV/bin/python" ]] && "$VENV/bin/python" -c 'import pip' >/dev/null 2>&1; then
