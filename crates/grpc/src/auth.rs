@@ -83,15 +83,22 @@ impl From<KeyStoreError> for AuthError {
     }
 }
 
+impl AuthError {
+    /// The status code a call refused for this reason gets.
+    pub fn code(&self) -> tonic::Code {
+        match self {
+            AuthError::Missing | AuthError::Malformed(_) | AuthError::Unknown | AuthError::Revoked(_) => {
+                tonic::Code::Unauthenticated
+            }
+            AuthError::WrongScope { .. } => tonic::Code::PermissionDenied,
+            AuthError::Unavailable(_) => tonic::Code::Unavailable,
+        }
+    }
+}
+
 impl From<AuthError> for tonic::Status {
     fn from(error: AuthError) -> Self {
-        match error {
-            AuthError::Missing | AuthError::Malformed(_) | AuthError::Unknown | AuthError::Revoked(_) => {
-                tonic::Status::unauthenticated(error.to_string())
-            }
-            AuthError::WrongScope { .. } => tonic::Status::permission_denied(error.to_string()),
-            AuthError::Unavailable(_) => tonic::Status::unavailable(error.to_string()),
-        }
+        tonic::Status::new(error.code(), error.to_string())
     }
 }
 

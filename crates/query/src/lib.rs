@@ -16,6 +16,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod error;
 pub mod page_token;
 pub mod report;
 pub mod server;

@@ -8,12 +8,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hourglass_core::api_key::Scope;
-use hourglass_core::hll::InvalidSketch;
 use hourglass_core::hour::SECONDS_PER_HOUR;
 use hourglass_core::key_store::KeyStore;
 use hourglass_core::raw_store::{RawStore, StoredEvent};
 use hourglass_core::rollup_reader::{HourStatus as StoredHourStatus, HourlyRollupRow, RollupReader};
-use hourglass_core::rollup_store::RollupStoreError;
 use hourglass_grpc::auth::{Authenticator, Principal};
 use hourglass_proto::prost_types::Timestamp;
 use hourglass_proto::v1::property_value::Kind;
@@ -25,10 +23,10 @@ use hourglass_proto::v1::{
     ListRawEventsResponse, MetricsRow, PeriodMetricsRow, PropertyValue, RawEvent, TimeRange,
 };
 use tonic::{Code, Request, Response, Status};
-use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::cache::{ReportCache, ReportKey};
 use crate::config::QueryConfig;
+use crate::error::QueryError;
 use crate::page_token::{PageTokens, RawEventsCursor};
 use crate::report::{self, Period, timestamp};
 use crate::telemetry;
@@ -61,8 +59,8 @@ impl<K: KeyStore, R: RollupReader, W: RawStore> QueryServiceImpl<K, R, W> {
         Self { authenticator, reader, raw_store, config, page_tokens, cache }
     }
 
-    async fn authenticate<T>(&self, request: &Request<T>) -> Result<Arc<Principal>, Status> {
-        self.authenticator.authenticate(request.metadata(), Scope::Query).await.map_err(Status::from)
+    async fn authenticate<T>(&self, request: &Request<T>) -> Result<Arc<Principal>, QueryError> {
+        Ok(self.authenticator.authenticate(request.metadata(), Scope::Query).await?)
     }
 
     /// The report rows of one customer's hours in `[from, to)` summed per `period`: per event type, over the
@@ -77,7 +75,7 @@ impl<K: KeyStore, R: RollupReader, W: RawStore> QueryServiceImpl<K, R, W> {
         event_types: &[String],
         group_by_event_type: bool,
         period: Period,
-    ) -> Result<Vec<MetricsRow>, Status> {
+    ) -> Result<Vec<MetricsRow>, QueryError> {
         let key = ReportKey {
             customer_id: customer.to_owned(),
             from,
@@ -87,7 +85,7 @@ impl<K: KeyStore, R: RollupReader, W: RawStore> QueryServiceImpl<K, R, W> {
             period,
         };
         let revision_sum = match self.cache.enabled() {
-            true => Some(self.reader.revision_sum(customer, from, to).await.map_err(store_error)?),
+            true => Some(self.reader.revision_sum(customer, from, to).await.map_err(QueryError::from)?),
             false => None,
         };
         if let Some(rows) = revision_sum.and_then(|sum| self.cache.get(&key, sum)) {
@@ -111,12 +109,14 @@ impl<K: KeyStore, R: RollupReader, W: RawStore> QueryServiceImpl<K, R, W> {
         event_types: &[String],
         group_by_event_type: bool,
         period: Period,
-    ) -> Result<Vec<MetricsRow>, Status> {
-        let unreadable = |error: InvalidSketch| Status::internal(format!("stored rollup is unreadable: {error}"));
+    ) -> Result<Vec<MetricsRow>, QueryError> {
         if !group_by_event_type && event_types.is_empty() {
             // Over all types: one stored totals row per hour (exact users; a sketch only to merge hours).
-            let totals =
-                self.reader.hourly_totals(customer, from, to, period != Period::Hour).await.map_err(store_error)?;
+            let totals = self
+                .reader
+                .hourly_totals(customer, from, to, period != Period::Hour)
+                .await
+                .map_err(QueryError::from)?;
             let rows: Vec<HourlyRollupRow> = totals
                 .into_iter()
                 .map(|totals| HourlyRollupRow {
@@ -127,57 +127,51 @@ impl<K: KeyStore, R: RollupReader, W: RawStore> QueryServiceImpl<K, R, W> {
                     users_sketch: totals.users_sketch,
                 })
                 .collect();
-            let mut numeric = self.reader.hourly_numeric(customer, from, to, &[]).await.map_err(store_error)?;
+            let mut numeric = self.reader.hourly_numeric(customer, from, to, &[]).await.map_err(QueryError::from)?;
             numeric.iter_mut().for_each(|row| row.event_type.clear());
-            return report::summarize(&rows, &numeric, period, true).map_err(unreadable);
+            return report::summarize(&rows, &numeric, period, true).map_err(QueryError::from);
         }
         // Per event type and hour every report row is one stored row: exact, no sketches needed.
         let with_sketches = !(group_by_event_type && period == Period::Hour);
-        let rows =
-            self.reader.hourly_rollups(customer, from, to, event_types, with_sketches).await.map_err(store_error)?;
-        let numeric = self.reader.hourly_numeric(customer, from, to, event_types).await.map_err(store_error)?;
-        report::summarize(&rows, &numeric, period, group_by_event_type).map_err(unreadable)
+        let rows = self
+            .reader
+            .hourly_rollups(customer, from, to, event_types, with_sketches)
+            .await
+            .map_err(QueryError::from)?;
+        let numeric = self.reader.hourly_numeric(customer, from, to, event_types).await.map_err(QueryError::from)?;
+        report::summarize(&rows, &numeric, period, group_by_event_type).map_err(QueryError::from)
     }
 
-    fn hourly_range(&self, range: Option<&TimeRange>) -> Result<(i64, i64), Status> {
+    fn hourly_range(&self, range: Option<&TimeRange>) -> Result<(i64, i64), QueryError> {
         checked_range(range, i64::from(self.config.max_hourly_range_hours), "--query-max-hourly-range-hours")
     }
 
-    fn period_range(&self, range: Option<&TimeRange>) -> Result<(i64, i64), Status> {
+    fn period_range(&self, range: Option<&TimeRange>) -> Result<(i64, i64), QueryError> {
         checked_range(range, i64::from(self.config.max_period_range_days) * 24, "--query-max-period-range-days")
     }
 }
 
-/// Times a call and counts it by method and outcome.
-async fn observed<T>(method: &'static str, call: impl Future<Output = Result<T, Status>>) -> Result<T, Status> {
+/// Times a call, counts it by method and outcome, and answers its error with its status (the one place
+/// a [`QueryError`] becomes one).
+async fn observed<T>(method: &'static str, call: impl Future<Output = Result<T, QueryError>>) -> Result<T, Status> {
     let started = Instant::now();
     let result = call.await;
     let code = match &result {
         Ok(_) => Code::Ok,
-        Err(status) => status.code(),
+        Err(error) => error.code(),
     };
     metrics::counter!(telemetry::REQUESTS_TOTAL, "method" => method, "code" => hourglass_grpc::server::code_label(code))
         .increment(1);
     metrics::histogram!(telemetry::REQUEST_SECONDS, "method" => method).record(started.elapsed().as_secs_f64());
-    result
+    result.map_err(Status::from)
 }
 
-fn invalid(field: &str, description: impl Into<String>) -> Status {
-    let description = description.into();
-    Status::with_error_details(
-        Code::InvalidArgument,
-        format!("{field}: {description}"),
-        ErrorDetails::with_bad_request_violation(field, description),
-    )
-}
-
-fn store_error(error: RollupStoreError) -> Status {
-    tracing::warn!(%error, "query failed: rollup store");
-    Status::unavailable(error.to_string())
+fn invalid(field: &str, description: impl Into<String>) -> QueryError {
+    QueryError::invalid(field, description)
 }
 
 /// A timestamp as whole seconds on an hour boundary, within 1970..9999.
-fn whole_hour(field: &str, time: Option<&Timestamp>) -> Result<i64, Status> {
+fn whole_hour(field: &str, time: Option<&Timestamp>) -> Result<i64, QueryError> {
     let time = time.ok_or_else(|| invalid(field, "is required"))?;
     if time.nanos != 0 || time.seconds.rem_euclid(SECONDS_PER_HOUR) != 0 {
         return Err(invalid(field, format!("{} is not on a whole hour (UTC)", describe_time(time))));
@@ -194,7 +188,7 @@ fn describe_time(time: &Timestamp) -> String {
         .unwrap_or_else(|| format!("{}s", time.seconds))
 }
 
-fn checked_range(range: Option<&TimeRange>, max_hours: i64, limit_flag: &str) -> Result<(i64, i64), Status> {
+fn checked_range(range: Option<&TimeRange>, max_hours: i64, limit_flag: &str) -> Result<(i64, i64), QueryError> {
     let range = range.ok_or_else(|| invalid("range", "is required"))?;
     let start = whole_hour("range.start", range.start.as_ref())?;
     let end = whole_hour("range.end", range.end.as_ref())?;
@@ -208,7 +202,7 @@ fn checked_range(range: Option<&TimeRange>, max_hours: i64, limit_flag: &str) ->
     Ok((start, end))
 }
 
-fn event_type_filter(event_types: &[String]) -> Result<(), Status> {
+fn event_type_filter(event_types: &[String]) -> Result<(), QueryError> {
     if event_types.len() > 1000 {
         return Err(invalid("event_types", "at most 1000 event types per request"));
     }
@@ -321,7 +315,8 @@ impl<K: KeyStore, R: RollupReader, W: RawStore> QueryService for QueryServiceImp
         observed("ListEventTypes", async {
             let principal = self.authenticate(&request).await?;
             let (from, to) = self.period_range(request.get_ref().range.as_ref())?;
-            let seen = self.reader.event_types(principal.customer_id.as_str(), from, to).await.map_err(store_error)?;
+            let seen =
+                self.reader.event_types(principal.customer_id.as_str(), from, to).await.map_err(QueryError::from)?;
             let event_types = seen
                 .into_iter()
                 .map(|seen| EventTypeSummary {
@@ -344,7 +339,7 @@ impl<K: KeyStore, R: RollupReader, W: RawStore> QueryService for QueryServiceImp
             let principal = self.authenticate(&request).await?;
             let (from, to) = self.hourly_range(request.get_ref().range.as_ref())?;
             let statuses =
-                self.reader.hour_statuses(principal.customer_id.as_str(), from, to).await.map_err(store_error)?;
+                self.reader.hour_statuses(principal.customer_id.as_str(), from, to).await.map_err(QueryError::from)?;
             Ok(Response::new(GetHourStatusResponse { hours: statuses.into_iter().map(hour_status).collect() }))
         })
         .await
@@ -355,7 +350,7 @@ impl<K: KeyStore, R: RollupReader, W: RawStore> QueryService for QueryServiceImp
             let principal = self.authenticate(&request).await?;
             let (from, to) = self.hourly_range(request.get_ref().range.as_ref())?;
             let ledger =
-                self.reader.ledger(Some(principal.customer_id.as_str()), from, to).await.map_err(store_error)?;
+                self.reader.ledger(Some(principal.customer_id.as_str()), from, to).await.map_err(QueryError::from)?;
             let rows = ledger
                 .into_iter()
                 .map(|row| LedgerRow {
@@ -431,7 +426,7 @@ impl<K: KeyStore, R: RollupReader, W: RawStore> QueryService for QueryServiceImp
                         room + 1,
                     )
                     .await
-                    .map_err(|error| Status::unavailable(error.to_string()))?;
+                    .map_err(QueryError::from)?;
                 if stored.len() > room {
                     stored.truncate(room);
                     let last = stored.last().map(|event| event.event_id.clone()).unwrap_or_default();
@@ -471,7 +466,7 @@ mod tests {
     fn ranges_must_be_whole_hours_ordered_and_within_the_limit() {
         let hour = 3600 * 480_000;
         assert_eq!(checked_range(Some(&range(hour, hour + 7200)), 24, "--flag").unwrap(), (hour, hour + 7200));
-        let message = |result: Result<(i64, i64), Status>| result.unwrap_err().message().to_owned();
+        let message = |result: Result<(i64, i64), QueryError>| Status::from(result.unwrap_err()).message().to_owned();
         assert!(message(checked_range(None, 24, "--flag")).contains("range: is required"));
         assert!(
             message(checked_range(Some(&range(hour + 60, hour + 7200)), 24, "--flag")).contains("not on a whole hour")
