@@ -4,7 +4,7 @@
 # Installs and starts what the tests need, reusing what earlier runs cached, then runs every check and test:
 #   1. Postgres 15 (Debian package), Apache Kafka and Apache Cassandra (Maven Central jars), via e2e/servers/*.sh;
 #   2. `buf lint` on proto/;
-#   3. `cargo fmt --check`, `cargo clippy` (warnings are errors);
+#   3. the crate layering check, `cargo fmt --check`, `cargo clippy` (warnings are errors);
 #   4. `cargo test --workspace`: unit tests, and real-server tests against the Postgres and Kafka above.
 #
 # Caches live in $HOURGLASS_CACHE_DIR (default ~/.cache/hourglass): Kafka jars and instances, the Python venv
@@ -69,6 +69,9 @@ psql "$HOURGLASS_DATABASE_URL" -qc "DROP DATABASE IF EXISTS hourglass_sqlx_check
 "$sqlx" migrate run --source crates/postgres/migrations --database-url "$check_database" >/dev/null
 PATH="$(dirname "$sqlx"):$PATH" SQLX_OFFLINE=false DATABASE_URL="$check_database" \
     cargo sqlx prepare --check --workspace -- --all-targets
+
+step "crate layering (docs/architecture.md)"
+python3 scripts/check-layering.py --self-test
 
 step "cargo fmt --check"
 cargo fmt --all --check
