@@ -12,9 +12,9 @@
 # afterwards, so a second run starts in seconds; stop them with `e2e/servers/kafka.sh stop`,
 # `e2e/servers/cassandra.sh stop` and `e2e/servers/postgres.sh stop`.
 #
-# `scripts/test.sh --fresh` (what CI runs) first destroys every server instance and all Hourglass state that
-# earlier runs left (Postgres cluster, Kafka and Cassandra data, demo keys), keeping only downloads and the
-# build cache: a test that passes only because an earlier run created a keyspace, a topic or a key then
+# `scripts/test.sh --fresh` (what CI runs) first removes all Hourglass state that earlier runs left (Kafka and
+# Cassandra instances, the Postgres clusters these scripts created or, in a machine's own cluster, role
+# `hourglass` and its databases; demo keys), keeping only downloads and the build cache: a test that passes only because an earlier run created a keyspace, a topic or a key then
 # fails here, not on a newcomer's machine.
 set -euo pipefail
 

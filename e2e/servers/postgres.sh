@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # PostgreSQL 15 (Debian's packages and cluster tools) for the e2e tests.
 #
-# usage: postgres.sh start|stop|kill|destroy|status|env [--name NAME --port PORT]
+# usage: postgres.sh start|stop|kill|destroy|reset|status|env [--name NAME --port PORT]
 #
 #   start   install postgresql if missing (apt-get), create cluster 15/main on port 5432 if missing, start it,
 #           and create role `hourglass` (password `hourglass`, LOGIN CREATEDB) and database `hourglass` owned
@@ -9,6 +9,8 @@
 #   stop    stop cluster 15/main if it runs
 #   kill    stop it at once, like a crash (`pg_ctlcluster ... stop -m immediate`: no checkpoint)
 #   destroy stop cluster 15/main and drop it with its data (`pg_dropcluster`): the next start makes a new one
+#   reset   remove Hourglass's state: destroy the cluster if these scripts created it; otherwise (a machine's
+#           own Postgres) drop only the databases owned by role `hourglass`, and the role
 #   status  exit 0 if cluster 15/main accepts connections on 127.0.0.1:5432
 #   env     print `export HOURGLASS_DATABASE_URL=postgres://hourglass:hourglass@127.0.0.1:5432/hourglass`
 #
@@ -32,6 +34,7 @@ DB_PASSWORD=hourglass
 DB_NAME=hourglass
 DATABASE_URL="postgres://$DB_USER:$DB_PASSWORD@$PG_HOST:$PG_PORT/$DB_NAME"
 START_TIMEOUT="${HOURGLASS_POSTGRES_START_TIMEOUT:-60}"
+CREATED_CLUSTERS_FILE="$HOURGLASS_CACHE_DIR/postgres-clusters-created"
 
 installed() {
     command -v pg_ctlcluster >/dev/null 2>&1 && command -v pg_createcluster >/dev/null 2>&1 &&
@@ -95,6 +98,8 @@ cmd_start() {
             cat "$HOURGLASS_CACHE_DIR/pg_createcluster.log" >&2
             die "pg_createcluster $PG_VERSION $PG_CLUSTER failed"
         }
+        # Remembered, so `reset` may destroy what these scripts made and nothing else.
+        echo "$PG_CLUSTER" >>"$CREATED_CLUSTERS_FILE"
     fi
     local port
     port=$(pg_lsclusters -h "$PG_VERSION" "$PG_CLUSTER" | awk '{ print $3 }')
@@ -186,6 +191,50 @@ cmd_destroy() {
     log "cluster $PG_VERSION/$PG_CLUSTER destroyed"
 }
 
+# created_here: true if these scripts created the cluster (it is listed in CREATED_CLUSTERS_FILE).
+created_here() {
+    [[ -f "$CREATED_CLUSTERS_FILE" ]] && grep -qxF -- "$PG_CLUSTER" "$CREATED_CLUSTERS_FILE"
+}
+
+# reset: Hourglass's state in the cluster goes, nothing else. A cluster these scripts created is destroyed
+# whole; one that was there before (a machine's own Postgres) keeps its other databases and roles, and
+# loses only the databases the test role owns and that role.
+cmd_reset() {
+    if ! installed || ! cluster_exists; then
+        log "cluster $PG_VERSION/$PG_CLUSTER does not exist"
+        return 0
+    fi
+    if created_here; then
+        cmd_destroy
+        grep -vxF -- "$PG_CLUSTER" "$CREATED_CLUSTERS_FILE" >"$CREATED_CLUSTERS_FILE.new" || true
+        mv "$CREATED_CLUSTERS_FILE.new" "$CREATED_CLUSTERS_FILE"
+        return 0
+    fi
+    local was_running=true
+    cluster_running || { was_running=false; start_cluster; }
+    local deadline=$((SECONDS + START_TIMEOUT))
+    until pg_isready -q -h "$PG_HOST" -p "$PG_PORT" -t 1; do
+        ((SECONDS < deadline)) || die "cluster $PG_VERSION/$PG_CLUSTER not accepting connections on $PG_HOST:$PG_PORT"
+        sleep 0.2
+    done
+    local databases
+    databases=$(psql_admin -A -t -v user="$DB_USER" <<'SQL'
+SELECT datname FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba WHERE r.rolname = :'user'
+SQL
+)
+    local database
+    for database in $databases; do
+        psql_admin -v db="$database" <<'SQL'
+SELECT format('DROP DATABASE %I WITH (FORCE)', :'db') \gexec
+SQL
+    done
+    psql_admin -v user="$DB_USER" <<'SQL' || warn "role $DB_USER kept: it still owns objects outside its databases"
+SELECT format('DROP ROLE %I', :'user') WHERE EXISTS (SELECT FROM pg_roles WHERE rolname = :'user') \gexec
+SQL
+    log "cluster $PG_VERSION/$PG_CLUSTER (not created by these scripts) kept; its $(wc -w <<<"$databases") Hourglass database(s) and role $DB_USER dropped"
+    $was_running || as_root pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" stop >&2
+}
+
 cmd_status() {
     if installed && cluster_running && pg_isready -q -h "$PG_HOST" -p "$PG_PORT" -t 1; then
         log "cluster $PG_VERSION/$PG_CLUSTER running on $PG_HOST:$PG_PORT"
@@ -212,6 +261,6 @@ done
 [[ "$PG_CLUSTER" =~ ^[a-z][a-z0-9_]*$ ]] || die "invalid cluster name $PG_CLUSTER"
 DATABASE_URL="postgres://$DB_USER:$DB_PASSWORD@$PG_HOST:$PG_PORT/$DB_NAME"
 case "$action" in
-    start | stop | kill | destroy | status | env) "cmd_$action" ;;
+    start | stop | kill | destroy | reset | status | env) "cmd_$action" ;;
     *) usage ;;
 esac

@@ -4,9 +4,10 @@
 #   eval "$(bash e2e/servers/start-all.sh)"
 # Progress and errors go to stderr.
 #
-# With --fresh, every existing instance of the three servers (the main ones and those fault tests made) is
-# destroyed first, data and all, so the servers start as on a machine that never ran Hourglass; the
-# downloaded jars and packages are kept.
+# With --fresh, every Kafka and Cassandra instance (the main ones and those fault tests made) is destroyed
+# first, data and all, and every Postgres 15 cluster is reset (`postgres.sh reset`: destroyed if these
+# scripts created it, else only Hourglass's databases and role dropped, so a machine's own Postgres keeps
+# its other data), so the servers start as on a machine that never ran Hourglass; downloads are kept.
 set -euo pipefail
 servers=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=e2e/servers/lib.sh
@@ -19,8 +20,8 @@ if [[ "${1:-}" == --fresh ]]; then
         done
     done
     if command -v pg_lsclusters >/dev/null 2>&1; then
-        pg_lsclusters -h 15 2>/dev/null | awk '{ print $2 }' | while read -r cluster; do
-            bash "$servers/postgres.sh" destroy --name "$cluster"
+        pg_lsclusters -h 15 2>/dev/null | awk '{ print $2, $3 }' | while read -r cluster port; do
+            bash "$servers/postgres.sh" reset --name "$cluster" --port "$port"
         done
     fi
 elif (($#)); then
