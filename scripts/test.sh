@@ -14,8 +14,9 @@
 #
 # `scripts/test.sh --fresh` (what CI runs) first removes all Hourglass state that earlier runs left (Kafka and
 # Cassandra instances, the Postgres clusters these scripts created or, in a machine's own cluster, role
-# `hourglass` and its databases; demo keys), keeping only downloads and the build cache: a test that passes only because an earlier run created a keyspace, a topic or a key then
-# fails here, not on a newcomer's machine.
+# `hourglass` and its databases; demo keys), keeping only downloads and the build cache: a test that passes
+# only because an earlier run created a keyspace, a topic or a key then fails here, not on a newcomer's
+# machine.
 set -euo pipefail
 
 fresh=false
@@ -40,7 +41,7 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 source scripts/build-prerequisites.sh
 
 if $fresh; then
-    step "servers (fresh: earlier instances and Hourglass state destroyed)"
+    step "servers (fresh: Hourglass state of earlier runs removed)"
     rm -f "$HOURGLASS_CACHE_DIR"/demo-*-key
     servers_env=$(bash e2e/servers/start-all.sh --fresh)
 else
