@@ -120,20 +120,23 @@ async fn a_stalled_broker_keeps_the_collector_within_its_memory_budget() {
     let api_key = String::from_utf8(created.stdout).unwrap().trim().to_owned();
     let free_port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let (port, metrics_port, dead_broker_port) = (free_port(), free_port(), free_port());
-    let mut collector = Command::new(HOURGLASS)
-        .args(["collector", "--listen-addr", &format!("127.0.0.1:{port}")])
-        .args(["--metrics-listen-addr", &format!("127.0.0.1:{metrics_port}")])
-        .args(["--max-in-flight-bytes", &BUDGET_BYTES.to_string()])
-        .env("HOURGLASS_DATABASE_URL", &database_url)
-        .env("HOURGLASS_KAFKA_BROKERS", format!("127.0.0.1:{dead_broker_port}"))
-        .env("HOURGLASS_KAFKA_CREATE_TOPICS", "false")
-        .env("HOURGLASS_KAFKA_DELIVERY_TIMEOUT_MS", "300000")
-        .env("HOURGLASS_KAFKA_ENQUEUE_TIMEOUT_MS", "300000")
-        .env("HOURGLASS_MAX_STREAMS_PER_CUSTOMER", STREAMS.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    // Killed when dropped, also when an assertion fails: a stalled broker makes a graceful stop wait.
+    let mut collector = support::KillOnDrop(
+        Command::new(HOURGLASS)
+            .args(["collector", "--listen-addr", &format!("127.0.0.1:{port}")])
+            .args(["--metrics-listen-addr", &format!("127.0.0.1:{metrics_port}")])
+            .args(["--max-in-flight-bytes", &BUDGET_BYTES.to_string()])
+            .env("HOURGLASS_DATABASE_URL", &database_url)
+            .env("HOURGLASS_KAFKA_BROKERS", format!("127.0.0.1:{dead_broker_port}"))
+            .env("HOURGLASS_KAFKA_CREATE_TOPICS", "false")
+            .env("HOURGLASS_KAFKA_DELIVERY_TIMEOUT_MS", "300000")
+            .env("HOURGLASS_KAFKA_ENQUEUE_TIMEOUT_MS", "300000")
+            .env("HOURGLASS_MAX_STREAMS_PER_CUSTOMER", STREAMS.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let logs = support::collect_stderr(&mut collector);
     // Not SERVING (the broker is unreachable), but taking calls.
     support::wait_for_log(&logs, "collector serving", Duration::from_secs(60)).await;
@@ -222,8 +225,6 @@ async fn a_stalled_broker_keeps_the_collector_within_its_memory_budget() {
     for sender in senders {
         sender.abort();
     }
-    // SAFETY: kill(2) on our own child; the stalled broker would make a graceful shutdown wait.
-    unsafe { libc::kill(collector.id() as i32, libc::SIGKILL) };
-    collector.wait().unwrap();
+    drop(collector);
     drop(logs);
 }

@@ -84,3 +84,28 @@ pub async fn sigterm_and_wait(child: &mut Child) -> (ExitStatus, String) {
     let logs = child.stderr.take().map(|stderr| std::io::read_to_string(stderr).unwrap()).unwrap_or_default();
     (status, logs)
 }
+
+/// A child process that is killed (SIGKILL) and reaped when dropped, so a test that fails half-way leaves
+/// no process behind.
+pub struct KillOnDrop(pub Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
