@@ -122,27 +122,27 @@ impl CardinalityTracker {
         limits: CardinalityLimits,
         events: impl Iterator<Item = (&'a Event, i64)>,
     ) -> Vec<Result<(), Rejection>> {
+        // Names are hashed before the lock is taken: one lock serves every batch of the process.
+        let hashed: Vec<(&Event, i64, u64, Vec<u64>)> = events
+            .map(|(event, hour_start)| {
+                let property_hashes = event.properties.keys().map(|name| self.hash(name)).collect();
+                (event, hour_start, self.hash(&event.event_type), property_hashes)
+            })
+            .collect();
         let mut tracked = self.tracked.lock();
-        let mut results = Vec::new();
-        for (event, hour_start) in events {
-            let key = (customer_id.clone(), hour_start);
-            if !tracked.hours.contains(&key) {
-                tracked.hours.put(key.clone(), HourNames::default());
-            }
-            let type_hash = self.hash(&event.event_type);
-            let property_hashes: Vec<u64> = event.properties.keys().map(|name| self.hash(name)).collect();
-            let hour = tracked.hours.get_mut(&key).expect("inserted above");
-            let result = admit(hour, type_hash, &property_hashes, limits, event, hour_start);
-            let added = match &result {
-                Ok(added) => *added,
-                Err(_) => 0,
-            };
-            tracked.names += added;
-            results.push(result.map(|_| ()));
-        }
-        while tracked.names > self.max_names {
-            let Some((_, forgotten)) = tracked.hours.pop_lru() else { break };
-            tracked.names -= forgotten.names;
+        let Tracked { hours, names } = &mut *tracked;
+        let results = hashed
+            .iter()
+            .map(|(event, hour_start, type_hash, property_hashes)| {
+                let hour = hours.get_or_insert_mut((customer_id.clone(), *hour_start), HourNames::default);
+                let added = admit(hour, *type_hash, property_hashes, limits, event, *hour_start)?;
+                *names += added;
+                Ok(())
+            })
+            .collect();
+        while *names > self.max_names {
+            let Some((_, forgotten)) = hours.pop_lru() else { break };
+            *names -= forgotten.names;
         }
         results
     }
