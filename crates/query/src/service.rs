@@ -166,18 +166,14 @@ async fn observed<T>(method: &'static str, call: impl Future<Output = Result<T, 
     result.map_err(Status::from)
 }
 
-fn invalid(field: &str, description: impl Into<String>) -> QueryError {
-    QueryError::invalid(field, description)
-}
-
 /// A timestamp as whole seconds on an hour boundary, within 1970..9999.
 fn whole_hour(field: &str, time: Option<&Timestamp>) -> Result<i64, QueryError> {
-    let time = time.ok_or_else(|| invalid(field, "is required"))?;
+    let time = time.ok_or_else(|| QueryError::invalid(field, "is required"))?;
     if time.nanos != 0 || time.seconds.rem_euclid(SECONDS_PER_HOUR) != 0 {
-        return Err(invalid(field, format!("{} is not on a whole hour (UTC)", describe_time(time))));
+        return Err(QueryError::invalid(field, format!("{} is not on a whole hour (UTC)", describe_time(time))));
     }
     if !(0..=LATEST_UNIX).contains(&time.seconds) {
-        return Err(invalid(field, "must lie between 1970 and 9999"));
+        return Err(QueryError::invalid(field, "must lie between 1970 and 9999"));
     }
     Ok(time.seconds)
 }
@@ -189,25 +185,28 @@ fn describe_time(time: &Timestamp) -> String {
 }
 
 fn checked_range(range: Option<&TimeRange>, max_hours: i64, limit_flag: &str) -> Result<(i64, i64), QueryError> {
-    let range = range.ok_or_else(|| invalid("range", "is required"))?;
+    let range = range.ok_or_else(|| QueryError::invalid("range", "is required"))?;
     let start = whole_hour("range.start", range.start.as_ref())?;
     let end = whole_hour("range.end", range.end.as_ref())?;
     if end <= start {
-        return Err(invalid("range", "end must be after start (the range is [start, end))"));
+        return Err(QueryError::invalid("range", "end must be after start (the range is [start, end))"));
     }
     let hours = (end - start) / SECONDS_PER_HOUR;
     if hours > max_hours {
-        return Err(invalid("range", format!("spans {hours} hours; at most {max_hours} are allowed ({limit_flag})")));
+        return Err(QueryError::invalid(
+            "range",
+            format!("spans {hours} hours; at most {max_hours} are allowed ({limit_flag})"),
+        ));
     }
     Ok((start, end))
 }
 
 fn event_type_filter(event_types: &[String]) -> Result<(), QueryError> {
     if event_types.len() > 1000 {
-        return Err(invalid("event_types", "at most 1000 event types per request"));
+        return Err(QueryError::invalid("event_types", "at most 1000 event types per request"));
     }
     if event_types.iter().any(|event_type| event_type.is_empty()) {
-        return Err(invalid("event_types", "an event type must not be empty"));
+        return Err(QueryError::invalid("event_types", "an event type must not be empty"));
     }
     Ok(())
 }
@@ -289,7 +288,10 @@ impl<K: KeyStore, R: RollupReader, W: RawStore> QueryService for QueryServiceImp
             let (from, to) = self.period_range(request.range.as_ref())?;
             let granularity = Granularity::try_from(request.granularity).unwrap_or(Granularity::Unspecified);
             let period = Period::of(granularity).ok_or_else(|| {
-                invalid("granularity", "is required: GRANULARITY_DAY, GRANULARITY_WEEK or GRANULARITY_MONTH")
+                QueryError::invalid(
+                    "granularity",
+                    "is required: GRANULARITY_DAY, GRANULARITY_WEEK or GRANULARITY_MONTH",
+                )
             })?;
             event_type_filter(&request.event_types)?;
             let customer = principal.customer_id.as_str();
@@ -381,7 +383,7 @@ impl<K: KeyStore, R: RollupReader, W: RawStore> QueryService for QueryServiceImp
             let page_size = match request.page_size {
                 0 => DEFAULT_PAGE_SIZE.min(self.config.max_page_size),
                 size if size > self.config.max_page_size => {
-                    return Err(invalid(
+                    return Err(QueryError::invalid(
                         "page_size",
                         format!("{size} is above the limit of {} (--query-max-page-size)", self.config.max_page_size),
                     ));
@@ -400,11 +402,11 @@ impl<K: KeyStore, R: RollupReader, W: RawStore> QueryService for QueryServiceImp
             } else {
                 self.page_tokens
                     .decode(&request.page_token, &query)
-                    .map_err(|error| invalid("page_token", error.to_string()))?
+                    .map_err(|error| QueryError::invalid("page_token", error.to_string()))?
             };
             let bucket_count = self.raw_store.bucket_count();
             if cursor.bucket >= bucket_count {
-                return Err(invalid("page_token", "refers to a bucket this store does not have"));
+                return Err(QueryError::invalid("page_token", "refers to a bucket this store does not have"));
             }
             // Buckets in order, events by id within a bucket: a stable order to resume from. Each bucket
             // visited is one paged store read of what still fits (the store holds no more than that, so a
