@@ -35,7 +35,7 @@ use hourglass_proto::log::v1::{EventBatchRecord, OutcomeCount};
 use hourglass_proto::v1::Event;
 use sqlx::{Row, SqlitePool};
 
-use self::block::{DecodeError, EventView, PropertyRef, block_events, epoch_ms};
+use self::block::{DecodeError, EventView, PropertyRef, block_events};
 use self::page::PageWindow;
 use crate::sqlite::{self, OpenError};
 
@@ -268,7 +268,8 @@ fn undecodable(customer_id: &str, hour_start: i64, batch_id: &str, error: Decode
 
 /// The hour and bucket of an event; an event without a timestamp counts as at 0, as in the CQL store.
 fn place_of(event: &Event, bucket_count: u32) -> (i64, u32) {
-    let occurred_at_ms = event.occurred_at.as_ref().map(|time| epoch_ms(time.seconds, time.nanos)).unwrap_or_default();
+    let occurred_at_ms =
+        event.occurred_at.as_ref().map(|time| hour::epoch_millis(time.seconds, time.nanos)).unwrap_or_default();
     (hour::hour_start(occurred_at_ms.div_euclid(1000)), raw_store::bucket_of(&event.event_id, bucket_count))
 }
 

@@ -17,12 +17,6 @@ pub(super) fn push_event(block: &mut Vec<u8>, event: &Event) {
     event.encode_length_delimited(block).expect("a Vec grows as needed");
 }
 
-/// An instant in milliseconds since the Unix epoch, sub-millisecond digits dropped (as CQL timestamps).
-/// Saturating: the collector rejects absurd timestamps, but a stored one must not panic a reader.
-pub(super) fn epoch_ms(seconds: i64, nanos: i32) -> i64 {
-    hourglass_core::hour::epoch_millis(seconds, nanos)
-}
-
 /// Why a stored block could not be read.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum DecodeError {
@@ -207,7 +201,8 @@ fn parse_timestamp_ms(encoded: &[u8]) -> Result<i64, DecodeError> {
             _ => {}
         }
     }
-    Ok(epoch_ms(seconds, nanos))
+    // Saturating, as in every store: a stored absurd time must not panic a reader.
+    Ok(hourglass_core::hour::epoch_millis(seconds, nanos))
 }
 
 /// A `map<string, PropertyValue>` entry: its name and value, `None` for a value with no kind.
