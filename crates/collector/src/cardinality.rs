@@ -157,6 +157,12 @@ fn admit(
     event: &Event,
     hour_start: i64,
 ) -> Result<usize, Rejection> {
+    // The common case, on the hot path: a known type with known property names adds nothing.
+    if let Some(known) = hour.types.get(&type_hash)
+        && property_hashes.iter().all(|hash| known.contains(hash))
+    {
+        return Ok(0);
+    }
     let known_type = hour.types.contains_key(&type_hash);
     if !known_type && hour.types.len() >= limits.max_event_types_per_hour {
         return Err(Rejection {
