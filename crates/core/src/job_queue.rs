@@ -6,6 +6,7 @@
 
 use std::future::Future;
 
+use crate::BoxError;
 use crate::customer::CustomerId;
 
 /// A customer and the start of one UTC hour, in seconds since the Unix epoch.
@@ -22,7 +23,10 @@ pub struct CustomerHour {
 pub enum JobQueueError {
     /// The queue could not be reached; retrying is safe (marking is idempotent).
     #[error("job queue unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] BoxError),
+    /// The queue's schema is missing or behind this build: an operator must migrate.
+    #[error("job queue schema problem: {0}")]
+    Schema(#[source] BoxError),
 }
 
 /// Customer-hours awaiting aggregation.

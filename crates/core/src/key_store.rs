@@ -7,6 +7,7 @@ use std::future::Future;
 
 use chrono::{DateTime, Utc};
 
+use crate::BoxError;
 use crate::api_key::{ApiKey, KeyHash, KeyId, Scope};
 use crate::customer::CustomerId;
 
@@ -15,7 +16,10 @@ use crate::customer::CustomerId;
 pub enum KeyStoreError {
     /// The store could not be reached or failed; the caller may retry.
     #[error("key store unavailable: {0}")]
-    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    Unavailable(#[source] BoxError),
+    /// The store's schema is missing or behind this build: an operator must migrate.
+    #[error("key store schema problem: {0}")]
+    Schema(#[source] BoxError),
     /// The store holds data this version cannot read (e.g. an unknown scope).
     #[error("key store holds invalid data: {0}")]
     InvalidData(String),

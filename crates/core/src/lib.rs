@@ -39,5 +39,9 @@ pub mod retention;
 pub mod rollup_reader;
 pub mod rollup_store;
 
+/// The cause a seam error carries: the backend's own error, kept whole (not flattened into a string) so
+/// logs and callers can walk the chain with [`std::error::Error::source`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 pub use api_key::{ApiKey, KeyHash, KeyId, Scope};
 pub use customer::CustomerId;

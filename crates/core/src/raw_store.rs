@@ -10,6 +10,8 @@ use std::future::Future;
 use hourglass_proto::log::v1::{EventBatchRecord, Outcome};
 use hourglass_proto::v1::RejectionReason;
 
+use crate::BoxError;
+
 /// The bucket (sub-partition of a customer-hour) an event belongs to: the CRC-32 of its id modulo
 /// `bucket_count`. Every store uses this, so an event lands in the same bucket whichever store holds it,
 /// and a resend of an id always reaches the bucket holding its first copy.
@@ -95,10 +97,11 @@ impl HourOutcomes {
 pub enum RawStoreError {
     /// The store could not be reached or did not confirm the write; retrying is safe.
     #[error("raw store unavailable: {0}")]
-    Unavailable(String),
-    /// The store's schema is missing or not what this build expects.
+    Unavailable(#[source] BoxError),
+    /// The store's schema is missing or not what this build expects: an operator must migrate;
+    /// retrying alone will not help.
     #[error("raw store schema problem: {0}")]
-    Schema(String),
+    Schema(#[source] BoxError),
 }
 
 /// Receives the events of a bucket, one at a time, borrowed from the store's pages.

@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use crate::BoxError;
 use crate::job_queue::CustomerHour;
 use crate::raw_store::HourOutcomes;
 
@@ -15,7 +16,14 @@ use crate::raw_store::HourOutcomes;
 pub enum RollupStoreError {
     /// The store could not be reached or the transaction failed; nothing was written.
     #[error("rollup store unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] BoxError),
+    /// The store's schema is missing or behind this build (a table or column does not exist): an
+    /// operator must migrate; retrying alone will not help.
+    #[error("rollup store schema problem: {0}")]
+    Schema(#[source] BoxError),
+    /// The store holds a row this build cannot read (e.g. an invalid customer id).
+    #[error("rollup store holds invalid data: {0}")]
+    InvalidData(String),
     /// The rollup holds a number that is NaN or infinite; nothing was written. The aggregation never
     /// produces one ([`NumericRollup`] saturates), so this is a bug to report: retrying cannot mend it.
     #[error(

@@ -244,8 +244,8 @@ where
     map.into_iter().flatten().map(|entry| entry.map(|(name, value)| (name.to_owned(), to_owned(value)))).collect()
 }
 
-fn unavailable(error: impl std::fmt::Display) -> RawStoreError {
-    RawStoreError::Unavailable(error.to_string())
+fn unavailable(error: impl std::error::Error + Send + Sync + 'static) -> RawStoreError {
+    RawStoreError::Unavailable(Box::new(error))
 }
 
 impl RawStore for CqlRawStore {

@@ -137,7 +137,6 @@ impl SqliteRawStore {
     /// embedded counterpart of the CQL store's TTL); returns the rows deleted. Rollups and the ledger
     /// are kept; `verify` of such an hour then shows stored below counted, as after a TTL.
     pub async fn delete_hours_before(&self, cutoff_unix: i64) -> Result<u64, RawStoreError> {
-        let unavailable = |error: sqlx::Error| RawStoreError::Unavailable(error.to_string());
         let mut transaction = self.writer.begin().await.map_err(unavailable)?;
         let blocks = sqlx::query("DELETE FROM event_blocks WHERE hour_start < ?1")
             .bind(cutoff_unix)
@@ -196,8 +195,8 @@ impl SqliteRawStore {
         let mut events_since_yield = 0;
         while let Some(row) = rows.try_next().await.map_err(unavailable)? {
             // A column of another type than the schema's: not something a retry mends.
-            let batch_id: &str = row.try_get(0).map_err(|error| RawStoreError::Schema(error.to_string()))?;
-            let block: &[u8] = row.try_get(1).map_err(|error| RawStoreError::Schema(error.to_string()))?;
+            let batch_id: &str = row.try_get(0).map_err(|error| RawStoreError::Schema(Box::new(error)))?;
+            let block: &[u8] = row.try_get(1).map_err(|error| RawStoreError::Schema(Box::new(error)))?;
             let mut events =
                 block_events(block).map_err(|error| undecodable(customer_id, hour_start, batch_id, error))?;
             // Within a block too, the later copy of an id is the last written.
@@ -256,14 +255,15 @@ fn stored_event(event: &EventView<'_>, batch_id: &str) -> StoredEvent {
     stored
 }
 
-fn unavailable(error: impl std::fmt::Display) -> RawStoreError {
-    RawStoreError::Unavailable(error.to_string())
+fn unavailable(error: impl std::error::Error + Send + Sync + 'static) -> RawStoreError {
+    RawStoreError::Unavailable(Box::new(error))
 }
 
 fn undecodable(customer_id: &str, hour_start: i64, batch_id: &str, error: DecodeError) -> RawStoreError {
-    RawStoreError::Schema(format!(
-        "undecodable event block of customer {customer_id}, hour {hour_start}, batch {batch_id}: {error}"
-    ))
+    RawStoreError::Schema(
+        format!("undecodable event block of customer {customer_id}, hour {hour_start}, batch {batch_id}: {error}")
+            .into(),
+    )
 }
 
 /// The hour and bucket of an event; an event without a timestamp counts as at 0, as in the CQL store.

@@ -91,7 +91,12 @@ impl AuthError {
                 tonic::Code::Unauthenticated
             }
             AuthError::WrongScope { .. } => tonic::Code::PermissionDenied,
-            AuthError::Unavailable(_) => tonic::Code::Unavailable,
+            AuthError::Unavailable(error) => match **error {
+                KeyStoreError::Unavailable(_) => tonic::Code::Unavailable,
+                // Not the caller's to retry: an operator must migrate, or the stored key is damaged.
+                KeyStoreError::Schema(_) => tonic::Code::FailedPrecondition,
+                KeyStoreError::InvalidData(_) => tonic::Code::Internal,
+            },
         }
     }
 }
@@ -180,5 +185,22 @@ impl<K: KeyStore> Authenticator<K> {
         let limits = self.key_store.customer_limits(&grant.customer_id).await?;
         let principal = Principal { key_id: grant.key_id, key_hash, customer_id: grant.customer_id, limits };
         Ok(CachedLookup::Found { principal: Arc::new(principal), scope: grant.scope, revoked: grant.revoked })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_store_that_cannot_answer_says_whether_retrying_helps() {
+        let code = |error: KeyStoreError| tonic::Status::from(AuthError::from(error)).code();
+        assert_eq!(code(KeyStoreError::Unavailable("connection refused".into())), tonic::Code::Unavailable);
+        assert_eq!(
+            code(KeyStoreError::Schema("relation \"api_keys\" does not exist".into())),
+            tonic::Code::FailedPrecondition
+        );
+        assert_eq!(code(KeyStoreError::InvalidData("unknown scope".into())), tonic::Code::Internal);
+        assert_eq!(tonic::Status::from(AuthError::Unknown).code(), tonic::Code::Unauthenticated);
     }
 }

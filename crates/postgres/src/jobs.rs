@@ -7,6 +7,8 @@
 use hourglass_core::job_queue::{CustomerHour, JobQueue, JobQueueError};
 use sqlx::PgPool;
 
+use crate::errors::{job_queue_error, schema_behind};
+
 /// The Postgres implementation of [`JobQueue`].
 #[derive(Clone, Debug)]
 pub struct PostgresJobQueue {
@@ -27,11 +29,11 @@ impl PostgresJobQueue {
         )
         .fetch_all(&self.pool)
         .await
-        .map_err(|error| JobQueueError::Unavailable(error.to_string()))?;
+        .map_err(job_queue_error)?;
         rows.into_iter()
             .map(|row| {
                 let customer_id = hourglass_core::customer::CustomerId::new(&row.customer_id)
-                    .map_err(|error| JobQueueError::Unavailable(error.to_string()))?;
+                    .map_err(|error| JobQueueError::Unavailable(Box::new(error)))?;
                 Ok((CustomerHour { customer_id, hour_start: row.hour_start }, row.generation))
             })
             .collect()
@@ -55,20 +57,12 @@ impl JobQueue for PostgresJobQueue {
         .bind(&starts)
         .execute(&self.pool)
         .await
-        .map_err(|error| JobQueueError::Unavailable(error.to_string()))?;
+        .map_err(job_queue_error)?;
         Ok(())
     }
 
     async fn check_ready(&self) -> Result<(), JobQueueError> {
-        let current = crate::migrate::is_current(&self.pool)
-            .await
-            .map_err(|error| JobQueueError::Unavailable(error.to_string()))?;
-        if current {
-            Ok(())
-        } else {
-            Err(JobQueueError::Unavailable(
-                "postgres schema is behind this build: run `hourglass migrate postgres`".into(),
-            ))
-        }
+        let current = crate::migrate::is_current(&self.pool).await.map_err(job_queue_error)?;
+        if current { Ok(()) } else { Err(JobQueueError::Schema(schema_behind())) }
     }
 }

@@ -6,6 +6,7 @@ use hourglass_core::customer::CustomerId;
 use hourglass_core::key_store::{CustomerLimits, KeyGrant, KeyListing, KeyStore, KeyStoreError};
 use sqlx::PgPool;
 
+use crate::errors::{SCHEMA_BEHIND, key_store_error};
 use crate::migrate;
 
 /// The Postgres implementation of [`KeyStore`].
@@ -31,10 +32,6 @@ struct KeyRow {
     revoked_at: Option<DateTime<Utc>>,
 }
 
-fn unavailable(error: sqlx::Error) -> KeyStoreError {
-    KeyStoreError::Unavailable(Box::new(error))
-}
-
 fn parse_scope(scope: &str) -> Result<Scope, KeyStoreError> {
     scope.parse().map_err(|error: hourglass_core::api_key::UnknownScope| KeyStoreError::InvalidData(error.to_string()))
 }
@@ -55,7 +52,7 @@ async fn ensure_customer(
     sqlx::query!("INSERT INTO customers (customer_id) VALUES ($1) ON CONFLICT DO NOTHING", customer_id.as_str())
         .execute(&mut **transaction)
         .await
-        .map_err(unavailable)?;
+        .map_err(key_store_error)?;
     Ok(())
 }
 
@@ -75,7 +72,7 @@ impl KeyStore for PostgresKeyStore {
         )
         .fetch_optional(&self.pool)
         .await
-        .map_err(unavailable)?;
+        .map_err(key_store_error)?;
         let Some(row) = row else {
             return Ok(None);
         };
@@ -89,7 +86,7 @@ impl KeyStore for PostgresKeyStore {
 
     async fn create_key(&self, customer_id: &CustomerId, scope: Scope, name: &str) -> Result<ApiKey, KeyStoreError> {
         let key = ApiKey::generate();
-        let mut transaction = self.pool.begin().await.map_err(unavailable)?;
+        let mut transaction = self.pool.begin().await.map_err(key_store_error)?;
         ensure_customer(&mut transaction, customer_id).await?;
         let (key_id, key_hash) = (key.id(), key.hash());
         sqlx::query!(
@@ -102,8 +99,8 @@ impl KeyStore for PostgresKeyStore {
         )
         .execute(&mut *transaction)
         .await
-        .map_err(unavailable)?;
-        transaction.commit().await.map_err(unavailable)?;
+        .map_err(key_store_error)?;
+        transaction.commit().await.map_err(key_store_error)?;
         Ok(key)
     }
 
@@ -114,7 +111,7 @@ impl KeyStore for PostgresKeyStore {
         )
         .execute(&self.pool)
         .await
-        .map_err(unavailable)?;
+        .map_err(key_store_error)?;
         Ok(result.rows_affected() > 0)
     }
 
@@ -127,7 +124,7 @@ impl KeyStore for PostgresKeyStore {
         )
         .fetch_all(&self.pool)
         .await
-        .map_err(unavailable)?;
+        .map_err(key_store_error)?;
         rows.into_iter()
             .map(|row| {
                 Ok(KeyListing {
@@ -150,7 +147,7 @@ impl KeyStore for PostgresKeyStore {
         )
         .fetch_optional(&self.pool)
         .await
-        .map_err(unavailable)?;
+        .map_err(key_store_error)?;
         Ok(row
             .map(|row| CustomerLimits {
                 events_per_second: limit_from_sql(row.events_per_second),
@@ -163,7 +160,7 @@ impl KeyStore for PostgresKeyStore {
     }
 
     async fn set_customer_limits(&self, customer_id: &CustomerId, limits: CustomerLimits) -> Result<(), KeyStoreError> {
-        let mut transaction = self.pool.begin().await.map_err(unavailable)?;
+        let mut transaction = self.pool.begin().await.map_err(key_store_error)?;
         ensure_customer(&mut transaction, customer_id).await?;
         sqlx::query!(
             "INSERT INTO customer_limits (customer_id, events_per_second, burst_events, kafka_key_spread, \
@@ -182,18 +179,17 @@ impl KeyStore for PostgresKeyStore {
         )
         .execute(&mut *transaction)
         .await
-        .map_err(unavailable)?;
-        transaction.commit().await.map_err(unavailable)
+        .map_err(key_store_error)?;
+        transaction.commit().await.map_err(key_store_error)
     }
 
     async fn check_ready(&self) -> Result<(), KeyStoreError> {
-        if migrate::is_current(&self.pool).await.map_err(unavailable)? {
+        if migrate::is_current(&self.pool).await.map_err(key_store_error)? {
             Ok(())
         } else {
-            Err(KeyStoreError::InvalidData(format!(
-                "schema is behind this build (needs migration {}): run `hourglass migrate postgres`",
-                migrate::latest_version()
-            )))
+            Err(KeyStoreError::Schema(
+                format!("{SCHEMA_BEHIND} (it needs migration {})", migrate::latest_version()).into(),
+            ))
         }
     }
 }

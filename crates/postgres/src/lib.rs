@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+mod errors;
 pub mod jobs;
 pub mod keys;
 pub mod migrate;

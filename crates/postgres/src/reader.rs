@@ -12,7 +12,8 @@ use hourglass_core::rollup_reader::{
 };
 use hourglass_core::rollup_store::{LedgerRow, RollupStoreError};
 
-use crate::rollups::{LEDGER_COLUMNS, LedgerTuple, PostgresRollupStore, ledger_row, unavailable};
+use crate::errors::rollup_store_error;
+use crate::rollups::{LEDGER_COLUMNS, LedgerTuple, PostgresRollupStore, ledger_row};
 
 impl RollupReader for PostgresRollupStore {
     async fn hourly_rollups(
@@ -39,7 +40,7 @@ impl RollupReader for PostgresRollupStore {
         )
         .fetch_all(&self.pool)
         .await
-        .map_err(unavailable)?;
+        .map_err(rollup_store_error)?;
         Ok(rows
             .into_iter()
             .map(|row| HourlyRollupRow {
@@ -73,7 +74,7 @@ impl RollupReader for PostgresRollupStore {
         )
         .fetch_all(&self.pool)
         .await
-        .map_err(unavailable)?;
+        .map_err(rollup_store_error)?;
         Ok(rows
             .into_iter()
             .map(|row| HourlyTotalsRow {
@@ -105,7 +106,7 @@ impl RollupReader for PostgresRollupStore {
         )
         .fetch_all(&self.pool)
         .await
-        .map_err(unavailable)?;
+        .map_err(rollup_store_error)?;
         Ok(rows
             .into_iter()
             .map(|row| HourlyNumericRow {
@@ -140,7 +141,7 @@ impl RollupReader for PostgresRollupStore {
         )
         .fetch_all(&self.pool)
         .await
-        .map_err(unavailable)?;
+        .map_err(rollup_store_error)?;
         Ok(rows
             .into_iter()
             .map(|row| EventTypeSeen {
@@ -181,7 +182,7 @@ impl RollupReader for PostgresRollupStore {
         )
         .fetch_all(&self.pool)
         .await
-        .map_err(unavailable)?;
+        .map_err(rollup_store_error)?;
         Ok(rows
             .into_iter()
             .map(|row| HourStatus {
@@ -214,7 +215,7 @@ impl RollupReader for PostgresRollupStore {
         .bind(customer_id)
         .fetch_all(&self.pool)
         .await
-        .map_err(unavailable)?;
+        .map_err(rollup_store_error)?;
         rows.into_iter().map(ledger_row).collect()
     }
 
@@ -228,7 +229,7 @@ impl RollupReader for PostgresRollupStore {
         )
         .fetch_one(&self.pool)
         .await
-        .map_err(unavailable)?;
+        .map_err(rollup_store_error)?;
         Ok(sum as u64)
     }
 
@@ -236,7 +237,7 @@ impl RollupReader for PostgresRollupStore {
         sqlx::query_scalar!("SELECT count(*) FROM hour_revisions WHERE false")
             .fetch_one(&self.pool)
             .await
-            .map_err(unavailable)?;
+            .map_err(rollup_store_error)?;
         Ok(())
     }
 }

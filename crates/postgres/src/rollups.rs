@@ -21,6 +21,8 @@ use hourglass_core::rollup_store::{
 };
 use sqlx::PgPool;
 
+use crate::errors::rollup_store_error;
+
 /// The Postgres implementation of [`RollupStore`] and (in `reader.rs`) of
 /// [`RollupReader`](hourglass_core::rollup_reader::RollupReader): one type over one pool, so the aggregator
 /// and the query service of one process share its connections.
@@ -47,15 +49,10 @@ pub struct StoredHour {
     pub is_final: bool,
 }
 
-/// Any database error as the seam reports it: the store could not be reached or the transaction failed.
-pub(crate) fn unavailable(error: sqlx::Error) -> RollupStoreError {
-    RollupStoreError::Unavailable(error.to_string())
-}
-
 /// A stored customer id back to the seam's type. The schema only holds valid ids, so a failure means a
-/// damaged row, which the seam can only report as the store being unavailable.
+/// damaged row.
 fn parse_customer(customer_id: &str) -> Result<CustomerId, RollupStoreError> {
-    CustomerId::new(customer_id).map_err(|error| RollupStoreError::Unavailable(error.to_string()))
+    CustomerId::new(customer_id).map_err(|error| RollupStoreError::InvalidData(error.to_string()))
 }
 
 /// The ledger columns every ledger query selects (the recount here, the ledger read in `reader.rs`), in
@@ -96,7 +93,7 @@ impl PostgresRollupStore {
         )
         .fetch_optional(&self.pool)
         .await
-        .map_err(unavailable)?
+        .map_err(rollup_store_error)?
         .map(|row| (row.revision, row.logic_version, row.events));
         let Some((revision, logic_version, events)) = header else { return Ok(None) };
         let rows = sqlx::query!(
@@ -107,7 +104,7 @@ impl PostgresRollupStore {
         )
         .fetch_all(&self.pool)
         .await
-        .map_err(unavailable)?;
+        .map_err(rollup_store_error)?;
         let numeric = sqlx::query!(
             "SELECT event_type, property, count, sum, min, max FROM hourly_numeric_stats \
              WHERE customer_id = $1 AND hour_start = to_timestamp($2) ORDER BY event_type, property",
@@ -116,7 +113,7 @@ impl PostgresRollupStore {
         )
         .fetch_all(&self.pool)
         .await
-        .map_err(unavailable)?;
+        .map_err(rollup_store_error)?;
         let is_final = rows.iter().all(|row| row.is_final);
         Ok(Some(StoredHour {
             revision: revision as u32,
@@ -193,7 +190,7 @@ impl RollupStore for PostgresRollupStore {
             Some(seconds) => query.bind(seconds),
             None => query,
         };
-        let rows: Vec<(String, i64, i64, i64)> = query.fetch_all(&self.pool).await.map_err(unavailable)?;
+        let rows: Vec<(String, i64, i64, i64)> = query.fetch_all(&self.pool).await.map_err(rollup_store_error)?;
         rows.into_iter()
             .map(|(customer_id, hour_start, generation, token)| {
                 Ok(JobLease {
@@ -217,7 +214,7 @@ impl RollupStore for PostgresRollupStore {
         )
         .execute(&self.pool)
         .await
-        .map_err(unavailable)?;
+        .map_err(rollup_store_error)?;
         Ok(result.rows_affected() > 0)
     }
 
@@ -226,7 +223,7 @@ impl RollupStore for PostgresRollupStore {
         rollup.check_finite()?;
         let customer_id = job.customer_hour.customer_id.as_str();
         let hour_start = job.customer_hour.hour_start as f64;
-        let mut transaction = self.pool.begin().await.map_err(unavailable)?;
+        let mut transaction = self.pool.begin().await.map_err(rollup_store_error)?;
         // The check is the transaction's first statement, so `now()` (the transaction's start) is when it
         // ran. The row lock it takes holds off any new lease of the hour until this transaction ends; a
         // new lease taken before the lock changed the token, which the check sees (waiting for the lease's
@@ -240,7 +237,7 @@ impl RollupStore for PostgresRollupStore {
         )
         .fetch_optional(&mut *transaction)
         .await
-        .map_err(unavailable)?;
+        .map_err(rollup_store_error)?;
         if still_ours.is_none() {
             return Ok(Completion::LeaseLost);
         }
@@ -263,7 +260,7 @@ impl RollupStore for PostgresRollupStore {
         )
         .fetch_one(&mut *transaction)
         .await
-        .map_err(unavailable)?;
+        .map_err(rollup_store_error)?;
         sqlx::query!(
             "DELETE FROM hourly_rollups WHERE customer_id = $1 AND hour_start = to_timestamp($2)",
             customer_id,
@@ -271,7 +268,7 @@ impl RollupStore for PostgresRollupStore {
         )
         .execute(&mut *transaction)
         .await
-        .map_err(unavailable)?;
+        .map_err(rollup_store_error)?;
         sqlx::query!(
             "DELETE FROM hourly_numeric_stats WHERE customer_id = $1 AND hour_start = to_timestamp($2)",
             customer_id,
@@ -279,7 +276,7 @@ impl RollupStore for PostgresRollupStore {
         )
         .execute(&mut *transaction)
         .await
-        .map_err(unavailable)?;
+        .map_err(rollup_store_error)?;
         let event_types: Vec<&str> = rollup.event_types.iter().map(|row| row.event_type.as_str()).collect();
         let events: Vec<i64> = rollup.event_types.iter().map(|row| row.events as i64).collect();
         let users: Vec<i64> = rollup.event_types.iter().map(|row| row.distinct_users as i64).collect();
@@ -302,7 +299,7 @@ impl RollupStore for PostgresRollupStore {
         )
         .execute(&mut *transaction)
         .await
-        .map_err(unavailable)?;
+        .map_err(rollup_store_error)?;
         let numeric = &rollup.numeric;
         let numeric_types: Vec<&str> = numeric.iter().map(|row| row.event_type.as_str()).collect();
         let numeric_properties: Vec<&str> = numeric.iter().map(|row| row.property.as_str()).collect();
@@ -330,7 +327,7 @@ impl RollupStore for PostgresRollupStore {
         )
         .execute(&mut *transaction)
         .await
-        .map_err(unavailable)?;
+        .map_err(rollup_store_error)?;
         let outcomes = &rollup.outcomes;
         sqlx::query!(
             "INSERT INTO ledger (customer_id, hour_start, received, accepted, rejected, rejected_by_reason, throttled, \
@@ -352,7 +349,7 @@ impl RollupStore for PostgresRollupStore {
         )
         .execute(&mut *transaction)
         .await
-        .map_err(unavailable)?;
+        .map_err(rollup_store_error)?;
         sqlx::query!(
             "UPDATE dirty_hours SET aggregated_generation = GREATEST(aggregated_generation, $3), \
              finalized_generation = CASE WHEN $4 THEN GREATEST(finalized_generation, $3) ELSE finalized_generation END, \
@@ -366,8 +363,8 @@ impl RollupStore for PostgresRollupStore {
         )
         .execute(&mut *transaction)
         .await
-        .map_err(unavailable)?;
-        transaction.commit().await.map_err(unavailable)?;
+        .map_err(rollup_store_error)?;
+        transaction.commit().await.map_err(rollup_store_error)?;
         Ok(Completion::Replaced { revision: revision as u32 })
     }
 
@@ -385,7 +382,7 @@ impl RollupStore for PostgresRollupStore {
         .bind(stored as i64)
         .fetch_optional(&self.pool)
         .await
-        .map_err(unavailable)?;
+        .map_err(rollup_store_error)?;
         row.map(ledger_row).transpose()
     }
 
@@ -405,7 +402,7 @@ impl RollupStore for PostgresRollupStore {
         )
         .fetch_all(&self.pool)
         .await
-        .map_err(unavailable)?;
+        .map_err(rollup_store_error)?;
         rows.into_iter()
             .map(|row| Ok(CustomerHour { customer_id: parse_customer(&row.customer_id)?, hour_start: row.hour_start }))
             .collect()
@@ -430,7 +427,7 @@ impl RollupStore for PostgresRollupStore {
         )
         .fetch_optional(&self.pool)
         .await
-        .map_err(unavailable)?;
+        .map_err(rollup_store_error)?;
         Ok(leased.map(|row| JobLease {
             customer_hour: customer_hour.clone(),
             generation: row.generation,
@@ -454,7 +451,7 @@ impl RollupStore for PostgresRollupStore {
         )
         .fetch_one(&self.pool)
         .await
-        .map_err(unavailable)
+        .map_err(rollup_store_error)
     }
 
     async fn fail(&self, job: &JobLease, error: &str, retry_after: Duration) -> Result<bool, RollupStoreError> {
@@ -470,7 +467,7 @@ impl RollupStore for PostgresRollupStore {
         )
         .execute(&self.pool)
         .await
-        .map_err(unavailable)?;
+        .map_err(rollup_store_error)?;
         Ok(result.rows_affected() > 0)
     }
 
@@ -488,7 +485,7 @@ impl RollupStore for PostgresRollupStore {
         )
         .execute(&self.pool)
         .await
-        .map_err(unavailable)?;
+        .map_err(rollup_store_error)?;
         Ok(result.rows_affected() > 0)
     }
 }

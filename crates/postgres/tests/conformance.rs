@@ -82,3 +82,32 @@ async fn ledger_and_recount_conformance() {
     let (jobs, rollups) = jobs_and_rollups("conformance_ledger").await;
     rollups::ledger_and_recount(&jobs, &rollups).await;
 }
+
+/// A database whose schema is missing (never migrated, or a table dropped by hand) is an operator's
+/// problem, not a reason to retry: every store reports it as a schema error, which the gRPC services
+/// answer with FAILED_PRECONDITION, and keeps the database's own error as the cause.
+#[tokio::test]
+async fn a_missing_schema_is_reported_as_such_not_as_unavailable() {
+    use hourglass_core::job_queue::{CustomerHour, JobQueue, JobQueueError};
+    use hourglass_core::key_store::{KeyStore, KeyStoreError};
+    use hourglass_core::rollup_reader::RollupReader;
+    use hourglass_core::rollup_store::RollupStoreError;
+
+    let url = testing::create_test_database("schema_missing").await;
+    let pool = PostgresConfig::for_url(url).connect_lazy().expect("a valid test database url");
+
+    let read = PostgresRollupStore::new(pool.clone()).hourly_totals("acme", 0, 3_600, false).await;
+    let Err(RollupStoreError::Schema(cause)) = read else { panic!("expected a schema error, got {read:?}") };
+    assert!(cause.to_string().contains("does not exist"), "the database's own words are kept: {cause}");
+    assert!(cause.downcast_ref::<sqlx::Error>().is_some(), "the cause is the sqlx error itself: {cause:?}");
+
+    let hour = CustomerHour { customer_id: "acme".parse().unwrap(), hour_start: 0 };
+    let marked = PostgresJobQueue::new(pool.clone()).mark_dirty(&[hour]).await;
+    assert!(matches!(marked, Err(JobQueueError::Schema(_))), "{marked:?}");
+
+    let keys = PostgresKeyStore::new(pool.clone());
+    let ready = keys.check_ready().await;
+    assert!(matches!(ready, Err(KeyStoreError::Schema(_))), "{ready:?}");
+    let ready = PostgresJobQueue::new(pool).check_ready().await;
+    assert!(matches!(ready, Err(JobQueueError::Schema(_))), "{ready:?}");
+}

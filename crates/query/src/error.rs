@@ -50,7 +50,10 @@ impl QueryError {
             QueryError::InvalidArgument { .. } => Code::InvalidArgument,
             QueryError::Auth(error) => error.code(),
             QueryError::Rollups(RollupStoreError::Unavailable(_)) => Code::Unavailable,
-            QueryError::Rollups(RollupStoreError::NonFinite { .. }) => Code::Internal,
+            QueryError::Rollups(RollupStoreError::Schema(_)) => Code::FailedPrecondition,
+            QueryError::Rollups(RollupStoreError::NonFinite { .. } | RollupStoreError::InvalidData(_)) => {
+                Code::Internal
+            }
             QueryError::RawStore(RawStoreError::Unavailable(_)) => Code::Unavailable,
             QueryError::RawStore(RawStoreError::Schema(_)) => Code::FailedPrecondition,
             QueryError::UnreadableRollup(_) => Code::Internal,
@@ -93,6 +96,11 @@ mod tests {
             code(RawStoreError::Schema("keyspace hourglass does not exist".into()).into()),
             Code::FailedPrecondition
         );
+        assert_eq!(
+            code(RollupStoreError::Schema("relation \"rollups\" does not exist".into()).into()),
+            Code::FailedPrecondition
+        );
+        assert_eq!(code(RollupStoreError::InvalidData("customer id \"\"".into()).into()), Code::Internal);
         assert_eq!(code(AuthError::Unknown.into()), Code::Unauthenticated);
         let non_finite =
             RollupStoreError::NonFinite { event_type: "t".into(), property: "p".into(), stat: "sum", value: f64::NAN };

@@ -7,7 +7,7 @@ use hourglass_core::job_queue::{CustomerHour, JobQueue, JobQueueError};
 use super::{SqliteMetaStore, now_micros};
 
 fn unavailable(error: sqlx::Error) -> JobQueueError {
-    JobQueueError::Unavailable(error.to_string())
+    JobQueueError::Unavailable(Box::new(error))
 }
 
 impl JobQueue for SqliteMetaStore {

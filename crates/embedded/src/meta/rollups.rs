@@ -18,11 +18,11 @@ use hourglass_core::rollup_store::{
 use super::{SqliteMetaStore, count_from_sql, count_to_sql, duration_micros, now_micros};
 
 pub(super) fn unavailable(error: sqlx::Error) -> RollupStoreError {
-    RollupStoreError::Unavailable(error.to_string())
+    RollupStoreError::Unavailable(Box::new(error))
 }
 
 pub(super) fn parse_customer(customer_id: &str) -> Result<CustomerId, RollupStoreError> {
-    CustomerId::new(customer_id).map_err(|error| RollupStoreError::Unavailable(error.to_string()))
+    CustomerId::new(customer_id).map_err(|error| RollupStoreError::InvalidData(error.to_string()))
 }
 
 /// The ledger columns every ledger query selects, in [`LedgerTuple`] order.
