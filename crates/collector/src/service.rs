@@ -24,9 +24,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Response, Status, Streaming};
-use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::batch::{Collector, ThrottlePolicy};
+use crate::error::CollectorError;
 use crate::memory::{OpenStream, Reservation, decoded_bytes};
 use crate::telemetry;
 use hourglass_grpc::auth::{AuthError, Principal};
@@ -50,11 +50,11 @@ impl<K: KeyStore, L: EventLog> IngestServiceImpl<K, L> {
     fn open_stream(&self, principal: &Principal) -> Result<OpenStream, Status> {
         self.collector.open_streams.open(&principal.customer_id).map_err(|open| {
             metrics::counter!(telemetry::STREAMS_REFUSED_TOTAL).increment(1);
-            Status::resource_exhausted(format!(
-                "customer {} already has {open} streams open on this collector; the limit is {} \
-                 (--max-streams-per-customer): send more batches per stream instead",
-                principal.customer_id, self.collector.config.streams.max_streams_per_customer
-            ))
+            Status::from(CollectorError::TooManyStreams {
+                customer_id: principal.customer_id.clone(),
+                open,
+                limit: self.collector.config.streams.max_streams_per_customer,
+            })
         })
     }
 
@@ -66,7 +66,7 @@ impl<K: KeyStore, L: EventLog> IngestServiceImpl<K, L> {
             return Ok(principal);
         }
         self.collector.authenticator.authenticate(request.metadata(), Scope::Ingest).await.map_err(|error| {
-            let status = Status::from(error);
+            let status = Status::from(CollectorError::from(error));
             count_refused(status.code());
             status
         })
@@ -153,29 +153,20 @@ impl<K: KeyStore, L: EventLog> IngestService for IngestServiceImpl<K, L> {
             tokio::time::timeout(budget_wait, self.collector.memory_budget.reserve(decoded_bytes(&events))).await
         else {
             metrics::counter!(telemetry::BUDGET_REFUSALS_TOTAL).increment(1);
-            return Err(Status::with_error_details(
-                Code::Unavailable,
-                "the collector's memory budget is full (--max-in-flight-bytes): retry after the delay",
-                ErrorDetails::with_retry_info(Some(std::time::Duration::from_millis(1000))),
-            ));
+            return Err(CollectorError::MemoryBudgetFull.into());
         };
         let ack = self.collector.begin_batch(&principal, 0, events, ThrottlePolicy::Reject).await.await;
         drop(reservation);
-        match BatchStatus::try_from(ack.status) {
-            Ok(BatchStatus::Accepted) => Ok(Response::new(IngestBatchResponse { ack: Some(ack) })),
-            Ok(BatchStatus::Throttled) => Err(Status::with_error_details(
-                Code::ResourceExhausted,
-                format!("over the events-per-second quota: retry after {} ms", ack.retry_after_ms),
-                ErrorDetails::with_retry_info(Some(std::time::Duration::from_millis(ack.retry_after_ms.into()))),
-            )),
-            Ok(BatchStatus::Invalid) => Err(Status::invalid_argument(ack.error_message)),
-            Ok(BatchStatus::Unavailable) => Err(Status::with_error_details(
-                Code::Unavailable,
-                ack.error_message,
-                ErrorDetails::with_retry_info(Some(std::time::Duration::from_millis(ack.retry_after_ms.into()))),
-            )),
-            Ok(BatchStatus::Unspecified) | Err(_) => Err(Status::internal("batch ended without a status")),
-        }
+        let refused = match BatchStatus::try_from(ack.status) {
+            Ok(BatchStatus::Accepted) => return Ok(Response::new(IngestBatchResponse { ack: Some(ack) })),
+            Ok(BatchStatus::Throttled) => CollectorError::Throttled { retry_after_ms: ack.retry_after_ms },
+            Ok(BatchStatus::Invalid) => CollectorError::InvalidBatch(ack.error_message),
+            Ok(BatchStatus::Unavailable) => {
+                CollectorError::BatchUnavailable { message: ack.error_message, retry_after_ms: ack.retry_after_ms }
+            }
+            Ok(BatchStatus::Unspecified) | Err(_) => CollectorError::NoBatchStatus,
+        };
+        Err(refused.into())
     }
 }
 
@@ -279,13 +270,11 @@ pub(crate) async fn drive_stream<K, L, S, T>(
             }
             () = drain.cancelled(), if reading => {
                 reading = false;
-                end_status = Some(Status::unavailable("collector is shutting down: reconnect and resend unacknowledged batches"));
+                end_status = Some(CollectorError::ShuttingDown.into());
             }
             () = &mut idle, if reading && in_flight.is_empty() && waiting.is_none() => {
                 reading = false;
-                end_status = Some(Status::deadline_exceeded(format!(
-                    "no batch for {} s (--idle-stream-timeout-secs)", idle_timeout.as_secs()
-                )));
+                end_status = Some(CollectorError::IdleStream { idle_secs: idle_timeout.as_secs() }.into());
             }
             reservation = async { waiting.as_mut().expect("guarded").reservation.as_mut().await }, if waiting.is_some() => {
                 let WaitingBatch { sequence, events, .. } = waiting.take().expect("guarded");
