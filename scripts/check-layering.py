@@ -4,6 +4,8 @@
     contract (proto) <- core <- backends (kafka, cql, postgres, embedded)
                             <- stages (collector, ingestor, aggregator, query, and grpc, what they share)
     wiring (the `hourglass` binary) may depend on anything; `conformance` (the seam suites) on core only.
+    config (flag defaults, the layered loader) depends on no workspace crate; any crate but core and proto
+    may depend on it (core stays free of clap).
 
 A backend never depends on a stage, a stage never on a backend or on another stage (grpc aside), and every
 workspace crate has a layer (a new crate must be placed here). Only normal dependencies count: tests of a
@@ -20,6 +22,7 @@ import sys
 LAYER = {
     "hourglass-proto": "contract",
     "hourglass-core": "core",
+    "hourglass-config": "config",
     "hourglass-kafka": "backend",
     "hourglass-cql": "backend",
     "hourglass-postgres": "backend",
@@ -37,11 +40,12 @@ LAYER = {
 ALLOWED = {
     "contract": set(),
     "core": {"contract"},
-    "backend": {"contract", "core"},
-    "shared-stage": {"contract", "core"},
-    "stage": {"contract", "core", "shared-stage"},
-    "tests": {"contract", "core"},
-    "wiring": {"contract", "core", "backend", "shared-stage", "stage", "tests"},
+    "config": set(),
+    "backend": {"contract", "core", "config"},
+    "shared-stage": {"contract", "core", "config"},
+    "stage": {"contract", "core", "config", "shared-stage"},
+    "tests": {"contract", "core", "config"},
+    "wiring": {"contract", "core", "config", "backend", "shared-stage", "stage", "tests"},
 }
 
 # Edges that break the rules today and why; the "Shape" issue removes them (the read side of the event
@@ -99,11 +103,15 @@ def main():
         if not any("hourglass-collector (stage) depends on hourglass-postgres (backend)" in line for line in wrong):
             print("self-test failed: a stage depending on a backend was not caught", file=sys.stderr)
             return 1
+        core_on_config = violations(names, edges | {("hourglass-core", "hourglass-config")})
+        if not any("hourglass-core (core) depends on hourglass-config (config)" in line for line in core_on_config):
+            print("self-test failed: core depending on the config crate was not caught", file=sys.stderr)
+            return 1
         unplaced = violations(names | {"hourglass-new"}, edges)
         if not any("hourglass-new has no layer" in line for line in unplaced):
             print("self-test failed: a crate without a layer was not caught", file=sys.stderr)
             return 1
-        print("layering self-test: a wrong dependency and an unplaced crate are both refused")
+        print("layering self-test: wrong dependencies and an unplaced crate are all refused")
     for problem in problems:
         print(f"layering: {problem}", file=sys.stderr)
     if problems:

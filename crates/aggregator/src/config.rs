@@ -73,7 +73,7 @@ pub enum AggregatorConfigError {
 impl AggregatorConfig {
     /// The configuration with every default.
     pub fn with_defaults() -> Self {
-        hourglass_core::config::defaults()
+        hourglass_config::defaults()
     }
 
     /// The worker id: the configured one, else host name and process id.

@@ -45,7 +45,7 @@ pub async fn run(args: IngestorArgs) -> anyhow::Result<()> {
         .await?;
         anyhow::Ok((pool, raw_store, dead_letter_log))
     };
-    let startup_server: ServerConfig = hourglass_core::config::defaults();
+    let startup_server: ServerConfig = hourglass_config::defaults();
     let (health_listener, opened) = not_serving_while(
         health_listener,
         &startup_server,

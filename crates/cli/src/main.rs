@@ -183,7 +183,7 @@ mod tests {
     fn the_retention_defaults_of_every_role_agree() {
         use hourglass_core::retention::{DEFAULT_LATE_DATA_DAYS, DEFAULT_RAW_RETENTION_DAYS, RawRetention};
         let collector = hourglass_collector::CollectorConfig::with_defaults(([127, 0, 0, 1], 0).into());
-        let cql: hourglass_cql::CqlConfig = hourglass_core::config::defaults();
+        let cql: hourglass_cql::CqlConfig = hourglass_config::defaults();
         assert_eq!(collector.limits.raw_retention_days, DEFAULT_RAW_RETENTION_DAYS);
         assert_eq!(i64::from(cql.ttl_days), DEFAULT_RAW_RETENTION_DAYS, "the CQL TTL is the raw retention");
         assert_eq!(collector.limits.late_data_days, DEFAULT_LATE_DATA_DAYS);

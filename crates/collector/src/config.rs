@@ -142,7 +142,7 @@ pub struct StreamConfig {
 impl CollectorConfig {
     /// The configuration with every default, listening on `listen_addr`.
     pub fn with_defaults(listen_addr: SocketAddr) -> Self {
-        let mut config: Self = hourglass_core::config::defaults();
+        let mut config: Self = hourglass_config::defaults();
         config.listen_addr = listen_addr;
         config
     }

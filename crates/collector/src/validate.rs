@@ -279,7 +279,7 @@ mod tests {
     const NOW: i64 = 1_764_000_000;
 
     fn limits() -> ValidationLimits {
-        hourglass_core::config::defaults()
+        hourglass_config::defaults()
     }
 
     fn clock() -> ValidationClock {

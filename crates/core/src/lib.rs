@@ -1,6 +1,5 @@
 //! Hourglass's domain types and the seams between stages and their backends.
 //!
-//! - [`config`]: building a configuration from its flags' defaults.
 //! - [`customer`]: who an event belongs to. A customer is always derived from an API key, never from a
 //!   payload (invariant 4 of docs/architecture.md).
 //! - [`api_key`]: the key format (recognisable prefix + checksum, so secret scanners find leaked keys),
@@ -25,7 +24,6 @@
 #![warn(missing_docs)]
 
 pub mod api_key;
-pub mod config;
 pub mod customer;
 pub mod event_log;
 pub mod hll;

@@ -68,7 +68,7 @@ impl CqlConfig {
         Self {
             nodes: nodes.split(',').map(str::to_owned).collect(),
             keyspace: keyspace.to_owned(),
-            ..hourglass_core::config::defaults()
+            ..hourglass_config::defaults()
         }
     }
 

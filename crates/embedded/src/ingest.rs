@@ -94,7 +94,7 @@ pub struct EmbeddedIngestConfig {
 impl EmbeddedIngestConfig {
     /// The configuration with every default.
     pub fn with_defaults() -> Self {
-        hourglass_core::config::defaults()
+        hourglass_config::defaults()
     }
 }
 

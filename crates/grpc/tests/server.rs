@@ -13,7 +13,7 @@ use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
 fn config() -> ServerConfig {
-    hourglass_core::config::defaults()
+    hourglass_config::defaults()
 }
 
 async fn connect(addr: std::net::SocketAddr) -> tonic::transport::Channel {

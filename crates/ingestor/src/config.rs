@@ -65,7 +65,7 @@ pub struct IngestorConfig {
 impl IngestorConfig {
     /// The configuration with every default.
     pub fn with_defaults() -> Self {
-        hourglass_core::config::defaults()
+        hourglass_config::defaults()
     }
 
     pub(crate) fn commit_interval(&self) -> Duration {

@@ -127,7 +127,7 @@ fn split_options_list(list: &str) -> Vec<String> {
 impl KafkaConfig {
     /// A configuration for the given brokers with every other setting at its default.
     pub fn for_brokers(brokers: impl Into<String>) -> Self {
-        let mut config: Self = hourglass_core::config::defaults();
+        let mut config: Self = hourglass_config::defaults();
         config.brokers = brokers.into();
         config
     }

@@ -43,7 +43,7 @@ pub struct PostgresConfig {
 impl PostgresConfig {
     /// A configuration for `url` with every other setting at its default.
     pub fn for_url(url: impl Into<String>) -> Self {
-        Self { url: url.into(), ..hourglass_core::config::defaults() }
+        Self { url: url.into(), ..hourglass_config::defaults() }
     }
 
     /// Opens a pool and applies pending migrations, or with `--database-migrate false` checks that

@@ -37,6 +37,6 @@ pub struct QueryConfig {
 impl QueryConfig {
     /// The configuration with every default.
     pub fn with_defaults() -> Self {
-        hourglass_core::config::defaults()
+        hourglass_config::defaults()
     }
 }

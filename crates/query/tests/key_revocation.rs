@@ -18,15 +18,11 @@ use tonic::Code;
 #[tokio::test]
 async fn a_key_revoked_while_cached_is_refused_once_the_cache_ttl_has_passed() {
     let ttl = Duration::from_secs(1);
-    let key_cache = KeyCacheConfig { ttl_secs: ttl.as_secs(), ..hourglass_core::config::defaults() };
+    let key_cache = KeyCacheConfig { ttl_secs: ttl.as_secs(), ..hourglass_config::defaults() };
     let database_url = hourglass_postgres::testing::create_test_database("query_revoke").await;
-    let service = support::start_empty(
-        "query_revoke",
-        &database_url,
-        key_cache,
-        hourglass_core::config::defaults::<ServerConfig>(),
-    )
-    .await;
+    let service =
+        support::start_empty("query_revoke", &database_url, key_cache, hourglass_config::defaults::<ServerConfig>())
+            .await;
     let key = service.key_store.create_key(&CustomerId::new("acme").unwrap(), Scope::Query, "reports").await.unwrap();
     let mut client = QueryServiceClient::new(service.channel().await);
     let hour = at("2026-11-02T00:00:00Z");

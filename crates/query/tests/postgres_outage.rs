@@ -52,8 +52,8 @@ async fn health_is_not_serving_while_postgres_is_down_and_serving_once_it_is_bac
     sqlx::query("DROP SCHEMA public CASCADE").execute(&pool).await.unwrap();
     sqlx::query("CREATE SCHEMA public").execute(&pool).await.unwrap();
     pool.close().await;
-    let server = ServerConfig { readiness_interval_ms: 100, ..hourglass_core::config::defaults() };
-    let service = support::start_empty("query_outage", &database_url, hourglass_core::config::defaults(), server).await;
+    let server = ServerConfig { readiness_interval_ms: 100, ..hourglass_config::defaults() };
+    let service = support::start_empty("query_outage", &database_url, hourglass_config::defaults(), server).await;
     let key = service.key_store.create_key(&CustomerId::new("acme").unwrap(), Scope::Query, "reports").await.unwrap();
     let channel = service.channel().await;
     let hour = at("2026-11-02T00:00:00Z");

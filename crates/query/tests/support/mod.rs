@@ -204,8 +204,8 @@ pub async fn start(test_name: &str) -> Platform {
     let shutdown = CancellationToken::new();
     let server = QueryServer {
         config: QueryConfig { page_token_secret: Some("test secret".into()), ..QueryConfig::with_defaults() },
-        server: hourglass_core::config::defaults::<ServerConfig>(),
-        key_cache: hourglass_core::config::defaults::<KeyCacheConfig>(),
+        server: hourglass_config::defaults::<ServerConfig>(),
+        key_cache: hourglass_config::defaults::<KeyCacheConfig>(),
         key_store: Arc::new(key_store),
         reader: Arc::new(rollups),
         raw_store: Arc::new(raw_store),
