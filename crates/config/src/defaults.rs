@@ -3,7 +3,7 @@
 
 /// A configuration struct with every field at the default its flag declares. The flags' attributes stay
 /// the one place each default is written. No environment variable is read: a value from the environment
-/// belongs to the layered loader, which knows where it came from.
+/// belongs to the layered loader ([`crate::Loader`]), which knows where it came from.
 pub fn defaults<T: clap::Args>() -> T {
     let command = T::augment_args(clap::Command::new("defaults")).mut_args(|arg| arg.env(None));
     let matches =
