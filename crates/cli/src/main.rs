@@ -1,9 +1,11 @@
-//! `hourglass`: one binary for every role of the platform. It parses flags and environment, sets up
-//! telemetry, and calls the stage libraries; nothing here knows how a stage works inside.
+//! `hourglass`: one binary for every role of the platform. It loads the configuration (flags over
+//! `HOURGLASS_*` variables over a configuration file: `hourglass_config`), sets up telemetry, and calls
+//! the stage libraries; nothing here knows how a stage works inside.
 
 mod aggregator;
 mod bench;
 mod collector;
+mod config;
 mod dlq;
 mod hour_range;
 mod ingestor;
@@ -21,7 +23,11 @@ mod startup;
 mod telemetry;
 mod verify;
 
+use std::collections::HashMap;
+use std::ffi::OsString;
+
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use hourglass_config::{ConfigError, Loaded, Loader};
 
 /// Hourglass: event ingestion and hourly analytics.
 #[derive(Parser)]
@@ -65,6 +71,8 @@ enum Command {
     Send(Box<send::SendArgs>),
     /// Benchmarks that print events/s and CPU per event.
     Bench(bench::BenchArgs),
+    /// Show a role's configuration: `hourglass config print <ROLE>`.
+    Config(config::ConfigArgs),
 }
 
 /// The command line: [`Cli`] with the defaults that differ per subcommand.
@@ -72,13 +80,48 @@ fn command() -> clap::Command {
     Cli::command().mut_subcommand("standalone", standalone::with_standalone_defaults)
 }
 
+/// The loader of `hourglass`'s configuration: [`command`] with `--config FILE`.
+fn loader() -> Loader {
+    Loader::new(command()).expect("every flag with a variable can be layered (main.rs tests)")
+}
+
+/// The process environment as the loader takes it. A `HOURGLASS_*` variable that is not UTF-8 is
+/// refused; other programs' variables are not ours to judge.
+fn environment() -> anyhow::Result<HashMap<String, String>> {
+    let mut variables = HashMap::new();
+    for (name, value) in std::env::vars_os() {
+        match (name.into_string(), value.into_string()) {
+            (Ok(name), Ok(value)) => {
+                variables.insert(name, value);
+            }
+            (Ok(name), Err(_)) if name.starts_with("HOURGLASS_") => anyhow::bail!("{name} is not valid UTF-8"),
+            _ => {}
+        }
+    }
+    Ok(variables)
+}
+
+/// The configuration `argv` selects, or the process ends as clap ends it: help and version on stdout
+/// with status 0, a usage error on stderr with status 2. A problem in the configuration file or a
+/// variable is a usage error too.
+fn load_or_exit(loader: &Loader, argv: impl IntoIterator<Item = OsString>, env: &HashMap<String, String>) -> Loaded {
+    match loader.load(argv, env) {
+        Ok(loaded) => loaded,
+        Err(ConfigError::CommandLine(error)) => error.exit(),
+        Err(error) => {
+            eprintln!("error: {:#}", anyhow::Error::new(error));
+            std::process::exit(2)
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
-    let matches = command().get_matches();
-    let mut cli = Cli::from_arg_matches(&matches)?;
-    if let (Command::Standalone(args), Some(("standalone", standalone_matches))) =
-        (&mut cli.command, matches.subcommand())
-    {
-        args.apply_standalone_defaults(standalone_matches);
+    let loader = loader();
+    let env = environment()?;
+    let loaded = load_or_exit(&loader, std::env::args_os(), &env);
+    let cli = Cli::from_arg_matches(loaded.matches())?;
+    if let Command::Config(args) = cli.command {
+        return config::run(args, &loader, &loaded, &env);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
@@ -139,16 +182,54 @@ fn main() -> anyhow::Result<()> {
                 telemetry::init_for_tool(&cli.telemetry)?;
                 bench::run(args).await
             }
+            Command::Config(_) => unreachable!("handled before the runtime starts"),
         }
     })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
+    use hourglass_config::Origin;
+
     #[test]
     fn every_command_line_is_well_formed() {
-        // Flattened configurations must not reuse a flag or an argument id; clap checks that here.
-        super::command().debug_assert();
+        // Flattened configurations must not reuse a flag or an argument id; clap checks that here, with
+        // the loader's `--config` added.
+        super::loader().command().clone().debug_assert();
+    }
+
+    /// Each role's printed configuration loads back as a file, every setting with the same values.
+    #[test]
+    fn every_roles_printed_configuration_loads_back() {
+        let loader = super::loader();
+        let no_variables = HashMap::new();
+        let dir = tempfile::tempdir().unwrap();
+        for role in ["standalone", "collector", "ingestor", "aggregator", "query"] {
+            let defaults = loader.load(["hourglass", role], &no_variables).unwrap();
+            let printed = dir.path().join(format!("{role}.toml"));
+            std::fs::write(&printed, defaults.to_toml()).unwrap();
+            let reloaded = loader
+                .load(["hourglass".as_ref(), role.as_ref(), "--config".as_ref(), printed.as_os_str()], &no_variables)
+                .unwrap();
+            let settings = defaults.settings();
+            assert!(settings.len() > 10, "{role}: {settings:?}");
+            for (default, from_file) in settings.into_iter().zip(reloaded.settings()) {
+                assert_eq!(default.key, from_file.key);
+                if default.secret {
+                    let hidden = from_file.values.iter().all(|value| value.contains(hourglass_config::HIDDEN));
+                    assert!(hidden, "{role} {}: {:?}", default.key, from_file.values);
+                    continue;
+                }
+                assert_eq!(default.values, from_file.values, "{role} {}", default.key);
+                match (&default.origin, &from_file.origin) {
+                    (None, None) => {}
+                    (Some(Origin::Default), Some(Origin::File { path, .. })) => assert_eq!(path, &printed),
+                    other => panic!("{role} {}: {other:?}", default.key),
+                }
+            }
+        }
     }
 
     /// Words of a variable name (between '_') that say its value may be or hold a secret; `…_API_KEY`

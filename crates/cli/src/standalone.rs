@@ -81,19 +81,14 @@ const STANDALONE_PROVISIONAL_INTERVAL_SECS: u64 = 10;
 const STANDALONE_LISTEN_ADDR: &str = "127.0.0.1:50051";
 
 /// `hourglass standalone`'s command with standalone's own defaults for flags it shares with the
-/// distributed stages, so that `--help` shows them too.
+/// distributed stages. They are clap defaults, so they hold exactly where no flag, variable or
+/// configuration file set the value, and `--help` and `hourglass config print standalone` show them.
 pub fn with_standalone_defaults(command: clap::Command) -> clap::Command {
-    command.mut_arg("listen_addr", |listen_addr| listen_addr.default_value(STANDALONE_LISTEN_ADDR))
-}
-
-impl StandaloneArgs {
-    /// Standalone's own defaults for flags it shares with the distributed stages, where the command line
-    /// and environment left them at the stage's default.
-    pub fn apply_standalone_defaults(&mut self, matches: &clap::ArgMatches) {
-        if matches.value_source("provisional_interval_secs") == Some(clap::parser::ValueSource::DefaultValue) {
-            self.aggregator.provisional_interval_secs = STANDALONE_PROVISIONAL_INTERVAL_SECS;
-        }
-    }
+    command
+        .mut_arg("listen_addr", |listen_addr| listen_addr.default_value(STANDALONE_LISTEN_ADDR))
+        .mut_arg("provisional_interval_secs", |interval| {
+            interval.default_value(STANDALONE_PROVISIONAL_INTERVAL_SECS.to_string())
+        })
 }
 
 /// Holds an exclusive lock on the data directory for the life of the process.
@@ -358,19 +353,26 @@ fn ingestion_stop_reason(ended: &Result<Result<(), EmbeddedIngestError>, tokio::
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
     use std::net::SocketAddr;
 
     use clap::FromArgMatches;
 
     use super::*;
 
-    /// `hourglass <command_line>` parsed as `main` parses it, as standalone's flags.
-    fn standalone_args(command_line: &[&str]) -> StandaloneArgs {
-        let matches = crate::command().try_get_matches_from(command_line).unwrap();
-        match crate::Cli::from_arg_matches(&matches).unwrap().command {
+    /// `hourglass <command_line>` loaded as `main` loads it over the variables `env`, as standalone's flags.
+    fn standalone_args_with(command_line: &[&str], env: &[(&str, &str)]) -> StandaloneArgs {
+        let env: HashMap<String, String> =
+            env.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect();
+        let loaded = crate::loader().load(command_line, &env).unwrap();
+        match crate::Cli::from_arg_matches(loaded.matches()).unwrap().command {
             crate::Command::Standalone(args) => *args,
             _ => panic!("{command_line:?} is not standalone"),
         }
+    }
+
+    fn standalone_args(command_line: &[&str]) -> StandaloneArgs {
+        standalone_args_with(command_line, &[])
     }
 
     #[test]
@@ -381,5 +383,37 @@ mod tests {
         assert_eq!(told.collector.listen_addr, SocketAddr::from(([0, 0, 0, 0], 7000)));
         let help = crate::command().find_subcommand_mut("standalone").unwrap().render_long_help().to_string();
         assert!(help.contains("[default: 127.0.0.1:50051]"), "{help}");
+    }
+
+    /// Standalone's own defaults (listen address, provisional interval) hold only where no layer set the
+    /// value: a flag, a variable, the file's top level or its [standalone] table.
+    #[test]
+    fn standalones_own_defaults_give_way_to_every_layer() {
+        let defaults = standalone_args(&["hourglass", "standalone"]);
+        assert_eq!(defaults.aggregator.provisional_interval_secs, STANDALONE_PROVISIONAL_INTERVAL_SECS);
+        let distributed = hourglass_aggregator::AggregatorConfig::with_defaults().provisional_interval_secs;
+        assert_ne!(distributed, STANDALONE_PROVISIONAL_INTERVAL_SECS, "the test needs the defaults to differ");
+
+        let flagged = standalone_args(&["hourglass", "standalone", "--provisional-interval-secs", "30"]);
+        assert_eq!(flagged.aggregator.provisional_interval_secs, 30);
+        let from_env = standalone_args_with(
+            &["hourglass", "standalone"],
+            &[("HOURGLASS_PROVISIONAL_INTERVAL_SECS", "40"), ("HOURGLASS_COLLECTOR_LISTEN_ADDR", "0.0.0.0:7001")],
+        );
+        assert_eq!(from_env.aggregator.provisional_interval_secs, 40);
+        assert_eq!(from_env.collector.listen_addr, SocketAddr::from(([0, 0, 0, 0], 7001)));
+
+        let dir = tempfile::tempdir().unwrap();
+        let top = dir.path().join("top.toml");
+        std::fs::write(&top, "provisional-interval-secs = 50\nlisten-addr = \"0.0.0.0:7002\"\n").unwrap();
+        let from_top = standalone_args(&["hourglass", "standalone", "--config", top.to_str().unwrap()]);
+        assert_eq!(from_top.aggregator.provisional_interval_secs, 50);
+        assert_eq!(from_top.collector.listen_addr, SocketAddr::from(([0, 0, 0, 0], 7002)));
+        let table = dir.path().join("table.toml");
+        std::fs::write(&table, "provisional-interval-secs = 50\n[standalone]\nprovisional-interval-secs = 60\n")
+            .unwrap();
+        let from_table = standalone_args(&["hourglass", "standalone", "--config", table.to_str().unwrap()]);
+        assert_eq!(from_table.aggregator.provisional_interval_secs, 60);
+        assert_eq!(from_table.collector.listen_addr, SocketAddr::from(([127, 0, 0, 1], 50051)));
     }
 }
