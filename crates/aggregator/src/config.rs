@@ -41,6 +41,20 @@ pub struct AggregatorConfig {
     #[arg(long = "aggregator-retry-after-secs", env = "HOURGLASS_AGGREGATOR_RETRY_AFTER_SECS", default_value_t = 30)]
     pub retry_after_secs: u64,
 
+    /// How often this worker recounts the raw store for one slice of final hours (`verify`) and sets
+    /// `hourglass_ledger_unbalanced_final_hours` to the slice's unbalanced hours; 0 (the default) turns it
+    /// off. Each run takes the hours that reached `--ledger-verify-age-hours` since the last, so every hour
+    /// is recounted once per worker that has this on: a deployment turns it on in one worker only.
+    #[arg(long = "ledger-verify-interval-secs", env = "HOURGLASS_LEDGER_VERIFY_INTERVAL_SECS", default_value_t = 0)]
+    pub ledger_verify_interval_secs: u64,
+
+    /// How old, in hours since it started, an hour is when the periodic verification recounts it. A day
+    /// by default: rows lost from the raw store after the final rollup (a TTL set too short, a failed
+    /// restore) have had time to go missing, and the hour is still far inside its horizon. At least the
+    /// hour plus `--allowed-lateness-secs`, so only final hours are recounted (checked at start-up).
+    #[arg(long = "ledger-verify-age-hours", env = "HOURGLASS_LEDGER_VERIFY_AGE_HOURS", default_value_t = 24)]
+    pub ledger_verify_age_hours: u64,
+
     /// How long the raw store keeps an hour's rows, and so which hours are past their horizon: never
     /// aggregated again, since some of their raw rows may be gone (`hourglass_core::retention`). Not a flag
     /// of its own: the binary sets it from the raw store's retention flag (`--cql-ttl-days`, or
@@ -65,6 +79,17 @@ pub enum AggregatorConfigError {
         retention_secs: i64,
         /// The expiry margin.
         margin_secs: i64,
+        /// How long after its start an hour gets its final rollup.
+        finalizable_after_secs: i64,
+    },
+    /// The periodic ledger verification would recount hours that may not be final yet.
+    #[error(
+        "--ledger-verify-age-hours {age_hours} is younger than an hour's final rollup ({finalizable_after_secs} s \
+         after the hour starts: the hour plus --allowed-lateness-secs): raise it"
+    )]
+    LedgerVerifyTooEarly {
+        /// The configured age.
+        age_hours: u64,
         /// How long after its start an hour gets its final rollup.
         finalizable_after_secs: i64,
     },
@@ -99,10 +124,36 @@ impl AggregatorConfig {
                 finalizable_after_secs,
             });
         }
+        let verify_age_secs = i64::try_from(self.ledger_verify_age_hours.saturating_mul(3600)).unwrap_or(i64::MAX);
+        if self.ledger_verify_interval_secs > 0 && verify_age_secs < finalizable_after_secs {
+            return Err(AggregatorConfigError::LedgerVerifyTooEarly {
+                age_hours: self.ledger_verify_age_hours,
+                finalizable_after_secs,
+            });
+        }
         Ok(())
     }
 
     pub(crate) fn lease(&self) -> Duration {
         Duration::from_secs(self.lease_secs.max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{AggregatorConfig, AggregatorConfigError};
+
+    #[test]
+    fn the_periodic_ledger_verification_refuses_hours_that_may_not_be_final() {
+        let mut config = AggregatorConfig::with_defaults();
+        config.ledger_verify_age_hours = 1;
+        assert_eq!(config.check(), Ok(()), "off by default, so the age is not checked");
+        config.ledger_verify_interval_secs = 3600;
+        assert_eq!(
+            config.check(),
+            Err(AggregatorConfigError::LedgerVerifyTooEarly { age_hours: 1, finalizable_after_secs: 3600 + 600 })
+        );
+        config.ledger_verify_age_hours = 2;
+        assert_eq!(config.check(), Ok(()));
     }
 }

@@ -13,7 +13,9 @@ pub const JOB_SECONDS: &str = "hourglass_aggregator_job_seconds";
 /// Seconds since the oldest hour still waiting for its final rollup closed (0 when none waits): the
 /// aggregation lag to alert on.
 pub const JOB_LAG_SECONDS: &str = "hourglass_aggregator_job_lag_seconds";
-/// Final hours whose stored and counted differed at the last verification: alert when above zero.
+/// Final hours whose stored and counted differed at the last verification (`hourglass verify`, or the
+/// aggregator's own with `--ledger-verify-interval-secs`, over the hours it recounted): alert when above
+/// zero.
 pub const LEDGER_UNBALANCED_HOURS: &str = "hourglass_ledger_unbalanced_final_hours";
 
 /// Registers descriptions with whatever recorder is installed.

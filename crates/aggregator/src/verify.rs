@@ -104,3 +104,86 @@ pub async fn verify<R: RawStore, S: RollupStore + RollupReader>(
     metrics::gauge!(crate::telemetry::LEDGER_UNBALANCED_HOURS).set(unbalanced as f64);
     Ok(verified)
 }
+
+/// The hours the periodic verification recounts at `now_unix`: those that started in `[from, to)`, `to`
+/// being the start of the hour that is `age_secs` old and `from` where the previous run stopped (on the
+/// first run, `interval_secs` in whole hours before `to`). `None` when no hour reached the age since.
+pub fn next_slice(previous_to: Option<i64>, now_unix: i64, age_secs: i64, interval_secs: u64) -> Option<(i64, i64)> {
+    let to = hourglass_core::hour::hour_start(now_unix.saturating_sub(age_secs));
+    let first_span_hours = i64::try_from(interval_secs.div_ceil(3600).max(1)).unwrap_or(i64::MAX);
+    let from = previous_to.unwrap_or_else(|| to.saturating_sub(first_span_hours.saturating_mul(3600)));
+    (from < to).then_some((from, to))
+}
+
+/// Every `--ledger-verify-interval-secs` until `shutdown`, recounts the hours that reached
+/// `--ledger-verify-age-hours` since the last run ([`next_slice`]), which sets
+/// `hourglass_ledger_unbalanced_final_hours` to the slice's unbalanced final hours (the alert; each is
+/// logged, and its recount stays in the ledger for `hourglass verify` and `GetLedger`). A slice that
+/// fails is tried again, whole, at the next tick. Off when the interval is 0.
+pub async fn run_periodically<R: RawStore, S: RollupStore + RollupReader>(
+    config: &crate::AggregatorConfig,
+    raw_store: &R,
+    rollup_store: &S,
+    shutdown: &tokio_util::sync::CancellationToken,
+) {
+    if config.ledger_verify_interval_secs == 0 {
+        return;
+    }
+    let age_secs = i64::try_from(config.ledger_verify_age_hours.saturating_mul(3600)).unwrap_or(i64::MAX);
+    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(config.ledger_verify_interval_secs));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut previous_to = None;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let now_unix =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
+        let Some((from_unix, to_unix)) =
+            next_slice(previous_to, now_unix, age_secs, config.ledger_verify_interval_secs)
+        else {
+            continue;
+        };
+        let verifying =
+            verify(raw_store, rollup_store, &config.raw_retention, None, from_unix, to_unix, now_unix, |_, _| {});
+        let verified = tokio::select! {
+            () = shutdown.cancelled() => return,
+            verified = verifying => verified,
+        };
+        match verified {
+            Ok(hours) => {
+                let unbalanced = hours.iter().filter(|hour| hour.is_unbalanced_final()).count();
+                tracing::info!(from_unix, to_unix, hours = hours.len(), unbalanced, "ledger verified");
+                previous_to = Some(to_unix);
+            }
+            Err(error) => tracing::warn!(from_unix, to_unix, %error, "ledger verification failed; retried next time"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_slice;
+
+    const DAY: i64 = 86_400;
+    /// An instant 20 minutes into an hour (1_800_000_000 is a whole hour: 500_000 × 3600).
+    const NOW: i64 = 1_800_000_000 + 1200;
+
+    #[test]
+    fn the_first_slice_is_one_interval_of_hours_that_reached_the_age() {
+        let (from, to) = next_slice(None, NOW, DAY, 3600).unwrap();
+        assert_eq!(to, NOW - 1200 - DAY, "the start of the hour that is a day old");
+        assert_eq!(to - from, 3600);
+        let (from, to) = next_slice(None, NOW, DAY, 5400).unwrap();
+        assert_eq!(to - from, 7200, "an interval that is not whole hours is rounded up");
+    }
+
+    #[test]
+    fn each_hour_is_in_exactly_one_slice() {
+        let (_, first_to) = next_slice(None, NOW, DAY, 3600).unwrap();
+        assert_eq!(next_slice(Some(first_to), NOW + 600, DAY, 3600), None, "no hour reached the age since");
+        let (from, to) = next_slice(Some(first_to), NOW + 3 * 3600, DAY, 3600).unwrap();
+        assert_eq!((from, to), (first_to, first_to + 3 * 3600), "a late run takes every hour it missed");
+    }
+}

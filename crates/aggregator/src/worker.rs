@@ -6,6 +6,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use hourglass_core::raw_store::{RawStore, RawStoreError};
+use hourglass_core::rollup_reader::RollupReader;
 use hourglass_core::rollup_store::{Completion, HourRollup, JobKind, JobLease, RollupStore, RollupStoreError};
 use tokio_util::sync::CancellationToken;
 
@@ -219,19 +220,31 @@ async fn give_back<S: RollupStore>(config: &AggregatorConfig, rollup_store: &S, 
     }
 }
 
-/// Runs jobs until `shutdown`: whenever none are due, waits `--aggregator-poll-interval-ms`.
-pub async fn run<R: RawStore, S: RollupStore>(
+/// Runs jobs until `shutdown`: whenever none are due, waits `--aggregator-poll-interval-ms`. With
+/// `--ledger-verify-interval-secs`, also recounts final hours periodically (`verify::run_periodically`).
+pub async fn run<R: RawStore, S: RollupStore + RollupReader>(
     config: AggregatorConfig,
     raw_store: Arc<R>,
     rollup_store: Arc<S>,
     shutdown: CancellationToken,
 ) {
     telemetry::describe();
+    let verification = crate::verify::run_periodically(&config, &*raw_store, &*rollup_store, &shutdown);
+    tokio::join!(run_jobs(&config, &*raw_store, &*rollup_store, &shutdown), verification);
+    tracing::info!("aggregator stopped");
+}
+
+async fn run_jobs<R: RawStore, S: RollupStore>(
+    config: &AggregatorConfig,
+    raw_store: &R,
+    rollup_store: &S,
+    shutdown: &CancellationToken,
+) {
     let worker_id = config.resolved_worker_id();
     tracing::info!(%worker_id, "aggregator running");
     while !shutdown.is_cancelled() {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
-        let leased = match run_once(&config, &worker_id, &*raw_store, &*rollup_store, now).await {
+        let leased = match run_once(config, &worker_id, raw_store, rollup_store, now).await {
             Ok(leased) => leased,
             Err(error) => {
                 tracing::warn!(%error, "cannot lease jobs; retrying");
@@ -252,5 +265,4 @@ pub async fn run<R: RawStore, S: RollupStore>(
             }
         }
     }
-    tracing::info!("aggregator stopped");
 }
