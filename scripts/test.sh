@@ -3,7 +3,7 @@
 #
 # Installs and starts what the tests need, reusing what earlier runs cached, then runs every check and test:
 #   1. Postgres 15 (Debian package), Apache Kafka and Apache Cassandra (Maven Central jars), via e2e/servers/*.sh;
-#   2. `buf lint` on proto/;
+#   2. `buf lint` on proto/, and the deployment artifacts (scripts/check-deploy.sh: helm, Envoy, promtool, cfn-lint);
 #   3. the crate layering check, `cargo fmt --check`, `cargo clippy` (warnings are errors);
 #   4. `cargo test --workspace`: unit tests, and real-server tests against the Postgres and Kafka above.
 #
@@ -62,6 +62,9 @@ psql "$HOURGLASS_DATABASE_URL" -Atqc "SELECT datname FROM pg_database WHERE datn
 step "buf lint"
 buf=$(bash e2e/servers/tools.sh buf)
 "$buf" lint
+
+step "deployment artifacts: chart, Envoy, alerts, alarms, metrics doc (scripts/check-deploy.sh)"
+bash scripts/check-deploy.sh
 
 step "sqlx offline query data (.sqlx/) matches the queries and the migrations"
 sqlx=$(bash e2e/servers/tools.sh sqlx)

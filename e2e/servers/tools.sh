@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Command-line tools the e2e tests and CI need, installed on demand and cached.
 #
-# usage: tools.sh buf|grpcurl|sqlx
+# usage: tools.sh buf|grpcurl|sqlx|helm|promtool|cfn-lint|deploy-checks
 #
 #   buf       make sure `buf` can be run and print the path of its binary on stdout: the one on PATH if there
 #             is one, else the one of PyPI's buf-bin (HOURGLASS_BUF_VERSION, default below) installed with pip
@@ -10,6 +10,15 @@
 #             $HOURGLASS_CACHE_DIR/bin (about a minute the first time).
 #   sqlx      the same for sqlx-cli (Postgres and rustls only, HOURGLASS_SQLX_CLI_VERSION): `cargo install`ed
 #             into $HOURGLASS_CACHE_DIR/sqlx-cli (a few minutes the first time); prints the `sqlx` binary.
+#   helm      helm (HOURGLASS_HELM_VERSION), `go install`ed into $HOURGLASS_CACHE_DIR/tools/helm-VERSION (about
+#             80 s the first time); prints the binary. Never the one on PATH: the checks need this version.
+#   promtool  the same for Prometheus's promtool (HOURGLASS_PROMTOOL_VERSION; about 6 minutes the first time).
+#   cfn-lint  the same for cfn-lint (HOURGLASS_CFN_LINT_VERSION), pip-installed into the venv (it brings PyYAML,
+#             which scripts/check-metrics-doc.py uses from that venv's python).
+#   deploy-checks  the Go checkers of deploy/checks (strict Kubernetes manifests, Envoy bootstrap), built into
+#             $HOURGLASS_CACHE_DIR/deploy-checks/HASH, HASH being that of their sources (go.mod, go.sum, *.go),
+#             so a change rebuilds them and nothing else does; prints the directory of the `manifests` and
+#             `envoy` binaries.
 #
 # e.g.  BUF=$("$(dirname "$0")"/tools.sh buf) && "$BUF" lint
 set -euo pipefail
@@ -22,6 +31,9 @@ VENV="$HOURGLASS_CACHE_DIR/venv"
 BUF_VERSION="${HOURGLASS_BUF_VERSION:-1.75.0}"
 GRPCURL_VERSION="${HOURGLASS_GRPCURL_VERSION:-v1.9.4}"
 SQLX_CLI_VERSION="${HOURGLASS_SQLX_CLI_VERSION:-0.9.0}"
+HELM_VERSION="${HOURGLASS_HELM_VERSION:-v3.22.0}"
+PROMTOOL_VERSION="${HOURGLASS_PROMTOOL_VERSION:-v0.316.0}"
+CFN_LINT_VERSION="${HOURGLASS_CFN_LINT_VERSION:-1.58.0}"
 TOOLS_BIN="$HOURGLASS_CACHE_DIR/bin"
 
 # ensure_venv: a working Python venv at $VENV (one whose python runs; a broken or half-made one is made anew).
@@ -103,10 +115,91 @@ cmd_sqlx() {
     printf '%s\n' "$sqlx"
 }
 
+# go_install_pinned NAME PACKAGE VERSION: prints the path of NAME `go install`ed from PACKAGE@VERSION into
+# $HOURGLASS_CACHE_DIR/tools/NAME-VERSION, installing it the first time. The build goes to a temporary
+# directory renamed into place, so an interrupted one is never taken for a cached binary.
+go_install_pinned() {
+    local name=$1 package=$2 version=$3
+    local dir="$HOURGLASS_CACHE_DIR/tools/$name-$version"
+    if ! [[ -x "$dir/$name" ]]; then
+        command -v go >/dev/null 2>&1 || die "$name needs Go to be installed (go install)"
+        mkdir -p "$HOURGLASS_CACHE_DIR/tools"
+        exec 9>"$HOURGLASS_CACHE_DIR/tools/.$name.lock" # one install at a time
+        flock 9
+        if ! [[ -x "$dir/$name" ]]; then
+            local work start=$SECONDS
+            work=$(mktemp -d "$HOURGLASS_CACHE_DIR/tools/.$name.XXXXXX")
+            log "installing $name $version (go install $package@$version) into $dir ..."
+            if ! GOBIN="$work" go install "$package@$version" >&2; then
+                rm -rf "$work"
+                die "go install $package@$version failed"
+            fi
+            rm -rf "$dir"
+            mv "$work" "$dir"
+            log "installed $name $version in $((SECONDS - start)) s"
+        fi
+        exec 9>&-
+    fi
+    printf '%s\n' "$dir/$name"
+}
+
+cmd_cfn_lint() {
+    local cfn_lint="$VENV/bin/cfn-lint"
+    if [[ -x "$cfn_lint" ]] && [[ "$("$cfn_lint" --version 2>/dev/null)" == *"$CFN_LINT_VERSION"* ]]; then
+        printf '%s\n' "$cfn_lint"
+        return 0
+    fi
+    mkdir -p "$HOURGLASS_CACHE_DIR"
+    exec 9>"$HOURGLASS_CACHE_DIR/venv.lock" # one install at a time
+    flock 9
+    if ! { [[ -x "$cfn_lint" ]] && [[ "$("$cfn_lint" --version 2>/dev/null)" == *"$CFN_LINT_VERSION"* ]]; }; then
+        ensure_venv
+        log "installing cfn-lint==$CFN_LINT_VERSION (PyPI) into $VENV"
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "cfn-lint==$CFN_LINT_VERSION" >&2 ||
+            die "pip install cfn-lint==$CFN_LINT_VERSION failed"
+        "$cfn_lint" --version >/dev/null 2>&1 || die "$cfn_lint does not run after installing cfn-lint"
+    fi
+    exec 9>&-
+    printf '%s\n' "$cfn_lint"
+}
+
+cmd_deploy_checks() {
+    local sources="$HOURGLASS_SERVERS_DIR/../../deploy/checks"
+    command -v go >/dev/null 2>&1 || die "the deploy checks need Go to be built"
+    local hash
+    hash=$(cd "$sources" && find . -name '*.go' -o -name go.mod -o -name go.sum | LC_ALL=C sort |
+        xargs sha256sum | sha256sum | cut -c1-16)
+    local dir="$HOURGLASS_CACHE_DIR/deploy-checks/$hash"
+    if ! [[ -x "$dir/manifests" && -x "$dir/envoy" ]]; then
+        mkdir -p "$HOURGLASS_CACHE_DIR/deploy-checks"
+        exec 9>"$HOURGLASS_CACHE_DIR/deploy-checks/.lock"
+        flock 9
+        if ! [[ -x "$dir/manifests" && -x "$dir/envoy" ]]; then
+            local work start=$SECONDS
+            work=$(mktemp -d "$HOURGLASS_CACHE_DIR/deploy-checks/.build.XXXXXX")
+            log "building the deploy checks (deploy/checks, sources $hash) ..."
+            if ! (cd "$sources" && go build -mod=readonly -o "$work/" ./cmd/...) >&2; then
+                rm -rf "$work"
+                die "go build of deploy/checks failed"
+            fi
+            # Builds of older sources are of no further use.
+            find "$HOURGLASS_CACHE_DIR/deploy-checks" -mindepth 1 -maxdepth 1 -type d ! -name '.*' -exec rm -rf {} +
+            mv "$work" "$dir"
+            log "built the deploy checks in $((SECONDS - start)) s"
+        fi
+        exec 9>&-
+    fi
+    printf '%s\n' "$dir"
+}
+
 (($# == 1)) || usage
 case "$1" in
     sqlx) cmd_sqlx ;;
     buf) cmd_buf ;;
     grpcurl) cmd_grpcurl ;;
+    helm) go_install_pinned helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" ;;
+    promtool) go_install_pinned promtool github.com/prometheus/prometheus/cmd/promtool "$PROMTOOL_VERSION" ;;
+    cfn-lint) cmd_cfn_lint ;;
+    deploy-checks) cmd_deploy_checks ;;
     *) usage ;;
 esac

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Checks the deployment artifacts with the real tools (no server needed); scripts/test.sh runs it.
+#
+#   1. charts/hourglass: `helm lint --strict` and `helm template` with each values file (values.yaml,
+#      values-production.yaml, values-laptop.yaml); every rendered manifest decoded strictly into its
+#      Kubernetes API type (deploy/checks/cmd/manifests); every key of the rendered hourglass.toml a long flag
+#      of the binary.
+#   2. The rendered Envoy bootstrap validated against Envoy's API (go-control-plane, deploy/checks/cmd/envoy).
+#   3. The alerts: `promtool check rules` and `promtool test rules` (charts/hourglass/alerts).
+#   4. The CloudWatch alarms: cfn-lint (deploy/cloudwatch/alarms.yaml).
+#   5. docs/metrics.md against the code, and every metric the alerts, dashboard and alarms use documented
+#      (scripts/check-metrics-doc.py).
+# Each check also shows it can fail: a deliberately broken manifest, Envoy bootstrap, alert rule and metrics
+# doc must each be refused.
+#
+# Tools are installed on first use and cached in $HOURGLASS_CACHE_DIR (default ~/.cache/hourglass) by
+# e2e/servers/tools.sh: helm and promtool with `go install` (promtool takes ~6 minutes once), cfn-lint into
+# the venv, the Go checkers built once per version of their sources. Cached, the whole script takes seconds.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+export HOURGLASS_CACHE_DIR="${HOURGLASS_CACHE_DIR:-$HOME/.cache/hourglass}"
+chart=charts/hourglass
+# The chart needs Kubernetes 1.30 (native preStop sleep); helm template assumes an older one unless told.
+kube_version=1.30.0
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+fail() { printf 'check-deploy: %s\n' "$*" >&2; exit 1; }
+# must_fail WHAT CMD...: runs CMD, which must fail; its output is kept from the log unless it passes.
+must_fail() {
+    local what=$1
+    shift
+    if "$@" >"$work/must-fail.log" 2>&1; then
+        cat "$work/must-fail.log" >&2
+        fail "self-test: $what was accepted"
+    fi
+    printf 'self-test: %s refused (%s)\n' "$what" "$(grep -m1 -iE 'error|invalid|fail|unknown' "$work/must-fail.log" | cut -c1-160)" >&2
+}
+
+step "deploy tools (cached in $HOURGLASS_CACHE_DIR)"
+helm=$(bash e2e/servers/tools.sh helm)
+promtool=$(bash e2e/servers/tools.sh promtool)
+cfn_lint=$(bash e2e/servers/tools.sh cfn-lint)
+checks=$(bash e2e/servers/tools.sh deploy-checks)
+python="$(dirname "$cfn_lint")/python"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/hourglass-check-deploy.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+for values in values.yaml values-production.yaml values-laptop.yaml; do
+    step "helm lint and template: $values"
+    "$helm" lint --strict "$chart" -f "$chart/$values" --kube-version "$kube_version"
+    rendered="$work/${values%.yaml}.rendered.yaml"
+    "$helm" template hourglass "$chart" -f "$chart/$values" --namespace hourglass \
+        --kube-version "$kube_version" >"$rendered"
+    "$checks/manifests" "$rendered"
+    "$checks/envoy" -configmap-key envoy.yaml "$rendered"
+    "$python" - "$rendered" <<'EOF'
+# Every key of the rendered hourglass.toml must be a long flag of the binary (a clap `long = "..."` in
+# crates/), or the binary refuses the file at start-up.
+import re, sys, tomllib, yaml
+from pathlib import Path
+flags = set()
+for path in Path("crates").glob("*/src/**/*.rs"):
+    flags.update(re.findall(r'long\s*=\s*"([a-z0-9-]+)"', path.read_text()))
+documents = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+files = [d["data"]["hourglass.toml"] for d in documents
+         if d["kind"] == "ConfigMap" and "hourglass.toml" in d.get("data", {})]
+assert files, "no ConfigMap with hourglass.toml was rendered"
+unknown = set()
+for text in files:
+    config = tomllib.loads(text)
+    for key, value in config.items():
+        keys = value.keys() if isinstance(value, dict) else [key]
+        unknown.update(k for k in keys if k not in flags)
+if unknown:
+    sys.exit(f"hourglass.toml: not a flag of the hourglass binary: {', '.join(sorted(unknown))}")
+print(f"{len(files)} hourglass.toml file(s): every key is a flag of the binary")
+EOF
+done
+
+step "self-tests: a misspelt manifest field and a broken Envoy bootstrap are refused"
+sed 's/maxUnavailable: 0/maxUnavailabel: 0/' "$work/values.rendered.yaml" >"$work/broken-manifests.yaml"
+must_fail "a Deployment with a misspelt field" "$checks/manifests" "$work/broken-manifests.yaml"
+"$checks/envoy" -configmap-key envoy.yaml -dump "$work/envoy.yaml" "$work/values.rendered.yaml" >/dev/null
+sed 's/lb_policy: LEAST_REQUEST/lb_policy: LEAST_REQUESTS/' "$work/envoy.yaml" >"$work/broken-envoy-enum.yaml"
+must_fail "an Envoy bootstrap with a misspelt enum" "$checks/envoy" "$work/broken-envoy-enum.yaml"
+sed 's/interval: 2s/interval: 0s/' "$work/envoy.yaml" >"$work/broken-envoy-interval.yaml"
+must_fail "an Envoy bootstrap with a zero health-check interval" "$checks/envoy" "$work/broken-envoy-interval.yaml"
+
+step "alerts: promtool check rules, test rules"
+"$promtool" check rules "$chart/alerts/hourglass.rules.yaml"
+(cd "$chart/alerts" && "$promtool" test rules hourglass.rules.test.yaml)
+# The tests must be able to fail: with the rollup-lag threshold at 20 h or the ledger alert needing 3
+# unbalanced hours, their cases that must fire do not.
+mkdir -p "$work/alerts"
+cp "$chart/alerts/hourglass.rules.test.yaml" "$work/alerts/"
+sed 's/job_lag_seconds) > 7200/job_lag_seconds) > 72000/' "$chart/alerts/hourglass.rules.yaml" >"$work/alerts/hourglass.rules.yaml"
+must_fail "the rollup-lag tests against a 20 h threshold" bash -c 'cd "$1" && "$2" test rules hourglass.rules.test.yaml' _ "$work/alerts" "$promtool"
+sed 's/final_hours) > 0/final_hours) > 2/' "$chart/alerts/hourglass.rules.yaml" >"$work/alerts/hourglass.rules.yaml"
+must_fail "the ledger-mismatch tests against a threshold of 2 hours" bash -c 'cd "$1" && "$2" test rules hourglass.rules.test.yaml' _ "$work/alerts" "$promtool"
+
+step "CloudWatch alarms: cfn-lint"
+"$cfn_lint" deploy/cloudwatch/alarms.yaml
+echo "deploy/cloudwatch/alarms.yaml: cfn-lint found nothing" >&2
+
+step "docs/metrics.md against the code"
+"$python" scripts/check-metrics-doc.py --self-test
+
+step "deploy checks passed"
