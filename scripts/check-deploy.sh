@@ -3,8 +3,8 @@
 #
 #   1. charts/hourglass: `helm lint --strict` and `helm template` with each values file (values.yaml,
 #      values-production.yaml, values-laptop.yaml); every rendered manifest decoded strictly into its
-#      Kubernetes API type (deploy/checks/cmd/manifests); every key of the rendered hourglass.toml a long flag
-#      of the binary.
+#      Kubernetes API type (deploy/checks/cmd/manifests); the rendered hourglass.toml accepted by the binary's
+#      own loader (`hourglass config print ROLE --config FILE`, so `cargo build -p hourglass` first).
 #   2. The rendered Envoy bootstrap validated against Envoy's API (go-control-plane, deploy/checks/cmd/envoy).
 #   3. The alerts: `promtool check rules` and `promtool test rules` (charts/hourglass/alerts).
 #   4. The CloudWatch alarms: cfn-lint (deploy/cloudwatch/alarms.yaml).
@@ -44,6 +44,9 @@ promtool=$(bash e2e/servers/tools.sh promtool)
 cfn_lint=$(bash e2e/servers/tools.sh cfn-lint)
 checks=$(bash e2e/servers/tools.sh deploy-checks)
 python="$(dirname "$cfn_lint")/python"
+# The binary itself, to check the configuration file the chart renders (the test run builds it anyway).
+cargo build --quiet --locked -p hourglass
+hourglass="${CARGO_TARGET_DIR:-target}/debug/hourglass"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/hourglass-check-deploy.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -56,31 +59,25 @@ for values in values.yaml values-production.yaml values-laptop.yaml; do
         --kube-version "$kube_version" >"$rendered"
     "$checks/manifests" "$rendered"
     "$checks/envoy" -configmap-key envoy.yaml "$rendered"
-    "$python" - "$rendered" <<'EOF'
-# Every key of the rendered hourglass.toml must be a long flag of the binary (a clap `long = "..."` in
-# crates/), or the binary refuses the file at start-up.
-import re, sys, tomllib, yaml
-from pathlib import Path
-flags = set()
-for path in Path("crates").glob("*/src/**/*.rs"):
-    flags.update(re.findall(r'long\s*=\s*"([a-z0-9-]+)"', path.read_text()))
-documents = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
-files = [d["data"]["hourglass.toml"] for d in documents
-         if d["kind"] == "ConfigMap" and "hourglass.toml" in d.get("data", {})]
-assert files, "no ConfigMap with hourglass.toml was rendered"
-unknown = set()
-for text in files:
-    config = tomllib.loads(text)
-    for key, value in config.items():
-        keys = value.keys() if isinstance(value, dict) else [key]
-        unknown.update(k for k in keys if k not in flags)
-if unknown:
-    sys.exit(f"hourglass.toml: not a flag of the hourglass binary: {', '.join(sorted(unknown))}")
-print(f"{len(files)} hourglass.toml file(s): every key is a flag of the binary")
-EOF
+    # The rendered hourglass.toml, checked by the binary's own loader for every role: an unknown key, a key in
+    # the wrong role's table or a value of the wrong type fails here rather than at a pod's start.
+    "$python" -c 'import sys, yaml
+files = {d["data"]["hourglass.toml"] for d in yaml.safe_load_all(open(sys.argv[1]))
+         if d and d["kind"] == "ConfigMap" and "hourglass.toml" in d.get("data", {})}
+assert len(files) == 1, f"the roles and the migration Job must read the same file, not {len(files)}"
+sys.stdout.write(files.pop())' "$rendered" >"$work/hourglass.toml"
+    [[ -s "$work/hourglass.toml" ]] || fail "no hourglass.toml rendered with $values"
+    for role in collector ingestor aggregator query; do
+        "$hourglass" config print "$role" --config "$work/hourglass.toml" >"$work/config-print.log" 2>&1 ||
+            { cat "$work/config-print.log" >&2; fail "hourglass $role refuses the hourglass.toml rendered with $values"; }
+    done
+    echo "hourglass.toml: accepted by hourglass config print for collector, ingestor, aggregator and query" >&2
 done
 
-step "self-tests: a misspelt manifest field and a broken Envoy bootstrap are refused"
+step "self-tests: a misspelt manifest field, a wrong config key and a broken Envoy bootstrap are refused"
+printf 'cql-nodes = "not-a-list:9042"\n[collector]\nmax-in-flight-byte = 1\n' >"$work/broken.toml"
+must_fail "a hourglass.toml with a misspelt key and a wrongly typed value" \
+    "$hourglass" config print collector --config "$work/broken.toml"
 sed 's/maxUnavailable: 0/maxUnavailabel: 0/' "$work/values.rendered.yaml" >"$work/broken-manifests.yaml"
 must_fail "a Deployment with a misspelt field" "$checks/manifests" "$work/broken-manifests.yaml"
 "$checks/envoy" -configmap-key envoy.yaml -dump "$work/envoy.yaml" "$work/values.rendered.yaml" >/dev/null
