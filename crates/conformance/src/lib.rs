@@ -5,6 +5,7 @@
 //! The suites panic on the first broken expectation, naming it; they are called from `#[tokio::test]`s.
 
 pub mod event_log;
+pub mod event_log_consumer;
 pub mod key_store;
 pub mod raw_store;
 pub mod rollups;

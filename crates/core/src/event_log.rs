@@ -1,10 +1,16 @@
-//! The [`EventLog`] seam: the durable, partitioned log between the collector and the ingestor.
+//! The event log seams: the durable, partitioned log between the collector and the ingestor.
 //!
 //! Distributed mode uses Apache Kafka (`hourglass-kafka`); standalone mode the SQLite log of
-//! `hourglass-embedded` (`log.db`).
-//! The contract that matters: [`EventLog::append`] resolves `Ok` only once the record is durable
-//! (Kafka: acknowledged by all in-sync replicas), so the collector can ack the client.
+//! `hourglass-embedded` (`log.db`). Each implements both sides:
+//! - [`EventLog`], the write side. The contract that matters: [`EventLog::append`] resolves `Ok` only
+//!   once the record is durable (Kafka: acknowledged by all in-sync replicas), so the collector can ack
+//!   the client.
+//! - [`EventLogConsumer`], the read side: yields [`ConsumedRecord`]s in groups and commits
+//!   [`CommitPosition`]s ("everything before this offset is done"). What is not committed is delivered
+//!   again to the next consumer of the same group, which is what lets the ingestor commit only below
+//!   what it has stored and marked (invariant 1 of docs/architecture.md).
 
+use std::future::Future;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -38,6 +44,42 @@ pub struct Appended {
     pub offset: i64,
 }
 
+/// A record read from the event log, owned: it outlives the read that produced it (the ingestor writes
+/// it while the consumer reads on).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsumedRecord {
+    /// The partition it was read from.
+    pub partition: i32,
+    /// Its offset there.
+    pub offset: i64,
+    /// Its key (the customer, possibly salted). Hourglass writes text keys; a key that is not UTF-8 (a
+    /// foreign producer's) is read lossily, as it would be dead-lettered anyway.
+    pub key: String,
+    /// The encoded record; empty if it has none.
+    pub payload: Vec<u8>,
+    /// Its headers, in the order they were written (a header without a value reads as empty).
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Where it comes from, as `topic/partition/offset`: for logs and the dead-letter source header.
+    pub source: String,
+}
+
+impl ConsumedRecord {
+    /// The value of its first header named `name`.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_slice())
+    }
+}
+
+/// A position to commit: every record of `partition` below `next_offset` is done, so a consumer of the
+/// same group starts there after a restart or a rebalance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CommitPosition {
+    /// The partition.
+    pub partition: i32,
+    /// The first offset not done.
+    pub next_offset: i64,
+}
+
 /// Errors from the event log.
 #[derive(Debug, thiserror::Error)]
 pub enum EventLogError {
@@ -66,4 +108,36 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// Checks the log is reachable and its topics exist, for readiness.
     fn check_ready(&self) -> BoxFuture<'_, Result<(), EventLogError>>;
+}
+
+/// The read side of an event log: a member of a consumer group (Kafka) or a named consumer (`log.db`)
+/// reading the `events` topic from its group's committed positions on.
+///
+/// Delivery is at least once: a record is delivered again to the next consumer of the group unless a
+/// position past it was committed. Within a partition, records come in offset order.
+pub trait EventLogConsumer: Send + 'static {
+    /// Waits until at least one record is there, then returns it with the records already waiting
+    /// behind it, at most `max_records` (at least 1) in all, in offset order within each partition. It
+    /// never returns an empty group.
+    ///
+    /// Cancel-safe: dropping the future before it resolves loses no record (the next call returns it),
+    /// so a caller may `select!` on it. Errors the implementation can retry (a broker that is down) it
+    /// retries and logs itself; an error returned here means this consumer cannot go on.
+    fn next_records(
+        &mut self,
+        max_records: usize,
+    ) -> impl Future<Output = Result<Vec<ConsumedRecord>, EventLogError>> + Send;
+
+    /// Commits `positions`: for each partition, every record below its `next_offset` is done. Resolves
+    /// once the log has taken them; a commit may still complete in the background (Kafka commits
+    /// asynchronously), and [`EventLogConsumer::close`] waits for it. A failed commit loses nothing: the
+    /// records are delivered again. [`EventLogError::Fatal`] means committing cannot work any more
+    /// (the process should be restarted); other errors may pass at the next commit.
+    fn commit(&mut self, positions: &[CommitPosition]) -> impl Future<Output = Result<(), EventLogError>> + Send;
+
+    /// Makes the commits made so far durable, then leaves the group, so another member takes the
+    /// partitions at once.
+    fn close(self) -> impl Future<Output = Result<(), EventLogError>> + Send
+    where
+        Self: Sized;
 }

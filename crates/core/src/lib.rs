@@ -5,8 +5,9 @@
 //! - [`api_key`]: the key format (recognisable prefix + checksum, so secret scanners find leaked keys),
 //!   generation, parsing and hashing. Only the hash is ever stored.
 //! - [`key_store`]: the [`KeyStore`](key_store::KeyStore) seam: keys and per-customer limits.
-//! - [`event_log`]: the [`EventLog`](event_log::EventLog) seam: where the collector appends batches and
-//!   from where later stages consume them (Kafka in distributed mode).
+//! - [`event_log`]: the [`EventLog`](event_log::EventLog) seam, where the collector appends batches, and
+//!   the [`EventLogConsumer`](event_log::EventLogConsumer) seam, from which the ingestor reads them and
+//!   commits its positions (Kafka in distributed mode, `log.db` in standalone mode).
 //! - [`record`]: how a batch becomes an event-log record: schema version, headers, partition keys.
 //! - [`raw_store`]: the [`RawStore`](raw_store::RawStore) seam: raw events, idempotent by event id.
 //! - [`job_queue`]: the [`JobQueue`](job_queue::JobQueue) seam: customer-hours needing aggregation.

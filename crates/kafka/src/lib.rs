@@ -5,6 +5,9 @@
 //! - [`producer`]: [`KafkaEventLog`], the [`EventLog`](hourglass_core::event_log::EventLog) the collector
 //!   appends to. It is an idempotent producer with `acks=all`: an append resolves `Ok` only once every
 //!   in-sync replica has the record, which is what lets the collector ack its client.
+//! - [`consumer`]: [`KafkaEventLogConsumer`], the
+//!   [`EventLogConsumer`](hourglass_core::event_log::EventLogConsumer) the ingestor reads from: a member
+//!   of a consumer group that commits offsets only when told to.
 //! - [`context`]: librdkafka's logs at levels that mean something to an operator.
 //! - [`reader`]: reads a whole topic as it is now (`hourglass dlq`, tests).
 //! - [`testing`]: topics of a test's own on the test broker, and reading a topic back.
@@ -14,6 +17,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod consumer;
 pub mod context;
 pub mod error;
 pub mod producer;
@@ -21,5 +25,6 @@ pub mod reader;
 pub mod testing;
 
 pub use config::KafkaConfig;
+pub use consumer::KafkaEventLogConsumer;
 pub use error::KafkaSetupError;
 pub use producer::KafkaEventLog;

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use crate::admin;
 use crate::config::KafkaConfig;
 use crate::context::HourglassKafkaContext;
-use crate::error::KafkaSetupError;
+use crate::error::{KafkaSetupError, classify};
 
 const READINESS_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_ENQUEUE_BACKOFF: Duration = Duration::from_millis(50);
@@ -125,20 +125,5 @@ impl EventLog for KafkaEventLog {
             .await
             .map_err(|join_error| EventLogError::Unavailable(join_error.to_string()))?
         })
-    }
-}
-
-/// Sorts librdkafka's errors into what the caller can do about them.
-fn classify(error: KafkaError) -> EventLogError {
-    match error.rdkafka_error_code() {
-        Some(RDKafkaErrorCode::Fatal) => EventLogError::Fatal(error.to_string()),
-        Some(
-            RDKafkaErrorCode::MessageSizeTooLarge
-            | RDKafkaErrorCode::UnknownTopic
-            | RDKafkaErrorCode::UnknownTopicOrPartition
-            | RDKafkaErrorCode::TopicAuthorizationFailed
-            | RDKafkaErrorCode::InvalidMessage,
-        ) => EventLogError::Rejected(error.to_string()),
-        _ => EventLogError::Unavailable(error.to_string()),
     }
 }

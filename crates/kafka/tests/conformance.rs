@@ -1,12 +1,14 @@
-//! The [`EventLog`](hourglass_core::event_log::EventLog) conformance suite against a real Kafka broker
-//! (tier b), on topics of the test's own.
+//! The [`EventLog`](hourglass_core::event_log::EventLog) and
+//! [`EventLogConsumer`](hourglass_core::event_log::EventLogConsumer) conformance suites against a real
+//! Kafka broker (tier b), on topics of the test's own.
 
 use std::collections::BTreeMap;
 
 use futures::FutureExt;
 use hourglass_conformance::event_log::{self, ReadBack};
+use hourglass_conformance::event_log_consumer;
 use hourglass_core::event_log::Topic;
-use hourglass_kafka::{KafkaEventLog, admin, testing};
+use hourglass_kafka::{KafkaEventLog, KafkaEventLogConsumer, admin, testing};
 
 #[tokio::test]
 async fn kafka_event_log_conforms() {
@@ -30,6 +32,24 @@ async fn kafka_event_log_conforms() {
                     headers: record.headers.into_iter().collect::<BTreeMap<_, _>>(),
                 })
                 .collect()
+        }
+        .boxed()
+    })
+    .await;
+    let _ = admin::delete_topics(&config, &[config.events_topic.as_str(), config.dead_letter_topic.as_str()]).await;
+}
+
+#[tokio::test]
+async fn kafka_event_log_consumer_conforms() {
+    let config = testing::test_config("consumer_conformance", &testing::test_brokers());
+    let log = KafkaEventLog::connect(config.clone(), "conformance").await.expect("connect to the test broker");
+    let consumer_config = config.clone();
+    event_log_consumer::suite(&log, move |group: &'static str| {
+        let config = consumer_config.clone();
+        async move {
+            // Groups live on the shared broker: name them after the test's own topic.
+            let group = format!("{}.{group}", config.events_topic);
+            KafkaEventLogConsumer::subscribe(&config, Topic::Events, &group, "conformance").expect("subscribe")
         }
         .boxed()
     })
