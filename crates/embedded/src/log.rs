@@ -20,9 +20,11 @@
 //! the writer hands out offsets from memory.
 //!
 //! # Consumers
-//! The embedded ingestion ([`crate::ingest`]) reads with inherent methods (no trait: nothing else
-//! consumes this log): [`SqliteEventLog::read_after`] the committed offset,
-//! [`SqliteEventLog::wait_for_records_after`] it (woken by the writer, never polling),
+//! [`SqliteEventLogConsumer`] ([`consumer`]) is the log's
+//! [`EventLogConsumer`](hourglass_core::event_log::EventLogConsumer): a named consumer of the Events
+//! topic whose committed offset is a row of `log.db`. It is built on inherent methods, which the
+//! embedded ingestion ([`crate::ingest`]) still uses directly: [`SqliteEventLog::read_after`] the
+//! committed offset, [`SqliteEventLog::wait_for_records_after`] it (woken by the writer, never polling),
 //! [`SqliteEventLog::commit_offset`] once the records are stored and their hours marked, and
 //! [`SqliteEventLog::trim_events`] to delete what every consumer has passed. Dead letters are never
 //! trimmed: they wait for an operator.
@@ -44,6 +46,10 @@ use sqlx::{Row, SqlitePool};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::sqlite::{self, OpenError};
+
+pub mod consumer;
+
+pub use consumer::{LogTrimConfig, SqliteEventLogConsumer};
 
 /// The database file of the log, in the data directory.
 pub const FILE_NAME: &str = "log.db";
@@ -265,7 +271,9 @@ impl SqliteEventLog {
         let _ = last_offset_rx.wait_for(|last| *last > after_offset).await;
     }
 
-    /// The offset `consumer` committed last (the last record it is done with), 0 if it never did.
+    /// The offset `consumer` committed last (the last record it is done with: the stored form of a
+    /// commit, one below the seam's [`CommitPosition`](hourglass_core::event_log::CommitPosition)), 0 if
+    /// it never did.
     pub async fn committed_offset(&self, consumer: &str) -> Result<i64, SqliteLogError> {
         let committed: Option<i64> =
             sqlx::query_scalar("SELECT committed_offset FROM consumer_offsets WHERE consumer = ?")

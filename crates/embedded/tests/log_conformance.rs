@@ -1,13 +1,16 @@
-//! The [`EventLog`](hourglass_core::event_log::EventLog) conformance suite against the embedded log, in a
-//! data directory of the test's own; and what the embedded log adds: its consumer side.
+//! The [`EventLog`](hourglass_core::event_log::EventLog) and
+//! [`EventLogConsumer`](hourglass_core::event_log::EventLogConsumer) conformance suites against the
+//! embedded log, in a data directory of the test's own; and what the embedded log adds: its stored
+//! offsets, trimming, waking a waiting reader, refusing appends.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
 use hourglass_conformance::event_log::{self, ReadBack};
-use hourglass_core::event_log::{EventLog, LogRecord, Topic};
-use hourglass_embedded::log::SqliteEventLog;
+use hourglass_conformance::event_log_consumer;
+use hourglass_core::event_log::{CommitPosition, EventLog, EventLogConsumer, LogRecord, Topic};
+use hourglass_embedded::log::{LogTrimConfig, SqliteEventLog};
 
 fn record(key: &str, payload: &[u8]) -> LogRecord {
     LogRecord { key: key.to_owned(), payload: payload.to_vec(), headers: vec![("hg-test", b"x".to_vec())] }
@@ -36,6 +39,71 @@ async fn sqlite_event_log_conforms() {
         .boxed()
     })
     .await;
+}
+
+#[tokio::test]
+async fn sqlite_event_log_consumer_conforms() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(SqliteEventLog::open(data_dir.path()).await.unwrap());
+    let consumers_log = Arc::clone(&log);
+    event_log_consumer::suite(&*log, move |name: &'static str| {
+        let log = Arc::clone(&consumers_log);
+        async move { log.events_consumer(name, None).await.unwrap() }.boxed()
+    })
+    .await;
+}
+
+/// A consumer's commit is stored as the last record done (what tools and tests read), survives a
+/// reopen, and is where the consumer of that name resumes.
+#[tokio::test]
+async fn a_consumer_commit_is_stored_as_the_last_record_done_and_survives_a_reopen() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(SqliteEventLog::open(data_dir.path()).await.unwrap());
+    let mut offsets = Vec::new();
+    for payload in [b"one", b"two", b"six"] {
+        offsets.push(log.append(Topic::Events, record("acme", payload)).await.unwrap().offset);
+    }
+    let mut consumer = log.events_consumer("ingest", None).await.unwrap();
+    let read = consumer.next_records(10).await.unwrap();
+    assert_eq!(read.iter().map(|record| record.offset).collect::<Vec<_>>(), offsets);
+    assert_eq!(read[0].source, format!("events/0/{}", offsets[0]));
+    consumer.commit(&[CommitPosition { partition: 0, next_offset: offsets[2] }]).await.unwrap();
+    assert!(
+        consumer.commit(&[CommitPosition { partition: 1, next_offset: 1 }]).await.is_err(),
+        "log.db has no partition 1"
+    );
+    consumer.close().await.unwrap();
+    assert_eq!(log.committed_offset("ingest").await.unwrap(), offsets[1], "the last record done");
+    drop(log);
+
+    let reopened = Arc::new(SqliteEventLog::open(data_dir.path()).await.unwrap());
+    let mut resumed = reopened.events_consumer("ingest", None).await.unwrap();
+    let read = resumed.next_records(10).await.unwrap();
+    assert_eq!(read.iter().map(|record| record.payload.as_slice()).collect::<Vec<_>>(), vec![&b"six"[..]]);
+}
+
+/// The consumer trims what it committed, every trim interval, also while it waits for records.
+#[tokio::test]
+async fn a_trimming_consumer_deletes_what_it_committed_but_the_kept_tail() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(SqliteEventLog::open(data_dir.path()).await.unwrap());
+    let mut offsets = Vec::new();
+    for index in 0..5u8 {
+        offsets.push(log.append(Topic::Events, record("acme", &[index])).await.unwrap().offset);
+    }
+    let dead_letter = log.append(Topic::DeadLetter, record("acme", b"poison")).await.unwrap();
+    let trim = LogTrimConfig { trim_interval_secs: 1, keep_ingested_records: 1 };
+    let mut consumer = log.events_consumer("ingest", Some(trim)).await.unwrap();
+    assert_eq!(consumer.next_records(10).await.unwrap().len(), 5);
+    consumer.commit(&[CommitPosition { partition: 0, next_offset: offsets[4] }]).await.unwrap();
+
+    // Nothing more to read: the consumer waits, and trims when the interval has passed.
+    let waiting = tokio::time::timeout(Duration::from_secs(3), consumer.next_records(10)).await;
+    assert!(waiting.is_err(), "nothing was appended: {waiting:?}");
+    let left: Vec<i64> = log.read_after(Topic::Events, 0, 100).await.unwrap().iter().map(|r| r.offset).collect();
+    assert_eq!(left, offsets[3..].to_vec(), "committed through the fourth; the newest committed one is kept");
+    let dead_letters = log.read_after(Topic::DeadLetter, 0, 100).await.unwrap();
+    assert_eq!(dead_letters.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![dead_letter.offset]);
 }
 
 #[tokio::test]
