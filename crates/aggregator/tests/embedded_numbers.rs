@@ -1,5 +1,5 @@
 //! Huge and non-finite numbers through standalone's path, on the embedded stores of a data directory of
-//! the test's own: log → embedded ingestion → raw store → aggregation → `meta.db`. The hour rolls up to
+//! the test's own: log → the ingest loop (as standalone runs it) → raw store → aggregation → `meta.db`. The hour rolls up to
 //! finite figures instead of failing at every retry.
 
 use std::collections::BTreeMap;
@@ -12,10 +12,10 @@ use hourglass_core::event_log::{EventLog, Topic};
 use hourglass_core::raw_store::{RawStore, bucket_of};
 use hourglass_core::record;
 use hourglass_core::rollup_reader::{HourlyNumericRow, RollupReader};
-use hourglass_embedded::ingest::{self, CONSUMER, EmbeddedIngestConfig};
-use hourglass_embedded::log::SqliteEventLog;
+use hourglass_embedded::log::{INGEST_CONSUMER, LogTrimConfig, SqliteEventLog};
 use hourglass_embedded::meta::SqliteMetaStore;
 use hourglass_embedded::raw::SqliteRawStore;
+use hourglass_ingestor::EmbeddedIngestConfig;
 use hourglass_proto::log::v1::{EventBatchRecord, Outcome, OutcomeCount};
 use hourglass_proto::prost_types::Timestamp;
 use hourglass_proto::v1::{Event, PropertyValue, property_value};
@@ -97,15 +97,19 @@ async fn an_hour_of_huge_and_non_finite_numbers_rolls_up_on_the_embedded_stores(
     let last_offset = log.append(Topic::Events, non_finite).await.unwrap().offset;
 
     let stop_ingesting = CancellationToken::new();
-    let ingestion = tokio::spawn(ingest::run(
-        Arc::clone(&log),
+    let consumer = log.events_consumer(INGEST_CONSUMER, Some(LogTrimConfig::with_defaults())).await.unwrap();
+    let ingestion = tokio::spawn(hourglass_ingestor::run(
+        EmbeddedIngestConfig::with_defaults().loop_config(),
+        consumer,
         Arc::clone(&raw_store),
         Arc::clone(&meta),
-        EmbeddedIngestConfig::with_defaults(),
+        Arc::clone(&log),
         stop_ingesting.clone(),
     ));
-    wait_for("the records to be ingested", || async { log.committed_offset(CONSUMER).await.unwrap() >= last_offset })
-        .await;
+    wait_for("the records to be ingested", || async {
+        log.committed_offset(INGEST_CONSUMER).await.unwrap() >= last_offset
+    })
+    .await;
     stop_ingesting.cancel();
     ingestion.await.unwrap().unwrap();
 

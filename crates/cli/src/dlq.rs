@@ -1,9 +1,11 @@
 //! `hourglass dlq`: lists the dead-letter topic and re-injects records from it.
 
+use std::time::Duration;
+
 use anyhow::{Context, bail};
 use hourglass_core::event_log::Topic;
 use hourglass_ingestor::dead_letter::{self, DeadLetter};
-use hourglass_kafka::{KafkaConfig, KafkaEventLog};
+use hourglass_kafka::{KafkaConfig, KafkaEventLog, reader};
 
 /// Flags of `hourglass dlq`.
 #[derive(clap::Args)]
@@ -42,9 +44,12 @@ pub(crate) fn parse_position(value: &str) -> Result<(i32, i64), String> {
 /// Runs the action.
 pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
     let kafka = args.kafka.clone();
-    let dead_letters = tokio::task::spawn_blocking(move || dead_letter::list(&kafka))
-        .await?
-        .context("failed to read the dead-letter topic")?;
+    let records = tokio::task::spawn_blocking(move || {
+        reader::read_to_end(&kafka, kafka.topic_name(Topic::DeadLetter), Duration::from_secs(120))
+    })
+    .await?
+    .context("failed to read the dead-letter topic")?;
+    let dead_letters: Vec<DeadLetter> = records.into_iter().map(DeadLetter::from_record).collect();
     match args.action {
         DlqAction::List => print_list(&dead_letters),
         DlqAction::Reinject { all, record, set_schema_version } => {

@@ -4,10 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use hourglass_core::event_log::Topic;
 use hourglass_cql::{CqlConfig, CqlRawStore};
 use hourglass_grpc::server::{ServerConfig, not_serving_while};
 use hourglass_ingestor::IngestorConfig;
-use hourglass_kafka::{KafkaConfig, KafkaEventLog};
+use hourglass_kafka::{KafkaConfig, KafkaEventLog, KafkaEventLogConsumer};
 use hourglass_postgres::{PostgresConfig, PostgresJobQueue};
 
 use tokio::net::TcpListener;
@@ -63,9 +64,12 @@ pub async fn run(args: IngestorArgs) -> anyhow::Result<()> {
         Duration::from_millis(args.ingestor.readiness_interval_ms),
         shutdown.clone(),
     ));
+    let consumer =
+        KafkaEventLogConsumer::subscribe(&args.kafka, Topic::Events, &args.ingestor.group_id, "hourglass-ingestor")
+            .context("failed to subscribe to the events topic")?;
     hourglass_ingestor::run(
-        args.ingestor,
-        args.kafka,
+        args.ingestor.loop_config(),
+        consumer,
         raw_store,
         job_queue,
         Arc::new(dead_letter_log),

@@ -1,4 +1,5 @@
-//! `hourglass replay`: re-consume a range of a topic into the raw store, with a progress bar.
+//! `hourglass replay`: re-consume a range of a topic into the raw store, with a progress bar. Kafka reads
+//! the range (`hourglass_kafka::reader::TopicRange`); the ingestor's replay writes it.
 
 use std::sync::Arc;
 
@@ -7,7 +8,8 @@ use chrono::{DateTime, Utc};
 use hourglass_core::event_log::Topic;
 use hourglass_cql::{CqlConfig, CqlRawStore};
 use hourglass_ingestor::IngestorConfig;
-use hourglass_ingestor::replay::{self, ReplayStart};
+use hourglass_ingestor::replay;
+use hourglass_kafka::reader::{RangeStart, TopicRange};
 use hourglass_kafka::{KafkaConfig, KafkaEventLog};
 use hourglass_postgres::{PostgresConfig, PostgresJobQueue};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -44,9 +46,9 @@ pub struct ReplayArgs {
 pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let stop = shutdown::on_signal()?;
     let start = match (args.from, args.from_beginning) {
-        (Some(time), _) => ReplayStart::Time(time.timestamp_millis()),
-        (None, true) => ReplayStart::Beginning,
-        (None, false) => ReplayStart::Offsets(args.from_offsets.clone()),
+        (Some(time), _) => RangeStart::Time(time.timestamp_millis()),
+        (None, true) => RangeStart::Beginning,
+        (None, false) => RangeStart::Offsets(args.from_offsets.clone()),
     };
     let topic = args.topic.clone().unwrap_or_else(|| args.kafka.topic_name(Topic::Events).to_owned());
     let pool = args.postgres.connect_lazy().context("invalid database url")?;
@@ -58,16 +60,17 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let progress = ProgressBar::new(0).with_style(ProgressStyle::with_template(
         "replaying {bar:40} {human_pos}/{human_len} records  {per_sec}  eta {eta}",
     )?);
+    let range = TopicRange::open(&args.kafka, &topic, start).await.with_context(|| format!("cannot read {topic}"))?;
+    let total = range.total_records();
+    progress.set_length(total);
     let summary = replay::replay(
-        args.ingestor,
-        &args.kafka,
-        &topic,
-        start,
+        &args.ingestor.loop_config(),
+        range.into_records(),
+        total,
         Arc::new(raw_store),
         Arc::new(PostgresJobQueue::new(pool)),
         Arc::new(dead_letter_log),
         stop,
-        |total| progress.set_length(total),
         |done| progress.set_position(done),
     )
     .await

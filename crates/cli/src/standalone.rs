@@ -33,12 +33,12 @@ use hourglass_core::customer::CustomerId;
 use hourglass_core::event_log::EventLog;
 use hourglass_core::key_store::KeyStore;
 use hourglass_embedded::data_dir::{self, FILE_MODE};
-use hourglass_embedded::ingest::{EmbeddedIngestConfig, EmbeddedIngestError};
-use hourglass_embedded::log::SqliteEventLog;
+use hourglass_embedded::log::{INGEST_CONSUMER, LogTrimConfig, SqliteEventLog};
 use hourglass_embedded::meta::SqliteMetaStore;
 use hourglass_embedded::raw::SqliteRawStore;
 use hourglass_grpc::auth::Authenticator;
 use hourglass_grpc::server::{self, set_health};
+use hourglass_ingestor::{EmbeddedIngestConfig, IngestorError};
 use hourglass_query::QueryConfig;
 use hourglass_query::server::QUERY_SERVICE_NAME;
 use tokio::net::TcpListener;
@@ -70,6 +70,8 @@ pub struct StandaloneArgs {
     aggregator: AggregatorConfig,
     #[command(flatten)]
     ingest: EmbeddedIngestConfig,
+    #[command(flatten)]
+    log_trim: LogTrimConfig,
 }
 
 /// How often standalone re-aggregates an open hour that received data, unless told otherwise. Shorter than
@@ -242,11 +244,14 @@ pub async fn run(mut args: StandaloneArgs) -> anyhow::Result<()> {
     query_config.page_token_secret = Some(page_token_secret(&data_dir, query_config.page_token_secret.take())?);
 
     let background = CancellationToken::new();
-    let mut ingestion = tokio::spawn(hourglass_embedded::ingest::run(
-        Arc::clone(&event_log),
+    let consumer =
+        event_log.events_consumer(INGEST_CONSUMER, Some(args.log_trim)).await.context("cannot read log.db")?;
+    let mut ingestion = tokio::spawn(hourglass_ingestor::run(
+        args.ingest.loop_config(),
+        consumer,
         Arc::clone(&raw_store),
         Arc::clone(&meta),
-        args.ingest,
+        Arc::clone(&event_log),
         background.clone(),
     ));
     let aggregation = tokio::spawn(hourglass_aggregator::run(
@@ -343,7 +348,7 @@ pub async fn run(mut args: StandaloneArgs) -> anyhow::Result<()> {
 }
 
 /// Why the ingestion task ended, for the log's refusal and the operator.
-fn ingestion_stop_reason(ended: &Result<Result<(), EmbeddedIngestError>, tokio::task::JoinError>) -> String {
+fn ingestion_stop_reason(ended: &Result<Result<(), IngestorError>, tokio::task::JoinError>) -> String {
     match ended {
         Ok(Ok(())) => "ingestion stopped".to_owned(),
         Ok(Err(error)) => format!("ingestion stopped: {error}"),

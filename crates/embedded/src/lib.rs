@@ -4,14 +4,14 @@
 //! Each seam of `hourglass-core` has its embedded implementation here, held to the same conformance
 //! suite as the distributed one (`hourglass-conformance`):
 //! - [`log`]: the [`EventLog`](hourglass_core::event_log::EventLog) in `log.db`, with group commit so an
-//!   append resolves only once its record is on disk;
+//!   append resolves only once its record is on disk, and its
+//!   [`EventLogConsumer`](hourglass_core::event_log::EventLogConsumer), from which standalone's ingestion
+//!   (the ingest loop of `hourglass-ingestor`) reads and in which it commits its offset;
 //! - [`raw`]: the [`RawStore`](hourglass_core::raw_store::RawStore) in `raw.db`;
 //! - [`meta`]: keys, dirty hours (jobs), rollups and the ledger in `meta.db`
 //!   ([`KeyStore`](hourglass_core::key_store::KeyStore), [`JobQueue`](hourglass_core::job_queue::JobQueue),
 //!   [`RollupStore`](hourglass_core::rollup_store::RollupStore),
-//!   [`RollupReader`](hourglass_core::rollup_reader::RollupReader));
-//! - [`ingest`]: the loop that moves records from the log into the raw store, marks their hours dirty and
-//!   only then commits its position, as the distributed ingestor does with Kafka.
+//!   [`RollupReader`](hourglass_core::rollup_reader::RollupReader)).
 //!
 //! The data directory is private to its owner ([`data_dir`]: the directory 0700, its files 0600).
 //!
@@ -21,7 +21,6 @@
 #![warn(missing_docs)]
 
 pub mod data_dir;
-pub mod ingest;
 pub mod log;
 pub mod meta;
 pub mod raw;

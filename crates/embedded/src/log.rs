@@ -20,13 +20,13 @@
 //! the writer hands out offsets from memory.
 //!
 //! # Consumers
-//! [`SqliteEventLogConsumer`] ([`consumer`]) is the log's
-//! [`EventLogConsumer`](hourglass_core::event_log::EventLogConsumer): a named consumer of the Events
-//! topic whose committed offset is a row of `log.db`. It is built on inherent methods, which the
-//! embedded ingestion ([`crate::ingest`]) still uses directly: [`SqliteEventLog::read_after`] the
-//! committed offset, [`SqliteEventLog::wait_for_records_after`] it (woken by the writer, never polling),
-//! [`SqliteEventLog::commit_offset`] once the records are stored and their hours marked, and
-//! [`SqliteEventLog::trim_events`] to delete what every consumer has passed. Dead letters are never
+//! The read side is [`SqliteEventLogConsumer`] ([`consumer`]), the
+//! [`EventLogConsumer`](hourglass_core::event_log::EventLogConsumer) of the Events topic that
+//! standalone's ingest loop (`hourglass-ingestor`) reads from, under a name ([`INGEST_CONSUMER`]) whose
+//! committed offset is a row of `log.db`. It is built on inherent methods, which tests and tools use
+//! too: [`SqliteEventLog::read_after`] an offset, [`SqliteEventLog::wait_for_records_after`] it (woken
+//! by the writer, never polling), [`SqliteEventLog::commit_offset`] and
+//! [`SqliteEventLog::trim_events`] to delete what the ingestion has passed. Dead letters are never
 //! trimmed: they wait for an operator.
 //!
 //! # Refusing appends
@@ -39,9 +39,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::future::BoxFuture;
-use hourglass_core::event_log::{Appended, EventLog, EventLogError, LogRecord, Topic};
-use hourglass_core::record::SCHEMA_VERSION_HEADER;
-use hourglass_ingestor::LogMessage;
+use hourglass_core::event_log::{Appended, ConsumedRecord, EventLog, EventLogError, LogRecord, Topic};
 use sqlx::{Row, SqlitePool};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -50,6 +48,9 @@ use crate::sqlite::{self, OpenError};
 pub mod consumer;
 
 pub use consumer::{LogTrimConfig, SqliteEventLogConsumer};
+
+/// The name standalone's ingestion commits its offset under.
+pub const INGEST_CONSUMER: &str = "ingest";
 
 /// The database file of the log, in the data directory.
 pub const FILE_NAME: &str = "log.db";
@@ -101,46 +102,6 @@ pub enum SqliteLogError {
     /// The writer task has stopped (the runtime is shutting down), or did not answer in time.
     #[error("event log writer unavailable: {0}")]
     WriterUnavailable(String),
-}
-
-/// A record as read back from the log.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StoredLogRecord {
-    /// Its topic.
-    pub topic: Topic,
-    /// Its offset (partition 0): increasing across both topics.
-    pub offset: i64,
-    /// Its key.
-    pub key: String,
-    /// Its payload.
-    pub payload: Vec<u8>,
-    /// Its headers, in append order.
-    pub headers: Vec<(String, Vec<u8>)>,
-}
-
-impl StoredLogRecord {
-    /// The value of the first header named `name`.
-    pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_slice())
-    }
-}
-
-impl LogMessage for StoredLogRecord {
-    fn record_key(&self) -> &[u8] {
-        self.key.as_bytes()
-    }
-
-    fn record_payload(&self) -> &[u8] {
-        &self.payload
-    }
-
-    fn schema_version(&self) -> Option<&[u8]> {
-        self.header(SCHEMA_VERSION_HEADER)
-    }
-
-    fn source(&self) -> String {
-        format!("{}/0/{}", topic_label(self.topic), self.offset)
-    }
 }
 
 /// The embedded [`EventLog`] in `log.db`. See the module documentation.
@@ -231,13 +192,14 @@ impl SqliteEventLog {
         let _ = self.appends_refused.set(reason.to_owned());
     }
 
-    /// At most `max_records` records of `topic` with an offset above `after_offset`, oldest first.
+    /// At most `max_records` records of `topic` with an offset above `after_offset`, oldest first, in
+    /// partition 0, their source named `events/0/<offset>` or `dead_letter/0/<offset>`.
     pub async fn read_after(
         &self,
         topic: Topic,
         after_offset: i64,
         max_records: usize,
-    ) -> Result<Vec<StoredLogRecord>, SqliteLogError> {
+    ) -> Result<Vec<ConsumedRecord>, SqliteLogError> {
         let rows = sqlx::query(
             "SELECT log_offset, record_key, payload, headers FROM log_records
              WHERE topic = ? AND log_offset > ? ORDER BY log_offset LIMIT ?",
@@ -252,12 +214,13 @@ impl SqliteEventLog {
                 let offset: i64 = row.try_get("log_offset")?;
                 let encoded_headers: Vec<u8> = row.try_get("headers")?;
                 let headers = decode_headers(&encoded_headers).ok_or(SqliteLogError::CorruptHeaders { offset })?;
-                Ok(StoredLogRecord {
-                    topic,
+                Ok(ConsumedRecord {
+                    partition: 0,
                     offset,
                     key: row.try_get("record_key")?,
                     payload: row.try_get("payload")?,
                     headers,
+                    source: format!("{}/0/{offset}", topic_label(topic)),
                 })
             })
             .collect()

@@ -4,13 +4,12 @@
 //! once they can be read (after an ingestor upgrade, or with a corrected schema-version header). A
 //! re-injected record takes the same idempotent path as any other, so re-injecting twice stores its
 //! events once and counts its outcomes once (they are keyed by batch id).
+//!
+//! This module knows the dead-letter headers; reading the dead-letter topic is the log's business
+//! (`hourglass dlq` reads it with `hourglass-kafka` and hands the records to [`DeadLetter::from_record`]).
 
-use std::time::Duration;
-
-use hourglass_core::event_log::{EventLog, EventLogError, LogRecord, Topic};
+use hourglass_core::event_log::{ConsumedRecord, EventLog, EventLogError, LogRecord, Topic};
 use hourglass_core::record::SCHEMA_VERSION_HEADER;
-use hourglass_kafka::KafkaConfig;
-use hourglass_kafka::reader::{self, ReadError, ReadRecord};
 
 /// Header: why the record was dead-lettered.
 pub const REASON_HEADER: &str = "hg-dlq-reason";
@@ -44,8 +43,9 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
-    fn from_read(record: ReadRecord) -> Self {
-        let text = |name: &str| record.headers.get(name).map(|value| String::from_utf8_lossy(value).into_owned());
+    /// A record read from the dead-letter topic, with what its headers say.
+    pub fn from_record(record: ConsumedRecord) -> Self {
+        let text = |name: &str| record.header(name).map(|value| String::from_utf8_lossy(value).into_owned());
         Self {
             partition: record.partition,
             offset: record.offset,
@@ -57,12 +57,6 @@ impl DeadLetter {
             payload: record.payload,
         }
     }
-}
-
-/// Every record now in the dead-letter topic, oldest first per partition. Blocking.
-pub fn list(kafka: &KafkaConfig) -> Result<Vec<DeadLetter>, ReadError> {
-    let records = reader::read_to_end(kafka, kafka.topic_name(Topic::DeadLetter), Duration::from_secs(120))?;
-    Ok(records.into_iter().map(DeadLetter::from_read).collect())
 }
 
 /// Appends dead letters back to the events topic with their original key and payload, and their
@@ -89,38 +83,63 @@ pub async fn reinject<L: EventLog>(
     Ok(dead_letters.len())
 }
 
-/// The dead-letter copy of a record: same key and payload, its schema header if it had one, and why.
-pub fn dead_letter_record(
-    key: &[u8],
-    payload: &[u8],
-    schema_version: Option<&[u8]>,
-    reason: &str,
-    source: &str,
-    now_ms: i64,
-) -> LogRecord {
+/// The dead-letter copy of a consumed record: same key and payload, its schema header if it had one,
+/// why, and where it came from.
+pub fn dead_letter_record(consumed: &ConsumedRecord, reason: &str, now_ms: i64) -> LogRecord {
     let mut headers = vec![
         (REASON_HEADER, reason.as_bytes().to_vec()),
-        (SOURCE_HEADER, source.as_bytes().to_vec()),
+        (SOURCE_HEADER, consumed.source.as_bytes().to_vec()),
         (DEAD_LETTERED_AT_HEADER, now_ms.to_string().into_bytes()),
     ];
-    if let Some(version) = schema_version {
+    if let Some(version) = consumed.header(SCHEMA_VERSION_HEADER) {
         headers.push((SCHEMA_VERSION_HEADER, version.to_vec()));
     }
-    LogRecord { key: String::from_utf8_lossy(key).into_owned(), payload: payload.to_vec(), headers }
+    LogRecord { key: consumed.key.clone(), payload: consumed.payload.clone(), headers }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn consumed(headers: Vec<(String, Vec<u8>)>) -> ConsumedRecord {
+        ConsumedRecord {
+            partition: 3,
+            offset: 42,
+            key: "acme".to_owned(),
+            payload: vec![1, 2],
+            headers,
+            source: "t/3/42".to_owned(),
+        }
+    }
+
     #[test]
     fn keeps_payload_and_says_why() {
-        let record = dead_letter_record(b"acme", b"\x01\x02", Some(b"9"), "unknown schema version 9", "t/3/42", 7);
+        let poison = consumed(vec![(SCHEMA_VERSION_HEADER.to_owned(), b"9".to_vec())]);
+        let record = dead_letter_record(&poison, "unknown schema version 9", 7);
         assert_eq!(record.key, "acme");
         assert_eq!(record.payload, vec![1, 2]);
         let header = |name: &str| record.headers.iter().find(|(key, _)| *key == name).map(|(_, value)| value.clone());
         assert_eq!(header(REASON_HEADER).unwrap(), b"unknown schema version 9");
         assert_eq!(header(SOURCE_HEADER).unwrap(), b"t/3/42");
+        assert_eq!(header(DEAD_LETTERED_AT_HEADER).unwrap(), b"7");
         assert_eq!(header(SCHEMA_VERSION_HEADER).unwrap(), b"9");
+    }
+
+    #[test]
+    fn a_dead_letter_read_back_says_why_and_from_where() {
+        let read_back = consumed(vec![
+            (REASON_HEADER.to_owned(), b"undecodable payload".to_vec()),
+            (SOURCE_HEADER.to_owned(), b"events/1/7".to_vec()),
+            (DEAD_LETTERED_AT_HEADER.to_owned(), b"1700000000000".to_vec()),
+            (SCHEMA_VERSION_HEADER.to_owned(), b"1".to_vec()),
+        ]);
+        let dead_letter = DeadLetter::from_record(read_back);
+        assert_eq!((dead_letter.partition, dead_letter.offset), (3, 42));
+        assert_eq!(dead_letter.key, "acme");
+        assert_eq!(dead_letter.reason, "undecodable payload");
+        assert_eq!(dead_letter.source, "events/1/7");
+        assert_eq!(dead_letter.dead_lettered_at_ms, Some(1_700_000_000_000));
+        assert_eq!(dead_letter.schema_version.as_deref(), Some("1"));
+        assert_eq!(dead_letter.payload, vec![1, 2]);
     }
 }

@@ -15,7 +15,7 @@ pub const IN_FLIGHT_RECORDS: &str = "hourglass_ingestor_in_flight_records";
 
 /// Registers descriptions with whatever recorder is installed.
 pub fn describe() {
-    metrics::describe_counter!(RECORDS_TOTAL, "Kafka records handled, by result");
+    metrics::describe_counter!(RECORDS_TOTAL, "Event-log records handled, by result");
     metrics::describe_counter!(EVENTS_STORED_TOTAL, "Events written to the raw store");
     metrics::describe_counter!(WRITE_RETRIES_TOTAL, "Raw-store writes retried");
     metrics::describe_counter!(COMMITS_TOTAL, "Offset commits, by result");

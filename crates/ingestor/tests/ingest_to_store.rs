@@ -14,7 +14,8 @@ use hourglass_core::record;
 use hourglass_cql::CqlRawStore;
 use hourglass_ingestor::IngestorConfig;
 use hourglass_ingestor::dead_letter::{REASON_HEADER, SOURCE_HEADER};
-use hourglass_kafka::{KafkaConfig, KafkaEventLog, testing as kafka_testing};
+use hourglass_kafka::reader::{self, RangeStart, TopicRange};
+use hourglass_kafka::{KafkaConfig, KafkaEventLog, KafkaEventLogConsumer, testing as kafka_testing};
 use hourglass_postgres::{PostgresConfig, PostgresJobQueue, PostgresKeyStore, migrate, testing as pg_testing};
 use hourglass_proto::log::v1::{EventBatchRecord, Outcome, OutcomeCount};
 use hourglass_proto::prost_types::Timestamp;
@@ -65,9 +66,12 @@ fn start_ingestor(
     config: IngestorConfig,
 ) -> (CancellationToken, JoinHandle<Result<(), hourglass_ingestor::IngestorError>>) {
     let shutdown = CancellationToken::new();
+    let consumer =
+        KafkaEventLogConsumer::subscribe(&stores.kafka, Topic::Events, &config.group_id, "hourglass-ingestor")
+            .expect("subscribe to the test topic");
     let task = tokio::spawn(hourglass_ingestor::run(
-        config,
-        stores.kafka.clone(),
+        config.loop_config(),
+        consumer,
         Arc::clone(&stores.raw_store),
         Arc::clone(&stores.job_queue),
         Arc::clone(&stores.event_log),
@@ -393,12 +397,14 @@ async fn poison_records_go_to_the_dead_letter_topic_and_the_partition_moves_on()
             .await
             .unwrap();
     assert_eq!(dead_letters.len(), 2);
-    let reasons: Vec<String> =
-        dead_letters.iter().map(|record| String::from_utf8(record.headers[REASON_HEADER].clone()).unwrap()).collect();
+    let reasons: Vec<String> = dead_letters
+        .iter()
+        .map(|record| String::from_utf8(record.header(REASON_HEADER).unwrap().to_vec()).unwrap())
+        .collect();
     assert!(reasons.iter().any(|reason| reason.contains("undecodable payload")), "{reasons:?}");
     assert!(reasons.iter().any(|reason| reason.contains("unknown schema version 99")), "{reasons:?}");
     for dead_letter in &dead_letters {
-        let source = String::from_utf8(dead_letter.headers[SOURCE_HEADER].clone()).unwrap();
+        let source = String::from_utf8(dead_letter.header(SOURCE_HEADER).unwrap().to_vec()).unwrap();
         assert!(source.starts_with(&stores.kafka.events_topic), "{source}");
         assert_eq!(dead_letter.key, "victim");
     }
@@ -464,8 +470,10 @@ async fn a_record_with_an_impossible_hour_is_dead_lettered_and_other_customers_g
         tokio::task::spawn_blocking(move || kafka_testing::read_topic(&kafka, kafka.topic_name(Topic::DeadLetter)))
             .await
             .unwrap();
-    let reasons: Vec<String> =
-        dead_letters.iter().map(|record| String::from_utf8(record.headers[REASON_HEADER].clone()).unwrap()).collect();
+    let reasons: Vec<String> = dead_letters
+        .iter()
+        .map(|record| String::from_utf8(record.header(REASON_HEADER).unwrap().to_vec()).unwrap())
+        .collect();
     assert_eq!(reasons.len(), 2, "{reasons:?}");
     assert!(reasons[0].contains("outside the supported range"), "{reasons:?}");
     assert!(reasons[1].contains("not the start of a supported hour"), "{reasons:?}");
@@ -490,7 +498,13 @@ async fn a_fixed_dead_letter_reinjected_twice_is_stored_once() {
     let list = move || {
         let kafka = kafka.clone();
         async move {
-            tokio::task::spawn_blocking(move || hourglass_ingestor::dead_letter::list(&kafka)).await.unwrap().unwrap()
+            let records = tokio::task::spawn_blocking(move || {
+                reader::read_to_end(&kafka, kafka.topic_name(Topic::DeadLetter), Duration::from_secs(30))
+            })
+            .await
+            .unwrap()
+            .unwrap();
+            records.into_iter().map(hourglass_ingestor::dead_letter::DeadLetter::from_record).collect::<Vec<_>>()
         }
     };
     wait_for("the record to be dead-lettered", Duration::from_secs(60), || async { list().await.len() == 1 }).await;
@@ -530,26 +544,27 @@ async fn replay_restores_a_lost_store_from_a_time_or_from_the_beginning() {
     tokio::time::sleep(Duration::from_millis(20)).await;
     stores.event_log.append(Topic::Events, batch_record("replayed", "late", late)).await.unwrap();
 
-    let replay = |start| {
+    let replay = |start| async {
+        let range = TopicRange::open(&stores.kafka, &stores.kafka.events_topic, start).await.unwrap();
+        let total = range.total_records();
         hourglass_ingestor::replay::replay(
-            fast_config("unused"),
-            &stores.kafka,
-            &stores.kafka.events_topic,
-            start,
+            &fast_config("unused").loop_config(),
+            range.into_records(),
+            total,
             Arc::clone(&stores.raw_store),
             Arc::clone(&stores.job_queue),
             Arc::clone(&stores.event_log),
             CancellationToken::new(),
             |_| {},
-            |_| {},
         )
+        .await
     };
-    let summary = replay(hourglass_ingestor::replay::ReplayStart::Time(between)).await.unwrap();
+    let summary = replay(RangeStart::Time(between)).await.unwrap();
     assert_eq!((summary.stored, summary.dead_lettered, summary.hours_marked), (1, 0, 1));
     let late_ids: BTreeSet<String> = (0..5).map(|index| format!("late-{index}")).collect();
     assert_eq!(stored_ids(&stores.raw_store, "replayed", current_hour).await, late_ids);
 
-    let summary = replay(hourglass_ingestor::replay::ReplayStart::Beginning).await.unwrap();
+    let summary = replay(RangeStart::Beginning).await.unwrap();
     assert_eq!(summary.stored, 2);
     assert_eq!(stored_ids(&stores.raw_store, "replayed", current_hour).await.len(), 10);
     let marks = stores.job_queue.dirty_hours().await.unwrap();

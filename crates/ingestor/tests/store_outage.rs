@@ -11,7 +11,7 @@ use hourglass_core::hour;
 use hourglass_core::record;
 use hourglass_cql::{CqlRawStore, schema};
 use hourglass_ingestor::IngestorConfig;
-use hourglass_kafka::{KafkaEventLog, testing as kafka_testing};
+use hourglass_kafka::{KafkaEventLog, KafkaEventLogConsumer, testing as kafka_testing};
 use hourglass_postgres::{PostgresConfig, PostgresJobQueue, migrate, testing as pg_testing};
 use hourglass_proto::log::v1::{EventBatchRecord, Outcome, OutcomeCount};
 use hourglass_proto::prost_types::Timestamp;
@@ -103,9 +103,11 @@ async fn a_store_killed_and_restarted_mid_stream_loses_nothing() {
     config.commit_interval_ms = 100;
     config.max_retry_backoff_ms = 500;
     let shutdown = CancellationToken::new();
+    let consumer = KafkaEventLogConsumer::subscribe(&kafka, Topic::Events, &config.group_id, "hourglass-ingestor")
+        .expect("subscribe to the test topic");
     let ingestor = tokio::spawn(hourglass_ingestor::run(
-        config,
-        kafka.clone(),
+        config.loop_config(),
+        consumer,
         Arc::clone(&raw_store),
         Arc::clone(&job_queue),
         Arc::clone(&event_log),

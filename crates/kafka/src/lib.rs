@@ -9,7 +9,8 @@
 //!   [`EventLogConsumer`](hourglass_core::event_log::EventLogConsumer) the ingestor reads from: a member
 //!   of a consumer group that commits offsets only when told to.
 //! - [`context`]: librdkafka's logs at levels that mean something to an operator.
-//! - [`reader`]: reads a whole topic as it is now (`hourglass dlq`, tests).
+//! - [`reader`]: reads a topic by hand-assigned partitions up to its end as of the start, committing
+//!   nothing: the whole topic (`hourglass dlq`, tests) or a range of it (`hourglass replay`).
 //! - [`testing`]: topics of a test's own on the test broker, and reading a topic back.
 //! - [`admin`]: creates the topics when asked to, with the configured partitions and replication.
 

@@ -7,8 +7,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
+use hourglass_core::event_log::ConsumedRecord;
+
 use crate::KafkaConfig;
-pub use crate::reader::ReadRecord;
 use crate::reader::read_to_end;
 
 /// The environment variable naming the broker the tests use (`scripts/test.sh` sets it).
@@ -39,7 +40,7 @@ pub fn test_config(test_name: &str, brokers: &str) -> KafkaConfig {
 
 /// Every record of a topic now. See [`crate::reader::read_to_end`]; panics on errors (tests only).
 /// Blocking: call it from `spawn_blocking` in async code.
-pub fn read_topic(config: &KafkaConfig, topic: &str) -> Vec<ReadRecord> {
+pub fn read_topic(config: &KafkaConfig, topic: &str) -> Vec<ConsumedRecord> {
     read_to_end(config, topic, Duration::from_secs(30)).unwrap_or_else(|error| panic!("reading {topic}: {error}"))
 }
 

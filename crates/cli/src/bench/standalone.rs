@@ -133,7 +133,7 @@ pub async fn run(args: StandaloneBenchArgs) -> anyhow::Result<()> {
             "SELECT (SELECT committed_offset FROM consumer_offsets WHERE consumer = ?1), \
              (SELECT seq FROM sqlite_sequence WHERE name = 'log_records')",
         )
-        .bind(hourglass_embedded::ingest::CONSUMER)
+        .bind(hourglass_embedded::log::INGEST_CONSUMER)
         .fetch_one(&log)
         .await?;
         if committed.is_some() && committed >= last {

@@ -158,7 +158,7 @@ pub async fn read_topic(kafka: &KafkaConfig, topic: &str) -> Vec<PublishedRecord
     records
         .into_iter()
         .map(|read| {
-            let schema_version = read.headers.get(record::SCHEMA_VERSION_HEADER).map(Vec::as_slice);
+            let schema_version = read.header(record::SCHEMA_VERSION_HEADER);
             let decoded = record::decode(schema_version, &read.payload).expect("decodable record");
             PublishedRecord { key: read.key, partition: read.partition, record: decoded }
         })

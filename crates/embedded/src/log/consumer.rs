@@ -16,7 +16,7 @@ use std::time::Duration;
 use hourglass_core::event_log::{CommitPosition, ConsumedRecord, EventLogConsumer, EventLogError, Topic};
 use tokio::time::Instant;
 
-use super::{SqliteEventLog, SqliteLogError, StoredLogRecord, topic_label};
+use super::{SqliteEventLog, SqliteLogError};
 
 /// How standalone's ingest consumer trims ingested records from `log.db`.
 #[derive(Clone, Debug, clap::Args)]
@@ -128,7 +128,7 @@ impl EventLogConsumer for SqliteEventLogConsumer {
             // No wait between the read and this: a cancelled call has delivered nothing.
             if let Some(last) = records.last() {
                 self.delivered_through = last.offset;
-                return Ok(records.into_iter().map(consumed).collect());
+                return Ok(records);
             }
             let next_trim = self.trim.as_ref().map(|trim| trim.next_at);
             tokio::select! {
@@ -157,18 +157,6 @@ impl EventLogConsumer for SqliteEventLogConsumer {
     async fn close(self) -> Result<(), EventLogError> {
         // Every commit was durable when it resolved, and there is no group to leave.
         Ok(())
-    }
-}
-
-/// A stored record as the seam's [`ConsumedRecord`].
-fn consumed(record: StoredLogRecord) -> ConsumedRecord {
-    ConsumedRecord {
-        partition: 0,
-        offset: record.offset,
-        source: format!("{}/0/{}", topic_label(record.topic), record.offset),
-        key: record.key,
-        payload: record.payload,
-        headers: record.headers,
     }
 }
 

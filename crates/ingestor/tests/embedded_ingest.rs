@@ -1,6 +1,6 @@
-//! The embedded ingestion loop against the embedded log, raw store and job queue, in a data directory of
-//! the test's own: records reach the raw store once, their hours are marked, and only then is the
-//! offset committed.
+//! The ingest loop as standalone runs it, over the embedded log's consumer, raw store and job queue, in a
+//! data directory of the test's own (with `--embedded-ingest-*` settings): records reach the raw store
+//! once, their hours are marked, and only then is the offset committed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -8,17 +8,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hourglass_core::customer::CustomerId;
-use hourglass_core::event_log::{EventLog, LogRecord, Topic};
+use hourglass_core::event_log::{ConsumedRecord, EventLog, LogRecord, Topic};
 use hourglass_core::hour;
 use hourglass_core::job_queue::{CustomerHour, JobQueue, JobQueueError};
 use hourglass_core::raw_store::RawStore;
 use hourglass_core::record;
 use hourglass_core::rollup_store::RollupStore;
-use hourglass_embedded::ingest::{self, CONSUMER, EmbeddedIngestConfig, EmbeddedIngestError};
-use hourglass_embedded::log::SqliteEventLog;
+use hourglass_embedded::log::{INGEST_CONSUMER, LogTrimConfig, SqliteEventLog};
 use hourglass_embedded::meta::SqliteMetaStore;
 use hourglass_embedded::raw::SqliteRawStore;
 use hourglass_ingestor::dead_letter::{REASON_HEADER, SOURCE_HEADER};
+use hourglass_ingestor::{EmbeddedIngestConfig, IngestorError};
 use hourglass_proto::log::v1::{EventBatchRecord, Outcome, OutcomeCount};
 use hourglass_proto::prost_types::Timestamp;
 use hourglass_proto::v1::{Event, PropertyValue, RejectionReason, property_value};
@@ -63,22 +63,34 @@ async fn stores() -> Stores {
 }
 
 impl Stores {
-    fn start(&self, config: EmbeddedIngestConfig) -> (CancellationToken, JoinHandle<Result<(), EmbeddedIngestError>>) {
+    /// Starts the ingest loop as standalone does: `config` mapped onto the loop, reading `log.db` as
+    /// [`INGEST_CONSUMER`], trimming as `trim` says.
+    async fn start_trimming(
+        &self,
+        config: EmbeddedIngestConfig,
+        trim: LogTrimConfig,
+    ) -> (CancellationToken, JoinHandle<Result<(), IngestorError>>) {
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(ingest::run(
-            Arc::clone(&self.log),
+        let consumer = self.log.events_consumer(INGEST_CONSUMER, Some(trim)).await.unwrap();
+        let task = tokio::spawn(hourglass_ingestor::run(
+            config.loop_config(),
+            consumer,
             Arc::clone(&self.raw_store),
             Arc::clone(&self.job_queue),
-            config,
+            Arc::clone(&self.log),
             shutdown.clone(),
         ));
         (shutdown, task)
     }
 
+    async fn start(&self, config: EmbeddedIngestConfig) -> (CancellationToken, JoinHandle<Result<(), IngestorError>>) {
+        self.start_trimming(config, LogTrimConfig::with_defaults()).await
+    }
+
     /// Waits until the loop has committed `offset`; fails the test after a minute.
     async fn wait_for_commit(&self, offset: i64) {
         wait_for(&format!("offset {offset} to be committed"), || async {
-            self.log.committed_offset(CONSUMER).await.unwrap() >= offset
+            self.log.committed_offset(INGEST_CONSUMER).await.unwrap() >= offset
         })
         .await;
     }
@@ -213,7 +225,7 @@ async fn appended_records_are_stored_marked_and_then_committed() {
 
     let mut config = fast_config();
     config.max_records_per_write = 5; // several groups, several commits
-    let (shutdown, task) = stores.start(config);
+    let (shutdown, task) = stores.start(config).await;
     stores.wait_for_commit(last_offset).await;
 
     for (hour_start, ids) in &expected {
@@ -228,7 +240,7 @@ async fn appended_records_are_stored_marked_and_then_committed() {
 
     shutdown.cancel();
     task.await.unwrap().unwrap();
-    assert_eq!(stores.log.committed_offset(CONSUMER).await.unwrap(), last_offset);
+    assert_eq!(stores.log.committed_offset(INGEST_CONSUMER).await.unwrap(), last_offset);
 }
 
 #[tokio::test]
@@ -244,7 +256,7 @@ async fn a_restart_resumes_after_the_commit_and_redelivers_what_was_not_committe
     stores.log.append(Topic::Events, poison).await.unwrap();
     let (first_records, mut expected) = batches("acme", "first", 1, 5, &[current_hour]);
     let first_committed = append_all(&stores.log, first_records).await;
-    let (shutdown, task) = stores.start(fast_config());
+    let (shutdown, task) = stores.start(fast_config()).await;
     stores.wait_for_commit(first_committed).await;
     shutdown.cancel();
     task.await.unwrap().unwrap();
@@ -254,7 +266,7 @@ async fn a_restart_resumes_after_the_commit_and_redelivers_what_was_not_committe
     stores.job_queue.down.store(true, Ordering::SeqCst);
     let (second_records, second_expected) = batches("acme", "second", 4, 5, &[current_hour]);
     let second_last = append_all(&stores.log, second_records).await;
-    let (shutdown, task) = stores.start(fast_config());
+    let (shutdown, task) = stores.start(fast_config()).await;
     let second_ids = second_expected[&current_hour].clone();
     wait_for("the second records to reach the raw store", || async {
         let stored = stores.stored_ids("acme", current_hour).await;
@@ -263,11 +275,15 @@ async fn a_restart_resumes_after_the_commit_and_redelivers_what_was_not_committe
     .await;
     shutdown.cancel();
     task.await.unwrap().unwrap();
-    assert_eq!(stores.log.committed_offset(CONSUMER).await.unwrap(), first_committed, "nothing committed unmarked");
+    assert_eq!(
+        stores.log.committed_offset(INGEST_CONSUMER).await.unwrap(),
+        first_committed,
+        "nothing committed unmarked"
+    );
 
     // Third run: the queue is back; the uncommitted records come again and land once.
     stores.job_queue.down.store(false, Ordering::SeqCst);
-    let (shutdown, task) = stores.start(fast_config());
+    let (shutdown, task) = stores.start(fast_config()).await;
     stores.wait_for_commit(second_last).await;
     shutdown.cancel();
     task.await.unwrap().unwrap();
@@ -298,7 +314,7 @@ async fn poison_records_go_to_the_dead_letter_topic_and_the_rest_moves_on() {
     let future_offset = stores.log.append(Topic::Events, from_the_future).await.unwrap().offset;
     let good_offset = stores.log.append(Topic::Events, good).await.unwrap().offset;
 
-    let (shutdown, task) = stores.start(fast_config());
+    let (shutdown, task) = stores.start(fast_config()).await;
     stores.wait_for_commit(good_offset).await;
     shutdown.cancel();
     task.await.unwrap().unwrap();
@@ -307,7 +323,7 @@ async fn poison_records_go_to_the_dead_letter_topic_and_the_rest_moves_on() {
     assert_eq!(stored.keys().cloned().collect::<Vec<_>>(), vec!["good-1".to_owned()]);
     let dead_letters = stores.log.read_after(Topic::DeadLetter, 0, 100).await.unwrap();
     assert_eq!(dead_letters.len(), 2);
-    let text = |record: &hourglass_embedded::log::StoredLogRecord, name: &str| {
+    let text = |record: &ConsumedRecord, name: &str| {
         String::from_utf8(record.header(name).unwrap_or_default().to_vec()).unwrap()
     };
     assert!(text(&dead_letters[0], REASON_HEADER).contains("undecodable payload"));
@@ -324,10 +340,8 @@ async fn ingested_records_are_trimmed_from_the_log() {
     let current_hour = hour::hour_start(now_secs());
     let (records, _) = batches("acme", "t", 6, 2, &[current_hour]);
     let last_offset = append_all(&stores.log, records).await;
-    let mut config = fast_config();
-    config.trim_interval_secs = 1;
-    config.keep_ingested_records = 2;
-    let (shutdown, task) = stores.start(config);
+    let trim = LogTrimConfig { trim_interval_secs: 1, keep_ingested_records: 2 };
+    let (shutdown, task) = stores.start_trimming(fast_config(), trim).await;
     stores.wait_for_commit(last_offset).await;
     wait_for("the ingested records to be trimmed", || async {
         stores.log.read_after(Topic::Events, 0, 100).await.unwrap().len() == 2
@@ -340,7 +354,7 @@ async fn ingested_records_are_trimmed_from_the_log() {
 }
 
 /// Throughput of the embedded path, for the record (not a pass/fail check):
-/// `cargo test --release -p hourglass-embedded --test ingest -- --ignored --nocapture`.
+/// `cargo test --release -p hourglass-ingestor --test embedded_ingest -- --ignored --nocapture throughput`.
 /// `HOURGLASS_BENCH_DATA_DIR` chooses the disk (default: the system's temporary directory).
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "benchmark: run in release and read its output"]
@@ -393,11 +407,13 @@ async fn throughput() {
     let job_queue = Arc::new(SqliteMetaStore::open(data_dir.path()).await.unwrap());
     let shutdown = CancellationToken::new();
     let started = Instant::now();
-    let task = tokio::spawn(ingest::run(
-        Arc::clone(&log),
+    let consumer = log.events_consumer(INGEST_CONSUMER, Some(LogTrimConfig::with_defaults())).await.unwrap();
+    let task = tokio::spawn(hourglass_ingestor::run(
+        EmbeddedIngestConfig::with_defaults().loop_config(),
+        consumer,
         raw_store,
         job_queue,
-        EmbeddedIngestConfig::with_defaults(),
+        Arc::clone(&log),
         shutdown.clone(),
     ));
     wait_for_commit_of(&log, last_offset).await;
@@ -414,7 +430,7 @@ async fn throughput() {
 
 async fn wait_for_commit_of(log: &SqliteEventLog, offset: i64) {
     loop {
-        if log.committed_offset(CONSUMER).await.unwrap() >= offset {
+        if log.committed_offset(INGEST_CONSUMER).await.unwrap() >= offset {
             return;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
