@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
+use crate::BoxError;
+
 /// The logical topics of the event log. Their names live in configuration, never in code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Topic {
@@ -86,14 +88,14 @@ pub enum EventLogError {
     /// The log did not confirm the record in time, or cannot be reached. The record may or may not
     /// have been stored; appending it again is safe because consumers are idempotent by event id.
     #[error("event log unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] BoxError),
     /// The log refused the record itself (too large, unknown topic); retrying will not help.
     #[error("event log rejected the record: {0}")]
-    Rejected(String),
+    Rejected(#[source] BoxError),
     /// The log client is in a state it cannot leave (e.g. a fatal idempotent-producer error); the
     /// process should be restarted.
     #[error("event log client failed fatally: {0}")]
-    Fatal(String),
+    Fatal(#[source] BoxError),
 }
 
 /// A durable, partitioned, append-only log.

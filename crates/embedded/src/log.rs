@@ -291,7 +291,7 @@ async fn queue_and_wait<T>(
 impl EventLog for SqliteEventLog {
     fn append(&self, topic: Topic, record: LogRecord) -> BoxFuture<'static, Result<Appended, EventLogError>> {
         if let Some(reason) = self.appends_refused.get() {
-            let refused = EventLogError::Unavailable(format!("the event log refuses appends: {reason}"));
+            let refused = EventLogError::Unavailable(format!("the event log refuses appends: {reason}").into());
             return Box::pin(std::future::ready(Err(refused)));
         }
         let writer_tx = self.writer_tx.clone();
@@ -299,7 +299,7 @@ impl EventLog for SqliteEventLog {
             let (done_tx, done_rx) = oneshot::channel();
             queue_and_wait(writer_tx, WriteCommand::Append { topic, record, done_tx }, done_rx)
                 .await
-                .map_err(EventLogError::Unavailable)
+                .map_err(|message| EventLogError::Unavailable(message.into()))
         })
     }
 
@@ -313,7 +313,9 @@ impl EventLog for SqliteEventLog {
             match tokio::time::timeout(timeout, flushed).await {
                 Ok(Some(())) => Ok(()),
                 Ok(None) => Err(EventLogError::Unavailable("the log's writer has stopped".into())),
-                Err(_) => Err(EventLogError::Unavailable(format!("not flushed within {} ms", timeout.as_millis()))),
+                Err(_) => {
+                    Err(EventLogError::Unavailable(format!("not flushed within {} ms", timeout.as_millis()).into()))
+                }
             }
         })
     }
@@ -324,13 +326,13 @@ impl EventLog for SqliteEventLog {
                 return Err(EventLogError::Fatal("the log's writer has stopped".into()));
             }
             if let Some(reason) = self.appends_refused.get() {
-                return Err(EventLogError::Unavailable(format!("the event log refuses appends: {reason}")));
+                return Err(EventLogError::Unavailable(format!("the event log refuses appends: {reason}").into()));
             }
             sqlx::query("SELECT 1 FROM log_records LIMIT 1")
                 .fetch_optional(&self.pool)
                 .await
                 .map(|_| ())
-                .map_err(|error| EventLogError::Unavailable(error.to_string()))
+                .map_err(|error| EventLogError::Unavailable(Box::new(error)))
         })
     }
 }

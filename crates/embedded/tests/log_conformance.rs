@@ -183,7 +183,7 @@ async fn refused_appends_fail_as_unavailable_and_store_nothing() {
 
     log.refuse_appends("ingestion stopped");
     match log.append(Topic::Events, record("k", b"after")).await {
-        Err(EventLogError::Unavailable(message)) => assert!(message.contains("ingestion stopped"), "{message}"),
+        Err(EventLogError::Unavailable(cause)) => assert!(cause.to_string().contains("ingestion stopped"), "{cause}"),
         other => panic!("a refused append must be unavailable, got {other:?}"),
     }
     assert!(log.check_ready().await.is_err(), "a log that refuses appends is not ready");

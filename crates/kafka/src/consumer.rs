@@ -101,7 +101,7 @@ impl EventLogConsumer for KafkaEventLogConsumer {
             committed
         })
         .await
-        .map_err(|join_error| EventLogError::Unavailable(join_error.to_string()))?
+        .map_err(|join_error| EventLogError::Unavailable(Box::new(join_error)))?
     }
 }
 

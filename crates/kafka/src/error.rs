@@ -34,14 +34,14 @@ pub enum KafkaSetupError {
 /// Sorts librdkafka's errors into what the caller can do about them.
 pub(crate) fn classify(error: KafkaError) -> EventLogError {
     match error.rdkafka_error_code() {
-        Some(RDKafkaErrorCode::Fatal) => EventLogError::Fatal(error.to_string()),
+        Some(RDKafkaErrorCode::Fatal) => EventLogError::Fatal(Box::new(error)),
         Some(
             RDKafkaErrorCode::MessageSizeTooLarge
             | RDKafkaErrorCode::UnknownTopic
             | RDKafkaErrorCode::UnknownTopicOrPartition
             | RDKafkaErrorCode::TopicAuthorizationFailed
             | RDKafkaErrorCode::InvalidMessage,
-        ) => EventLogError::Rejected(error.to_string()),
-        _ => EventLogError::Unavailable(error.to_string()),
+        ) => EventLogError::Rejected(Box::new(error)),
+        _ => EventLogError::Unavailable(Box::new(error)),
     }
 }

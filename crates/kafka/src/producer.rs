@@ -73,10 +73,13 @@ impl EventLog for KafkaEventLog {
                     Ok(delivery) => break delivery,
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                         if Instant::now() + backoff > enqueue_deadline {
-                            return Err(EventLogError::Unavailable(format!(
-                                "producer queue still full after {} ms: kafka is not keeping up",
-                                config.enqueue_timeout_ms
-                            )));
+                            return Err(EventLogError::Unavailable(
+                                format!(
+                                    "producer queue still full after {} ms: kafka is not keeping up",
+                                    config.enqueue_timeout_ms
+                                )
+                                .into(),
+                            ));
                         }
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(MAX_ENQUEUE_BACKOFF);
@@ -97,7 +100,7 @@ impl EventLog for KafkaEventLog {
         Box::pin(async move {
             tokio::task::spawn_blocking(move || producer.flush(timeout))
                 .await
-                .map_err(|join_error| EventLogError::Unavailable(join_error.to_string()))?
+                .map_err(|join_error| EventLogError::Unavailable(Box::new(join_error)))?
                 .map_err(classify)
         })
     }
@@ -108,22 +111,22 @@ impl EventLog for KafkaEventLog {
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
                 if let Some((code, reason)) = producer.client().fatal_error() {
-                    return Err(EventLogError::Fatal(format!("{code:?}: {reason}")));
+                    return Err(EventLogError::Fatal(format!("{code:?}: {reason}").into()));
                 }
                 let metadata = producer
                     .client()
                     .fetch_metadata(Some(&events_topic), READINESS_TIMEOUT)
-                    .map_err(|error| EventLogError::Unavailable(error.to_string()))?;
+                    .map_err(|error| EventLogError::Unavailable(Box::new(error)))?;
                 match metadata.topics().first() {
                     Some(topic) if topic.error().is_none() && !topic.partitions().is_empty() => Ok(()),
-                    Some(topic) => {
-                        Err(EventLogError::Unavailable(format!("topic {events_topic} not usable: {:?}", topic.error())))
-                    }
-                    None => Err(EventLogError::Unavailable(format!("topic {events_topic} not found"))),
+                    Some(topic) => Err(EventLogError::Unavailable(
+                        format!("topic {events_topic} not usable: {:?}", topic.error()).into(),
+                    )),
+                    None => Err(EventLogError::Unavailable(format!("topic {events_topic} not found").into())),
                 }
             })
             .await
-            .map_err(|join_error| EventLogError::Unavailable(join_error.to_string()))?
+            .map_err(|join_error| EventLogError::Unavailable(Box::new(join_error)))?
         })
     }
 }

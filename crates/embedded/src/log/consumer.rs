@@ -141,10 +141,9 @@ impl EventLogConsumer for SqliteEventLogConsumer {
     async fn commit(&mut self, positions: &[CommitPosition]) -> Result<(), EventLogError> {
         for position in positions {
             if position.partition != 0 {
-                return Err(EventLogError::Rejected(format!(
-                    "log.db has one partition, 0; cannot commit partition {}",
-                    position.partition
-                )));
+                return Err(EventLogError::Rejected(
+                    format!("log.db has one partition, 0; cannot commit partition {}", position.partition).into(),
+                ));
             }
             // Stored as the last record done.
             let through = position.next_offset - 1;
@@ -173,5 +172,5 @@ async fn sleep_until_some(deadline: Option<Instant>) {
 /// ingestion cannot know what it has ingested without it. Standalone then exits non-zero and its
 /// supervisor restarts it; nothing past the last commit is lost.
 fn fatal(error: SqliteLogError) -> EventLogError {
-    EventLogError::Fatal(error.to_string())
+    EventLogError::Fatal(Box::new(error))
 }
