@@ -75,7 +75,7 @@ pub async fn suite<L: EventLog>(log: &L, read_back: impl Fn(Topic) -> BoxFuture<
 
 /// Record `index` of `topic`: a key among [`KEYS`], a payload naming topic and index (binary bytes
 /// included), and headers of the collector's kind plus an empty and a binary value.
-fn record(topic: Topic, index: usize) -> LogRecord {
+pub(crate) fn record(topic: Topic, index: usize) -> LogRecord {
     let mut payload = format!("{topic:?}-{index}").into_bytes();
     payload.extend_from_slice(&[0, 255, (index % 251) as u8]);
     LogRecord {

@@ -22,9 +22,6 @@ use hourglass_core::event_log::{
     Appended, CommitPosition, ConsumedRecord, EventLog, EventLogConsumer, LogRecord, Topic,
 };
 
-/// Keys the records are spread over (several per partition, so per-key order is really tested).
-const KEYS: [&str; 5] = ["acme", "globex", "initech", "umbrella", "acme#1"];
-
 /// Records appended before the first consumer starts.
 const FIRST_RECORDS: usize = 40;
 
@@ -133,28 +130,13 @@ where
 
 /// Appends record `index` to Events and remembers where it went.
 async fn append<L: EventLog>(log: &L, appended: &mut BTreeMap<(i32, i64), LogRecord>, index: usize) -> (i32, i64) {
-    let record = record(index);
+    // The write side's records: several keys per partition (so per-key order is really tested), binary
+    // payloads, and empty and binary header values.
+    let record = crate::event_log::record(Topic::Events, index);
     let Appended { partition, offset } =
         log.append(Topic::Events, record.clone()).await.expect("an append resolves Ok");
     appended.insert((partition, offset), record);
     (partition, offset)
-}
-
-/// Record `index`: a key among [`KEYS`], a payload naming the index (binary bytes included), and headers
-/// of the collector's kind plus an empty and a binary value.
-fn record(index: usize) -> LogRecord {
-    let mut payload = format!("record-{index}").into_bytes();
-    payload.extend_from_slice(&[0, 255, (index % 251) as u8]);
-    LogRecord {
-        key: KEYS[index % KEYS.len()].to_owned(),
-        payload,
-        headers: vec![
-            ("hg-schema-version", b"1".to_vec()),
-            ("hg-index", index.to_string().into_bytes()),
-            ("hg-empty", Vec::new()),
-            ("hg-binary", vec![0, 1, 254, 255]),
-        ],
-    }
 }
 
 /// Reads until `count` records came, asking for at most `max_group` at a time. Returns them in delivery
