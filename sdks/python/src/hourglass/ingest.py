@@ -82,8 +82,12 @@ class ClientStats:
     pending_events: int = 0
     #: Acks saying THROTTLED (the batch was resent after ``retry_after_ms``).
     throttled_acks: int = 0
+    #: Events in those acks (each resend counted again, as the ledger's ``throttled`` does).
+    throttled_events: int = 0
     #: Acks saying UNAVAILABLE (the event log did not confirm in time; the batch was resent).
     unavailable_acks: int = 0
+    #: Events in those acks.
+    unavailable_events: int = 0
     #: Batches refused as INVALID and split in two.
     split_batches: int = 0
     #: Batch sends after the first (after a throttled or unavailable ack, or a failed stream).
@@ -492,8 +496,10 @@ class Client:
                 # same batch goes again after the collector's delay.
                 if ack.status == _THROTTLED:
                     self._stats.throttled_acks += 1
+                    self._stats.throttled_events += len(batch.events)
                 else:
                     self._stats.unavailable_acks += 1
+                    self._stats.unavailable_events += len(batch.events)
                 delay = ack.retry_after_ms / 1000.0 if ack.retry_after_ms else 0.1
                 self._retry_later_locked(batch, delay)
             self._cond.notify_all()
