@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Command-line tools the e2e tests and CI need, installed on demand and cached.
 #
-# usage: tools.sh buf|grpcurl|sqlx|helm|promtool|cfn-lint|deploy-checks
+# usage: tools.sh buf|grpcurl|sqlx|helm|promtool|cfn-lint|deploy-checks|grpc-health-probe|e2e-python
 #
 #   buf       make sure `buf` can be run and print the path of its binary on stdout: the one on PATH if there
 #             is one, else the one of PyPI's buf-bin (HOURGLASS_BUF_VERSION, default below) installed with pip
@@ -19,6 +19,12 @@
 #             $HOURGLASS_CACHE_DIR/deploy-checks/HASH, HASH being that of their sources (go.mod, go.sum, *.go),
 #             so a change rebuilds them and nothing else does; prints the directory of the `manifests` and
 #             `envoy` binaries.
+#   grpc-health-probe  grpc-health-probe (HOURGLASS_GRPC_HEALTH_PROBE_VERSION), `go install`ed like helm (about
+#             10 s the first time); prints the binary. The e2e balancer's health checks run it: a gRPC health
+#             check of a named service, as the chart's Envoy does.
+#   e2e-python  the venv of the e2e scenarios, $HOURGLASS_CACHE_DIR/e2e-venv, with e2e/requirements.txt
+#             installed (again whenever that file changes); prints its python. The SDK itself is installed
+#             into it by e2e/run.sh, from sdks/python, on every run.
 #
 # e.g.  BUF=$("$(dirname "$0")"/tools.sh buf) && "$BUF" lint
 set -euo pipefail
@@ -34,7 +40,9 @@ SQLX_CLI_VERSION="${HOURGLASS_SQLX_CLI_VERSION:-0.9.0}"
 HELM_VERSION="${HOURGLASS_HELM_VERSION:-v3.22.0}"
 PROMTOOL_VERSION="${HOURGLASS_PROMTOOL_VERSION:-v0.316.0}"
 CFN_LINT_VERSION="${HOURGLASS_CFN_LINT_VERSION:-1.58.0}"
+GRPC_HEALTH_PROBE_VERSION="${HOURGLASS_GRPC_HEALTH_PROBE_VERSION:-v0.4.62}"
 TOOLS_BIN="$HOURGLASS_CACHE_DIR/bin"
+E2E_VENV="$HOURGLASS_CACHE_DIR/e2e-venv"
 
 # ensure_venv: a working Python venv at $VENV (one whose python runs; a broken or half-made one is made anew).
 ensure_venv() {
@@ -192,6 +200,32 @@ cmd_deploy_checks() {
     printf '%s\n' "$dir"
 }
 
+# cmd_e2e_python: the e2e venv with e2e/requirements.txt, reinstalled when the file's checksum changes.
+cmd_e2e_python() {
+    local requirements="$HOURGLASS_SERVERS_DIR/../requirements.txt" sum python="$E2E_VENV/bin/python"
+    sum=$(sha256sum "$requirements" | cut -d' ' -f1)
+    if [[ -x "$python" && -f "$E2E_VENV/.requirements.sha256" && "$(<"$E2E_VENV/.requirements.sha256")" == "$sum" ]]; then
+        printf '%s\n' "$python"
+        return 0
+    fi
+    mkdir -p "$HOURGLASS_CACHE_DIR"
+    exec 9>"$HOURGLASS_CACHE_DIR/e2e-venv.lock" # one install at a time
+    flock 9
+    if ! [[ -x "$python" && -f "$E2E_VENV/.requirements.sha256" && "$(<"$E2E_VENV/.requirements.sha256")" == "$sum" ]]; then
+        if ! { [[ -x "$python" ]] && "$python" -c 'import pip' >/dev/null 2>&1; }; then
+            VENV=$E2E_VENV ensure_venv
+        fi
+        local start=$SECONDS
+        log "installing e2e/requirements.txt (PyPI) into $E2E_VENV"
+        "$python" -m pip install --quiet --disable-pip-version-check -r "$requirements" >&2 ||
+            die "pip install -r e2e/requirements.txt failed"
+        printf '%s\n' "$sum" >"$E2E_VENV/.requirements.sha256"
+        log "installed in $((SECONDS - start)) s"
+    fi
+    exec 9>&-
+    printf '%s\n' "$python"
+}
+
 (($# == 1)) || usage
 case "$1" in
     sqlx) cmd_sqlx ;;
@@ -201,5 +235,7 @@ case "$1" in
     promtool) go_install_pinned promtool github.com/prometheus/prometheus/cmd/promtool "$PROMTOOL_VERSION" ;;
     cfn-lint) cmd_cfn_lint ;;
     deploy-checks) cmd_deploy_checks ;;
+    grpc-health-probe) go_install_pinned grpc-health-probe github.com/grpc-ecosystem/grpc-health-probe "$GRPC_HEALTH_PROBE_VERSION" ;;
+    e2e-python) cmd_e2e_python ;;
     *) usage ;;
 esac
