@@ -88,6 +88,7 @@ class Traffic:
         seed: str,
         hours: List[Tuple[datetime, float]],
         weights: Optional[List[float]] = None,
+        max_queued_events: int = 5_000,
     ):
         self.hours = hours
         self.weights = weights or zipf_weights(len(customers))
@@ -104,7 +105,7 @@ class Traffic:
                 max_in_flight_batches=16,
                 # Bounded: a platform that stops acking (Kafka down) blocks `track` once this many events
                 # wait, which is the backpressure a user's app sees.
-                max_queued_events=5_000,
+                max_queued_events=max_queued_events,
                 max_block_secs=None,
                 max_backoff_secs=2.0,
                 on_ack=traffic.on_ack,
