@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
 import grpc
+import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from hourglass_e2e import balancer
@@ -296,8 +297,6 @@ class Platform:
             },
         )
         (self.run_dir / "chart-rendered.yaml").write_text(rendered)
-        import yaml  # the e2e venv's PyYAML
-
         config = next(
             document["data"]["hourglass.toml"]
             for document in yaml.safe_load_all(rendered)

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, List, Optional
 
 import yaml
 from hourglass import CallError, QueryClient
@@ -346,10 +346,9 @@ def cassandra_outage(context: Context) -> Outcome:
     if max(lags + [lag_at_restart]) <= lag_before:
         outcome.failures.append("the consumer lag did not grow while Cassandra was down: ingestion did not pause")
     traffic.finish(timeout_secs=600)
-    drained = wait_until("consumer lag 0", lambda: platform.consumer_lag() == 0, 300, context.say, every_secs=1.0)
+    wait_until("consumer lag 0", lambda: platform.consumer_lag() == 0, 300, context.say, every_secs=1.0)
     outcome.notes.append(f"consumer lag drained to 0 {time.monotonic() - back_at:.0f} s after Cassandra was back")
     outcome.notes.append(_client_notes(traffic))
-    del drained
     return _settle_and_check(context, traffic, outcome)
 
 
