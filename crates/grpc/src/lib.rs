@@ -1,13 +1,21 @@
-//! What Hourglass's gRPC servers (collector, query, standalone) share.
+//! What Hourglass's gRPC servers (collector, query, the ingestor's health, standalone) share.
 //!
 //! - [`auth`]: API-key authentication (`authorization: Bearer hgk_…`) with a short-lived cache. The
 //!   customer of every call comes from its key, never from a request (invariant 4 of docs/architecture.md).
 //! - [`authenticated`]: a service wrapper that authenticates each call from its headers, before its
 //!   body is read or decoded.
-//! - [`server`]: hardened HTTP/2 settings, optional TLS, reflection and health helpers.
+//! - [`server`]: the settings every server shares (hardened HTTP/2 limits, optional TLS), reflection and
+//!   health helpers, and the start-up server a role shows while it waits for its backends.
+//! - [`serve`]: [`GrpcServer`], the one way a server serves (health following
+//!   readiness, reflection listing exactly its services) and shuts down in order (NOT_SERVING → delay →
+//!   drain with a deadline → flush → return).
 
 #![warn(missing_docs)]
 
 pub mod auth;
 pub mod authenticated;
+mod connections;
+pub mod serve;
 pub mod server;
+
+pub use serve::{GrpcServer, Stopped};

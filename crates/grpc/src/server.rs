@@ -76,6 +76,9 @@ pub enum GrpcServerError {
     /// The reflection service could not be built from the descriptor set.
     #[error("failed to build the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The server stopped accepting connections without being asked to.
+    #[error("the gRPC server stopped accepting connections on its own")]
+    EndedEarly,
 }
 
 /// A server builder with the configured limits and, if configured, TLS.
@@ -189,7 +192,7 @@ fn listed_services(services: &[&str]) -> Vec<String> {
 
 /// `grpc.reflection.v1`, listing exactly `services` (plus health and reflection), so `grpcurl list`
 /// never offers a call this server answers with UNIMPLEMENTED.
-fn reflection_v1(
+pub(crate) fn reflection_v1(
     services: &[&str],
 ) -> Result<
     tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>,
@@ -205,7 +208,7 @@ fn reflection_v1(
 }
 
 /// `grpc.reflection.v1alpha`, the same for older clients (grpcurl falls back to it).
-fn reflection_v1alpha(
+pub(crate) fn reflection_v1alpha(
     services: &[&str],
 ) -> Result<
     tonic_reflection::server::v1alpha::ServerReflectionServer<impl tonic_reflection::server::v1alpha::ServerReflection>,

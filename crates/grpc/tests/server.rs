@@ -1,5 +1,6 @@
-//! The shared server pieces over real loopback connections: reflection lists exactly what a server
-//! serves, and a role waiting for its backends reports NOT_SERVING, then hands its listener on.
+//! The start-up server over real loopback connections: a role waiting for its backends reports
+//! NOT_SERVING, then hands its listener on (the [`GrpcServer`](hourglass_grpc::GrpcServer)'s own tests,
+//! reflection's among them, are in `serve.rs`).
 
 use std::time::Duration;
 
@@ -48,27 +49,6 @@ async fn listed_services(channel: tonic::transport::Channel) -> Vec<String> {
 
 async fn health(channel: tonic::transport::Channel) -> i32 {
     HealthClient::new(channel).check(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner().status
-}
-
-#[tokio::test]
-async fn reflection_lists_exactly_the_services_of_the_server() {
-    // A collector-shaped server: ingest only. The descriptor set also describes the query service,
-    // which this server must not offer (grpcurl would then offer calls that fail UNIMPLEMENTED).
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (_reporter, router) = server::router_with_health(&config(), &["hourglass.v1.IngestService"]).await.unwrap();
-    let serving = tokio::spawn(router.serve_with_incoming(server::incoming(listener)));
-    let names = listed_services(connect(addr).await).await;
-    assert_eq!(
-        names,
-        [
-            "grpc.health.v1.Health",
-            "grpc.reflection.v1.ServerReflection",
-            "grpc.reflection.v1alpha.ServerReflection",
-            "hourglass.v1.IngestService"
-        ]
-    );
-    serving.abort();
 }
 
 #[tokio::test]
