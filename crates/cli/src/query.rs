@@ -9,7 +9,7 @@ use hourglass_cql::{CqlConfig, CqlRawStore};
 use hourglass_grpc::auth::KeyCacheConfig;
 use hourglass_grpc::server::{ServerConfig, not_serving_while};
 use hourglass_postgres::{PostgresConfig, PostgresKeyStore, PostgresRollupStore};
-use hourglass_query::{QueryConfig, QueryServer};
+use hourglass_query::{QueryConfig, QueryServerConfig};
 use tokio::net::TcpListener;
 
 use crate::{shutdown, startup};
@@ -61,14 +61,8 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
     let (listener, opened) =
         not_serving_while(listener, &args.server, &[hourglass_query::server::QUERY_SERVICE_NAME], opening).await?;
     let (primary, reader, raw_store) = opened?;
-    let server = QueryServer {
-        config: args.query,
-        server: args.server,
-        key_cache: args.key_cache,
-        key_store: Arc::new(PostgresKeyStore::new(primary)),
-        reader: Arc::new(reader),
-        raw_store: Arc::new(raw_store),
-    };
-    server.run(listener, shutdown).await?;
+    let config = QueryServerConfig { query: args.query, server: args.server, key_cache: args.key_cache };
+    let key_store = Arc::new(PostgresKeyStore::new(primary));
+    hourglass_query::run(config, key_store, Arc::new(reader), Arc::new(raw_store), listener, shutdown).await?;
     Ok(())
 }

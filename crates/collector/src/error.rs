@@ -70,9 +70,6 @@ pub enum CollectorError {
     /// The gRPC server could not start or failed.
     #[error(transparent)]
     Server(#[from] hourglass_grpc::server::GrpcServerError),
-    /// The gRPC server failed while serving.
-    #[error("gRPC server failed: {0}")]
-    Transport(#[from] tonic::transport::Error),
 }
 
 impl CollectorError {
@@ -86,7 +83,7 @@ impl CollectorError {
             | CollectorError::ShuttingDown => Code::Unavailable,
             CollectorError::InvalidBatch(_) => Code::InvalidArgument,
             CollectorError::IdleStream { .. } => Code::DeadlineExceeded,
-            CollectorError::NoBatchStatus | CollectorError::Server(_) | CollectorError::Transport(_) => Code::Internal,
+            CollectorError::NoBatchStatus | CollectorError::Server(_) => Code::Internal,
         }
     }
 

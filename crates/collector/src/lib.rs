@@ -15,8 +15,10 @@
 //! Streams hold at most `--max-in-flight-batches` unacknowledged batches and stop reading when full,
 //! so a slow Kafka slows clients (HTTP/2 flow control) instead of growing memory.
 //!
-//! [`server::run`] serves it all with grpc.health.v1 (following readiness), reflection, hardened HTTP/2
-//! limits, optional TLS, and an ordered shutdown.
+//! [`server::run`] serves it all on a [`GrpcServer`](hourglass_grpc::GrpcServer): grpc.health.v1
+//! following readiness, reflection, hardened HTTP/2 limits, optional TLS, and the ordered shutdown that
+//! drains streams before the event log flushes. [`server::add_ingest`] puts the same on a server shared
+//! with other services (standalone's).
 
 #![warn(missing_docs)]
 
@@ -33,4 +35,4 @@ pub mod validate;
 
 pub use config::CollectorConfig;
 pub use error::CollectorError;
-pub use server::{ingest_service, run};
+pub use server::{add_ingest, ingest_service, run};

@@ -1,7 +1,10 @@
 //! The query service's configuration, from flags and `HOURGLASS_*` environment variables. The server's
-//! own settings (HTTP/2 limits, TLS, drain) and the key cache are separate
-//! ([`ServerConfig`](hourglass_grpc::server::ServerConfig), [`KeyCacheConfig`](hourglass_grpc::auth::KeyCacheConfig)),
-//! so a process serving ingest and queries together has them once.
+//! own settings (HTTP/2 limits, TLS, drain) and the key cache are separate ([`ServerConfig`],
+//! [`KeyCacheConfig`]), so a process serving ingest and queries together has them once;
+//! [`QueryServerConfig`] holds all three for the query service on its own.
+
+use hourglass_grpc::auth::KeyCacheConfig;
+use hourglass_grpc::server::ServerConfig;
 
 /// Limits and secrets of the query service.
 #[derive(Clone, Debug, clap::Args)]
@@ -32,6 +35,17 @@ pub struct QueryConfig {
     /// random secret is made at start, and tokens only work on the replica that issued them.
     #[arg(long = "page-token-secret", env = "HOURGLASS_PAGE_TOKEN_SECRET", hide_env_values = true)]
     pub page_token_secret: Option<String>,
+}
+
+/// Everything the query service on its own needs besides its stores ([`run`](crate::server::run)).
+#[derive(Clone, Debug)]
+pub struct QueryServerConfig {
+    /// The service's limits and page-token secret.
+    pub query: QueryConfig,
+    /// HTTP/2 limits, TLS, drain timing, readiness interval.
+    pub server: ServerConfig,
+    /// How long a key look-up is trusted.
+    pub key_cache: KeyCacheConfig,
 }
 
 impl QueryConfig {

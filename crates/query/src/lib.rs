@@ -6,7 +6,9 @@
 //!   users of merged rows come from merged HyperLogLog sketches and say they are estimates.
 //! - [`cache`]: report rows kept in memory and used only while the range's rollups are unchanged.
 //! - [`page_token`]: opaque, signed page tokens bound to the query they continue.
-//! - [`server`]: serving with health (following readiness) and reflection, and the ordered shutdown.
+//! - [`server`]: [`run`], the service on its own [`GrpcServer`](hourglass_grpc::GrpcServer) (health
+//!   following readiness, reflection, the ordered shutdown), and [`add_query`], the same on a server shared
+//!   with ingest (standalone's).
 //!
 //! It reads through the [`RollupReader`](hourglass_core::rollup_reader::RollupReader) seam, which the
 //! binary points at a Postgres read replica when one is configured, and the
@@ -23,5 +25,5 @@ pub mod server;
 pub mod service;
 pub mod telemetry;
 
-pub use config::QueryConfig;
-pub use server::{QueryServer, query_service};
+pub use config::{QueryConfig, QueryServerConfig};
+pub use server::{add_query, query_service, run};

@@ -22,7 +22,7 @@ use hourglass_proto::log::v1::{EventBatchRecord, OutcomeCount};
 use hourglass_proto::prost_types::Timestamp;
 use hourglass_proto::v1::query_service_client::QueryServiceClient;
 use hourglass_proto::v1::{Event, PropertyValue, TimeRange, property_value};
-use hourglass_query::{QueryConfig, QueryServer};
+use hourglass_query::{QueryConfig, QueryServerConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -202,15 +202,19 @@ pub async fn start(test_name: &str) -> Platform {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    let server = QueryServer {
-        config: QueryConfig { page_token_secret: Some("test secret".into()), ..QueryConfig::with_defaults() },
+    let config = QueryServerConfig {
+        query: QueryConfig { page_token_secret: Some("test secret".into()), ..QueryConfig::with_defaults() },
         server: hourglass_config::defaults::<ServerConfig>(),
         key_cache: hourglass_config::defaults::<KeyCacheConfig>(),
-        key_store: Arc::new(key_store),
-        reader: Arc::new(rollups),
-        raw_store: Arc::new(raw_store),
     };
-    tokio::spawn(server.run(listener, shutdown.clone()));
+    tokio::spawn(hourglass_query::run(
+        config,
+        Arc::new(key_store),
+        Arc::new(rollups),
+        Arc::new(raw_store),
+        listener,
+        shutdown.clone(),
+    ));
     Platform {
         addr,
         acme_events,
@@ -287,15 +291,19 @@ pub async fn start_empty(
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    let service = QueryServer {
-        config: QueryConfig { page_token_secret: Some("test secret".into()), ..QueryConfig::with_defaults() },
+    let config = QueryServerConfig {
+        query: QueryConfig { page_token_secret: Some("test secret".into()), ..QueryConfig::with_defaults() },
         server,
         key_cache,
-        key_store: Arc::new(key_store.clone()),
-        reader: Arc::new(PostgresRollupStore::new(pool)),
-        raw_store: Arc::new(raw_store),
     };
-    tokio::spawn(service.run(listener, shutdown.clone()));
+    tokio::spawn(hourglass_query::run(
+        config,
+        Arc::new(key_store.clone()),
+        Arc::new(PostgresRollupStore::new(pool)),
+        Arc::new(raw_store),
+        listener,
+        shutdown.clone(),
+    ));
     EmptyService { addr, key_store, cql, shutdown }
 }
 
