@@ -45,6 +45,7 @@ pub async fn run(args: CollectorArgs) -> anyhow::Result<()> {
         listener,
         &args.collector.server,
         &[hourglass_collector::server::INGEST_SERVICE_NAME],
+        &[],
         opening,
     )
     .await?;

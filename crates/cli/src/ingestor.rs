@@ -1,7 +1,6 @@
 //! `hourglass ingestor`: wires the ingestor to Kafka, the CQL raw store and Postgres (dirty hours).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use hourglass_core::event_log::Topic;
@@ -20,6 +19,9 @@ use crate::{shutdown, startup};
 pub struct IngestorArgs {
     #[command(flatten)]
     ingestor: IngestorConfig,
+    /// The health server's settings.
+    #[command(flatten)]
+    health_server: ServerConfig,
     #[command(flatten)]
     kafka: KafkaConfig,
     #[command(flatten)]
@@ -46,10 +48,10 @@ pub async fn run(args: IngestorArgs) -> anyhow::Result<()> {
         .await?;
         anyhow::Ok((pool, raw_store, dead_letter_log))
     };
-    let startup_server: ServerConfig = hourglass_config::defaults();
     let (health_listener, opened) = not_serving_while(
         health_listener,
-        &startup_server,
+        &args.health_server,
+        &[],
         &[hourglass_ingestor::health::INGESTOR_SERVICE_NAME],
         opening,
     )
@@ -57,11 +59,11 @@ pub async fn run(args: IngestorArgs) -> anyhow::Result<()> {
     let (pool, raw_store, dead_letter_log) = opened?;
     let raw_store = Arc::new(raw_store);
     let job_queue = Arc::new(PostgresJobQueue::new(pool));
-    let health = tokio::spawn(hourglass_ingestor::health::serve(
-        health_listener,
+    let health = tokio::spawn(hourglass_ingestor::health::run(
+        args.health_server,
         Arc::clone(&raw_store),
         Arc::clone(&job_queue),
-        Duration::from_millis(args.ingestor.readiness_interval_ms),
+        health_listener,
         shutdown.clone(),
     ));
     let consumer =

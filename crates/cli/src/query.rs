@@ -59,7 +59,7 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
         anyhow::Ok((primary, reader, raw_store))
     };
     let (listener, opened) =
-        not_serving_while(listener, &args.server, &[hourglass_query::server::QUERY_SERVICE_NAME], opening).await?;
+        not_serving_while(listener, &args.server, &[hourglass_query::server::QUERY_SERVICE_NAME], &[], opening).await?;
     let (primary, reader, raw_store) = opened?;
     let config = QueryServerConfig { query: args.query, server: args.server, key_cache: args.key_cache };
     let key_store = Arc::new(PostgresKeyStore::new(primary));

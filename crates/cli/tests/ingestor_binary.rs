@@ -1,6 +1,6 @@
-//! The built `hourglass ingestor` (tier c): health for probes, a record through it, SIGTERM; and a
-//! SIGKILL between writing and committing, with the aggregated counts and the ledger checked after the
-//! redelivery.
+//! The built `hourglass ingestor` (tier c): health for probes (reflection listing only health and itself,
+//! NOT_SERVING once SIGTERM came), a record through it, SIGTERM; and a SIGKILL between writing and
+//! committing, with the aggregated counts and the ledger checked after the redelivery.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Stdio};
@@ -16,6 +16,7 @@ use hourglass_postgres::{PostgresConfig, PostgresJobQueue, PostgresRollupStore, 
 use hourglass_proto::log::v1::{EventBatchRecord, Outcome, OutcomeCount};
 use hourglass_proto::prost_types::Timestamp;
 use hourglass_proto::v1::{Event, RejectionReason};
+use tonic_health::pb::health_check_response::ServingStatus;
 
 mod support;
 
@@ -34,15 +35,17 @@ fn platform_env(command: &mut Command, database_url: &str, kafka: &KafkaConfig, 
         .env("HOURGLASS_CQL_BUCKETS", cql.buckets.to_string());
 }
 
-/// Starts `hourglass ingestor` in `group`, committing every `commit_interval_ms`; waits until its health
-/// server reports SERVING.
+/// Starts `hourglass ingestor` in `group`, committing every `commit_interval_ms`, its health server
+/// reporting NOT_SERVING for `shutdown_delay_ms` after SIGTERM; waits until that server reports SERVING.
+/// Returns the process and the health server's address.
 async fn start_ingestor(
     database_url: &str,
     kafka: &KafkaConfig,
     cql: &CqlConfig,
     group: &str,
     commit_interval_ms: u64,
-) -> Child {
+    shutdown_delay_ms: u64,
+) -> (Child, String) {
     let health_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut command = Command::new(HOURGLASS);
     command.args(["ingestor", "--health-listen-addr", &format!("127.0.0.1:{health_port}")]);
@@ -54,13 +57,14 @@ async fn start_ingestor(
         .env("HOURGLASS_KAFKA_OPTIONS", "session.timeout.ms=6000")
         .env("HOURGLASS_INGESTOR_COMMIT_INTERVAL_MS", commit_interval_ms.to_string())
         .env("HOURGLASS_READINESS_INTERVAL_MS", "100")
+        .env("HOURGLASS_SHUTDOWN_DELAY_MS", shutdown_delay_ms.to_string())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    support::wait_until_serving(&format!("http://127.0.0.1:{health_port}"), &mut ingestor, Duration::from_secs(90))
-        .await;
-    ingestor
+    let health_target = format!("http://127.0.0.1:{health_port}");
+    support::wait_until_serving(&health_target, &mut ingestor, Duration::from_secs(90)).await;
+    (ingestor, health_target)
 }
 
 /// Waits for a condition, polling; fails the test after `timeout`.
@@ -82,7 +86,10 @@ async fn the_ingestor_reports_health_stores_a_record_and_exits_cleanly_on_sigter
     let mut kafka = kafka_testing::test_config("ingestor_binary", &kafka_testing::test_brokers());
     kafka.topic_partitions = 2;
     let cql = hourglass_cql::testing::test_config("ingestor_bin", &hourglass_cql::testing::test_nodes(), 4);
-    let mut ingestor = start_ingestor(&database_url, &kafka, &cql, "hourglass-ingestor", 100).await;
+    // A shutdown delay: the window in which the test sees the health server NOT_SERVING after SIGTERM.
+    let (mut ingestor, health_target) =
+        start_ingestor(&database_url, &kafka, &cql, "hourglass-ingestor", 100, 3_000).await;
+    assert_health_server_lists_only_health_and_reflection(&health_target).await;
 
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
     let batch = EventBatchRecord {
@@ -114,11 +121,48 @@ async fn the_ingestor_reports_health_stores_a_record_and_exits_cleanly_on_sigter
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let (status, logs) = support::sigterm_and_wait(&mut ingestor).await;
+    support::sigterm(&ingestor);
+    support::wait_for_health(&health_target, &mut ingestor, ServingStatus::NotServing, Duration::from_secs(30)).await;
+    let (status, logs) = support::wait_for_exit(&mut ingestor).await;
     assert!(status.success(), "ingestor exited with {status}: {logs}");
     assert!(logs.contains("ingestor stopped"), "{logs}");
     hourglass_cql::testing::drop_test_keyspace(&cql).await;
     let _ = hourglass_kafka::admin::delete_topics(&kafka, &[&kafka.events_topic, &kafka.dead_letter_topic]).await;
+}
+
+/// The ingestor's health server serves no service of its own: reflection (v1, and v1alpha for older
+/// clients) lists health and reflection alone, and health answers for `hourglass.ingestor` too.
+async fn assert_health_server_lists_only_health_and_reflection(health_target: &str) {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1alpha::{ServerReflectionRequest, ServiceResponse};
+
+    let channel = tonic::transport::Endpoint::from_shared(health_target.to_owned()).unwrap().connect().await.unwrap();
+    let request = HealthCheckRequest { service: "hourglass.ingestor".into() };
+    let status = HealthClient::new(channel.clone()).check(request).await.unwrap().into_inner().status;
+    assert_eq!(status, ServingStatus::Serving as i32);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = ServerReflectionClient::new(channel)
+        .server_reflection_info(futures::stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.message().await.unwrap().expect("one response");
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("not a service list: {response:?}");
+    };
+    let mut listed: Vec<String> = list.service.into_iter().map(|ServiceResponse { name }| name).collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        ["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"]
+    );
 }
 
 const EVENT_TYPES: [&str; 3] = ["view", "click", "buy"];
@@ -215,7 +259,7 @@ async fn an_ingestor_killed_before_committing_loses_and_double_counts_nothing_in
     assert_eq!(expected_hours.len(), 24);
 
     // The first ingestor writes everything and is killed before its first commit.
-    let mut first = start_ingestor(&database_url, &kafka, &cql, group, 3_600_000).await;
+    let (mut first, _) = start_ingestor(&database_url, &kafka, &cql, group, 3_600_000, 0).await;
     let raw_store = CqlRawStore::connect(&cql).await.unwrap();
     let all_stored = || async {
         for ((customer, hour_start), ids) in &per_hour {
@@ -249,7 +293,7 @@ async fn an_ingestor_killed_before_committing_loses_and_double_counts_nothing_in
     assert!(offsets.iter().all(|offset| offset.committed.is_none()), "it committed nothing: {offsets:?}");
 
     // The next member of the group gets every record again, writes it over the same rows, marks and commits.
-    let mut second = start_ingestor(&database_url, &kafka, &cql, group, 100).await;
+    let (mut second, _) = start_ingestor(&database_url, &kafka, &cql, group, 100, 0).await;
     wait_for("every hour marked and every record committed", Duration::from_secs(90), || async {
         let marked: BTreeSet<CustomerHour> =
             job_queue.dirty_hours().await.unwrap().into_iter().map(|(hour, _)| hour).collect();

@@ -120,19 +120,28 @@ pub async fn router_with_health(
     Ok((reporter, router))
 }
 
-/// Serves health (NOT_SERVING for the whole server and `services`) and reflection on `listener` while
-/// `opening` runs, then stops and gives the listener back with `opening`'s output. A role that must wait
-/// for its backends at start-up (a fresh machine, a database still starting, a schema another process
-/// creates) is then visibly alive but not ready, to probes and to `grpcurl`, instead of refusing
-/// connections or crash-looping. Connections still open a second after `opening` finished (a health
-/// `Watch`) are left to end on their own; new ones reach the real server.
+/// Serves health (NOT_SERVING for the whole server, `services` and `health_only_names`) and reflection
+/// (listing `services`) on `listener` while `opening` runs, then stops and gives the listener back with
+/// `opening`'s output. A role that must wait for its backends at start-up (a fresh machine, a database
+/// still starting, a schema another process creates) is then visibly alive but not ready, to probes and
+/// to `grpcurl`, instead of refusing connections or crash-looping. `services` and `health_only_names`
+/// are those the role's [`GrpcServer`](crate::serve::GrpcServer) will serve and report under. Connections
+/// still open a second after `opening` finished (a health `Watch`) are left to end on their own; new ones
+/// reach the real server.
 pub async fn not_serving_while<T>(
     listener: tokio::net::TcpListener,
     config: &ServerConfig,
     services: &[&str],
+    health_only_names: &[&str],
     opening: impl Future<Output = T>,
 ) -> Result<(tokio::net::TcpListener, T), GrpcServerError> {
-    let (_reporter, router) = router_with_health(config, services).await?;
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let health_names: Vec<&str> = services.iter().chain(health_only_names).copied().collect();
+    set_health(&reporter, &health_names, ServingStatus::NotServing).await;
+    let router = server_builder(config)?
+        .add_service(health_service)
+        .add_service(reflection_v1(services)?)
+        .add_service(reflection_v1alpha(services)?);
     let listener = std::sync::Arc::new(listener);
     let accepting = std::sync::Arc::clone(&listener);
     let incoming = accept_shared(accepting);

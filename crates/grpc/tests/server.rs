@@ -1,9 +1,9 @@
 //! The start-up server over real loopback connections: a role waiting for its backends reports
-//! NOT_SERVING, then hands its listener on (the [`GrpcServer`](hourglass_grpc::GrpcServer)'s own tests,
-//! reflection's among them, are in `serve.rs`).
+//! NOT_SERVING, then hands its listener on to its [`GrpcServer`] (whose own tests are in `serve.rs`).
 
 use std::time::Duration;
 
+use hourglass_grpc::GrpcServer;
 use hourglass_grpc::server::{self, ServerConfig};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -57,7 +57,7 @@ async fn a_role_waiting_for_its_backends_is_alive_but_not_serving_and_then_hands
     let addr = listener.local_addr().unwrap();
     let (backends_ready_tx, backends_ready_rx) = tokio::sync::oneshot::channel::<&str>();
     let waiting = tokio::spawn(async move {
-        server::not_serving_while(listener, &config(), &["hourglass.v1.QueryService"], async move {
+        server::not_serving_while(listener, &config(), &["hourglass.v1.QueryService"], &[], async move {
             backends_ready_rx.await.unwrap()
         })
         .await
@@ -80,11 +80,11 @@ async fn a_role_waiting_for_its_backends_is_alive_but_not_serving_and_then_hands
     assert_eq!(opened, "opened");
     assert_eq!(listener.local_addr().unwrap(), addr, "the same socket, so clients never see a gap");
 
-    // The real server on the handed-on listener.
-    let (reporter, router) = server::router_with_health(&config(), &["hourglass.v1.QueryService"]).await.unwrap();
-    server::set_health(&reporter, &["hourglass.v1.QueryService"], tonic_health::ServingStatus::Serving).await;
-    let serving = tokio::spawn(router.serve_with_incoming(server::incoming(listener)));
+    // The real server on the handed-on listener (no service of its own here: health alone).
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let serving = tokio::spawn(GrpcServer::new(config()).serve(listener, shutdown.clone()));
     assert_eq!(health(connect(addr).await).await, ServingStatus::Serving as i32);
-    serving.abort();
+    shutdown.cancel();
     drop(watching);
+    serving.await.unwrap().unwrap();
 }

@@ -82,16 +82,23 @@ pub struct IngestorConfig {
     pub max_retry_backoff_ms: u64,
 
     /// Address of the health server (`grpc.health.v1`, for Kubernetes gRPC probes).
+    // The health server's own settings (`--readiness-interval-ms`, `--shutdown-delay-ms`,
+    // `--drain-timeout-secs`, HTTP/2 limits) are the server flags every role shares, which
+    // `hourglass ingestor` adds beside this configuration (`hourglass replay`, which also uses it, serves
+    // nothing).
     #[arg(long = "health-listen-addr", env = "HOURGLASS_INGESTOR_HEALTH_LISTEN_ADDR", default_value = "0.0.0.0:50061")]
     pub health_listen_addr: std::net::SocketAddr,
 
-    /// How often readiness (raw store and job queue reachable) is checked.
-    #[arg(long = "readiness-interval-ms", env = "HOURGLASS_READINESS_INTERVAL_MS", default_value_t = 5_000)]
-    pub readiness_interval_ms: u64,
-
     /// On shutdown, how long in-flight writes may take before they are abandoned (uncommitted, so they
     /// are redelivered to whoever takes the partition next).
-    #[arg(long = "ingestor-drain-timeout-secs", env = "HOURGLASS_INGESTOR_DRAIN_TIMEOUT_SECS", default_value_t = 20)]
+    // Its own id: `drain_timeout_secs` is the health server's `--drain-timeout-secs`.
+    #[arg(
+        id = "ingestor_drain_timeout_secs",
+        value_name = "DRAIN_TIMEOUT_SECS",
+        long = "ingestor-drain-timeout-secs",
+        env = "HOURGLASS_INGESTOR_DRAIN_TIMEOUT_SECS",
+        default_value_t = 20
+    )]
     pub drain_timeout_secs: u64,
 }
 

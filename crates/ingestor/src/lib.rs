@@ -15,9 +15,10 @@
 //!    flight are committed ([`offsets`]). **An offset is committed only after every record before it is
 //!    durably written and its hours marked.**
 //!
-//! [`config`] holds both modes' settings, mapped onto the loop's. [`health`] serves `grpc.health.v1` for
-//! probes. [`replay`] puts a range of the log, read by the log's crate, through the same
-//! [`RecordHandler`] after an ingestion bug.
+//! [`config`] holds both modes' settings, mapped onto the loop's. [`health::run`] serves
+//! `grpc.health.v1` for probes, on the server every Hourglass role shares (`hourglass_grpc::GrpcServer`).
+//! [`replay`] puts a range of the log, read by the log's crate, through the same [`RecordHandler`] after
+//! an ingestion bug.
 //!
 //! A crash anywhere redelivers uncommitted records; the raw store's primary key holds the event id, so a
 //! redelivery overwrites the same rows and counts stay exact.

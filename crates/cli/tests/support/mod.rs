@@ -71,8 +71,18 @@ pub async fn wait_for_log(logs: &Mutex<String>, text: &str, timeout: Duration) {
 
 /// Sends SIGTERM and waits for the exit (at most 30 s); returns the status and what it wrote to stderr.
 pub async fn sigterm_and_wait(child: &mut Child) -> (ExitStatus, String) {
+    sigterm(child);
+    wait_for_exit(child).await
+}
+
+/// Sends SIGTERM, once: a second one would force the exit.
+pub fn sigterm(child: &Child) {
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+}
+
+/// Waits for the exit (at most 30 s); returns the status and what the child wrote to stderr.
+pub async fn wait_for_exit(child: &mut Child) -> (ExitStatus, String) {
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
