@@ -5,13 +5,17 @@
 //! mode (`hourglass.v1.IngestService` and `hourglass.v1.QueryService`, health, reflection) on one port.
 //! An ack means the batch is in the embedded log, fsynced: it survives kill -9 and power loss.
 //!
-//! Shutdown on SIGTERM/SIGINT: health NOT_SERVING → ingest streams drain (acking what they hold) and the
-//! server stops → the log flushes → ingestion finishes its group and commits → aggregation stops. Work
-//! not done yet is in the data directory and resumes at the next start.
+//! The server is assembled from the pieces the distributed stages serve alone
+//! (`hourglass_collector::add_ingest`, `hourglass_query::add_query`) on one
+//! [`GrpcServer`](hourglass_grpc::GrpcServer): health follows the embedded stores' readiness, and the
+//! shutdown on SIGTERM/SIGINT is every server's ordered one: health NOT_SERVING → `--shutdown-delay-ms` →
+//! ingest streams drain (acking what they hold) and the server stops, within `--drain-timeout-secs` → the
+//! log flushes, within `--flush-timeout-secs`; then ingestion finishes its group and commits, and
+//! aggregation stops. Work not done yet is in the data directory and resumes at the next start.
 //!
 //! If ingestion stops on an error, the log refuses appends at once (no client is acked a batch nothing
-//! would ingest), health goes NOT_SERVING, and standalone shuts down as on SIGTERM and exits non-zero
-//! (see [`run`] for why).
+//! would ingest), and the same ordered shutdown starts (health NOT_SERVING first); standalone then exits
+//! non-zero (see [`run`] for why).
 //!
 //! It listens on 127.0.0.1 unless told otherwise (`--listen-addr`): a newcomer's first run should not
 //! expose an ingest endpoint, with the demo keys it prints, to the network. The data directory is the
@@ -26,24 +30,18 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use hourglass_aggregator::AggregatorConfig;
 use hourglass_collector::CollectorConfig;
-use hourglass_collector::batch::Collector;
-use hourglass_collector::server::INGEST_SERVICE_NAME;
 use hourglass_core::api_key::Scope;
 use hourglass_core::customer::CustomerId;
-use hourglass_core::event_log::EventLog;
 use hourglass_core::key_store::KeyStore;
 use hourglass_embedded::data_dir::{self, FILE_MODE};
 use hourglass_embedded::log::{INGEST_CONSUMER, LogTrimConfig, SqliteEventLog};
 use hourglass_embedded::meta::SqliteMetaStore;
 use hourglass_embedded::raw::SqliteRawStore;
-use hourglass_grpc::auth::Authenticator;
-use hourglass_grpc::server::{self, set_health};
+use hourglass_grpc::GrpcServer;
 use hourglass_ingestor::{EmbeddedIngestConfig, IngestorError};
 use hourglass_query::QueryConfig;
-use hourglass_query::server::QUERY_SERVICE_NAME;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic_health::ServingStatus;
 
 use crate::shutdown;
 
@@ -265,44 +263,27 @@ pub async fn run(mut args: StandaloneArgs) -> anyhow::Result<()> {
     let retention_days = args.collector.limits.raw_retention_days;
     let retention = tokio::spawn(enforce_raw_retention(Arc::clone(&raw_store), retention_days, background.clone()));
 
-    let server_config = args.collector.server.clone();
-    let authenticator = Arc::new(Authenticator::new(Arc::clone(&meta), args.collector.key_cache.clone()));
     let listener = TcpListener::bind(args.collector.listen_addr)
         .await
         .with_context(|| format!("failed to listen on {}", args.collector.listen_addr))?;
     let local_addr = listener.local_addr()?;
-    let collector = Arc::new(Collector::new(args.collector, Arc::clone(&meta), Arc::clone(&event_log)));
-    let drain = CancellationToken::new();
-    let services = [INGEST_SERVICE_NAME, QUERY_SERVICE_NAME];
-    let (health_reporter, router) = server::router_with_health(&server_config, &services).await?;
-    let stop_serving = CancellationToken::new();
-    let serve = router
-        .add_service(hourglass_collector::ingest_service(collector, drain.clone(), &server_config))
-        .add_service(hourglass_query::query_service(
-            query_config,
-            &server_config,
-            authenticator,
-            Arc::clone(&meta),
-            Arc::clone(&raw_store),
-        ))
-        .serve_with_incoming_shutdown(server::incoming(listener), stop_serving.clone().cancelled_owned());
-    let mut serve = std::pin::pin!(serve);
-    set_health(&health_reporter, &services, ServingStatus::Serving).await;
-    let address = if local_addr.ip().is_unspecified() {
-        format!("127.0.0.1:{}", local_addr.port())
-    } else {
-        local_addr.to_string()
-    };
-    print_welcome(&address, &data_dir, &ingest_key, &query_key)?;
-    tracing::info!(listen_addr = %local_addr, data_dir = %data_dir.display(), "standalone serving");
-
-    let (served, ingestion_ended) = tokio::select! {
-        result = &mut serve => (Some(result), None),
-        () = shutdown.cancelled() => (None, None),
-        ended = &mut ingestion => (None, Some(ended)),
-    };
-    if let Some(ended) = &ingestion_ended {
-        let reason = ingestion_stop_reason(ended);
+    // Set by the stop event below if ingestion ends first; declared before the server that borrows it.
+    let mut ingestion_ended = None;
+    // One server, assembled from the pieces the collector and the query service each serve alone.
+    let key_cache = args.collector.key_cache.clone();
+    let server = GrpcServer::new(args.collector.server.clone());
+    let server = hourglass_collector::add_ingest(server, args.collector, Arc::clone(&meta), Arc::clone(&event_log));
+    let server = hourglass_query::add_query(
+        server,
+        query_config,
+        key_cache,
+        Arc::clone(&meta),
+        Arc::clone(&meta),
+        Arc::clone(&raw_store),
+    );
+    let ingestion_stopped = async {
+        let ended = (&mut ingestion).await;
+        let reason = ingestion_stop_reason(&ended);
         // Refuse first: from the moment health says NOT_SERVING, no batch is acknowledged.
         event_log.refuse_appends(&reason);
         tracing::error!(
@@ -310,23 +291,18 @@ pub async fn run(mut args: StandaloneArgs) -> anyhow::Result<()> {
             "refusing new batches and shutting down; acknowledged batches are in log.db and are ingested at the \
              next start"
         );
-    }
-    if served.is_none() {
-        tracing::info!("shutdown: reporting NOT_SERVING");
-        set_health(&health_reporter, &services, ServingStatus::NotServing).await;
-        tokio::time::sleep(Duration::from_millis(server_config.shutdown_delay_ms)).await;
-        tracing::info!("shutdown: draining streams");
-        drain.cancel();
-        stop_serving.cancel();
-        if tokio::time::timeout(Duration::from_secs(server_config.drain_timeout_secs), &mut serve).await.is_err() {
-            tracing::warn!(
-                "shutdown: calls still open after the drain timeout are cut; unacked batches are the clients' to resend"
-            );
-        }
-    }
-    if let Err(error) = event_log.flush(Duration::from_secs(5)).await {
-        tracing::warn!(%error, "shutdown: event log flush incomplete (no acked batch is affected)");
-    }
+        ingestion_ended = Some(ended);
+        reason
+    };
+    let address = if local_addr.ip().is_unspecified() {
+        format!("127.0.0.1:{}", local_addr.port())
+    } else {
+        local_addr.to_string()
+    };
+    print_welcome(&address, &data_dir, &ingest_key, &query_key)?;
+    tracing::info!(listen_addr = %local_addr, data_dir = %data_dir.display(), "standalone serving");
+    let served = server.stop_when(ingestion_stopped).serve(listener, shutdown).await;
+
     tracing::info!("shutdown: stopping ingestion and aggregation");
     background.cancel();
     let stopped_early = ingestion_ended.is_some();
@@ -340,10 +316,8 @@ pub async fn run(mut args: StandaloneArgs) -> anyhow::Result<()> {
     if stopped_early {
         bail!("ingestion stopped before the shutdown");
     }
+    served.context("the gRPC server failed")?;
     tracing::info!("shutdown complete");
-    if let Some(result) = served {
-        result.context("the gRPC server failed")?;
-    }
     Ok(())
 }
 

@@ -1,5 +1,7 @@
 //! Server settings shared by every Hourglass gRPC server: hardened HTTP/2 limits, optional TLS,
-//! reflection for grpcurl and `buf curl`, and health reporting.
+//! reflection for grpcurl and `buf curl`, and health reporting; and [`not_serving_while`], the start-up
+//! server a role shows while it waits for its backends. Serving itself, and the ordered shutdown, is
+//! [`GrpcServer`](crate::serve::GrpcServer)'s.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -103,22 +105,6 @@ pub fn server_builder(config: &ServerConfig) -> Result<Server, GrpcServerError> 
 
 /// The health service's name, listed by reflection beside a server's own services.
 pub const HEALTH_SERVICE_NAME: &str = "grpc.health.v1.Health";
-
-/// A server with the configured settings that already serves `grpc.health.v1` (NOT_SERVING for the
-/// whole server and `services` until the returned reporter says otherwise) and reflection listing
-/// exactly `services`, health and reflection itself; the caller adds its own services and serves.
-pub async fn router_with_health(
-    config: &ServerConfig,
-    services: &[&str],
-) -> Result<(HealthReporter, tonic::transport::server::Router), GrpcServerError> {
-    let (reporter, health_service) = tonic_health::server::health_reporter();
-    set_health(&reporter, services, ServingStatus::NotServing).await;
-    let router = server_builder(config)?
-        .add_service(health_service)
-        .add_service(reflection_v1(services)?)
-        .add_service(reflection_v1alpha(services)?);
-    Ok((reporter, router))
-}
 
 /// Serves health (NOT_SERVING for the whole server, `services` and `health_only_names`) and reflection
 /// (listing `services`) on `listener` while `opening` runs, then stops and gives the listener back with
@@ -247,42 +233,9 @@ pub fn code_label(code: tonic::Code) -> &'static str {
 }
 
 /// Reports `status` for the whole server (the empty service name) and for each of `services`.
-pub async fn set_health(reporter: &HealthReporter, services: &[&str], status: ServingStatus) {
+pub(crate) async fn set_health(reporter: &HealthReporter, services: &[&str], status: ServingStatus) {
     reporter.set_service_status("", status).await;
     for service in services {
         reporter.set_service_status(*service, status).await;
-    }
-}
-
-/// Keeps health following readiness until `stop` is cancelled: every `interval`, `check` says whether the
-/// server's backends answer (or why not); a change is logged once and reported for the whole server and
-/// each of `services`.
-pub async fn follow_readiness<Check, Checked>(
-    reporter: HealthReporter,
-    services: &[&str],
-    interval: Duration,
-    stop: tokio_util::sync::CancellationToken,
-    mut check: Check,
-) where
-    Check: FnMut() -> Checked,
-    Checked: Future<Output = Result<(), String>>,
-{
-    let mut was_ready = None;
-    loop {
-        let readiness = check().await;
-        let ready = readiness.is_ok();
-        if was_ready != Some(ready) {
-            match &readiness {
-                Ok(()) => tracing::info!(?services, "ready: backends reachable"),
-                Err(reason) => tracing::warn!(%reason, "not ready"),
-            }
-            let status = if ready { ServingStatus::Serving } else { ServingStatus::NotServing };
-            set_health(&reporter, services, status).await;
-            was_ready = Some(ready);
-        }
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(interval) => {}
-        }
     }
 }
