@@ -173,8 +173,8 @@ impl<'a> GrpcServer<'a> {
 
     /// Starts the same ordered shutdown as the shutdown token when `event` resolves, with the reason it
     /// resolves to: standalone stops when its ingestion does. Whatever must happen before health says
-    /// NOT_SERVING (standalone's log refusing appends) belongs at the end of `event`. A second call
-    /// replaces the first event.
+    /// NOT_SERVING (standalone's log refusing appends) belongs at the end of `event`. One event per
+    /// server.
     pub fn stop_when(mut self, event: impl Future<Output = String> + Send + 'a) -> Self {
         debug_assert!(self.stop_event.is_none(), "one stop event per server");
         self.stop_event = Some(Box::pin(event));
