@@ -235,6 +235,11 @@ pub async fn run(mut args: StandaloneArgs) -> anyhow::Result<()> {
     let data_dir = std::path::absolute(&args.data_dir)?;
     let _lock = lock_data_dir(&data_dir)?;
     let meta = Arc::new(SqliteMetaStore::open(&data_dir).await.context("cannot open meta.db")?);
+    // We hold the directory's lock: any lease in meta.db is a dead process's.
+    let released = meta.release_leases_of_dead_processes().await.context("cannot release old leases in meta.db")?;
+    if released > 0 {
+        tracing::info!(released, "released the aggregation leases of the previous run (it did not stop cleanly)");
+    }
     let event_log = Arc::new(SqliteEventLog::open(&data_dir).await.context("cannot open log.db")?);
     let raw_store = Arc::new(SqliteRawStore::open(&data_dir, args.buckets).await.context("cannot open raw.db")?);
     let (ingest_key, query_key) = demo_keys(&data_dir, &meta).await?;

@@ -314,3 +314,29 @@ async fn a_meta_db_from_before_refused_hours_is_upgraded_in_place() {
     drop(store);
     SqliteMetaStore::open(data_dir.path()).await.expect("opening an upgraded database again changes nothing");
 }
+
+/// After a crash, standalone (the only process using its data directory) takes back the dead process's
+/// leases at once instead of waiting them out.
+#[tokio::test]
+async fn leases_of_a_dead_process_are_released_and_the_hours_leased_again_at_once() {
+    use std::time::Duration;
+
+    use hourglass_core::job_queue::{CustomerHour, JobQueue};
+    use hourglass_core::rollup_store::{JobKind, RollupStore};
+
+    let (data_dir, store) = store().await;
+    let hour = CustomerHour { customer_id: "acme".parse().unwrap(), hour_start: 3_600 };
+    store.mark_dirty(std::slice::from_ref(&hour)).await.unwrap();
+    let due = JobKind::Final { hours_before_unix: 7_200 };
+    let lease = Duration::from_secs(300);
+    let leased = store.lease_jobs("dead-process", 10, lease, due).await.unwrap();
+    assert_eq!(leased.len(), 1);
+    drop(store);
+
+    let store = SqliteMetaStore::open(data_dir.path()).await.unwrap();
+    assert!(store.lease_jobs("new-process", 10, lease, due).await.unwrap().is_empty(), "the old lease still holds");
+    assert_eq!(store.release_leases_of_dead_processes().await.unwrap(), 1);
+    let leased_again = store.lease_jobs("new-process", 10, lease, due).await.unwrap();
+    assert_eq!(leased_again.len(), 1, "the hour is leased again without waiting out the old lease");
+    assert_eq!(store.release_leases_of_dead_processes().await.unwrap(), 1, "counts only held leases");
+}
