@@ -135,34 +135,15 @@ async fn the_ingestor_reports_health_stores_a_record_and_exits_cleanly_on_sigter
 async fn assert_health_server_lists_only_health_and_reflection(health_target: &str) {
     use tonic_health::pb::HealthCheckRequest;
     use tonic_health::pb::health_client::HealthClient;
-    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1alpha::{ServerReflectionRequest, ServiceResponse};
 
     let channel = tonic::transport::Endpoint::from_shared(health_target.to_owned()).unwrap().connect().await.unwrap();
     let request = HealthCheckRequest { service: "hourglass.ingestor".into() };
     let status = HealthClient::new(channel.clone()).check(request).await.unwrap().into_inner().status;
     assert_eq!(status, ServingStatus::Serving as i32);
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut responses = ServerReflectionClient::new(channel)
-        .server_reflection_info(futures::stream::iter([request]))
-        .await
-        .unwrap()
-        .into_inner();
-    let response = responses.message().await.unwrap().expect("one response");
-    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
-        panic!("not a service list: {response:?}");
-    };
-    let mut listed: Vec<String> = list.service.into_iter().map(|ServiceResponse { name }| name).collect();
-    listed.sort();
-    assert_eq!(
-        listed,
-        ["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"]
-    );
+    let only_health_and_reflection =
+        ["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"];
+    assert_eq!(hourglass_grpc::testing::listed_services_v1(channel.clone()).await, only_health_and_reflection);
+    assert_eq!(hourglass_grpc::testing::listed_services_v1alpha(channel).await, only_health_and_reflection);
 }
 
 const EVENT_TYPES: [&str; 3] = ["view", "click", "buy"];

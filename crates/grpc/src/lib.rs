@@ -9,6 +9,7 @@
 //! - [`serve`]: [`GrpcServer`], the one way a server serves (health following
 //!   readiness, reflection listing exactly its services) and shuts down in order (NOT_SERVING → delay →
 //!   drain with a deadline → flush → return).
+//! - [`testing`]: for tests of such servers: what reflection lists, in both protocol versions.
 
 #![warn(missing_docs)]
 
@@ -17,5 +18,6 @@ pub mod authenticated;
 mod connections;
 pub mod serve;
 pub mod server;
+pub mod testing;
 
 pub use serve::{GrpcServer, Stopped};

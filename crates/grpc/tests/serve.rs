@@ -291,65 +291,10 @@ async fn reflection_v1_and_v1alpha_list_exactly_the_services_served() {
         "grpc.reflection.v1alpha.ServerReflection",
         "hourglass.v1.IngestService",
     ];
-    assert_eq!(reflection::listed_v1(channel.clone()).await, expected);
-    assert_eq!(reflection::listed_v1alpha(channel.clone()).await, expected);
+    assert_eq!(hourglass_grpc::testing::listed_services_v1(channel.clone()).await, expected);
+    assert_eq!(hourglass_grpc::testing::listed_services_v1alpha(channel.clone()).await, expected);
     // Health answers for the health-only name all the same.
     wait_for_health(&channel, "hourglass.test", ServingStatus::Serving).await;
     serving.shutdown.cancel();
     serving.stopped().await;
-}
-
-/// The services a server lists, asked with each version of the reflection protocol.
-mod reflection {
-    use tonic::transport::Channel;
-
-    pub async fn listed_v1(channel: Channel) -> Vec<String> {
-        use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-        use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-        use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-        use tonic_reflection::pb::v1::{ServerReflectionRequest, ServiceResponse};
-
-        let request = ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(MessageRequest::ListServices(String::new())),
-        };
-        let mut responses = ServerReflectionClient::new(channel)
-            .server_reflection_info(futures::stream::iter([request]))
-            .await
-            .unwrap()
-            .into_inner();
-        let response = responses.message().await.unwrap().expect("one response");
-        let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
-            panic!("not a service list: {response:?}");
-        };
-        sorted(list.service.into_iter().map(|ServiceResponse { name }| name))
-    }
-
-    pub async fn listed_v1alpha(channel: Channel) -> Vec<String> {
-        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
-        use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
-        use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
-        use tonic_reflection::pb::v1alpha::{ServerReflectionRequest, ServiceResponse};
-
-        let request = ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(MessageRequest::ListServices(String::new())),
-        };
-        let mut responses = ServerReflectionClient::new(channel)
-            .server_reflection_info(futures::stream::iter([request]))
-            .await
-            .unwrap()
-            .into_inner();
-        let response = responses.message().await.unwrap().expect("one response");
-        let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
-            panic!("not a service list: {response:?}");
-        };
-        sorted(list.service.into_iter().map(|ServiceResponse { name }| name))
-    }
-
-    fn sorted(names: impl Iterator<Item = String>) -> Vec<String> {
-        let mut names: Vec<String> = names.collect();
-        names.sort();
-        names
-    }
 }

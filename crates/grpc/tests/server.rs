@@ -8,10 +8,6 @@ use hourglass_grpc::server::{self, ServerConfig};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_reflection::pb::v1::ServerReflectionRequest;
-use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
 fn config() -> ServerConfig {
     hourglass_config::defaults()
@@ -26,25 +22,6 @@ async fn connect(addr: std::net::SocketAddr) -> tonic::transport::Channel {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("cannot connect to {addr}");
-}
-
-async fn listed_services(channel: tonic::transport::Channel) -> Vec<String> {
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut responses = ServerReflectionClient::new(channel)
-        .server_reflection_info(futures::stream::iter([request]))
-        .await
-        .unwrap()
-        .into_inner();
-    let response = responses.message().await.unwrap().expect("one response");
-    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
-        panic!("not a service list: {response:?}");
-    };
-    let mut names: Vec<String> = list.service.into_iter().map(|service| service.name).collect();
-    names.sort();
-    names
 }
 
 async fn health(channel: tonic::transport::Channel) -> i32 {
@@ -73,7 +50,7 @@ async fn a_role_waiting_for_its_backends_is_alive_but_not_serving_and_then_hands
         .unwrap()
         .into_inner();
     assert_eq!(watching.message().await.unwrap().unwrap().status, ServingStatus::NotServing as i32);
-    assert!(listed_services(early).await.contains(&"hourglass.v1.QueryService".to_owned()));
+    assert!(hourglass_grpc::testing::listed_services_v1(early).await.contains(&"hourglass.v1.QueryService".to_owned()));
 
     backends_ready_tx.send("opened").unwrap();
     let (listener, opened) = waiting.await.unwrap();
