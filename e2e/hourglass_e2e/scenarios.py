@@ -445,7 +445,7 @@ def aggregator_query_kill(context: Context) -> Outcome:
         traffic.finish()
     outcome.notes.append(
         f"queries through the balancer while {victim_query.name} was dead: {probe.answered} answered, "
-        f"{len(probe.failed)} failed ({probe.client.retried_calls} calls retried after UNAVAILABLE)"
+        f"{len(probe.failed)} failed ({probe.client.retried_calls} calls retried after UNAVAILABLE or an unparsable answer)"
     )
     if probe.failed:
         outcome.failures.append(f"{len(probe.failed)} queries failed, e.g. {probe.failed[0]}")

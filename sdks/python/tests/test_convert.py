@@ -3,6 +3,7 @@
 import math
 from datetime import datetime, timedelta, timezone
 
+import grpc
 import pytest
 
 from hourglass._convert import (
@@ -54,3 +55,25 @@ def test_targets_may_be_urls():
     assert grpc_target("http://127.0.0.1:50051") == "127.0.0.1:50051"
     assert grpc_target("https://hourglass.example:443/") == "hourglass.example:443"
     assert grpc_target("127.0.0.1:50051") == "127.0.0.1:50051"
+
+
+class _FailedRead(grpc.RpcError):
+    def __init__(self, code, details):
+        self._code, self._details = code, details
+
+    def code(self):
+        return self._code
+
+    def details(self):
+        return self._details
+
+
+def test_a_read_is_retried_when_unavailable_or_unparsable_and_not_otherwise():
+    from hourglass.query import _is_retried
+
+    assert _is_retried(_FailedRead(grpc.StatusCode.UNAVAILABLE, "connection reset"))
+    # grpc-python's own words for an answer cut short by a replica killed while answering.
+    assert _is_retried(_FailedRead(grpc.StatusCode.INTERNAL, "Exception deserializing response!"))
+    assert not _is_retried(_FailedRead(grpc.StatusCode.INTERNAL, "stored rollup is unreadable"))
+    assert not _is_retried(_FailedRead(grpc.StatusCode.INVALID_ARGUMENT, "range: is required"))
+    assert not _is_retried(_FailedRead(grpc.StatusCode.UNAUTHENTICATED, "unknown API key"))
