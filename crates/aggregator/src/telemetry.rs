@@ -13,6 +13,12 @@ pub const JOB_SECONDS: &str = "hourglass_aggregator_job_seconds";
 /// Seconds since the oldest hour still waiting for its final rollup closed (0 when none waits): the
 /// aggregation lag to alert on.
 pub const JOB_LAG_SECONDS: &str = "hourglass_aggregator_job_lag_seconds";
+/// Customer-hours waiting for their final rollup, open hours with data included (the dirty-hour
+/// backlog; the same for every aggregator replica, as it is read from the shared store).
+pub const UNFINALIZED_HOURS: &str = "hourglass_aggregator_unfinalized_hours";
+/// Of the unfinalized customer-hours, those holding data no rollup counts yet (marked since their last
+/// provisional or final rollup): what the next jobs will do.
+pub const STALE_HOURS: &str = "hourglass_aggregator_stale_hours";
 /// Final hours whose stored and counted differed at the last verification (`hourglass verify`, or the
 /// aggregator's own with `--ledger-verify-interval-secs`, over the hours it recounted): alert when above
 /// zero.
@@ -25,5 +31,7 @@ pub fn describe() {
     metrics::describe_counter!(ROWS_WRITTEN_TOTAL, "Hourly rollup rows written");
     metrics::describe_histogram!(JOB_SECONDS, metrics::Unit::Seconds, "Aggregation job duration");
     metrics::describe_gauge!(JOB_LAG_SECONDS, metrics::Unit::Seconds, "Age of the oldest unfinalized closed hour");
+    metrics::describe_gauge!(UNFINALIZED_HOURS, "Customer-hours waiting for their final rollup");
+    metrics::describe_gauge!(STALE_HOURS, "Customer-hours with data no rollup counts yet");
     metrics::describe_gauge!(LEDGER_UNBALANCED_HOURS, "Final hours whose stored and counted differ (last verify)");
 }

@@ -251,10 +251,12 @@ async fn run_jobs<R: RawStore, S: RollupStore>(
                 0
             }
         };
-        match rollup_store.oldest_unfinalized_hour().await {
-            Ok(oldest) => {
-                let lag = oldest.map_or(0, |hour_start| (now - hour_start - 3600).max(0));
+        match rollup_store.backlog().await {
+            Ok(backlog) => {
+                let lag = backlog.oldest_unfinalized_hour.map_or(0, |hour_start| (now - hour_start - 3600).max(0));
                 metrics::gauge!(telemetry::JOB_LAG_SECONDS).set(lag as f64);
+                metrics::gauge!(telemetry::UNFINALIZED_HOURS).set(backlog.unfinalized_hours as f64);
+                metrics::gauge!(telemetry::STALE_HOURS).set(backlog.stale_hours as f64);
             }
             Err(error) => tracing::warn!(%error, "cannot measure the job lag"),
         }

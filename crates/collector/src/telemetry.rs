@@ -7,7 +7,8 @@ pub const EVENTS_TOTAL: &str = "hourglass_collector_events_total";
 pub const REJECTED_EVENTS_TOTAL: &str = "hourglass_collector_rejected_events_total";
 /// Batches by ack `status` = accepted | throttled | invalid | unavailable.
 pub const BATCHES_TOTAL: &str = "hourglass_collector_batches_total";
-/// Seconds from receiving a batch to Kafka's acknowledgement of it.
+/// Seconds from handing a batch's records to the event log (Kafka: the produce request) to its
+/// acknowledgement by every in-sync replica (`acks=all`): the produce latency.
 pub const PUBLISH_SECONDS: &str = "hourglass_collector_publish_seconds";
 /// Streaming calls in progress.
 pub const ACTIVE_STREAMS: &str = "hourglass_collector_active_streams";
@@ -34,7 +35,11 @@ pub fn describe() {
     metrics::describe_counter!(EVENTS_TOTAL, "Events seen by the collector, by outcome");
     metrics::describe_counter!(REJECTED_EVENTS_TOTAL, "Events rejected by validation, by reason");
     metrics::describe_counter!(BATCHES_TOTAL, "Batches acknowledged, by status");
-    metrics::describe_histogram!(PUBLISH_SECONDS, metrics::Unit::Seconds, "Batch receipt to Kafka acknowledgement");
+    metrics::describe_histogram!(
+        PUBLISH_SECONDS,
+        metrics::Unit::Seconds,
+        "Produce request to Kafka acknowledgement of a batch"
+    );
     metrics::describe_gauge!(ACTIVE_STREAMS, "Streaming ingest calls in progress");
     metrics::describe_counter!(OUTCOME_RECORDS_LOST_TOTAL, "Outcome-only records that could not be published");
     metrics::describe_counter!(AUTH_FAILURES_TOTAL, "Calls refused by authentication, by gRPC code");

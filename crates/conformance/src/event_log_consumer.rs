@@ -8,7 +8,9 @@
 //! - a commit is honoured by the next consumer of the same group: it gets every record at or after the
 //!   committed position of each partition, and none before it;
 //! - cancelling `next_records` loses no record;
-//! - groups are independent: a new group reads from the start.
+//! - groups are independent: a new group reads from the start;
+//! - the lag a consumer reports comes to the records at or after its group's committed positions,
+//!   per partition (eventually: it may be a few seconds old), and to 0 once everything is committed.
 //!
 //! The suite appends to the Events topic of the log it is given, so give it a fresh topic (or a fresh
 //! data directory), and consumers that read that topic.
@@ -19,7 +21,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use hourglass_core::event_log::{
-    Appended, CommitPosition, ConsumedRecord, EventLog, EventLogConsumer, LogRecord, Topic,
+    Appended, CommitPosition, ConsumedRecord, EventLog, EventLogConsumer, LogRecord, PartitionLag, Topic,
 };
 
 /// Records appended before the first consumer starts.
@@ -79,6 +81,12 @@ where
     let redelivered_positions: BTreeSet<(i32, i64)> =
         redelivered.iter().map(|record| (record.partition, record.offset)).collect();
     assert_eq!(redelivered_positions, not_committed, "a new member of the group resumes at the committed positions");
+    // Its lag is what the group has not committed, partition by partition.
+    let behind: BTreeMap<i32, i64> = not_committed.iter().fold(BTreeMap::new(), |mut behind, (partition, _)| {
+        *behind.entry(*partition).or_default() += 1;
+        behind
+    });
+    wait_for_lag(&mut second, &behind).await;
     let all_read: Vec<CommitPosition> = read_by_partition
         .iter()
         .map(|(partition, offsets)| CommitPosition {
@@ -87,6 +95,8 @@ where
         })
         .collect();
     second.commit(&all_read).await.expect("a commit resolves Ok");
+    let caught_up: BTreeMap<i32, i64> = read_by_partition.keys().map(|partition| (*partition, 0)).collect();
+    wait_for_lag(&mut second, &caught_up).await;
 
     // Caught up, it waits, and the next append wakes it.
     let (position, woken) = {
@@ -126,6 +136,30 @@ where
     let positions: BTreeSet<(i32, i64)> = everything.iter().map(|record| (record.partition, record.offset)).collect();
     assert_eq!(positions, appended.keys().copied().collect(), "a new group reads every record");
     other_group.close().await.expect("close resolves Ok");
+}
+
+/// Waits until `consumer` reports `expected` lag for each partition, and 0 (or nothing) for any other,
+/// while it has nothing to read. It keeps a read pending meanwhile: a Kafka client delivers its
+/// statistics, where the lag comes from, only while it is polled.
+async fn wait_for_lag<C: EventLogConsumer>(consumer: &mut C, expected: &BTreeMap<i32, i64>) {
+    let deadline = tokio::time::Instant::now() + ARRIVAL_TIMEOUT;
+    let matches = |lag: &[PartitionLag]| {
+        expected.iter().all(|(partition, records)| {
+            lag.iter().any(|reported| reported.partition == *partition && reported.records == *records)
+        }) && lag.iter().all(|reported| expected.contains_key(&reported.partition) || reported.records == 0)
+    };
+    loop {
+        let lag = consumer.lag();
+        if matches(&lag) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "lag should come to {expected:?} (partition → records), reported {lag:?}"
+        );
+        let read = tokio::time::timeout(Duration::from_millis(200), consumer.next_records(1)).await;
+        assert!(read.is_err(), "nothing is left to read, got {read:?}");
+    }
 }
 
 /// Appends record `index` to Events and remembers where it went.

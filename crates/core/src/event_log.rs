@@ -82,6 +82,16 @@ pub struct CommitPosition {
     pub next_offset: i64,
 }
 
+/// How far a consumer is behind one partition of its topic: records written there that its group has
+/// not committed yet. The ingestor exports it per partition as its consumer-lag metric.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PartitionLag {
+    /// The partition.
+    pub partition: i32,
+    /// Records of the partition at or after the group's committed position.
+    pub records: i64,
+}
+
 /// Errors from the event log.
 #[derive(Debug, thiserror::Error)]
 pub enum EventLogError {
@@ -136,6 +146,12 @@ pub trait EventLogConsumer: Send + 'static {
     /// records are delivered again. [`EventLogError::Fatal`] means committing cannot work any more
     /// (the process should be restarted); other errors may pass at the next commit.
     fn commit(&mut self, positions: &[CommitPosition]) -> impl Future<Output = Result<(), EventLogError>> + Send;
+
+    /// The lag of each partition this consumer reads, as last known: it costs no round trip, so it may
+    /// be a few seconds old (Kafka reports it with the client's statistics, every
+    /// `statistics.interval.ms`) and is empty until first known. A partition whose lag is unknown (not
+    /// fetched from yet) is left out rather than reported as 0.
+    fn lag(&self) -> Vec<PartitionLag>;
 
     /// Makes the commits made so far durable, then leaves the group, so another member takes the
     /// partitions at once.

@@ -209,6 +209,19 @@ impl LedgerRow {
     }
 }
 
+/// What the aggregators have left to do: hours waiting for their final rollup, and among them the
+/// hours holding data no rollup includes yet. A refused hour (past its horizon) waits for nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RollupBacklog {
+    /// The start of the oldest hour still waiting for its final rollup.
+    pub oldest_unfinalized_hour: Option<i64>,
+    /// Hours waiting for their final rollup, open hours with data included.
+    pub unfinalized_hours: u64,
+    /// Of those, the hours marked since their last rollup, provisional or final: data not counted in
+    /// any rollup yet.
+    pub stale_hours: u64,
+}
+
 /// Hourly rollups and their jobs.
 pub trait RollupStore: Send + Sync + 'static {
     /// Leases up to `max` pending jobs of `kind`, oldest hours first, for `lease`, each with a new token.
@@ -271,8 +284,8 @@ pub trait RollupStore: Send + Sync + 'static {
         customer_hour: &CustomerHour,
     ) -> impl Future<Output = Result<Vec<EventTypeRollup>, RollupStoreError>> + Send;
 
-    /// The start of the oldest hour still waiting for its final rollup, for the job-lag metric.
-    fn oldest_unfinalized_hour(&self) -> impl Future<Output = Result<Option<i64>, RollupStoreError>> + Send;
+    /// What is left to roll up, for the job-lag and backlog metrics.
+    fn backlog(&self) -> impl Future<Output = Result<RollupBacklog, RollupStoreError>> + Send;
 
     /// Gives a failed job back, to be retried after `retry_after`, recording why, if `job` is still the
     /// hour's current lease and has not expired; false if it is lost (then nothing is recorded, and the

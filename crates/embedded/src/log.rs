@@ -226,6 +226,11 @@ impl SqliteEventLog {
             .collect()
     }
 
+    /// The offset of `topic`'s last committed record (0 if it has none yet).
+    pub fn last_offset(&self, topic: Topic) -> i64 {
+        *self.last_offsets.of(topic).borrow()
+    }
+
     /// Resolves once `topic` has a committed record with an offset above `after_offset` (at once if it
     /// already has). The writer wakes it after each commit: no polling.
     pub async fn wait_for_records_after(&self, topic: Topic, after_offset: i64) {

@@ -4,7 +4,7 @@
 //! writes with backoff.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hourglass_core::customer::CustomerId;
 use hourglass_core::event_log::{ConsumedRecord, EventLog, Topic};
@@ -84,7 +84,10 @@ impl<S: RawStore, L: EventLog> RecordHandler<S, L> {
         }
         let events: usize = batches.iter().map(|batch| batch.events.len()).sum();
         let stored = batches.is_empty()
-            || self.retry("write to the raw store", abandon, || self.raw_store.write_records(&batches)).await.is_some();
+            || self
+                .retry("write to the raw store", abandon, || timed_raw_write(self.raw_store.write_records(&batches)))
+                .await
+                .is_some();
         if stored && !batches.is_empty() {
             metrics::counter!(telemetry::RECORDS_TOTAL, "result" => "stored").increment(batches.len() as u64);
             metrics::counter!(telemetry::EVENTS_STORED_TOTAL).increment(events as u64);
@@ -145,6 +148,15 @@ impl<S: RawStore, L: EventLog> RecordHandler<S, L> {
             }
         }
     }
+}
+
+/// Runs one attempt to write to the raw store, recording how long it took and whether it worked.
+async fn timed_raw_write<T, E>(attempt: impl Future<Output = Result<T, E>>) -> Result<T, E> {
+    let started = Instant::now();
+    let result = attempt.await;
+    let label = if result.is_ok() { "ok" } else { "failed" };
+    metrics::histogram!(telemetry::RAW_WRITE_SECONDS, "result" => label).record(started.elapsed().as_secs_f64());
+    result
 }
 
 /// The customer-hours a record touches: its events' hours and its outcome counts' hours (an hour with

@@ -10,13 +10,13 @@
 //! is committed past them, so a crash or a rebalance redelivers them: at-least-once into an idempotent
 //! store (invariant 1 of docs/architecture.md).
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use hourglass_core::event_log::{CommitPosition, EventLog, EventLogConsumer, EventLogError};
+use hourglass_core::event_log::{CommitPosition, EventLog, EventLogConsumer, EventLogError, PartitionLag};
 use hourglass_core::job_queue::{CustomerHour, JobQueue};
 use hourglass_core::raw_store::RawStore;
 use tokio_util::sync::CancellationToken;
@@ -59,6 +59,7 @@ where
     let max_in_flight = config.max_in_flight_records.max(1);
     let max_group = config.max_records_per_write.max(1);
     let mut in_flight_records = 0usize;
+    let mut lag_report = LagReport::default();
 
     // `next_records` is cancel-safe (the seam's contract): losing this race to another branch loses no
     // record. The other branches' handlers run once it is dropped, so they may use the consumer.
@@ -75,6 +76,7 @@ where
                 if let Err(error) = mark_and_commit(&mut consumer, &*job_queue, &mut tracker, &mut pending_hours).await {
                     break Err(error);
                 }
+                lag_report.report(&consumer.lag());
             }
             group = consumer.next_records(room), if room > 0 => match group {
                 Ok(group) => {
@@ -118,6 +120,27 @@ where
     }
     tracing::info!("ingestor stopped");
     stopped.and(committed)
+}
+
+/// The consumer-lag gauges this replica has set, so a partition it stops reading (a rebalance gave it to
+/// another replica) goes back to 0 rather than showing its last lag forever.
+#[derive(Default)]
+struct LagReport {
+    reported: BTreeSet<i32>,
+}
+
+impl LagReport {
+    fn report(&mut self, lag: &[PartitionLag]) {
+        let now: BTreeSet<i32> = lag.iter().map(|partition| partition.partition).collect();
+        for gone in self.reported.difference(&now) {
+            metrics::gauge!(telemetry::CONSUMER_LAG_RECORDS, "partition" => gone.to_string()).set(0.0);
+        }
+        for partition in lag {
+            metrics::gauge!(telemetry::CONSUMER_LAG_RECORDS, "partition" => partition.partition.to_string())
+                .set(partition.records as f64);
+        }
+        self.reported = now;
+    }
 }
 
 /// Records what became of a group of records; returns how many there were.

@@ -12,6 +12,12 @@ pub const COMMITS_TOTAL: &str = "hourglass_ingestor_commits_total";
 pub const DIRTY_MARK_FAILURES_TOTAL: &str = "hourglass_ingestor_dirty_mark_failures_total";
 /// Records being written now.
 pub const IN_FLIGHT_RECORDS: &str = "hourglass_ingestor_in_flight_records";
+/// Seconds one attempt to write a group of records to the raw store took, by `result` = ok | failed.
+pub const RAW_WRITE_SECONDS: &str = "hourglass_ingestor_raw_write_seconds";
+/// Records of a partition (`partition`) the consumer group has not committed yet, as this replica last
+/// knew it (Kafka's statistics, every 5 s by default); 0 for a partition it no longer reads (another
+/// replica reports it), so take the `max by (partition)` over replicas.
+pub const CONSUMER_LAG_RECORDS: &str = "hourglass_ingestor_consumer_lag_records";
 
 /// Registers descriptions with whatever recorder is installed.
 pub fn describe() {
@@ -21,4 +27,6 @@ pub fn describe() {
     metrics::describe_counter!(COMMITS_TOTAL, "Offset commits, by result");
     metrics::describe_counter!(DIRTY_MARK_FAILURES_TOTAL, "Failed attempts to mark dirty customer-hours");
     metrics::describe_gauge!(IN_FLIGHT_RECORDS, "Records being written");
+    metrics::describe_histogram!(RAW_WRITE_SECONDS, metrics::Unit::Seconds, "Raw-store write attempts, by result");
+    metrics::describe_gauge!(CONSUMER_LAG_RECORDS, "Records of a partition not committed yet, by partition");
 }

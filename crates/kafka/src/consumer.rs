@@ -8,19 +8,31 @@
 use std::sync::Arc;
 
 use futures::FutureExt;
-use hourglass_core::event_log::{CommitPosition, ConsumedRecord, EventLogConsumer, EventLogError, Topic};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use hourglass_core::event_log::{CommitPosition, ConsumedRecord, EventLogConsumer, EventLogError, PartitionLag, Topic};
+use parking_lot::Mutex;
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
+use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::KafkaConfig;
 use crate::context::HourglassKafkaContext;
 use crate::error::{KafkaSetupError, classify};
 
+/// How often librdkafka reports its statistics, which carry each partition's consumer lag, unless
+/// `--kafka-option statistics.interval.ms=…` says otherwise. Parsing them costs well under a
+/// millisecond, so every few seconds is cheap, and a lag alert looks at minutes.
+const DEFAULT_STATISTICS_INTERVAL_MS: &str = "5000";
+
 /// The Kafka implementation of [`EventLogConsumer`].
 pub struct KafkaEventLogConsumer {
-    consumer: Arc<StreamConsumer<HourglassKafkaContext>>,
+    consumer: Arc<StreamConsumer<LagReportingContext>>,
     topic_name: String,
+    /// Each assigned partition's lag, from the latest statistics.
+    lag: Arc<Mutex<Vec<PartitionLag>>>,
     /// The positions of the last commit. Commits are asynchronous (a commit per interval must not hold
     /// up the loop for a broker round trip) and librdkafka does not report their outcome to the caller,
     /// so [`EventLogConsumer::close`] commits these again and waits for the broker's answer.
@@ -36,16 +48,20 @@ impl KafkaEventLogConsumer {
         group_id: &str,
         client_id: &str,
     ) -> Result<Self, KafkaSetupError> {
-        let consumer: StreamConsumer<HourglassKafkaContext> = config
-            .consumer_config(group_id, client_id)?
-            .create_with_context(HourglassKafkaContext)
-            .map_err(KafkaSetupError::Client)?;
         let topic_name = config.topic_name(topic).to_owned();
+        let mut client_config = config.consumer_config(group_id, client_id)?;
+        if client_config.get("statistics.interval.ms").is_none() {
+            client_config.set("statistics.interval.ms", DEFAULT_STATISTICS_INTERVAL_MS);
+        }
+        let lag = Arc::new(Mutex::new(Vec::new()));
+        let context = LagReportingContext { topic_name: topic_name.clone(), lag: Arc::clone(&lag) };
+        let consumer: StreamConsumer<LagReportingContext> =
+            client_config.create_with_context(context).map_err(KafkaSetupError::Client)?;
         consumer
             .subscribe(&[&topic_name])
             .map_err(|source| KafkaSetupError::Subscribe { topic: topic_name.clone(), source })?;
         tracing::info!(topic = %topic_name, group = group_id, "kafka consumer subscribed");
-        Ok(Self { consumer: Arc::new(consumer), topic_name, last_commit: None })
+        Ok(Self { consumer: Arc::new(consumer), topic_name, lag, last_commit: None })
     }
 }
 
@@ -86,6 +102,10 @@ impl EventLogConsumer for KafkaEventLogConsumer {
         Ok(())
     }
 
+    fn lag(&self) -> Vec<PartitionLag> {
+        self.lag.lock().clone()
+    }
+
     async fn close(self) -> Result<(), EventLogError> {
         let Self { consumer, last_commit, .. } = self;
         // A synchronous commit and leaving the group both wait for the broker: not on a runtime thread.
@@ -103,6 +123,44 @@ impl EventLogConsumer for KafkaEventLogConsumer {
         .await
         .map_err(|join_error| EventLogError::Unavailable(Box::new(join_error)))?
     }
+}
+
+/// The consumer's client context: Hourglass's logging ([`HourglassKafkaContext`]), and each partition's
+/// lag taken from librdkafka's statistics.
+struct LagReportingContext {
+    topic_name: String,
+    lag: Arc<Mutex<Vec<PartitionLag>>>,
+}
+
+impl ClientContext for LagReportingContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        HourglassKafkaContext.log(level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        HourglassKafkaContext.error(error, reason);
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        *self.lag.lock() = partition_lags(&statistics, &self.topic_name);
+    }
+}
+
+impl ConsumerContext for LagReportingContext {}
+
+/// The lag of each partition of `topic` the statistics know it for. librdkafka reports -1 for a
+/// partition it does not fetch (not assigned to this member, or no committed offset and no fetch yet)
+/// and lists an internal partition -1: both are left out.
+fn partition_lags(statistics: &Statistics, topic: &str) -> Vec<PartitionLag> {
+    let Some(topic) = statistics.topics.get(topic) else { return Vec::new() };
+    let mut lags: Vec<PartitionLag> = topic
+        .partitions
+        .values()
+        .filter(|partition| partition.partition >= 0 && partition.consumer_lag >= 0)
+        .map(|partition| PartitionLag { partition: partition.partition, records: partition.consumer_lag })
+        .collect();
+    lags.sort_unstable();
+    lags
 }
 
 /// A Kafka message as the event log's [`ConsumedRecord`] (copied out of librdkafka's buffer, which the

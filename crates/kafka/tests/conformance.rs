@@ -41,7 +41,10 @@ async fn kafka_event_log_conforms() {
 
 #[tokio::test]
 async fn kafka_event_log_consumer_conforms() {
-    let config = testing::test_config("consumer_conformance", &testing::test_brokers());
+    let mut config = testing::test_config("consumer_conformance", &testing::test_brokers());
+    // The lag comes with librdkafka's statistics: report them often so the suite's lag checks wait
+    // less than the 5 s default.
+    config.options.push("statistics.interval.ms=500".to_owned());
     let log = KafkaEventLog::connect(config.clone(), "conformance").await.expect("connect to the test broker");
     let consumer_config = config.clone();
     event_log_consumer::suite(&log, move |group: &'static str| {

@@ -16,8 +16,8 @@ use std::time::Duration;
 use hourglass_core::customer::CustomerId;
 use hourglass_core::job_queue::CustomerHour;
 use hourglass_core::rollup_store::{
-    Completion, EventTypeRollup, HourRollup, JobKind, JobLease, LeaseToken, LedgerRow, NumericRollup, RollupStore,
-    RollupStoreError,
+    Completion, EventTypeRollup, HourRollup, JobKind, JobLease, LeaseToken, LedgerRow, NumericRollup, RollupBacklog,
+    RollupStore, RollupStoreError,
 };
 use sqlx::PgPool;
 
@@ -444,14 +444,23 @@ impl RollupStore for PostgresRollupStore {
             .unwrap_or_default())
     }
 
-    async fn oldest_unfinalized_hour(&self) -> Result<Option<i64>, RollupStoreError> {
-        sqlx::query_scalar!(
-            "SELECT extract(epoch FROM min(hour_start))::bigint FROM dirty_hours \
-             WHERE generation > finalized_generation AND generation > refused_generation"
+    async fn backlog(&self) -> Result<RollupBacklog, RollupStoreError> {
+        // Only unfinalized hours are read (the dirty_hours_unfinalized partial index): stale hours are
+        // among them, as a rollup that finalizes an hour also aggregates it.
+        let row = sqlx::query!(
+            r#"SELECT extract(epoch FROM min(hour_start))::bigint AS oldest, count(*) AS "unfinalized!",
+                      count(*) FILTER (WHERE generation > aggregated_generation) AS "stale!"
+               FROM dirty_hours
+               WHERE generation > finalized_generation AND generation > refused_generation"#
         )
         .fetch_one(&self.pool)
         .await
-        .map_err(rollup_store_error)
+        .map_err(rollup_store_error)?;
+        Ok(RollupBacklog {
+            oldest_unfinalized_hour: row.oldest,
+            unfinalized_hours: u64::try_from(row.unfinalized).unwrap_or(0),
+            stale_hours: u64::try_from(row.stale).unwrap_or(0),
+        })
     }
 
     async fn fail(&self, job: &JobLease, error: &str, retry_after: Duration) -> Result<bool, RollupStoreError> {

@@ -17,13 +17,17 @@ pub async fn jobs_and_completion(jobs: &impl JobQueue, rollups: &(impl RollupSto
     const ACME: &str = "jobs-acme";
     jobs.check_ready().await.expect("a fresh job queue reports ready");
     RollupReader::check_ready(rollups).await.expect("a fresh rollup store reports ready");
-    assert_eq!(oldest_unfinalized(rollups).await, None, "an empty store has no hour waiting");
+    assert_eq!(backlog(rollups).await, RollupBacklog::default(), "an empty store has no hour waiting");
     mark(jobs, &[]).await;
 
     // Hour 0 has closed, hour 2 is open: the boundary between them is hour 2.
     let (closed, open) = (hour(0), hour(2));
     mark(jobs, &[customer_hour(ACME, closed), customer_hour(ACME, open), customer_hour(ACME, closed)]).await;
-    assert_eq!(oldest_unfinalized(rollups).await, Some(closed), "the oldest marked hour waits for its final rollup");
+    assert_eq!(
+        backlog(rollups).await,
+        RollupBacklog { oldest_unfinalized_hour: Some(closed), unfinalized_hours: 2, stale_hours: 2 },
+        "the oldest marked hour waits for its final rollup; both marked hours are backlog, with data in no rollup"
+    );
     let final_jobs = lease_expecting(
         rollups,
         "worker-a",
@@ -72,7 +76,11 @@ pub async fn jobs_and_completion(jobs: &impl JobQueue, rollups: &(impl RollupSto
     assert!(closed_status.computed_at.is_some(), "an aggregated hour says when it was computed");
     assert_eq!(closed_status.events, 7);
     assert!(!closed_status.pending, "an hour aggregated as of its last mark is not pending");
-    assert_eq!(oldest_unfinalized(rollups).await, Some(open), "a final rollup finalizes its hour");
+    assert_eq!(
+        backlog(rollups).await,
+        RollupBacklog { oldest_unfinalized_hour: Some(open), unfinalized_hours: 1, stale_hours: 1 },
+        "a final rollup finalizes its hour"
+    );
 
     let provisional_rollup = rollup(false, &[("view", 3)], &[], outcomes(3, &[], 0));
     complete_expecting(rollups, &provisional_jobs[0], &provisional_rollup, 1, "a provisional rollup is a revision")
@@ -80,7 +88,11 @@ pub async fn jobs_and_completion(jobs: &impl JobQueue, rollups: &(impl RollupSto
     let open_status = status(rollups, ACME, open).await;
     assert_eq!((open_status.revision, open_status.is_final, open_status.final_as_of), (Some(1), false, None));
     assert!(!open_status.pending, "a provisional rollup of the last mark leaves nothing pending to read");
-    assert_eq!(oldest_unfinalized(rollups).await, Some(open), "a provisional rollup does not finalize its hour");
+    assert_eq!(
+        backlog(rollups).await,
+        RollupBacklog { oldest_unfinalized_hour: Some(open), unfinalized_hours: 1, stale_hours: 0 },
+        "a provisional rollup does not finalize its hour, but counts its data"
+    );
     lease_expecting(rollups, "worker-a", final_before(2), &[], "a finalized hour is no job").await;
     lease_expecting(rollups, "worker-a", provisional_from(2, Duration::ZERO), &[], "an aggregated hour is no job")
         .await;
@@ -88,6 +100,7 @@ pub async fn jobs_and_completion(jobs: &impl JobQueue, rollups: &(impl RollupSto
     // New data in the open hour: a provisional job again, but at most one rollup per interval.
     mark(jobs, &[customer_hour(ACME, open)]).await;
     assert!(status(rollups, ACME, open).await.pending, "data marked after the rollup makes the hour pending");
+    assert_eq!(backlog(rollups).await.stale_hours, 1, "and stale");
     let hourly = provisional_from(2, Duration::from_secs(3600));
     lease_expecting(rollups, "worker-a", hourly, &[], "a provisional rollup waits for its interval").await;
 
@@ -107,7 +120,7 @@ pub async fn jobs_and_completion(jobs: &impl JobQueue, rollups: &(impl RollupSto
     assert!(finalized.final_as_of.is_some(), "the final rollup says since when the hour is final");
     assert!(!finalized.pending);
     assert_eq!(rows(rollups, ACME, open, open + HOUR, &[]).await, expected_rows(open, &final_rollup, true));
-    assert_eq!(oldest_unfinalized(rollups).await, None, "every hour is final");
+    assert_eq!(backlog(rollups).await, RollupBacklog::default(), "every hour is final");
 
     // Data marked while a job runs: the completion stands, and the hour is pending again.
     mark(jobs, &[customer_hour(ACME, closed)]).await;

@@ -30,7 +30,7 @@ use hourglass_core::rollup_reader::{
     EventTypeSeen, HourStatus, HourlyNumericRow, HourlyRollupRow, HourlyTotalsRow, RollupReader,
 };
 use hourglass_core::rollup_store::{
-    Completion, EventTypeRollup, HourRollup, JobKind, JobLease, LedgerRow, NumericRollup, RollupStore,
+    Completion, EventTypeRollup, HourRollup, JobKind, JobLease, LedgerRow, NumericRollup, RollupBacklog, RollupStore,
 };
 
 /// 2026-01-01T00:00:00Z, the first hour of every scenario.
@@ -317,5 +317,9 @@ async fn assert_hour_unaggregated(
 }
 
 async fn oldest_unfinalized(rollups: &impl RollupStore) -> Option<i64> {
-    rollups.oldest_unfinalized_hour().await.unwrap_or_else(|error| panic!("oldest unfinalized hour: {error}"))
+    backlog(rollups).await.oldest_unfinalized_hour
+}
+
+async fn backlog(rollups: &impl RollupStore) -> RollupBacklog {
+    rollups.backlog().await.unwrap_or_else(|error| panic!("backlog: {error}"))
 }

@@ -12,7 +12,8 @@ use std::time::Duration;
 use hourglass_core::customer::CustomerId;
 use hourglass_core::job_queue::CustomerHour;
 use hourglass_core::rollup_store::{
-    Completion, EventTypeRollup, HourRollup, JobKind, JobLease, LeaseToken, LedgerRow, RollupStore, RollupStoreError,
+    Completion, EventTypeRollup, HourRollup, JobKind, JobLease, LeaseToken, LedgerRow, RollupBacklog, RollupStore,
+    RollupStoreError,
 };
 
 use super::{SqliteMetaStore, count_from_sql, count_to_sql, duration_micros, now_micros};
@@ -381,14 +382,20 @@ impl RollupStore for SqliteMetaStore {
             .collect())
     }
 
-    async fn oldest_unfinalized_hour(&self) -> Result<Option<i64>, RollupStoreError> {
-        sqlx::query_scalar(
-            "SELECT min(hour_start) FROM dirty_hours \
-             WHERE generation > finalized_generation AND generation > refused_generation",
+    async fn backlog(&self) -> Result<RollupBacklog, RollupStoreError> {
+        // Stale hours are among the unfinalized ones: a rollup that finalizes an hour also aggregates it.
+        let (oldest, unfinalized, stale): (Option<i64>, i64, i64) = sqlx::query_as(
+            "SELECT min(hour_start), count(*), count(*) FILTER (WHERE generation > aggregated_generation) \
+             FROM dirty_hours WHERE generation > finalized_generation AND generation > refused_generation",
         )
         .fetch_one(&self.readers)
         .await
-        .map_err(unavailable)
+        .map_err(unavailable)?;
+        Ok(RollupBacklog {
+            oldest_unfinalized_hour: oldest,
+            unfinalized_hours: u64::try_from(unfinalized).unwrap_or(0),
+            stale_hours: u64::try_from(stale).unwrap_or(0),
+        })
     }
 
     async fn fail(&self, job: &JobLease, error: &str, retry_after: Duration) -> Result<bool, RollupStoreError> {
