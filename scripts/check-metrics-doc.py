@@ -6,8 +6,8 @@ usage: check-metrics-doc.py [--write] [--self-test]
 The table is made from the metric-name modules (`crates/*/src/telemetry.rs`): each `pub const X: &str =
 "hourglass_..."` with its doc comment (the meaning), its `describe_*!` call (type, unit), and the label keys
 (and literal values) of every `metrics::counter!/gauge!/histogram!` call on it anywhere in `crates/`. The
-`metrics` exporter renders a histogram as a Prometheus summary (quantiles 0, 0.5, 0.9, 0.95, 0.99, 0.999, 1
-plus `_sum` and `_count`), so the table says summary.
+binary configures the exporter with buckets, so a histogram is exposed as a Prometheus histogram
+(`_bucket{le=…}`, `_sum`, `_count`).
 
 Without --write, it fails (exit 1) when:
   - the table between the markers in docs/metrics.md is not the generated one (run with --write);
@@ -39,7 +39,7 @@ DESCRIBE = re.compile(r"describe_(counter|gauge|histogram)!\(\s*(\w+)\s*,\s*(?:m
 EMIT = re.compile(r"metrics::(counter|gauge|histogram)!\(\s*(?:crate::)?telemetry::(\w+)")
 LABEL = re.compile(r'"(\w+)"\s*=>\s*("(?:[^"\\]|\\.)*"|[^,)]+)')
 UNITS = {"Seconds": "seconds", "Bytes": "bytes", "Milliseconds": "milliseconds", "Count": "count"}
-EXPOSED = {"counter": "counter", "gauge": "gauge", "histogram": "summary"}
+EXPOSED = {"counter": "counter", "gauge": "gauge", "histogram": "histogram"}
 
 # PromQL words that are not metric names.
 PROMQL_WORDS = {
@@ -183,8 +183,8 @@ def referenced(root):
 
 
 def base_name(name, documented):
-    """A summary's `_sum` / `_count` series is documented under the summary's name."""
-    for suffix in ("_sum", "_count"):
+    """A histogram's `_bucket` / `_sum` / `_count` series are documented under the histogram's name."""
+    for suffix in ("_bucket", "_sum", "_count"):
         if name.endswith(suffix) and name[: -len(suffix)] in documented:
             return name[: -len(suffix)]
     return name

@@ -12,6 +12,7 @@ mod ingestor;
 mod keys;
 mod loadgen;
 mod migrate;
+mod process_metrics;
 mod query;
 mod replay;
 mod report;

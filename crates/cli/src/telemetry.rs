@@ -5,6 +5,13 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use tracing_subscriber::EnvFilter;
 
+/// The buckets of every histogram (all of them are durations in seconds): from half a millisecond (a
+/// cached query) to five minutes (an aggregation job of a huge hour). Real Prometheus histograms,
+/// unlike the exporter's default summaries, can be summed over replicas (`histogram_quantile` over
+/// `sum by (le)`).
+const LATENCY_BUCKETS_SECONDS: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+
 /// Telemetry flags shared by every subcommand.
 #[derive(clap::Args)]
 pub struct TelemetryArgs {
@@ -38,8 +45,11 @@ pub fn init(args: &TelemetryArgs) -> anyhow::Result<()> {
     if let Some(address) = args.metrics_listen_addr {
         metrics_exporter_prometheus::PrometheusBuilder::new()
             .with_http_listener(address)
+            .set_buckets(LATENCY_BUCKETS_SECONDS)
+            .context("invalid histogram buckets")?
             .install()
             .with_context(|| format!("failed to serve metrics on {address}"))?;
+        crate::process_metrics::start();
         tracing::info!(%address, "serving prometheus metrics on /metrics");
     }
     Ok(())

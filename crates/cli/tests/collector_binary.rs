@@ -68,6 +68,21 @@ async fn keys_and_collector_work_from_the_command_line_and_sigterm_exits_cleanly
     let metrics = http_get(metrics_port, "/metrics").await;
     assert!(metrics.contains(r#"hourglass_collector_events_total{outcome="accepted"} 1"#), "{metrics}");
     assert!(metrics.contains(r#"hourglass_collector_batches_total{status="accepted"} 1"#), "{metrics}");
+    // Durations are Prometheus histograms (summable over replicas), not the exporter's default summaries.
+    assert!(metrics.contains("# TYPE hourglass_collector_publish_seconds histogram"), "{metrics}");
+    assert!(metrics.contains(r#"hourglass_collector_publish_seconds_bucket{le="+Inf"} 1"#), "{metrics}");
+    // The process's own metrics, under the usual names; sampled by a thread of their own from the start.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let resident = loop {
+        let metrics = http_get(metrics_port, "/metrics").await;
+        if let Some(resident) = metric_value(&metrics, "process_resident_memory_bytes") {
+            assert!(metric_value(&metrics, "process_open_fds").is_some_and(|fds| fds > 0.0), "{metrics}");
+            break resident;
+        }
+        assert!(std::time::Instant::now() < deadline, "no process_resident_memory_bytes: {metrics}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(resident > 1e6, "a collector's resident memory is megabytes, got {resident}");
 
     let (status, logs) = support::sigterm_and_wait(&mut collector).await;
     assert!(status.success(), "collector exited with {status}: {logs}");
