@@ -7,6 +7,7 @@ mod bench;
 mod collector;
 mod config;
 mod dlq;
+mod health;
 mod hour_range;
 mod ingestor;
 mod keys;
@@ -74,6 +75,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Show a role's configuration: `hourglass config print <ROLE>`.
     Config(config::ConfigArgs),
+    /// Check a gRPC server's health: exit 0 if it is SERVING, 1 if not, 2 if it cannot be asked.
+    Health(Box<health::HealthArgs>),
 }
 
 /// The command line: [`Cli`] with the defaults that differ per subcommand.
@@ -182,6 +185,15 @@ fn main() -> anyhow::Result<()> {
             Command::Bench(args) => {
                 telemetry::init_for_tool(&cli.telemetry)?;
                 bench::run(args).await
+            }
+            Command::Health(args) => {
+                telemetry::init_for_tool(&cli.telemetry)?;
+                let status = health::run(*args).await;
+                if status != 0 {
+                    // A probe's answer is its exit status; nothing is left to clean up.
+                    std::process::exit(status);
+                }
+                Ok(())
             }
             Command::Config(_) => unreachable!("handled before the runtime starts"),
         }
