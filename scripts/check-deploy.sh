@@ -74,6 +74,14 @@ sys.stdout.write(files.pop())' "$rendered" >"$work/hourglass.toml"
     echo "hourglass.toml: accepted by hourglass config print for collector, ingestor, aggregator and query" >&2
 done
 
+step "helm template with exec readiness probes (hourglass health in the image, for clusters without gRPC probes)"
+"$helm" template hourglass "$chart" --namespace hourglass --kube-version "$kube_version" \
+    --set probes.readiness.kind=exec >"$work/exec-probes.rendered.yaml"
+"$checks/manifests" "$work/exec-probes.rendered.yaml"
+grep -q '"/usr/local/bin/hourglass", "health"' "$work/exec-probes.rendered.yaml" || fail "no exec probe rendered"
+must_fail "a readiness probe kind that is neither grpc nor exec" \
+    "$helm" template hourglass "$chart" --kube-version "$kube_version" --set probes.readiness.kind=http
+
 step "self-tests: a misspelt manifest field, a wrong config key and a broken Envoy bootstrap are refused"
 printf 'cql-nodes = "not-a-list:9042"\n[collector]\nmax-in-flight-byte = 1\n' >"$work/broken.toml"
 must_fail "a hourglass.toml with a misspelt key and a wrongly typed value" \

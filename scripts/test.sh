@@ -6,7 +6,8 @@
 #   2. `buf lint` on proto/, and the deployment artifacts (scripts/check-deploy.sh: helm, Envoy, promtool, cfn-lint);
 #   3. the crate layering check, `cargo fmt --check`, `cargo clippy` (warnings are errors);
 #   4. `cargo test --workspace`: unit tests, and real-server tests against the Postgres and Kafka above;
-#   5. the e2e tier (e2e/run.sh): the Python SDK's tests, then the scenarios on the deployed shape.
+#   5. the e2e tier (e2e/run.sh): the Python SDK's tests, then the scenarios on the deployed shape;
+#   6. the container image (e2e/image.sh smoke): built with podman, standalone run in it as the chart runs it.
 #
 # Caches live in $HOURGLASS_CACHE_DIR (default ~/.cache/hourglass): Kafka jars and instances, the Python venv
 # for buf, and the cargo target directory (CARGO_TARGET_DIR, kept outside the clone). The servers keep running
@@ -95,7 +96,11 @@ set -e
 step "e2e: the Python SDK's tests, then the scenarios on the deployed shape (e2e/run.sh)"
 e2e_status=0
 bash e2e/run.sh --sdk-tests --scale "${HOURGLASS_E2E_SCALE:-0.5}" || e2e_status=$?
+step "container image: build it, run standalone in it (uid 65532, read-only root), events in and counted (e2e/image.sh smoke)"
+image_status=0
+bash e2e/image.sh smoke || image_status=$?
 # One closing line for the whole run (cargo prints one per test binary, the last often a doc-test run).
 awk '/^test result:/ { passed += $4; failed += $6 } END { printf "%d passed, %d failed\n", passed, failed }' "$test_log"
 ((test_status == 0)) || exit "$test_status"
-exit "$e2e_status"
+((e2e_status == 0)) || exit "$e2e_status"
+exit "$image_status"

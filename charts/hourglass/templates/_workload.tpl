@@ -64,9 +64,16 @@ spec:
               protocol: TCP
           {{- if .grpcPort }}
           readinessProbe:
+            {{- if eq $v.probes.readiness.kind "exec" }}
+            exec:
+              command: ["/usr/local/bin/hourglass", "health", "--target", "http://127.0.0.1:{{ .grpcPort }}", "--service", {{ .healthService | quote }}, "--timeout-secs", "{{ $v.probes.readiness.timeoutSeconds }}"]
+            {{- else if eq $v.probes.readiness.kind "grpc" }}
             grpc:
               port: {{ .grpcPort }}
               service: {{ .healthService | quote }}
+            {{- else }}
+            {{- fail (printf "probes.readiness.kind must be grpc or exec, not %q" $v.probes.readiness.kind) }}
+            {{- end }}
             periodSeconds: {{ $v.probes.readiness.periodSeconds }}
             failureThreshold: {{ $v.probes.readiness.failureThreshold }}
             timeoutSeconds: {{ $v.probes.readiness.timeoutSeconds }}
@@ -108,8 +115,14 @@ spec:
             - name: config
               mountPath: /etc/hourglass
               readOnly: true
+            # The root filesystem is read-only; anything a library writes to a temporary file goes here.
+            - name: tmp
+              mountPath: /tmp
       volumes:
         {{- include "hourglass.configVolume" $root | nindent 8 }}
+        - name: tmp
+          emptyDir:
+            sizeLimit: 64Mi
 {{- end -}}
 
 {{/* A headless Service for one component: Envoy resolves every ready pod through it, and Prometheus finds
