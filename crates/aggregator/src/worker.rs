@@ -9,6 +9,7 @@ use hourglass_core::raw_store::{RawStore, RawStoreError};
 use hourglass_core::rollup_reader::RollupReader;
 use hourglass_core::rollup_store::{Completion, HourRollup, JobKind, JobLease, RollupStore, RollupStoreError};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::AggregatorConfig;
 use crate::rollup::HourAccumulator;
@@ -38,7 +39,19 @@ pub async fn run_once<R: RawStore, S: RollupStore>(
     for kind in kinds {
         let jobs = rollup_store.lease_jobs(worker_id, config.concurrency.max(1), config.lease(), kind).await?;
         let is_final = matches!(kind, JobKind::Final { .. });
-        let runs = jobs.iter().map(|job| run_job(config, raw_store, rollup_store, job, is_final, now_unix));
+        let runs = jobs.iter().map(|job| {
+            // A root span per customer-hour job. It links to no batch: the job reads raw rows, which
+            // keep no trace context, and a job folds every batch of its hour (thousands), so links to
+            // them would be neither available nor useful (docs/logging.md, "Traces").
+            let job_span = tracing::info_span!(
+                parent: None,
+                "aggregator.job",
+                customer_id = job.customer_hour.customer_id.as_str(),
+                hour_start = job.customer_hour.hour_start,
+                is_final,
+            );
+            run_job(config, raw_store, rollup_store, job, is_final, now_unix).instrument(job_span)
+        });
         futures::future::join_all(runs).await;
         leased += jobs.len();
     }

@@ -129,75 +129,64 @@ fn main() -> anyhow::Result<()> {
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
-        match cli.command {
-            Command::Standalone(args) => {
-                telemetry::init(&cli.telemetry)?;
-                standalone::run(*args).await
-            }
-            Command::Report(args) => {
-                telemetry::init_for_tool(&cli.telemetry)?;
-                report::run(*args).await
-            }
-            Command::Collector(args) => {
-                telemetry::init(&cli.telemetry)?;
-                collector::run(*args).await
-            }
-            Command::Ingestor(args) => {
-                telemetry::init(&cli.telemetry)?;
-                ingestor::run(*args).await
-            }
-            Command::Dlq(args) => {
-                telemetry::init_for_tool(&cli.telemetry)?;
-                dlq::run(*args).await
-            }
-            Command::Aggregator(args) => {
-                telemetry::init(&cli.telemetry)?;
-                aggregator::run(*args).await
-            }
-            Command::Query(args) => {
-                telemetry::init(&cli.telemetry)?;
-                query::run(*args).await
-            }
-            Command::Keys(args) => {
-                telemetry::init_for_tool(&cli.telemetry)?;
-                keys::run(args).await
-            }
-            Command::Migrate(args) => {
-                telemetry::init_for_tool(&cli.telemetry)?;
-                migrate::run(args).await
-            }
-            Command::Replay(args) => {
-                telemetry::init_for_tool(&cli.telemetry)?;
-                replay::run(*args).await
-            }
-            Command::Reprocess(args) => {
-                telemetry::init_for_tool(&cli.telemetry)?;
-                reprocess::run(*args).await
-            }
-            Command::Verify(args) => {
-                telemetry::init_for_tool(&cli.telemetry)?;
-                verify::run(*args).await
-            }
-            Command::Send(args) => {
-                telemetry::init_for_tool(&cli.telemetry)?;
-                send::run(*args).await
-            }
-            Command::Bench(args) => {
-                telemetry::init_for_tool(&cli.telemetry)?;
-                bench::run(args).await
-            }
+        let telemetry = match cli.command.serving_role() {
+            Some(role) => telemetry::init(&cli.telemetry, role, &env)?,
+            None => telemetry::init_for_tool(&cli.telemetry)?,
+        };
+        let result = match cli.command {
+            Command::Standalone(args) => standalone::run(*args).await,
+            Command::Report(args) => report::run(*args).await,
+            Command::Collector(args) => collector::run(*args).await,
+            Command::Ingestor(args) => ingestor::run(*args).await,
+            Command::Dlq(args) => dlq::run(*args).await,
+            Command::Aggregator(args) => aggregator::run(*args).await,
+            Command::Query(args) => query::run(*args).await,
+            Command::Keys(args) => keys::run(args).await,
+            Command::Migrate(args) => migrate::run(args).await,
+            Command::Replay(args) => replay::run(*args).await,
+            Command::Reprocess(args) => reprocess::run(*args).await,
+            Command::Verify(args) => verify::run(*args).await,
+            Command::Send(args) => send::run(*args).await,
+            Command::Bench(args) => bench::run(args).await,
             Command::Health(args) => {
-                telemetry::init_for_tool(&cli.telemetry)?;
                 let status = health::run(*args).await;
                 if status != 0 {
-                    // A probe's answer is its exit status; nothing is left to clean up.
+                    // A probe's answer is its exit status; nothing is left to clean up (tools export no
+                    // traces).
                     std::process::exit(status);
                 }
                 Ok(())
             }
             Command::Config(_) => unreachable!("handled before the runtime starts"),
-        }
+        };
+        // After the role's own drain: the spans of its last batches are exported before the exit.
+        telemetry.shutdown().await;
+        result
     })
+}
+
+impl Command {
+    /// The role a serving command runs (it logs to stdout and may export traces); `None` for tools.
+    fn serving_role(&self) -> Option<&'static str> {
+        match self {
+            Command::Standalone(_) => Some("standalone"),
+            Command::Collector(_) => Some("collector"),
+            Command::Ingestor(_) => Some("ingestor"),
+            Command::Aggregator(_) => Some("aggregator"),
+            Command::Query(_) => Some("query"),
+            Command::Dlq(_)
+            | Command::Report(_)
+            | Command::Keys(_)
+            | Command::Migrate(_)
+            | Command::Replay(_)
+            | Command::Reprocess(_)
+            | Command::Verify(_)
+            | Command::Send(_)
+            | Command::Bench(_)
+            | Command::Health(_)
+            | Command::Config(_) => None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -47,6 +47,8 @@ async fn keys_and_collector_work_from_the_command_line_and_sigterm_exits_cleanly
         .env("HOURGLASS_KAFKA_TOPIC_PARTITIONS", "1")
         .env("HOURGLASS_READINESS_INTERVAL_MS", "100")
         .stdout(Stdio::null())
+        // Service logs go to stdout by default; these tests read them from stderr.
+        .env("HOURGLASS_LOG_OUTPUT", "stderr")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -148,6 +150,8 @@ async fn a_stalled_broker_keeps_the_collector_within_its_memory_budget() {
             .env("HOURGLASS_KAFKA_ENQUEUE_TIMEOUT_MS", "300000")
             .env("HOURGLASS_MAX_STREAMS_PER_CUSTOMER", STREAMS.to_string())
             .stdout(Stdio::null())
+            // Service logs go to stdout by default; these tests read them from stderr.
+            .env("HOURGLASS_LOG_OUTPUT", "stderr")
             .stderr(Stdio::piped())
             .spawn()
             .unwrap(),

@@ -107,6 +107,8 @@ async fn standalone_runs_with_the_listen_address_and_data_directory_of_its_confi
             .env("HOURGLASS_LOG", "info")
             .args(["standalone", "--config", file.to_str().unwrap()])
             .stdout(Stdio::piped())
+            // Service logs go to stdout by default; these tests read them from stderr.
+            .env("HOURGLASS_LOG_OUTPUT", "stderr")
             .stderr(Stdio::piped())
             .spawn()
             .expect("start hourglass standalone"),
@@ -140,6 +142,8 @@ fn refused(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String) {
             .envs(env.iter().copied())
             .args(args)
             .stdout(Stdio::null())
+            // Service logs go to stdout by default; these tests read them from stderr.
+            .env("HOURGLASS_LOG_OUTPUT", "stderr")
             .stderr(Stdio::piped())
             .spawn()
             .expect("run hourglass"),

@@ -59,6 +59,8 @@ async fn start_ingestor(
         .env("HOURGLASS_READINESS_INTERVAL_MS", "100")
         .env("HOURGLASS_SHUTDOWN_DELAY_MS", shutdown_delay_ms.to_string())
         .stdout(Stdio::null())
+        // Service logs go to stdout by default; these tests read them from stderr.
+        .env("HOURGLASS_LOG_OUTPUT", "stderr")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -293,6 +295,8 @@ async fn an_ingestor_killed_before_committing_loses_and_double_counts_nothing_in
         .env("HOURGLASS_PROVISIONAL_INTERVAL_SECS", "1")
         .env("HOURGLASS_AGGREGATOR_POLL_INTERVAL_MS", "100")
         .stdout(Stdio::null())
+        // Service logs go to stdout by default; these tests read them from stderr.
+        .env("HOURGLASS_LOG_OUTPUT", "stderr")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

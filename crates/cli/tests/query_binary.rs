@@ -66,6 +66,8 @@ async fn reports_come_from_the_read_replica_and_keys_from_the_primary() {
         .env("HOURGLASS_CQL_KEYSPACE", &cql.keyspace)
         .env("HOURGLASS_READINESS_INTERVAL_MS", "100")
         .stdout(Stdio::null())
+        // Service logs go to stdout by default; these tests read them from stderr.
+        .env("HOURGLASS_LOG_OUTPUT", "stderr")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -108,6 +110,8 @@ async fn without_its_keyspace_the_query_service_waits_not_serving_and_serves_onc
         .env("HOURGLASS_CQL_MIGRATE", "false")
         .env("HOURGLASS_READINESS_INTERVAL_MS", "100")
         .stdout(Stdio::null())
+        // Service logs go to stdout by default; these tests read them from stderr.
+        .env("HOURGLASS_LOG_OUTPUT", "stderr")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

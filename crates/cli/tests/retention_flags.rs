@@ -18,6 +18,8 @@ fn refused(args: &[&str]) -> String {
         // Nothing is listening here: a role that got past its checks would wait for it, not exit.
         .env("HOURGLASS_DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
         .stdout(Stdio::null())
+        // Service logs go to stdout by default; these tests read them from stderr.
+        .env("HOURGLASS_LOG_OUTPUT", "stderr")
         .stderr(Stdio::piped())
         .spawn()
         .expect("run hourglass");

@@ -43,6 +43,8 @@ fn start_with(
         .args(["--listen-addr", &format!("127.0.0.1:{port}")])
         .args(extra_args)
         .env("HOURGLASS_LOG", "info")
+        // Service logs go to stdout by default, where the welcome is; these tests read them from stderr.
+        .env("HOURGLASS_LOG_OUTPUT", "stderr")
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(stderr)
@@ -462,4 +464,48 @@ async fn keys_revoked_with_the_cli_while_cached_are_refused_once_the_cache_ttl_h
     let refusal = call_until_refused("query", query_revoked_at, ttl, report).await;
     assert_eq!(refusal.code(), tonic::Code::Unauthenticated, "{refusal:?}");
     assert!(refusal.message().contains("revoked"), "{}", refusal.message());
+}
+
+/// A serving role logs to stdout, where container log agents read it, one JSON object per line with the
+/// fields docs/logging.md lists; nothing of it goes to stderr.
+#[test]
+fn a_serving_role_logs_json_lines_to_stdout() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BINARY)
+        .args(["standalone", "--log-format", "json", "--data-dir"])
+        .arg(data_dir.path())
+        .args(["--listen-addr", &format!("127.0.0.1:{}", free_port())])
+        .env("HOURGLASS_LOG", "info")
+        .env_remove("HOURGLASS_LOG_OUTPUT")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start hourglass standalone");
+    let (line_tx, line_rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let consuming = loop {
+        let line = line_rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("standalone logged \"ingestor consuming\" on stdout within 30 s");
+        let Ok(log) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+        if log["message"] == "ingestor consuming" {
+            break log;
+        }
+    };
+    assert_eq!(consuming["level"], "INFO", "{consuming}");
+    assert_eq!(consuming["target"], "hourglass_ingestor::pipeline", "{consuming}");
+    assert!(consuming["timestamp"].as_str().is_some_and(|time| time.starts_with("20")), "{consuming}");
+    support::sigterm(&child);
+    let status = child.wait().unwrap();
+    let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(!stderr.contains("ingestor consuming"), "logs went to stderr too: {stderr}");
 }

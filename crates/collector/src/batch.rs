@@ -17,9 +17,11 @@ use hourglass_core::event_log::{EventLog, EventLogError, LogRecord, Topic};
 use hourglass_core::hour;
 use hourglass_core::key_store::KeyStore;
 use hourglass_core::record;
+use hourglass_core::trace_context;
 use hourglass_proto::log::v1::{EventBatchRecord, Outcome, OutcomeCount};
 use hourglass_proto::v1::{BatchAck, BatchStatus, Event, EventRejection, RejectionReason};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::cardinality::CardinalityTracker;
 use crate::config::{CollectorConfig, RecordLayout};
@@ -84,7 +86,30 @@ impl<K: KeyStore, L: EventLog> Collector<K, L> {
     }
 
     /// Validates, admits and starts publishing one batch; the returned future yields its ack.
+    ///
+    /// Both run in one `collector.batch` span, from validation to the log's confirmation; its trace
+    /// context goes into the headers of every record the batch becomes (`hourglass_core::trace_context`),
+    /// so the ingestor's span of each record continues this trace. The span is a root: a stream's
+    /// batches are separate traces.
     pub async fn begin_batch(
+        &self,
+        principal: &Principal,
+        sequence: u64,
+        events: Vec<Event>,
+        policy: ThrottlePolicy,
+    ) -> BoxFuture<'static, BatchAck> {
+        let batch_span = tracing::info_span!(
+            parent: None,
+            "collector.batch",
+            customer_id = principal.customer_id.as_str(),
+            batch_size = events.len(),
+            batch_id = tracing::field::Empty,
+        );
+        let acked = self.begin_batch_in_span(principal, sequence, events, policy).instrument(batch_span.clone()).await;
+        acked.instrument(batch_span).boxed()
+    }
+
+    async fn begin_batch_in_span(
         &self,
         principal: &Principal,
         sequence: u64,
@@ -104,6 +129,7 @@ impl<K: KeyStore, L: EventLog> Collector<K, L> {
             received_at_unix_ms,
             batch_id: uuid::Uuid::now_v7().to_string(),
         };
+        tracing::Span::current().record("batch_id", batch.batch_id.as_str());
         let key_spread = principal.limits.kafka_key_spread.unwrap_or(1);
         let partition_key = record::partition_key(
             &principal.customer_id,
@@ -299,7 +325,10 @@ impl<K: KeyStore, L: EventLog> Collector<K, L> {
             events,
             outcomes,
         };
-        record::encode(key, &batch_record)
+        let mut log_record = record::encode(key, &batch_record);
+        // Called inside the batch's span (`begin_batch`), so the record carries its context.
+        trace_context::inject_span_context(&tracing::Span::current(), &mut log_record.headers);
+        log_record
     }
 }
 

@@ -9,6 +9,8 @@
 //!   the [`EventLogConsumer`](event_log::EventLogConsumer) seam, from which the ingestor reads them and
 //!   commits its positions (Kafka in distributed mode, `log.db` in standalone mode).
 //! - [`record`]: how a batch becomes an event-log record: schema version, headers, partition keys.
+//! - [`trace_context`]: a batch's W3C trace context in record headers, so the ingestor's span continues
+//!   the collector's (OpenTelemetry API only; the binary owns the SDK and the exporter).
 //! - [`raw_store`]: the [`RawStore`](raw_store::RawStore) seam: raw events, idempotent by event id.
 //! - [`job_queue`]: the [`JobQueue`](job_queue::JobQueue) seam: customer-hours needing aggregation.
 //! - [`rollup_store`]: the [`RollupStore`](rollup_store::RollupStore) seam: hourly rollups and the jobs
@@ -37,6 +39,7 @@ pub mod record;
 pub mod retention;
 pub mod rollup_reader;
 pub mod rollup_store;
+pub mod trace_context;
 
 /// The cause a seam error carries: the backend's own error, kept whole (not flattened into a string) so
 /// logs and callers can walk the chain with [`std::error::Error::source`].

@@ -2,6 +2,12 @@
 //! ([`crate::pipeline`]) and [`replay`](crate::replay), in either mode: decode each record, send the ones
 //! that cannot be decoded to the dead-letter topic, write the others in one store call, retry failed
 //! writes with backoff.
+//!
+//! Tracing: each record gets an `ingestor.record` span whose parent is the trace context the collector
+//! put in the record's headers (`hourglass_core::trace_context`), or none (a new trace) for a record
+//! without one. It covers decoding; the group's one store call appears in each record's trace as an
+//! `ingestor.raw_write` child (one per record, over the same call), and the span is returned with the
+//! record's [`Handled::Stored`] so the loop ends it once the record's hours are marked dirty.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -12,8 +18,10 @@ use hourglass_core::hour;
 use hourglass_core::job_queue::CustomerHour;
 use hourglass_core::raw_store::RawStore;
 use hourglass_core::record::{self, SCHEMA_VERSION_HEADER};
+use hourglass_core::trace_context;
 use hourglass_proto::log::v1::EventBatchRecord;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::dead_letter;
 use crate::telemetry;
@@ -25,6 +33,9 @@ pub enum Handled {
     Stored {
         /// The customer-hours the record touched: its events' hours and its outcome counts' hours.
         hours: Vec<CustomerHour>,
+        /// The record's `ingestor.record` span, still open: whoever marks `hours` dirty does it under
+        /// this span, then drops it.
+        span: tracing::Span,
     },
     /// It could not be decoded and is now in the dead-letter topic.
     DeadLettered,
@@ -68,38 +79,54 @@ impl<S: RawStore, L: EventLog> RecordHandler<S, L> {
         let mut handled = Vec::with_capacity(records.len());
         let mut batches = Vec::with_capacity(records.len());
         let mut hours_of_batches = Vec::with_capacity(records.len());
+        let mut spans_of_batches = Vec::with_capacity(records.len());
         for consumed in records {
+            let record_span = record_span(consumed);
             let schema_version = consumed.header(SCHEMA_VERSION_HEADER);
-            match record::decode(schema_version, &consumed.payload) {
+            match record_span.in_scope(|| record::decode(schema_version, &consumed.payload)) {
                 Ok(batch) => {
+                    record_span.record("customer_id", batch.customer_id.as_str());
+                    record_span.record("batch_id", batch.batch_id.as_str());
                     hours_of_batches.push(touched_hours(&batch));
                     batches.push(batch);
+                    spans_of_batches.push(record_span);
                     handled.push(None);
                 }
                 Err(decode_error) => {
-                    let outcome = self.dead_letter(consumed, &decode_error.to_string(), abandon).await;
+                    let outcome =
+                        self.dead_letter(consumed, &decode_error.to_string(), abandon).instrument(record_span).await;
                     handled.push(Some(outcome));
                 }
             }
         }
         let events: usize = batches.iter().map(|batch| batch.events.len()).sum();
+        let write_spans: Vec<tracing::Span> = spans_of_batches
+            .iter()
+            .map(|record_span| {
+                tracing::info_span!(parent: record_span, "ingestor.raw_write", records = batches.len(), events)
+            })
+            .collect();
+        let write =
+            self.retry("write to the raw store", abandon, || timed_raw_write(self.raw_store.write_records(&batches)));
+        // One store call for the whole group: its retries log under the first record's write span, and
+        // every record's write span lasts as long as the call.
         let stored = batches.is_empty()
-            || self
-                .retry("write to the raw store", abandon, || timed_raw_write(self.raw_store.write_records(&batches)))
-                .await
-                .is_some();
+            || write.instrument(write_spans.first().cloned().unwrap_or_else(tracing::Span::none)).await.is_some();
+        drop(write_spans);
         if stored && !batches.is_empty() {
             metrics::counter!(telemetry::RECORDS_TOTAL, "result" => "stored").increment(batches.len() as u64);
             metrics::counter!(telemetry::EVENTS_STORED_TOTAL).increment(events as u64);
         }
         let mut hours_of_batches = hours_of_batches.into_iter();
+        let mut spans_of_batches = spans_of_batches.into_iter();
         handled
             .into_iter()
             .map(|outcome| match outcome {
                 Some(outcome) => outcome,
                 None => {
                     let hours = hours_of_batches.next().unwrap_or_default();
-                    if stored { Handled::Stored { hours } } else { Handled::Abandoned }
+                    let span = spans_of_batches.next().unwrap_or_else(tracing::Span::none);
+                    if stored { Handled::Stored { hours, span } } else { Handled::Abandoned }
                 }
             })
             .collect()
@@ -157,6 +184,20 @@ async fn timed_raw_write<T, E>(attempt: impl Future<Output = Result<T, E>>) -> R
     let label = if result.is_ok() { "ok" } else { "failed" };
     metrics::histogram!(telemetry::RAW_WRITE_SECONDS, "result" => label).record(started.elapsed().as_secs_f64());
     result
+}
+
+/// The span of one consumed record: a child of the trace context in its headers, else a new trace
+/// (never a child of whatever span the loop runs in: a record's trace is its batch's).
+fn record_span(consumed: &ConsumedRecord) -> tracing::Span {
+    let span = tracing::info_span!(
+        parent: None,
+        "ingestor.record",
+        source = consumed.source.as_str(),
+        customer_id = tracing::field::Empty,
+        batch_id = tracing::field::Empty,
+    );
+    trace_context::set_parent_from_headers(&span, consumed);
+    span
 }
 
 /// The customer-hours a record touches: its events' hours and its outcome counts' hours (an hour with

@@ -9,6 +9,10 @@
 //! ([`OffsetTracker`]). A store that is down makes writes retry with backoff ([`RecordHandler`]); nothing
 //! is committed past them, so a crash or a rebalance redelivers them: at-least-once into an idempotent
 //! store (invariant 1 of docs/architecture.md).
+//!
+//! Each stored record's `ingestor.record` span (see [`crate::handler`]) stays open until its hours are
+//! marked dirty: the mark appears in the record's trace as an `ingestor.mark_dirty` child, so one
+//! batch's trace runs from the collector's publish to the mark that makes it aggregatable.
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
@@ -20,6 +24,7 @@ use hourglass_core::event_log::{CommitPosition, EventLog, EventLogConsumer, Even
 use hourglass_core::job_queue::{CustomerHour, JobQueue};
 use hourglass_core::raw_store::RawStore;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::IngestLoopConfig;
 use crate::error::IngestorError;
@@ -52,7 +57,7 @@ where
         Arc::new(RecordHandler::new(raw_store, dead_letter_log, config.retry_backoff(), config.max_retry_backoff()));
     let abandon = CancellationToken::new();
     let mut tracker = OffsetTracker::default();
-    let mut pending_hours: HashSet<CustomerHour> = HashSet::new();
+    let mut pending_hours = PendingHours::default();
     let mut in_flight = FuturesUnordered::new();
     let mut commit_tick = tokio::time::interval(config.commit_interval());
     commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -146,14 +151,19 @@ impl LagReport {
 /// Records what became of a group of records; returns how many there were.
 fn apply_all(
     tracker: &mut OffsetTracker,
-    pending_hours: &mut HashSet<CustomerHour>,
+    pending_hours: &mut PendingHours,
     results: Vec<((i32, i64), Handled)>,
 ) -> usize {
     let count = results.len();
     for ((partition, offset), handled) in results {
         match handled {
-            Handled::Stored { hours } => {
-                pending_hours.extend(hours);
+            Handled::Stored { hours, span } => {
+                pending_hours.hours.extend(hours);
+                // While marking keeps failing records still finish; past the cap their spans end
+                // unmarked rather than holding memory without bound.
+                if pending_hours.record_spans.len() < MAX_PENDING_RECORD_SPANS {
+                    pending_hours.record_spans.push(span);
+                }
                 tracker.finish(partition, offset);
             }
             Handled::DeadLettered => tracker.finish(partition, offset),
@@ -161,6 +171,17 @@ fn apply_all(
         }
     }
     count
+}
+
+/// The most record spans kept open waiting for their hours to be marked.
+const MAX_PENDING_RECORD_SPANS: usize = 10_000;
+
+/// The customer-hours of the records stored since the last successful mark, and those records' spans
+/// (ended when the mark succeeds).
+#[derive(Default)]
+struct PendingHours {
+    hours: HashSet<CustomerHour>,
+    record_spans: Vec<tracing::Span>,
 }
 
 /// Marks the finished records' hours dirty, then commits the positions below every in-flight record.
@@ -171,17 +192,30 @@ async fn mark_and_commit<C: EventLogConsumer, Q: JobQueue>(
     consumer: &mut C,
     job_queue: &Q,
     tracker: &mut OffsetTracker,
-    pending_hours: &mut HashSet<CustomerHour>,
+    pending_hours: &mut PendingHours,
 ) -> Result<(), IngestorError> {
     let committable = tracker.committable();
-    if !pending_hours.is_empty() {
-        let hours: Vec<CustomerHour> = pending_hours.iter().cloned().collect();
-        if let Err(error) = job_queue.mark_dirty(&hours).await {
+    if !pending_hours.hours.is_empty() {
+        let hours: Vec<CustomerHour> = pending_hours.hours.iter().cloned().collect();
+        // One call for every record finished since the last mark: each record's trace gets its own
+        // span over it (the call's warnings log under the first).
+        let mark_spans: Vec<tracing::Span> = pending_hours
+            .record_spans
+            .iter()
+            .map(|record_span| tracing::info_span!(parent: record_span, "ingestor.mark_dirty", hours = hours.len()))
+            .collect();
+        let marked = job_queue
+            .mark_dirty(&hours)
+            .instrument(mark_spans.first().cloned().unwrap_or_else(tracing::Span::none))
+            .await;
+        drop(mark_spans);
+        if let Err(error) = marked {
             metrics::counter!(telemetry::DIRTY_MARK_FAILURES_TOTAL).increment(1);
             tracing::warn!(%error, "cannot mark dirty hours; offsets stay uncommitted until it works");
             return Ok(());
         }
-        pending_hours.clear();
+        pending_hours.hours.clear();
+        pending_hours.record_spans.clear();
     }
     if committable.is_empty() {
         return Ok(());

@@ -104,7 +104,7 @@ where
         }
         for outcome in handler.handle(&group, &stop).await {
             match outcome {
-                Handled::Stored { hours: touched } => {
+                Handled::Stored { hours: touched, .. } => {
                     summary.stored += 1;
                     hours.extend(touched);
                 }
