@@ -39,4 +39,4 @@ pub use defaults::defaults;
 pub use error::ConfigError;
 pub use loader::{CONFIG_ENV, EffectiveSetting, Loaded, Loader};
 pub use origin::Origin;
-pub use print::HIDDEN;
+pub use print::{HIDDEN, shown_secret};

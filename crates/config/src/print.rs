@@ -82,8 +82,14 @@ fn toml_value(kind: Kind, raw: &str) -> String {
 /// says which server and database; the user name is not a secret). A URL that carries parameters (which
 /// may hold a password too) is hidden whole.
 fn hidden(value: &str) -> String {
-    let shown = postgres_url_without_password(value).unwrap_or_else(|| HIDDEN.to_owned());
-    toml::Value::String(shown).to_string()
+    toml::Value::String(shown_secret(value)).to_string()
+}
+
+/// A secret as logs and `Debug` may show it: a Postgres URL with only its password hidden, anything
+/// else [`HIDDEN`] whole (the rules of `config print`). Debug impls of configurations that hold a secret
+/// use it, so a configuration logged with `?` leaks nothing.
+pub fn shown_secret(value: &str) -> String {
+    postgres_url_without_password(value).unwrap_or_else(|| HIDDEN.to_owned())
 }
 
 fn postgres_url_without_password(value: &str) -> Option<String> {

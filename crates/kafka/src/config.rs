@@ -8,7 +8,7 @@ use rdkafka::ClientConfig;
 use crate::error::KafkaSetupError;
 
 /// How Hourglass talks to Kafka.
-#[derive(Clone, Debug, clap::Args)]
+#[derive(Clone, clap::Args)]
 pub struct KafkaConfig {
     /// Kafka bootstrap servers, comma-separated. The default is the broker `e2e/servers/kafka.sh` starts.
     #[arg(long = "kafka-brokers", env = "HOURGLASS_KAFKA_BROKERS", default_value = "127.0.0.1:19092")]
@@ -124,6 +124,34 @@ fn split_options_list(list: &str) -> Vec<String> {
     pairs
 }
 
+/// librdkafka options may hold credentials (`sasl.password`, `ssl.key.password`, PEMs): their values are
+/// hidden, their names shown, so a configuration logged with `?` leaks nothing.
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hide_value = |option: &str| match option.split_once('=') {
+            Some((name, _)) => format!("{name}={}", hourglass_config::HIDDEN),
+            None => hourglass_config::HIDDEN.to_owned(),
+        };
+        formatter
+            .debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("events_topic", &self.events_topic)
+            .field("dead_letter_topic", &self.dead_letter_topic)
+            .field("create_topics", &self.create_topics)
+            .field("topic_partitions", &self.topic_partitions)
+            .field("replication_factor", &self.replication_factor)
+            .field("linger_ms", &self.linger_ms)
+            .field("compression", &self.compression)
+            .field("delivery_timeout_ms", &self.delivery_timeout_ms)
+            .field("enqueue_timeout_ms", &self.enqueue_timeout_ms)
+            .field("queue_max_kbytes", &self.queue_max_kbytes)
+            .field("consumer_prefetch_kbytes", &self.consumer_prefetch_kbytes)
+            .field("options_list", &self.options_list.as_ref().map(|_| hourglass_config::HIDDEN))
+            .field("options", &self.options.iter().map(|option| hide_value(option)).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
 impl KafkaConfig {
     /// A configuration for the given brokers with every other setting at its default.
     pub fn for_brokers(brokers: impl Into<String>) -> Self {
@@ -207,6 +235,16 @@ impl KafkaConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_hides_option_values() {
+        let mut config = KafkaConfig::for_brokers("b:1");
+        config.options_list = Some("sasl.mechanism=PLAIN;sasl.password=s3cret-list".into());
+        config.options = vec!["sasl.password=s3cret-flag".into()];
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("sasl.password=<hidden>") && shown.contains("b:1"), "{shown}");
+    }
 
     #[test]
     fn durability_cannot_be_overridden() {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 /// How Hourglass connects to Postgres.
-#[derive(Clone, Debug, clap::Args)]
+#[derive(Clone, clap::Args)]
 pub struct PostgresConfig {
     /// Postgres URL. The default is the database `e2e/servers/postgres.sh` creates.
     #[arg(
@@ -38,6 +38,19 @@ pub struct PostgresConfig {
         action = clap::ArgAction::Set
     )]
     pub migrate: bool,
+}
+
+/// The URL's password is hidden: a configuration logged with `?` must not leak it.
+impl std::fmt::Debug for PostgresConfig {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("PostgresConfig")
+            .field("url", &hourglass_config::shown_secret(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout_ms", &self.acquire_timeout_ms)
+            .field("migrate", &self.migrate)
+            .finish()
+    }
 }
 
 impl PostgresConfig {
@@ -159,5 +172,17 @@ mod nagle {
             }
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_the_password() {
+        let shown = format!("{:?}", PostgresConfig::for_url("postgres://app:s3cret@db:5432/hourglass"));
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("postgres://app:<hidden>@db:5432/hourglass"), "{shown}");
     }
 }

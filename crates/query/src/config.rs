@@ -7,7 +7,7 @@ use hourglass_grpc::auth::KeyCacheConfig;
 use hourglass_grpc::server::ServerConfig;
 
 /// Limits and secrets of the query service.
-#[derive(Clone, Debug, clap::Args)]
+#[derive(Clone, clap::Args)]
 pub struct QueryConfig {
     /// Longest range of an hourly report, status or ledger request, in hours (default 93 days).
     #[arg(
@@ -48,9 +48,37 @@ pub struct QueryServerConfig {
     pub key_cache: KeyCacheConfig,
 }
 
+/// The page-token secret is hidden: a configuration logged with `?` must not leak it.
+impl std::fmt::Debug for QueryConfig {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("QueryConfig")
+            .field("max_hourly_range_hours", &self.max_hourly_range_hours)
+            .field("max_period_range_days", &self.max_period_range_days)
+            .field("max_page_size", &self.max_page_size)
+            .field("cache_entries", &self.cache_entries)
+            .field("page_token_secret", &self.page_token_secret.as_ref().map(|_| hourglass_config::HIDDEN))
+            .finish()
+    }
+}
+
 impl QueryConfig {
     /// The configuration with every default.
     pub fn with_defaults() -> Self {
         hourglass_config::defaults()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_the_page_token_secret() {
+        let mut config: QueryConfig = hourglass_config::defaults();
+        config.page_token_secret = Some("s3cret-token".into());
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("page_token_secret: Some(\"<hidden>\")"), "{shown}");
     }
 }
