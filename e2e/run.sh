@@ -65,5 +65,7 @@ if $sdk_tests; then
     log "the Python SDK's tests (sdks/python/tests, against hourglass standalone)"
     (cd sdks/python && "$python" -m pytest -q -p no:cacheprovider tests)
 fi
+# The runner's own unit tests (the secret scan that ends every run), before the run relies on them.
+"$python" -m pytest -q -p no:cacheprovider e2e/tests
 export HOURGLASS_E2E_HELM HOURGLASS_E2E_PROBE HOURGLASS_E2E_REPOSITORY="$root"
 PYTHONPATH="$root/e2e" exec "$python" -m hourglass_e2e ${arguments[@]+"${arguments[@]}"}

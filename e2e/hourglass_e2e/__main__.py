@@ -20,7 +20,7 @@ import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
-from hourglass_e2e import scenarios
+from hourglass_e2e import leaks, scenarios
 from hourglass_e2e.platform import Platform
 from hourglass_e2e.servers import Servers
 
@@ -132,6 +132,15 @@ def main() -> int:
             say("servers kept running (--keep-servers)")
         else:
             servers.stop_all()
+        # Passed or failed, no log of the run may hold a secret it used.
+        scanned = leaks.run_logs(run_dir)
+        found = leaks.find_leaks(scanned, platform.secrets)
+        for leak in found[:20]:
+            say(f"FAILED: a secret is in a log: {leak}")
+        if found:
+            exit_status = 1
+        else:
+            say(f"no secret of the run in its {len(scanned)} logs ({len(platform.secrets.by_label)} secrets)")
         say("summary:")
         for item, verdict, took, figures in results:
             detail = ""

@@ -31,6 +31,7 @@ import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from hourglass_e2e import balancer
+from hourglass_e2e.leaks import Secrets
 from hourglass_e2e.servers import POSTGRES_USER_URL, Servers
 
 INGEST_SERVICE = "hourglass.v1.IngestService"
@@ -223,13 +224,18 @@ class Platform:
         }
         self.database_url = f"{POSTGRES_USER_URL}/{self.names['database']}"
         self.config_path = run_dir / "hourglass.toml"
+        page_token_secret = secrets.token_hex(32)
+        # What must never appear in a log (checked at the end of the run: leaks.py).
+        self.secrets = Secrets()
+        self.secrets.add_url("the database URL", self.database_url)
+        self.secrets.add("the page-token secret", page_token_secret)
         self.env = {name: value for name, value in os.environ.items() if not name.startswith("HOURGLASS_")}
         self.env.update(
             {
                 "HOURGLASS_DATABASE_URL": self.database_url,
                 # One secret for both query replicas, as the chart's Secret: a page token from one replica
                 # must work on the other behind the balancer.
-                "HOURGLASS_PAGE_TOKEN_SECRET": secrets.token_hex(32),
+                "HOURGLASS_PAGE_TOKEN_SECRET": page_token_secret,
                 "RUST_BACKTRACE": "1",
             }
         )
@@ -259,8 +265,11 @@ class Platform:
         # --config is global: it may follow the subcommands (`keys create ... --config FILE`).
         command = [str(self.binary), *arguments, "--config", str(self.config_path)]
         result = subprocess.run(command, capture_output=True, text=True, env=self.env, timeout=timeout_secs)
+        # A tool's logs are on stderr, its result on stdout; the result of `keys create` is the new key,
+        # which is not a log line and is withheld here (the secret scan covers tools.log).
+        output = result.stdout if tuple(arguments[:2]) != ("keys", "create") else "(stdout withheld: the created key)\n"
         with open(self.run_dir / "tools.log", "a") as log:
-            log.write(f"==== {' '.join(arguments)} (exit {result.returncode})\n{result.stdout}{result.stderr}\n")
+            log.write(f"==== {' '.join(arguments)} (exit {result.returncode})\n{output}{result.stderr}\n")
         if check and result.returncode != 0:
             raise RuntimeError(f"hourglass {' '.join(arguments)} failed ({result.returncode}): {result.stderr.strip()}")
         return result
@@ -468,6 +477,7 @@ class Platform:
         for scope in ("ingest", "query"):
             result = self.hourglass("keys", "create", "--customer", name, "--scope", scope, "--name", "e2e", "--output", "json")
             keys[scope] = json.loads(result.stdout)["key"]
+            self.secrets.add_api_key(f"the {scope} key of customer {name}", keys[scope])
         if events_per_second is not None:
             self.hourglass(
                 "keys",
