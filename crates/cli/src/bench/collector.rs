@@ -84,6 +84,8 @@ pub async fn run(args: CollectorBenchArgs) -> anyhow::Result<()> {
         .env("HOURGLASS_RECORD_LAYOUT", layout)
         .env("HOURGLASS_READINESS_INTERVAL_MS", "200")
         .env("HOURGLASS_LOG", "warn")
+        // A service logs to stdout, discarded here: its warnings go to the bench's stderr instead.
+        .env("HOURGLASS_LOG_OUTPUT", "stderr")
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()

@@ -72,6 +72,8 @@ pub async fn run(args: IngestorBenchArgs) -> anyhow::Result<()> {
         .env("HOURGLASS_INGESTOR_GROUP", &group)
         .env("HOURGLASS_INGESTOR_MAX_IN_FLIGHT_RECORDS", args.max_in_flight_records.to_string())
         .env("HOURGLASS_LOG", "warn")
+        // A service logs to stdout, discarded here: its warnings go to the bench's stderr instead.
+        .env("HOURGLASS_LOG_OUTPUT", "stderr")
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()

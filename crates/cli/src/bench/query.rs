@@ -190,6 +190,8 @@ pub async fn run(args: QueryBenchArgs) -> anyhow::Result<()> {
         .env("HOURGLASS_READINESS_INTERVAL_MS", "200")
         .env("HOURGLASS_QUERY_CACHE_ENTRIES", if args.no_cache { "0" } else { "10000" })
         .env("HOURGLASS_LOG", "warn")
+        // A service logs to stdout, discarded here: its warnings go to the bench's stderr instead.
+        .env("HOURGLASS_LOG_OUTPUT", "stderr")
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()

@@ -73,6 +73,8 @@ pub async fn run(args: StandaloneBenchArgs) -> anyhow::Result<()> {
         .arg(&data_dir)
         .env("HOURGLASS_COLLECTOR_LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env("HOURGLASS_LOG", "warn")
+        // A service logs to stdout, discarded here: its warnings go to the bench's stderr instead.
+        .env("HOURGLASS_LOG_OUTPUT", "stderr")
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()
