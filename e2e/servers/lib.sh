@@ -506,6 +506,9 @@ cmd_status() {
 cmd_env() {
     resolve_port
     printf 'export %s=127.0.0.1:%s\n' "$ENV_VAR" "$PORT"
+    if declare -F extra_env >/dev/null; then
+        extra_env
+    fi
 }
 
 # instance_command COMMAND ARGS...: runs one of the instance commands (start stop kill destroy status env) or
