@@ -53,6 +53,9 @@ spec:
             {{- with .extraEnv }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
+            {{- with $v.env }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
           ports:
             {{- if .grpcPort }}
             - name: {{ .grpcPortName }}

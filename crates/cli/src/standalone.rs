@@ -106,14 +106,14 @@ fn lock_data_dir(data_dir: &Path) -> anyhow::Result<DataDirLock> {
     Ok(DataDirLock(file))
 }
 
-/// The demo customer's ingest and query keys: read from the data directory, or created on first start.
-async fn demo_keys(data_dir: &Path, meta: &SqliteMetaStore) -> anyhow::Result<(String, String)> {
+/// Makes the demo customer's ingest and query keys on the first start, in the data directory's key file.
+async fn demo_keys(data_dir: &Path, meta: &SqliteMetaStore) -> anyhow::Result<()> {
     let path = data_dir.join(DEMO_KEYS_FILE);
     data_dir::restrict(&path, FILE_MODE).with_context(|| format!("cannot restrict {}", path.display()))?;
     if let Ok(text) = std::fs::read_to_string(&path) {
         let field = |name: &str| text.lines().find_map(|line| line.strip_prefix(name).map(|key| key.trim().to_owned()));
-        if let (Some(ingest), Some(query)) = (field("ingest:"), field("query:")) {
-            return Ok((ingest, query));
+        if field("ingest:").is_some() && field("query:").is_some() {
+            return Ok(());
         }
     }
     let customer = CustomerId::new(DEMO_CUSTOMER)?;
@@ -128,7 +128,7 @@ async fn demo_keys(data_dir: &Path, meta: &SqliteMetaStore) -> anyhow::Result<(S
         query.expose_secret()
     );
     write_private(&path, &text)?;
-    Ok((ingest.expose_secret().to_owned(), query.expose_secret().to_owned()))
+    Ok(())
 }
 
 /// Writes `text` to `path`, a file of the owner's alone (see `hourglass_embedded::data_dir`).
@@ -145,7 +145,7 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_welcome(address: &str, data_dir: &Path, ingest_key: &str, query_key: &str) -> anyhow::Result<()> {
+fn print_welcome(address: &str, data_dir: &Path) -> anyhow::Result<()> {
     let hourglass = std::env::current_exe()?.display().to_string();
     let now = chrono::Utc::now().timestamp();
     let hour = |unix: i64| {
@@ -153,6 +153,11 @@ fn print_welcome(address: &str, data_dir: &Path, ingest_key: &str, query_key: &s
             .expect("now is a valid time")
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     };
+    // The keys themselves are not printed: stdout is the log stream (a container's, a log agent's), and
+    // a key in a log is a leaked key. The commands read them from the key file instead.
+    let keys_file = shell_quoted(&data_dir.join(DEMO_KEYS_FILE).display().to_string());
+    let ingest_key = format!("\"$(sed -n 's/^ingest: //p' {keys_file})\"");
+    let query_key = format!("\"$(sed -n 's/^query: //p' {keys_file})\"");
     println!("Hourglass standalone is running.");
     println!("  gRPC (ingest + query, health, reflection): {address}");
     println!("  data directory: {}", data_dir.display());
@@ -166,7 +171,7 @@ fn print_welcome(address: &str, data_dir: &Path, ingest_key: &str, query_key: &s
     println!();
     println!("The same with grpcurl (bash e2e/servers/tools.sh grpcurl installs it):");
     println!(
-        "  grpcurl -plaintext -H 'authorization: Bearer {query_key}' -d '{{\"range\": {{\"start\": \"{}\", \"end\": \"{}\"}}, \"groupByEventType\": true}}' {address} hourglass.v1.QueryService/GetHourlyMetrics",
+        "  grpcurl -plaintext -H \"authorization: Bearer $(sed -n 's/^query: //p' {keys_file})\" -d '{{\"range\": {{\"start\": \"{}\", \"end\": \"{}\"}}, \"groupByEventType\": true}}' {address} hourglass.v1.QueryService/GetHourlyMetrics",
         hour(now - 3600),
         hour(now + 3600)
     );
@@ -177,6 +182,11 @@ fn print_welcome(address: &str, data_dir: &Path, ingest_key: &str, query_key: &s
     );
     println!("Stop with Ctrl-C; data stays in the data directory.");
     Ok(())
+}
+
+/// `text` quoted for a POSIX shell (single quotes; a single quote inside becomes `'\''`).
+fn shell_quoted(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
 }
 
 /// The page-token secret: the configured one, else one kept in the data directory, so page tokens stay
@@ -242,7 +252,8 @@ pub async fn run(mut args: StandaloneArgs) -> anyhow::Result<()> {
     }
     let event_log = Arc::new(SqliteEventLog::open(&data_dir).await.context("cannot open log.db")?);
     let raw_store = Arc::new(SqliteRawStore::open(&data_dir, args.buckets).await.context("cannot open raw.db")?);
-    let (ingest_key, query_key) = demo_keys(&data_dir, &meta).await?;
+    // Made on the first start; the welcome tells where they are.
+    demo_keys(&data_dir, &meta).await?;
     let mut query_config = args.query;
     query_config.page_token_secret = Some(page_token_secret(&data_dir, query_config.page_token_secret.take())?);
 
@@ -304,7 +315,7 @@ pub async fn run(mut args: StandaloneArgs) -> anyhow::Result<()> {
     } else {
         local_addr.to_string()
     };
-    print_welcome(&address, &data_dir, &ingest_key, &query_key)?;
+    print_welcome(&address, &data_dir)?;
     tracing::info!(listen_addr = %local_addr, data_dir = %data_dir.display(), "standalone serving");
     let served = server.stop_when(ingestion_stopped).serve(listener, shutdown).await;
 

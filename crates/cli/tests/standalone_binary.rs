@@ -102,6 +102,17 @@ async fn printed_commands_ingest_and_a_kill_9_loses_no_acknowledged_event() {
     let mut first = start(data_dir.path(), port);
     support::wait_until_serving(&format!("http://127.0.0.1:{port}"), &mut first.child, Duration::from_secs(30)).await;
     assert!(first.welcome.iter().any(|line| line.contains(&data_dir.path().display().to_string())));
+    // stdout is the log stream: the printed commands read the keys from their file, never show them.
+    let keys = std::fs::read_to_string(data_dir.path().join("demo-keys.txt")).unwrap();
+    let demo_keys: Vec<&str> = keys
+        .lines()
+        .filter_map(|line| line.strip_prefix("ingest: ").or_else(|| line.strip_prefix("query: ")))
+        .collect();
+    assert_eq!(demo_keys.len(), 2, "{keys}");
+    for key in demo_keys {
+        assert!(key.starts_with("hgk_"), "{keys}");
+        assert!(!first.welcome.iter().any(|line| line.contains(key)), "a key printed: {:#?}", first.welcome);
+    }
 
     // The printed sample command, as printed: 10,000 events, every one acknowledged.
     let sent = run_printed(&printed_command(&first.welcome, "send"));
