@@ -294,3 +294,111 @@ pub fn generate_batch(run_id: &str, first_event: u64, count: usize) -> Vec<Event
         })
         .collect()
 }
+
+/// Customers of the benchmarks' generated records (issue 24's fixed sizes: 1k customers).
+pub const BENCH_CUSTOMERS: usize = 1000;
+/// The Zipf exponent of the benchmarks' customers: the busiest customer sends about a sixth of all
+/// events, the 1000th about 1/7000 of the busiest's.
+pub const BENCH_ZIPF_EXPONENT: f64 = 1.1;
+/// The seed of every benchmark's random choices, so two runs send the same load.
+pub const BENCH_SEED: u64 = 24;
+
+/// A seeded sampler of customer ranks following a Zipf law: rank `k` (0-based) is drawn with a
+/// probability proportional to `1 / (k + 1)^exponent`. The same seed gives the same sequence on every
+/// machine and build: the generator is SplitMix64, written out here rather than taken from `rand`,
+/// whose generators may change between versions.
+#[derive(Clone, Debug)]
+pub struct ZipfCustomers {
+    /// `cumulative[k]`: the probability of a rank ≤ k; the last is 1.
+    cumulative: Vec<f64>,
+    state: u64,
+}
+
+impl ZipfCustomers {
+    /// A sampler over `customers` ranks (at least one).
+    pub fn new(customers: usize, exponent: f64, seed: u64) -> Self {
+        let weights: Vec<f64> = (1..=customers.max(1)).map(|rank| (rank as f64).powf(-exponent)).collect();
+        let total: f64 = weights.iter().sum();
+        let mut running = 0.0;
+        let mut cumulative: Vec<f64> = weights
+            .iter()
+            .map(|weight| {
+                running += weight / total;
+                running
+            })
+            .collect();
+        // Rounding may leave the last a hair below 1; a draw must always find a rank.
+        *cumulative.last_mut().expect("at least one customer") = 1.0;
+        Self { cumulative, state: seed }
+    }
+
+    /// The probability of drawing `rank`.
+    #[cfg(test)]
+    pub fn probability(&self, rank: usize) -> f64 {
+        let below = if rank == 0 { 0.0 } else { self.cumulative[rank - 1] };
+        self.cumulative[rank] - below
+    }
+
+    /// The next rank, 0 the most frequent.
+    pub fn next_rank(&mut self) -> usize {
+        let uniform = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        self.cumulative.partition_point(|&probability| probability <= uniform).min(self.cumulative.len() - 1)
+    }
+
+    /// The customer id of a rank.
+    pub fn customer_id(rank: usize) -> String {
+        format!("customer-{rank:04}")
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        // SplitMix64 (Steele, Lea and Flood, 2014).
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut mixed = self.state;
+        mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        mixed ^ (mixed >> 31)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_seed_draws_the_same_customers_and_another_seed_does_not() {
+        let draw = |seed| {
+            let mut sampler = ZipfCustomers::new(BENCH_CUSTOMERS, BENCH_ZIPF_EXPONENT, seed);
+            (0..1000).map(|_| sampler.next_rank()).collect::<Vec<_>>()
+        };
+        assert_eq!(draw(BENCH_SEED), draw(BENCH_SEED));
+        assert_ne!(draw(BENCH_SEED), draw(BENCH_SEED + 1));
+        // Pinned: the sequence is part of what makes two runs comparable, across builds too.
+        assert_eq!(&draw(BENCH_SEED)[..8], &[42, 35, 0, 18, 205, 11, 190, 127]);
+    }
+
+    #[test]
+    fn draws_follow_the_zipf_law() {
+        let mut sampler = ZipfCustomers::new(BENCH_CUSTOMERS, BENCH_ZIPF_EXPONENT, BENCH_SEED);
+        let draws = 200_000;
+        let mut counts = vec![0u64; BENCH_CUSTOMERS];
+        for _ in 0..draws {
+            counts[sampler.next_rank()] += 1;
+        }
+        let probabilities: f64 = (0..BENCH_CUSTOMERS).map(|rank| sampler.probability(rank)).sum();
+        assert!((probabilities - 1.0).abs() < 1e-9, "{probabilities}");
+        // Rank k's share is (1/(k+1))^1.1 of the busiest's; the busiest has ~18% of all.
+        let top = sampler.probability(0);
+        assert!((0.15..0.22).contains(&top), "{top}");
+        assert!((sampler.probability(9) / top - 10f64.powf(-1.1)).abs() < 1e-12);
+        for rank in [0, 1, 9, 99] {
+            let expected = sampler.probability(rank) * draws as f64;
+            let observed = counts[rank] as f64;
+            // Five standard deviations of a binomial count.
+            assert!((observed - expected).abs() < 5.0 * expected.sqrt() + 1.0, "rank {rank}: {observed} vs {expected}");
+        }
+        let top_ten: u64 = counts[..10].iter().sum();
+        let bottom_half: u64 = counts[500..].iter().sum();
+        assert!(top_ten > 3 * bottom_half, "skewed: top ten {top_ten}, bottom half {bottom_half}");
+        assert!(counts.iter().filter(|count| **count > 0).count() > 900, "the tail is drawn too");
+    }
+}
