@@ -14,30 +14,54 @@ use hourglass_core::raw_store::RawStore;
 use hourglass_cql::{CqlConfig, CqlRawStore, schema};
 use hourglass_proto::log::v1::EventBatchRecord;
 use hourglass_proto::prost_types::Timestamp;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressStyle;
 
-use super::{cassandra_main_pid, process_cpu_seconds, self_cpu_seconds};
+use super::{Measurement, cassandra_main_pid, process_cpu_seconds, self_cpu_seconds};
 use crate::loadgen;
 
 /// Events of the busiest hour the platform plans for (41.4k/s for an hour, rounded up).
 const PEAK_HOUR_EVENTS: f64 = 150_000_000.0;
 
 /// Flags of `hourglass bench aggregator`.
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 pub struct AggregatorBenchArgs {
     /// Raw events in the customer-hour.
     #[arg(long, default_value_t = 1_000_000)]
-    events: u64,
+    pub(super) events: u64,
     /// Pid of the CQL server, to report its CPU; by default e2e/servers/cassandra.sh's instance `main`.
     #[arg(long)]
-    store_pid: Option<u32>,
+    pub(super) store_pid: Option<u32>,
     #[command(flatten)]
-    cql: CqlConfig,
+    pub(super) cql: CqlConfig,
 }
 
-/// Runs the aggregator benchmark.
+/// What the aggregator bench measured.
+pub struct AggregatorFigures {
+    /// This process's events, wall time and CPU while rolling the hour up, and the CQL server's CPU.
+    pub measurement: Measurement,
+    /// Buckets the hour was read from.
+    pub buckets: u32,
+    /// Event types in the rollup.
+    pub event_types: usize,
+}
+
+impl AggregatorFigures {
+    /// Minutes one job would take for the busiest planned hour at the measured read rate.
+    pub fn peak_hour_minutes(&self) -> f64 {
+        PEAK_HOUR_EVENTS / self.measurement.events_per_second() / 60.0
+    }
+}
+
+/// Runs the aggregator benchmark and prints what it measured.
 pub async fn run(args: AggregatorBenchArgs) -> anyhow::Result<()> {
-    let run_id = format!("bench{}", SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs());
+    let figures = measure(&args, super::Bars::Shown).await?;
+    print(&figures);
+    Ok(())
+}
+
+/// Writes one customer-hour to a keyspace of its own, then measures rolling it up in this process.
+pub async fn measure(args: &AggregatorBenchArgs, bars: super::Bars) -> anyhow::Result<AggregatorFigures> {
+    let run_id = super::run_id();
     let mut cql = args.cql.clone();
     cql.keyspace = format!("bench_aggregator_{run_id}");
     let session = Arc::new(cql.connect().await?);
@@ -46,7 +70,7 @@ pub async fn run(args: AggregatorBenchArgs) -> anyhow::Result<()> {
 
     // One closed hour of one customer, written the way the ingestor writes it.
     let hour_start = hour::hour_start(SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() as i64) - 3 * 3600;
-    let progress = ProgressBar::new(args.events)
+    let progress = super::progress_bar(args.events, bars)
         .with_style(ProgressStyle::with_template("writing raw events {bar:40} {human_pos}/{human_len}  {per_sec}")?);
     let batches = args.events.div_ceil(100);
     let writes = futures::stream::iter(0..batches.div_ceil(16)).map(|group| {
@@ -94,13 +118,25 @@ pub async fn run(args: AggregatorBenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(rollup.events == args.events, "rolled up {} of {} events", rollup.events, args.events);
 
     session.query_unpaged(format!("DROP KEYSPACE IF EXISTS {}", cql.keyspace), ()).await?;
-    let events = args.events as f64;
-    let read_rate = events / wall_seconds;
+    let measurement = Measurement {
+        events: args.events,
+        wall_seconds,
+        cpu_seconds: our_cpu,
+        peak_rss_kib: None,
+        store_cpu_seconds: store_cpu,
+    };
+    Ok(AggregatorFigures { measurement, buckets: raw_store.bucket_count(), event_types: rollup.event_types.len() })
+}
+
+fn print(figures: &AggregatorFigures) {
+    let AggregatorFigures { measurement, buckets, event_types } = figures;
+    let (wall_seconds, our_cpu, store_cpu) =
+        (measurement.wall_seconds, measurement.cpu_seconds, measurement.store_cpu_seconds);
+    let events = measurement.events as f64;
+    let read_rate = measurement.events_per_second();
     println!(
-        "aggregator bench: one customer-hour of {} events ({} buckets), {} event types",
-        args.events,
-        raw_store.bucket_count(),
-        rollup.event_types.len()
+        "aggregator bench: one customer-hour of {} events ({buckets} buckets), {event_types} event types",
+        measurement.events
     );
     println!("  wall time          {wall_seconds:.2} s = {read_rate:.0} events/s read and rolled up");
     println!(
@@ -116,7 +152,6 @@ pub async fn run(args: AggregatorBenchArgs) -> anyhow::Result<()> {
     }
     println!(
         "  peak hour          150M events at this read rate: {:.1} min on one job (the target is 3 min; buckets and\n                     read concurrency scale it, as does a store on dedicated cores)",
-        PEAK_HOUR_EVENTS / read_rate / 60.0
+        figures.peak_hour_minutes()
     );
-    Ok(())
 }

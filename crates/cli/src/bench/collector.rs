@@ -17,45 +17,63 @@ use hourglass_kafka::{KafkaConfig, admin};
 use hourglass_postgres::{PostgresConfig, PostgresKeyStore, migrate};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{peak_rss_kib, process_cpu_seconds, self_cpu_seconds, wait_until_serving};
+use super::{Measurement, peak_rss_kib, process_cpu_seconds, self_cpu_seconds, wait_until_serving};
 use crate::loadgen::{self, EventSource, LoadPlan};
 
 /// Flags of `hourglass bench collector`.
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 pub struct CollectorBenchArgs {
     /// Events to send in the measured run.
     #[arg(long, default_value_t = 2_000_000)]
-    events: u64,
+    pub(super) events: u64,
     /// Events sent first, unmeasured, so the producer is connected and the caches are warm.
     #[arg(long, default_value_t = 50_000)]
-    warmup_events: u64,
+    pub(super) warmup_events: u64,
     /// Events per batch.
     #[arg(long, default_value_t = 100)]
-    batch_size: usize,
+    pub(super) batch_size: usize,
     /// HTTP/2 connections to the collector.
     #[arg(long, default_value_t = 2)]
-    connections: usize,
+    pub(super) connections: usize,
     /// Streams per connection.
     #[arg(long, default_value_t = 2)]
-    streams_per_connection: usize,
+    pub(super) streams_per_connection: usize,
     /// Unacknowledged batches per stream.
     #[arg(long, default_value_t = 32)]
-    in_flight: usize,
+    pub(super) in_flight: usize,
     /// One Kafka record per batch or per event.
     #[arg(long, value_enum, default_value_t = RecordLayout::Batch)]
-    record_layout: RecordLayout,
+    pub(super) record_layout: RecordLayout,
     /// Keep the benchmark's Kafka topic afterwards (it is deleted by default).
     #[arg(long)]
-    keep_topic: bool,
+    pub(super) keep_topic: bool,
     #[command(flatten)]
-    kafka: KafkaConfig,
+    pub(super) kafka: KafkaConfig,
     #[command(flatten)]
-    postgres: PostgresConfig,
+    pub(super) postgres: PostgresConfig,
 }
 
-/// Runs the collector benchmark.
+/// What the collector bench measured.
+pub struct CollectorFigures {
+    /// The collector process's events, wall time, CPU and peak RSS.
+    pub measurement: Measurement,
+    /// What the acks said.
+    pub report: loadgen::LoadReport,
+    /// The load generator's CPU-seconds (this process), apart from the figures.
+    pub client_cpu_seconds: f64,
+}
+
+/// Runs the collector benchmark and prints what it measured.
 pub async fn run(args: CollectorBenchArgs) -> anyhow::Result<()> {
-    let run_id = format!("bench{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs());
+    let figures = measure(&args, super::Bars::Shown).await?;
+    print(&args, &figures);
+    Ok(())
+}
+
+/// Streams the events through a collector process of its own and measures it; `bars` says whether its
+/// progress bar is drawn (not under `bench all`).
+pub async fn measure(args: &CollectorBenchArgs, bars: super::Bars) -> anyhow::Result<CollectorFigures> {
+    let run_id = super::run_id();
     let topic = format!("hourglass.bench.{run_id}");
 
     let pool = args.postgres.connect_lazy()?;
@@ -71,10 +89,7 @@ pub async fn run(args: CollectorBenchArgs) -> anyhow::Result<()> {
     key_store.set_customer_limits(&customer, unlimited).await?;
 
     let port = StdTcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let layout = match args.record_layout {
-        RecordLayout::Batch => "batch",
-        RecordLayout::Event => "event",
-    };
+    let layout = layout_name(args.record_layout);
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
         .arg("collector")
         .env("HOURGLASS_COLLECTOR_LISTEN_ADDR", format!("127.0.0.1:{port}"))
@@ -108,7 +123,7 @@ pub async fn run(args: CollectorBenchArgs) -> anyhow::Result<()> {
 
     let measured_plan =
         LoadPlan { source: EventSource::Generated { count: args.events, run_id: run_id.clone() }, ..plan };
-    let progress = ProgressBar::new(args.events)
+    let progress = super::progress_bar(args.events, bars)
         .with_style(ProgressStyle::with_template("{bar:40} {human_pos}/{human_len} events  {per_sec}  eta {eta}")?);
     let cpu_before = process_cpu_seconds(collector_pid)?;
     let client_cpu_before = self_cpu_seconds();
@@ -128,6 +143,31 @@ pub async fn run(args: CollectorBenchArgs) -> anyhow::Result<()> {
         admin::delete_topics(&admin_config, &[&topic]).await?;
     }
 
+    if report.accepted != args.events {
+        bail!("only {} of {} events were accepted", report.accepted, args.events);
+    }
+    let measurement = Measurement {
+        events: report.accepted,
+        wall_seconds,
+        cpu_seconds: collector_cpu,
+        peak_rss_kib: Some(peak_rss_kib),
+        store_cpu_seconds: None,
+    };
+    Ok(CollectorFigures { measurement, report, client_cpu_seconds: client_cpu })
+}
+
+fn layout_name(layout: RecordLayout) -> &'static str {
+    match layout {
+        RecordLayout::Batch => "batch",
+        RecordLayout::Event => "event",
+    }
+}
+
+fn print(args: &CollectorBenchArgs, figures: &CollectorFigures) {
+    let CollectorFigures { measurement, report, client_cpu_seconds: client_cpu } = figures;
+    let layout = layout_name(args.record_layout);
+    let (wall_seconds, collector_cpu) = (measurement.wall_seconds, measurement.cpu_seconds);
+    let peak_rss_kib = measurement.peak_rss_kib.unwrap_or_default();
     let events = report.accepted as f64;
     println!("collector bench: {} events in {}-event batches, record layout {layout}", args.events, args.batch_size);
     println!(
@@ -152,8 +192,4 @@ pub async fn run(args: CollectorBenchArgs) -> anyhow::Result<()> {
     println!("  per collector core {:.0} events/s", events / collector_cpu);
     println!("  collector peak RSS {:.1} MiB", peak_rss_kib as f64 / 1024.0);
     println!("  load generator CPU {client_cpu:.2} s (same machine, not part of the figures above)");
-    if report.accepted != args.events {
-        bail!("only {} of {} events were accepted", report.accepted, args.events);
-    }
-    Ok(())
 }

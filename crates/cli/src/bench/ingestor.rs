@@ -24,36 +24,57 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{cassandra_main_pid, peak_rss_kib, process_cpu_seconds};
+use super::{Measurement, cassandra_main_pid, peak_rss_kib, process_cpu_seconds};
 use crate::loadgen;
 
 /// Flags of `hourglass bench ingestor`.
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 pub struct IngestorBenchArgs {
     /// Events to ingest in the measured run.
     #[arg(long, default_value_t = 1_000_000)]
-    events: u64,
+    pub(super) events: u64,
     /// Events per Kafka record (the collector's batch size).
     #[arg(long, default_value_t = 100)]
-    batch_size: usize,
+    pub(super) batch_size: usize,
     /// Records the ingestor writes at once.
     #[arg(long, default_value_t = 64)]
-    max_in_flight_records: usize,
+    pub(super) max_in_flight_records: usize,
+    /// Customers the records belong to, chosen per record with a seeded Zipf law (exponent 1.1): a
+    /// few customers send most records, as in production.
+    #[arg(long, default_value_t = loadgen::BENCH_CUSTOMERS)]
+    pub(super) customers: usize,
     /// Pid of the CQL server, to report its CPU; by default read from e2e/servers/cassandra.sh's
     /// instance `main`.
     #[arg(long)]
-    store_pid: Option<u32>,
+    pub(super) store_pid: Option<u32>,
     #[command(flatten)]
-    kafka: KafkaConfig,
+    pub(super) kafka: KafkaConfig,
     #[command(flatten)]
-    cql: CqlConfig,
+    pub(super) cql: CqlConfig,
     #[command(flatten)]
-    postgres: PostgresConfig,
+    pub(super) postgres: PostgresConfig,
 }
 
-/// Runs the ingestor benchmark.
+/// What the ingestor bench measured.
+pub struct IngestorFigures {
+    /// The ingestor process's events, wall time, CPU and peak RSS, and the CQL server's CPU.
+    pub measurement: Measurement,
+    /// Seconds until every record was published (overlapping the ingesting).
+    pub published_seconds: f64,
+    /// The keyspace written (dropped afterwards).
+    pub keyspace: String,
+}
+
+/// Runs the ingestor benchmark and prints what it measured.
 pub async fn run(args: IngestorBenchArgs) -> anyhow::Result<()> {
-    let run_id = format!("bench{}", SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs());
+    let figures = measure(&args, super::Bars::Shown).await?;
+    print(&args, &figures);
+    Ok(())
+}
+
+/// Publishes the records and measures an ingestor process of its own until it has committed them all.
+pub async fn measure(args: &IngestorBenchArgs, bars: super::Bars) -> anyhow::Result<IngestorFigures> {
+    let run_id = super::run_id();
     let mut kafka = args.kafka.clone();
     kafka.events_topic = format!("hourglass.bench.{run_id}");
     kafka.dead_letter_topic = format!("hourglass.bench.{run_id}.dlq");
@@ -81,16 +102,16 @@ pub async fn run(args: IngestorBenchArgs) -> anyhow::Result<()> {
     let ingestor_pid = child.id().context("ingestor exited at once")?;
 
     // Warm-up: one record through the whole path, so the group has joined and statements are prepared.
-    publish(&event_log, &format!("{run_id}w"), 1, args.batch_size, &ProgressBar::hidden()).await?;
+    publish(&event_log, &format!("{run_id}w"), 1, args, &ProgressBar::hidden()).await?;
     wait_until_committed(&kafka, &group, Duration::from_secs(120)).await.context("warm-up")?;
 
     let store_pid = args.store_pid.or_else(cassandra_main_pid);
     let store_cpu_before = store_pid.and_then(|pid| process_cpu_seconds(pid).ok());
     let cpu_before = process_cpu_seconds(ingestor_pid)?;
     let started = Instant::now();
-    let progress = ProgressBar::new(args.events)
+    let progress = super::progress_bar(args.events, bars)
         .with_style(ProgressStyle::with_template("publishing {bar:40} {human_pos}/{human_len} events  {per_sec}")?);
-    publish(&event_log, &run_id, args.events, args.batch_size, &progress).await?;
+    publish(&event_log, &run_id, args.events, args, &progress).await?;
     progress.finish_and_clear();
     let published_seconds = started.elapsed().as_secs_f64();
     wait_until_committed(&kafka, &group, Duration::from_secs(1800)).await?;
@@ -105,6 +126,20 @@ pub async fn run(args: IngestorBenchArgs) -> anyhow::Result<()> {
     let session = args.cql.connect().await?;
     session.query_unpaged(format!("DROP KEYSPACE IF EXISTS {keyspace}"), ()).await?;
 
+    let measurement = Measurement {
+        events: args.events,
+        wall_seconds,
+        cpu_seconds: ingestor_cpu,
+        peak_rss_kib: Some(peak_rss),
+        store_cpu_seconds: store_cpu,
+    };
+    Ok(IngestorFigures { measurement, published_seconds, keyspace })
+}
+
+fn print(args: &IngestorBenchArgs, figures: &IngestorFigures) {
+    let IngestorFigures { measurement, published_seconds, keyspace } = figures;
+    let (wall_seconds, ingestor_cpu) = (measurement.wall_seconds, measurement.cpu_seconds);
+    let (peak_rss, store_cpu) = (measurement.peak_rss_kib.unwrap_or_default(), measurement.store_cpu_seconds);
     let events = args.events as f64;
     println!(
         "ingestor bench: {} events in {}-event records into CQL keyspace {keyspace}",
@@ -123,26 +158,29 @@ pub async fn run(args: IngestorBenchArgs) -> anyhow::Result<()> {
         ),
         None => println!("  CQL server CPU     unknown (pass --store-pid)"),
     }
-    Ok(())
 }
 
-/// Publishes `events` events as collector-format records, 256 appends in flight.
+/// Publishes `events` events as collector-format records, 256 appends in flight, each record of a
+/// customer drawn from the seeded Zipf law and keyed by it, as the collector keys records.
 async fn publish(
     event_log: &Arc<KafkaEventLog>,
     run_id: &str,
     events: u64,
-    batch_size: usize,
+    args: &IngestorBenchArgs,
     progress: &ProgressBar,
 ) -> anyhow::Result<()> {
+    let batch_size = args.batch_size;
     let batches = events.div_ceil(batch_size as u64);
+    let mut customers = loadgen::ZipfCustomers::new(args.customers, loadgen::BENCH_ZIPF_EXPONENT, loadgen::BENCH_SEED);
     let received_at_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64;
     let appends = futures::stream::iter(0..batches).map(|batch| {
         let first = batch * batch_size as u64;
         let count = (events - first).min(batch_size as u64) as usize;
         let batch_events = loadgen::generate_batch(run_id, first, count);
         let hour_start = hour::hour_start(received_at_unix_ms / 1000);
+        let customer_id = loadgen::ZipfCustomers::customer_id(customers.next_rank());
         let record = EventBatchRecord {
-            customer_id: "bench".into(),
+            customer_id: customer_id.clone(),
             received_at_unix_ms,
             batch_id: format!("{run_id}-{batch}"),
             collector_id: "bench".into(),
@@ -154,8 +192,7 @@ async fn publish(
                 count: count as u32,
             }],
         };
-        // Spread over partitions like a collector with many customers would.
-        let log_record = record::encode(format!("customer-{}", batch % 64), &record);
+        let log_record = record::encode(customer_id, &record);
         let append = event_log.append(Topic::Events, log_record);
         async move {
             append.await?;

@@ -1,10 +1,20 @@
 //! `hourglass bench`: benchmarks that run a stage as a child process against the real servers and
 //! print events/s and CPU per event, measured from `/proc` apart from the load generator's.
+//!
+//! Each stage bench has a `measure` function returning what it found and a `run` that prints it;
+//! `bench all` (`all.rs`) calls the `measure` functions of every stage and of the floors each is
+//! compared with (`floor_*.rs`), and renders one table, JSON and SVG chart (`report.rs`).
 
 mod aggregator;
+mod all;
 mod collector;
+mod floor_cql;
+mod floor_decode;
+mod floor_kafka;
 mod ingestor;
+mod outage;
 mod query;
+mod report;
 mod standalone;
 
 use std::time::{Duration, Instant};
@@ -33,6 +43,30 @@ enum BenchTarget {
     Query(Box<query::QueryBenchArgs>),
     /// Standalone: sustained ingest into one process, until every event is counted in the rollups.
     Standalone(Box<standalone::StandaloneBenchArgs>),
+    /// A floor a stage is compared with: the Kafka tools, decode+produce, or CQL writes and reads.
+    Floor(Box<FloorArgs>),
+    /// The collector's peak RSS while its (private) Kafka broker is stopped under twice the load.
+    Outage(Box<outage::OutageBenchArgs>),
+    /// Every floor and every stage on the same servers: one table, plus JSON and an SVG chart.
+    All(Box<all::AllBenchArgs>),
+}
+
+/// Flags of `hourglass bench floor`.
+#[derive(clap::Args)]
+struct FloorArgs {
+    #[command(subcommand)]
+    kind: FloorKind,
+}
+
+#[derive(clap::Subcommand)]
+enum FloorKind {
+    /// The Kafka distribution's ProducerPerformance and ConsumerPerformance, with the collector's
+    /// record size and producer settings.
+    Kafka(Box<floor_kafka::KafkaFloorArgs>),
+    /// Protobuf-decode the collector's batches and produce the same bytes, no other logic.
+    DecodeProduce(Box<floor_decode::DecodeProduceFloorArgs>),
+    /// Prepared unlogged single-partition CQL batches of a record's rows, and a read of them back.
+    Cql(Box<floor_cql::CqlFloorArgs>),
 }
 
 /// Runs the benchmark.
@@ -43,7 +77,110 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchTarget::Aggregator(args) => aggregator::run(*args).await,
         BenchTarget::Query(args) => query::run(*args).await,
         BenchTarget::Standalone(args) => standalone::run(*args).await,
+        BenchTarget::Floor(floor) => match floor.kind {
+            FloorKind::Kafka(args) => floor_kafka::run(*args).await,
+            FloorKind::DecodeProduce(args) => floor_decode::run(*args).await,
+            FloorKind::Cql(args) => floor_cql::run(*args).await,
+        },
+        BenchTarget::Outage(args) => outage::run(*args).await,
+        BenchTarget::All(args) => all::run(*args).await,
     }
+}
+
+/// What a bench measured of the process it is about: events through it, the wall time, that
+/// process's CPU, and the CQL server's CPU over the same interval when it matters. Each bench prints
+/// more; `bench all` tabulates these.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Measurement {
+    /// Events through the measured process.
+    pub events: u64,
+    /// Wall seconds of the measured run.
+    pub wall_seconds: f64,
+    /// User + system CPU-seconds of the measured process over the run.
+    pub cpu_seconds: f64,
+    /// Peak resident set size of the measured process, in KiB, when it was a process of its own.
+    pub peak_rss_kib: Option<u64>,
+    /// CPU-seconds the CQL server spent over the run, when it was measured.
+    pub store_cpu_seconds: Option<f64>,
+}
+
+impl Measurement {
+    /// Events per wall second.
+    pub fn events_per_second(&self) -> f64 {
+        self.events as f64 / self.wall_seconds.max(f64::MIN_POSITIVE)
+    }
+
+    /// Events per CPU-second of the measured process: its rate on one core of its own.
+    pub fn per_core_events_per_second(&self) -> f64 {
+        self.events as f64 / self.cpu_seconds.max(f64::MIN_POSITIVE)
+    }
+
+    /// CPU-seconds of the measured process per million events.
+    pub fn cpu_seconds_per_million(&self) -> f64 {
+        self.cpu_seconds / (self.events.max(1) as f64) * 1e6
+    }
+
+    /// CPU-seconds of the CQL server per million events, when measured.
+    pub fn store_cpu_seconds_per_million(&self) -> Option<f64> {
+        self.store_cpu_seconds.map(|cpu| cpu / (self.events.max(1) as f64) * 1e6)
+    }
+}
+
+/// A run's unique suffix for topics, keyspaces and customers: the Unix time in milliseconds, so the
+/// steps of one `bench all` (seconds apart) never share a name.
+fn run_id() -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!("bench{}", now.as_millis())
+}
+
+/// Finds `e2e/servers/kafka.sh`: the path given, else in the working directory or one of its
+/// parents, else in the source tree this binary was built from.
+fn kafka_script(given: Option<&std::path::Path>) -> anyhow::Result<std::path::PathBuf> {
+    const SCRIPT: &str = "e2e/servers/kafka.sh";
+    if let Some(path) = given {
+        anyhow::ensure!(path.is_file(), "--kafka-tools {}: no such file", path.display());
+        return Ok(path.to_owned());
+    }
+    let from_working_directory = std::env::current_dir()
+        .ok()
+        .into_iter()
+        .flat_map(|dir| dir.ancestors().map(|a| a.join(SCRIPT)).collect::<Vec<_>>());
+    let from_source_tree = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(SCRIPT);
+    from_working_directory.chain([from_source_tree]).find(|path| path.is_file()).with_context(|| {
+        format!("cannot find {SCRIPT} in the working directory or its parents: run from the repository or pass --kafka-tools PATH")
+    })
+}
+
+/// Runs a program to its end, returning its exit status, stdout, stderr and the CPU-seconds it (and
+/// the children it waited for) used, from wait4(2)'s resource usage: exact, unlike sampling /proc
+/// before the process is gone.
+fn run_measured(mut command: std::process::Command) -> anyhow::Result<(std::process::ExitStatus, String, String, f64)> {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("failed to start {command:?}"))?;
+    let mut stdout_pipe = child.stdout.take().context("no stdout")?;
+    let mut stderr_pipe = child.stderr.take().context("no stderr")?;
+    let stderr_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        stderr_pipe.read_to_string(&mut text).map(|_| text)
+    });
+    let mut stdout = String::new();
+    stdout_pipe.read_to_string(&mut stdout)?;
+    let stderr = stderr_reader.join().map_err(|_| anyhow::anyhow!("stderr reader panicked"))??;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value to be overwritten by wait4.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child, which std has not reaped (we never called wait on it).
+    let waited = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    anyhow::ensure!(waited > 0, "wait4 failed: {}", std::io::Error::last_os_error());
+    let seconds = |time: libc::timeval| time.tv_sec as f64 + time.tv_usec as f64 / 1e6;
+    let cpu = seconds(usage.ru_utime) + seconds(usage.ru_stime);
+    Ok((std::process::ExitStatus::from_raw(status), stdout, stderr, cpu))
 }
 
 /// Waits until the gRPC server at `target` reports SERVING.
@@ -112,5 +249,23 @@ async fn terminate(child: &mut tokio::process::Child, what: &str) {
     let exit = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
     if !matches!(exit, Ok(Ok(status)) if status.success()) {
         eprintln!("warning: the {what} did not exit cleanly after SIGTERM: {exit:?}");
+    }
+}
+
+/// Whether a bench draws its progress bars: `hourglass bench <stage>` does; `bench all` prints one
+/// line per step instead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bars {
+    /// Drawn on stderr.
+    Shown,
+    /// Not drawn.
+    Hidden,
+}
+
+/// A progress bar of `length` steps, drawn or not.
+fn progress_bar(length: u64, bars: Bars) -> indicatif::ProgressBar {
+    match bars {
+        Bars::Shown => indicatif::ProgressBar::new(length),
+        Bars::Hidden => indicatif::ProgressBar::hidden(),
     }
 }

@@ -21,42 +21,42 @@ use hourglass_postgres::{PostgresConfig, PostgresJobQueue, PostgresKeyStore, Pos
 use hourglass_proto::prost_types::Timestamp;
 use hourglass_proto::v1::query_service_client::QueryServiceClient;
 use hourglass_proto::v1::{GetHourlyMetricsRequest, TimeRange};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressStyle;
 use tonic::transport::Channel;
 
 use super::{peak_rss_kib, process_cpu_seconds, self_cpu_seconds, wait_until_serving};
 
 /// Flags of `hourglass bench query`.
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 pub struct QueryBenchArgs {
     /// Days of hourly rollups in the report.
     #[arg(long, default_value_t = 30)]
-    days: u32,
+    pub(super) days: u32,
     /// Event types per hour.
     #[arg(long, default_value_t = 20)]
-    event_types: u32,
+    pub(super) event_types: u32,
     /// Requests per second in the fixed-rate run.
     #[arg(long, default_value_t = 1000)]
-    rate: u32,
+    pub(super) rate: u32,
     /// Seconds of each run.
     #[arg(long, default_value_t = 10)]
-    seconds: u64,
+    pub(super) seconds: u64,
     /// Concurrent requests in the maximum-throughput run.
     #[arg(long, default_value_t = 16)]
-    concurrency: usize,
+    pub(super) concurrency: usize,
     /// HTTP/2 connections the clients share.
     #[arg(long, default_value_t = 4)]
-    connections: usize,
+    pub(super) connections: usize,
     /// Sum over event types per hour (one row per hour) instead of one row per hour and type.
     #[arg(long)]
-    totals: bool,
+    pub(super) totals: bool,
     /// Run the service without its report cache, so every request reads Postgres.
     #[arg(long)]
-    no_cache: bool,
+    pub(super) no_cache: bool,
     #[command(flatten)]
-    postgres: PostgresConfig,
+    pub(super) postgres: PostgresConfig,
     #[command(flatten)]
-    cql: CqlConfig,
+    pub(super) cql: CqlConfig,
 }
 
 /// CPU seconds of every process named `postgres` on this machine (the server and its backends).
@@ -70,11 +70,17 @@ fn postgres_cpu_seconds() -> f64 {
 }
 
 /// Writes `days` of final hourly rollups for `customer`, as aggregation jobs would.
-async fn seed(args: &QueryBenchArgs, pool: sqlx::PgPool, customer: &CustomerId, first_hour: i64) -> anyhow::Result<()> {
+async fn seed(
+    args: &QueryBenchArgs,
+    pool: sqlx::PgPool,
+    customer: &CustomerId,
+    first_hour: i64,
+    bars: super::Bars,
+) -> anyhow::Result<()> {
     let job_queue = PostgresJobQueue::new(pool.clone());
     let rollups = PostgresRollupStore::new(pool);
     let hours = i64::from(args.days) * 24;
-    let progress = ProgressBar::new(hours as u64)
+    let progress = super::progress_bar(hours as u64, bars)
         .with_style(ProgressStyle::with_template("seeding hourly rollups {bar:40} {human_pos}/{human_len}")?);
     for index in 0..hours {
         let hour_start = first_hour + index * 3600;
@@ -157,27 +163,83 @@ impl Latencies {
         self.0[index]
     }
 
-    fn line(&mut self) -> String {
-        format!(
-            "p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-            self.percentile(0.50).as_secs_f64() * 1e3,
-            self.percentile(0.90).as_secs_f64() * 1e3,
-            self.percentile(0.99).as_secs_f64() * 1e3,
-            self.percentile(1.0).as_secs_f64() * 1e3
-        )
+    fn summary(&mut self) -> LatencySummary {
+        let mut milliseconds = |fraction| self.percentile(fraction).as_secs_f64() * 1e3;
+        LatencySummary {
+            p50_ms: milliseconds(0.50),
+            p90_ms: milliseconds(0.90),
+            p99_ms: milliseconds(0.99),
+            max_ms: milliseconds(1.0),
+        }
     }
 }
 
-/// Runs the query benchmark.
+/// A latency distribution, in milliseconds.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LatencySummary {
+    /// Median.
+    pub p50_ms: f64,
+    /// 90th percentile.
+    pub p90_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// The slowest.
+    pub max_ms: f64,
+}
+
+/// What the query bench measured for one report shape.
+#[derive(Clone, Debug)]
+pub struct QueryFigures {
+    /// Summed over event types (one row per hour) rather than one row per hour and type.
+    pub summed: bool,
+    /// Rows per response.
+    pub rows: usize,
+    /// Encoded bytes per response.
+    pub response_bytes: usize,
+    /// The fixed-rate run: requests per second asked.
+    pub rate: u32,
+    /// The fixed-rate run's latency, counted from when each request was due.
+    pub fixed: LatencySummary,
+    /// Requests of the fixed-rate run that failed.
+    pub fixed_failures: usize,
+    /// Requests per second the fixed-rate run achieved.
+    pub fixed_achieved_rate: f64,
+    /// The query service's CPU per request in the fixed-rate run, in milliseconds.
+    pub fixed_cpu_ms_per_request: f64,
+    /// The maximum-throughput run: requests per second.
+    pub max_rate: f64,
+    /// The maximum-throughput run's latency.
+    pub closed: LatencySummary,
+    /// CPU per request in the maximum-throughput run, in milliseconds: service, Postgres, client.
+    pub closed_cpu_ms_per_request: (f64, f64, f64),
+    /// The query service's peak RSS so far, in KiB.
+    pub peak_rss_kib: u64,
+}
+
+/// Runs the query benchmark and prints what it measured.
 pub async fn run(args: QueryBenchArgs) -> anyhow::Result<()> {
-    let run_id = format!("bench{}", SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs());
+    let figures = measure(&args, &[(args.totals, args.rate)], super::Bars::Shown).await?;
+    for shape in &figures {
+        print(&args, shape);
+    }
+    Ok(())
+}
+
+/// Seeds the rollups, starts a query service of its own and measures each report shape in turn: summed
+/// over types or not, at a fixed rate of requests per second.
+pub async fn measure(
+    args: &QueryBenchArgs,
+    shapes: &[(bool, u32)],
+    bars: super::Bars,
+) -> anyhow::Result<Vec<QueryFigures>> {
+    let run_id = super::run_id();
     let pool =
         args.postgres.open().await.context("failed to open postgres (is it running? e2e/servers/postgres.sh start)")?;
     let customer = CustomerId::new(&format!("bench-query-{run_id}"))?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() as i64;
     let to = hour::hour_start(now) - 24 * 3600;
     let from = to - i64::from(args.days) * 24 * 3600;
-    seed(&args, pool.clone(), &customer, from).await?;
+    seed(args, pool.clone(), &customer, from, bars).await?;
     let key = PostgresKeyStore::new(pool).create_key(&customer, Scope::Query, &run_id).await?;
     let key = key.expose_secret().to_owned();
 
@@ -189,6 +251,8 @@ pub async fn run(args: QueryBenchArgs) -> anyhow::Result<()> {
         .env("HOURGLASS_CQL_NODES", args.cql.nodes.join(","))
         .env("HOURGLASS_READINESS_INTERVAL_MS", "200")
         .env("HOURGLASS_QUERY_CACHE_ENTRIES", if args.no_cache { "0" } else { "10000" })
+        // One replica: any secret will do, and giving one keeps the log free of the warning for none.
+        .env("HOURGLASS_PAGE_TOKEN_SECRET", uuid::Uuid::now_v7().to_string())
         .env("HOURGLASS_LOG", "warn")
         // A service logs to stdout, discarded here: its warnings go to the bench's stderr instead.
         .env("HOURGLASS_LOG_OUTPUT", "stderr")
@@ -203,13 +267,41 @@ pub async fn run(args: QueryBenchArgs) -> anyhow::Result<()> {
     for _ in 0..args.connections.max(1) {
         channels.push(tonic::transport::Endpoint::from_shared(target.clone())?.connect().await?);
     }
-    let client = |index: usize| {
-        QueryServiceClient::new(channels[index % channels.len()].clone()).max_decoding_message_size(64 << 20)
-    };
-    let group = !args.totals;
+    let service = Service { channels, query_pid, key, from, to };
+    let mut figures = Vec::new();
+    for (summed, rate) in shapes {
+        figures.push(measure_shape(args, &service, *summed, *rate).await?);
+    }
+    super::terminate(&mut child, "query service").await;
+    Ok(figures)
+}
 
+/// The running query service and what to ask it.
+struct Service {
+    channels: Vec<Channel>,
+    query_pid: u32,
+    key: String,
+    from: i64,
+    to: i64,
+}
+
+impl Service {
+    fn client(&self, index: usize) -> QueryServiceClient<Channel> {
+        QueryServiceClient::new(self.channels[index % self.channels.len()].clone()).max_decoding_message_size(64 << 20)
+    }
+}
+
+async fn measure_shape(
+    args: &QueryBenchArgs,
+    service: &Service,
+    summed: bool,
+    rate: u32,
+) -> anyhow::Result<QueryFigures> {
+    let (key, from, to, query_pid) = (&service.key, service.from, service.to, service.query_pid);
+    let client = |index: usize| service.client(index);
+    let group = !summed;
     // One request to check the answer and learn its size, then a short warm-up.
-    let response = client(0).get_hourly_metrics(report_request(&key, from, to, group)).await?.into_inner();
+    let response = client(0).get_hourly_metrics(report_request(key, from, to, group)).await?.into_inner();
     let expected_rows =
         if group { args.days as usize * 24 * args.event_types as usize } else { args.days as usize * 24 };
     if response.rows.len() != expected_rows {
@@ -217,12 +309,12 @@ pub async fn run(args: QueryBenchArgs) -> anyhow::Result<()> {
     }
     let response_bytes = prost::Message::encoded_len(&response);
     for _ in 0..50 {
-        client(0).get_hourly_metrics(report_request(&key, from, to, group)).await?;
+        client(0).get_hourly_metrics(report_request(key, from, to, group)).await?;
     }
 
     // Fixed rate: a request is due every 1/rate s whether or not earlier ones have finished.
-    let interval = Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1)));
-    let total = args.rate as u64 * args.seconds;
+    let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+    let total = u64::from(rate) * args.seconds;
     let cpu_before = process_cpu_seconds(query_pid)?;
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(total as usize);
@@ -230,7 +322,7 @@ pub async fn run(args: QueryBenchArgs) -> anyhow::Result<()> {
         let due = started + interval * index as u32;
         tokio::time::sleep_until(due.into()).await;
         let mut client: QueryServiceClient<Channel> = client(index as usize);
-        let request = report_request(&key, from, to, group);
+        let request = report_request(key, from, to, group);
         tasks.push(tokio::spawn(async move {
             let result = client.get_hourly_metrics(request).await;
             (result.is_ok(), due.elapsed())
@@ -255,7 +347,7 @@ pub async fn run(args: QueryBenchArgs) -> anyhow::Result<()> {
     let workers: Vec<_> = (0..args.concurrency.max(1))
         .map(|index| {
             let mut client = client(index);
-            let key = key.clone();
+            let key = key.to_owned();
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 while Instant::now() < deadline {
@@ -278,16 +370,42 @@ pub async fn run(args: QueryBenchArgs) -> anyhow::Result<()> {
     // Backends that exited meanwhile take their CPU with them: a lower bound.
     let postgres_cpu = postgres_cpu_seconds() - postgres_cpu_before;
     let peak_rss = peak_rss_kib(query_pid)?;
-    super::terminate(&mut child, "query service").await;
-
     let completed = closed.0.len() as f64;
+    Ok(QueryFigures {
+        summed,
+        rows: expected_rows,
+        response_bytes,
+        rate,
+        fixed: fixed.summary(),
+        fixed_failures: failures,
+        fixed_achieved_rate: total as f64 / fixed_wall,
+        fixed_cpu_ms_per_request: fixed_cpu / total.max(1) as f64 * 1e3,
+        max_rate: completed / closed_wall,
+        closed: closed.summary(),
+        closed_cpu_ms_per_request: (
+            closed_cpu / completed.max(1.0) * 1e3,
+            postgres_cpu / completed.max(1.0) * 1e3,
+            client_cpu / completed.max(1.0) * 1e3,
+        ),
+        peak_rss_kib: peak_rss,
+    })
+}
+
+fn print(args: &QueryBenchArgs, figures: &QueryFigures) {
+    let line = |latency: &LatencySummary| {
+        format!(
+            "p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            latency.p50_ms, latency.p90_ms, latency.p99_ms, latency.max_ms
+        )
+    };
+    let (service_ms, postgres_ms, client_ms) = figures.closed_cpu_ms_per_request;
     println!(
         "query bench: GetHourlyMetrics over {} days x {} event types ({} rows, {:.0} KiB per response){}",
         args.days,
         args.event_types,
-        expected_rows,
-        response_bytes as f64 / 1024.0,
-        if group { "" } else { ", summed over types" }
+        figures.rows,
+        figures.response_bytes as f64 / 1024.0,
+        if figures.summed { ", summed over types" } else { "" }
     );
     println!(
         "  report cache       {}",
@@ -297,24 +415,25 @@ pub async fn run(args: QueryBenchArgs) -> anyhow::Result<()> {
             "on: requests check the range's revision sum, then answer from memory"
         }
     );
-    println!("  fixed rate         {} req/s for {} s: {}, {failures} failed", args.rate, args.seconds, fixed.line());
+    println!(
+        "  fixed rate         {} req/s for {} s: {}, {} failed",
+        figures.rate,
+        args.seconds,
+        line(&figures.fixed),
+        figures.fixed_failures
+    );
     println!(
         "                     achieved {:.0} req/s; query service CPU {:.2} ms per request",
-        total as f64 / fixed_wall,
-        fixed_cpu / total as f64 * 1e3
+        figures.fixed_achieved_rate, figures.fixed_cpu_ms_per_request
     );
     println!(
         "  max throughput     {} concurrent: {:.0} req/s, {}",
         args.concurrency,
-        completed / closed_wall,
-        closed.line()
+        figures.max_rate,
+        line(&figures.closed)
     );
     println!(
-        "                     CPU per request: query service {:.2} ms, Postgres {:.2} ms, client (decoding) {:.2} ms",
-        closed_cpu / completed.max(1.0) * 1e3,
-        postgres_cpu / completed.max(1.0) * 1e3,
-        client_cpu / completed.max(1.0) * 1e3
+        "                     CPU per request: query service {service_ms:.2} ms, Postgres {postgres_ms:.2} ms, client (decoding) {client_ms:.2} ms"
     );
-    println!("  query peak RSS     {:.1} MiB", peak_rss as f64 / 1024.0);
-    Ok(())
+    println!("  query peak RSS     {:.1} MiB", figures.peak_rss_kib as f64 / 1024.0);
 }

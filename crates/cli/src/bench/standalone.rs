@@ -14,33 +14,33 @@ use hourglass_embedded::meta::SqliteMetaStore;
 use hourglass_proto::prost_types::Timestamp;
 use hourglass_proto::v1::query_service_client::QueryServiceClient;
 use hourglass_proto::v1::{GetLedgerRequest, TimeRange};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressStyle;
 
-use super::{peak_rss_kib, process_cpu_seconds, self_cpu_seconds, wait_until_serving};
+use super::{Measurement, peak_rss_kib, process_cpu_seconds, self_cpu_seconds, wait_until_serving};
 use crate::loadgen::{self, EventSource, LoadPlan};
 
 /// Flags of `hourglass bench standalone`.
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 pub struct StandaloneBenchArgs {
     /// Events to send.
     #[arg(long, default_value_t = 3_000_000)]
-    events: u64,
+    pub(super) events: u64,
     /// Events per batch.
     #[arg(long, default_value_t = 100)]
-    batch_size: usize,
+    pub(super) batch_size: usize,
     /// HTTP/2 connections.
     #[arg(long, default_value_t = 2)]
-    connections: usize,
+    pub(super) connections: usize,
     /// Streams per connection.
     #[arg(long, default_value_t = 2)]
-    streams_per_connection: usize,
+    pub(super) streams_per_connection: usize,
     /// Unacknowledged batches per stream.
     #[arg(long, default_value_t = 32)]
-    in_flight: usize,
+    pub(super) in_flight: usize,
     /// Where to make the fresh data directory (it is deleted afterwards). Use the disk standalone would
     /// run on: the log fsyncs every group commit.
     #[arg(long, default_value = "hourglass-bench-data")]
-    data_dir_parent: std::path::PathBuf,
+    pub(super) data_dir_parent: std::path::PathBuf,
 }
 
 async fn counted_events(
@@ -60,9 +60,31 @@ async fn counted_events(
     Ok((rows.iter().map(|row| row.counted).sum(), rows.iter().map(|row| row.accepted).sum()))
 }
 
-/// Runs the standalone benchmark.
+/// What the standalone bench measured.
+pub struct StandaloneFigures {
+    /// The standalone process's events, wall time until every event was counted, CPU and peak RSS.
+    pub measurement: Measurement,
+    /// Seconds until the last ack.
+    pub acked_seconds: f64,
+    /// Seconds until every record was in the raw store.
+    pub ingested_seconds: f64,
+    /// Bytes of the data directory at the end (the log trimmed as ingested).
+    pub data_dir_bytes: u64,
+    /// The load generator's CPU-seconds (this process), apart from the figures.
+    pub client_cpu_seconds: f64,
+}
+
+/// Runs the standalone benchmark and prints what it measured.
 pub async fn run(args: StandaloneBenchArgs) -> anyhow::Result<()> {
-    let run_id = format!("bench{}", SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs());
+    let figures = measure(&args, super::Bars::Shown).await?;
+    print(&args, &figures);
+    Ok(())
+}
+
+/// Sends the events to a standalone process of its own, on a fresh data directory it deletes
+/// afterwards, and measures it until every event is counted in the rollups.
+pub async fn measure(args: &StandaloneBenchArgs, bars: super::Bars) -> anyhow::Result<StandaloneFigures> {
+    let run_id = super::run_id();
     let data_dir = std::path::absolute(args.data_dir_parent.join(&run_id))?;
     // Only the parent: standalone creates its data directory itself, private to its owner.
     std::fs::create_dir_all(&args.data_dir_parent)?;
@@ -109,7 +131,7 @@ pub async fn run(args: StandaloneBenchArgs) -> anyhow::Result<()> {
         in_flight_per_stream: args.in_flight,
         retry: true,
     };
-    let progress = ProgressBar::new(args.events).with_style(ProgressStyle::with_template(
+    let progress = super::progress_bar(args.events, bars).with_style(ProgressStyle::with_template(
         "{bar:40} {human_pos}/{human_len} events acked  {per_sec}  eta {eta}",
     )?);
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() as i64;
@@ -165,6 +187,33 @@ pub async fn run(args: StandaloneBenchArgs) -> anyhow::Result<()> {
         std::fs::read_dir(&data_dir)?.filter_map(|entry| entry.ok()?.metadata().ok()).map(|meta| meta.len()).sum();
     std::fs::remove_dir_all(&data_dir).with_context(|| format!("cannot remove {}", data_dir.display()))?;
 
+    let measurement = Measurement {
+        events: args.events,
+        wall_seconds: counted_at,
+        cpu_seconds: cpu,
+        peak_rss_kib: Some(peak_rss),
+        store_cpu_seconds: None,
+    };
+    Ok(StandaloneFigures {
+        measurement,
+        acked_seconds: acked_at,
+        ingested_seconds: ingested_at,
+        data_dir_bytes: data_bytes,
+        client_cpu_seconds: client_cpu,
+    })
+}
+
+fn print(args: &StandaloneBenchArgs, figures: &StandaloneFigures) {
+    let StandaloneFigures {
+        measurement,
+        acked_seconds: acked_at,
+        ingested_seconds: ingested_at,
+        data_dir_bytes,
+        client_cpu_seconds: client_cpu,
+    } = figures;
+    let (counted_at, cpu, peak_rss) =
+        (measurement.wall_seconds, measurement.cpu_seconds, measurement.peak_rss_kib.unwrap_or_default());
+    let data_bytes = *data_dir_bytes;
     let events = args.events as f64;
     println!(
         "standalone bench: {} events in {}-event batches ({} connections x {} streams, {} in flight each)",
@@ -198,5 +247,4 @@ pub async fn run(args: StandaloneBenchArgs) -> anyhow::Result<()> {
         args.events
     );
     println!("  load generator CPU {client_cpu:.2} s (same machine, not part of the figures above)");
-    Ok(())
 }
