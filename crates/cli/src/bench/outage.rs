@@ -226,7 +226,7 @@ pub async fn measure(args: &OutageBenchArgs) -> anyhow::Result<OutageFigures> {
     load.abort();
     // The broker is gone: the collector's flush at shutdown cannot succeed, so do not wait for it.
     child.kill().await.ok();
-    drop(broker);
+    tokio::task::block_in_place(|| drop(broker));
 
     let bound_kib = idle_rss_kib + args.max_in_flight_bytes / 1024 + kafka.queue_max_kbytes;
     Ok(OutageFigures {

@@ -185,7 +185,7 @@ pub fn render_svg(report: &Report) -> String {
     const LABEL_WIDTH: f64 = 230.0;
     const BAR_WIDTH: f64 = 520.0;
     const ROW_HEIGHT: f64 = 22.0;
-    const TOP: f64 = 50.0;
+    const TOP: f64 = 68.0;
     let by_name = |name: &str| report.rows.iter().find(|row| row.name == name);
     let mut bars: Vec<&Row> = Vec::new();
     for row in report.rows.iter().filter(|row| !row.is_floor && row.per_core_events_per_second.is_some()) {
@@ -210,9 +210,11 @@ pub fn render_svg(report: &Report) -> String {
          <svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{height:.0}\" viewBox=\"0 0 {width:.0} {height:.0}\" font-family=\"sans-serif\" font-size=\"12\">\n\
          <rect x=\"0\" y=\"0\" width=\"{width:.0}\" height=\"{height:.0}\" fill=\"#ffffff\"/>\n\
          <text x=\"10\" y=\"20\" font-size=\"14\" font-weight=\"bold\">{}</text>\n\
-         <text x=\"10\" y=\"38\" fill=\"#555555\">{}</text>\n",
+         <text x=\"10\" y=\"38\" fill=\"#555555\">{}</text>\n\
+         <text x=\"10\" y=\"54\" fill=\"#555555\">{}</text>\n",
         escape("Events/s per core of each stage's own CPU, next to its floor (grey)"),
-        escape(&format!("hourglass bench all --scale {} · {} · {}", report.scale, report.machine, report.started_at)),
+        escape(&format!("hourglass bench all --scale {}, {}", report.scale, report.started_at)),
+        escape(&report.machine),
     );
     for (index, row) in bars.iter().enumerate() {
         let rate = row.per_core_events_per_second.unwrap_or_default();
