@@ -184,7 +184,10 @@ pub async fn measure(args: &OutageBenchArgs) -> anyhow::Result<OutageFigures> {
         // Batches the broker never confirms come back UNAVAILABLE after this, and are resent.
         .env("HOURGLASS_KAFKA_DELIVERY_TIMEOUT_MS", "5000")
         .env("HOURGLASS_READINESS_INTERVAL_MS", "200")
+        // Its warnings (every batch the stopped broker does not confirm) are the expected outcome here;
+        // errors go to the bench's stderr, as the other benches' stages' logs do.
         .env("HOURGLASS_LOG", "error")
+        .env("HOURGLASS_LOG_OUTPUT", "stderr")
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()
