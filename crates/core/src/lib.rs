@@ -12,6 +12,8 @@
 //! - [`trace_context`]: a batch's W3C trace context in record headers, so the ingestor's span continues
 //!   the collector's (OpenTelemetry API only; the binary owns the SDK and the exporter).
 //! - [`raw_store`]: the [`RawStore`](raw_store::RawStore) seam: raw events, idempotent by event id.
+//! - [`raw_block`]: the compressed event blocks both raw stores keep, their borrowing decoder, and the
+//!   page window and de-duplication that read them back by event id.
 //! - [`job_queue`]: the [`JobQueue`](job_queue::JobQueue) seam: customer-hours needing aggregation.
 //! - [`rollup_store`]: the [`RollupStore`](rollup_store::RollupStore) seam: hourly rollups and the jobs
 //!   that produce them, completed in one transaction.
@@ -34,6 +36,7 @@ pub mod hour;
 pub mod job_queue;
 pub mod key_store;
 pub mod numeric;
+pub mod raw_block;
 pub mod raw_store;
 pub mod record;
 pub mod retention;

@@ -16,7 +16,8 @@
 //! # Layout
 //! Both topics live in one table with a topic column; offsets are one increasing sequence over both
 //! (the log has one partition, 0), never reused, even after a trim emptied the table (`AUTOINCREMENT`
-//! keeps the highest offset ever given). Only one [`SqliteEventLog`] may have a data directory open:
+//! keeps the highest offset ever given). Payloads are stored LZ4-compressed (compressed by the appender,
+//! not the writer), a column telling them from those of an older `log.db`. Only one [`SqliteEventLog`] may have a data directory open:
 //! the writer hands out offsets from memory.
 //!
 //! # Consumers
@@ -40,6 +41,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::future::BoxFuture;
 use hourglass_core::event_log::{Appended, ConsumedRecord, EventLog, EventLogError, LogRecord, Topic};
+use hourglass_core::raw_block::{self, Decompressor};
 use sqlx::{Row, SqlitePool};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -70,7 +72,15 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The pool's connections: one for the writer, the rest for readers.
 const MAX_CONNECTIONS: u32 = 4;
 
-/// The log's schema. `topic` is [`topic_code`]; `headers` is [`encode_headers`]'s format.
+/// `payload_format` of a payload stored as it was appended (every row written before compression).
+const PAYLOAD_AS_APPENDED: i64 = 0;
+/// `payload_format` of a payload stored as a `hourglass_core::raw_block` frame (LZ4).
+const PAYLOAD_COMPRESSED: i64 = 1;
+
+/// The log's schema. `topic` is [`topic_code`]; `headers` is [`encode_headers`]'s format; `payload_format`
+/// is [`PAYLOAD_AS_APPENDED`] or [`PAYLOAD_COMPRESSED`]. A column rather than a format byte in the
+/// payload, because a dead letter's payload is whatever bytes arrived, so no first byte is safe to
+/// claim; [`SqliteEventLog::open`] adds it to a `log.db` created before it.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS log_records (
     log_offset INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -78,7 +88,8 @@ CREATE TABLE IF NOT EXISTS log_records (
     record_key TEXT NOT NULL,
     payload BLOB NOT NULL,
     headers BLOB NOT NULL,
-    appended_at_ms INTEGER NOT NULL
+    appended_at_ms INTEGER NOT NULL,
+    payload_format INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS log_records_by_topic ON log_records (topic, log_offset);
 CREATE TABLE IF NOT EXISTS consumer_offsets (
@@ -98,6 +109,14 @@ pub enum SqliteLogError {
     CorruptHeaders {
         /// The record.
         offset: i64,
+    },
+    /// A stored record's payload could not be decompressed.
+    #[error("record {offset} of the event log has an unreadable payload: {message}")]
+    CorruptPayload {
+        /// The record.
+        offset: i64,
+        /// Why.
+        message: String,
     },
     /// The writer task has stopped (the runtime is shutting down), or did not answer in time.
     #[error("event log writer unavailable: {0}")]
@@ -158,6 +177,19 @@ impl SqliteEventLog {
     pub async fn open(data_dir: &Path) -> Result<Self, OpenError> {
         let pool = sqlite::open(data_dir, FILE_NAME, MAX_CONNECTIONS, SCHEMA).await?;
         let database_error = |source| OpenError::Database { path: data_dir.join(FILE_NAME), source };
+        let has_payload_format: bool = sqlx::query_scalar(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info('log_records') WHERE name = 'payload_format'",
+        )
+        .fetch_one(&pool)
+        .await
+        .map_err(database_error)?;
+        if !has_payload_format {
+            // Only one process opens a data directory (its lock), so no other writer races this.
+            sqlx::query("ALTER TABLE log_records ADD COLUMN payload_format INTEGER NOT NULL DEFAULT 0")
+                .execute(&pool)
+                .await
+                .map_err(database_error)?;
+        }
         // The highest offset ever given: AUTOINCREMENT's sequence survives a trim that emptied the table.
         let next_offset: i64 = sqlx::query_scalar(
             "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'log_records'), 0),
@@ -201,7 +233,7 @@ impl SqliteEventLog {
         max_records: usize,
     ) -> Result<Vec<ConsumedRecord>, SqliteLogError> {
         let rows = sqlx::query(
-            "SELECT log_offset, record_key, payload, headers FROM log_records
+            "SELECT log_offset, record_key, payload, headers, payload_format FROM log_records
              WHERE topic = ? AND log_offset > ? ORDER BY log_offset LIMIT ?",
         )
         .bind(topic_code(topic))
@@ -209,16 +241,29 @@ impl SqliteEventLog {
         .bind(i64::try_from(max_records).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await?;
+        let mut decompressor = Decompressor::new();
         rows.into_iter()
             .map(|row| {
                 let offset: i64 = row.try_get("log_offset")?;
                 let encoded_headers: Vec<u8> = row.try_get("headers")?;
                 let headers = decode_headers(&encoded_headers).ok_or(SqliteLogError::CorruptHeaders { offset })?;
+                let stored: &[u8] = row.try_get("payload")?;
+                let payload = match row.try_get::<i64, _>("payload_format")? {
+                    PAYLOAD_AS_APPENDED => stored.to_vec(),
+                    PAYLOAD_COMPRESSED => decompressor
+                        .frame(stored)
+                        .map_err(|error| SqliteLogError::CorruptPayload { offset, message: error.to_string() })?
+                        .to_vec(),
+                    format => {
+                        let message = format!("unknown payload format {format}");
+                        return Err(SqliteLogError::CorruptPayload { offset, message });
+                    }
+                };
                 Ok(ConsumedRecord {
                     partition: 0,
                     offset,
                     key: row.try_get("record_key")?,
-                    payload: row.try_get("payload")?,
+                    payload,
                     headers,
                     source: format!("{}/0/{offset}", topic_label(topic)),
                 })
@@ -301,6 +346,8 @@ impl EventLog for SqliteEventLog {
         }
         let writer_tx = self.writer_tx.clone();
         Box::pin(async move {
+            // Compressed here, in the appender's task, so the single writer only inserts.
+            let record = LogRecord { payload: raw_block::compress(&record.payload), ..record };
             let (done_tx, done_rx) = oneshot::channel();
             queue_and_wait(writer_tx, WriteCommand::Append { topic, record, done_tx }, done_rx)
                 .await
@@ -401,8 +448,8 @@ impl Writer {
                     let offset = self.next_offset;
                     self.next_offset += 1;
                     sqlx::query(
-                        "INSERT INTO log_records (log_offset, topic, record_key, payload, headers, appended_at_ms)
-                         VALUES (?, ?, ?, ?, ?, ?)",
+                        "INSERT INTO log_records (log_offset, topic, record_key, payload, headers, appended_at_ms, \
+                         payload_format) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     )
                     .bind(offset)
                     .bind(topic_code(*topic))
@@ -410,6 +457,7 @@ impl Writer {
                     .bind(record.payload.as_slice())
                     .bind(encode_headers(&record.headers))
                     .bind(appended_at_ms)
+                    .bind(PAYLOAD_COMPRESSED)
                     .execute(&mut *transaction)
                     .await?;
                     match last_of_topic.iter_mut().find(|(known, _)| known == topic) {

@@ -1,7 +1,9 @@
 //! [`SqliteRawStore`]: the [`RawStore`] of standalone mode, in `raw.db`.
 //!
 //! One row per (customer, hour, bucket, batch id) holds the events of that batch record that fall in that
-//! hour and bucket, protobuf-encoded as an `EventBatchRecord` carrying only its `events` field. A row per
+//! hour and bucket: a block of `hourglass_core::raw_block`, protobuf-encoded as an `EventBatchRecord`
+//! carrying only its `events` field and LZ4-compressed behind a format byte (rows written before
+//! compression have no format byte and are read as they are). A row per
 //! event would cost an insert per event on the ingest path; a row per block costs one per record and
 //! bucket, and reading a bucket back is a range scan of a few large rows.
 //!
@@ -13,8 +15,8 @@
 //!   id seen wins, so the last write wins as in CQL.
 //!
 //! A page of a bucket (`read_bucket_page`) cannot be a range scan, as blocks are not in event-id order:
-//! it scans the bucket's blocks oldest first, keeping only the page's events (`raw/page.rs` says how,
-//! and why that is exact).
+//! it scans the bucket's blocks oldest first, keeping only the page's events (`PageWindow` in
+//! `hourglass_core::raw_block` says how, and why that is exact).
 //!
 //! Outcome counts are stored per (customer, hour, batch id, outcome, reason), so a redelivered record
 //! counts once, and summed per hour when read.
@@ -22,25 +24,16 @@
 //! The bucket count is fixed when `raw.db` is created (`settings` table): changing it would move events
 //! to other buckets and break de-duplication across writes.
 
-use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::hash::{BuildHasher, Hasher, RandomState};
 use std::ops::Bound;
 use std::path::Path;
 
 use futures::TryStreamExt;
-use hourglass_core::hour;
-use hourglass_core::raw_store::{self, EventVisitor, HourOutcomes, RawStore, RawStoreError, StoredEvent};
+use hourglass_core::raw_block::{self, DecodeError, Decompressor, EventView, PageWindow, RecordBlock, SeenEventIds};
+use hourglass_core::raw_store::{EventVisitor, HourOutcomes, RawStore, RawStoreError, StoredEvent};
 use hourglass_proto::log::v1::{EventBatchRecord, OutcomeCount};
-use hourglass_proto::v1::Event;
 use sqlx::{Row, SqlitePool};
 
-use self::block::{DecodeError, EventView, PropertyRef, block_events};
-use self::page::PageWindow;
 use crate::sqlite::{self, OpenError};
-
-mod block;
-mod page;
 
 /// The database file in the data directory.
 pub const FILE_NAME: &str = "raw.db";
@@ -161,7 +154,7 @@ impl SqliteRawStore {
         bucket: u32,
         mut on_event: impl FnMut(&EventView<'_>, &str) + Send,
     ) -> Result<(), RawStoreError> {
-        let mut seen_ids = SeenEventIds::<RandomState>::default();
+        let mut seen_ids = SeenEventIds::new();
         self.for_each_copy(customer_id, hour_start, bucket, WriteOrder::NewestFirst, |event, batch_id| {
             if seen_ids.insert(event.event_id) {
                 on_event(event, batch_id);
@@ -192,13 +185,14 @@ impl SqliteRawStore {
         };
         let mut rows =
             sqlx::query(select).bind(customer_id).bind(hour_start).bind(i64::from(bucket)).fetch(&self.readers);
+        let mut decompressor = Decompressor::new();
         let mut events_since_yield = 0;
         while let Some(row) = rows.try_next().await.map_err(unavailable)? {
             // A column of another type than the schema's: not something a retry mends.
             let batch_id: &str = row.try_get(0).map_err(|error| RawStoreError::Schema(Box::new(error)))?;
             let block: &[u8] = row.try_get(1).map_err(|error| RawStoreError::Schema(Box::new(error)))?;
             let mut events =
-                block_events(block).map_err(|error| undecodable(customer_id, hour_start, batch_id, error))?;
+                decompressor.events(block).map_err(|error| undecodable(customer_id, hour_start, batch_id, error))?;
             // Within a block too, the later copy of an id is the last written.
             if let WriteOrder::NewestFirst = order {
                 events.reverse();
@@ -227,34 +221,6 @@ enum WriteOrder {
     OldestFirst,
 }
 
-/// An owned copy of a stored event.
-fn stored_event(event: &EventView<'_>, batch_id: &str) -> StoredEvent {
-    let mut stored = StoredEvent {
-        event_id: event.event_id.to_owned(),
-        event_type: event.event_type.to_owned(),
-        occurred_at_ms: event.occurred_at_ms,
-        user_id: event.user_id.map(str::to_owned),
-        string_properties: BTreeMap::new(),
-        number_properties: BTreeMap::new(),
-        bool_properties: BTreeMap::new(),
-        batch_id: batch_id.to_owned(),
-    };
-    for (name, value) in event.properties() {
-        match value {
-            PropertyRef::String(text) => {
-                stored.string_properties.insert(name.to_owned(), text.to_owned());
-            }
-            PropertyRef::Number(number) => {
-                stored.number_properties.insert(name.to_owned(), number);
-            }
-            PropertyRef::Bool(flag) => {
-                stored.bool_properties.insert(name.to_owned(), flag);
-            }
-        }
-    }
-    stored
-}
-
 fn unavailable(error: impl std::error::Error + Send + Sync + 'static) -> RawStoreError {
     RawStoreError::Unavailable(Box::new(error))
 }
@@ -266,13 +232,6 @@ fn undecodable(customer_id: &str, hour_start: i64, batch_id: &str, error: Decode
     )
 }
 
-/// The hour and bucket of an event; an event without a timestamp counts as at 0, as in the CQL store.
-fn place_of(event: &Event, bucket_count: u32) -> (i64, u32) {
-    let occurred_at_ms =
-        event.occurred_at.as_ref().map(|time| hour::epoch_millis(time.seconds, time.nanos)).unwrap_or_default();
-    (hour::hour_start(occurred_at_ms.div_euclid(1000)), raw_store::bucket_of(&event.event_id, bucket_count))
-}
-
 /// `insert_into` followed by `rows` tuples of `columns` parameters. Anonymous parameters: sqlx looks
 /// up the name of each numbered one, a linear search in SQLite.
 fn multi_row_insert(insert_into: &str, columns: usize, rows: usize) -> String {
@@ -282,21 +241,13 @@ fn multi_row_insert(insert_into: &str, columns: usize, rows: usize) -> String {
 
 impl RawStore for SqliteRawStore {
     async fn write_records(&self, records: &[EventBatchRecord]) -> Result<(), RawStoreError> {
-        // Encode before taking the writer, so the transaction holds it only for the inserts.
-        let mut blocks: Vec<(&EventBatchRecord, i64, u32, Vec<u8>)> = Vec::new();
-        let mut block_of_place: HashMap<(i64, u32), usize> = HashMap::new();
-        for record in records {
-            // Per record, not per batch id: a record repeated in one call replaces its own rows.
-            block_of_place.clear();
-            for event in &record.events {
-                let (hour_start, bucket) = place_of(event, self.bucket_count);
-                let index = *block_of_place.entry((hour_start, bucket)).or_insert_with(|| {
-                    blocks.push((record, hour_start, bucket, Vec::new()));
-                    blocks.len() - 1
-                });
-                block::push_event(&mut blocks[index].3, event);
-            }
-        }
+        // Encoded and compressed before taking the writer, so the transaction holds it only for the inserts.
+        let blocks: Vec<(&EventBatchRecord, RecordBlock)> = records
+            .iter()
+            .flat_map(|record| {
+                raw_block::record_blocks(record, self.bucket_count).into_iter().map(move |block| (record, block))
+            })
+            .collect();
 
         let mut transaction = self.writer.begin().await.map_err(unavailable)?;
         // Several rows per statement: each statement is a round trip to SQLite's worker thread, which
@@ -308,13 +259,13 @@ impl RawStore for SqliteRawStore {
                 chunk.len(),
             );
             let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for (record, hour_start, bucket, block) in chunk {
+            for (record, block) in chunk {
                 insert = insert
                     .bind(record.customer_id.as_str())
-                    .bind(*hour_start)
-                    .bind(i64::from(*bucket))
+                    .bind(block.hour_start)
+                    .bind(i64::from(block.bucket))
                     .bind(record.batch_id.as_str())
-                    .bind(block.as_slice());
+                    .bind(block.block.as_slice());
             }
             insert.execute(&mut *transaction).await.map_err(unavailable)?;
         }
@@ -377,14 +328,7 @@ impl RawStore for SqliteRawStore {
         mut visitor: V,
     ) -> Result<V, RawStoreError> {
         self.walk_bucket(customer_id, hour_start, bucket, |event, _batch_id| {
-            visitor.visit(
-                event.event_type,
-                event.user_id,
-                &mut event.properties().filter_map(|(name, value)| match value {
-                    PropertyRef::Number(number) => Some((name, number)),
-                    PropertyRef::String(_) | PropertyRef::Bool(_) => None,
-                }),
-            );
+            visitor.visit(event.event_type, event.user_id, &mut event.numbers());
         })
         .await?;
         Ok(visitor)
@@ -397,7 +341,7 @@ impl RawStore for SqliteRawStore {
         bucket: u32,
     ) -> Result<Vec<StoredEvent>, RawStoreError> {
         let mut events = Vec::new();
-        self.walk_bucket(customer_id, hour_start, bucket, |event, batch_id| events.push(stored_event(event, batch_id)))
+        self.walk_bucket(customer_id, hour_start, bucket, |event, batch_id| events.push(event.to_stored(batch_id)))
             .await?;
         // The order CQL returns them in (its clustering key).
         events.sort_unstable_by(|left, right| left.event_id.cmp(&right.event_id));
@@ -420,7 +364,7 @@ impl RawStore for SqliteRawStore {
             let mut window = PageWindow::new(lower, limit - page.len());
             self.for_each_copy(customer_id, hour_start, bucket, WriteOrder::OldestFirst, |event, batch_id| {
                 let passes_filter = event_type.is_none_or(|wanted| event.event_type == wanted);
-                window.offer(event.event_id, passes_filter, || stored_event(event, batch_id));
+                window.offer(event.event_id, passes_filter, || event.to_stored(batch_id));
             })
             .await?;
             let scanned = window.finish();
@@ -431,117 +375,5 @@ impl RawStore for SqliteRawStore {
             }
         }
         Ok(page)
-    }
-}
-
-/// The event ids seen so far in one bucket, copied into one arena: no allocation per event, and the
-/// rows they came from need not stay in memory.
-#[derive(Default)]
-struct SeenEventIds<S = RandomState> {
-    /// Hashes ids (a parameter so that tests can make every id collide).
-    hasher: S,
-    /// By hash, the arena span of the first id seen with it.
-    first_by_hash: HashMap<u64, (usize, usize), PrehashedBuildHasher>,
-    arena: String,
-    /// Ids whose hash another id took first (rare), kept whole.
-    collided: HashSet<String>,
-}
-
-impl<S: BuildHasher> SeenEventIds<S> {
-    /// Records `event_id`; `true` if it had not been seen.
-    fn insert(&mut self, event_id: &str) -> bool {
-        match self.first_by_hash.entry(self.hasher.hash_one(event_id)) {
-            Entry::Vacant(vacant) => {
-                let start = self.arena.len();
-                self.arena.push_str(event_id);
-                vacant.insert((start, event_id.len()));
-                true
-            }
-            Entry::Occupied(occupied) => {
-                let (start, length) = *occupied.get();
-                if &self.arena[start..start + length] == event_id {
-                    false
-                } else {
-                    self.collided.insert(event_id.to_owned())
-                }
-            }
-        }
-    }
-}
-
-/// Keys that are already hashes are used as they are.
-#[derive(Clone, Copy, Default)]
-struct PrehashedBuildHasher;
-
-impl BuildHasher for PrehashedBuildHasher {
-    type Hasher = PrehashedHasher;
-
-    fn build_hasher(&self) -> PrehashedHasher {
-        PrehashedHasher(0)
-    }
-}
-
-struct PrehashedHasher(u64);
-
-impl Hasher for PrehashedHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `u64` keys are hashed with this; bytes are folded in all the same, for completeness.
-        for byte in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
-        }
-    }
-
-    fn write_u64(&mut self, hash: u64) {
-        self.0 = hash;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn seen_ids_are_exact() {
-        let mut seen = SeenEventIds::<RandomState>::default();
-        assert!(seen.insert("a"));
-        assert!(seen.insert("b"));
-        assert!(!seen.insert("a"));
-        assert!(seen.insert(""));
-        assert!(!seen.insert(""));
-    }
-
-    /// Hashes every id to the same value, so every id after the first collides.
-    #[derive(Default)]
-    struct OneHash;
-
-    impl BuildHasher for OneHash {
-        type Hasher = OneHash;
-
-        fn build_hasher(&self) -> OneHash {
-            OneHash
-        }
-    }
-
-    impl Hasher for OneHash {
-        fn finish(&self) -> u64 {
-            7
-        }
-
-        fn write(&mut self, _bytes: &[u8]) {}
-    }
-
-    #[test]
-    fn colliding_hashes_keep_ids_apart() {
-        let mut seen = SeenEventIds::<OneHash>::default();
-        assert!(seen.insert("a"));
-        assert!(seen.insert("b"));
-        assert!(seen.insert("c"));
-        assert!(!seen.insert("a"));
-        assert!(!seen.insert("b"));
-        assert!(!seen.insert("c"));
     }
 }

@@ -22,10 +22,10 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use hourglass_core::raw_store::StoredEvent;
+use crate::raw_store::StoredEvent;
 
 /// The events of one page gathered so far by one scan of a bucket.
-pub(super) struct PageWindow {
+pub struct PageWindow {
     /// Ids at or below (or only below) this are outside the window.
     lower: Bound<String>,
     /// Most events the window returns.
@@ -37,23 +37,23 @@ pub(super) struct PageWindow {
 }
 
 /// What a finished scan yields.
-pub(super) struct ScannedWindow {
+pub struct ScannedWindow {
     /// The window's events, in id order.
-    pub(super) events: Vec<StoredEvent>,
+    pub events: Vec<StoredEvent>,
     /// Where a further scan must resume (inclusive) to fill the page, if the page may go on there.
-    pub(super) resume_at: Option<String>,
+    pub resume_at: Option<String>,
 }
 
 impl PageWindow {
     /// A window of at most `limit` (at least 1) events with ids within `lower`.
-    pub(super) fn new(lower: Bound<String>, limit: usize) -> Self {
+    pub fn new(lower: Bound<String>, limit: usize) -> Self {
         debug_assert!(limit > 0, "an empty page needs no scan");
         Self { lower, limit, upper: None, events: BTreeMap::new() }
     }
 
     /// Offers the next copy, in write order, of `event_id`: `passes_filter` tells whether this copy is
     /// of the wanted type, and `stored` makes it, called only if the window keeps it.
-    pub(super) fn offer(&mut self, event_id: &str, passes_filter: bool, stored: impl FnOnce() -> StoredEvent) {
+    pub fn offer(&mut self, event_id: &str, passes_filter: bool, stored: impl FnOnce() -> StoredEvent) {
         let above_lower = match &self.lower {
             Bound::Excluded(after) => event_id > after.as_str(),
             Bound::Included(from) => event_id >= from.as_str(),
@@ -87,7 +87,7 @@ impl PageWindow {
     }
 
     /// The window after a scan of every block.
-    pub(super) fn finish(self) -> ScannedWindow {
+    pub fn finish(self) -> ScannedWindow {
         let full = self.events.len() == self.limit;
         let resume_at = if full { None } else { self.upper };
         ScannedWindow { events: self.events.into_values().collect(), resume_at }

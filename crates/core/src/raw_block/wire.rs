@@ -1,35 +1,56 @@
-//! The encoding of an event block (the `events` column of `event_blocks`): the bytes of an
-//! `EventBatchRecord` holding only its `events` field, so any protobuf reader of the log format reads
-//! it. The store reads blocks with the borrowing decoder here rather than with prost, so that folding
-//! a bucket allocates nothing per event.
+//! The uncompressed encoding of an event block: the bytes of an `EventBatchRecord` holding only its
+//! `events` field, so any protobuf reader of the log format reads it. Stores read blocks with the
+//! borrowing decoder here rather than with prost, so that folding a bucket allocates nothing per event.
+
+use std::collections::BTreeMap;
 
 use hourglass_proto::v1::Event;
 use prost::Message;
 
-/// The field number of `EventBatchRecord.events`: a block is a sequence of these fields.
-const EVENTS_FIELD: u32 = 5;
+use crate::raw_store::StoredEvent;
 
-/// Appends `event` to `block`.
-pub(super) fn push_event(block: &mut Vec<u8>, event: &Event) {
+/// The field number of `EventBatchRecord.events`: a block is a sequence of these fields.
+pub(super) const EVENTS_FIELD: u32 = 5;
+
+/// Appends `event` to the uncompressed block `block`.
+pub fn push_event(block: &mut Vec<u8>, event: &Event) {
     // The key of field 5, length-delimited (wire type 2), then the event's length and bytes.
     block.push(((EVENTS_FIELD << 3) | 2) as u8);
     // Writing to a Vec only fails when it cannot grow, which aborts anyway.
     event.encode_length_delimited(block).expect("a Vec grows as needed");
 }
 
+/// Appends an already encoded event (an item of [`block_events`]) to the uncompressed block `block`.
+pub fn push_encoded_event(block: &mut Vec<u8>, encoded_event: &[u8]) {
+    block.push(((EVENTS_FIELD << 3) | 2) as u8);
+    prost::encoding::encode_varint(encoded_event.len() as u64, block);
+    block.extend_from_slice(encoded_event);
+}
+
 /// Why a stored block could not be read.
 #[derive(Debug, thiserror::Error)]
-pub(super) enum DecodeError {
+pub enum DecodeError {
+    /// A field or the block ends early.
     #[error("truncated protobuf")]
     Truncated,
+    /// A varint runs past ten bytes.
     #[error("varint longer than 10 bytes")]
     VarintTooLong,
+    /// A wire type protobuf does not define (or a group).
     #[error("unsupported wire type {0}")]
     WireType(u64),
+    /// A known field with another wire type than its declaration's.
     #[error("field {0} has the wrong wire type")]
     FieldType(u32),
+    /// A string field that is not UTF-8.
     #[error("invalid UTF-8 in a string field")]
     Utf8,
+    /// The block's first byte names a format this build does not know.
+    #[error("unknown block format tag {0:#04x}")]
+    UnknownFormat(u8),
+    /// A compressed block that does not decompress to the length it states.
+    #[error("corrupt compressed block: {0}")]
+    Decompress(String),
 }
 
 /// A protobuf field's value, borrowed from the encoded message.
@@ -133,8 +154,8 @@ impl<'a> Iterator for WireFields<'a> {
     }
 }
 
-/// The encoded events of a block, in the order they were written.
-pub(super) fn block_events(block: &[u8]) -> Result<Vec<&[u8]>, DecodeError> {
+/// The encoded events of an uncompressed block, in the order they were written.
+pub fn block_events(block: &[u8]) -> Result<Vec<&[u8]>, DecodeError> {
     let mut events = Vec::new();
     for field in WireFields::new(block) {
         let (number, value) = field?;
@@ -147,24 +168,33 @@ pub(super) fn block_events(block: &[u8]) -> Result<Vec<&[u8]>, DecodeError> {
 
 /// A property value, borrowed from the encoded event.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub(super) enum PropertyRef<'a> {
+pub enum PropertyRef<'a> {
+    /// A string value.
     String(&'a str),
+    /// A number value.
     Number(f64),
+    /// A boolean value.
     Bool(bool),
 }
 
 /// A `hourglass.v1.Event`, borrowed from its encoding. Parsing checks every field, properties
 /// included, so iterating them later cannot fail.
-pub(super) struct EventView<'a> {
-    pub(super) event_id: &'a str,
-    pub(super) event_type: &'a str,
-    pub(super) occurred_at_ms: i64,
-    pub(super) user_id: Option<&'a str>,
-    pub(super) encoded: &'a [u8],
+pub struct EventView<'a> {
+    /// The client's event id.
+    pub event_id: &'a str,
+    /// The event type.
+    pub event_type: &'a str,
+    /// When it happened, in milliseconds since the Unix epoch (0 without a time).
+    pub occurred_at_ms: i64,
+    /// The user, if any.
+    pub user_id: Option<&'a str>,
+    /// The whole encoded event, which [`properties`](Self::properties) reads again.
+    encoded: &'a [u8],
 }
 
 impl<'a> EventView<'a> {
-    pub(super) fn parse(encoded: &'a [u8]) -> Result<Self, DecodeError> {
+    /// Parses one encoded event (an item of [`block_events`]).
+    pub fn parse(encoded: &'a [u8]) -> Result<Self, DecodeError> {
         let mut event = EventView { event_id: "", event_type: "", occurred_at_ms: 0, user_id: None, encoded };
         for field in WireFields::new(encoded) {
             match field? {
@@ -181,8 +211,44 @@ impl<'a> EventView<'a> {
         Ok(event)
     }
 
+    /// An owned copy, as stored by the batch `batch_id`.
+    pub fn to_stored(&self, batch_id: &str) -> StoredEvent {
+        let mut stored = StoredEvent {
+            event_id: self.event_id.to_owned(),
+            event_type: self.event_type.to_owned(),
+            occurred_at_ms: self.occurred_at_ms,
+            user_id: self.user_id.map(str::to_owned),
+            string_properties: BTreeMap::new(),
+            number_properties: BTreeMap::new(),
+            bool_properties: BTreeMap::new(),
+            batch_id: batch_id.to_owned(),
+        };
+        for (name, value) in self.properties() {
+            match value {
+                PropertyRef::String(text) => {
+                    stored.string_properties.insert(name.to_owned(), text.to_owned());
+                }
+                PropertyRef::Number(number) => {
+                    stored.number_properties.insert(name.to_owned(), number);
+                }
+                PropertyRef::Bool(flag) => {
+                    stored.bool_properties.insert(name.to_owned(), flag);
+                }
+            }
+        }
+        stored
+    }
+
+    /// The numeric properties, as [`EventVisitor::visit`](crate::raw_store::EventVisitor::visit) takes them.
+    pub fn numbers(&self) -> impl Iterator<Item = (&'a str, f64)> + use<'a> {
+        self.properties().filter_map(|(name, value)| match value {
+            PropertyRef::Number(number) => Some((name, number)),
+            PropertyRef::String(_) | PropertyRef::Bool(_) => None,
+        })
+    }
+
     /// The properties that have a value (as the CQL store, it drops one without).
-    pub(super) fn properties(&self) -> impl Iterator<Item = (&'a str, PropertyRef<'a>)> + use<'a> {
+    pub fn properties(&self) -> impl Iterator<Item = (&'a str, PropertyRef<'a>)> + use<'a> {
         WireFields::new(self.encoded).filter_map(|field| match field {
             Ok((5, WireValue::Bytes(entry))) => parse_property(entry).ok().flatten(),
             _ => None,
@@ -202,7 +268,7 @@ fn parse_timestamp_ms(encoded: &[u8]) -> Result<i64, DecodeError> {
         }
     }
     // Saturating, as in every store: a stored absurd time must not panic a reader.
-    Ok(hourglass_core::hour::epoch_millis(seconds, nanos))
+    Ok(crate::hour::epoch_millis(seconds, nanos))
 }
 
 /// A `map<string, PropertyValue>` entry: its name and value, `None` for a value with no kind.

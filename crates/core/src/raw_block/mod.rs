@@ -1,0 +1,235 @@
+//! Event blocks: how both raw stores (CQL and `raw.db`) hold the events of one batch record that fall in
+//! one customer-hour and bucket, and how they read them back without allocating per event.
+//!
+//! - [`push_event`] builds the uncompressed block: the bytes of an `EventBatchRecord` holding only its
+//!   `events` field ([`wire`] decodes it borrowed: [`block_events`], [`EventView`]).
+//! - [`compress`] turns it (or any payload) into a frame: one format byte, then the compressed bytes.
+//!   [`Decompressor::block`] reads a stored block whichever way it was written: blocks from before
+//!   compression start with the key of field 5 (`0x2a`) or are empty, and are used as they are; a frame
+//!   starts with a format byte below `0x08`, which no protobuf message can start with (field 0 does
+//!   not exist), so the two never mix up.
+//! - [`PageWindow`] builds one page of a bucket in event-id order from a scan of its blocks in write
+//!   order, in memory bounded by the page; [`SeenEventIds`] de-duplicates a bucket's ids when it is
+//!   folded newest first.
+//!
+//! The codec is LZ4 (`lz4_flex`'s block format, pure Rust). Measured on the benchmark's ~200-byte events
+//! in blocks of 6 events (a 100-event record over 16 buckets; docs/capacity.md has the table): LZ4 3.0x
+//! at 0.17 CPU-s per million events to compress and 0.02 to decompress, zstd level 1 3.2x at 0.97 and
+//! 0.22. zstd only pulls ahead on large blocks (100 events: 11.5x against 6.7x); the aggregator reads
+//! every block of an hour, so decompression speed is what counts, and both are far under the target.
+
+use hourglass_proto::log::v1::EventBatchRecord;
+
+use crate::hour;
+use crate::raw_store::bucket_of;
+
+mod page;
+mod seen;
+mod wire;
+
+pub use page::{PageWindow, ScannedWindow};
+pub use seen::SeenEventIds;
+pub use wire::{DecodeError, EventView, PropertyRef, block_events, push_encoded_event, push_event};
+
+/// The format byte of an LZ4 frame: then the uncompressed length (`u32`, little-endian) and the LZ4
+/// block.
+const FORMAT_LZ4: u8 = 0x01;
+
+/// The first byte of every uncompressed block that holds an event: the key of field 5, length-delimited.
+const UNCOMPRESSED_BLOCK_START: u8 = ((wire::EVENTS_FIELD << 3) | 2) as u8;
+
+/// A frame stating more than this is corrupt: a block holds one record's events (a record is at most a
+/// few MiB), so a larger length would only make a reader allocate what a bad row asks for.
+const MAX_UNCOMPRESSED_BYTES: usize = 256 << 20;
+
+/// The compressed block of one batch record's events that fall in one customer-hour and bucket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordBlock {
+    /// The hour of the events' `occurred_at` (an event without a time counts as at 0).
+    pub hour_start: i64,
+    /// Their bucket ([`bucket_of`]).
+    pub bucket: u32,
+    /// The events, in record order, as a [`compress`]ed block.
+    pub block: Vec<u8>,
+}
+
+/// The blocks of `record`: one per (hour, bucket) its events touch, in the order first touched.
+pub fn record_blocks(record: &EventBatchRecord, bucket_count: u32) -> Vec<RecordBlock> {
+    let mut places: Vec<(i64, u32)> = Vec::new();
+    let mut raw_blocks: Vec<Vec<u8>> = Vec::new();
+    for event in &record.events {
+        let occurred_at_ms =
+            event.occurred_at.as_ref().map(|time| hour::epoch_millis(time.seconds, time.nanos)).unwrap_or_default();
+        let place = (hour::hour_start(occurred_at_ms.div_euclid(1000)), bucket_of(&event.event_id, bucket_count));
+        // A record touches few places (its hours times the buckets), so a scan beats a map.
+        let index = match places.iter().position(|known| *known == place) {
+            Some(index) => index,
+            None => {
+                places.push(place);
+                raw_blocks.push(Vec::new());
+                places.len() - 1
+            }
+        };
+        push_event(&mut raw_blocks[index], event);
+    }
+    places
+        .into_iter()
+        .zip(raw_blocks)
+        .map(|((hour_start, bucket), raw)| RecordBlock { hour_start, bucket, block: compress(&raw) })
+        .collect()
+}
+
+/// `raw` compressed into a frame (format byte, uncompressed length, LZ4 block).
+pub fn compress(raw: &[u8]) -> Vec<u8> {
+    // The length is bounded by a record's size, far below 4 GiB; a longer input is a bug upstream.
+    let length = u32::try_from(raw.len()).expect("a block is smaller than 4 GiB");
+    let mut frame = Vec::with_capacity(5 + lz4_flex::block::get_maximum_output_size(raw.len()));
+    frame.push(FORMAT_LZ4);
+    frame.extend_from_slice(&length.to_le_bytes());
+    frame.resize(5 + lz4_flex::block::get_maximum_output_size(raw.len()), 0);
+    // The output was sized by the crate's own bound, so compressing into it cannot run out of room.
+    let written = lz4_flex::block::compress_into(raw, &mut frame[5..]).expect("output sized by lz4_flex's bound");
+    frame.truncate(5 + written);
+    frame
+}
+
+/// Decompresses frames into one buffer it reuses, so reading a bucket allocates per block at most (and
+/// once the buffer has grown to the largest block, not at all); what it returns borrows that buffer or
+/// the stored bytes.
+#[derive(Debug, Default)]
+pub struct Decompressor {
+    buffer: Vec<u8>,
+}
+
+impl Decompressor {
+    /// A decompressor with an empty buffer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The uncompressed block of a stored one: a block written before compression as it is, a frame
+    /// decompressed.
+    pub fn block<'a>(&'a mut self, stored: &'a [u8]) -> Result<&'a [u8], DecodeError> {
+        match stored.first() {
+            None => Ok(stored),
+            Some(&UNCOMPRESSED_BLOCK_START) => Ok(stored),
+            Some(_) => self.frame(stored),
+        }
+    }
+
+    /// The bytes a [`compress`]ed frame holds.
+    pub fn frame<'a>(&'a mut self, frame: &[u8]) -> Result<&'a [u8], DecodeError> {
+        let (&format, rest) = frame.split_first().ok_or(DecodeError::Truncated)?;
+        if format != FORMAT_LZ4 {
+            return Err(DecodeError::UnknownFormat(format));
+        }
+        let (length, compressed) = rest.split_first_chunk::<4>().ok_or(DecodeError::Truncated)?;
+        let length = u32::from_le_bytes(*length) as usize;
+        if length > MAX_UNCOMPRESSED_BYTES {
+            return Err(DecodeError::Decompress(format!("a frame states {length} bytes")));
+        }
+        self.buffer.resize(length, 0);
+        let written = lz4_flex::block::decompress_into(compressed, &mut self.buffer)
+            .map_err(|error| DecodeError::Decompress(error.to_string()))?;
+        if written != length {
+            return Err(DecodeError::Decompress(format!("{written} bytes where the frame states {length}")));
+        }
+        Ok(&self.buffer)
+    }
+
+    /// The encoded events of a stored block, in write order (see [`block`](Self::block)).
+    pub fn events<'a>(&'a mut self, stored: &'a [u8]) -> Result<Vec<&'a [u8]>, DecodeError> {
+        block_events(self.block(stored)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hourglass_proto::v1::Event;
+
+    use super::*;
+
+    fn block_of(ids: &[&str]) -> Vec<u8> {
+        let mut block = Vec::new();
+        for id in ids {
+            push_event(
+                &mut block,
+                &Event { event_id: (*id).to_owned(), event_type: "view".into(), ..Event::default() },
+            );
+        }
+        block
+    }
+
+    fn ids_of(decompressor: &mut Decompressor, stored: &[u8]) -> Vec<String> {
+        let events = decompressor.events(stored).expect("a readable block");
+        events.iter().map(|encoded| EventView::parse(encoded).expect("an event").event_id.to_owned()).collect()
+    }
+
+    #[test]
+    fn compressed_and_uncompressed_blocks_read_the_same() {
+        let raw = block_of(&["a", "b", "c"]);
+        let compressed = compress(&raw);
+        assert_eq!(compressed[0], FORMAT_LZ4);
+        let mut decompressor = Decompressor::new();
+        assert_eq!(ids_of(&mut decompressor, &compressed), ["a", "b", "c"]);
+        assert_eq!(ids_of(&mut decompressor, &raw), ["a", "b", "c"], "a block from before compression");
+        assert!(ids_of(&mut decompressor, &[]).is_empty());
+        assert!(ids_of(&mut decompressor, &compress(&[])).is_empty());
+        // The buffer is reused: a smaller block after a larger one reads only its own events.
+        assert_eq!(ids_of(&mut decompressor, &compress(&block_of(&["z"]))), ["z"]);
+        // An event copied from one block into another as it was encoded.
+        let mut copied = Vec::new();
+        for encoded in block_events(&raw).unwrap().into_iter().rev() {
+            push_encoded_event(&mut copied, encoded);
+        }
+        assert_eq!(ids_of(&mut decompressor, &compress(&copied)), ["c", "b", "a"]);
+    }
+
+    #[test]
+    fn a_record_becomes_one_block_per_hour_and_bucket() {
+        use hourglass_proto::prost_types::Timestamp;
+        let at = |seconds: i64| Some(Timestamp { seconds, nanos: 0 });
+        let events: Vec<Event> = [("a", 3600), ("b", 3601), ("c", 7200), ("d", 3602)]
+            .into_iter()
+            .map(|(id, seconds)| Event { event_id: id.into(), occurred_at: at(seconds), ..Event::default() })
+            .chain([Event { event_id: "timeless".into(), ..Event::default() }])
+            .collect();
+        let record = EventBatchRecord { events, ..EventBatchRecord::default() };
+        let mut decompressor = Decompressor::new();
+        let placed: Vec<(i64, u32, Vec<String>)> = record_blocks(&record, 1)
+            .iter()
+            .map(|block| (block.hour_start, block.bucket, ids_of(&mut decompressor, &block.block)))
+            .collect();
+        let ids = |list: &[&str]| list.iter().map(|id| (*id).to_owned()).collect::<Vec<_>>();
+        assert_eq!(placed, vec![(3600, 0, ids(&["a", "b", "d"])), (7200, 0, ids(&["c"])), (0, 0, ids(&["timeless"]))]);
+        let by_bucket = record_blocks(&record, 4);
+        for block in &by_bucket {
+            for id in ids_of(&mut decompressor, &block.block) {
+                assert_eq!(bucket_of(&id, 4), block.bucket, "{id} is in its bucket's block");
+            }
+        }
+        let total: usize = by_bucket.iter().map(|block| ids_of(&mut decompressor, &block.block).len()).sum();
+        assert_eq!(total, 5);
+    }
+
+    #[test]
+    fn repetitive_events_shrink() {
+        let raw = block_of(&["event-000001", "event-000002", "event-000003", "event-000004"]);
+        assert!(compress(&raw).len() < raw.len(), "{} vs {}", compress(&raw).len(), raw.len());
+    }
+
+    #[test]
+    fn corrupt_frames_are_errors() {
+        let mut decompressor = Decompressor::new();
+        let frame = compress(&block_of(&["a", "b"]));
+        assert!(matches!(decompressor.block(&[0x07, 1, 2]), Err(DecodeError::UnknownFormat(0x07))));
+        assert!(matches!(decompressor.frame(&frame[..3]), Err(DecodeError::Truncated)));
+        assert!(matches!(decompressor.frame(&frame[..frame.len() - 1]), Err(DecodeError::Decompress(_))));
+        let mut too_long = frame.clone();
+        too_long[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(decompressor.frame(&too_long), Err(DecodeError::Decompress(_))));
+        let mut wrong_length = frame;
+        wrong_length[1] = wrong_length[1].wrapping_sub(1);
+        assert!(decompressor.frame(&wrong_length).is_err());
+    }
+}
