@@ -335,20 +335,8 @@ async fn the_ledger_balances_after_a_clean_run_and_verify_shows_rows_deleted_beh
     .unwrap();
     assert!(verified[0].recounted && verified[0].ledger.balances(), "a clean run verifies");
 
-    // Delete three raw rows behind the ledger's back.
-    let session = stores.cql.connect().await.unwrap();
-    for id in ["l1", "l2", "l3"] {
-        session
-            .query_unpaged(
-                format!(
-                    "DELETE FROM {}.raw_events WHERE customer_id = 'acme' AND hour_start = ? AND bucket = ? AND event_id = ?",
-                    stores.cql.keyspace
-                ),
-                (scylla::value::CqlTimestamp(closed_hour * 1000), stores.raw_store.bucket_of(id), id),
-            )
-            .await
-            .unwrap();
-    }
+    // Delete three raw events behind the ledger's back.
+    hourglass_cql::testing::delete_events(&stores.cql, "acme", closed_hour, &["l1", "l2", "l3"]).await;
     let verified = hourglass_aggregator::verify::verify(
         &stores.raw_store,
         &stores.rollups,

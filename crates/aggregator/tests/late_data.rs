@@ -242,19 +242,12 @@ async fn distributed(test_name: &str) -> Distributed {
     Distributed { cql, raw_store, jobs: PostgresJobQueue::new(pool.clone()), rollups: PostgresRollupStore::new(pool) }
 }
 
-/// Deletes most of an hour's raw rows, the first written, as the table's TTL would: rows expire one by
-/// one, oldest writes first.
+/// Deletes most of an hour's raw events, the first written, as the table's TTL would (in whole blocks,
+/// a record's events of a bucket, but the test writes one record: removing events from it keeps the
+/// same shape of loss).
 async fn expire_cql_rows(stores: &Distributed, hour_start: i64, written: &[Event]) {
-    let session = stores.cql.connect().await.unwrap();
-    let statement = format!(
-        "DELETE FROM {}.raw_events WHERE customer_id = 'acme' AND hour_start = ? AND bucket = ? AND event_id = ?",
-        stores.cql.keyspace
-    );
-    for event in &written[..written.len() * 3 / 4] {
-        let id = event.event_id.as_str();
-        let key = (scylla::value::CqlTimestamp(hour_start * 1000), stores.raw_store.bucket_of(id), id);
-        session.query_unpaged(statement.as_str(), key).await.unwrap();
-    }
+    let expired: Vec<&str> = written[..written.len() * 3 / 4].iter().map(|event| event.event_id.as_str()).collect();
+    hourglass_cql::testing::delete_events(&stores.cql, "acme", hour_start, &expired).await;
 }
 
 struct Embedded {

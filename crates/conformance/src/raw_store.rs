@@ -38,7 +38,8 @@ pub async fn store_is_ready(store: &impl RawStore) {
 }
 
 /// A record delivered again (in the same call and in a later one) and an event resent by the client
-/// in another batch are each stored once; the last write of an id wins.
+/// in another batch are each stored once; the last write of an id wins: the copy of the record received
+/// last, whatever order the records were delivered in.
 pub async fn redelivered_and_resent_events_are_stored_once(store: &impl RawStore) {
     let customer = unique_customer("redelivery");
     let first_events: Vec<Event> =
@@ -498,10 +499,14 @@ fn number(value: f64) -> PropertyValue {
     PropertyValue { kind: Some(property_value::Kind::NumberValue(value)) }
 }
 
+/// A record received after every record made before it: a client's resend reaches a collector later
+/// than the batch it repeats, and that is the order in which the last copy of an event id wins.
 fn record(customer_id: &str, batch_id: &str, events: Vec<Event>, outcomes: Vec<OutcomeCount>) -> EventBatchRecord {
+    static RECEIVED: AtomicU64 = AtomicU64::new(0);
+    let received_after_the_hour_ms = RECEIVED.fetch_add(1, Ordering::Relaxed) as i64;
     EventBatchRecord {
         customer_id: customer_id.to_owned(),
-        received_at_unix_ms: HOUR * 1000 + 3_000_000,
+        received_at_unix_ms: HOUR * 1000 + 3_000_000 + received_after_the_hour_ms,
         batch_id: batch_id.to_owned(),
         collector_id: "conformance".to_owned(),
         events,

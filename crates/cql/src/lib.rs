@@ -3,15 +3,18 @@
 //!
 //! - [`config`]: nodes, keyspace, replication, TTL, compaction, buckets.
 //! - [`schema`]: the keyspace and tables (`hourglass migrate cql`), idempotent.
-//! - [`raw_store`]: [`CqlRawStore`], the [`RawStore`](hourglass_core::raw_store::RawStore): prepared,
-//!   token-aware, unlogged single-partition batches, idempotent by primary key.
+//! - [`raw_store`]: [`CqlRawStore`], the [`RawStore`](hourglass_core::raw_store::RawStore): one row per
+//!   (record, hour, bucket) holding the record's events there as a compressed block, written in prepared,
+//!   token-aware, unlogged single-partition batches, idempotent by primary key; read block by block,
+//!   each event id once as its last written copy.
 //! - [`testing`]: a keyspace per test.
 //!
 //! # Layout: why partitions stay bounded
-//! `raw_events` is partitioned by `(customer_id, hour_start, bucket)` with `bucket = crc32(event_id) mod
-//! N`. One customer sending the whole 41k/s peak writes ~148M rows an hour; N buckets cut that into N
-//! partitions. The bucket depends on the event id alone, so a redelivered or resent event lands on its own
-//! row again (idempotency is the primary key, not a code path). N is fixed when the keyspace is created
+//! `raw_event_blocks` is partitioned by `(customer_id, hour_start, bucket)` with `bucket =
+//! crc32(event_id) mod N`. One customer sending the whole 41k/s peak writes ~148M events an hour; N
+//! buckets cut that into N partitions. The bucket depends on the event id alone, so a resent event lands
+//! in the partition of its first copy, where reading de-duplicates it; a redelivered record rewrites its
+//! own row (idempotency is the primary key plus last-write-wins on read, not a code path). N is fixed when the keyspace is created
 //! and stored in it (`settings`), so every reader and writer agrees on it.
 
 #![warn(missing_docs)]

@@ -1,65 +1,78 @@
-//! [`CqlRawStore`]: writes batch records as unlogged single-partition batches of prepared inserts, and
-//! reads a customer-hour back across its buckets, whole or a page at a time.
+//! [`CqlRawStore`]: writes each batch record's events as compressed blocks, one `raw_event_blocks` row
+//! per (record, hour, bucket), grouped by partition into unlogged single-partition batches; reads a bucket
+//! back block by block, each id once as its last written copy.
+//!
+//! # Which copy is the last written
+//! An event id can be in several records (a client resending a batch whose ack it lost, or an event in
+//! another batch). Blocks are clustered by (`received_at`, `batch_id`), newest first: the time the
+//! collector received the record, then its batch id to order two records received in the same
+//! millisecond. That order is a property of the records, not of their delivery: a record redelivered or
+//! replayed from the log rewrites its own row at its own place, so it never overtakes a later resend, and
+//! every reader agrees on the order without any state. docs/architecture.md ("The raw store's layout")
+//! has the reasoning and the alternatives.
+//!
+//! A keyspace created by an older build also has `raw_events`, one row per event; [`legacy`] reads it
+//! beside the blocks until it is dropped.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::ops::Bound;
 use std::sync::Arc;
 
 use futures::TryStreamExt;
-use hourglass_core::raw_store::{EventVisitor, HourOutcomes, RawStore, RawStoreError, StoredEvent};
-use hourglass_core::{hour, raw_store};
+use hourglass_core::raw_block::{self, Decompressor, EventView, PageWindow, SeenEventIds};
+use hourglass_core::raw_store::{self, EventVisitor, HourOutcomes, RawStore, RawStoreError, StoredEvent};
 use hourglass_proto::log::v1::EventBatchRecord;
-use hourglass_proto::v1::{Event, property_value};
 use scylla::client::session::Session;
-use scylla::deserialize::DeserializationError;
-use scylla::deserialize::value::{DeserializeValue, MapIterator};
 use scylla::response::{PagingState, PagingStateResponse};
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::CqlTimestamp;
 
+use self::legacy::LegacyRows;
 use crate::{CqlConfig, CqlError, schema};
 
-/// Rows fetched per request when paging a bucket through a type filter: what one
-/// [`RawStore::read_bucket_page`] call holds at most besides its page, and few enough round trips to
-/// skip past the other types (a row is a few hundred bytes, so about half a megabyte).
-const FILTERED_PAGE_ROWS: usize = 2000;
+pub mod legacy;
+
+/// Blocks fetched per request when reading a bucket: a block holds one record's events of the bucket
+/// (a few to a hundred events, a few hundred bytes to a few KiB compressed), so a page is at most a few
+/// MiB in memory and few enough round trips.
+const BLOCK_PAGE_ROWS: i32 = 1000;
 
 /// The CQL implementation of [`RawStore`].
 #[derive(Clone)]
 pub struct CqlRawStore {
     session: Arc<Session>,
-    /// `event_batches[n - 1]` is an unlogged batch of `n` event inserts, built once: a write only binds
+    /// `block_batches[n - 1]` is an unlogged batch of `n` block inserts, built once: a write only binds
     /// values to it.
-    event_batches: Arc<[Batch]>,
+    block_batches: Arc<[Batch]>,
     /// Likewise for outcome inserts.
     outcome_batches: Arc<[Batch]>,
-    select_hour_bucket: PreparedStatement,
-    /// The events of a bucket after an event id, in clustering (event id) order.
-    select_bucket_after: PreparedStatement,
+    /// The blocks of a bucket, newest first (the table's clustering order).
+    select_blocks_newest_first: PreparedStatement,
+    /// The blocks of a bucket, oldest first.
+    select_blocks_oldest_first: PreparedStatement,
     select_hour_outcomes: PreparedStatement,
-    select_rollup_columns: PreparedStatement,
+    /// The old one-row-per-event table, while the keyspace has it.
+    legacy: Option<LegacyRows>,
     bucket_count: u32,
     max_batch_rows: usize,
 }
 
-/// The columns of `raw_events`, in the insert's order.
-type EventRow<'a> = (
-    &'a str,
-    CqlTimestamp,
-    i32,
-    &'a str,
-    &'a str,
-    CqlTimestamp,
-    Option<&'a str>,
-    BTreeMap<&'a str, &'a str>,
-    BTreeMap<&'a str, f64>,
-    BTreeMap<&'a str, bool>,
-    CqlTimestamp,
-    &'a str,
-);
+/// The columns of `raw_event_blocks`, in the insert's order: customer_id, hour_start, bucket,
+/// received_at, batch_id, events.
+type BlockRow<'a> = (&'a str, CqlTimestamp, i32, CqlTimestamp, &'a str, Vec<u8>);
 
 /// customer_id, hour_start, batch_id, outcome, reason, count.
 type OutcomeRow<'a> = (&'a str, CqlTimestamp, &'a str, i32, i32, i32);
+
+/// The order in which [`CqlRawStore::for_each_block_copy`] visits the copies of a bucket's events.
+#[derive(Clone, Copy)]
+enum WriteOrder {
+    /// The last written copy first (blocks newest first, each block backwards).
+    NewestFirst,
+    /// The first written copy first.
+    OldestFirst,
+}
 
 impl CqlRawStore {
     /// Connects, creates the schema if `config.migrate` asks for it, checks it exists and prepares the
@@ -78,7 +91,8 @@ impl CqlRawStore {
         Self::with_session(Arc::new(session), config).await
     }
 
-    /// Prepares the statements on an open session.
+    /// Prepares the statements on an open session; reads the old `raw_events` table too if the keyspace
+    /// still has it.
     pub async fn with_session(session: Arc<Session>, config: &CqlConfig) -> Result<Self, CqlError> {
         let keyspace = config.checked_keyspace()?;
         let bucket_count = schema::bucket_count(&session, keyspace).await?;
@@ -91,10 +105,10 @@ impl CqlRawStore {
                 Ok::<_, CqlError>(prepared)
             }
         };
-        let insert_event = prepare(format!(
-            "INSERT INTO {keyspace}.raw_events (customer_id, hour_start, bucket, event_id, event_type, occurred_at, \
-             user_id, string_properties, number_properties, bool_properties, received_at, batch_id) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        let insert_block = prepare(format!(
+            "INSERT INTO {keyspace}.{} (customer_id, hour_start, bucket, received_at, batch_id, events) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+            schema::BLOCKS_TABLE
         ))
         .await?;
         let insert_outcome = prepare(format!(
@@ -102,36 +116,31 @@ impl CqlRawStore {
              VALUES (?, ?, ?, ?, ?, ?)"
         ))
         .await?;
-        let select_hour_bucket = prepare(format!(
-            "SELECT event_id, event_type, occurred_at, user_id, string_properties, number_properties, \
-             bool_properties, batch_id FROM {keyspace}.raw_events \
-             WHERE customer_id = ? AND hour_start = ? AND bucket = ?"
-        ))
-        .await?;
-        let select_bucket_after = prepare(format!(
-            "SELECT event_id, event_type, occurred_at, user_id, string_properties, number_properties, \
-             bool_properties, batch_id FROM {keyspace}.raw_events \
-             WHERE customer_id = ? AND hour_start = ? AND bucket = ? AND event_id > ?"
-        ))
-        .await?;
+        let select_blocks = |order: &str| {
+            format!(
+                "SELECT batch_id, events FROM {keyspace}.{} WHERE customer_id = ? AND hour_start = ? AND bucket = ? \
+                 ORDER BY received_at {order}, batch_id {order}",
+                schema::BLOCKS_TABLE
+            )
+        };
+        let mut select_blocks_newest_first = prepare(select_blocks("DESC")).await?;
+        select_blocks_newest_first.set_page_size(BLOCK_PAGE_ROWS);
+        let mut select_blocks_oldest_first = prepare(select_blocks("ASC")).await?;
+        select_blocks_oldest_first.set_page_size(BLOCK_PAGE_ROWS);
         let select_hour_outcomes = prepare(format!(
             "SELECT outcome, reason, count FROM {keyspace}.batch_outcomes WHERE customer_id = ? AND hour_start = ?"
         ))
         .await?;
-        let select_rollup_columns = prepare(format!(
-            "SELECT event_type, user_id, number_properties FROM {keyspace}.raw_events \
-             WHERE customer_id = ? AND hour_start = ? AND bucket = ?"
-        ))
-        .await?;
+        let legacy = LegacyRows::prepare_if_present(&session, keyspace).await?;
         let max_batch_rows = config.max_batch_rows.max(1);
         Ok(Self {
             session,
-            event_batches: batches_of(&insert_event, max_batch_rows),
+            block_batches: batches_of(&insert_block, max_batch_rows),
             outcome_batches: batches_of(&insert_outcome, max_batch_rows),
-            select_hour_bucket,
-            select_bucket_after,
+            select_blocks_newest_first,
+            select_blocks_oldest_first,
             select_hour_outcomes,
-            select_rollup_columns,
+            legacy,
             bucket_count,
             max_batch_rows,
         })
@@ -143,6 +152,11 @@ impl CqlRawStore {
         raw_store::bucket_of(event_id, self.bucket_count) as i32
     }
 
+    /// Whether this store also reads the old one-row-per-event table ([`legacy`]).
+    pub fn reads_legacy_table(&self) -> bool {
+        self.legacy.is_some()
+    }
+
     /// Every event of a customer-hour, across all buckets.
     pub async fn read_hour(&self, customer_id: &str, hour_start: i64) -> Result<Vec<StoredEvent>, RawStoreError> {
         let mut events = Vec::new();
@@ -152,43 +166,47 @@ impl CqlRawStore {
         Ok(events)
     }
 
-    fn event_row<'a>(&self, record: &'a EventBatchRecord, event: &'a Event) -> (i64, i32, EventRow<'a>) {
-        let occurred_at_ms =
-            event.occurred_at.as_ref().map(|time| hour::epoch_millis(time.seconds, time.nanos)).unwrap_or_default();
-        let hour_start = hour::hour_start(occurred_at_ms.div_euclid(1000));
-        let bucket = self.bucket_of(&event.event_id);
-        let mut strings = BTreeMap::new();
-        let mut numbers = BTreeMap::new();
-        let mut bools = BTreeMap::new();
-        for (name, value) in &event.properties {
-            match &value.kind {
-                Some(property_value::Kind::StringValue(text)) => {
-                    strings.insert(name.as_str(), text.as_str());
+    /// Calls `on_copy` with every copy of every event in a bucket's blocks and the batch that wrote it,
+    /// in `order`: one driver page of blocks in memory, and one block decompressed, at a time.
+    async fn for_each_block_copy(
+        &self,
+        customer_id: &str,
+        hour_start: i64,
+        bucket: u32,
+        order: WriteOrder,
+        mut on_copy: impl FnMut(&EventView<'_>, &str) + Send,
+    ) -> Result<(), RawStoreError> {
+        let statement = match order {
+            WriteOrder::NewestFirst => &self.select_blocks_newest_first,
+            WriteOrder::OldestFirst => &self.select_blocks_oldest_first,
+        };
+        let values = (customer_id, CqlTimestamp(hour_start.saturating_mul(1000)), bucket as i32);
+        let mut decompressor = Decompressor::new();
+        let mut paging_state = PagingState::start();
+        loop {
+            let (result, next) =
+                self.session.execute_single_page(statement, values, paging_state).await.map_err(unavailable)?;
+            let rows = result.into_rows_result().map_err(unavailable)?;
+            for row in rows.rows::<(&str, &[u8])>().map_err(unavailable)? {
+                let (batch_id, block) = row.map_err(unavailable)?;
+                let mut events = decompressor
+                    .events(block)
+                    .map_err(|error| undecodable(customer_id, hour_start, batch_id, error))?;
+                // Within a block too, the later copy of an id is the last written.
+                if let WriteOrder::NewestFirst = order {
+                    events.reverse();
                 }
-                Some(property_value::Kind::NumberValue(number)) => {
-                    numbers.insert(name.as_str(), *number);
+                for encoded_event in &events {
+                    let event = EventView::parse(encoded_event)
+                        .map_err(|error| undecodable(customer_id, hour_start, batch_id, error))?;
+                    on_copy(&event, batch_id);
                 }
-                Some(property_value::Kind::BoolValue(flag)) => {
-                    bools.insert(name.as_str(), *flag);
-                }
-                None => {}
+            }
+            match next {
+                PagingStateResponse::HasMorePages { state } => paging_state = state,
+                PagingStateResponse::NoMorePages => return Ok(()),
             }
         }
-        let row = (
-            record.customer_id.as_str(),
-            CqlTimestamp(hour_start.saturating_mul(1000)),
-            bucket,
-            event.event_id.as_str(),
-            event.event_type.as_str(),
-            CqlTimestamp(occurred_at_ms),
-            event.user_id.as_deref(),
-            strings,
-            numbers,
-            bools,
-            CqlTimestamp(record.received_at_unix_ms),
-            record.batch_id.as_str(),
-        );
-        (hour_start, bucket, row)
     }
 }
 
@@ -206,58 +224,35 @@ fn batches_of(statement: &PreparedStatement, max_rows: usize) -> Arc<[Batch]> {
         .collect()
 }
 
-/// A row of `select_bucket_after`, borrowed from the page: a row the type filter drops is never copied.
-type BorrowedEventRow<'frame, 'metadata> = (
-    &'frame str,
-    &'frame str,
-    CqlTimestamp,
-    Option<&'frame str>,
-    Option<MapIterator<'frame, 'metadata, &'frame str, &'frame str>>,
-    Option<MapIterator<'frame, 'metadata, &'frame str, f64>>,
-    Option<MapIterator<'frame, 'metadata, &'frame str, bool>>,
-    &'frame str,
-);
-
-/// An owned copy of a borrowed `raw_events` row.
-fn stored_event(row: BorrowedEventRow<'_, '_>) -> Result<StoredEvent, DeserializationError> {
-    let (event_id, event_type, occurred_at, user_id, strings, numbers, bools, batch_id) = row;
-    Ok(StoredEvent {
-        event_id: event_id.to_owned(),
-        event_type: event_type.to_owned(),
-        occurred_at_ms: occurred_at.0,
-        user_id: user_id.map(str::to_owned),
-        string_properties: owned_map(strings, str::to_owned)?,
-        number_properties: owned_map(numbers, |number| number)?,
-        bool_properties: owned_map(bools, |flag| flag)?,
-        batch_id: batch_id.to_owned(),
-    })
-}
-
-/// The entries of a borrowed map column (absent: empty), names and values owned.
-fn owned_map<'frame, 'metadata, Borrowed, Owned>(
-    map: Option<MapIterator<'frame, 'metadata, &'frame str, Borrowed>>,
-    to_owned: impl Fn(Borrowed) -> Owned,
-) -> Result<BTreeMap<String, Owned>, DeserializationError>
-where
-    Borrowed: DeserializeValue<'frame, 'metadata>,
-{
-    map.into_iter().flatten().map(|entry| entry.map(|(name, value)| (name.to_owned(), to_owned(value)))).collect()
-}
-
 fn unavailable(error: impl std::error::Error + Send + Sync + 'static) -> RawStoreError {
     RawStoreError::Unavailable(Box::new(error))
+}
+
+fn undecodable(customer_id: &str, hour_start: i64, batch_id: &str, error: raw_block::DecodeError) -> RawStoreError {
+    RawStoreError::Schema(
+        format!("undecodable event block of customer {customer_id}, hour {hour_start}, batch {batch_id}: {error}")
+            .into(),
+    )
 }
 
 impl RawStore for CqlRawStore {
     async fn write_records(&self, records: &[EventBatchRecord]) -> Result<(), RawStoreError> {
         // Group rows by partition, across records: an unlogged batch is cheap only when all its rows
         // share one, and bigger batches mean fewer requests for both sides.
-        let mut partitions: HashMap<(&str, i64, i32), Vec<EventRow<'_>>> = HashMap::new();
+        let mut partitions: HashMap<(&str, i64, u32), Vec<BlockRow<'_>>> = HashMap::new();
         let mut outcome_partitions: HashMap<(&str, i64), Vec<OutcomeRow<'_>>> = HashMap::new();
         for record in records {
-            for event in &record.events {
-                let (hour_start, bucket, row) = self.event_row(record, event);
-                partitions.entry((record.customer_id.as_str(), hour_start, bucket)).or_default().push(row);
+            for block in raw_block::record_blocks(record, self.bucket_count) {
+                let row = (
+                    record.customer_id.as_str(),
+                    CqlTimestamp(block.hour_start.saturating_mul(1000)),
+                    // Lossless: below the bucket count (see `bucket_of`).
+                    block.bucket as i32,
+                    CqlTimestamp(record.received_at_unix_ms),
+                    record.batch_id.as_str(),
+                    block.block,
+                );
+                partitions.entry((record.customer_id.as_str(), block.hour_start, block.bucket)).or_default().push(row);
             }
             for count in &record.outcomes {
                 let row = (
@@ -275,10 +270,10 @@ impl RawStore for CqlRawStore {
             }
         }
 
-        let mut event_writes = Vec::new();
+        let mut block_writes = Vec::new();
         for rows in partitions.values() {
             for chunk in rows.chunks(self.max_batch_rows) {
-                event_writes.push(self.session.batch(&self.event_batches[chunk.len() - 1], chunk));
+                block_writes.push(self.session.batch(&self.block_batches[chunk.len() - 1], chunk));
             }
         }
         let mut outcome_writes = Vec::new();
@@ -288,7 +283,7 @@ impl RawStore for CqlRawStore {
             }
         }
         futures::future::try_join(
-            futures::future::try_join_all(event_writes),
+            futures::future::try_join_all(block_writes),
             futures::future::try_join_all(outcome_writes),
         )
         .await
@@ -307,27 +302,27 @@ impl RawStore for CqlRawStore {
         bucket: u32,
         mut visitor: V,
     ) -> Result<V, RawStoreError> {
-        let values = (customer_id, CqlTimestamp(hour_start.saturating_mul(1000)), bucket as i32);
-        let mut paging_state = PagingState::start();
-        loop {
-            let (result, next) = self
-                .session
-                .execute_single_page(&self.select_rollup_columns, values, paging_state)
-                .await
-                .map_err(unavailable)?;
-            let rows = result.into_rows_result().map_err(unavailable)?;
-            type Row<'frame, 'metadata> =
-                (&'frame str, Option<&'frame str>, Option<MapIterator<'frame, 'metadata, &'frame str, f64>>);
-            for row in rows.rows::<Row<'_, '_>>().map_err(unavailable)? {
-                let (event_type, user_id, numbers) = row.map_err(unavailable)?;
-                let mut numbers = numbers.into_iter().flatten().filter_map(Result::ok);
-                visitor.visit(event_type, user_id, &mut numbers);
+        // Newest first, keeping the first copy of each id seen: the last write wins.
+        let mut seen_ids = SeenEventIds::new();
+        self.for_each_block_copy(customer_id, hour_start, bucket, WriteOrder::NewestFirst, |event, _batch_id| {
+            if seen_ids.insert(event.event_id) {
+                visitor.visit(event.event_type, event.user_id, &mut event.numbers());
             }
-            match next {
-                PagingStateResponse::HasMorePages { state } => paging_state = state,
-                PagingStateResponse::NoMorePages => return Ok(visitor),
-            }
+        })
+        .await?;
+        if let Some(legacy) = &self.legacy {
+            legacy
+                .for_each_row(&self.session, customer_id, hour_start, bucket, |row| {
+                    let (event_id, event_type, _, user_id, _, numbers, _, _) = row;
+                    if seen_ids.insert(event_id) {
+                        let mut numbers = numbers.into_iter().flatten().filter_map(Result::ok);
+                        visitor.visit(event_type, user_id, &mut numbers);
+                    }
+                    Ok(())
+                })
+                .await?;
         }
+        Ok(visitor)
     }
 
     async fn read_bucket(
@@ -336,40 +331,25 @@ impl RawStore for CqlRawStore {
         hour_start: i64,
         bucket: u32,
     ) -> Result<Vec<StoredEvent>, RawStoreError> {
-        let pager = self
-            .session
-            .execute_iter(
-                self.select_hour_bucket.clone(),
-                (customer_id, CqlTimestamp(hour_start.saturating_mul(1000)), bucket as i32),
-            )
-            .await
-            .map_err(unavailable)?;
-        type Row = (
-            String,
-            String,
-            CqlTimestamp,
-            Option<String>,
-            Option<BTreeMap<String, String>>,
-            Option<BTreeMap<String, f64>>,
-            Option<BTreeMap<String, bool>>,
-            String,
-        );
-        let mut rows = pager.rows_stream::<Row>().map_err(unavailable)?;
+        let mut seen_ids = SeenEventIds::new();
         let mut events = Vec::new();
-        while let Some((event_id, event_type, occurred_at, user_id, strings, numbers, bools, batch_id)) =
-            rows.try_next().await.map_err(unavailable)?
-        {
-            events.push(StoredEvent {
-                event_id,
-                event_type,
-                occurred_at_ms: occurred_at.0,
-                user_id,
-                string_properties: strings.unwrap_or_default(),
-                number_properties: numbers.unwrap_or_default(),
-                bool_properties: bools.unwrap_or_default(),
-                batch_id,
-            });
+        self.for_each_block_copy(customer_id, hour_start, bucket, WriteOrder::NewestFirst, |event, batch_id| {
+            if seen_ids.insert(event.event_id) {
+                events.push(event.to_stored(batch_id));
+            }
+        })
+        .await?;
+        if let Some(legacy) = &self.legacy {
+            legacy
+                .for_each_row(&self.session, customer_id, hour_start, bucket, |row| {
+                    if seen_ids.insert(row.0) {
+                        events.push(legacy::stored_event(row)?);
+                    }
+                    Ok(())
+                })
+                .await?;
         }
+        events.sort_unstable_by(|left, right| left.event_id.cmp(&right.event_id));
         Ok(events)
     }
 
@@ -382,42 +362,39 @@ impl RawStore for CqlRawStore {
         event_type: Option<&str>,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, RawStoreError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        // The partition key and `event_id >` on its clustering column: the server reads from the cursor
-        // on, and a driver page at a time is in memory. Without a filter every row counts, so a page
-        // of `limit` rows is the whole read; with one, the type is checked here (a server-side filter on
-        // a regular column would need ALLOW FILTERING) and pages continue until `limit` rows match.
-        let page_rows = match event_type {
-            None => limit.min(FILTERED_PAGE_ROWS),
-            Some(_) => FILTERED_PAGE_ROWS,
-        };
-        let mut statement = self.select_bucket_after.clone();
-        statement.set_page_size(i32::try_from(page_rows).unwrap_or(i32::MAX));
-        let values = (customer_id, CqlTimestamp(hour_start * 1000), bucket as i32, after_event_id);
-        let mut events = Vec::with_capacity(limit.min(page_rows));
-        let mut paging_state = PagingState::start();
-        loop {
-            let (result, next) =
-                self.session.execute_single_page(&statement, values, paging_state).await.map_err(unavailable)?;
-            let rows = result.into_rows_result().map_err(unavailable)?;
-            for row in rows.rows::<BorrowedEventRow<'_, '_>>().map_err(unavailable)? {
-                let row = row.map_err(unavailable)?;
-                let (_, row_event_type, ..) = row;
-                if event_type.is_some_and(|wanted| row_event_type != wanted) {
-                    continue;
-                }
-                events.push(stored_event(row).map_err(unavailable)?);
-                if events.len() == limit {
-                    return Ok(events);
-                }
+        // Blocks are in write order, not id order, so a page scans the bucket's blocks oldest first
+        // through a window bounded by the page (why a page cannot start at a (block, index) position
+        // instead: docs/architecture.md, "The raw store's layout").
+        let mut page = Vec::new();
+        let mut lower = Bound::Excluded(after_event_id.to_owned());
+        // Usually one scan; another only when a resent copy changed an id's type (see `PageWindow`).
+        while page.len() < limit {
+            let mut window = PageWindow::new(lower, limit - page.len());
+            if let Some(legacy) = &self.legacy {
+                // The old rows are older than every block: offered first.
+                legacy
+                    .for_each_row(&self.session, customer_id, hour_start, bucket, |row| {
+                        let (event_id, row_event_type) = (row.0, row.1);
+                        let passes_filter = event_type.is_none_or(|wanted| row_event_type == wanted);
+                        let stored = legacy::stored_event(row)?;
+                        window.offer(event_id, passes_filter, || stored);
+                        Ok(())
+                    })
+                    .await?;
             }
-            match next {
-                PagingStateResponse::HasMorePages { state } => paging_state = state,
-                PagingStateResponse::NoMorePages => return Ok(events),
+            self.for_each_block_copy(customer_id, hour_start, bucket, WriteOrder::OldestFirst, |event, batch_id| {
+                let passes_filter = event_type.is_none_or(|wanted| event.event_type == wanted);
+                window.offer(event.event_id, passes_filter, || event.to_stored(batch_id));
+            })
+            .await?;
+            let scanned = window.finish();
+            page.extend(scanned.events);
+            match scanned.resume_at {
+                Some(resume_at) => lower = Bound::Included(resume_at),
+                None => break,
             }
         }
+        Ok(page)
     }
 
     async fn read_outcomes(&self, customer_id: &str, hour_start: i64) -> Result<HourOutcomes, RawStoreError> {

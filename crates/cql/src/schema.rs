@@ -1,8 +1,13 @@
 //! The raw store's schema. Every statement is idempotent (`IF NOT EXISTS`), so `migrate cql` can run
 //! at every start and from many replicas.
 //!
-//! - `raw_events`: one row per (customer, hour, bucket, event id); time-window compaction by hour
-//!   windows, default TTL = raw retention, so expiry drops whole SSTables.
+//! - `raw_event_blocks`: one row per (customer, hour, bucket, record): the record's events of that
+//!   hour and bucket as one compressed block (`hourglass_core::raw_block`), clustered newest record
+//!   first (`received_at`, then `batch_id`) so that a fold reads the last written copy of an id first;
+//!   time-window compaction by hour windows, default TTL = raw retention, so expiry drops whole SSTables.
+//!   A keyspace created by an older build also has `raw_events` (one row per event), which this
+//!   migration leaves alone and the store reads beside the blocks until it is dropped
+//!   (`crate::raw_store::legacy`).
 //! - `batch_outcomes`: each batch record's outcome counts (accepted, rejected by reason, throttled) per
 //!   customer-hour, keyed by batch id, so a redelivered record counts once. The reconciliation ledger
 //!   sums them per hour.
@@ -11,6 +16,9 @@
 use scylla::client::session::Session;
 
 use crate::{CqlConfig, CqlError};
+
+/// The table of event blocks.
+pub const BLOCKS_TABLE: &str = "raw_event_blocks";
 
 /// The settings key holding the bucket count.
 pub(crate) const BUCKETS_SETTING: &str = "raw_event_buckets";
@@ -26,21 +34,16 @@ pub async fn migrate(session: &Session, config: &CqlConfig) -> Result<u32, CqlEr
     let statements = [
         format!("CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {}", config.replication),
         format!(
-            "CREATE TABLE IF NOT EXISTS {keyspace}.raw_events (
+            "CREATE TABLE IF NOT EXISTS {keyspace}.{BLOCKS_TABLE} (
                 customer_id text,
                 hour_start timestamp,
                 bucket int,
-                event_id text,
-                event_type text,
-                occurred_at timestamp,
-                user_id text,
-                string_properties frozen<map<text, text>>,
-                number_properties frozen<map<text, double>>,
-                bool_properties frozen<map<text, boolean>>,
                 received_at timestamp,
                 batch_id text,
-                PRIMARY KEY ((customer_id, hour_start, bucket), event_id)
-            ) WITH compaction = {{'class': 'TimeWindowCompactionStrategy', 'compaction_window_unit': 'HOURS', 'compaction_window_size': {}}}
+                events blob,
+                PRIMARY KEY ((customer_id, hour_start, bucket), received_at, batch_id)
+            ) WITH CLUSTERING ORDER BY (received_at DESC, batch_id DESC)
+              AND compaction = {{'class': 'TimeWindowCompactionStrategy', 'compaction_window_unit': 'HOURS', 'compaction_window_size': {}}}
               AND default_time_to_live = {ttl_seconds}",
             config.compaction_window_hours
         ),

@@ -44,3 +44,79 @@ pub async fn create_test_store(test_name: &str, buckets: u32) -> (CqlConfig, Cql
     let store = CqlRawStore::with_session(std::sync::Arc::new(session), &config).await.expect("prepare statements");
     (config, store)
 }
+
+/// Removes events behind the store's back, for tests of what the ledger shows when raw data is lost:
+/// every block of their buckets in `hour_start` is rewritten without them (deleted when emptied).
+pub async fn delete_events(config: &CqlConfig, customer_id: &str, hour_start: i64, event_ids: &[&str]) {
+    use hourglass_core::raw_block::{self, Decompressor, EventView};
+    use scylla::value::CqlTimestamp;
+
+    let keyspace = config.checked_keyspace().expect("test keyspace name");
+    let session = config.connect().await.expect("connect to the test CQL server");
+    let bucket_count = schema::bucket_count(&session, keyspace).await.expect("the keyspace's bucket count");
+    let mut buckets: Vec<u32> =
+        event_ids.iter().map(|id| hourglass_core::raw_store::bucket_of(id, bucket_count)).collect();
+    buckets.sort_unstable();
+    buckets.dedup();
+    let table = schema::BLOCKS_TABLE;
+    let hour = CqlTimestamp(hour_start * 1000);
+    for bucket in buckets {
+        let rows: Vec<(CqlTimestamp, String, Vec<u8>)> = session
+            .query_unpaged(
+                format!(
+                    "SELECT received_at, batch_id, events FROM {keyspace}.{table} \
+                     WHERE customer_id = ? AND hour_start = ? AND bucket = ?"
+                ),
+                (customer_id, hour, bucket as i32),
+            )
+            .await
+            .expect("read the bucket's blocks")
+            .into_rows_result()
+            .expect("rows")
+            .rows::<(CqlTimestamp, String, Vec<u8>)>()
+            .expect("typed rows")
+            .collect::<Result<_, _>>()
+            .expect("decode rows");
+        for (received_at, batch_id, stored) in rows {
+            let mut decompressor = Decompressor::new();
+            let events = decompressor.events(&stored).expect("a readable block");
+            let mut kept = Vec::new();
+            let mut kept_count = 0;
+            for encoded in &events {
+                let event = EventView::parse(encoded).expect("a readable event");
+                if !event_ids.contains(&event.event_id) {
+                    raw_block::push_encoded_event(&mut kept, encoded);
+                    kept_count += 1;
+                }
+            }
+            if kept_count == events.len() {
+                continue;
+            }
+            let key = (customer_id, hour, bucket as i32, received_at, batch_id.as_str());
+            if kept_count == 0 {
+                session
+                    .query_unpaged(
+                        format!(
+                            "DELETE FROM {keyspace}.{table} WHERE customer_id = ? AND hour_start = ? AND bucket = ? \
+                             AND received_at = ? AND batch_id = ?"
+                        ),
+                        key,
+                    )
+                    .await
+                    .expect("delete an emptied block");
+            } else {
+                let (customer_id, hour, bucket, received_at, batch_id) = key;
+                session
+                    .query_unpaged(
+                        format!(
+                            "INSERT INTO {keyspace}.{table} (customer_id, hour_start, bucket, received_at, batch_id, \
+                             events) VALUES (?, ?, ?, ?, ?, ?)"
+                        ),
+                        (customer_id, hour, bucket, received_at, batch_id, raw_block::compress(&kept)),
+                    )
+                    .await
+                    .expect("rewrite a block");
+            }
+        }
+    }
+}
