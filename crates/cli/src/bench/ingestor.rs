@@ -217,23 +217,31 @@ async fn wait_until_committed(kafka: &KafkaConfig, group: &str, timeout: Duratio
         let deadline = Instant::now() + timeout;
         let request_timeout = Duration::from_secs(10);
         loop {
-            let metadata = watcher.fetch_metadata(Some(&kafka.events_topic), request_timeout)?;
-            let mut partitions = TopicPartitionList::new();
-            let mut ends = Vec::new();
-            for partition in metadata.topics()[0].partitions() {
-                partitions.add_partition(&kafka.events_topic, partition.id());
-                ends.push(watcher.fetch_watermarks(&kafka.events_topic, partition.id(), request_timeout)?.1);
-            }
-            let committed = watcher.committed_offsets(partitions, request_timeout)?;
-            let done = committed.elements().iter().zip(&ends).all(|(element, end)| match element.offset() {
-                Offset::Offset(offset) => offset >= *end,
-                _ => *end == 0,
-            });
-            if done {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("the ingestor had not committed everything after {timeout:?}");
+            // A topic created moments ago may have no leader yet (NotLeaderForPartition): an error
+            // only means "not yet", until the deadline.
+            let committed_everything = || -> anyhow::Result<bool> {
+                let metadata = watcher.fetch_metadata(Some(&kafka.events_topic), request_timeout)?;
+                let mut partitions = TopicPartitionList::new();
+                let mut ends = Vec::new();
+                for partition in metadata.topics()[0].partitions() {
+                    partitions.add_partition(&kafka.events_topic, partition.id());
+                    ends.push(watcher.fetch_watermarks(&kafka.events_topic, partition.id(), request_timeout)?.1);
+                }
+                let committed = watcher.committed_offsets(partitions, request_timeout)?;
+                Ok(committed.elements().iter().zip(&ends).all(|(element, end)| match element.offset() {
+                    Offset::Offset(offset) => offset >= *end,
+                    _ => *end == 0,
+                }))
+            };
+            match committed_everything() {
+                Ok(true) => return Ok(()),
+                Ok(false) if Instant::now() > deadline => {
+                    bail!("the ingestor had not committed everything after {timeout:?}")
+                }
+                Err(error) if Instant::now() > deadline => {
+                    return Err(error.context(format!("committed offsets still unreadable after {timeout:?}")));
+                }
+                Ok(false) | Err(_) => {}
             }
             std::thread::sleep(Duration::from_millis(100));
         }
