@@ -9,7 +9,8 @@
 #   3. The alerts: `promtool check rules` and `promtool test rules` (charts/hourglass/alerts).
 #   4. The CloudWatch alarms: cfn-lint (deploy/cloudwatch/alarms.yaml).
 #   5. docs/metrics.md against the code, and every metric the alerts, dashboard and alarms use documented
-#      (scripts/check-metrics-doc.py).
+#      (scripts/check-metrics-doc.py); docs/capacity.md's plan against the bench figures it is computed from
+#      (scripts/capacity.py --check).
 # Each check also shows it can fail: a deliberately broken manifest, Envoy bootstrap, alert rule and metrics
 # doc must each be refused.
 #
@@ -112,5 +113,8 @@ echo "deploy/cloudwatch/alarms.yaml: cfn-lint found nothing" >&2
 
 step "docs/metrics.md against the code"
 "$python" scripts/check-metrics-doc.py --self-test
+
+step "docs/capacity.md's plan against docs/capacity-bench.json"
+"$python" scripts/capacity.py --check
 
 step "deploy checks passed"
