@@ -183,6 +183,29 @@ fn run_measured(mut command: std::process::Command) -> anyhow::Result<(std::proc
     Ok((std::process::ExitStatus::from_raw(status), stdout, stderr, cpu))
 }
 
+/// An ingest key of the customer `bench` (named `run_id`), whose quota no benchmark reaches: a collector
+/// bench measures the collector, not its throttling. Migrates Postgres first.
+async fn unthrottled_ingest_key(
+    postgres: &hourglass_postgres::PostgresConfig,
+    run_id: &str,
+) -> anyhow::Result<hourglass_core::api_key::ApiKey> {
+    use hourglass_core::key_store::{CustomerLimits, KeyStore};
+    let pool = postgres.connect_lazy()?;
+    hourglass_postgres::migrate::run(&pool)
+        .await
+        .context("failed to migrate postgres (is it running? e2e/servers/postgres.sh start)")?;
+    let key_store = hourglass_postgres::PostgresKeyStore::new(pool);
+    let customer = hourglass_core::customer::CustomerId::new("bench")?;
+    let api_key = key_store.create_key(&customer, hourglass_core::api_key::Scope::Ingest, run_id).await?;
+    let unlimited = CustomerLimits {
+        events_per_second: Some(i32::MAX as u32),
+        burst_events: Some(i32::MAX as u32),
+        ..Default::default()
+    };
+    key_store.set_customer_limits(&customer, unlimited).await?;
+    Ok(api_key)
+}
+
 /// Waits until the gRPC server at `target` reports SERVING.
 async fn wait_until_serving(target: &str, timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;

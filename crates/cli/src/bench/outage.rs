@@ -13,11 +13,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use hourglass_core::api_key::Scope;
-use hourglass_core::customer::CustomerId;
-use hourglass_core::key_store::{CustomerLimits, KeyStore};
 use hourglass_kafka::KafkaConfig;
-use hourglass_postgres::{PostgresConfig, PostgresKeyStore, migrate};
+use hourglass_postgres::PostgresConfig;
 use indicatif::ProgressBar;
 
 use super::{peak_rss_kib, wait_until_serving};
@@ -160,17 +157,7 @@ pub async fn measure(args: &OutageBenchArgs) -> anyhow::Result<OutageFigures> {
     let brokers = format!("127.0.0.1:{}", args.broker_port);
     let run_id = super::run_id();
 
-    let pool = args.postgres.connect_lazy()?;
-    migrate::run(&pool).await.context("failed to migrate postgres (is it running? e2e/servers/postgres.sh start)")?;
-    let key_store = PostgresKeyStore::new(pool);
-    let customer = CustomerId::new("bench")?;
-    let api_key = key_store.create_key(&customer, Scope::Ingest, &run_id).await?;
-    let unlimited = CustomerLimits {
-        events_per_second: Some(i32::MAX as u32),
-        burst_events: Some(i32::MAX as u32),
-        ..Default::default()
-    };
-    key_store.set_customer_limits(&customer, unlimited).await?;
+    let api_key = super::unthrottled_ingest_key(&args.postgres, &run_id).await?;
 
     let kafka = KafkaConfig::for_brokers(&brokers);
     let port = StdTcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
