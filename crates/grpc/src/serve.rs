@@ -79,6 +79,8 @@ pub struct GrpcServer<'a> {
     readiness_checks: Vec<ReadinessCheck<'a>>,
     flush_steps: Vec<FlushStep<'a>>,
     stop_event: Option<BoxFuture<'a, String>>,
+    /// Whether HTTP/1.1 is accepted besides HTTP/2: set by [`GrpcServer::add_web_routes`].
+    accept_http1: bool,
 }
 
 impl<'a> GrpcServer<'a> {
@@ -94,6 +96,7 @@ impl<'a> GrpcServer<'a> {
             readiness_checks: Vec::new(),
             flush_steps: Vec::new(),
             stop_event: None,
+            accept_http1: false,
         }
     }
 
@@ -122,6 +125,16 @@ impl<'a> GrpcServer<'a> {
     {
         self.service_names.push(S::NAME);
         self.routes = self.routes.add_service(service);
+        self
+    }
+
+    /// Serves `routes`, plain HTTP beside the gRPC services (the query service's web console), and accepts
+    /// HTTP/1.1 besides HTTP/2: a browser without TLS fetches the page and makes its gRPC-Web calls over
+    /// HTTP/1.1. The gRPC paths (`/<package.Service>/<Method>`) stay the services'; anything else not in
+    /// `routes` is still answered UNIMPLEMENTED. Health and reflection do not list web routes.
+    pub fn add_web_routes(mut self, routes: axum::Router) -> Self {
+        self.routes = Routes::from(self.routes.into_axum_router().merge(routes));
+        self.accept_http1 = true;
         self
     }
 
@@ -193,11 +206,13 @@ impl<'a> GrpcServer<'a> {
             mut readiness_checks,
             flush_steps,
             stop_event,
+            accept_http1,
         } = self;
         let health_names: Vec<&str> = service_names.iter().chain(&health_only_names).copied().collect();
         let (reporter, health_service) = tonic_health::server::health_reporter();
         set_health(&reporter, &health_names, ServingStatus::NotServing).await;
         let router = server_builder(&config)?
+            .accept_http1(accept_http1)
             .add_routes(routes)
             .add_service(health_service)
             .add_service(reflection_v1(&service_names)?)
