@@ -176,6 +176,9 @@ fn print_welcome(address: &str, data_dir: &Path) -> anyhow::Result<()> {
         hour(now + 3600)
     );
     println!();
+    println!("In a browser, the web console (sign in with the `query:` key of the key file):");
+    println!("  http://{address}{}", hourglass_query::console::CONSOLE_PATH);
+    println!();
     println!(
         "More keys: {hourglass} keys create --data-dir {} --customer <name> --scope ingest|query",
         data_dir.display()

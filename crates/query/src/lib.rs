@@ -6,6 +6,8 @@
 //!   users of merged rows come from merged HyperLogLog sketches and say they are estimates.
 //! - [`cache`]: report rows kept in memory and used only while the range's rollups are unchanged.
 //! - [`page_token`]: opaque, signed page tokens bound to the query they continue.
+//! - [`console`]: the web console's files (built from `console/` and embedded), served under `/console/`
+//!   beside the service, which answers the page over gRPC-Web.
 //! - [`server`]: [`run`], the service on its own [`GrpcServer`](hourglass_grpc::GrpcServer) (health
 //!   following readiness, reflection, the ordered shutdown), and [`add_query`], the same on a server shared
 //!   with ingest (standalone's).
@@ -18,6 +20,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod page_token;
 pub mod report;

@@ -18,8 +18,11 @@ use hourglass_proto::v1::query_service_server::QueryServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
+use tonic_web::GrpcWebLayer;
+use tower_layer::Layer;
 
 use crate::config::{QueryConfig, QueryServerConfig};
+use crate::console;
 use crate::page_token::PageTokens;
 use crate::service::QueryServiceImpl;
 use crate::telemetry;
@@ -71,7 +74,8 @@ pub async fn readiness<K: KeyStore, R: RollupReader, W: RawStore>(
 }
 
 /// `server` with the query service on it (its keys checked through a cache of `key_cache`), and health
-/// following [`readiness`].
+/// following [`readiness`]; the service also answers gRPC-Web (HTTP/1.1 or HTTP/2), for the web console
+/// served beside it under [`CONSOLE_PATH`](crate::console::CONSOLE_PATH).
 pub fn add_query<'a, K: KeyStore, R: RollupReader, W: RawStore>(
     server: GrpcServer<'a>,
     config: QueryConfig,
@@ -82,8 +86,11 @@ pub fn add_query<'a, K: KeyStore, R: RollupReader, W: RawStore>(
 ) -> GrpcServer<'a> {
     let authenticator = Arc::new(Authenticator::new(Arc::clone(&key_store), key_cache));
     let service = query_service(config, server.config(), authenticator, Arc::clone(&reader), Arc::clone(&raw_store));
+    // gRPC-Web only for this service: the browser console calls nothing else. Plain gRPC still reaches the
+    // service untouched (the layer passes HTTP/2 requests that are not gRPC-Web through).
     server
-        .add_service(service)
+        .add_service(GrpcWebLayer::new().layer(service))
+        .add_web_routes(console::console_routes())
         .readiness(move || readiness(Arc::clone(&key_store), Arc::clone(&reader), Arc::clone(&raw_store)))
 }
 
@@ -99,7 +106,7 @@ pub async fn run<K: KeyStore, R: RollupReader, W: RawStore>(
     let local_addr = listener.local_addr().ok();
     let QueryServerConfig { query, server, key_cache } = config;
     let server = add_query(GrpcServer::new(server), query, key_cache, key_store, reader, raw_store);
-    tracing::info!(listen_addr = ?local_addr, "query service serving");
+    tracing::info!(listen_addr = ?local_addr, console_path = console::CONSOLE_PATH, "query service serving");
     server.serve(listener, shutdown).await?;
     tracing::info!("shutdown complete");
     Ok(())

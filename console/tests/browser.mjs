@@ -1,0 +1,300 @@
+// The console's browser test (README: the console): a real `hourglass standalone` fed with known events,
+// the built page in headless Chromium (Debian's `chromium`, driven by playwright-core), and the figures on
+// the page checked against the events sent: exact counts in the chart captions and the table, a ledger
+// that balances, the error states of a wrong key, a wrong-scope key and a stopped server, the empty
+// state, and the raw-events view paging through one hour with every event exactly once.
+//
+//   HOURGLASS_BIN=target/debug/hourglass node console/tests/browser.mjs
+//
+// Screenshots go to $HOURGLASS_CONSOLE_SCREENSHOTS (default $CARGO_TARGET_DIR/console-screenshots).
+import { spawn, execFile } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync, existsSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { promisify } from "node:util";
+import assert from "node:assert/strict";
+import { chromium } from "playwright-core";
+
+const HOUR_MS = 3_600_000;
+const WAIT_MS = 120_000;
+
+const hourglass = resolve(process.env.HOURGLASS_BIN ?? "target/debug/hourglass");
+const chromiumPath = process.env.HOURGLASS_CHROMIUM ?? "/usr/bin/chromium";
+const screenshots = resolve(
+  process.env.HOURGLASS_CONSOLE_SCREENSHOTS ??
+    join(process.env.CARGO_TARGET_DIR ?? "target", "console-screenshots"),
+);
+
+const log = (...parts) => console.log("console test:", ...parts);
+
+async function freePort() {
+  return new Promise((done, fail) => {
+    const server = createServer();
+    server.on("error", fail);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => done(port));
+    });
+  });
+}
+
+async function waitFor(what, probe, timeoutMs = WAIT_MS) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < deadline) {
+    try {
+      last = await probe();
+      if (last) return last;
+    } catch (error) {
+      last = error;
+    }
+    await new Promise((done) => setTimeout(done, 250));
+  }
+  throw new Error(`timed out waiting for ${what} (last: ${last})`);
+}
+
+// --- The known events: three closed hours, three types, a known set of users, one rejected event.
+
+const utcInput = (date) => date.toISOString().slice(0, 16);
+const utcText = (date) => date.toISOString().slice(0, 16).replace("T", " ");
+const thisHour = Math.floor(Date.now() / HOUR_MS) * HOUR_MS;
+const hours = [3, 2, 1].map((ago) => new Date(thisHour - ago * HOUR_MS));
+// Per hour: [event type, events, users (the first `users` of u0, u1, …, used round-robin)].
+const plan = [
+  [["page_view", 23, 5], ["signup", 4, 4]],
+  [["page_view", 41, 7], ["checkout", 6, 2], ["signup", 1, 1]],
+  [["page_view", 17, 3], ["checkout", 9, 9]],
+];
+const events = [];
+plan.forEach((types, hourIndex) => {
+  for (const [eventType, count, users] of types) {
+    for (let index = 0; index < count; index += 1) {
+      events.push({
+        event_id: `console-${hourIndex}-${eventType}-${index}`,
+        event_type: eventType,
+        // Spread over the hour, never on its last second.
+        occurred_at: new Date(hours[hourIndex].getTime() + (index * 47_000) % (HOUR_MS - 1000)).toISOString(),
+        user_id: `u${index % users}`,
+        properties: { amount: index, plan: index % 2 ? "pro" : "free" },
+      });
+    }
+  }
+});
+// Rejected by the collector (an empty type): received and rejected in the ledger, never stored.
+const rejected = { event_id: "console-rejected", event_type: "", occurred_at: new Date(hours[1].getTime() + 60_000).toISOString() };
+
+const hourOf = (event) => Math.floor(Date.parse(event.occurred_at) / HOUR_MS) * HOUR_MS;
+const expectedPerHour = hours.map((hour) => events.filter((event) => hourOf(event) === hour.getTime()));
+
+// --- Standalone.
+
+const dataDir = mkdtempSync(join(tmpdir(), "hourglass-console-"));
+const port = await freePort();
+const address = `127.0.0.1:${port}`;
+const origin = `http://${address}`;
+let standaloneExited = false;
+const standalone = spawn(hourglass, ["standalone", "--data-dir", dataDir, "--listen-addr", address], {
+  stdio: ["ignore", "pipe", "pipe"],
+  env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn" },
+});
+const standaloneLog = [];
+standalone.stdout.on("data", (chunk) => standaloneLog.push(chunk.toString()));
+standalone.stderr.on("data", (chunk) => standaloneLog.push(chunk.toString()));
+standalone.on("exit", () => {
+  standaloneExited = true;
+});
+
+let browser;
+let failed = false;
+try {
+  log(`standalone on ${origin}, data in ${dataDir}`);
+  await waitFor("the console page", async () => {
+    assert(!standaloneExited, "standalone exited");
+    return (await fetch(`${origin}/console/`)).status === 200;
+  });
+  await waitFor("health SERVING", async () => {
+    await promisify(execFile)(hourglass, ["health", "--target", origin]);
+    return true;
+  });
+  const keys = readFileSync(join(dataDir, "demo-keys.txt"), "utf8");
+  const key = (scope) => keys.match(new RegExp(`^${scope}: (\\S+)$`, "m"))[1];
+  const ingestKey = key("ingest");
+  const queryKey = key("query");
+
+  const eventsFile = join(dataDir, "console-events.jsonl");
+  writeFileSync(eventsFile, [...events, rejected].map((event) => JSON.stringify(event)).join("\n") + "\n");
+  const sent = await promisify(execFile)(hourglass, [
+    "send", "--target", origin, "--api-key", ingestKey, "--file", eventsFile, "--batch-size", "10",
+  ]);
+  log(`sent ${events.length} events and 1 invalid one:`, sent.stdout.trim().split("\n").slice(-2).join(" | "));
+
+  browser = await chromium.launch({ executablePath: chromiumPath, args: ["--no-sandbox"] });
+  mkdirSync(screenshots, { recursive: true });
+
+  // --- Signed in with the query key: wait until the three hours are final and counted.
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const page = await context.newPage();
+  const pageErrors = [];
+  page.on("pageerror", (error) => pageErrors.push(error.message));
+  page.on("console", (message) => message.type() === "error" && pageErrors.push(message.text()));
+  const rangeQuery = `from=${utcInput(hours[0])}&to=${utcInput(new Date(thisHour))}`;
+  await page.goto(`${origin}/console/?${rangeQuery}`);
+  // Keyboard only: the key field, then Enter submits the form.
+  await page.getByLabel("Query API key").fill(queryKey);
+  await page.getByLabel("Query API key").press("Enter");
+  await page.getByRole("heading", { name: "Reconciliation ledger" }).waitFor();
+  assert.equal(await page.evaluate(() => sessionStorage.getItem("hourglass.console.queryKey")), queryKey);
+  assert.equal(await page.evaluate(() => localStorage.length), 0, "the key is in session storage only");
+
+  const show = async () => {
+    await page.getByRole("button", { name: "Show", exact: true }).click();
+    await page.waitForFunction(() => !document.body.hasAttribute("aria-busy"));
+    await page.locator("#status").filter({ hasText: "Showing" }).waitFor({ timeout: 10_000 });
+  };
+  const tableText = (selector) =>
+    page.$$eval(`${selector} tbody tr`, (rows) => rows.map((row) => Array.from(row.cells, (cell) => cell.textContent.trim())));
+
+  await waitFor("three final hours, counted and balanced", async () => {
+    await show();
+    const status = await tableText("#hours-table");
+    const ledger = await tableText("#ledger-table");
+    return (
+      status.length === 3 &&
+      status.every((row) => row[1] === "final") &&
+      ledger.length === 3 &&
+      ledger.every((row, index) => row[6] === String(expectedPerHour[index].length))
+    );
+  });
+
+  // The chart captions: the exact total and the largest hour.
+  const perHourTotals = expectedPerHour.map((hourEvents) => hourEvents.length);
+  const total = perHourTotals.reduce((sum, value) => sum + value, 0);
+  assert.equal(
+    await page.locator("#events-caption").textContent(),
+    `Events: ${total} in 3 periods, at most ${Math.max(...perHourTotals)} in one`,
+  );
+  const perHourUsers = expectedPerHour.map((hourEvents) => new Set(hourEvents.map((event) => event.user_id)).size);
+  assert.equal(
+    await page.locator("#users-caption").textContent(),
+    `Unique users per period: at most ${Math.max(...perHourUsers)}`,
+  );
+  assert.equal(await page.locator("#events-chart canvas").count(), 1, "the events chart is drawn");
+  assert.equal(await page.locator("#users-chart canvas").count(), 1, "the users chart is drawn");
+
+  // The table: one row per hour and type, exact events and unique users, in period then type order.
+  const expectedRows = plan.flatMap((types, hourIndex) =>
+    types
+      .map(([eventType, count, users]) => [utcText(hours[hourIndex]), eventType, String(count), String(users)])
+      .sort((a, b) => a[1].localeCompare(b[1])),
+  );
+  assert.deepEqual(await tableText("#metrics-table"), expectedRows);
+  // Sorting: by events, descending after a second activation (keyboard: Enter on the heading's button).
+  const eventsHeading = page.locator('#metrics-table th[data-key="events"]');
+  await eventsHeading.getByRole("button").click();
+  assert.equal(await eventsHeading.getAttribute("aria-sort"), "ascending");
+  await eventsHeading.getByRole("button").press("Enter");
+  assert.equal(await eventsHeading.getAttribute("aria-sort"), "descending");
+  const byEvents = (await tableText("#metrics-table")).map((row) => Number(row[2]));
+  assert.deepEqual(byEvents, [...expectedRows.map((row) => Number(row[2]))].sort((a, b) => b - a));
+
+  // The ledger: every hour balances, with the rejected event received and rejected in its hour.
+  const ledger = await tableText("#ledger-table");
+  ledger.forEach((row, index) => {
+    const stored = String(expectedPerHour[index].length);
+    const rejectedHere = index === 1 ? 1 : 0;
+    assert.deepEqual(
+      row,
+      [utcText(hours[index]), String(expectedPerHour[index].length + rejectedHere), stored, String(rejectedHere), "0", stored, stored, "final", "balanced"],
+      `ledger row ${index}`,
+    );
+  });
+  assert.equal(await page.locator("#ledger-summary").textContent(), "All 3 hours balance.");
+  assert.equal(await page.locator("#ledger-table tr.mismatch").count(), 0);
+  await page.screenshot({ path: join(screenshots, "console-hourly.png"), fullPage: true });
+
+  // Days: the same events summed per UTC day (the three hours may straddle midnight).
+  await page.getByLabel("Granularity").selectOption("day");
+  await show();
+  const perDay = new Map();
+  for (const event of events) {
+    const day = `${event.occurred_at.slice(0, 10)} 00:00`;
+    const typeKey = `${day}|${event.event_type}`;
+    perDay.set(typeKey, (perDay.get(typeKey) ?? 0) + 1);
+  }
+  const dayRows = (await tableText("#metrics-table")).map((row) => [`${row[0]}|${row[1]}`, Number(row[2])]);
+  assert.deepEqual(new Map(dayRows), perDay);
+  await page.getByLabel("Granularity").selectOption("hour");
+
+  // Raw events of the busiest hour, 7 a page: every stored event exactly once, then no next page.
+  await page.locator("#hours-table tbody tr").nth(1).getByRole("button", { name: /Raw events/ }).click();
+  await page.locator("#raw-position").filter({ hasText: "page 1" }).waitFor();
+  await page.getByLabel("Events per page").fill("7");
+  await page.getByRole("button", { name: "Show first page" }).click();
+  await page.locator("#raw-position").filter({ hasText: "page 1: events 1–7" }).waitFor();
+  const seen = [];
+  for (let pageNumber = 1; ; pageNumber += 1) {
+    await page.locator("#raw-position").filter({ hasText: `page ${pageNumber}:` }).waitFor();
+    const rows = await tableText("#raw-table");
+    assert(rows.length >= 1 && rows.length <= 7, `page ${pageNumber} has ${rows.length} events`);
+    seen.push(...rows.map((row) => row[0]));
+    if (pageNumber === 2) await page.screenshot({ path: join(screenshots, "console-raw-events.png"), fullPage: true });
+    const next = page.getByRole("button", { name: "Next page" });
+    if (await next.isDisabled()) break;
+    await next.click();
+  }
+  const expectedIds = expectedPerHour[1].map((event) => event.event_id).sort();
+  assert.equal(seen.length, expectedIds.length, "every event once: no page repeats one");
+  assert.deepEqual([...seen].sort(), expectedIds);
+  assert.match(await page.locator("#raw-position").textContent(), new RegExp(`of ${expectedIds.length} \\(last page\\)`));
+
+  // Empty: a range with no events.
+  await page.goto(`${origin}/console/?from=${utcInput(new Date(thisHour - 30 * HOUR_MS))}&to=${utcInput(new Date(thisHour - 20 * HOUR_MS))}`);
+  await page.locator("#status").filter({ hasText: "Showing" }).waitFor();
+  assert(await page.locator("#metrics-empty").isVisible(), "the empty state is shown");
+  assert(await page.locator("#hours-empty").isVisible());
+  assert.equal(await page.locator("#ledger-summary").textContent(), "No hour in this range received events.");
+  assert.deepEqual(pageErrors, [], "no script errors and no blocked resources");
+
+  // A wrong key, then a key of the wrong scope: the error state, and back to signing in.
+  for (const [wrongKey, kind, text] of [
+    ["hgk_this_key_does_not_exist", "unauthenticated", "This key was not accepted"],
+    [ingestKey, "permission", "needs the query scope"],
+  ]) {
+    const fresh = await browser.newContext();
+    const wrong = await fresh.newPage();
+    await wrong.goto(`${origin}/console/`);
+    await wrong.getByLabel("Query API key").fill(wrongKey);
+    await wrong.getByRole("button", { name: "Sign in" }).click();
+    const alert = wrong.getByRole("alert");
+    await alert.filter({ hasText: text }).waitFor();
+    assert.equal(await alert.getAttribute("data-kind"), kind);
+    assert(await wrong.getByLabel("Query API key").isVisible(), "back to signing in");
+    assert.equal(await wrong.evaluate(() => sessionStorage.length), 0, "a refused key is not kept");
+    await wrong.screenshot({ path: join(screenshots, `console-${kind}.png`) });
+    await fresh.close();
+  }
+
+  // The server going away while the page is open: the unavailable state.
+  await page.goto(`${origin}/console/?${rangeQuery}`);
+  await page.locator("#status").filter({ hasText: "Showing" }).waitFor();
+  standalone.kill("SIGTERM");
+  await waitFor("standalone to exit", async () => standaloneExited, 30_000);
+  await page.getByRole("button", { name: "Show", exact: true }).click();
+  await page.getByRole("alert").filter({ hasText: "unavailable" }).waitFor();
+  assert.equal(await page.getByRole("alert").getAttribute("data-kind"), "unavailable");
+  await page.screenshot({ path: join(screenshots, "console-unavailable.png") });
+  log(`passed: ${events.length} events in 3 hours, ${seen.length} raw events paged; screenshots in ${screenshots}`);
+} catch (error) {
+  failed = true;
+  console.error("console test: FAILED:", error);
+  console.error("standalone's output:\n" + standaloneLog.join("").split("\n").slice(-40).join("\n"));
+} finally {
+  await browser?.close();
+  if (!standaloneExited) {
+    standalone.kill("SIGTERM");
+    await waitFor("standalone to exit", async () => standaloneExited, 30_000).catch(() => standalone.kill("SIGKILL"));
+  }
+  if (existsSync(dataDir)) rmSync(dataDir, { recursive: true, force: true });
+}
+process.exit(failed ? 1 : 0);
