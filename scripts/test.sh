@@ -6,8 +6,10 @@
 #   2. `buf lint` on proto/, and the deployment artifacts (scripts/check-deploy.sh: helm, Envoy, promtool, cfn-lint);
 #   3. the crate layering check, `cargo fmt --check`, `cargo clippy` (warnings are errors);
 #   4. `cargo test --workspace`: unit tests, and real-server tests against the Postgres and Kafka above;
-#   5. the e2e tier (e2e/run.sh): the Python SDK's tests, then the scenarios on the deployed shape;
-#   6. the container image (e2e/image.sh smoke): built with podman, standalone run in it as the chart runs it.
+#   5. the web console (scripts/check-console.sh): console/dist rebuilt from its sources with npm and compared
+#      with the committed files, then its browser test in headless Chromium against a standalone;
+#   6. the e2e tier (e2e/run.sh): the Python SDK's tests, then the scenarios on the deployed shape;
+#   7. the container image (e2e/image.sh smoke): built with podman, standalone run in it as the chart runs it.
 #
 # Caches live in $HOURGLASS_CACHE_DIR (default ~/.cache/hourglass): Kafka jars and instances, the Python venv
 # for buf, and the cargo target directory (CARGO_TARGET_DIR, kept outside the clone). The servers keep running
@@ -92,6 +94,10 @@ cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$test_log"
 test_status=${PIPESTATUS[0]}
 set -e
 
+step "web console: built files match their sources, then the browser test in headless Chromium (scripts/check-console.sh)"
+console_status=0
+bash scripts/check-console.sh || console_status=$?
+
 # Half the scenarios' load: their faults keep their timing, so this costs CPU, not coverage (README: End to end).
 step "e2e: the Python SDK's tests, then the scenarios on the deployed shape (e2e/run.sh)"
 e2e_status=0
@@ -102,5 +108,6 @@ bash e2e/image.sh smoke || image_status=$?
 # One closing line for the whole run (cargo prints one per test binary, the last often a doc-test run).
 awk '/^test result:/ { passed += $4; failed += $6 } END { printf "%d passed, %d failed\n", passed, failed }' "$test_log"
 ((test_status == 0)) || exit "$test_status"
+((console_status == 0)) || exit "$console_status"
 ((e2e_status == 0)) || exit "$e2e_status"
 exit "$image_status"
