@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The web console's checks (README: the console), run by scripts/test.sh:
+# The web console's checks (README: the web console), run by scripts/test.sh:
 #   1. `npm ci` from the committed console/package-lock.json (npm's cache in $HOURGLASS_CACHE_DIR/npm), then
 #      `npm run build`: the TypeScript client generated from proto/ (buf, protoc-gen-es), type-checked and
 #      bundled by Vite into console/dist;
 #   2. the rebuilt console/dist must equal the committed one, which the binary embeds: a change to console/src
-#      or to proto/ committed without rebuilding the console fails here (docs/architecture.md: the console);
+#      or to proto/ committed without rebuilding the console fails here (docs/architecture.md: the web console);
 #   3. Chromium (Debian's package) installed if missing, and the browser test (console/tests/browser.mjs)
 #      against a standalone of the debug build; screenshots in $CARGO_TARGET_DIR/console-screenshots.
 #

@@ -1,4 +1,4 @@
-// The console's browser test (README: the console): a real `hourglass standalone` fed with known events,
+// The console's browser test (README: the web console): a real `hourglass standalone` fed with known events,
 // the built page in headless Chromium (Debian's `chromium`, driven by playwright-core), and the figures on
 // the page checked against the events sent: exact counts in the chart captions and the table, a ledger
 // that balances, the error states of a wrong key, a wrong-scope key and a stopped server, the empty
@@ -27,6 +27,13 @@ const screenshots = resolve(
 );
 
 const log = (...parts) => console.log("console test:", ...parts);
+
+for (const [what, path] of [["the hourglass binary (HOURGLASS_BIN)", hourglass], ["Chromium (HOURGLASS_CHROMIUM)", chromiumPath]]) {
+  if (!existsSync(path)) {
+    console.error(`console test: ${what} not found at ${path}`);
+    process.exit(2);
+  }
+}
 
 async function freePort() {
   return new Promise((done, fail) => {
@@ -212,6 +219,8 @@ try {
   assert.equal(await page.locator("#ledger-summary").textContent(), "All 3 hours balance.");
   assert.equal(await page.locator("#ledger-table tr.mismatch").count(), 0);
   await page.screenshot({ path: join(screenshots, "console-hourly.png"), fullPage: true });
+  // The README's picture (docs/console.png is a copy): the range, the charts and the table.
+  await page.screenshot({ path: join(screenshots, "console-readme.png"), clip: { x: 0, y: 0, width: 1280, height: 640 } });
 
   // Days: the same events summed per UTC day (the three hours may straddle midnight).
   await page.getByLabel("Granularity").selectOption("day");

@@ -1,11 +1,11 @@
-//! The web console (README: the console): the page, script and stylesheet built from `console/` by Vite,
+//! The web console (README: the web console): the page, script and stylesheet built from `console/` by Vite,
 //! embedded in the binary at build time and served under [`CONSOLE_PATH`] beside the gRPC services.
 //!
 //! The page reads everything through `hourglass.v1.QueryService` over gRPC-Web (the service is wrapped
 //! in tonic-web's layer by [`add_query`](crate::add_query)), with the client generated from `proto/`:
 //! there is no JSON API here, only three static files. They are committed in `console/dist/`, so a
 //! build needs no Node; CI rebuilds them from the sources and fails if they differ (docs/architecture.md:
-//! the console). Same origin as the gRPC-Web calls, so no CORS is needed or offered.
+//! the web console). Same origin as the gRPC-Web calls, so no CORS is needed or offered.
 
 use axum::Router;
 use axum::http::{HeaderValue, StatusCode, header};
