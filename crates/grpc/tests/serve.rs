@@ -298,3 +298,53 @@ async fn reflection_v1_and_v1alpha_list_exactly_the_services_served() {
     serving.shutdown.cancel();
     serving.stopped().await;
 }
+
+/// One HTTP/1.1 GET of `path` on a new connection, the whole answer as text ("" if the server closed
+/// the connection without one).
+async fn http1_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    // A server speaking HTTP/2 only may reset the connection rather than close it: no answer either way.
+    let _ =
+        tokio::time::timeout(PATIENCE, stream.read_to_end(&mut answer)).await.expect("the server answers or closes");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn web_routes_are_served_over_http1_beside_the_grpc_services_on_http2() {
+    let happenings = Happenings::default();
+    let page = axum::Router::new().route("/page/", axum::routing::get(|| async { "the page" }));
+    let server = with_test_ingest(GrpcServer::new(config(0, 1, 5_000)), &happenings).add_web_routes(page);
+    let serving = serve(server).await;
+
+    let answer = http1_get(serving.addr, "/page/").await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(answer.ends_with("\r\n\r\nthe page"), "{answer}");
+    // gRPC on the same port is untouched, and reflection lists no web route.
+    let channel = connect(serving.addr).await;
+    wait_for_health(&channel, "hourglass.v1.IngestService", ServingStatus::Serving).await;
+    assert_eq!(
+        hourglass_grpc::testing::listed_services_v1(channel).await,
+        [
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+            "hourglass.v1.IngestService",
+        ]
+    );
+    serving.shutdown.cancel();
+    serving.stopped().await;
+}
+
+#[tokio::test]
+async fn without_web_routes_a_server_speaks_http2_only() {
+    let happenings = Happenings::default();
+    let serving = serve(with_test_ingest(GrpcServer::new(config(0, 1, 5_000)), &happenings)).await;
+    let answer = http1_get(serving.addr, "/page/").await;
+    assert!(!answer.starts_with("HTTP/1.1"), "an HTTP/1.1 request got an HTTP/1.1 answer: {answer}");
+    serving.shutdown.cancel();
+    serving.stopped().await;
+}
