@@ -61,12 +61,14 @@ async function waitFor(what, probe, timeoutMs = WAIT_MS) {
   throw new Error(`timed out waiting for ${what} (last: ${last})`);
 }
 
-// --- The known events: three closed hours, three types, a known set of users, one rejected event.
+// --- The known events: three final hours, three types, a known set of users, one rejected event.
 
 const utcInput = (date) => date.toISOString().slice(0, 16);
 const utcText = (date) => date.toISOString().slice(0, 16).replace("T", " ");
 const thisHour = Math.floor(Date.now() / HOUR_MS) * HOUR_MS;
-const hours = [3, 2, 1].map((ago) => new Date(thisHour - ago * HOUR_MS));
+// Hours that closed more than the aggregator's allowed lateness (10 minutes by default) ago, so they are final.
+const hours = [4, 3, 2].map((ago) => new Date(thisHour - ago * HOUR_MS));
+const rangeEnd = new Date(hours[2].getTime() + HOUR_MS);
 // Per hour: [event type, events, users (the first `users` of u0, u1, …, used round-robin)].
 const plan = [
   [["page_view", 23, 5], ["signup", 4, 4]],
@@ -145,7 +147,7 @@ try {
   const pageErrors = [];
   page.on("pageerror", (error) => pageErrors.push(error.message));
   page.on("console", (message) => message.type() === "error" && pageErrors.push(message.text()));
-  const rangeQuery = `from=${utcInput(hours[0])}&to=${utcInput(new Date(thisHour))}`;
+  const rangeQuery = `from=${utcInput(hours[0])}&to=${utcInput(rangeEnd)}`;
   await page.goto(`${origin}/console/?${rangeQuery}`);
   // Keyboard only: the key field, then Enter submits the form.
   await page.getByLabel("Query API key").fill(queryKey);
@@ -166,12 +168,14 @@ try {
     await show();
     const status = await tableText("#hours-table");
     const ledger = await tableText("#ledger-table");
-    return (
+    const done =
       status.length === 3 &&
       status.every((row) => row[1] === "final") &&
       ledger.length === 3 &&
-      ledger.every((row, index) => row[6] === String(expectedPerHour[index].length))
-    );
+      ledger.every((row, index) => row[6] === String(expectedPerHour[index].length));
+    // Not done yet: what the page shows, for the timeout's message.
+    if (!done) throw new Error(`hour status ${JSON.stringify(status)}, ledger ${JSON.stringify(ledger)}`);
+    return done;
   });
 
   // The chart captions: the exact total and the largest hour.
@@ -265,10 +269,13 @@ try {
   assert.equal(await page.locator("#ledger-summary").textContent(), "No hour in this range received events.");
   assert.deepEqual(pageErrors, [], "no script errors and no blocked resources");
 
-  // A wrong key, then a key of the wrong scope: the error state, and back to signing in.
-  for (const [wrongKey, kind, text] of [
-    ["hgk_this_key_does_not_exist", "unauthenticated", "This key was not accepted"],
-    [ingestKey, "permission", "needs the query scope"],
+  // A malformed key, a well-formed key the server does not know (the query key with its secret altered),
+  // then a key of the wrong scope: the error state, and back to signing in.
+  const alteredKey = queryKey.slice(0, -6) + (queryKey.endsWith("aaaaaa") ? "bbbbbb" : "aaaaaa");
+  for (const [name, wrongKey, kind, text] of [
+    ["malformed-key", "hgk_this_key_does_not_exist", "unauthenticated", "This key was not accepted"],
+    ["unknown-key", alteredKey, "unauthenticated", "This key was not accepted"],
+    ["ingest-key", ingestKey, "permission", "needs the query scope"],
   ]) {
     const fresh = await browser.newContext();
     const wrong = await fresh.newPage();
@@ -280,7 +287,7 @@ try {
     assert.equal(await alert.getAttribute("data-kind"), kind);
     assert(await wrong.getByLabel("Query API key").isVisible(), "back to signing in");
     assert.equal(await wrong.evaluate(() => sessionStorage.length), 0, "a refused key is not kept");
-    await wrong.screenshot({ path: join(screenshots, `console-${kind}.png`) });
+    await wrong.screenshot({ path: join(screenshots, `console-${name}.png`) });
     await fresh.close();
   }
 
