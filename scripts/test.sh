@@ -35,6 +35,11 @@ cd "$root"
 export HOURGLASS_CACHE_DIR="${HOURGLASS_CACHE_DIR:-$HOME/.cache/hourglass}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOURGLASS_CACHE_DIR/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# CI builds a clean clone once: incremental compilation would only add its ~20 GB of session files to the
+# shared target directory.
+if [[ "${CI:-}" == true ]]; then
+    export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+fi
 # Checked queries build from the committed .sqlx/ data, never from whatever database happens to be set.
 export SQLX_OFFLINE=true
 unset DATABASE_URL
