@@ -15,11 +15,10 @@
 //! beside the blocks until it is dropped.
 
 use std::collections::HashMap;
-use std::ops::Bound;
 use std::sync::Arc;
 
 use futures::TryStreamExt;
-use hourglass_core::raw_block::{self, Decompressor, EventView, PageWindow, SeenEventIds};
+use hourglass_core::raw_block::{self, Decompressor, EventView, PageScans, SeenEventIds};
 use hourglass_core::raw_store::{self, EventVisitor, HourOutcomes, RawStore, RawStoreError, StoredEvent};
 use hourglass_proto::log::v1::EventBatchRecord;
 use scylla::client::session::Session;
@@ -365,11 +364,9 @@ impl RawStore for CqlRawStore {
         // Blocks are in write order, not id order, so a page scans the bucket's blocks oldest first
         // through a window bounded by the page (why a page cannot start at a (block, index) position
         // instead: docs/architecture.md, "The raw store's layout").
-        let mut page = Vec::new();
-        let mut lower = Bound::Excluded(after_event_id.to_owned());
         // Usually one scan; another only when a resent copy changed an id's type (see `PageWindow`).
-        while page.len() < limit {
-            let mut window = PageWindow::new(lower, limit - page.len());
+        let mut scans = PageScans::new(after_event_id, limit);
+        while let Some(mut window) = scans.next_window() {
             if let Some(legacy) = &self.legacy {
                 // The old rows are older than every block: offered first.
                 legacy
@@ -387,14 +384,9 @@ impl RawStore for CqlRawStore {
                 window.offer(event.event_id, passes_filter, || event.to_stored(batch_id));
             })
             .await?;
-            let scanned = window.finish();
-            page.extend(scanned.events);
-            match scanned.resume_at {
-                Some(resume_at) => lower = Bound::Included(resume_at),
-                None => break,
-            }
+            scans.add(window);
         }
-        Ok(page)
+        Ok(scans.into_page())
     }
 
     async fn read_outcomes(&self, customer_id: &str, hour_start: i64) -> Result<HourOutcomes, RawStoreError> {

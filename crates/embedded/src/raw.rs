@@ -24,11 +24,10 @@
 //! The bucket count is fixed when `raw.db` is created (`settings` table): changing it would move events
 //! to other buckets and break de-duplication across writes.
 
-use std::ops::Bound;
 use std::path::Path;
 
 use futures::TryStreamExt;
-use hourglass_core::raw_block::{self, DecodeError, Decompressor, EventView, PageWindow, RecordBlock, SeenEventIds};
+use hourglass_core::raw_block::{self, DecodeError, Decompressor, EventView, PageScans, RecordBlock, SeenEventIds};
 use hourglass_core::raw_store::{EventVisitor, HourOutcomes, RawStore, RawStoreError, StoredEvent};
 use hourglass_proto::log::v1::{EventBatchRecord, OutcomeCount};
 use sqlx::{Row, SqlitePool};
@@ -357,23 +356,16 @@ impl RawStore for SqliteRawStore {
         event_type: Option<&str>,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, RawStoreError> {
-        let mut page = Vec::new();
-        let mut lower = Bound::Excluded(after_event_id.to_owned());
-        // Usually one scan; another only when a resent copy changed an id's type (see `page`).
-        while page.len() < limit {
-            let mut window = PageWindow::new(lower, limit - page.len());
+        // Usually one scan; another only when a resent copy changed an id's type (see `PageWindow`).
+        let mut scans = PageScans::new(after_event_id, limit);
+        while let Some(mut window) = scans.next_window() {
             self.for_each_copy(customer_id, hour_start, bucket, WriteOrder::OldestFirst, |event, batch_id| {
                 let passes_filter = event_type.is_none_or(|wanted| event.event_type == wanted);
                 window.offer(event.event_id, passes_filter, || event.to_stored(batch_id));
             })
             .await?;
-            let scanned = window.finish();
-            page.extend(scanned.events);
-            match scanned.resume_at {
-                Some(resume_at) => lower = Bound::Included(resume_at),
-                None => break,
-            }
+            scans.add(window);
         }
-        Ok(page)
+        Ok(scans.into_page())
     }
 }

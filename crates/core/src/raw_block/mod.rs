@@ -27,7 +27,7 @@ mod page;
 mod seen;
 mod wire;
 
-pub use page::{PageWindow, ScannedWindow};
+pub use page::{PageScans, PageWindow, ScannedWindow};
 pub use seen::SeenEventIds;
 pub use wire::{DecodeError, EventView, PropertyRef, block_events, push_encoded_event, push_event};
 

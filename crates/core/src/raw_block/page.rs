@@ -94,6 +94,45 @@ impl PageWindow {
     }
 }
 
+/// The scans that make one page of a bucket: at most `limit` events with ids above `after_event_id`,
+/// in id order. A store asks for a window, offers it every copy of the bucket oldest first, and hands it
+/// back; another window comes only while the page is short and more ids may follow (in practice none).
+/// Both raw stores page this way; only their scan differs.
+pub struct PageScans {
+    page: Vec<StoredEvent>,
+    limit: usize,
+    /// Where the next scan starts; `None` once the page is done.
+    next_lower: Option<Bound<String>>,
+}
+
+impl PageScans {
+    /// The scans of the page after `after_event_id` (`""` for the start of the bucket).
+    pub fn new(after_event_id: &str, limit: usize) -> Self {
+        Self { page: Vec::new(), limit, next_lower: Some(Bound::Excluded(after_event_id.to_owned())) }
+    }
+
+    /// The window the next scan fills, or `None` when the page is complete.
+    pub fn next_window(&mut self) -> Option<PageWindow> {
+        if self.page.len() >= self.limit {
+            return None;
+        }
+        let lower = self.next_lower.take()?;
+        Some(PageWindow::new(lower, self.limit - self.page.len()))
+    }
+
+    /// Takes a window back after its scan of every copy.
+    pub fn add(&mut self, window: PageWindow) {
+        let scanned = window.finish();
+        self.page.extend(scanned.events);
+        self.next_lower = scanned.resume_at.map(Bound::Included);
+    }
+
+    /// The page.
+    pub fn into_page(self) -> Vec<StoredEvent> {
+        self.page
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
