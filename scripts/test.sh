@@ -86,6 +86,9 @@ PATH="$(dirname "$sqlx"):$PATH" SQLX_OFFLINE=false DATABASE_URL="$check_database
 step "crate layering (docs/architecture.md)"
 python3 scripts/check-layering.py --self-test
 
+step "every promise of docs/guarantees.md names a test that exists"
+python3 scripts/check-guarantees.py --self-test
+
 step "cargo fmt --check"
 cargo fmt --all --check
 
