@@ -317,6 +317,11 @@ async fn the_ledger_balances_after_a_clean_run_and_verify_shows_rows_deleted_beh
     assert_eq!(ledger.len(), 1);
     let row = &ledger[0];
     assert_eq!((row.accepted, row.rejected, row.throttled), (40, 5, 25));
+    let reasons = std::collections::BTreeMap::from([
+        (RejectionReason::EventTypeEmpty as i32, 3),
+        (RejectionReason::OccurredAtInFuture as i32, 2),
+    ]);
+    assert_eq!(row.rejected_by_reason, reasons, "rejections by reason, the redelivered record once");
     assert_eq!(row.received, 70, "received = accepted + rejected + throttled");
     assert_eq!((row.stored, row.counted), (40, 40));
     assert!(row.balances() && row.is_final);

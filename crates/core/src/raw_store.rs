@@ -78,17 +78,39 @@ impl HourOutcomes {
         true
     }
 
-    /// Rejections by reason as a JSON object keyed by the reason's proto name, as the ledgers keep them.
+    /// Rejections by reason as a JSON object keyed by the reason's proto name, as the ledgers keep them
+    /// (read back by [`rejections_from_json`](Self::rejections_from_json)). A reason this build does not
+    /// know (a newer collector's) is keyed by its number, so every reason keeps a key of its own and the
+    /// counts still sum to the hour's rejected events.
     pub fn rejections_json(&self) -> String {
         let pairs: Vec<String> = self
             .rejected_by_reason
             .iter()
-            .map(|(reason, count)| {
-                let name = RejectionReason::try_from(*reason).map(|reason| reason.as_str_name()).unwrap_or("UNKNOWN");
-                format!("\"{name}\":{count}")
+            .map(|(reason, count)| match RejectionReason::try_from(*reason) {
+                Ok(known) => format!("\"{}\":{count}", known.as_str_name()),
+                Err(_) => format!("\"{reason}\":{count}"),
             })
             .collect();
         format!("{{{}}}", pairs.join(","))
+    }
+
+    /// Rejections by reason number from a ledger's JSON (as [`rejections_json`](Self::rejections_json)
+    /// writes it; any JSON spacing). A key that is neither a reason name this build knows nor a number
+    /// (a newer build's reason name, or `UNKNOWN` from builds that wrote unknown reasons so) counts under
+    /// `REJECTION_REASON_UNSPECIFIED`, which no collector sends, so the counts still sum to the hour's
+    /// rejected events. Errors on anything but an object of non-negative integers.
+    pub fn rejections_from_json(json: &str) -> Result<BTreeMap<i32, u64>, String> {
+        let by_name: BTreeMap<String, u64> = serde_json::from_str(json)
+            .map_err(|error| format!("rejections by reason are not a JSON object of counts ({error}): {json}"))?;
+        let mut by_reason = BTreeMap::new();
+        for (name, count) in by_name {
+            let reason = RejectionReason::from_str_name(&name)
+                .map(|known| known as i32)
+                .or_else(|| name.parse::<i32>().ok())
+                .unwrap_or(RejectionReason::Unspecified as i32);
+            *by_reason.entry(reason).or_default() += count;
+        }
+        Ok(by_reason)
     }
 }
 
@@ -196,5 +218,39 @@ mod tests {
         assert_eq!((outcomes.accepted, outcomes.rejected(), outcomes.throttled, outcomes.received()), (5, 3, 4, 12));
         assert_eq!(outcomes.rejections_json(), r#"{"REJECTION_REASON_EVENT_TYPE_EMPTY":3}"#);
         assert_eq!(HourOutcomes::default().rejections_json(), "{}");
+    }
+
+    #[test]
+    fn rejections_by_reason_read_back_as_written_whatever_their_reasons() {
+        let future = RejectionReason::OccurredAtInFuture as i32;
+        let property_name = RejectionReason::PropertyNameInvalid as i32;
+        let outcomes = HourOutcomes {
+            accepted: 0,
+            // 99 and 100: reasons of a newer collector, each keeping its own count.
+            rejected_by_reason: BTreeMap::from([(future, 2), (property_name, 5), (99, 1), (100, 3)]),
+            throttled: 0,
+        };
+        let json = outcomes.rejections_json();
+        assert_eq!(
+            json,
+            r#"{"REJECTION_REASON_OCCURRED_AT_IN_FUTURE":2,"REJECTION_REASON_PROPERTY_NAME_INVALID":5,"99":1,"100":3}"#
+        );
+        assert_eq!(HourOutcomes::rejections_from_json(&json), Ok(outcomes.rejected_by_reason.clone()));
+        assert_eq!(HourOutcomes::rejections_from_json("{}"), Ok(BTreeMap::new()));
+
+        // Postgres gives jsonb back with spaces and its own key order.
+        let spaced = r#"{"99": 1, "REJECTION_REASON_OCCURRED_AT_IN_FUTURE": 2}"#;
+        assert_eq!(HourOutcomes::rejections_from_json(spaced), Ok(BTreeMap::from([(future, 2), (99, 1)])));
+        // Names this build does not know count under UNSPECIFIED, so the sum still equals the rejected total.
+        let unknown_names =
+            r#"{"UNKNOWN": 4, "REJECTION_REASON_FROM_THE_FUTURE": 1, "REJECTION_REASON_UNSPECIFIED": 2}"#;
+        assert_eq!(HourOutcomes::rejections_from_json(unknown_names), Ok(BTreeMap::from([(0, 7)])));
+
+        for damaged in
+            ["", "[]", r#"{"REJECTION_REASON_EVENT_ID_EMPTY": -1}"#, r#"{"REJECTION_REASON_EVENT_ID_EMPTY": "1"}"#]
+        {
+            let error = HourOutcomes::rejections_from_json(damaged).expect_err(damaged);
+            assert!(error.contains("not a JSON object of counts"), "{error}");
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! single transaction, so an hour is never half-replaced and never marked done without its rows.
 //! Postgres in distributed mode (`hourglass-postgres`), the embedded store in standalone mode.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
@@ -192,6 +193,9 @@ pub struct LedgerRow {
     pub accepted: u64,
     /// Events rejected.
     pub rejected: u64,
+    /// The same events by `hourglass.v1.RejectionReason` number, reasons without any absent; the counts
+    /// sum to `rejected` (both are written from one [`HourOutcomes`]).
+    pub rejected_by_reason: BTreeMap<i32, u64>,
     /// Events of throttled batches.
     pub throttled: u64,
     /// Distinct events in the raw store (as of the last count or verification).

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use hourglass_core::customer::CustomerId;
 use hourglass_core::job_queue::CustomerHour;
+use hourglass_core::raw_store::HourOutcomes;
 use hourglass_core::rollup_store::{
     Completion, EventTypeRollup, HourRollup, JobKind, JobLease, LeaseToken, LedgerRow, NumericRollup, RollupBacklog,
     RollupStore, RollupStoreError,
@@ -58,19 +59,22 @@ fn parse_customer(customer_id: &str) -> Result<CustomerId, RollupStoreError> {
 /// The ledger columns every ledger query selects (the recount here, the ledger read in `reader.rs`), in
 /// [`LedgerTuple`] order.
 pub(crate) const LEDGER_COLUMNS: &str = "customer_id, extract(epoch FROM hour_start)::bigint, received, accepted, \
-                                         rejected, throttled, stored, counted, is_final";
+                                         rejected, rejected_by_reason::text, throttled, stored, counted, is_final";
 
 /// A ledger row as selected with [`LEDGER_COLUMNS`].
-pub(crate) type LedgerTuple = (String, i64, i64, i64, i64, i64, i64, i64, bool);
+pub(crate) type LedgerTuple = (String, i64, i64, i64, i64, String, i64, i64, i64, bool);
 
 /// A selected ledger row as the seam's [`LedgerRow`].
 pub(crate) fn ledger_row(row: LedgerTuple) -> Result<LedgerRow, RollupStoreError> {
-    let (customer_id, hour_start, received, accepted, rejected, throttled, stored, counted, is_final) = row;
+    let (customer_id, hour_start, received, accepted, rejected, rejections_json, throttled, stored, counted, is_final) =
+        row;
     Ok(LedgerRow {
         customer_hour: CustomerHour { customer_id: parse_customer(&customer_id)?, hour_start },
         received: received as u64,
         accepted: accepted as u64,
         rejected: rejected as u64,
+        rejected_by_reason: HourOutcomes::rejections_from_json(&rejections_json)
+            .map_err(RollupStoreError::InvalidData)?,
         throttled: throttled as u64,
         stored: stored as u64,
         counted: counted as u64,

@@ -277,6 +277,7 @@ fn expected_ledger(customer: &str, hour_start: i64, rollup: &HourRollup) -> Ledg
         received: rollup.outcomes.received(),
         accepted: rollup.outcomes.accepted,
         rejected: rollup.outcomes.rejected(),
+        rejected_by_reason: rollup.outcomes.rejected_by_reason.clone(),
         throttled: rollup.outcomes.throttled,
         stored: rollup.events,
         counted: rollup.events,

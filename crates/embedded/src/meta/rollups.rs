@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use hourglass_core::customer::CustomerId;
 use hourglass_core::job_queue::CustomerHour;
+use hourglass_core::raw_store::HourOutcomes;
 use hourglass_core::rollup_store::{
     Completion, EventTypeRollup, HourRollup, JobKind, JobLease, LeaseToken, LedgerRow, RollupBacklog, RollupStore,
     RollupStoreError,
@@ -28,18 +29,21 @@ pub(super) fn parse_customer(customer_id: &str) -> Result<CustomerId, RollupStor
 
 /// The ledger columns every ledger query selects, in [`LedgerTuple`] order.
 pub(super) const LEDGER_COLUMNS: &str =
-    "customer_id, hour_start, received, accepted, rejected, throttled, stored, counted, is_final";
+    "customer_id, hour_start, received, accepted, rejected, rejected_by_reason, throttled, stored, counted, is_final";
 
 /// A ledger row as selected with [`LEDGER_COLUMNS`].
-pub(super) type LedgerTuple = (String, i64, i64, i64, i64, i64, i64, i64, bool);
+pub(super) type LedgerTuple = (String, i64, i64, i64, i64, String, i64, i64, i64, bool);
 
 pub(super) fn ledger_row(row: LedgerTuple) -> Result<LedgerRow, RollupStoreError> {
-    let (customer_id, hour_start, received, accepted, rejected, throttled, stored, counted, is_final) = row;
+    let (customer_id, hour_start, received, accepted, rejected, rejections_json, throttled, stored, counted, is_final) =
+        row;
     Ok(LedgerRow {
         customer_hour: CustomerHour { customer_id: parse_customer(&customer_id)?, hour_start },
         received: count_from_sql(received),
         accepted: count_from_sql(accepted),
         rejected: count_from_sql(rejected),
+        rejected_by_reason: HourOutcomes::rejections_from_json(&rejections_json)
+            .map_err(RollupStoreError::InvalidData)?,
         throttled: count_from_sql(throttled),
         stored: count_from_sql(stored),
         counted: count_from_sql(counted),
