@@ -20,7 +20,7 @@ use hourglass_proto::v1::{
     Event, EventTypeSummary, GetHourStatusRequest, GetHourStatusResponse, GetHourlyMetricsRequest,
     GetHourlyMetricsResponse, GetLedgerRequest, GetLedgerResponse, GetPeriodMetricsRequest, GetPeriodMetricsResponse,
     Granularity, HourState, HourStatus, LedgerRow, ListEventTypesRequest, ListEventTypesResponse, ListRawEventsRequest,
-    ListRawEventsResponse, MetricsRow, PeriodMetricsRow, PropertyValue, RawEvent, TimeRange,
+    ListRawEventsResponse, MetricsRow, PeriodMetricsRow, PropertyValue, RawEvent, RejectionCount, TimeRange,
 };
 use tonic::{Code, Request, Response, Status};
 
@@ -365,6 +365,11 @@ impl<K: KeyStore, R: RollupReader, W: RawStore> QueryService for QueryServiceImp
                     counted: row.counted,
                     r#final: row.is_final,
                     balanced: row.balances(),
+                    rejected_by_reason: row
+                        .rejected_by_reason
+                        .iter()
+                        .map(|(reason, events)| RejectionCount { reason: *reason, events: *events })
+                        .collect(),
                 })
                 .collect();
             Ok(Response::new(GetLedgerResponse { rows }))

@@ -9,9 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use hourglass_proto::prost_types::Timestamp;
 use hourglass_proto::v1::{
     GetHourStatusRequest, GetHourlyMetricsRequest, GetLedgerRequest, GetPeriodMetricsRequest, Granularity, HourState,
-    ListEventTypesRequest, ListRawEventsRequest, TimeRange,
+    ListEventTypesRequest, ListRawEventsRequest, RejectionReason, TimeRange,
 };
-use support::{at, authorized, brute_force, data_hours, range, sketch_estimate};
+use support::{ACME_REJECTIONS, at, authorized, brute_force, data_hours, range, sketch_estimate};
 use tonic::Code;
 
 fn within(estimate: u64, truth: usize) -> bool {
@@ -231,7 +231,8 @@ async fn reports_equal_a_brute_force_count_of_the_events() {
         assert_eq!(status.events, events as u64);
     }
 
-    // Ledger: what the collectors accepted (redelivery and resend included once by batch id) = stored = counted.
+    // Ledger: what the collectors accepted (redelivery and resend included once by batch id) = stored = counted,
+    // and the rejected events by reason.
     let ledger = client
         .get_ledger(authorized(&platform.acme_key, GetLedgerRequest { range: range(from, to) }))
         .await
@@ -239,11 +240,21 @@ async fn reports_equal_a_brute_force_count_of_the_events() {
         .into_inner()
         .rows;
     assert_eq!(ledger.len(), hours.len());
-    for (row, hour) in ledger.iter().zip(&hours) {
+    for (hour_index, (row, hour)) in ledger.iter().zip(&hours).enumerate() {
         let events: usize =
             expected.iter().filter(|((h, _), _)| h == hour).map(|(_, truth)| truth.event_ids.len()).sum();
         assert_eq!((row.accepted, row.stored, row.counted), (events as u64, events as u64, events as u64));
         assert!(row.balanced && row.r#final);
+        let reasons: Vec<(RejectionReason, u64)> = ACME_REJECTIONS
+            .iter()
+            .filter(|(index, _, _)| *index == hour_index)
+            .map(|(_, reason, count)| (*reason, u64::from(*count)))
+            .collect();
+        let by_reason: Vec<(RejectionReason, u64)> =
+            row.rejected_by_reason.iter().map(|count| (count.reason(), count.events)).collect();
+        assert_eq!(by_reason, reasons, "rejections by reason at {hour}");
+        assert_eq!(row.rejected, reasons.iter().map(|(_, count)| count).sum::<u64>(), "rejected at {hour}");
+        assert_eq!(row.received, row.accepted + row.rejected + row.throttled);
     }
     hourglass_cql::testing::drop_test_keyspace(&platform.cql).await;
 }

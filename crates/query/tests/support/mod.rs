@@ -21,7 +21,7 @@ use hourglass_postgres::{PostgresConfig, PostgresJobQueue, PostgresKeyStore, Pos
 use hourglass_proto::log::v1::{EventBatchRecord, OutcomeCount};
 use hourglass_proto::prost_types::Timestamp;
 use hourglass_proto::v1::query_service_client::QueryServiceClient;
-use hourglass_proto::v1::{Event, PropertyValue, TimeRange, property_value};
+use hourglass_proto::v1::{Event, PropertyValue, RejectionReason, TimeRange, property_value};
 use hourglass_query::{QueryConfig, QueryServerConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -54,6 +54,14 @@ pub fn range(start: i64, end: i64) -> Option<TimeRange> {
         end: Some(Timestamp { seconds: end, nanos: 0 }),
     })
 }
+
+/// acme's rejected events, as (index in [`data_hours`], reason, events): two reasons in one hour, one in
+/// another, the rest of the hours without rejections.
+pub const ACME_REJECTIONS: [(usize, RejectionReason, u32); 3] = [
+    (1, RejectionReason::EventTypeEmpty, 2),
+    (1, RejectionReason::PropertyNameInvalid, 5),
+    (3, RejectionReason::OccurredAtTooOld, 1),
+];
 
 /// One event per (hour, n): types and users cycle with different periods so every (hour, type) has its
 /// own counts; every third event has a price (multiples of 1/4, so sums are exact in any order).
@@ -179,6 +187,17 @@ pub async fn start(test_name: &str) -> Platform {
             records.push(record(customer, index, chunk.to_vec(), accepted));
         }
     }
+    // A batch whose events were all rejected: nothing stored, its outcomes in the ledger.
+    let rejections = ACME_REJECTIONS
+        .iter()
+        .map(|(hour_index, reason, count)| OutcomeCount {
+            hour_start_unix_secs: hours[*hour_index],
+            outcome: hourglass_proto::log::v1::Outcome::Rejected.into(),
+            reason: (*reason).into(),
+            count: *count,
+        })
+        .collect();
+    records.push(record("acme", 998, vec![], rejections));
     // A redelivered record, and a client resend of a few events in a new batch: counted once.
     records.push(records[0].clone());
     records.push(record("acme", 999, acme_events[10..15].to_vec(), vec![]));
