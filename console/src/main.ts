@@ -4,7 +4,8 @@
 import "./style.css";
 import { classify, fromTimestamp, queryClient, toTimestamp, type Failure, type QueryClient } from "./api.js";
 import { drawSeries } from "./charts.js";
-import { Granularity, HourState, type MetricsRow } from "./gen/hourglass/v1/query_pb.js";
+import { Granularity, HourState, type MetricsRow, type RejectionCount } from "./gen/hourglass/v1/query_pb.js";
+import { RejectionReason } from "./gen/hourglass/v1/ingest_pb.js";
 import type { Event } from "./gen/hourglass/v1/event_pb.js";
 
 const KEY_STORAGE = "hourglass.console.queryKey";
@@ -272,25 +273,67 @@ async function loadHourStatus(range: Range) {
   }
 }
 
+/** A rejection reason as the page names it: the proto enum's name in words ("event type empty"). */
+function reasonLabel(reason: RejectionReason): string {
+  if (reason === RejectionReason.UNSPECIFIED) return "unknown reason";
+  // A reason newer than this page's generated client has no name here, only its number.
+  const name: string | undefined = RejectionReason[reason];
+  return name === undefined ? `reason ${reason}` : name.toLowerCase().replaceAll("_", " ");
+}
+
+/** The ledger's rejections of one hour (or the total), one list item per reason, in reason order. */
+function reasonsCell(row: HTMLTableRowElement, byReason: Map<RejectionReason, bigint>, className: string) {
+  const td = row.insertCell();
+  td.className = className;
+  if (byReason.size === 0) {
+    td.textContent = "none";
+    td.classList.add("none");
+    return;
+  }
+  const list = document.createElement("ul");
+  for (const [reason, events] of [...byReason].sort(([left], [right]) => left - right)) {
+    const item = document.createElement("li");
+    item.textContent = `${reasonLabel(reason)}: ${count(events)}`;
+    list.append(item);
+  }
+  td.append(list);
+}
+
+const reasonMap = (counts: RejectionCount[]) => new Map(counts.map((entry) => [entry.reason, entry.events]));
+
 async function loadLedger(range: Range) {
   const response = await guarded(() => client!.getLedger({ range: timeRange(range) }));
   if (response === undefined) return;
   const body = byId<HTMLTableElement>("ledger-table").tBodies[0];
   body.replaceChildren();
   const totals = { received: 0n, accepted: 0n, rejected: 0n, throttled: 0n, stored: 0n, counted: 0n };
+  const totalByReason = new Map<RejectionReason, bigint>();
+  // The columns in table order: the breakdown of rejected follows its total.
+  const columns = ["received", "accepted", "rejected", "byReason", "throttled", "stored", "counted"] as const;
   let mismatches = 0;
   for (const row of response.rows) {
-    const intake = row.received === row.accepted + row.rejected + row.throttled;
-    const balanced = intake && row.balanced;
+    const byReason = reasonMap(row.rejectedByReason);
+    const reasonsSum = [...byReason.values()].reduce((sum, events) => sum + events, 0n);
+    const problems = [
+      row.received === row.accepted + row.rejected + row.throttled ? "" : "received ≠ accepted + rejected + throttled",
+      reasonsSum === row.rejected ? "" : "rejected ≠ the sum of its reasons",
+      row.balanced ? "" : "stored ≠ counted",
+    ].filter(Boolean);
+    const balanced = problems.length === 0;
     const tr = body.insertRow();
     tr.className = balanced ? "balanced" : "mismatch";
     cell(tr, utcText(fromTimestamp(row.hourStart)));
-    for (const key of Object.keys(totals) as (keyof typeof totals)[]) {
-      cell(tr, count(row[key]), "num");
-      totals[key] += row[key];
+    for (const column of columns) {
+      if (column === "byReason") {
+        reasonsCell(tr, byReason, "reasons");
+        continue;
+      }
+      cell(tr, count(row[column]), "num");
+      totals[column] += row[column];
     }
+    for (const [reason, events] of byReason) totalByReason.set(reason, (totalByReason.get(reason) ?? 0n) + events);
     cell(tr, row.final ? "final" : "not yet");
-    cell(tr, balanced ? "balanced" : intake ? "mismatch: stored ≠ counted" : "mismatch: received ≠ accepted + rejected + throttled");
+    cell(tr, balanced ? "balanced" : `mismatch: ${problems.join("; ")}`);
     if (!balanced) mismatches += 1;
   }
   const foot = byId<HTMLTableElement>("ledger-table").tFoot!;
@@ -301,7 +344,10 @@ async function loadLedger(range: Range) {
     th.scope = "row";
     th.textContent = "Total";
     tr.append(th);
-    for (const value of Object.values(totals)) cell(tr, count(value), "num");
+    for (const column of columns) {
+      if (column === "byReason") reasonsCell(tr, totalByReason, "reasons");
+      else cell(tr, count(totals[column]), "num");
+    }
     cell(tr, "");
     cell(tr, mismatches === 0 ? "balanced" : `${mismatches} mismatched`);
   }

@@ -1,7 +1,7 @@
 // The console's browser test (README: the web console): a real `hourglass standalone` fed with known events,
 // the built page in headless Chromium (Debian's `chromium`, driven by playwright-core), and the figures on
 // the page checked against the events sent: exact counts in the chart captions and the table, a ledger
-// that balances, the error states of a wrong key, a wrong-scope key and a stopped server, the empty
+// that balances with its rejected events by reason, the error states of a wrong key, a wrong-scope key and a stopped server, the empty
 // state, and the raw-events view paging through one hour with every event exactly once.
 //
 //   HOURGLASS_BIN=target/debug/hourglass node console/tests/browser.mjs
@@ -61,7 +61,7 @@ async function waitFor(what, probe, timeoutMs = WAIT_MS) {
   throw new Error(`timed out waiting for ${what} (last: ${last})`);
 }
 
-// --- The known events: three final hours, three types, a known set of users, one rejected event.
+// --- The known events: three final hours, three types, a known set of users, rejected events of three reasons.
 
 const utcInput = (date) => date.toISOString().slice(0, 16);
 const utcText = (date) => date.toISOString().slice(0, 16).replace("T", " ");
@@ -90,8 +90,18 @@ plan.forEach((types, hourIndex) => {
     }
   }
 });
-// Rejected by the collector (an empty type): received and rejected in the ledger, never stored.
-const rejected = { event_id: "console-rejected", event_type: "", occurred_at: new Date(hours[1].getTime() + 60_000).toISOString() };
+// Rejected by the collector: received and rejected in the ledger, by reason, never stored. A field's
+// rejection counts in the event's hour (an empty type, and twice an empty property name, in hours[1]); a
+// time's in the hour the collector received it (a day in the future: the hour of sending).
+const inHour1 = new Date(hours[1].getTime() + 60_000).toISOString();
+const rejected = [
+  { event_id: "console-rejected-type", event_type: "", occurred_at: inHour1 },
+  { event_id: "console-rejected-name-0", event_type: "page_view", occurred_at: inHour1, properties: { "": 1 } },
+  { event_id: "console-rejected-name-1", event_type: "signup", occurred_at: inHour1, properties: { "": "x" } },
+  { event_id: "console-rejected-future", event_type: "page_view", occurred_at: new Date(Date.now() + 24 * HOUR_MS).toISOString() },
+];
+// What the ledger's "Rejected by reason" cell of hours[1] lists, in reason order.
+const hour1Reasons = "event type empty: 1; property name invalid: 2";
 
 const hourOf = (event) => Math.floor(Date.parse(event.occurred_at) / HOUR_MS) * HOUR_MS;
 const expectedPerHour = hours.map((hour) => events.filter((event) => hourOf(event) === hour.getTime()));
@@ -132,11 +142,11 @@ try {
   const queryKey = key("query");
 
   const eventsFile = join(dataDir, "console-events.jsonl");
-  writeFileSync(eventsFile, [...events, rejected].map((event) => JSON.stringify(event)).join("\n") + "\n");
+  writeFileSync(eventsFile, [...events, ...rejected].map((event) => JSON.stringify(event)).join("\n") + "\n");
   const sent = await promisify(execFile)(hourglass, [
     "send", "--target", origin, "--api-key", ingestKey, "--file", eventsFile, "--batch-size", "10",
   ]);
-  log(`sent ${events.length} events and 1 invalid one:`, sent.stdout.trim().split("\n").slice(-2).join(" | "));
+  log(`sent ${events.length} events and ${rejected.length} invalid ones:`, sent.stdout.trim().split("\n").slice(-2).join(" | "));
 
   browser = await chromium.launch({ executablePath: chromiumPath, args: ["--no-sandbox"] });
   mkdirSync(screenshots, { recursive: true });
@@ -161,8 +171,16 @@ try {
     await page.waitForFunction(() => !document.body.hasAttribute("aria-busy"));
     await page.locator("#status").filter({ hasText: "Showing" }).waitFor({ timeout: 10_000 });
   };
-  const tableText = (selector) =>
-    page.$$eval(`${selector} tbody tr`, (rows) => rows.map((row) => Array.from(row.cells, (cell) => cell.textContent.trim())));
+  // A cell's text; a cell holding a list (the ledger's rejections by reason) reads as its items joined by "; ".
+  const tableText = (selector, part = "tbody") =>
+    page.$$eval(`${selector} ${part} tr`, (rows) =>
+      rows.map((row) =>
+        Array.from(row.cells, (cell) => {
+          const items = Array.from(cell.querySelectorAll("li"), (item) => item.textContent.trim());
+          return items.length > 0 ? items.join("; ") : cell.textContent.trim();
+        }),
+      ),
+    );
 
   await waitFor("three final hours, counted and balanced", async () => {
     await show();
@@ -172,7 +190,7 @@ try {
       status.length === 3 &&
       status.every((row) => row[1] === "final") &&
       ledger.length === 3 &&
-      ledger.every((row, index) => row[6] === String(expectedPerHour[index].length));
+      ledger.every((row, index) => row[7] === String(expectedPerHour[index].length));
     // Not done yet: what the page shows, for the timeout's message.
     if (!done) throw new Error(`hour status ${JSON.stringify(status)}, ledger ${JSON.stringify(ledger)}`);
     return done;
@@ -209,17 +227,30 @@ try {
   const byEvents = (await tableText("#metrics-table")).map((row) => Number(row[2]));
   assert.deepEqual(byEvents, [...expectedRows.map((row) => Number(row[2]))].sort((a, b) => b - a));
 
-  // The ledger: every hour balances, with the rejected event received and rejected in its hour.
+  // The ledger: every hour balances, with the events rejected in their hour received and rejected, by reason.
   const ledger = await tableText("#ledger-table");
   ledger.forEach((row, index) => {
     const stored = String(expectedPerHour[index].length);
-    const rejectedHere = index === 1 ? 1 : 0;
+    const [rejectedHere, reasons] = index === 1 ? [3, hour1Reasons] : [0, "none"];
     assert.deepEqual(
       row,
-      [utcText(hours[index]), String(expectedPerHour[index].length + rejectedHere), stored, String(rejectedHere), "0", stored, stored, "final", "balanced"],
+      [
+        utcText(hours[index]),
+        String(expectedPerHour[index].length + rejectedHere),
+        stored,
+        String(rejectedHere),
+        reasons,
+        "0",
+        stored,
+        stored,
+        "final",
+        "balanced",
+      ],
       `ledger row ${index}`,
     );
   });
+  const ledgerTotal = (await tableText("#ledger-table", "tfoot"))[0];
+  assert.deepEqual(ledgerTotal.slice(3, 5), ["3", hour1Reasons], "the total rejected, by reason");
   assert.equal(await page.locator("#ledger-summary").textContent(), "All 3 hours balance.");
   assert.equal(await page.locator("#ledger-table tr.mismatch").count(), 0);
   await page.screenshot({ path: join(screenshots, "console-hourly.png"), fullPage: true });
@@ -260,6 +291,20 @@ try {
   assert.equal(seen.length, expectedIds.length, "every event once: no page repeats one");
   assert.deepEqual([...seen].sort(), expectedIds);
   assert.match(await page.locator("#raw-position").textContent(), new RegExp(`of ${expectedIds.length} \\(last page\\)`));
+
+  // The event a day in the future: rejected in the hour it was sent (open, so its rollup is provisional).
+  await page.goto(`${origin}/console/?from=${utcInput(new Date(thisHour))}&to=${utcInput(new Date(thisHour + 2 * HOUR_MS))}`);
+  const sendingHour = await waitFor("the hour of sending in the ledger", async () => {
+    await show();
+    const rows = await tableText("#ledger-table");
+    if (rows.length !== 1) throw new Error(`ledger ${JSON.stringify(rows)}`);
+    return rows[0];
+  });
+  assert.deepEqual(
+    [...sendingHour.slice(1, 8), sendingHour[9]],
+    ["1", "0", "1", "occurred at in future: 1", "0", "0", "0", "balanced"],
+    "the future event: received and rejected by its reason in the hour of sending",
+  );
 
   // Empty: a range with no events.
   await page.goto(`${origin}/console/?from=${utcInput(new Date(thisHour - 30 * HOUR_MS))}&to=${utcInput(new Date(thisHour - 20 * HOUR_MS))}`);
