@@ -19,6 +19,10 @@ def test_every_report_is_typed_and_matches_what_was_sent(standalone):
             client.track("page_view", user_id=f"u-{index % 5}", timestamp=earlier + timedelta(minutes=index), load_ms=index)
         for index in range(30):
             client.track("click", user_id=f"u-{index % 3}", properties={"button id": "buy", "price": 2.5})
+        # Rejected: an empty event type counts in the event's hour, a time in the future in the hour of sending.
+        for index in range(2):
+            client.track("", timestamp=earlier + timedelta(minutes=index))
+        client.track("click", timestamp=now() + timedelta(days=1))
         client.flush(timeout=60)
     start, end = earlier - timedelta(hours=1), current + timedelta(hours=2)
 
@@ -58,11 +62,18 @@ def test_every_report_is_typed_and_matches_what_was_sent(standalone):
         assert raw[0].properties == {"button id": "buy", "price": 2.5} and raw[0].batch_id
         assert list(reports.raw_events(earlier, event_type="click")) == []
 
-        ledger = reports.ledger(start, end)
+        # The rejections may reach the ledger in a later rollup than the accepted events of their hour.
+        ledger = wait_for(
+            "the ledger with the rejected events by reason",
+            lambda: reports.ledger(start, end),
+            lambda rows: [(row.hour_start, row.rejected, row.rejected_by_reason) for row in rows]
+            == [(earlier, 2, {"EVENT_TYPE_EMPTY": 2}), (current, 1, {"OCCURRED_AT_IN_FUTURE": 1})],
+        )
         assert [(row.hour_start, row.accepted, row.stored, row.counted, row.balanced) for row in ledger] == [
             (earlier, 50, 50, 50, True),
             (current, 30, 30, 30, True),
         ]
+        assert [row.received for row in ledger] == [52, 31]
         with pytest.raises(ValueError):
             reports.period_metrics(start, end, "year")
         with pytest.raises(CallError) as raised:

@@ -18,7 +18,7 @@ import grpc
 
 from hourglass._convert import TimeLike, event_properties, from_timestamp, to_timestamp
 from hourglass._grpc import Backoff, call_error, key_metadata, open_channel
-from hourglass.v1 import query_pb2, query_pb2_grpc
+from hourglass.v1 import ingest_pb2, query_pb2, query_pb2_grpc
 
 #: Statuses a read is retried on.
 _RETRIED_CODES = frozenset({grpc.StatusCode.UNAVAILABLE})
@@ -89,7 +89,10 @@ class HourStatus:
 @dataclass(frozen=True)
 class LedgerRow:
     """One hour of the reconciliation ledger: received = accepted + rejected + throttled (resends
-    counted again), and stored (distinct events in the raw store) = counted (in the rollups)."""
+    counted again), and stored (distinct events in the raw store) = counted (in the rollups).
+    ``rejected_by_reason`` breaks ``rejected`` down by reason (``RejectionReason`` without its prefix, e.g.
+    ``"EVENT_TYPE_EMPTY"``, as :class:`~hourglass.ingest.Rejection` names it; a reason newer than this SDK by
+    its number); its counts sum to ``rejected``."""
 
     hour_start: datetime
     received: int
@@ -100,6 +103,15 @@ class LedgerRow:
     counted: int
     final: bool
     balanced: bool
+    rejected_by_reason: Dict[str, int]
+
+
+def _reason_name(reason: int) -> str:
+    """A rejection reason as the SDK names it; its number when the SDK's stubs do not know it."""
+    try:
+        return ingest_pb2.RejectionReason.Name(reason).removeprefix("REJECTION_REASON_")
+    except ValueError:
+        return str(reason)
 
 
 @dataclass(frozen=True)
@@ -262,6 +274,7 @@ class QueryClient:
                 counted=row.counted,
                 final=row.final,
                 balanced=row.balanced,
+                rejected_by_reason={_reason_name(count.reason): count.events for count in row.rejected_by_reason},
             )
             for row in response.rows
         ]
