@@ -226,6 +226,91 @@ mod tests {
         assert!(HyperLogLog::from_bytes(&wrong_precision).is_err());
     }
 
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        /// The items of one sketch, kept short so that a failing case prints (and persists) as a few numbers.
+        #[derive(Clone, Debug)]
+        struct Items {
+            /// Arbitrary items, few enough that the stored form stays sparse (at most 60 of the 4,096
+            /// registers set).
+            few: Vec<Vec<u8>>,
+            /// `(start, count, repeated)`: the integers `start..start + count`, then the first `repeated`
+            /// of them again. 2,500 to 5,000 distinct items set ~1,860 registers, past the third that makes
+            /// the stored form dense; ranges from random starts make inputs overlap.
+            many: Option<(u32, u32, u32)>,
+        }
+
+        impl Items {
+            fn each(&self) -> impl Iterator<Item = Vec<u8>> + '_ {
+                let range = self.many.into_iter().flat_map(|(start, count, repeated)| {
+                    (start..start + count).chain(start..start + repeated.min(count))
+                });
+                self.few.iter().cloned().chain(range.map(|item| item.to_le_bytes().to_vec()))
+            }
+        }
+
+        fn items() -> impl Strategy<Value = Items> {
+            let few = prop::collection::vec(prop::collection::vec(any::<u8>(), 0..12), 0..60);
+            let many = prop::option::of((0u32..20_000, 2_500u32..5_000, 0u32..200));
+            (few, many).prop_map(|(few, many)| Items { few, many })
+        }
+
+        fn sketch_of(items: impl IntoIterator<Item = Vec<u8>>) -> HyperLogLog {
+            let mut sketch = HyperLogLog::new();
+            items.into_iter().for_each(|item| sketch.insert(&item));
+            sketch
+        }
+
+        fn merged(left: &HyperLogLog, right: &HyperLogLog) -> HyperLogLog {
+            let mut union = left.clone();
+            union.merge(right);
+            union
+        }
+
+        /// The stored form read back; it must be the form `to_bytes` picks for this many set registers.
+        fn stored_and_read(sketch: &HyperLogLog) -> HyperLogLog {
+            let bytes = sketch.to_bytes();
+            let set = sketch.registers.iter().filter(|rank| **rank != 0).count();
+            let expected_format = if set * 3 < REGISTERS { FORMAT_SPARSE } else { FORMAT_VERSION };
+            assert_eq!(bytes[0], expected_format, "{set} registers set");
+            HyperLogLog::from_bytes(&bytes).expect("a stored sketch reads back")
+        }
+
+        proptest! {
+            // 128 cases: each costs well under a millisecond (at most ~20,000 hashes and a few 4 KiB
+            // merges), and the inputs mix the sparse and dense stored forms.
+            #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+            #[test]
+            fn merge_is_commutative_associative_and_idempotent(a in items(), b in items(), c in items()) {
+                let (a, b, c) = (sketch_of(a.each()), sketch_of(b.each()), sketch_of(c.each()));
+                prop_assert_eq!(merged(&a, &b), merged(&b, &a));
+                prop_assert_eq!(merged(&merged(&a, &b), &c), merged(&a, &merged(&b, &c)));
+                prop_assert_eq!(merged(&a, &a), a.clone());
+                prop_assert_eq!(merged(&a, &HyperLogLog::new()), a);
+            }
+
+            #[test]
+            fn a_merged_sketch_equals_the_sketch_of_the_union_in_memory_and_stored(
+                a in items(),
+                b in items(),
+                c in items(),
+            ) {
+                let union = sketch_of(a.each().chain(b.each()).chain(c.each()));
+                let (a, b, c) = (sketch_of(a.each()), sketch_of(b.each()), sketch_of(c.each()));
+                prop_assert_eq!(&merged(&merged(&a, &b), &c), &union);
+                // As reports merge hourly sketches: each read from its stored form (sparse or dense).
+                let from_stored = merged(&merged(&stored_and_read(&a), &stored_and_read(&b)), &stored_and_read(&c));
+                prop_assert_eq!(&from_stored, &union);
+                prop_assert_eq!(from_stored.to_bytes(), union.to_bytes(), "one stored form per sketch");
+                prop_assert_eq!(stored_and_read(&union).estimate(), union.estimate());
+            }
+        }
+    }
+
     #[test]
     fn the_hash_is_stable_across_builds() {
         // Stored sketches depend on these exact values (computed independently of this code): a change
