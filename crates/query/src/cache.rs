@@ -1,4 +1,4 @@
-//! A cache of report rows, checked against the rollups before every use.
+//! A cache of report responses, kept encoded and checked against the rollups before every use.
 //!
 //! Reports are read far more often than hours are rolled up, and a month of hourly rows costs tens of
 //! milliseconds to read and sum. An entry remembers the revision sum of its range
@@ -6,16 +6,23 @@
 //! grows with every rollup written in the range; a request first reads the current sum (one indexed
 //! aggregate) and uses the entry only if it is unchanged. So the cache never answers with rows older than
 //! the database's, and needs no expiry.
+//!
+//! An entry is the whole response as it goes on the wire
+//! ([`Encoded`](hourglass_proto::encoded::Encoded)), not its rows: a 30-day report per
+//! event type is 14,400 rows and 543 KiB, and encoding it again for every request cost ~3 ms of CPU, ten
+//! times the revision-sum read. A hit now hands the transport a shared buffer, copied once into its frame.
+//! Memory is bounded twice: by entries and by bytes (the responses and their keys), as one large report
+//! weighs as much as thousands of small ones.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
-use hourglass_proto::v1::MetricsRow;
+use hourglass_proto::query_server::{EncodedGetHourlyMetricsResponse, EncodedGetPeriodMetricsResponse};
 use parking_lot::Mutex;
 
 use crate::report::Period;
+use crate::telemetry;
 
-/// What identifies a report: everything that decides its rows.
+/// What identifies a report: everything that decides its response.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ReportKey {
     /// The customer (of the caller's key).
@@ -28,54 +35,161 @@ pub struct ReportKey {
     pub event_types: Vec<String>,
     /// Rows per event type, or summed over the types.
     pub group_by_event_type: bool,
-    /// The rows' period.
+    /// The rows' period: hourly reports answer `GetHourlyMetrics`, the others `GetPeriodMetrics`.
     pub period: Period,
 }
 
-struct Entry {
-    revision_sum: u64,
-    rows: Arc<Vec<MetricsRow>>,
+impl ReportKey {
+    /// Bytes the key holds on the heap.
+    fn heap_bytes(&self) -> usize {
+        self.customer_id.len()
+            + self.event_types.len() * size_of::<String>()
+            + self.event_types.iter().map(String::len).sum::<usize>()
+    }
 }
 
-/// Report rows by [`ReportKey`], each valid for one revision sum of its range.
+/// A report's response, encoded once.
+#[derive(Clone, Debug)]
+pub enum EncodedReport {
+    /// `GetHourlyMetrics`'s.
+    Hourly(EncodedGetHourlyMetricsResponse),
+    /// `GetPeriodMetrics`'s.
+    Period(EncodedGetPeriodMetricsResponse),
+}
+
+impl EncodedReport {
+    /// Bytes of the encoded response.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Hourly(response) => response.as_bytes().len(),
+            Self::Period(response) => response.as_bytes().len(),
+        }
+    }
+
+    /// Whether the response is empty (no rows).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl From<EncodedGetHourlyMetricsResponse> for EncodedReport {
+    fn from(response: EncodedGetHourlyMetricsResponse) -> Self {
+        Self::Hourly(response)
+    }
+}
+
+impl From<EncodedGetPeriodMetricsResponse> for EncodedReport {
+    fn from(response: EncodedGetPeriodMetricsResponse) -> Self {
+        Self::Period(response)
+    }
+}
+
+impl TryFrom<EncodedReport> for EncodedGetHourlyMetricsResponse {
+    type Error = EncodedReport;
+
+    fn try_from(report: EncodedReport) -> Result<Self, EncodedReport> {
+        match report {
+            EncodedReport::Hourly(response) => Ok(response),
+            other => Err(other),
+        }
+    }
+}
+
+impl TryFrom<EncodedReport> for EncodedGetPeriodMetricsResponse {
+    type Error = EncodedReport;
+
+    fn try_from(report: EncodedReport) -> Result<Self, EncodedReport> {
+        match report {
+            EncodedReport::Period(response) => Ok(response),
+            other => Err(other),
+        }
+    }
+}
+
+/// What the cache keeps per report.
+struct Entry {
+    revision_sum: u64,
+    report: EncodedReport,
+    /// What the entry counts against the byte budget: [`entry_bytes`].
+    bytes: usize,
+}
+
+/// An entry's weight: its response, its key's heap bytes and the map's slot.
+fn entry_bytes(key: &ReportKey, report: &EncodedReport) -> usize {
+    report.len() + key.heap_bytes() + size_of::<(ReportKey, Entry)>()
+}
+
+struct Entries {
+    by_key: HashMap<ReportKey, Entry>,
+    /// Sum of the entries' [`Entry::bytes`].
+    bytes: usize,
+}
+
+/// Encoded report responses by [`ReportKey`], each valid for one revision sum of its range; at most
+/// `max_entries` of them and `max_bytes` together.
 pub struct ReportCache {
     max_entries: usize,
-    entries: Mutex<HashMap<ReportKey, Entry>>,
+    max_bytes: usize,
+    entries: Mutex<Entries>,
 }
 
 impl ReportCache {
-    /// A cache of at most `max_entries` reports; 0 disables it.
-    pub fn new(max_entries: usize) -> Self {
-        Self { max_entries, entries: Mutex::new(HashMap::new()) }
+    /// A cache of at most `max_entries` reports weighing at most `max_bytes` together; 0 for either
+    /// disables it.
+    pub fn new(max_entries: usize, max_bytes: usize) -> Self {
+        Self { max_entries, max_bytes, entries: Mutex::new(Entries { by_key: HashMap::new(), bytes: 0 }) }
     }
 
     /// Whether the cache keeps anything (if not, callers skip reading the revision sum).
     pub fn enabled(&self) -> bool {
-        self.max_entries > 0
+        self.max_entries > 0 && self.max_bytes > 0
     }
 
-    /// The rows of `key` if they were computed at `revision_sum`.
-    pub fn get(&self, key: &ReportKey, revision_sum: u64) -> Option<Arc<Vec<MetricsRow>>> {
+    /// The response of `key` if it was computed at `revision_sum`, as `T` (the response type of the
+    /// method asking; a key's period decides which it is).
+    pub fn get<T: TryFrom<EncodedReport>>(&self, key: &ReportKey, revision_sum: u64) -> Option<T> {
         let entries = self.entries.lock();
-        entries.get(key).filter(|entry| entry.revision_sum == revision_sum).map(|entry| Arc::clone(&entry.rows))
+        let entry = entries.by_key.get(key).filter(|entry| entry.revision_sum == revision_sum)?;
+        T::try_from(entry.report.clone()).ok()
     }
 
-    /// Remembers the rows of `key`, read after its revision sum was `revision_sum`.
-    pub fn put(&self, key: ReportKey, revision_sum: u64, rows: Arc<Vec<MetricsRow>>) {
+    /// Remembers the response of `key`, read after its revision sum was `revision_sum`. A response
+    /// heavier than the whole budget is not kept (and the key's older entry goes, as it is stale).
+    pub fn put(&self, key: ReportKey, revision_sum: u64, report: impl Into<EncodedReport>) {
         if !self.enabled() {
             return;
         }
+        let report = report.into();
+        let bytes = entry_bytes(&key, &report);
         let mut entries = self.entries.lock();
-        if entries.len() >= self.max_entries && !entries.contains_key(&key) {
-            // Reports are cheap to recompute once; a full cache starts over rather than track recency.
-            entries.clear();
+        if let Some(replaced) = entries.by_key.remove(&key) {
+            entries.bytes -= replaced.bytes;
         }
-        entries.insert(key, Entry { revision_sum, rows });
+        if bytes <= self.max_bytes {
+            if entries.by_key.len() >= self.max_entries || entries.bytes + bytes > self.max_bytes {
+                // Reports are cheap to recompute once; a full cache starts over rather than track recency.
+                entries.by_key.clear();
+                entries.bytes = 0;
+            }
+            entries.by_key.insert(key, Entry { revision_sum, report, bytes });
+            entries.bytes += bytes;
+        }
+        debug_assert!(entries.bytes <= self.max_bytes && entries.by_key.len() <= self.max_entries);
+        metrics::gauge!(telemetry::CACHE_BYTES).set(entries.bytes as f64);
+    }
+
+    /// Entries and bytes held now.
+    pub fn usage(&self) -> (usize, usize) {
+        let entries = self.entries.lock();
+        (entries.by_key.len(), entries.bytes)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use hourglass_proto::encoded::Encoded;
+    use hourglass_proto::v1::{GetHourlyMetricsResponse, GetPeriodMetricsResponse, MetricsRow, PeriodMetricsRow};
+
     use super::*;
 
     fn key(customer: &str) -> ReportKey {
@@ -89,31 +203,101 @@ mod tests {
         }
     }
 
-    fn rows(events: u64) -> Arc<Vec<MetricsRow>> {
-        Arc::new(vec![MetricsRow { events, ..MetricsRow::default() }])
+    fn rows(events: u64, count: usize) -> Vec<MetricsRow> {
+        vec![MetricsRow { events, event_type: "click".into(), ..MetricsRow::default() }; count]
+    }
+
+    fn hourly(events: u64) -> EncodedGetHourlyMetricsResponse {
+        Encoded::new(&GetHourlyMetricsResponse { rows: rows(events, 1) })
+    }
+
+    fn events(response: EncodedGetHourlyMetricsResponse) -> u64 {
+        response.to_message().unwrap().rows[0].events
     }
 
     #[test]
     fn an_entry_answers_only_for_its_revision_sum_and_key() {
-        let cache = ReportCache::new(10);
-        cache.put(key("acme"), 3, rows(7));
-        assert_eq!(cache.get(&key("acme"), 3).unwrap()[0].events, 7);
-        assert!(cache.get(&key("acme"), 4).is_none(), "a rollup written since makes the entry useless");
-        assert!(cache.get(&key("globex"), 3).is_none(), "another customer's report is another key");
-        cache.put(key("acme"), 4, rows(9));
-        assert_eq!(cache.get(&key("acme"), 4).unwrap()[0].events, 9);
+        let cache = ReportCache::new(10, 1 << 20);
+        cache.put(key("acme"), 3, hourly(7));
+        assert_eq!(events(cache.get(&key("acme"), 3).unwrap()), 7);
+        assert!(
+            cache.get::<EncodedGetHourlyMetricsResponse>(&key("acme"), 4).is_none(),
+            "a rollup written since makes the entry useless"
+        );
+        assert!(
+            cache.get::<EncodedGetHourlyMetricsResponse>(&key("globex"), 3).is_none(),
+            "another customer's report is another key"
+        );
+        cache.put(key("acme"), 4, hourly(9));
+        assert_eq!(events(cache.get(&key("acme"), 4).unwrap()), 9);
+        assert_eq!(cache.usage().0, 1, "the newer response replaced the older");
+    }
+
+    #[test]
+    fn a_hit_shares_the_bytes_it_cached_and_answers_only_as_its_own_response_type() {
+        let cache = ReportCache::new(10, 1 << 20);
+        let response = hourly(7);
+        cache.put(key("acme"), 1, response.clone());
+        let hit: EncodedGetHourlyMetricsResponse = cache.get(&key("acme"), 1).unwrap();
+        assert_eq!(hit.as_bytes().as_ptr(), response.as_bytes().as_ptr(), "no copy, no encoding");
+        assert!(cache.get::<EncodedGetPeriodMetricsResponse>(&key("acme"), 1).is_none());
+
+        let period = Encoded::new(&GetPeriodMetricsResponse {
+            rows: vec![PeriodMetricsRow { metrics: Some(rows(3, 1).remove(0)), complete: true }],
+        });
+        let day = ReportKey { period: Period::Day, ..key("acme") };
+        cache.put(day.clone(), 1, period.clone());
+        let hit: EncodedGetPeriodMetricsResponse = cache.get(&day, 1).unwrap();
+        assert_eq!(hit.to_message().unwrap(), period.to_message().unwrap());
     }
 
     #[test]
     fn a_full_cache_starts_over_and_a_disabled_one_keeps_nothing() {
-        let cache = ReportCache::new(2);
-        cache.put(key("a"), 1, rows(1));
-        cache.put(key("b"), 1, rows(1));
-        cache.put(key("c"), 1, rows(1));
-        assert!(cache.get(&key("a"), 1).is_none());
-        assert!(cache.get(&key("c"), 1).is_some());
-        let disabled = ReportCache::new(0);
-        disabled.put(key("a"), 1, rows(1));
-        assert!(!disabled.enabled() && disabled.get(&key("a"), 1).is_none());
+        let cache = ReportCache::new(2, 1 << 20);
+        cache.put(key("a"), 1, hourly(1));
+        cache.put(key("b"), 1, hourly(1));
+        cache.put(key("c"), 1, hourly(1));
+        assert!(cache.get::<EncodedGetHourlyMetricsResponse>(&key("a"), 1).is_none());
+        assert!(cache.get::<EncodedGetHourlyMetricsResponse>(&key("c"), 1).is_some());
+        for disabled in [ReportCache::new(0, 1 << 20), ReportCache::new(10, 0)] {
+            disabled.put(key("a"), 1, hourly(1));
+            assert!(!disabled.enabled() && disabled.get::<EncodedGetHourlyMetricsResponse>(&key("a"), 1).is_none());
+            assert_eq!(disabled.usage(), (0, 0));
+        }
+    }
+
+    #[test]
+    fn the_byte_budget_bounds_what_is_kept() {
+        let large = Encoded::new(&GetHourlyMetricsResponse { rows: rows(5, 1000) });
+        let large_bytes = entry_bytes(&key("a"), &EncodedReport::from(large.clone()));
+        assert!(large.as_bytes().len() > 10_000, "{} bytes", large.as_bytes().len());
+
+        // Room for two large responses, not three: the third starts the cache over.
+        let cache = ReportCache::new(100, 2 * large_bytes + large_bytes / 2);
+        cache.put(key("a"), 1, large.clone());
+        cache.put(key("b"), 1, large.clone());
+        assert_eq!(cache.usage(), (2, 2 * large_bytes));
+        cache.put(key("c"), 1, large.clone());
+        assert_eq!(cache.usage(), (1, large_bytes));
+        assert!(cache.get::<EncodedGetHourlyMetricsResponse>(&key("c"), 1).is_some());
+
+        // Replacing an entry frees its bytes first, so the same key at a new revision stays in place.
+        cache.put(key("d"), 1, hourly(1));
+        let (entries, bytes) = cache.usage();
+        cache.put(key("d"), 2, hourly(2));
+        assert_eq!(cache.usage(), (entries, bytes));
+
+        // A response heavier than the whole budget is not kept, and its key's stale entry goes.
+        let small = ReportCache::new(100, large_bytes - 1);
+        small.put(key("a"), 1, hourly(1));
+        small.put(key("a"), 2, large.clone());
+        assert!(small.get::<EncodedGetHourlyMetricsResponse>(&key("a"), 2).is_none());
+        assert!(small.get::<EncodedGetHourlyMetricsResponse>(&key("a"), 1).is_none());
+        assert_eq!(small.usage(), (0, 0));
+
+        // The key's own bytes count: a filter of many event types weighs its names.
+        let filtered = ReportKey { event_types: vec!["x".repeat(1000); 10], ..key("a") };
+        let response = EncodedReport::from(hourly(1));
+        assert!(entry_bytes(&filtered, &response) >= entry_bytes(&key("a"), &response) + 10_000);
     }
 }

@@ -26,10 +26,17 @@ pub struct QueryConfig {
     #[arg(long = "query-max-page-size", env = "HOURGLASS_QUERY_MAX_PAGE_SIZE", default_value_t = 1000)]
     pub max_page_size: u32,
 
-    /// Reports kept in memory (hourly and period metrics). An entry is used only while its range's
-    /// rollups are unchanged, which one indexed query checks per request; 0 disables the cache.
+    /// Reports kept in memory (hourly and period metrics), as encoded responses. An entry is used only
+    /// while its range's rollups are unchanged, which one indexed query checks per request; 0 disables
+    /// the cache.
     #[arg(long = "query-cache-entries", env = "HOURGLASS_QUERY_CACHE_ENTRIES", default_value_t = 10_000)]
     pub cache_entries: usize,
+
+    /// Most bytes the report cache holds: its encoded responses and their keys (default 256 MiB; a
+    /// 30-day report per event type of 20 types is 543 KiB, summed over types 39 KiB). A full cache
+    /// starts over; a response larger than the budget is not kept; 0 disables the cache.
+    #[arg(long = "query-cache-max-bytes", env = "HOURGLASS_QUERY_CACHE_MAX_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub cache_max_bytes: usize,
 
     /// Secret that signs page tokens. Every replica behind a balancer needs the same one; without it a
     /// random secret is made at start, and tokens only work on the replica that issued them.
@@ -57,6 +64,7 @@ impl std::fmt::Debug for QueryConfig {
             .field("max_period_range_days", &self.max_period_range_days)
             .field("max_page_size", &self.max_page_size)
             .field("cache_entries", &self.cache_entries)
+            .field("cache_max_bytes", &self.cache_max_bytes)
             .field("page_token_secret", &self.page_token_secret.as_ref().map(|_| hourglass_config::HIDDEN))
             .finish()
     }

@@ -14,7 +14,7 @@ use hourglass_core::rollup_reader::RollupReader;
 use hourglass_grpc::GrpcServer;
 use hourglass_grpc::auth::{Authenticator, KeyCacheConfig};
 use hourglass_grpc::server::{GrpcServerError, ServerConfig};
-use hourglass_proto::v1::query_service_server::QueryServiceServer;
+use hourglass_proto::query_server::query_service_server::QueryServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
@@ -29,7 +29,7 @@ use crate::telemetry;
 
 /// The service name health is reported under (besides the empty name, the whole server): the generated
 /// service's own, which [`GrpcServer`] reports and lists for it, so the start-up server names it alike.
-pub const QUERY_SERVICE_NAME: &str = hourglass_proto::v1::query_service_server::SERVICE_NAME;
+pub const QUERY_SERVICE_NAME: &str = hourglass_proto::query_server::query_service_server::SERVICE_NAME;
 
 /// The page-token signer the configuration asks for: its secret, or a random one (with a warning, as
 /// replicas then cannot continue each other's pages).

@@ -13,18 +13,21 @@ use hourglass_core::key_store::KeyStore;
 use hourglass_core::raw_store::{RawStore, StoredEvent};
 use hourglass_core::rollup_reader::{HourStatus as StoredHourStatus, HourlyRollupRow, RollupReader};
 use hourglass_grpc::auth::{Authenticator, Principal};
+use hourglass_proto::encoded::Encoded;
 use hourglass_proto::prost_types::Timestamp;
+use hourglass_proto::query_server::query_service_server::QueryService;
+use hourglass_proto::query_server::{EncodedGetHourlyMetricsResponse, EncodedGetPeriodMetricsResponse};
 use hourglass_proto::v1::property_value::Kind;
-use hourglass_proto::v1::query_service_server::QueryService;
 use hourglass_proto::v1::{
     Event, EventTypeSummary, GetHourStatusRequest, GetHourStatusResponse, GetHourlyMetricsRequest,
     GetHourlyMetricsResponse, GetLedgerRequest, GetLedgerResponse, GetPeriodMetricsRequest, GetPeriodMetricsResponse,
     Granularity, HourState, HourStatus, LedgerRow, ListEventTypesRequest, ListEventTypesResponse, ListRawEventsRequest,
     ListRawEventsResponse, MetricsRow, PeriodMetricsRow, PropertyValue, RawEvent, RejectionCount, TimeRange,
 };
+use prost::Message;
 use tonic::{Code, Request, Response, Status};
 
-use crate::cache::{ReportCache, ReportKey};
+use crate::cache::{EncodedReport, ReportCache, ReportKey};
 use crate::config::QueryConfig;
 use crate::error::QueryError;
 use crate::page_token::{PageTokens, RawEventsCursor};
@@ -55,7 +58,7 @@ impl<K: KeyStore, R: RollupReader, W: RawStore> QueryServiceImpl<K, R, W> {
         config: QueryConfig,
         page_tokens: PageTokens,
     ) -> Self {
-        let cache = ReportCache::new(config.cache_entries);
+        let cache = ReportCache::new(config.cache_entries, config.cache_max_bytes);
         Self { authenticator, reader, raw_store, config, page_tokens, cache }
     }
 
@@ -63,53 +66,41 @@ impl<K: KeyStore, R: RollupReader, W: RawStore> QueryServiceImpl<K, R, W> {
         Ok(self.authenticator.authenticate(request.metadata(), Scope::Query).await?)
     }
 
-    /// The report rows of one customer's hours in `[from, to)` summed per `period`: per event type, over the
-    /// filtered types, or over all types; from the cache while the range's rollups are unchanged. The reads
-    /// run one after the other, so a call holds one database
-    /// connection at a time and concurrent calls never wait for a second while holding a first.
-    async fn metrics(
+    /// The encoded response to the report `key`, built from its rows by `respond`: from the cache while
+    /// the range's rollups are unchanged (one revision-sum read, then a shared buffer handed to the
+    /// transport), else read from the database, encoded once and kept.
+    async fn report<M>(
         &self,
-        customer: &str,
-        from: i64,
-        to: i64,
-        event_types: &[String],
-        group_by_event_type: bool,
-        period: Period,
-    ) -> Result<Vec<MetricsRow>, QueryError> {
-        let key = ReportKey {
-            customer_id: customer.to_owned(),
-            from,
-            to,
-            event_types: event_types.to_vec(),
-            group_by_event_type,
-            period,
-        };
+        key: ReportKey,
+        respond: impl FnOnce(Vec<MetricsRow>) -> M,
+    ) -> Result<Encoded<M>, QueryError>
+    where
+        M: Message,
+        Encoded<M>: Into<EncodedReport> + TryFrom<EncodedReport>,
+    {
         let revision_sum = match self.cache.enabled() {
-            true => Some(self.reader.revision_sum(customer, from, to).await.map_err(QueryError::from)?),
+            true => Some(self.reader.revision_sum(&key.customer_id, key.from, key.to).await.map_err(QueryError::from)?),
             false => None,
         };
-        if let Some(rows) = revision_sum.and_then(|sum| self.cache.get(&key, sum)) {
+        if let Some(response) = revision_sum.and_then(|sum| self.cache.get(&key, sum)) {
             metrics::counter!(telemetry::CACHE_LOOKUPS_TOTAL, "result" => "hit").increment(1);
-            return Ok(rows.as_ref().clone());
+            return Ok(response);
         }
         metrics::counter!(telemetry::CACHE_LOOKUPS_TOTAL, "result" => "miss").increment(1);
-        let rows = self.read_metrics(customer, from, to, event_types, group_by_event_type, period).await?;
+        let rows = self.read_metrics(&key).await?;
+        let response = Encoded::new(&respond(rows));
         if let Some(sum) = revision_sum {
-            self.cache.put(key, sum, Arc::new(rows.clone()));
+            self.cache.put(key, sum, response.clone());
         }
-        Ok(rows)
+        Ok(response)
     }
 
-    /// [`Self::metrics`] from the database.
-    async fn read_metrics(
-        &self,
-        customer: &str,
-        from: i64,
-        to: i64,
-        event_types: &[String],
-        group_by_event_type: bool,
-        period: Period,
-    ) -> Result<Vec<MetricsRow>, QueryError> {
+    /// The report rows of `key`: one customer's hours in `[from, to)` summed per period, per event type,
+    /// over the filtered types, or over all types. The reads run one after the other, so a call holds one
+    /// database connection at a time and concurrent calls never wait for a second while holding a first.
+    async fn read_metrics(&self, key: &ReportKey) -> Result<Vec<MetricsRow>, QueryError> {
+        let &ReportKey { ref customer_id, from, to, ref event_types, group_by_event_type, period } = key;
+        let customer = customer_id.as_str();
         if !group_by_event_type && event_types.is_empty() {
             // Over all types: one stored totals row per hour (exact users; a sketch only to merge hours).
             let totals = self
@@ -263,17 +254,22 @@ impl<K: KeyStore, R: RollupReader, W: RawStore> QueryService for QueryServiceImp
     async fn get_hourly_metrics(
         &self,
         request: Request<GetHourlyMetricsRequest>,
-    ) -> Result<Response<GetHourlyMetricsResponse>, Status> {
+    ) -> Result<Response<EncodedGetHourlyMetricsResponse>, Status> {
         observed("GetHourlyMetrics", async {
             let principal = self.authenticate(&request).await?;
             let request = request.into_inner();
             let (from, to) = self.hourly_range(request.range.as_ref())?;
             event_type_filter(&request.event_types)?;
-            let customer = principal.customer_id.as_str();
-            let rows = self
-                .metrics(customer, from, to, &request.event_types, request.group_by_event_type, Period::Hour)
-                .await?;
-            Ok(Response::new(GetHourlyMetricsResponse { rows }))
+            let key = ReportKey {
+                customer_id: principal.customer_id.as_str().to_owned(),
+                from,
+                to,
+                event_types: request.event_types,
+                group_by_event_type: request.group_by_event_type,
+                period: Period::Hour,
+            };
+            let response = self.report(key, |rows| GetHourlyMetricsResponse { rows }).await?;
+            Ok(Response::new(response))
         })
         .await
     }
@@ -281,7 +277,7 @@ impl<K: KeyStore, R: RollupReader, W: RawStore> QueryService for QueryServiceImp
     async fn get_period_metrics(
         &self,
         request: Request<GetPeriodMetricsRequest>,
-    ) -> Result<Response<GetPeriodMetricsResponse>, Status> {
+    ) -> Result<Response<EncodedGetPeriodMetricsResponse>, Status> {
         observed("GetPeriodMetrics", async {
             let principal = self.authenticate(&request).await?;
             let request = request.into_inner();
@@ -294,18 +290,27 @@ impl<K: KeyStore, R: RollupReader, W: RawStore> QueryService for QueryServiceImp
                 )
             })?;
             event_type_filter(&request.event_types)?;
-            let customer = principal.customer_id.as_str();
-            let rows = self
-                .metrics(customer, from, to, &request.event_types, request.group_by_event_type, period)
-                .await?
-                .into_iter()
-                .map(|metrics| {
-                    let start = metrics.period_start.as_ref().map(|time| time.seconds).unwrap_or_default();
-                    let complete = start >= from && period.end(start) <= to;
-                    PeriodMetricsRow { metrics: Some(metrics), complete }
+            let key = ReportKey {
+                customer_id: principal.customer_id.as_str().to_owned(),
+                from,
+                to,
+                event_types: request.event_types,
+                group_by_event_type: request.group_by_event_type,
+                period,
+            };
+            let response = self
+                .report(key, |rows| GetPeriodMetricsResponse {
+                    rows: rows
+                        .into_iter()
+                        .map(|metrics| {
+                            let start = metrics.period_start.as_ref().map(|time| time.seconds).unwrap_or_default();
+                            let complete = start >= from && period.end(start) <= to;
+                            PeriodMetricsRow { metrics: Some(metrics), complete }
+                        })
+                        .collect(),
                 })
-                .collect();
-            Ok(Response::new(GetPeriodMetricsResponse { rows }))
+                .await?;
+            Ok(Response::new(response))
         })
         .await
     }

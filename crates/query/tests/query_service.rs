@@ -1,16 +1,18 @@
 //! The query service against real Postgres and the real CQL server: reports equal brute-force counts of
 //! the generated events (rolled up by the real aggregator), a key never reads another customer's data,
-//! and bad requests get clear INVALID_ARGUMENT errors.
+//! cached reports are the uncached ones, and bad requests get clear INVALID_ARGUMENT errors.
 
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use hourglass_proto::prost_types::Timestamp;
+use hourglass_proto::query_server::query_service_server::QueryService;
 use hourglass_proto::v1::{
     GetHourStatusRequest, GetHourlyMetricsRequest, GetLedgerRequest, GetPeriodMetricsRequest, Granularity, HourState,
     ListEventTypesRequest, ListRawEventsRequest, RejectionReason, TimeRange,
 };
+use hourglass_query::QueryConfig;
 use support::{ACME_REJECTIONS, at, authorized, brute_force, data_hours, range, sketch_estimate};
 use tonic::Code;
 
@@ -288,6 +290,107 @@ async fn a_report_answered_from_the_cache_follows_late_data() {
     // Another customer's report is its own entry.
     let globex = client.get_hourly_metrics(report(&platform.globex_key)).await.unwrap().into_inner().rows;
     assert_eq!(total(&globex), platform.globex_events.len() as u64);
+    hourglass_cql::testing::drop_test_keyspace(&platform.cql).await;
+}
+
+/// The report requests the cache tests ask: hourly and period, per type, summed and filtered.
+fn report_requests(from: i64, to: i64) -> (Vec<GetHourlyMetricsRequest>, Vec<GetPeriodMetricsRequest>) {
+    let filter = vec!["click".to_owned(), "view".to_owned()];
+    let hourly = |event_types: &[String], group_by_event_type| GetHourlyMetricsRequest {
+        range: range(from, to),
+        event_types: event_types.to_vec(),
+        group_by_event_type,
+    };
+    let period = |granularity: Granularity, event_types: &[String], group_by_event_type| GetPeriodMetricsRequest {
+        range: range(from, to),
+        granularity: granularity.into(),
+        event_types: event_types.to_vec(),
+        group_by_event_type,
+    };
+    (
+        vec![hourly(&[], true), hourly(&[], false), hourly(&filter, false), hourly(&filter, true)],
+        vec![
+            period(Granularity::Day, &[], true),
+            period(Granularity::Week, &[], false),
+            period(Granularity::Month, &filter, false),
+            period(Granularity::Day, &filter, true),
+        ],
+    )
+}
+
+#[tokio::test]
+async fn cached_responses_decode_to_the_uncached_ones_before_and_after_a_new_revision() {
+    let platform = support::start("query_encoded_cache").await;
+    let cached = platform.service(QueryConfig::with_defaults()).await;
+    let uncached = platform.service(QueryConfig { cache_entries: 0, ..QueryConfig::with_defaults() }).await;
+    let mut client = platform.client().await;
+    let hours = data_hours();
+    let (from, to) = (hours[0], hours[hours.len() - 1] + 3600);
+    let (hourly_requests, period_requests) = report_requests(from, to);
+    let key = platform.acme_key.as_str();
+
+    // Each request's miss, its hit, the uncached service's response, and the gRPC client's decoding of
+    // the served (cached) one: all the same message, and the hit the very bytes the miss encoded.
+    let mut hourly_bytes = Vec::new();
+    for request in &hourly_requests {
+        let miss = cached.get_hourly_metrics(authorized(key, request.clone())).await.unwrap().into_inner();
+        let hit = cached.get_hourly_metrics(authorized(key, request.clone())).await.unwrap().into_inner();
+        assert_eq!(hit.as_bytes().as_ptr(), miss.as_bytes().as_ptr(), "answered from the cache: {request:?}");
+        let fresh = uncached.get_hourly_metrics(authorized(key, request.clone())).await.unwrap().into_inner();
+        let expected = fresh.to_message().unwrap();
+        assert!(!expected.rows.is_empty(), "{request:?}");
+        assert_eq!(miss.to_message().unwrap(), expected, "{request:?}");
+        assert_eq!(hit.to_message().unwrap(), expected, "{request:?}");
+        let served = client.get_hourly_metrics(authorized(key, request.clone())).await.unwrap().into_inner();
+        assert_eq!(served, expected, "{request:?}");
+        hourly_bytes.push(hit.as_bytes().clone());
+    }
+    for request in &period_requests {
+        let miss = cached.get_period_metrics(authorized(key, request.clone())).await.unwrap().into_inner();
+        let hit = cached.get_period_metrics(authorized(key, request.clone())).await.unwrap().into_inner();
+        assert_eq!(hit.as_bytes().as_ptr(), miss.as_bytes().as_ptr(), "answered from the cache: {request:?}");
+        let fresh = uncached.get_period_metrics(authorized(key, request.clone())).await.unwrap().into_inner();
+        let expected = fresh.to_message().unwrap();
+        assert!(!expected.rows.is_empty(), "{request:?}");
+        assert_eq!(hit.to_message().unwrap(), expected, "{request:?}");
+        let served = client.get_period_metrics(authorized(key, request.clone())).await.unwrap().into_inner();
+        assert_eq!(served, expected, "{request:?}");
+    }
+
+    // Late events re-aggregate an hour (a new revision): every entry is stale, the next answer is read
+    // and encoded again, equals the uncached one, and is then the one the cache answers with.
+    let mut late = support::generate("acme", &hours[1..2], 3);
+    for (index, event) in late.iter_mut().enumerate() {
+        event.event_id = format!("acme-late-cache-{index}");
+    }
+    platform.ingest_late("acme", late).await;
+    for (request, before) in hourly_requests.iter().zip(&hourly_bytes) {
+        let after = cached.get_hourly_metrics(authorized(key, request.clone())).await.unwrap().into_inner();
+        assert_ne!(after.as_bytes().as_ptr(), before.as_ptr(), "the stale entry was not used: {request:?}");
+        let fresh = uncached.get_hourly_metrics(authorized(key, request.clone())).await.unwrap().into_inner();
+        let expected = fresh.to_message().unwrap();
+        assert_eq!(after.to_message().unwrap(), expected, "{request:?}");
+        let again = cached.get_hourly_metrics(authorized(key, request.clone())).await.unwrap().into_inner();
+        assert_eq!(again.as_bytes().as_ptr(), after.as_bytes().as_ptr(), "cached again: {request:?}");
+        if request.event_types.is_empty() {
+            let events: u64 = expected.rows.iter().map(|row| row.events).sum();
+            assert_eq!(events, platform.acme_events.len() as u64 + 3, "{request:?}");
+        }
+    }
+    for request in &period_requests {
+        let after = cached.get_period_metrics(authorized(key, request.clone())).await.unwrap().into_inner();
+        let fresh = uncached.get_period_metrics(authorized(key, request.clone())).await.unwrap().into_inner();
+        assert_eq!(after.to_message().unwrap(), fresh.to_message().unwrap(), "{request:?}");
+    }
+    // Another customer's report with the same request is its own entry.
+    let globex = cached
+        .get_hourly_metrics(authorized(&platform.globex_key, hourly_requests[1].clone()))
+        .await
+        .unwrap()
+        .into_inner()
+        .to_message()
+        .unwrap();
+    assert_eq!(globex.rows.iter().map(|row| row.events).sum::<u64>(), platform.globex_events.len() as u64);
     hourglass_cql::testing::drop_test_keyspace(&platform.cql).await;
 }
 

@@ -15,13 +15,15 @@ use hourglass_core::hll::HyperLogLog;
 use hourglass_core::job_queue::{CustomerHour, JobQueue};
 use hourglass_core::key_store::KeyStore;
 use hourglass_core::raw_store::RawStore;
-use hourglass_grpc::auth::KeyCacheConfig;
+use hourglass_grpc::auth::{Authenticator, KeyCacheConfig};
 use hourglass_grpc::server::ServerConfig;
 use hourglass_postgres::{PostgresConfig, PostgresJobQueue, PostgresKeyStore, PostgresRollupStore, testing};
 use hourglass_proto::log::v1::{EventBatchRecord, OutcomeCount};
 use hourglass_proto::prost_types::Timestamp;
 use hourglass_proto::v1::query_service_client::QueryServiceClient;
 use hourglass_proto::v1::{Event, PropertyValue, RejectionReason, TimeRange, property_value};
+use hourglass_query::page_token::PageTokens;
+use hourglass_query::service::QueryServiceImpl;
 use hourglass_query::{QueryConfig, QueryServerConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -267,6 +269,25 @@ impl Platform {
         let config = AggregatorConfig::with_defaults();
         let now = chrono::Utc::now().timestamp();
         while hourglass_aggregator::run_once(&config, "late-worker", &raw_store, &rollups, now).await.unwrap() > 0 {}
+    }
+
+    /// The service over this platform's stores in process, called directly rather than over gRPC, so a
+    /// test can look at the encoded responses it hands the transport.
+    pub async fn service(
+        &self,
+        config: QueryConfig,
+    ) -> QueryServiceImpl<PostgresKeyStore, PostgresRollupStore, hourglass_cql::CqlRawStore> {
+        let pool = PostgresConfig::for_url(self.database_url.clone()).open().await.unwrap();
+        let key_store = Arc::new(PostgresKeyStore::new(pool.clone()));
+        let authenticator = Arc::new(Authenticator::new(key_store, hourglass_config::defaults::<KeyCacheConfig>()));
+        let raw_store = hourglass_cql::CqlRawStore::connect(&self.cql).await.unwrap();
+        QueryServiceImpl::new(
+            authenticator,
+            Arc::new(PostgresRollupStore::new(pool)),
+            Arc::new(raw_store),
+            config,
+            PageTokens::new(b"test secret"),
+        )
     }
 
     pub async fn client(&self) -> QueryServiceClient<Channel> {
