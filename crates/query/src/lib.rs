@@ -4,7 +4,8 @@
 //!   nowhere else, so a key can never read another customer's data.
 //! - [`report`]: hourly rows summed over event types and into days, ISO weeks and months; distinct
 //!   users of merged rows come from merged HyperLogLog sketches and say they are estimates.
-//! - [`cache`]: report rows kept in memory and used only while the range's rollups are unchanged.
+//! - [`cache`]: report responses kept in memory, encoded, and used only while the range's rollups are
+//!   unchanged; the service is `hourglass_proto::query_server`'s, whose report responses are encoded ones.
 //! - [`page_token`]: opaque, signed page tokens bound to the query they continue.
 //! - [`console`]: the web console's files (built from `console/` and embedded), served under `/console/`
 //!   beside the service, which answers the page over gRPC-Web.
