@@ -9,6 +9,9 @@
 //! - [`serve`]: [`GrpcServer`], the one way a server serves (health following
 //!   readiness, reflection listing exactly its services) and shuts down in order (NOT_SERVING → delay →
 //!   drain with a deadline → flush → return).
+//! - `connections.rs` and `streams.rs`: the connections a server accepts, bounded in number, closed
+//!   when idle (their open calls counted) and cut at shutdown.
+//! - [`telemetry`]: the metric names of those connections.
 //! - [`testing`]: for tests of such servers: what reflection lists, in both protocol versions.
 
 #![warn(missing_docs)]
@@ -18,6 +21,8 @@ pub mod authenticated;
 mod connections;
 pub mod serve;
 pub mod server;
+mod streams;
+pub mod telemetry;
 pub mod testing;
 
 pub use serve::{GrpcServer, Stopped};

@@ -3,8 +3,9 @@
 //! `GrpcServer` with their services added.
 //!
 //! Serving: the hardened settings of [`ServerConfig`] (HTTP/2 limits, keepalive, connection age,
-//! optional TLS), `TCP_NODELAY` on every accepted connection, `grpc.health.v1` following readiness (every
-//! `--readiness-interval-ms`), and reflection, v1 and v1alpha, listing exactly the services added.
+//! optional TLS), at most `--max-connections` open and each closed after `--idle-connection-timeout-secs`
+//! with no call open, `TCP_NODELAY` on every accepted connection, `grpc.health.v1` following readiness
+//! (every `--readiness-interval-ms`), and reflection, v1 and v1alpha, listing exactly the services added.
 //!
 //! The ordered shutdown, once the shutdown token is cancelled (the first SIGTERM) or the event given to
 //! [`GrpcServer::stop_when`] happens:
@@ -37,10 +38,12 @@ use tonic::service::Routes;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::connections::Connections;
+use crate::connections::{ConnectionLimits, Connections};
 use crate::server::{
     GrpcServerError, ServerConfig, incoming, reflection_v1, reflection_v1alpha, server_builder, set_health,
 };
+use crate::streams::CountStreamsLayer;
+use crate::telemetry;
 
 /// How long cut connections may take to close before the flush steps run anyway (see
 /// [`Connections::cut`]: a scheduling round, normally).
@@ -211,15 +214,21 @@ impl<'a> GrpcServer<'a> {
         let health_names: Vec<&str> = service_names.iter().chain(&health_only_names).copied().collect();
         let (reporter, health_service) = tonic_health::server::health_reporter();
         set_health(&reporter, &health_names, ServingStatus::NotServing).await;
+        telemetry::describe();
         let router = server_builder(&config)?
             .accept_http1(accept_http1)
+            .layer(CountStreamsLayer)
             .add_routes(routes)
             .add_service(health_service)
             .add_service(reflection_v1(&service_names)?)
             .add_service(reflection_v1alpha(&service_names)?);
         let connections = Connections::new();
-        let serving =
-            router.serve_with_incoming_shutdown(connections.track(incoming(listener)), drain.clone().cancelled_owned());
+        let limits = ConnectionLimits {
+            max_connections: config.max_client_connections,
+            idle_timeout: Duration::from_secs(config.idle_connection_timeout_secs),
+        };
+        let accepted = connections.track(incoming(listener), limits);
+        let serving = router.serve_with_incoming_shutdown(accepted, drain.clone().cancelled_owned());
         let mut serving = pin!(serving);
 
         let readiness_interval = Duration::from_millis(config.readiness_interval_ms);

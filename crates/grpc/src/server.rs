@@ -22,9 +22,36 @@ pub struct ServerConfig {
     #[arg(long = "max-concurrent-streams", env = "HOURGLASS_MAX_CONCURRENT_STREAMS", default_value_t = 128)]
     pub max_concurrent_streams: u32,
 
-    /// Largest HTTP/2 header list accepted, in bytes.
+    /// Largest HTTP/2 header list accepted, in bytes. It also bounds a header block sent as endless
+    /// CONTINUATION frames: the connection is closed once the block passes it.
     #[arg(long = "max-header-list-bytes", env = "HOURGLASS_MAX_HEADER_LIST_BYTES", default_value_t = 16 * 1024)]
     pub max_header_list_bytes: u32,
+
+    /// Most open connections; one accepted beyond it is closed at once (counted in
+    /// `hourglass_grpc_connections_refused_total`), so a flood of connections costs file descriptors
+    /// and memory up to this bound only.
+    #[arg(long = "max-connections", env = "HOURGLASS_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_client_connections: usize,
+
+    /// A connection with no open call for this long is closed, whether or not it answers keepalive
+    /// pings: idle connections, and clients that never finish sending a call's headers, hold a slot of
+    /// `--max-connections` for this long at most.
+    #[arg(
+        long = "idle-connection-timeout-secs",
+        env = "HOURGLASS_IDLE_CONNECTION_TIMEOUT_SECS",
+        default_value_t = 300
+    )]
+    pub idle_connection_timeout_secs: u64,
+
+    /// Streams a client may open and reset before the server has taken them up, per connection; beyond
+    /// it the connection gets GOAWAY (ENHANCE_YOUR_CALM): the rapid-reset attack (CVE-2023-44487).
+    #[arg(long = "max-pending-reset-streams", env = "HOURGLASS_MAX_PENDING_RESET_STREAMS", default_value_t = 20)]
+    pub max_pending_reset_streams: usize,
+
+    /// Streams the server may reset for a client's protocol errors, per connection; beyond it the
+    /// connection gets GOAWAY (ENHANCE_YOUR_CALM), so a client cannot make it reset streams forever.
+    #[arg(long = "max-local-reset-streams", env = "HOURGLASS_MAX_LOCAL_RESET_STREAMS", default_value_t = 1024)]
+    pub max_local_reset_streams: usize,
 
     /// Interval of HTTP/2 keepalive pings to idle connections.
     #[arg(long = "keepalive-interval-secs", env = "HOURGLASS_KEEPALIVE_INTERVAL_SECS", default_value_t = 30)]
@@ -88,6 +115,8 @@ pub fn server_builder(config: &ServerConfig) -> Result<Server, GrpcServerError> 
     let mut server = Server::builder()
         .max_concurrent_streams(config.max_concurrent_streams)
         .http2_max_header_list_size(config.max_header_list_bytes)
+        .http2_max_pending_accept_reset_streams(Some(config.max_pending_reset_streams))
+        .http2_max_local_error_reset_streams(Some(config.max_local_reset_streams))
         .http2_keepalive_interval(Some(Duration::from_secs(config.keepalive_interval_secs)))
         .http2_keepalive_timeout(Some(Duration::from_secs(config.keepalive_timeout_secs)))
         .tcp_keepalive(Some(Duration::from_secs(60)))
