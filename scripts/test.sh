@@ -9,7 +9,8 @@
 #   5. the web console (scripts/check-console.sh): console/dist rebuilt from its sources with npm and compared
 #      with the committed files, then its browser test in headless Chromium against a standalone;
 #   6. the e2e tier (e2e/run.sh): the Python SDK's tests, then the scenarios on the deployed shape;
-#   7. the container image (e2e/image.sh smoke): built with podman, standalone run in it as the chart runs it.
+#   7. the container image (e2e/image.sh smoke): built with podman, standalone run in it as the chart runs it;
+#   8. the HTTP/2 abuse suite (e2e/abuse.sh): attacks on a standalone of its own, each shed within its limits.
 #
 # Caches live in $HOURGLASS_CACHE_DIR (default ~/.cache/hourglass): Kafka jars and instances, the Python venv
 # for buf, and the cargo target directory (CARGO_TARGET_DIR, kept outside the clone). The servers keep running
@@ -113,9 +114,13 @@ bash e2e/run.sh --sdk-tests --scale "${HOURGLASS_E2E_SCALE:-0.5}" || e2e_status=
 step "container image: build it, run standalone in it (uid 65532, read-only root), events in and counted (e2e/image.sh smoke)"
 image_status=0
 bash e2e/image.sh smoke || image_status=$?
+step "HTTP/2 abuse suite: rapid reset, CONTINUATION flood, idle connections and streams, unread acks, slow senders (e2e/abuse.sh)"
+abuse_status=0
+bash e2e/abuse.sh || abuse_status=$?
 # One closing line for the whole run (cargo prints one per test binary, the last often a doc-test run).
 awk '/^test result:/ { passed += $4; failed += $6 } END { printf "%d passed, %d failed\n", passed, failed }' "$test_log"
 ((test_status == 0)) || exit "$test_status"
 ((console_status == 0)) || exit "$console_status"
 ((e2e_status == 0)) || exit "$e2e_status"
-exit "$image_status"
+((image_status == 0)) || exit "$image_status"
+exit "$abuse_status"
