@@ -30,7 +30,14 @@ pub struct ServerConfig {
     /// Most open connections; one accepted beyond it is closed at once (counted in
     /// `hourglass_grpc_connections_refused_total`), so a flood of connections costs file descriptors
     /// and memory up to this bound only.
-    #[arg(long = "max-connections", env = "HOURGLASS_MAX_CONNECTIONS", default_value_t = 10_000)]
+    #[arg(
+        long = "max-connections",
+        env = "HOURGLASS_MAX_CONNECTIONS",
+        default_value_t = 10_000,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+    )]
+    // Not `max_connections`: clap names an argument by its field, and the database's pool setting
+    // (`--database-max-connections`) already has that name in the same commands.
     pub max_client_connections: usize,
 
     /// A connection with no open call for this long is closed, whether or not it answers keepalive
@@ -39,7 +46,8 @@ pub struct ServerConfig {
     #[arg(
         long = "idle-connection-timeout-secs",
         env = "HOURGLASS_IDLE_CONNECTION_TIMEOUT_SECS",
-        default_value_t = 300
+        default_value_t = 300,
+        value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub idle_connection_timeout_secs: u64,
 
