@@ -8,6 +8,7 @@
 //! - [`event_log`]: the [`EventLog`](event_log::EventLog) seam, where the collector appends batches, and
 //!   the [`EventLogConsumer`](event_log::EventLogConsumer) seam, from which the ingestor reads them and
 //!   commits its positions (Kafka in distributed mode, `log.db` in standalone mode).
+//! - [`json_event`]: events written as JSON lines, the input of `hourglass send --file`.
 //! - [`record`]: how a batch becomes an event-log record: schema version, headers, partition keys.
 //! - [`trace_context`]: a batch's W3C trace context in record headers, so the ingestor's span continues
 //!   the collector's (OpenTelemetry API only; the binary owns the SDK and the exporter).
@@ -34,6 +35,7 @@ pub mod event_log;
 pub mod hll;
 pub mod hour;
 pub mod job_queue;
+pub mod json_event;
 pub mod key_store;
 pub mod numeric;
 pub mod raw_block;
