@@ -42,6 +42,13 @@ const UNCOMPRESSED_BLOCK_START: u8 = ((wire::EVENTS_FIELD << 3) | 2) as u8;
 /// few MiB), so a larger length would only make a reader allocate what a bad row asks for.
 const MAX_UNCOMPRESSED_BYTES: usize = 256 << 20;
 
+/// The most an LZ4 block expands: a sequence's match length grows by 255 per byte that encodes it, so no
+/// block decompresses to more than 255 times its size plus a sequence's fixed part. A frame stating more
+/// than that for its bytes is corrupt and is refused before its buffer is allocated (fuzz/'s raw_block
+/// target found rows of six bytes that made a reader allocate and zero 160 MiB each).
+const LZ4_MAX_EXPANSION: usize = 255;
+const LZ4_SEQUENCE_BYTES: usize = 64;
+
 /// The compressed block of one batch record's events that fall in one customer-hour and bucket.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecordBlock {
@@ -125,8 +132,12 @@ impl Decompressor {
         }
         let (length, compressed) = rest.split_first_chunk::<4>().ok_or(DecodeError::Truncated)?;
         let length = u32::from_le_bytes(*length) as usize;
-        if length > MAX_UNCOMPRESSED_BYTES {
-            return Err(DecodeError::Decompress(format!("a frame states {length} bytes")));
+        let most_possible = compressed.len().saturating_mul(LZ4_MAX_EXPANSION).saturating_add(LZ4_SEQUENCE_BYTES);
+        if length > MAX_UNCOMPRESSED_BYTES.min(most_possible) {
+            return Err(DecodeError::Decompress(format!(
+                "a frame of {} compressed bytes states {length} bytes",
+                compressed.len()
+            )));
         }
         self.buffer.resize(length, 0);
         let written = lz4_flex::block::decompress_into(compressed, &mut self.buffer)
@@ -210,6 +221,21 @@ mod tests {
         }
         let total: usize = by_bucket.iter().map(|block| ids_of(&mut decompressor, &block.block).len()).sum();
         assert_eq!(total, 5);
+    }
+
+    #[test]
+    fn a_frame_stating_more_than_its_bytes_can_hold_is_refused_unallocated() {
+        let mut decompressor = Decompressor::new();
+        // Found by fuzz/ (raw_block, fuzz/corpus/raw_block/regression-oversized-frame): one byte of LZ4
+        // stating 168 MB.
+        let frame = [FORMAT_LZ4, 0x00, 0xd1, 0x0a, 0x0a, 0x01];
+        assert!(matches!(decompressor.frame(&frame), Err(DecodeError::Decompress(_))));
+        assert_eq!(decompressor.buffer.capacity(), 0, "nothing was allocated for it");
+        // The most repetitive block there is still reads: LZ4 expands it about 250 times.
+        let zeros = vec![0u8; 1 << 20];
+        let compressed = compress(&zeros);
+        assert!(compressed.len() * 200 < zeros.len(), "{} bytes", compressed.len());
+        assert_eq!(decompressor.frame(&compressed).unwrap(), zeros.as_slice());
     }
 
     #[test]
