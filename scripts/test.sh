@@ -6,6 +6,8 @@
 #   2. `buf lint` on proto/, and the deployment artifacts (scripts/check-deploy.sh: helm, Envoy, promtool, cfn-lint);
 #   3. the crate layering check, `cargo fmt --check`, `cargo clippy` (warnings are errors);
 #   4. `cargo test --workspace`: unit tests, and real-server tests against the Postgres and Kafka above;
+#      then a short run of every fuzz target (scripts/fuzz.sh: nightly and cargo-fuzz, in a target directory
+#      of their own);
 #   5. the web console (scripts/check-console.sh): console/dist rebuilt from its sources with npm and compared
 #      with the committed files, then its browser test in headless Chromium against a standalone;
 #   6. the e2e tier (e2e/run.sh): the Python SDK's tests, then the scenarios on the deployed shape;
@@ -103,6 +105,13 @@ cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$test_log"
 test_status=${PIPESTATUS[0]}
 set -e
 
+# Long enough to catch what the seeds lead to at once (a few hundred thousand inputs on the fast targets);
+# the long runs are scripts/fuzz.sh --seconds N by hand (README: Fuzzing).
+fuzz_seconds="${HOURGLASS_FUZZ_SECONDS:-40}"
+step "fuzz: every target for ${fuzz_seconds} s (scripts/fuzz.sh)"
+fuzz_status=0
+bash scripts/fuzz.sh --seconds "$fuzz_seconds" || fuzz_status=$?
+
 step "web console: built files match their sources, then the browser test in headless Chromium (scripts/check-console.sh)"
 console_status=0
 bash scripts/check-console.sh || console_status=$?
@@ -120,6 +129,7 @@ bash e2e/abuse.sh || abuse_status=$?
 # One closing line for the whole run (cargo prints one per test binary, the last often a doc-test run).
 awk '/^test result:/ { passed += $4; failed += $6 } END { printf "%d passed, %d failed\n", passed, failed }' "$test_log"
 ((test_status == 0)) || exit "$test_status"
+((fuzz_status == 0)) || exit "$fuzz_status"
 ((console_status == 0)) || exit "$console_status"
 ((e2e_status == 0)) || exit "$e2e_status"
 ((image_status == 0)) || exit "$image_status"
