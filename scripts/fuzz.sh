@@ -57,11 +57,16 @@ for target in "${targets[@]}"; do
     corpus="$cache/fuzz-corpus/$target"
     mkdir -p "$corpus" "fuzz/corpus/$target" "fuzz/artifacts/$target"
     log="$log_dir/$target.log"
+    # -timeout: one input taking 10 s is a hang; -rss_limit_mb: libFuzzer's default, stated. A target's
+    # dictionary (fuzz/dict/<target>.dict: its format's tokens) helps it past keywords it would rarely guess.
+    options=(-max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1)
+    if [[ -f "fuzz/dict/$target.dict" ]]; then
+        options+=(-dict="fuzz/dict/$target.dict")
+    fi
     target_started=$SECONDS
     status=0
-    # -timeout: one input taking 10 s is a hang; -rss_limit_mb: libFuzzer's default, stated.
-    cargo +nightly fuzz run --fuzz-dir fuzz "$target" "$corpus" "fuzz/corpus/$target" -- \
-        -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1 || status=$?
+    cargo +nightly fuzz run --fuzz-dir fuzz "$target" "$corpus" "fuzz/corpus/$target" -- "${options[@]}" \
+        >"$log" 2>&1 || status=$?
     elapsed=$((SECONDS - target_started))
     # libFuzzer's status lines: "#123 NEW cov: 45 ft: 67 corp: 8/120b ... exec/s: 900 rss: 40Mb".
     last=$(grep -E '^#[0-9]+' "$log" | tail -n 1 || true)

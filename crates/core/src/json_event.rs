@@ -76,7 +76,14 @@ pub fn parse_line(line: &str) -> Result<Event, JsonEventError> {
         Some(time) => {
             let parsed = chrono::DateTime::parse_from_rfc3339(&time)
                 .map_err(|source| JsonEventError::OccurredAt { time: time.clone(), source })?;
-            Timestamp { seconds: parsed.timestamp(), nanos: parsed.timestamp_subsec_nanos() as i32 }
+            // A leap second (`23:59:60.5`) comes back as 23:59:59 with 1.5e9 nanoseconds, which is no valid
+            // protobuf time (the collector rejects it); protobuf times have no leap seconds, so it is the
+            // next second's instant, as a smearing clock would say.
+            let subsec_nanos = i64::from(parsed.timestamp_subsec_nanos());
+            Timestamp {
+                seconds: parsed.timestamp() + subsec_nanos / 1_000_000_000,
+                nanos: (subsec_nanos % 1_000_000_000) as i32,
+            }
         }
         None => {
             let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -140,6 +147,16 @@ mod tests {
         let camel = parse_line(r#"{"eventType": "view", "userId": "u-1"}"#).unwrap();
         assert_eq!(camel.event_type, "view");
         assert!(!camel.event_id.is_empty(), "a missing id is generated");
+    }
+
+    #[test]
+    fn a_leap_second_is_a_valid_protobuf_time() {
+        // Found by fuzz/ (send_json_line, fuzz/corpus/send_json_line/regression-leap-second): the time came
+        // out with 1.5e9 nanoseconds, so the collector rejected an event the file had right.
+        let event = parse_line(r#"{"event_type": "x", "occurred_at": "2016-12-31T23:59:60.5Z"}"#).unwrap();
+        assert_eq!(event.occurred_at, Some(Timestamp { seconds: 1_483_228_800, nanos: 500_000_000 }));
+        let whole = parse_line(r#"{"event_type": "x", "occurred_at": "2016-12-31T23:59:60Z"}"#).unwrap();
+        assert_eq!(whole.occurred_at, Some(Timestamp { seconds: 1_483_228_800, nanos: 0 }));
     }
 
     #[test]
