@@ -13,7 +13,7 @@
 
 #![no_main]
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arbitrary::{Arbitrary, Unstructured};
@@ -111,8 +111,11 @@ fn events_of(form: u8, rest: &[u8], now_secs: i64) -> Option<Vec<Event>> {
     }
 }
 
+/// The key the principal authenticated with; generated once, as it costs an OS random read.
+static KEY: LazyLock<ApiKey> = LazyLock::new(ApiKey::generate);
+
 fn principal(form: u8) -> Principal {
-    let key = ApiKey::generate();
+    let key = &*KEY;
     Principal {
         key_id: key.id(),
         key_hash: key.hash(),

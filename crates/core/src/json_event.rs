@@ -151,8 +151,8 @@ mod tests {
 
     #[test]
     fn a_leap_second_is_a_valid_protobuf_time() {
-        // Found by fuzz/ (send_json_line, fuzz/corpus/send_json_line/regression-leap-second): the time came
-        // out with 1.5e9 nanoseconds, so the collector rejected an event the file had right.
+        // Caught by fuzz/'s send_json_line property (input: fuzz/corpus/send_json_line/regression-leap-second):
+        // the time came out with 1.5e9 nanoseconds, so the collector rejected an event the file had right.
         let event = parse_line(r#"{"event_type": "x", "occurred_at": "2016-12-31T23:59:60.5Z"}"#).unwrap();
         assert_eq!(event.occurred_at, Some(Timestamp { seconds: 1_483_228_800, nanos: 500_000_000 }));
         let whole = parse_line(r#"{"event_type": "x", "occurred_at": "2016-12-31T23:59:60Z"}"#).unwrap();
