@@ -1,10 +1,32 @@
 //! Compiles `proto/` with protox (a pure-Rust protobuf compiler), so a fresh machine needs no system
 //! `protoc`. The encoded descriptor set is written next to the generated code for gRPC reflection.
+//!
+//! A second generation, `wire`, is the collector's own view of the same wire format: the messages that
+//! carry events (`hourglass.v1.Event`) in the ingest requests and the event-log record, with each event as
+//! its encoded bytes (`bytes::Bytes`). An embedded message and a `bytes` field are encoded alike
+//! (length-delimited), so the view reads and writes exactly the public format; it is derived here from
+//! the public descriptors, never written by hand, so the two cannot drift. Reflection keeps serving the
+//! public descriptor set.
 
 use std::error::Error;
 use std::path::{Path, PathBuf};
 
 use prost::Message;
+use prost_types::field_descriptor_proto::Type;
+use prost_types::{FileDescriptorProto, FileDescriptorSet};
+
+/// The message every `wire` field of bytes stands for.
+const EVENT_TYPE_NAME: &str = ".hourglass.v1.Event";
+/// The messages whose events `wire` keeps as bytes. A message that starts carrying events must be added
+/// here (the build fails until it is), so that choosing how the collector reads it is a decision.
+const WIRE_MESSAGES: [&str; 4] = [
+    ".hourglass.v1.IngestRequest",
+    ".hourglass.v1.IngestStreamRequest",
+    ".hourglass.v1.IngestBatchRequest",
+    ".hourglass.log.v1.EventBatchRecord",
+];
+/// The files `wire` is generated from (with what they import).
+const WIRE_FILES: [&str; 2] = ["hourglass/v1/ingest.proto", "hourglass/log/v1/record.proto"];
 
 fn main() -> Result<(), Box<dyn Error>> {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
@@ -29,6 +51,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         .compile_fds(file_descriptors.clone())?;
 
     compile_query_server(&file_descriptors, &out_dir)?;
+    compile_wire(&file_descriptors, &out_dir.join("wire"))?;
     Ok(())
 }
 
@@ -53,5 +76,63 @@ fn compile_query_server(
         .extern_path(".hourglass.v1.GetPeriodMetricsResponse", "crate::query_server::EncodedGetPeriodMetricsResponse")
         .extern_path(".hourglass.v1", "crate::v1")
         .compile_fds(query_file)?;
+    Ok(())
+}
+
+/// Generates the `wire` view into `wire_dir`: [`WIRE_MESSAGES`] with every `Event` field turned into
+/// `bytes`, every other message and enum being the public one (an extern path to `crate::v1` or
+/// `crate::log::v1`).
+fn compile_wire(public: &FileDescriptorSet, wire_dir: &Path) -> Result<(), Box<dyn Error>> {
+    std::fs::create_dir_all(wire_dir)?;
+    let dependencies = ["google/protobuf/timestamp.proto", "hourglass/v1/event.proto"];
+    let mut files: Vec<FileDescriptorProto> = public
+        .file
+        .iter()
+        .filter(|file| WIRE_FILES.contains(&file.name()) || dependencies.contains(&file.name()))
+        .cloned()
+        .collect();
+    let mut changed = Vec::new();
+    let mut public_types = Vec::new();
+    for file in &mut files {
+        let package = format!(".{}", file.package());
+        for message in &mut file.message_type {
+            let name = format!("{package}.{}", message.name());
+            let mut carries_events = false;
+            for field in &mut message.field {
+                if field.type_name() == EVENT_TYPE_NAME {
+                    field.set_type(Type::Bytes);
+                    field.type_name = None;
+                    carries_events = true;
+                }
+            }
+            if carries_events {
+                changed.push(name);
+            } else {
+                public_types.push(name);
+            }
+        }
+        public_types.extend(file.enum_type.iter().map(|enumeration| format!("{package}.{}", enumeration.name())));
+    }
+    changed.sort();
+    let mut expected: Vec<String> = WIRE_MESSAGES.iter().map(|name| (*name).to_owned()).collect();
+    expected.sort();
+    if changed != expected {
+        return Err(
+            format!("messages carrying {EVENT_TYPE_NAME} are {changed:?}; build.rs expects {expected:?}").into()
+        );
+    }
+
+    let mut config = tonic_prost_build::configure().out_dir(wire_dir).bytes(".");
+    for name in public_types.iter().filter(|name| !name.starts_with(".google.")) {
+        let rust_path = if let Some(type_name) = name.strip_prefix(".hourglass.log.v1.") {
+            format!("crate::log::v1::{type_name}")
+        } else if let Some(type_name) = name.strip_prefix(".hourglass.v1.") {
+            format!("crate::v1::{type_name}")
+        } else {
+            return Err(format!("no public module for {name}").into());
+        };
+        config = config.extern_path(name, rust_path);
+    }
+    config.compile_fds(FileDescriptorSet { file: files })?;
     Ok(())
 }

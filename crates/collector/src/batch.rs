@@ -1,4 +1,8 @@
-//! One batch's way through the collector: validate → encode → admit (quota) → append → ack.
+//! One batch's way through the collector: read → validate → encode → admit (quota) → append → ack.
+//!
+//! A batch arrives as encoded events (`hourglass_proto::wire`); each is read in place and, if
+//! accepted, copied into the record as it came (`event_view` says which events are decoded instead,
+//! and why), so an event is never decoded into owned structs and encoded again on the common path.
 //!
 //! [`Collector::begin_batch`] does the CPU work and the quota decision at once and returns a future of
 //! the batch's ack. The future resolves after the event log has made the batch durable (or failed to),
@@ -12,23 +16,28 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt};
+use hourglass_core::customer::CustomerId;
 use hourglass_core::event_log::{EventLog, EventLogError, LogRecord, Topic};
 use hourglass_core::hour;
 use hourglass_core::key_store::KeyStore;
 use hourglass_core::record;
 use hourglass_core::trace_context;
-use hourglass_proto::log::v1::{EventBatchRecord, Outcome, OutcomeCount};
-use hourglass_proto::v1::{BatchAck, BatchStatus, Event, EventRejection, RejectionReason};
+use hourglass_proto::log::v1::{Outcome, OutcomeCount};
+use hourglass_proto::v1::{BatchAck, BatchStatus, EventRejection, RejectionReason};
+use hourglass_proto::wire;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::cardinality::CardinalityTracker;
+use crate::cardinality::{CardinalityLimits, CardinalityTracker};
 use crate::config::{CollectorConfig, RecordLayout};
+use crate::error::CollectorError;
+use crate::event_view::ReadEvent;
 use crate::memory::{MemoryBudget, StreamCounts};
 use crate::quota::{Budget, Quotas};
 use crate::telemetry;
-use crate::validate::{Rejection, ValidationClock};
+use crate::validate::{Rejection, ValidationClock, ValidationLimits};
 use hourglass_grpc::auth::{Authenticator, Principal};
 
 /// How long a client is told to wait after Kafka failed to confirm its batch.
@@ -85,7 +94,9 @@ impl<K: KeyStore, L: EventLog> Collector<K, L> {
         &self.event_log
     }
 
-    /// Validates, admits and starts publishing one batch; the returned future yields its ack.
+    /// Validates, admits and starts publishing one batch of encoded events; the returned future yields
+    /// its ack. An event that is no `hourglass.v1.Event` at all fails the batch before anything is
+    /// published, as it failed the call when tonic decoded the events ([`CollectorError::UndecodableEvent`]).
     ///
     /// Both run in one `collector.batch` span, from validation to the log's confirmation; its trace
     /// context goes into the headers of every record the batch becomes (`hourglass_core::trace_context`),
@@ -95,9 +106,9 @@ impl<K: KeyStore, L: EventLog> Collector<K, L> {
         &self,
         principal: &Principal,
         sequence: u64,
-        events: Vec<Event>,
+        events: Vec<Bytes>,
         policy: ThrottlePolicy,
-    ) -> BoxFuture<'static, BatchAck> {
+    ) -> Result<BoxFuture<'static, BatchAck>, CollectorError> {
         let batch_span = tracing::info_span!(
             parent: None,
             "collector.batch",
@@ -105,25 +116,27 @@ impl<K: KeyStore, L: EventLog> Collector<K, L> {
             batch_size = events.len(),
             batch_id = tracing::field::Empty,
         );
-        let acked = self.begin_batch_in_span(principal, sequence, events, policy).instrument(batch_span.clone()).await;
-        acked.instrument(batch_span).boxed()
+        let acked =
+            self.begin_batch_in_span(principal, sequence, events, policy).instrument(batch_span.clone()).await?;
+        Ok(acked.instrument(batch_span).boxed())
     }
 
     async fn begin_batch_in_span(
         &self,
         principal: &Principal,
         sequence: u64,
-        events: Vec<Event>,
+        events: Vec<Bytes>,
         policy: ThrottlePolicy,
-    ) -> BoxFuture<'static, BatchAck> {
+    ) -> Result<BoxFuture<'static, BatchAck>, CollectorError> {
         let received_at = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let received_at_unix_ms = i64::try_from(received_at.as_millis()).unwrap_or(i64::MAX);
         let clock = ValidationClock { received_at_unix_secs: received_at_unix_ms / 1000 };
         let receipt_hour = hour::hour_start(clock.received_at_unix_secs);
         let batch_size = events.len();
         if batch_size == 0 {
-            return futures::future::ready(ack(sequence, BatchStatus::Accepted)).boxed();
+            return Ok(futures::future::ready(ack(sequence, BatchStatus::Accepted)).boxed());
         }
+        let read = read_events(&events)?;
         let batch = PendingBatch {
             customer_id: principal.customer_id.as_str().to_owned(),
             received_at_unix_ms,
@@ -137,54 +150,35 @@ impl<K: KeyStore, L: EventLog> Collector<K, L> {
             self.batch_counter.fetch_add(1, Ordering::Relaxed),
         );
         if let Err(limit) = self.config.limits.check_batch(batch_size, 0) {
-            return self.invalid_batch(&batch, partition_key, sequence, batch_size, receipt_hour, limit.to_string());
+            let refused =
+                self.invalid_batch(&batch, partition_key, sequence, batch_size, receipt_hour, limit.to_string());
+            return Ok(refused);
         }
 
-        let mut outcomes = OutcomeCounter::default();
-        let mut accepted = Vec::with_capacity(batch_size);
-        let mut rejections = Vec::new();
-        // Field checks first, then the customer's cardinality limits over the events that passed them
-        // (one lock for the whole batch), so a malformed event never takes a type's place.
-        let checked: Vec<Result<i64, Rejection>> =
-            events.iter().map(|event| self.config.limits.check_event(event, clock)).collect();
         let cardinality_limits = self.config.cardinality.limits_for(&principal.limits);
-        let mut cardinality = self
-            .cardinality
-            .check_batch(
-                &principal.customer_id,
-                cardinality_limits,
-                events.iter().zip(&checked).filter_map(|(event, checked)| Some((event, *checked.as_ref().ok()?))),
-            )
-            .into_iter();
-        for (index, (event, checked)) in events.into_iter().zip(checked).enumerate() {
-            let checked = checked.and_then(|event_hour| {
-                cardinality.next().expect("one cardinality result per valid event").map(|()| event_hour)
-            });
-            match checked {
-                Ok(event_hour) => {
-                    outcomes.add(event_hour, Outcome::Accepted, RejectionReason::Unspecified, 1);
-                    accepted.push(event);
-                }
-                Err(Rejection { reason, message, hour_start }) => {
-                    let event_hour = hour_start.unwrap_or(receipt_hour);
-                    outcomes.add(event_hour, Outcome::Rejected, reason, 1);
-                    rejections.push(EventRejection { index: index as u32, reason: reason.into(), message });
-                }
-            }
-        }
+        let CheckedEvents { accepted, rejections, mut outcomes } = check_events(
+            &self.config.limits,
+            &self.cardinality,
+            &principal.customer_id,
+            cardinality_limits,
+            clock,
+            read,
+        );
         let accepted_count = accepted.len() as u32;
 
         if accepted.is_empty() {
             record_rejections(&rejections);
             let ack = BatchAck { rejections, ..ack(sequence, BatchStatus::Accepted) };
             let outcome_record = self.encode(&batch, Vec::new(), outcomes.into_counts(), partition_key);
-            return self.publish_outcome_only(outcome_record, ack);
+            return Ok(self.publish_outcome_only(outcome_record, ack));
         }
 
         let records = self.encode_accepted(&batch, accepted, outcomes.counts(), partition_key.clone());
         let encoded_bytes: usize = records.iter().map(|record| record.payload.len()).sum();
         if let Err(limit) = self.config.limits.check_batch(batch_size, encoded_bytes) {
-            return self.invalid_batch(&batch, partition_key, sequence, batch_size, receipt_hour, limit.to_string());
+            let refused =
+                self.invalid_batch(&batch, partition_key, sequence, batch_size, receipt_hour, limit.to_string());
+            return Ok(refused);
         }
         record_rejections(&rejections);
 
@@ -197,17 +191,18 @@ impl<K: KeyStore, L: EventLog> Collector<K, L> {
                 retry_after_ms: u32::try_from(retry_after.as_millis()).unwrap_or(u32::MAX).max(1),
                 ..ack(sequence, BatchStatus::Throttled)
             };
-            return self.publish_outcome_only(outcome_record, ack);
+            return Ok(self.publish_outcome_only(outcome_record, ack));
         }
 
         let started = Instant::now();
         let appends: Vec<_> = records.into_iter().map(|record| self.event_log.append(Topic::Events, record)).collect();
-        async move {
+        let acked = async move {
             let results = futures::future::join_all(appends).await;
             metrics::histogram!(telemetry::PUBLISH_SECONDS).record(started.elapsed().as_secs_f64());
             match results.into_iter().find_map(Result::err) {
                 None => {
-                    metrics::counter!(telemetry::EVENTS_TOTAL, "outcome" => "accepted").increment(u64::from(accepted_count));
+                    metrics::counter!(telemetry::EVENTS_TOTAL, "outcome" => "accepted")
+                        .increment(u64::from(accepted_count));
                     metrics::counter!(telemetry::BATCHES_TOTAL, "status" => "accepted").increment(1);
                     BatchAck { accepted_count, rejections, ..ack(sequence, BatchStatus::Accepted) }
                 }
@@ -218,8 +213,8 @@ impl<K: KeyStore, L: EventLog> Collector<K, L> {
                     unavailable_ack(sequence, &error)
                 }
             }
-        }
-        .boxed()
+        };
+        Ok(acked.boxed())
     }
 
     async fn admit(&self, principal: &Principal, events: u32, policy: ThrottlePolicy) -> Result<(), Duration> {
@@ -287,12 +282,15 @@ impl<K: KeyStore, L: EventLog> Collector<K, L> {
     fn encode_accepted(
         &self,
         batch: &PendingBatch,
-        accepted: Vec<Event>,
+        accepted: Vec<AcceptedEvent>,
         outcomes: Vec<OutcomeCount>,
         partition_key: String,
     ) -> Vec<LogRecord> {
         match self.config.record_layout {
-            RecordLayout::Batch => vec![self.encode(batch, accepted, outcomes, partition_key)],
+            RecordLayout::Batch => {
+                let events = accepted.into_iter().map(|event| event.bytes).collect();
+                vec![self.encode(batch, events, outcomes, partition_key)]
+            }
             RecordLayout::Event => {
                 // Each record carries its own event's "accepted" count; the first also carries the rest.
                 let (_, mut other_outcomes): (Vec<_>, Vec<_>) =
@@ -300,24 +298,24 @@ impl<K: KeyStore, L: EventLog> Collector<K, L> {
                 accepted
                     .into_iter()
                     .map(|event| {
-                        let event_hour =
-                            hour::hour_start(event.occurred_at.as_ref().map(|time| time.seconds).unwrap_or_default());
                         let mut own_outcomes = std::mem::take(&mut other_outcomes);
                         own_outcomes.push(OutcomeCount {
-                            hour_start_unix_secs: event_hour,
+                            hour_start_unix_secs: event.hour_start,
                             outcome: Outcome::Accepted.into(),
                             reason: RejectionReason::Unspecified.into(),
                             count: 1,
                         });
-                        self.encode(batch, vec![event], own_outcomes, partition_key.clone())
+                        self.encode(batch, vec![event.bytes], own_outcomes, partition_key.clone())
                     })
                     .collect()
             }
         }
     }
 
-    fn encode(&self, batch: &PendingBatch, events: Vec<Event>, outcomes: Vec<OutcomeCount>, key: String) -> LogRecord {
-        let batch_record = EventBatchRecord {
+    /// The record of `events` (encoded, copied into the record as they are) and `outcomes`: the wire
+    /// view writes exactly the public `EventBatchRecord`.
+    fn encode(&self, batch: &PendingBatch, events: Vec<Bytes>, outcomes: Vec<OutcomeCount>, key: String) -> LogRecord {
+        let batch_record = wire::log::v1::EventBatchRecord {
             customer_id: batch.customer_id.clone(),
             received_at_unix_ms: batch.received_at_unix_ms,
             batch_id: batch.batch_id.clone(),
@@ -325,11 +323,83 @@ impl<K: KeyStore, L: EventLog> Collector<K, L> {
             events,
             outcomes,
         };
-        let mut log_record = record::encode(key, &batch_record);
+        let mut log_record = record::encode_wire(key, &batch_record);
         // Called inside the batch's span (`begin_batch`), so the record carries its context.
         trace_context::inject_span_context(&tracing::Span::current(), &mut log_record.headers);
         log_record
     }
+}
+
+/// One accepted event: the bytes its record carries, and its hour.
+pub(crate) struct AcceptedEvent {
+    bytes: Bytes,
+    hour_start: i64,
+}
+
+/// What checking a batch's events found.
+pub(crate) struct CheckedEvents {
+    /// The accepted events, in batch order.
+    accepted: Vec<AcceptedEvent>,
+    /// The rejected events, in batch order.
+    rejections: Vec<EventRejection>,
+    /// The outcome of every event, per hour.
+    outcomes: OutcomeCounter,
+}
+
+/// Reads each event of a batch (`event_view`: in place when it is in the plain form, decoded by prost
+/// otherwise); an error names the first event that is no `hourglass.v1.Event`.
+fn read_events(events: &[Bytes]) -> Result<Vec<(&Bytes, ReadEvent<'_>)>, CollectorError> {
+    events
+        .iter()
+        .enumerate()
+        .map(|(index, bytes)| match ReadEvent::read(bytes) {
+            Ok(event) => Ok((bytes, event)),
+            Err(source) => Err(CollectorError::UndecodableEvent { index, source }),
+        })
+        .collect()
+}
+
+/// Checks the events of a batch: field checks first, then the customer's cardinality limits over the
+/// events that passed them (one lock for the whole batch), so a malformed event never takes a type's
+/// place. Accepted events keep their bytes as read (a decoded one is encoded again).
+pub(crate) fn check_events(
+    limits: &ValidationLimits,
+    cardinality: &CardinalityTracker,
+    customer_id: &CustomerId,
+    cardinality_limits: CardinalityLimits,
+    clock: ValidationClock,
+    events: Vec<(&Bytes, ReadEvent<'_>)>,
+) -> CheckedEvents {
+    let receipt_hour = hour::hour_start(clock.received_at_unix_secs);
+    let mut outcomes = OutcomeCounter::default();
+    let mut accepted = Vec::with_capacity(events.len());
+    let mut rejections = Vec::new();
+    let checked: Vec<Result<i64, Rejection>> =
+        events.iter().map(|(_, event)| limits.check_event(event, clock)).collect();
+    let mut cardinality_results = cardinality
+        .check_batch(
+            customer_id,
+            cardinality_limits,
+            events.iter().zip(&checked).filter_map(|((_, event), checked)| Some((event, *checked.as_ref().ok()?))),
+        )
+        .into_iter();
+    for (index, ((bytes, event), checked)) in events.iter().zip(checked).enumerate() {
+        let checked = checked.and_then(|event_hour| {
+            cardinality_results.next().expect("one cardinality result per valid event").map(|()| event_hour)
+        });
+        match checked {
+            Ok(event_hour) => {
+                outcomes.add(event_hour, Outcome::Accepted, RejectionReason::Unspecified, 1);
+                accepted.push(AcceptedEvent { bytes: event.record_bytes(bytes), hour_start: event_hour });
+            }
+            Err(Rejection { reason, message, hour_start }) => {
+                let event_hour = hour_start.unwrap_or(receipt_hour);
+                outcomes.add(event_hour, Outcome::Rejected, reason, 1);
+                rejections.push(EventRejection { index: index as u32, reason: reason.into(), message });
+            }
+        }
+    }
+    CheckedEvents { accepted, rejections, outcomes }
 }
 
 struct PendingBatch {
@@ -399,6 +469,8 @@ impl OutcomeCounter {
 
 #[cfg(test)]
 mod tests {
+    use hourglass_proto::log::v1::EventBatchRecord;
+
     use super::*;
 
     #[test]
@@ -420,5 +492,189 @@ mod tests {
             .sum();
         assert_eq!(throttled, 3);
         assert!(counter.counts.iter().all(|count| count.outcome != Outcome::Accepted as i32));
+    }
+
+    /// What the collector did before events were read in place: decode each with prost, validate the
+    /// decoded event, encode the accepted ones in the public record.
+    fn old_path(
+        limits: &ValidationLimits,
+        customer_id: &CustomerId,
+        clock: ValidationClock,
+        events: &[Bytes],
+    ) -> (Vec<EventRejection>, Vec<OutcomeCount>, EventBatchRecord) {
+        use hourglass_proto::v1::Event;
+        use prost::Message;
+        let decoded: Vec<Event> = events.iter().map(|bytes| Event::decode(bytes.as_ref()).unwrap()).collect();
+        let receipt_hour = hour::hour_start(clock.received_at_unix_secs);
+        let cardinality = CardinalityTracker::new(1000);
+        let checked: Vec<Result<i64, Rejection>> =
+            decoded.iter().map(|event| limits.check_event(event, clock)).collect();
+        let mut cardinality_results = cardinality
+            .check_batch(
+                customer_id,
+                cardinality_limits(),
+                decoded.iter().zip(&checked).filter_map(|(event, checked)| Some((event, *checked.as_ref().ok()?))),
+            )
+            .into_iter();
+        let mut outcomes = OutcomeCounter::default();
+        let (mut accepted, mut rejections) = (Vec::new(), Vec::new());
+        for (index, (event, checked)) in decoded.into_iter().zip(checked).enumerate() {
+            match checked.and_then(|hour| cardinality_results.next().unwrap().map(|()| hour)) {
+                Ok(hour) => {
+                    outcomes.add(hour, Outcome::Accepted, RejectionReason::Unspecified, 1);
+                    accepted.push(event);
+                }
+                Err(Rejection { reason, message, hour_start }) => {
+                    outcomes.add(hour_start.unwrap_or(receipt_hour), Outcome::Rejected, reason, 1);
+                    rejections.push(EventRejection { index: index as u32, reason: reason.into(), message });
+                }
+            }
+        }
+        let record = EventBatchRecord { customer_id: customer_id.to_string(), events: accepted, ..Default::default() };
+        (rejections, outcomes.into_counts(), record)
+    }
+
+    fn cardinality_limits() -> CardinalityLimits {
+        CardinalityLimits { max_event_types_per_hour: 3, max_property_names_per_event_type: 4 }
+    }
+
+    /// The new path over `events`: its rejections, outcomes and record (decoded).
+    fn new_path(
+        limits: &ValidationLimits,
+        customer_id: &CustomerId,
+        clock: ValidationClock,
+        events: &[Bytes],
+    ) -> (Vec<EventRejection>, Vec<OutcomeCount>, EventBatchRecord, Vec<u8>) {
+        let cardinality = CardinalityTracker::new(1000);
+        let read = read_events(events).unwrap();
+        let CheckedEvents { accepted, rejections, outcomes } =
+            check_events(limits, &cardinality, customer_id, cardinality_limits(), clock, read);
+        let wire_record = wire::log::v1::EventBatchRecord {
+            customer_id: customer_id.to_string(),
+            events: accepted.into_iter().map(|event| event.bytes).collect(),
+            ..Default::default()
+        };
+        let payload = record::encode_wire(customer_id.to_string(), &wire_record).payload;
+        let decoded = record::decode(Some(b"1"), &payload).unwrap();
+        (rejections, outcomes.into_counts(), decoded, payload)
+    }
+
+    fn events_of_every_kind(now: i64) -> Vec<Bytes> {
+        use hourglass_proto::prost_types::Timestamp;
+        use hourglass_proto::v1::{Event, PropertyValue, property_value::Kind};
+        use prost::Message;
+        let value = |kind: Kind| PropertyValue { kind: Some(kind) };
+        let valid = |id: &str, event_type: &str| Event {
+            event_id: id.into(),
+            event_type: event_type.into(),
+            occurred_at: Some(Timestamp { seconds: now - 60, nanos: 7 }),
+            user_id: Some(format!("user-{id}")),
+            properties: [
+                ("path".to_owned(), value(Kind::StringValue(format!("/p/{id}")))),
+                ("amount".to_owned(), value(Kind::NumberValue(12.5))),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        let encoded = |event: &Event| Bytes::from(event.encode_to_vec());
+        let mut events = vec![
+            encoded(&valid("a", "view")),
+            encoded(&Event { event_type: String::new(), ..valid("b", "view") }),
+            encoded(&Event { occurred_at: None, ..valid("c", "view") }),
+            encoded(&Event { occurred_at: Some(Timestamp { seconds: now + 86_400, nanos: 0 }), ..valid("d", "view") }),
+            encoded(&Event { user_id: Some("u".repeat(300)), ..valid("e", "view") }),
+            encoded(&valid("f", "click")),
+            encoded(&valid("g", "buy")),
+            // A fourth type this hour: over the cardinality limit of 3.
+            encoded(&valid("h", "share")),
+            encoded(&Event { event_id: "x".repeat(129), ..valid("i", "view") }),
+        ];
+        let mut too_many_names = valid("j", "view");
+        for name in ["p1", "p2", "p3"] {
+            too_many_names.properties.insert(name.into(), value(Kind::BoolValue(true)));
+        }
+        events.push(encoded(&too_many_names));
+        // Two bad properties, encoded out of order: the one whose name sorts first is reported.
+        let mut out_of_order = valid("k", "view").encode_to_vec();
+        for (name, property) in [("zz", value(Kind::NumberValue(f64::INFINITY))), ("aa", PropertyValue { kind: None })]
+        {
+            let mut entry = Vec::new();
+            prost::encoding::string::encode(1, &name.to_owned(), &mut entry);
+            prost::encoding::message::encode(2, &property, &mut entry);
+            prost::encoding::bytes::encode(5, &entry, &mut out_of_order);
+        }
+        events.push(Bytes::from(out_of_order));
+        // An unknown field and a repeated id: decoded and encoded again (the id "m2" wins).
+        let mut unknown = valid("l", "view").encode_to_vec();
+        prost::encoding::uint64::encode(15, &9, &mut unknown);
+        events.push(Bytes::from(unknown));
+        let mut repeated_id = valid("m1", "view").encode_to_vec();
+        prost::encoding::string::encode(1, &"m2".to_owned(), &mut repeated_id);
+        events.push(Bytes::from(repeated_id));
+        events
+    }
+
+    #[test]
+    fn reading_in_place_acks_and_records_what_decoding_did() {
+        let limits: ValidationLimits = hourglass_config::defaults();
+        let customer_id = CustomerId::new("acme").unwrap();
+        let now = 1_764_000_000;
+        let clock = ValidationClock { received_at_unix_secs: now };
+        let events = events_of_every_kind(now);
+        let (old_rejections, old_outcomes, old_record) = old_path(&limits, &customer_id, clock, &events);
+        let (new_rejections, new_outcomes, new_record, _) = new_path(&limits, &customer_id, clock, &events);
+        assert_eq!(new_rejections, old_rejections);
+        assert_eq!(new_outcomes, old_outcomes);
+        assert_eq!(new_record, old_record);
+        let accepted: Vec<&str> = new_record.events.iter().map(|event| event.event_id.as_str()).collect();
+        assert_eq!(accepted, ["a", "f", "g", "l", "m2"], "the batch tests what it means to");
+        let reasons: Vec<(u32, RejectionReason)> = new_rejections
+            .iter()
+            .map(|rejection| (rejection.index, RejectionReason::try_from(rejection.reason).unwrap()))
+            .collect();
+        use RejectionReason as Reason;
+        assert_eq!(
+            reasons,
+            [
+                (1, Reason::EventTypeEmpty),
+                (2, Reason::OccurredAtInvalid),
+                (3, Reason::OccurredAtInFuture),
+                (4, Reason::UserIdTooLong),
+                (7, Reason::TooManyEventTypes),
+                (8, Reason::EventIdTooLong),
+                (9, Reason::TooManyPropertyNames),
+                (10, Reason::PropertyValueInvalid),
+            ]
+        );
+        assert_eq!(new_rejections[7].message, "property \"aa\" has no value");
+    }
+
+    #[test]
+    fn a_batch_of_prost_encoded_events_makes_the_same_record_bytes() {
+        use prost::Message;
+        let limits: ValidationLimits = hourglass_config::defaults();
+        let customer_id = CustomerId::new("acme").unwrap();
+        let now = 1_764_000_000;
+        let clock = ValidationClock { received_at_unix_secs: now };
+        let plain: Vec<Bytes> = events_of_every_kind(now).into_iter().take(10).collect();
+        let (_, old_outcomes, old_record) = old_path(&limits, &customer_id, clock, &plain);
+        let (_, _, _, payload) = new_path(&limits, &customer_id, clock, &plain);
+        let old_payload = EventBatchRecord { outcomes: Vec::new(), ..old_record }.encode_to_vec();
+        assert!(!old_outcomes.is_empty());
+        assert_eq!(payload, old_payload, "byte for byte");
+    }
+
+    #[test]
+    fn an_undecodable_event_fails_the_batch_with_prosts_error_naming_it() {
+        use hourglass_proto::v1::Event;
+        use prost::Message;
+        let events = vec![Bytes::from(Event::default().encode_to_vec()), Bytes::from_static(&[0x0a, 0x02, 0xff, 0xfe])];
+        let Err(CollectorError::UndecodableEvent { index, source }) = read_events(&events) else {
+            panic!("the second event is not UTF-8");
+        };
+        assert_eq!(index, 1);
+        assert_eq!(source, Event::decode(&events[1][..]).unwrap_err());
+        let status = tonic::Status::from(CollectorError::UndecodableEvent { index, source });
+        assert_eq!(status.code(), tonic::Code::Internal, "what tonic answered an undecodable message");
     }
 }

@@ -16,13 +16,15 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
+use std::ops::Range;
 
 use hourglass_core::customer::CustomerId;
 use hourglass_core::key_store::CustomerLimits;
-use hourglass_proto::v1::{Event, RejectionReason};
+use hourglass_proto::v1::RejectionReason;
 use lru::LruCache;
 use parking_lot::Mutex;
 
+use crate::event_view::EventFields;
 use crate::validate::Rejection;
 
 /// Defaults for customers without limits of their own, and the tracker's size.
@@ -116,26 +118,30 @@ impl CardinalityTracker {
 
     /// Checks a batch's valid events, in order, against `limits`: `Ok` for an event whose names fit
     /// (they are then remembered), the rejection otherwise. `events` pairs each event with its hour.
-    pub fn check_batch<'a>(
+    pub fn check_batch<'a, E: EventFields + 'a>(
         &self,
         customer_id: &CustomerId,
         limits: CardinalityLimits,
-        events: impl Iterator<Item = (&'a Event, i64)>,
+        events: impl Iterator<Item = (&'a E, i64)>,
     ) -> Vec<Result<(), Rejection>> {
-        // Names are hashed before the lock is taken: one lock serves every batch of the process.
-        let hashed: Vec<(&Event, i64, u64, Vec<u64>)> = events
+        // Names are hashed before the lock is taken: one lock serves every batch of the process. The
+        // property names' hashes of every event share one vector, each event owning a range of it.
+        let mut property_hashes = Vec::new();
+        let hashed: Vec<(&E, i64, u64, Range<usize>)> = events
             .map(|(event, hour_start)| {
-                let property_hashes = event.properties.keys().map(|name| self.hash(name)).collect();
-                (event, hour_start, self.hash(&event.event_type), property_hashes)
+                let start = property_hashes.len();
+                property_hashes.extend(event.properties().map(|(name, _)| self.hash(name)));
+                (event, hour_start, self.hash(event.event_type()), start..property_hashes.len())
             })
             .collect();
         let mut tracked = self.tracked.lock();
         let Tracked { hours, names } = &mut *tracked;
         let results = hashed
             .iter()
-            .map(|(event, hour_start, type_hash, property_hashes)| {
+            .map(|(event, hour_start, type_hash, hash_range)| {
                 let hour = hours.get_or_insert_mut((customer_id.clone(), *hour_start), HourNames::default);
-                let added = admit(hour, *type_hash, property_hashes, limits, event, *hour_start)?;
+                let property_hashes = &property_hashes[hash_range.clone()];
+                let added = admit(hour, *type_hash, property_hashes, limits, event.event_type(), *hour_start)?;
                 *names += added;
                 Ok(())
             })
@@ -154,7 +160,7 @@ fn admit(
     type_hash: u64,
     property_hashes: &[u64],
     limits: CardinalityLimits,
-    event: &Event,
+    event_type: &str,
     hour_start: i64,
 ) -> Result<usize, Rejection> {
     // The common case, on the hot path: a known type with known property names adds nothing.
@@ -170,7 +176,7 @@ fn admit(
             message: format!(
                 "event type {:?} would be this hour's type number {}; the limit is {} distinct types per hour \
                  (keys limits --max-event-types-per-hour)",
-                event.event_type,
+                event_type,
                 hour.types.len() + 1,
                 limits.max_event_types_per_hour
             ),
@@ -190,7 +196,7 @@ fn admit(
             message: format!(
                 "event type {:?} would have {property_count} distinct property names this hour; the limit is {} \
                  (keys limits --max-property-names-per-event-type)",
-                event.event_type, limits.max_property_names_per_event_type
+                event_type, limits.max_property_names_per_event_type
             ),
             hour_start: Some(hour_start),
         });
@@ -203,7 +209,7 @@ fn admit(
 
 #[cfg(test)]
 mod tests {
-    use hourglass_proto::v1::PropertyValue;
+    use hourglass_proto::v1::{Event, PropertyValue};
 
     use super::*;
 

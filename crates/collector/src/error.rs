@@ -55,6 +55,16 @@ pub enum CollectorError {
         /// When to resend.
         retry_after_ms: u32,
     },
+    /// An event of a batch is no `hourglass.v1.Event` (prost's verdict on its bytes). The call fails with
+    /// INTERNAL, as it did when tonic decoded the events with the request.
+    #[error("event {index} of the batch: {source}")]
+    UndecodableEvent {
+        /// The event's position in its batch.
+        index: usize,
+        /// prost's error.
+        #[source]
+        source: prost::DecodeError,
+    },
     /// A batch ended without a status: a bug.
     #[error("batch ended without a status")]
     NoBatchStatus,
@@ -83,7 +93,10 @@ impl CollectorError {
             | CollectorError::ShuttingDown => Code::Unavailable,
             CollectorError::InvalidBatch(_) => Code::InvalidArgument,
             CollectorError::IdleStream { .. } => Code::DeadlineExceeded,
-            CollectorError::NoBatchStatus | CollectorError::Server(_) => Code::Internal,
+            // Internal is what tonic answers a message it cannot decode.
+            CollectorError::UndecodableEvent { .. } | CollectorError::NoBatchStatus | CollectorError::Server(_) => {
+                Code::Internal
+            }
         }
     }
 

@@ -4,9 +4,10 @@
 //! 1. [`service`] receives it on one of three calls (client stream, bidirectional stream, unary). The
 //!    call's API key was checked when the call began (`hourglass_grpc::auth`: `authorization` metadata → key hash →
 //!    customer, cached briefly); long streams re-check it per batch from the cache.
-//! 2. [`batch`] validates each event in place ([`validate`]), encodes the accepted ones into one
-//!    event-log record together with the outcome counts of the whole batch, and asks the customer's
-//!    token bucket ([`quota`]) for room. Over quota, nothing is published but an outcome-only record,
+//! 2. [`batch`] reads each event where it lies in the request's buffer ([`event_view`]: the request
+//!    types of `hourglass_proto::wire` keep events as their encoded bytes), validates it ([`validate`]),
+//!    copies the accepted ones' bytes into one event-log record together with the outcome counts of the
+//!    whole batch, and asks the customer's token bucket ([`quota`]) for room. Over quota, nothing is published but an outcome-only record,
 //!    and the batch is acked as throttled with a retry-after.
 //! 3. The record is appended to the event log (Kafka, `acks=all`, idempotent producer). **The client's
 //!    ack is sent only after the append resolves**: an acked event is durable. If Kafka does not confirm
@@ -26,6 +27,7 @@ pub mod batch;
 pub mod cardinality;
 pub mod config;
 pub mod error;
+pub mod event_view;
 pub mod memory;
 pub mod quota;
 pub mod server;

@@ -1,26 +1,30 @@
-//! The collector's memory budget: a process-wide bound on the decoded batches it holds, streams and
-//! unary calls together, and a bound on the streams one customer may hold open.
+//! The collector's memory budget: a process-wide bound on the batches it holds, streams and unary calls
+//! together, and a bound on the streams one customer may hold open.
 //!
 //! A batch is counted from the moment it is decoded until its ack is decided (the event log confirmed or
-//! refused it), by an estimate of its decoded size ([`decoded_bytes`]: the structs and every string they
-//! own, not the encoded bytes, which an empty event multiplies by ~60). A stream whose next batch does not
+//! refused it), by what it holds ([`held_bytes`]): each event's encoded bytes, a slice of the request's
+//! buffer (`event_view`: events are read in place, not decoded into owned structs), and the handle of
+//! each slice, which is what an empty event costs. A stream whose next batch does not
 //! fit waits, reading nothing more, so HTTP/2 flow control slows its client; a unary call waits at most
 //! `--budget-wait-ms`, then is told to retry (UNAVAILABLE with a retry delay). What the collector holds
-//! is then at most the budget, plus one decoded batch per open stream waiting for room, plus what is being
-//! decoded: `--max-in-flight-bytes` + streams x the decoded size of a message of `--max-batch-bytes`.
+//! is then at most the budget, plus one batch per open stream waiting for room, plus what is being
+//! decoded: `--max-in-flight-bytes` + streams x a message of `--max-batch-bytes`. Two things are not in
+//! the estimate, both bounded by the batch's size: the few events that are decoded and encoded again
+//! while their batch is checked (those not in the plain form), and the part of the request's buffer a
+//! slice keeps alive beside it (tonic's buffer holds one message, sometimes the start of the next).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use hourglass_core::customer::CustomerId;
-use hourglass_proto::v1::{Event, PropertyValue, property_value};
 use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Budget units: the semaphore counts KiB, so a budget of terabytes fits its permit count.
 const UNIT_BYTES: usize = 1024;
 
-/// Bytes of decoded batches the collector may hold at once.
+/// Bytes of batches the collector may hold at once.
 pub struct MemoryBudget {
     permits: Arc<Semaphore>,
     total_units: u32,
@@ -69,32 +73,10 @@ impl MemoryBudget {
     }
 }
 
-/// An estimate of the memory a decoded batch holds: every struct and every string it owns. Exact
-/// enough to bound memory; cheap next to the decode that produced it.
-pub fn decoded_bytes(events: &[Event]) -> usize {
-    const MAP_ENTRY_OVERHEAD: usize = 16; // B-tree node slack per entry, amortised
-    events
-        .iter()
-        .map(|event| {
-            let properties: usize = event
-                .properties
-                .iter()
-                .map(|(name, value)| {
-                    let text = match &value.kind {
-                        Some(property_value::Kind::StringValue(text)) => text.capacity(),
-                        _ => 0,
-                    };
-                    std::mem::size_of::<(String, PropertyValue)>() + MAP_ENTRY_OVERHEAD + name.capacity() + text
-                })
-                .sum();
-            std::mem::size_of::<Event>()
-                + event.event_id.capacity()
-                + event.event_type.capacity()
-                + event.user_id.as_ref().map_or(0, String::capacity)
-                + properties
-        })
-        .sum::<usize>()
-        + std::mem::size_of::<Vec<Event>>()
+/// An estimate of the memory a batch of encoded events holds: each event's bytes and its handle.
+pub fn held_bytes(events: &[Bytes]) -> usize {
+    events.iter().map(|event| std::mem::size_of::<Bytes>() + event.len()).sum::<usize>()
+        + std::mem::size_of::<Vec<Bytes>>()
 }
 
 /// Open streams per customer, against a limit.
@@ -162,14 +144,12 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_event_costs_far_more_decoded_than_encoded() {
+    fn an_empty_event_costs_its_handle_not_its_two_bytes() {
         // The reviewer's attack: 2 bytes on the wire each.
-        let empty = vec![Event::default(); 1000];
-        assert!(decoded_bytes(&empty) >= 1000 * std::mem::size_of::<Event>());
-        let mut rich = Event { event_id: "x".repeat(100), ..Event::default() };
-        rich.properties
-            .insert("name".into(), PropertyValue { kind: Some(property_value::Kind::StringValue("y".repeat(1000))) });
-        assert!(decoded_bytes(std::slice::from_ref(&rich)) > 1100);
+        let empty = vec![Bytes::from_static(&[0x0a, 0x00]); 1000];
+        assert!(held_bytes(&empty) >= 1000 * (std::mem::size_of::<Bytes>() + 2));
+        let rich = Bytes::from(vec![0u8; 1100]);
+        assert!(held_bytes(std::slice::from_ref(&rich)) > 1100);
     }
 
     #[test]

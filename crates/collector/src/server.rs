@@ -17,7 +17,7 @@ use hourglass_core::key_store::KeyStore;
 use hourglass_grpc::GrpcServer;
 use hourglass_grpc::authenticated::Authenticated;
 use hourglass_grpc::server::ServerConfig;
-use hourglass_proto::v1::ingest_service_server::IngestServiceServer;
+use hourglass_proto::wire::v1::ingest_service_server::IngestServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
@@ -30,7 +30,8 @@ use crate::telemetry;
 
 /// The service name health is reported under (besides the empty name, the whole server): the generated
 /// service's own, which [`GrpcServer`] reports and lists for it, so the start-up server names it alike.
-pub const INGEST_SERVICE_NAME: &str = hourglass_proto::v1::ingest_service_server::SERVICE_NAME;
+/// The server is `hourglass_proto::wire`'s, whose name is the public service's (a test checks it).
+pub const INGEST_SERVICE_NAME: &str = hourglass_proto::wire::v1::ingest_service_server::SERVICE_NAME;
 
 /// Room above `--max-batch-bytes` for a message's own fields and framing.
 const BATCH_FRAMING_BYTES: usize = 64 * 1024;

@@ -1,5 +1,6 @@
 //! The gRPC `IngestService`: three ways to send batches, one way to process them
-//! ([`Collector::begin_batch`]).
+//! ([`Collector::begin_batch`]). The requests are `hourglass_proto::wire`'s, whose events are the
+//! encoded bytes the client sent (slices of the request's buffer); the responses are the public ones.
 //!
 //! Streams are driven by [`drive_stream`]: it reads a batch only while fewer than
 //! `--max-in-flight-batches` are unacknowledged, so a fast client is slowed by HTTP/2 flow control
@@ -10,16 +11,15 @@
 use std::pin::pin;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::future::FutureExt;
 use futures::stream::{FuturesUnordered, StreamExt};
 use hourglass_core::api_key::Scope;
 use hourglass_core::event_log::EventLog;
 use hourglass_core::key_store::KeyStore;
-use hourglass_proto::v1::ingest_service_server::IngestService;
-use hourglass_proto::v1::{
-    BatchAck, BatchStatus, Event, IngestBatchRequest, IngestBatchResponse, IngestRequest, IngestResponse,
-    IngestStreamRequest, IngestStreamResponse,
-};
+use hourglass_proto::v1::{BatchAck, BatchStatus, IngestBatchResponse, IngestResponse, IngestStreamResponse};
+use hourglass_proto::wire::v1::ingest_service_server::IngestService;
+use hourglass_proto::wire::v1::{IngestBatchRequest, IngestRequest, IngestStreamRequest};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -27,7 +27,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::batch::{Collector, ThrottlePolicy};
 use crate::error::CollectorError;
-use crate::memory::{OpenStream, Reservation, decoded_bytes};
+use crate::memory::{OpenStream, Reservation, held_bytes};
 use crate::telemetry;
 use hourglass_grpc::auth::{AuthError, Principal};
 
@@ -150,12 +150,12 @@ impl<K: KeyStore, L: EventLog> IngestService for IngestServiceImpl<K, L> {
         let events = request.into_inner().events;
         let budget_wait = std::time::Duration::from_millis(self.collector.config.streams.budget_wait_ms);
         let Ok(reservation) =
-            tokio::time::timeout(budget_wait, self.collector.memory_budget.reserve(decoded_bytes(&events))).await
+            tokio::time::timeout(budget_wait, self.collector.memory_budget.reserve(held_bytes(&events))).await
         else {
             metrics::counter!(telemetry::BUDGET_REFUSALS_TOTAL).increment(1);
             return Err(CollectorError::MemoryBudgetFull.into());
         };
-        let ack = self.collector.begin_batch(&principal, 0, events, ThrottlePolicy::Reject).await.await;
+        let ack = self.collector.begin_batch(&principal, 0, events, ThrottlePolicy::Reject).await?.await;
         drop(reservation);
         let refused = match BatchStatus::try_from(ack.status) {
             Ok(BatchStatus::Accepted) => return Ok(Response::new(IngestBatchResponse { ack: Some(ack) })),
@@ -201,10 +201,10 @@ pub(crate) struct StreamCaller {
     _open_stream: OpenStream,
 }
 
-/// A decoded batch of a stream, waiting for room in the memory budget.
+/// A batch of a stream, waiting for room in the memory budget.
 struct WaitingBatch {
     sequence: u64,
-    events: Vec<Event>,
+    events: Vec<Bytes>,
     reservation: futures::future::BoxFuture<'static, Reservation>,
 }
 
@@ -227,7 +227,7 @@ pub(crate) async fn drive_stream<K, L, S, T>(
 ) where
     K: KeyStore,
     L: EventLog,
-    S: futures::Stream<Item = Result<(u64, Vec<Event>), Status>> + Send,
+    S: futures::Stream<Item = Result<(u64, Vec<Bytes>), Status>> + Send,
 {
     metrics::gauge!(telemetry::ACTIVE_STREAMS).increment(1.0);
     let principal = Arc::clone(&caller.principal);
@@ -281,17 +281,23 @@ pub(crate) async fn drive_stream<K, L, S, T>(
                 let batch_events = events.len();
                 // A long stream re-checks its key (from the cache) so a revocation takes effect.
                 match collector.authenticator.authorize(principal.key_hash, Scope::Ingest).await {
-                    Ok(_) => {
-                        let ack = collector.begin_batch(&principal, sequence, events, policy).await;
-                        // The batch's room in the budget is given back once its ack is decided.
-                        in_flight.push(
-                            ack.map(move |ack| {
-                                drop(reservation);
-                                BatchSent { events: batch_events, ack }
-                            })
-                            .boxed(),
-                        );
-                    }
+                    Ok(_) => match collector.begin_batch(&principal, sequence, events, policy).await {
+                        Ok(ack) => {
+                            // The batch's room in the budget is given back once its ack is decided.
+                            in_flight.push(
+                                ack.map(move |ack| {
+                                    drop(reservation);
+                                    BatchSent { events: batch_events, ack }
+                                })
+                                .boxed(),
+                            );
+                        }
+                        Err(error) => {
+                            // An undecodable event ends the stream, as an undecodable message does.
+                            reading = false;
+                            end_status = Some(error.into());
+                        }
+                    },
                     Err(error @ (AuthError::Revoked(_) | AuthError::Unknown | AuthError::WrongScope { .. })) => {
                         reading = false;
                         end_status = Some(error.into());
@@ -319,7 +325,7 @@ pub(crate) async fn drive_stream<K, L, S, T>(
                         end_status = Some(status);
                     }
                     Some(Ok((sequence, events))) => {
-                        let bytes = decoded_bytes(&events);
+                        let bytes = held_bytes(&events);
                         let budget = Arc::clone(&collector);
                         let reservation = async move { budget.memory_budget.reserve(bytes).await }.boxed();
                         waiting = Some(WaitingBatch { sequence, events, reservation });

@@ -1,8 +1,12 @@
 //! Validation of events and batches. Pure functions, no IO: a batch is checked in place, and each
-//! invalid event gets a rejection with a reason code and a message naming the limit.
+//! invalid event gets a rejection with a reason code and a message naming the limit. An event is read
+//! through [`EventFields`], so the same rules check an event read in place from its bytes and a decoded
+//! one (`event_view`).
 
 use hourglass_core::hour;
-use hourglass_proto::v1::{Event, RejectionReason, property_value};
+use hourglass_proto::v1::RejectionReason;
+
+use crate::event_view::{EventFields, PropertyRef};
 
 /// Limits on batches and events. Every limit is configurable; the defaults are documented in the
 /// proto contract too.
@@ -128,38 +132,40 @@ impl ValidationLimits {
         Ok(())
     }
 
-    /// Validates one event; `Ok` carries the start of the hour it belongs to.
+    /// Validates one event, decoded or read in place ([`EventFields`]); `Ok` carries the start of the
+    /// hour it belongs to.
     ///
     /// The time is checked first: a rejection for any other reason then carries the event's own hour
     /// ([`Rejection::hour_start`]), and one for its time carries none, so no hour is ever derived from a
     /// time that failed validation.
-    pub fn check_event(&self, event: &Event, clock: ValidationClock) -> Result<i64, Rejection> {
+    pub fn check_event(&self, event: &impl EventFields, clock: ValidationClock) -> Result<i64, Rejection> {
         let hour_start = hour::hour_start(self.check_occurred_at(event, clock)?);
         self.check_fields(event).map_err(|rejection| Rejection { hour_start: Some(hour_start), ..rejection })?;
         Ok(hour_start)
     }
 
-    fn check_fields(&self, event: &Event) -> Result<(), Rejection> {
+    fn check_fields(&self, event: &impl EventFields) -> Result<(), Rejection> {
         use RejectionReason as Reason;
-        if event.event_id.is_empty() {
+        let (event_id, event_type) = (event.event_id(), event.event_type());
+        if event_id.is_empty() {
             return Err(Rejection::new(Reason::EventIdEmpty, "event_id is empty".into()));
         }
-        if event.event_id.len() > self.max_event_id_bytes {
+        if event_id.len() > self.max_event_id_bytes {
             return Err(Rejection::new(
                 Reason::EventIdTooLong,
-                too_long("event_id", event.event_id.len(), self.max_event_id_bytes, "--max-event-id-bytes"),
+                too_long("event_id", event_id.len(), self.max_event_id_bytes, "--max-event-id-bytes"),
             ));
         }
-        if event.event_type.is_empty() {
+        if event_type.is_empty() {
             return Err(Rejection::new(Reason::EventTypeEmpty, "event_type is empty".into()));
         }
-        if event.event_type.len() > self.max_event_type_bytes {
+        if event_type.len() > self.max_event_type_bytes {
             return Err(Rejection::new(
                 Reason::EventTypeTooLong,
-                too_long("event_type", event.event_type.len(), self.max_event_type_bytes, "--max-event-type-bytes"),
+                too_long("event_type", event_type.len(), self.max_event_type_bytes, "--max-event-type-bytes"),
             ));
         }
-        if let Some(user_id) = &event.user_id
+        if let Some(user_id) = event.user_id()
             && user_id.len() > self.max_user_id_bytes
         {
             return Err(Rejection::new(
@@ -170,24 +176,24 @@ impl ValidationLimits {
         self.check_properties(event)
     }
 
-    fn check_occurred_at(&self, event: &Event, clock: ValidationClock) -> Result<i64, Rejection> {
+    fn check_occurred_at(&self, event: &impl EventFields, clock: ValidationClock) -> Result<i64, Rejection> {
         use RejectionReason as Reason;
-        let Some(occurred_at) = &event.occurred_at else {
+        let Some((seconds, nanos)) = event.occurred_at() else {
             return Err(Rejection::new(Reason::OccurredAtInvalid, "occurred_at is missing".into()));
         };
-        if !(0..1_000_000_000).contains(&occurred_at.nanos) {
+        if !(0..1_000_000_000).contains(&nanos) {
             return Err(Rejection::new(
                 Reason::OccurredAtInvalid,
-                format!("occurred_at has {} nanoseconds; expected 0 to 999999999", occurred_at.nanos),
+                format!("occurred_at has {nanos} nanoseconds; expected 0 to 999999999"),
             ));
         }
         let latest_allowed = clock.received_at_unix_secs.saturating_add(self.max_future_skew_secs);
-        if occurred_at.seconds > latest_allowed {
+        if seconds > latest_allowed {
             return Err(Rejection::new(
                 Reason::OccurredAtInFuture,
                 format!(
                     "occurred_at is {} s in the future; the limit is {} s (--max-future-skew-secs)",
-                    occurred_at.seconds.saturating_sub(clock.received_at_unix_secs),
+                    seconds.saturating_sub(clock.received_at_unix_secs),
                     self.max_future_skew_secs
                 ),
             ));
@@ -203,67 +209,89 @@ impl ValidationLimits {
             .received_at_unix_secs
             .saturating_sub(window_days.saturating_mul(86_400))
             .max(hour::EARLIEST_SUPPORTED_SECS);
-        if occurred_at.seconds < earliest_allowed {
+        if seconds < earliest_allowed {
             return Err(Rejection::new(
                 Reason::OccurredAtTooOld,
                 format!("occurred_at is older than {window} of {window_days} days ({flag})"),
             ));
         }
-        Ok(occurred_at.seconds)
+        Ok(seconds)
     }
 
-    fn check_properties(&self, event: &Event) -> Result<(), Rejection> {
+    /// Of the properties that break a limit, the one whose name sorts first is reported: the order a
+    /// decoded event's sorted map was always checked in, whatever order the client encoded them in.
+    fn check_properties(&self, event: &impl EventFields) -> Result<(), Rejection> {
         use RejectionReason as Reason;
-        if event.properties.len() > self.max_properties {
+        let property_count = event.property_count();
+        if property_count > self.max_properties {
             return Err(Rejection::new(
                 Reason::TooManyProperties,
                 format!(
-                    "event has {} properties; the limit is {} (--max-properties)",
-                    event.properties.len(),
+                    "event has {property_count} properties; the limit is {} (--max-properties)",
                     self.max_properties
                 ),
             ));
         }
-        for (name, value) in &event.properties {
-            if name.is_empty() || name.len() > self.max_property_name_bytes {
-                return Err(Rejection::new(
-                    Reason::PropertyNameInvalid,
-                    format!(
-                        "property name of {} bytes; expected 1 to {} (--max-property-name-bytes)",
-                        name.len(),
-                        self.max_property_name_bytes
-                    ),
-                ));
-            }
-            match &value.kind {
-                None => {
-                    return Err(Rejection::new(
-                        Reason::PropertyValueInvalid,
-                        format!("property {name:?} has no value"),
-                    ));
-                }
-                Some(property_value::Kind::StringValue(text)) if text.len() > self.max_property_value_bytes => {
-                    return Err(Rejection::new(
-                        Reason::PropertyValueInvalid,
-                        too_long(
-                            &format!("property {name:?}"),
-                            text.len(),
-                            self.max_property_value_bytes,
-                            "--max-property-value-bytes",
-                        ),
-                    ));
-                }
-                Some(property_value::Kind::NumberValue(number)) if !number.is_finite() => {
-                    return Err(Rejection::new(
-                        Reason::PropertyValueInvalid,
-                        format!("property {name:?} is {number}; numbers must be finite"),
-                    ));
-                }
-                Some(_) => {}
+        let mut first_invalid: Option<(&str, PropertyProblem)> = None;
+        for (name, value) in event.properties() {
+            if let Some(problem) = self.property_problem(name, value)
+                && first_invalid.is_none_or(|(first_name, _)| name < first_name)
+            {
+                first_invalid = Some((name, problem));
             }
         }
-        Ok(())
+        let Some((name, problem)) = first_invalid else {
+            return Ok(());
+        };
+        let (reason, message) = match problem {
+            PropertyProblem::Name => (
+                Reason::PropertyNameInvalid,
+                format!(
+                    "property name of {} bytes; expected 1 to {} (--max-property-name-bytes)",
+                    name.len(),
+                    self.max_property_name_bytes
+                ),
+            ),
+            PropertyProblem::NoValue => (Reason::PropertyValueInvalid, format!("property {name:?} has no value")),
+            PropertyProblem::TooLong(length) => (
+                Reason::PropertyValueInvalid,
+                too_long(
+                    &format!("property {name:?}"),
+                    length,
+                    self.max_property_value_bytes,
+                    "--max-property-value-bytes",
+                ),
+            ),
+            PropertyProblem::NotFinite(number) => {
+                (Reason::PropertyValueInvalid, format!("property {name:?} is {number}; numbers must be finite"))
+            }
+        };
+        Err(Rejection::new(reason, message))
     }
+
+    /// What is wrong with one property, the name checked before the value.
+    fn property_problem(&self, name: &str, value: PropertyRef<'_>) -> Option<PropertyProblem> {
+        if name.is_empty() || name.len() > self.max_property_name_bytes {
+            return Some(PropertyProblem::Name);
+        }
+        match value {
+            PropertyRef::Missing => Some(PropertyProblem::NoValue),
+            PropertyRef::String(text) if text.len() > self.max_property_value_bytes => {
+                Some(PropertyProblem::TooLong(text.len()))
+            }
+            PropertyRef::Number(number) if !number.is_finite() => Some(PropertyProblem::NotFinite(number)),
+            PropertyRef::String(_) | PropertyRef::Number(_) | PropertyRef::Bool(_) => None,
+        }
+    }
+}
+
+/// Why a property breaks a limit.
+#[derive(Clone, Copy)]
+enum PropertyProblem {
+    Name,
+    NoValue,
+    TooLong(usize),
+    NotFinite(f64),
 }
 
 fn too_long(what: &str, length: usize, limit: usize, flag: &str) -> String {
@@ -274,7 +302,7 @@ fn too_long(what: &str, length: usize, limit: usize, flag: &str) -> String {
 mod tests {
     use super::*;
     use hourglass_proto::prost_types::Timestamp;
-    use hourglass_proto::v1::PropertyValue;
+    use hourglass_proto::v1::{Event, PropertyValue, property_value};
 
     const NOW: i64 = 1_764_000_000;
 

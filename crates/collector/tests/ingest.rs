@@ -326,3 +326,56 @@ async fn event_types_and_property_names_past_the_customers_limits_are_rejected_a
     assert_eq!(outcome_total(&records, Outcome::Accepted), 4);
     collector.stop().await;
 }
+
+#[tokio::test]
+async fn events_are_published_as_sent_with_unknown_fields_stripped_and_an_undecodable_one_ends_the_stream() {
+    use bytes::Bytes;
+    use hourglass_proto::wire::v1::ingest_service_client::IngestServiceClient as WireClient;
+    use prost::Message;
+
+    let collector = TestCollector::start("wire_events").await;
+    let key = collector.create_key("acme", Scope::Ingest).await;
+    // The collector's own view of the request lets the test send any bytes as an event.
+    let mut client = WireClient::new(collector.channel().await);
+    let (batch_tx, batch_rx) = mpsc::channel(4);
+    let mut acks = client.ingest_stream(authorized(ReceiverStream::new(batch_rx), &key)).await.unwrap().into_inner();
+
+    let plain = event("w-plain");
+    let with_unknown = event("w-unknown");
+    let mut with_unknown_bytes = with_unknown.encode_to_vec();
+    prost::encoding::uint64::encode(15, &9, &mut with_unknown_bytes);
+    let first = hourglass_proto::wire::v1::IngestStreamRequest {
+        sequence: 1,
+        events: vec![
+            Bytes::from(plain.encode_to_vec()),
+            Bytes::from(with_unknown_bytes),
+            Bytes::from(invalid_event("w-invalid").encode_to_vec()),
+        ],
+    };
+    batch_tx.send(first).await.unwrap();
+    let ack = next_ack(&mut acks).await;
+    assert_eq!((ack.status, ack.accepted_count), (BatchStatus::Accepted as i32, 2), "{ack:?}");
+    let rejected: Vec<(u32, i32)> =
+        ack.rejections.iter().map(|rejection| (rejection.index, rejection.reason)).collect();
+    assert_eq!(rejected, [(2, RejectionReason::EventTypeEmpty as i32)]);
+
+    let undecodable = hourglass_proto::wire::v1::IngestStreamRequest {
+        sequence: 2,
+        events: vec![Bytes::from(event("w-never").encode_to_vec()), Bytes::from_static(&[0x0a, 0x02, 0xff, 0xfe])],
+    };
+    batch_tx.send(undecodable).await.unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(60), acks.message())
+        .await
+        .expect("the stream ends")
+        .expect_err("an undecodable event ends the stream with an error");
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    assert!(status.message().contains("event 1 of the batch"), "{}", status.message());
+
+    let records = collector.published_records().await;
+    let published = events_by_id(&records);
+    let expected: HashMap<String, _> =
+        [("w-plain".to_owned(), plain), ("w-unknown".to_owned(), with_unknown)].into_iter().collect();
+    assert_eq!(published, expected, "as sent, the unknown field stripped; nothing of the undecodable batch");
+    assert_eq!(outcome_total(&records, Outcome::Rejected), 1);
+    collector.stop().await;
+}

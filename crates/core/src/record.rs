@@ -61,6 +61,17 @@ pub fn partition_key(customer_id: &CustomerId, spread: u32, batch_counter: u64) 
 
 /// Encodes a record with its headers.
 pub fn encode(key: String, record: &EventBatchRecord) -> LogRecord {
+    encode_message(key, record)
+}
+
+/// Encodes a record whose events are already encoded (the collector's, which copies each accepted
+/// event's bytes as the client sent them), with its headers. The payload is an `EventBatchRecord`
+/// byte for byte: [`decode`] reads it.
+pub fn encode_wire(key: String, record: &hourglass_proto::wire::log::v1::EventBatchRecord) -> LogRecord {
+    encode_message(key, record)
+}
+
+fn encode_message(key: String, record: &impl Message) -> LogRecord {
     LogRecord {
         key,
         payload: record.encode_to_vec(),
