@@ -108,8 +108,9 @@ pub struct StreamConfig {
     )]
     pub ack_write_timeout_secs: u64,
 
-    /// Bytes of decoded batches the collector holds at once, streams and unary calls together (an
-    /// estimate of their in-memory size, which for tiny events is many times their encoded size). A
+    /// Bytes of batches the collector holds at once, streams and unary calls together (an estimate of
+    /// their in-memory size: each event's encoded bytes plus a 32-byte handle, so tiny events count
+    /// several times their encoded size). A
     /// stream whose batch does not fit waits, reading nothing, so its client is slowed by HTTP/2 flow
     /// control; a unary call waits at most `--budget-wait-ms`, then gets UNAVAILABLE with a retry delay.
     #[arg(
@@ -125,7 +126,7 @@ pub struct StreamConfig {
     pub budget_wait_ms: u64,
 
     /// Most ingest streams one customer may hold open on one collector; more are refused with
-    /// RESOURCE_EXHAUSTED. Each open stream may hold one decoded batch beyond the memory budget.
+    /// RESOURCE_EXHAUSTED. Each open stream may hold one batch beyond the memory budget.
     #[arg(
         long = "max-streams-per-customer",
         env = "HOURGLASS_MAX_STREAMS_PER_CUSTOMER",

@@ -622,7 +622,9 @@ mod tests {
                     0 if !bytes.is_empty() => bytes[position] ^= 1 << random.below(8),
                     1 if !bytes.is_empty() => bytes[position] = random.next() as u8,
                     2 => bytes.insert(position, random.next() as u8),
-                    3 if !bytes.is_empty() => drop(bytes.remove(position)),
+                    3 if !bytes.is_empty() => {
+                        bytes.remove(position);
+                    }
                     _ => bytes.truncate(position),
                 }
             }
