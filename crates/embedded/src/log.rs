@@ -511,10 +511,11 @@ impl Writer {
         let mut connection = self.pool.acquire().await?;
         let written = self.write_group_on(&mut connection, group).await;
         if written.is_err() {
-            // SQLite rolls some failed transactions back itself (a full disk among them), and sqlx's count
-            // of the connection's open transactions then disagrees with it: the next transaction there
-            // would not be what it seems, and left open it holds the write lock against every other
-            // connection. A new connection for the next group costs little next to that.
+            // Returned to the pool, the connection of a group that hit a full disk left every later group
+            // failing at once with "database is locked" (seen on a full tmpfs): SQLite may roll such a
+            // transaction back itself, and sqlx's own count of the connection's open transactions, which
+            // decides what its next `begin` and rollback send, need not follow. A new connection for the
+            // next group costs little next to that.
             connection.close_on_drop();
         }
         written
