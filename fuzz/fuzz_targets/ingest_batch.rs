@@ -2,9 +2,12 @@
 //! (`Collector::begin_batch`, what every ingest call runs after authentication), into an event log.
 //!
 //! Input: the first byte picks the form of the rest and a few settings. Even: the rest is an
-//! `IngestBatchRequest` as a client encodes it (the committed seeds are such batches, their times shifted
-//! from the tests' clock to now); odd: the rest drives `arbitrary` to build the events, which reaches the
+//! `IngestBatchRequest` as a client encodes it, split into its events' bytes as tonic hands them to the
+//! collector (`hourglass_proto::wire`; the committed seeds are such batches, their times shifted from the
+//! tests' clock to now); odd: the rest drives `arbitrary` to build the events, which reaches the
 //! validation's corners sooner. Properties checked for every batch:
+//! - a batch fails as undecodable exactly when one of its events' bytes is not an `Event` to prost, and
+//!   then appends nothing;
 //! - the ack accounts for every event (accepted + rejected = sent, rejections in order), or refuses the
 //!   batch whole only when it is over a batch limit;
 //! - every record appended decodes with `record::decode`, as the ingestor decodes it (the collector never
@@ -17,9 +20,11 @@ use std::sync::{Arc, LazyLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arbitrary::{Arbitrary, Unstructured};
+use bytes::Bytes;
 use hourglass_collector::CollectorConfig;
 use hourglass_collector::batch::{Collector, ThrottlePolicy};
 use hourglass_collector::config::RecordLayout;
+use hourglass_collector::error::CollectorError;
 use hourglass_core::api_key::ApiKey;
 use hourglass_core::customer::CustomerId;
 use hourglass_core::event_log::Topic;
@@ -29,7 +34,8 @@ use hourglass_fuzz::{NoKeys, captured_log};
 use hourglass_grpc::auth::Principal;
 use hourglass_proto::log::v1::{Outcome, OutcomeCount};
 use hourglass_proto::prost_types::Timestamp;
-use hourglass_proto::v1::{BatchStatus, Event, IngestBatchRequest, PropertyValue, RejectionReason, property_value};
+use hourglass_proto::v1::{BatchStatus, Event, PropertyValue, RejectionReason, property_value};
+use hourglass_proto::wire::v1::IngestBatchRequest as WireIngestBatchRequest;
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 
@@ -95,19 +101,28 @@ impl ArbitraryEvent {
     }
 }
 
-fn events_of(form: u8, rest: &[u8], now_secs: i64) -> Option<Vec<Event>> {
+/// The batch's events as the collector receives them: each one's bytes.
+fn events_of(form: u8, rest: &[u8], now_secs: i64) -> Option<Vec<Bytes>> {
     if form % 2 == 0 {
-        // What tonic hands the service: a message prost decoded, or a refused call.
-        let mut events = IngestBatchRequest::decode(rest).ok()?.events;
-        for time in events.iter_mut().filter_map(|event| event.occurred_at.as_mut()) {
-            if (time.seconds - SEED_EPOCH_SECS).abs() <= SEED_WINDOW_SECS {
-                time.seconds += now_secs - SEED_EPOCH_SECS;
-            }
-        }
-        Some(events)
+        // What tonic hands the service: the request split into its events' bytes (which need not decode),
+        // or a refused call.
+        let events = WireIngestBatchRequest::decode(rest).ok()?.events;
+        Some(events.into_iter().map(|bytes| shift_seed_time(bytes, now_secs)).collect())
     } else {
         let arbitrary: Vec<ArbitraryEvent> = Unstructured::new(rest).arbitrary().ok()?;
-        Some(arbitrary.into_iter().map(|event| event.into_event(now_secs)).collect())
+        Some(arbitrary.into_iter().map(|event| Bytes::from(event.into_event(now_secs).encode_to_vec())).collect())
+    }
+}
+
+/// An event of a seed, its time moved from the tests' clock to now; any other bytes as they are.
+fn shift_seed_time(bytes: Bytes, now_secs: i64) -> Bytes {
+    let Ok(mut event) = Event::decode(bytes.as_ref()) else { return bytes };
+    match event.occurred_at.as_mut() {
+        Some(time) if (time.seconds - SEED_EPOCH_SECS).abs() <= SEED_WINDOW_SECS => {
+            time.seconds += now_secs - SEED_EPOCH_SECS;
+            Bytes::from(event.encode_to_vec())
+        }
+        _ => bytes,
     }
 }
 
@@ -140,7 +155,7 @@ thread_local! {
 fuzz_target!(|data: &[u8]| {
     let Some((&form, rest)) = data.split_first() else { return };
     let now_secs = SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_secs() as i64;
-    let Some(events) = events_of(form, rest, now_secs) else { return };
+    let Some(event_bytes) = events_of(form, rest, now_secs) else { return };
 
     let mut config = CollectorConfig::with_defaults("127.0.0.1:0".parse().expect("an address"));
     config.record_layout = if form & 0b10 == 0 { RecordLayout::Batch } else { RecordLayout::Event };
@@ -151,11 +166,27 @@ fuzz_target!(|data: &[u8]| {
     let collector = Collector::new(config, Arc::new(NoKeys), Arc::clone(&event_log));
     let principal = principal(form);
     let sequence = u64::from(form);
-    let ack = RUNTIME.with(|runtime| {
+    let begun = RUNTIME.with(|runtime| {
         runtime.block_on(async {
-            collector.begin_batch(&principal, sequence, events.clone(), ThrottlePolicy::Reject).await.await
+            match collector.begin_batch(&principal, sequence, event_bytes.clone(), ThrottlePolicy::Reject).await {
+                Ok(ack) => Ok(ack.await),
+                Err(error) => Err(error),
+            }
         })
     });
+    let decoded: Result<Vec<Event>, _> = event_bytes.iter().map(|bytes| Event::decode(bytes.as_ref())).collect();
+    let ack = match (begun, &decoded) {
+        (Ok(ack), Ok(_)) => ack,
+        (Err(CollectorError::UndecodableEvent { index, .. }), Err(_)) => {
+            assert!(Event::decode(event_bytes[index].as_ref()).is_err(), "event {index} decodes, yet was refused");
+            assert!(event_log.take().is_empty(), "an undecodable batch appends nothing");
+            return;
+        }
+        (Err(error), Ok(_)) => panic!("every event decodes, yet the batch failed: {error}"),
+        (Err(error), Err(_)) => panic!("an undecodable batch failed for another reason: {error}"),
+        (Ok(ack), Err(error)) => panic!("an event prost cannot decode ({error}) was taken: {ack:?}"),
+    };
+    let events = decoded.expect("checked above");
     let appended = event_log.take();
 
     assert_eq!(ack.sequence, sequence);
@@ -206,7 +237,12 @@ fuzz_target!(|data: &[u8]| {
             assert!(outcomes.iter().all(|count| count.reason == RejectionReason::BatchInvalid as i32), "{outcomes:?}");
             // A record holds at most every event, each with its field key and length (under 12 bytes), and
             // the batch's ids and outcomes (far under 1 KiB for a fuzzer's few events).
-            let encoded_bytes: usize = events.iter().map(|event| event.encoded_len() + 12).sum::<usize>() + 1024;
+            // The events are counted as the client's bytes, which may be longer than their canonical encoding.
+            let encoded_bytes: usize = event_bytes
+                .iter()
+                .map(|bytes| bytes.len().max(Event::decode(bytes.as_ref()).map_or(0, |event| event.encoded_len())) + 12)
+                .sum::<usize>()
+                + 1024;
             assert!(
                 events.len() > limits.max_batch_events || encoded_bytes > limits.max_batch_bytes,
                 "a batch of {} events, {encoded_bytes} bytes, refused: {}",
