@@ -194,6 +194,14 @@ class RawConnection:
             task.cancel()
         return self.settings_received.is_set() and not self.closed.is_set()
 
+    async def closed_within(self, secs: float) -> bool:
+        """Whether the server closes the connection within `secs`."""
+        try:
+            await asyncio.wait_for(self.closed.wait(), secs)
+        except asyncio.TimeoutError:
+            pass
+        return self.closed.is_set()
+
     def close(self) -> None:
         self.writer.transport.abort()
         self._reading.cancel()
@@ -426,12 +434,19 @@ async def gather_bounded(coroutines, limit: int):
     return await asyncio.gather(*(bounded(coroutine) for coroutine in coroutines))
 
 
+async def in_waves_until(deadline: float, one_connection, width: int = 8) -> list:
+    """Runs `one_connection` `width` at a time, wave after wave, until `deadline`; every wave's results."""
+    results: list = []
+    while time.monotonic() < deadline:
+        results += await asyncio.gather(*(one_connection() for _ in range(width)))
+    return results
+
+
 async def rapid_reset(server: Standalone, secs: float) -> Outcome:
     """HEADERS + RST_STREAM pairs, up to 10,000 per connection, 8 connections at a time, for `secs`."""
     headers = request_headers("/grpc.health.v1.Health/Check")
     per_connection = 10_000
     deadline = time.monotonic() + secs
-    results: List[Tuple[int, bool, Optional[int]]] = []
 
     async def one_connection() -> Tuple[int, bool, Optional[int]]:
         connection = await RawConnection.open(server.host_port)
@@ -448,16 +463,11 @@ async def rapid_reset(server: Standalone, secs: float) -> Outcome:
                 if not await connection.send(chunk):
                     break
                 sent += 100
-            try:
-                await asyncio.wait_for(connection.closed.wait(), GRACE_SECS)
-            except asyncio.TimeoutError:
-                pass
-            return sent, connection.closed.is_set(), connection.goaway_code
+            return sent, await connection.closed_within(GRACE_SECS), connection.goaway_code
         finally:
             connection.close()
 
-    while time.monotonic() < deadline:
-        results += await asyncio.gather(*(one_connection() for _ in range(8)))
+    results = await in_waves_until(deadline, one_connection)
     outcome = Outcome()
     streams = sum(sent for sent, _, _ in results)
     codes: Dict[str, int] = {}
@@ -482,7 +492,6 @@ async def continuation_flood(server: Standalone, secs: float) -> Outcome:
     literal = b"\x00" + hpack_string("x-flood") + hpack_string("a" * 1000)
     continuation = frame(FRAME_CONTINUATION, 0, 1, literal * 16)
     deadline = time.monotonic() + secs
-    results: List[Tuple[int, bool, Optional[int]]] = []
 
     async def one_connection() -> Tuple[int, bool, Optional[int]]:
         connection = await RawConnection.open(server.host_port)
@@ -496,16 +505,11 @@ async def continuation_flood(server: Standalone, secs: float) -> Outcome:
                 if not await connection.send(continuation):
                     break
                 sent += len(continuation)
-            try:
-                await asyncio.wait_for(connection.closed.wait(), GRACE_SECS)
-            except asyncio.TimeoutError:
-                pass
-            return sent, connection.closed.is_set(), connection.goaway_code
+            return sent, await connection.closed_within(GRACE_SECS), connection.goaway_code
         finally:
             connection.close()
 
-    while time.monotonic() < deadline:
-        results += await asyncio.gather(*(one_connection() for _ in range(8)))
+    results = await in_waves_until(deadline, one_connection)
     outcome = Outcome()
     codes = sorted({code for _, _, code in results if code is not None})
     outcome.achieved.append(f"{len(results)} connections; CONTINUATION bytes written before the cut: "
