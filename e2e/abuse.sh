@@ -24,17 +24,7 @@ LOG_TAG=abuse
 # shellcheck source=e2e/servers/lib.sh
 source e2e/servers/lib.sh
 
-if [[ -z "${HOURGLASS_BIN:-}" ]]; then
-    # shellcheck source=scripts/build-prerequisites.sh
-    source scripts/build-prerequisites.sh
-    log "building hourglass (debug)"
-    SQLX_OFFLINE=true cargo build --quiet --locked -p hourglass
-    # A copy: the shared target directory may be rebuilt (another branch, another test) during the run.
-    mkdir -p "$HOURGLASS_CACHE_DIR/abuse"
-    cp "$CARGO_TARGET_DIR/debug/hourglass" "$HOURGLASS_CACHE_DIR/abuse/hourglass.tmp"
-    mv -f "$HOURGLASS_CACHE_DIR/abuse/hourglass.tmp" "$HOURGLASS_CACHE_DIR/abuse/hourglass"
-    export HOURGLASS_BIN="$HOURGLASS_CACHE_DIR/abuse/hourglass"
-fi
+use_hourglass_debug_build abuse
 python=$(bash e2e/servers/tools.sh e2e-python)
 "$python" -m pip install --quiet --disable-pip-version-check --no-build-isolation --no-deps "$root/sdks/python" >&2
 rm -rf "$root/sdks/python/build"

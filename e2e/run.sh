@@ -41,17 +41,7 @@ for argument in "$@"; do
     esac
 done
 
-if [[ -z "${HOURGLASS_BIN:-}" ]]; then
-    # shellcheck source=scripts/build-prerequisites.sh
-    source scripts/build-prerequisites.sh
-    log "building hourglass (debug)"
-    SQLX_OFFLINE=true cargo build --quiet --locked -p hourglass
-    # A copy: the shared target directory may be rebuilt (another branch, another test) during the run.
-    mkdir -p "$HOURGLASS_CACHE_DIR/e2e"
-    cp "$CARGO_TARGET_DIR/debug/hourglass" "$HOURGLASS_CACHE_DIR/e2e/hourglass.tmp"
-    mv -f "$HOURGLASS_CACHE_DIR/e2e/hourglass.tmp" "$HOURGLASS_CACHE_DIR/e2e/hourglass"
-    export HOURGLASS_BIN="$HOURGLASS_CACHE_DIR/e2e/hourglass"
-fi
+use_hourglass_debug_build e2e
 command -v haproxy >/dev/null 2>&1 || apt_install haproxy
 command -v psql >/dev/null 2>&1 || apt_install postgresql-client
 HOURGLASS_E2E_HELM=$(bash e2e/servers/tools.sh helm)

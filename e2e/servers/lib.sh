@@ -24,6 +24,22 @@ warn() { printf '[%s] WARNING: %s\n' "$LOG_TAG" "$*" >&2; }
 die()  { printf '[%s] ERROR: %s\n' "$LOG_TAG" "$*" >&2; exit 1; }
 
 # port_open HOST PORT: true if something accepts TCP connections on HOST:PORT.
+# Points HOURGLASS_BIN at a debug build of `hourglass`, built now and copied to $HOURGLASS_CACHE_DIR/$1/,
+# unless HOURGLASS_BIN already names a binary. A copy: the shared target directory may be rebuilt (another
+# branch, another test) while the caller runs. Call from the repository's root.
+use_hourglass_debug_build() {
+    [[ -n "${HOURGLASS_BIN:-}" ]] && return 0
+    local copy_dir="$HOURGLASS_CACHE_DIR/$1"
+    # shellcheck source=scripts/build-prerequisites.sh
+    source scripts/build-prerequisites.sh
+    log "building hourglass (debug)"
+    SQLX_OFFLINE=true cargo build --quiet --locked -p hourglass
+    mkdir -p "$copy_dir"
+    cp "$CARGO_TARGET_DIR/debug/hourglass" "$copy_dir/hourglass.tmp"
+    mv -f "$copy_dir/hourglass.tmp" "$copy_dir/hourglass"
+    export HOURGLASS_BIN="$copy_dir/hourglass"
+}
+
 port_open() {
     timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$1" "$2" 2>/dev/null
 }
