@@ -147,7 +147,7 @@ cmd_smoke() {
     [[ -n "$ingest_key" && -n "$query_key" ]] || die "no demo keys in the data volume"
     # The image's HEALTHCHECK is its own binary; it asks the default port, and this container listens on
     # another (host network), so run the same probe inside the container on the right one.
-    engine image inspect --format '{{json .Config.Healthcheck}}' "$image" | grep -q '"health"' ||
+    grep -q '"health"' <<<"$(engine image inspect --format '{{json .Config.Healthcheck}}' "$image")" ||
         die "the image has no HEALTHCHECK running hourglass health"
     engine exec "$name" /usr/local/bin/hourglass health --target "http://127.0.0.1:$port" >&2
 
@@ -171,8 +171,11 @@ cmd_smoke() {
         sleep 1
     done
     [[ "$counted" == "$events" ]] || die "the report counts $counted events, not $events: $answer"
-    curl -fsS "http://127.0.0.1:$metrics_port/metrics" | grep -q '^process_resident_memory_bytes' ||
-        die "no process metrics on the metrics port"
+    # Read the page into a variable first: `curl | grep -q` under pipefail fails whenever grep finds the line
+    # and exits before curl has written the rest (curl: (23) Failed writing body), which is a race on page size.
+    local metrics
+    metrics=$(curl -fsS "http://127.0.0.1:$metrics_port/metrics") || die "the metrics port did not answer"
+    grep -q '^process_resident_memory_bytes' <<<"$metrics" || die "no process metrics on the metrics port"
 
     log "stopping it with SIGTERM (grace ${grace} s, the chart's collector.terminationGracePeriodSeconds)"
     local stop_started=$SECONDS
@@ -181,7 +184,7 @@ cmd_smoke() {
     exit_code=$(engine inspect --format '{{.State.ExitCode}}' "$name")
     ((stopped_in < grace)) || die "it took ${stopped_in} s to stop (grace ${grace} s): killed, not drained"
     [[ "$exit_code" == 0 ]] || { engine logs "$name" >&2; die "exit code $exit_code after SIGTERM"; }
-    engine logs "$name" 2>&1 | grep -q '"shutdown complete"\|shutdown complete' ||
+    grep -q '"shutdown complete"\|shutdown complete' <<<"$(engine logs "$name" 2>&1)" ||
         die "no 'shutdown complete' in its logs"
 
     local size
