@@ -13,17 +13,28 @@ pub struct QueryConfig {
     #[arg(
         long = "query-max-hourly-range-hours",
         env = "HOURGLASS_QUERY_MAX_HOURLY_RANGE_HOURS",
-        default_value_t = 2232
+        default_value_t = 2232,
+        value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub max_hourly_range_hours: u32,
 
     /// Longest range of a daily/weekly/monthly report or an event-type listing, in days. Such reports
     /// merge one users sketch per hour and event type, so their cost grows with the range.
-    #[arg(long = "query-max-period-range-days", env = "HOURGLASS_QUERY_MAX_PERIOD_RANGE_DAYS", default_value_t = 400)]
+    #[arg(
+        long = "query-max-period-range-days",
+        env = "HOURGLASS_QUERY_MAX_PERIOD_RANGE_DAYS",
+        default_value_t = 400,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
     pub max_period_range_days: u32,
 
-    /// Most raw events per page of ListRawEvents.
-    #[arg(long = "query-max-page-size", env = "HOURGLASS_QUERY_MAX_PAGE_SIZE", default_value_t = 1000)]
+    /// Most raw events per page of ListRawEvents. At least 1: a limit of 0 would refuse every page.
+    #[arg(
+        long = "query-max-page-size",
+        env = "HOURGLASS_QUERY_MAX_PAGE_SIZE",
+        default_value_t = 1000,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
     pub max_page_size: u32,
 
     /// Reports kept in memory (hourly and period metrics), as encoded responses. An entry is used only
@@ -88,5 +99,24 @@ mod tests {
         let shown = format!("{config:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
         assert!(shown.contains("page_token_secret: Some(\"<hidden>\")"), "{shown}");
+    }
+
+    #[derive(clap::Parser)]
+    struct Flags {
+        #[command(flatten)]
+        query: QueryConfig,
+    }
+
+    #[test]
+    fn zero_limits_are_refused_at_start_not_at_the_first_request() {
+        use clap::Parser;
+        for flag in ["--query-max-page-size", "--query-max-hourly-range-hours", "--query-max-period-range-days"] {
+            let refused =
+                Flags::try_parse_from(["query", flag, "0"]).err().unwrap_or_else(|| panic!("{flag} 0 accepted"));
+            assert!(refused.to_string().contains("0 is not in 1.."), "{flag}: {refused}");
+            let accepted =
+                Flags::try_parse_from(["query", flag, "1"]).unwrap_or_else(|error| panic!("{flag} 1: {error}"));
+            assert!(format!("{:?}", accepted.query).contains(": 1,"), "{flag}");
+        }
     }
 }
