@@ -1,5 +1,6 @@
 //! `hourglass verify`: recount the raw store for a range of aggregated hours and print the ledger.
 
+use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
@@ -7,6 +8,7 @@ use chrono::DateTime;
 use hourglass_core::retention::RawRetention;
 use hourglass_cql::{CqlConfig, CqlRawStore};
 use hourglass_postgres::{PostgresConfig, PostgresRollupStore};
+use hourglass_proto::v1::RejectionReason;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::hour_range::HourRangeArgs;
@@ -83,6 +85,9 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
     if not_recounted > 0 {
         println!("{not_recounted} hour(s) not recounted, for each: {}", raw_retention.past_horizon_reason());
     }
+    if let Some(line) = rejections_by_reason(hours.iter().map(|verified| &verified.ledger.rejected_by_reason)) {
+        println!("rejected by reason: {line}");
+    }
     if let Some(reason) = hours.iter().find_map(|verified| verified.refused.as_deref()) {
         let refused = hours.iter().filter(|verified| verified.refused.is_some()).count();
         println!("{refused} hour(s) refused late data, which will never be counted: {reason}");
@@ -93,4 +98,44 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The range's rejections summed per reason, most frequent first, as `EVENT_ID_EMPTY 3, ...`; `None` when
+/// nothing was rejected. A reason this build does not know (a newer collector's) is shown by number.
+fn rejections_by_reason<'a>(hours: impl Iterator<Item = &'a BTreeMap<i32, u64>>) -> Option<String> {
+    let mut totals = BTreeMap::<i32, u64>::new();
+    for by_reason in hours {
+        for (&reason, &events) in by_reason {
+            *totals.entry(reason).or_default() += events;
+        }
+    }
+    let mut totals: Vec<(i32, u64)> = totals.into_iter().filter(|&(_, events)| events > 0).collect();
+    if totals.is_empty() {
+        return None;
+    }
+    totals.sort_by(|left, right| right.1.cmp(&left.1).then(left.0.cmp(&right.0)));
+    let named = totals.iter().map(|&(reason, events)| match RejectionReason::try_from(reason) {
+        Ok(known) => format!("{} {events}", known.as_str_name().trim_start_matches("REJECTION_REASON_")),
+        Err(_) => format!("reason {reason} {events}"),
+    });
+    Some(named.collect::<Vec<_>>().join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejections_are_summed_over_hours_most_frequent_first_and_unknown_reasons_keep_their_number() {
+        let future = RejectionReason::OccurredAtInFuture as i32;
+        let empty_id = RejectionReason::EventIdEmpty as i32;
+        let first = BTreeMap::from([(future, 2), (empty_id, 1)]);
+        let second = BTreeMap::from([(empty_id, 4), (999, 1), (future, 0)]);
+        assert_eq!(
+            rejections_by_reason([&first, &second].into_iter()).as_deref(),
+            Some("EVENT_ID_EMPTY 5, OCCURRED_AT_IN_FUTURE 2, reason 999 1")
+        );
+        assert_eq!(rejections_by_reason([&BTreeMap::from([(future, 0)])].into_iter()), None);
+        assert_eq!(rejections_by_reason(std::iter::empty()), None);
+    }
 }
