@@ -17,6 +17,10 @@
 //! would ingest), and the same ordered shutdown starts (health NOT_SERVING first); standalone then exits
 //! non-zero (see [`run`] for why).
 //!
+//! A full disk does not stop it (`hourglass_embedded::disk_full`): writes that find no room fail and are
+//! retried, batches are refused UNAVAILABLE and not acked, health is NOT_SERVING, and all of it resumes by
+//! itself once there is room.
+//!
 //! It listens on 127.0.0.1 unless told otherwise (`--listen-addr`): a newcomer's first run should not
 //! expose an ingest endpoint, with the demo keys it prints, to the network. The data directory is the
 //! owner's alone (0700, its files 0600: `hourglass_embedded::data_dir`).
@@ -237,6 +241,11 @@ async fn enforce_raw_retention(raw_store: Arc<SqliteRawStore>, retention_days: i
 /// `log.db`. A persistent failure then shows as a restart loop with the error in every log, which is
 /// what an operator needs to see. Until it exits, the log refuses appends, so clients are told to retry
 /// rather than acknowledged, and health is NOT_SERVING.
+///
+/// What stops ingestion is a failure of `log.db` other than a full disk: it cannot be read (corrupt,
+/// unreadable) or refuses a commit for another reason, which a restart either cures or shows. A full
+/// disk is not one: it is the operator's to fix and ends by itself, so the stores keep retrying, health
+/// is NOT_SERVING meanwhile, and standalone stays up.
 pub async fn run(mut args: StandaloneArgs) -> anyhow::Result<()> {
     // Raw hours are deleted past --raw-retention-days (below): that decides the aggregator's horizon, and
     // the late-data window must end well before it.

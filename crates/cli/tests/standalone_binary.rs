@@ -520,3 +520,197 @@ fn a_serving_role_logs_json_lines_to_stdout() {
     assert!(status.success(), "{status}: {stderr}");
     assert!(!stderr.contains("ingestor consuming"), "logs went to stderr too: {stderr}");
 }
+
+/// A tmpfs mounted on a fresh directory under /tmp, unmounted (and the directory removed) when dropped,
+/// whether the test passed or not.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (mount's syntax: `64m`). Fails, saying so, where mounting is not permitted.
+    fn mount(size: &str) -> Self {
+        let dir = tempfile::Builder::new().prefix("hourglass-disk-full-").tempdir().unwrap();
+        let output = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("run mount");
+        assert!(
+            output.status.success(),
+            "this test mounts a small tmpfs to fill it up, which needs root or CAP_SYS_ADMIN (CI runs as root): \
+             mount said {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+        Self { dir }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazy: a process of a failed test may still hold a file open.
+        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+/// Writes `path` until the file system has no room left (ENOSPC); returns the bytes written.
+fn fill_up(path: &std::path::Path) -> u64 {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).unwrap();
+    let chunk = vec![0xa5u8; 64 * 1024];
+    let mut written = 0u64;
+    loop {
+        match file.write(&chunk) {
+            Ok(0) => return written,
+            Ok(bytes) => written += bytes as u64,
+            Err(error) if error.raw_os_error() == Some(libc::ENOSPC) => return written,
+            Err(error) => panic!("cannot fill {}: {error}", path.display()),
+        }
+    }
+}
+
+/// Standalone on a file system that fills up: batches are refused UNAVAILABLE with a message naming the
+/// full disk and a retry delay, never acknowledged unless durable; health turns NOT_SERVING; the process
+/// stays up and logs the condition once; once space is freed it serves again by itself, and the report
+/// counts every acknowledged event exactly once and none of the refused ones that were not sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_disk_fills_up_batches_are_refused_unacked_and_ingestion_resumes_once_space_is_freed() {
+    use hourglass_proto::prost_types::Timestamp;
+    use hourglass_proto::v1::ingest_service_client::IngestServiceClient;
+    use hourglass_proto::v1::{Event, IngestBatchRequest};
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_types::StatusExt;
+
+    let tmpfs = Tmpfs::mount("64m");
+    let data_dir = tmpfs.path().join("data");
+    let filler = tmpfs.path().join("filler");
+    let port = free_port();
+    let target = format!("http://127.0.0.1:{port}");
+    let mut standalone = start_with(
+        &data_dir,
+        port,
+        &["--readiness-interval-ms", "200", "--provisional-interval-secs", "1"],
+        &[],
+        Stdio::piped(),
+    );
+    let logs = support::collect_stderr(&mut standalone.child);
+    let channel = support::wait_until_serving(&target, &mut standalone.child, Duration::from_secs(30)).await;
+    let demo_keys = std::fs::read_to_string(data_dir.join("demo-keys.txt")).unwrap();
+    let ingest_key = demo_keys.lines().find_map(|line| line.strip_prefix("ingest:")).unwrap().trim().to_owned();
+    let report_command = printed_command(&standalone.welcome, "report");
+
+    // Ten events of `event_type` per batch, ids from the batch's name: a batch sent again is the same events.
+    let batch = |event_type: &str, name: &str| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let events = (0..10)
+            .map(|index| Event {
+                event_id: format!("{name}-{index}"),
+                event_type: event_type.into(),
+                user_id: Some(format!("user-{index}")),
+                occurred_at: Some(Timestamp { seconds: now, nanos: 0 }),
+                ..Default::default()
+            })
+            .collect();
+        let mut request = tonic::Request::new(IngestBatchRequest { events });
+        request.metadata_mut().insert("authorization", format!("Bearer {ingest_key}").parse().unwrap());
+        request
+    };
+    let mut ingest = IngestServiceClient::new(channel.clone());
+    for index in 0..20 {
+        ingest.ingest_batch(batch("before", &format!("before-{index}"))).await.expect("room on the disk");
+    }
+
+    // Fill the disk, then send until acks stop: SQLite reuses room it already has (a WAL restarted from
+    // its beginning, freed pages), so a few more batches may be acknowledged, each of them durable.
+    let filled = fill_up(&filler);
+    assert!(filled > 0, "the tmpfs had no room for the filler");
+    let mut acked_filling = 0u64;
+    let refusal = loop {
+        match ingest.ingest_batch(batch("filling", &format!("filling-{acked_filling}"))).await {
+            Ok(_) => acked_filling += 10,
+            Err(status) => break status,
+        }
+        assert!(acked_filling < 100_000, "still acknowledging batches on a full disk");
+    };
+    // That batch was refused, and is never sent again: none of its events may be counted.
+    assert_eq!(refusal.code(), tonic::Code::Unavailable, "{refusal:?}");
+    let message = refusal.message();
+    assert!(
+        message.contains("no space left") && message.contains(&data_dir.join("log.db").display().to_string()),
+        "the refusal names the full disk: {message}"
+    );
+    let retry_delay = refusal.get_details_retry_info().and_then(|retry| retry.retry_delay);
+    assert!(retry_delay.is_some_and(|delay| delay > Duration::ZERO), "a retry delay: {refusal:?}");
+    support::wait_for_health(&target, &mut standalone.child, ServingStatus::NotServing, Duration::from_secs(30)).await;
+
+    // While it is full, the process stays up and logs the condition once, not once per refusal. A batch
+    // is acknowledged only if SQLite found room for it; every one is sent again once there is room.
+    let mut refused_while_full = 1;
+    for index in 0..20 {
+        match ingest.ingest_batch(batch("while_full", &format!("while-full-{index}"))).await {
+            Ok(_) => {}
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+                refused_while_full += 1;
+            }
+        }
+    }
+    assert!(standalone.child.try_wait().unwrap().is_none(), "standalone exited on a full disk");
+    let full_disk_errors = logs
+        .lock()
+        .unwrap()
+        .lines()
+        .filter(|line| line.contains("disk full: writes are refused") && line.contains("log.db"))
+        .count();
+    assert!(
+        full_disk_errors == 1,
+        "the full disk is logged once per condition ({full_disk_errors} errors, {refused_while_full} refusals):\n{}",
+        logs.lock().unwrap()
+    );
+    assert!(
+        !logs.lock().unwrap().contains("event log group commit failed"),
+        "a full disk is not a failed commit:\n{}",
+        logs.lock().unwrap()
+    );
+
+    // Room again: standalone serves by itself, without a restart.
+    std::fs::remove_file(&filler).unwrap();
+    support::wait_until_serving(&target, &mut standalone.child, Duration::from_secs(60)).await;
+    for index in 0..20 {
+        let resent = ingest.ingest_batch(batch("while_full", &format!("while-full-{index}"))).await;
+        resent.expect("room again: sent again, acknowledged");
+    }
+    for index in 0..5 {
+        ingest.ingest_batch(batch("after", &format!("after-{index}"))).await.expect("room again");
+    }
+
+    // Every acknowledged event counted exactly once (a batch sent twice too); the refused batch that was
+    // never sent again, not at all.
+    let mut expected =
+        BTreeMap::from([("after".to_owned(), 50), ("before".to_owned(), 200), ("while_full".to_owned(), 200)]);
+    if acked_filling > 0 {
+        expected.insert("filling".to_owned(), acked_filling);
+    }
+    eprintln!(
+        "acknowledged after filling the disk: {acked_filling} events; refused while full: {refused_while_full} of 21 \
+         batches"
+    );
+    let started = Instant::now();
+    loop {
+        let by_type: BTreeMap<String, u64> = report_by_type(&run_printed(&report_command))
+            .into_iter()
+            .map(|(name, (events, _))| (name, events))
+            .collect();
+        // Counts only grow, so one beyond the expected never comes back down to it.
+        if by_type == expected || started.elapsed() > Duration::from_secs(90) {
+            assert_eq!(by_type, expected, "counted (left) after {:?}", started.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(standalone.child.try_wait().unwrap().is_none(), "standalone exited");
+}

@@ -15,13 +15,19 @@
 //!
 //! The data directory is private to its owner ([`data_dir`]: the directory 0700, its files 0600).
 //!
+//! A full disk under it is a temporary condition, not a failure of the data ([`disk_full`]): writes are
+//! refused (and the log acknowledges nothing) until there is room, readiness fails meanwhile, and writes
+//! resume by themselves.
+//!
 //! Three files rather than one: SQLite allows one writer per database at a time, and the three are
 //! written by different stages at the same time.
 
 #![warn(missing_docs)]
 
 pub mod data_dir;
+pub mod disk_full;
 pub mod log;
 pub mod meta;
 pub mod raw;
 pub mod sqlite;
+pub mod telemetry;

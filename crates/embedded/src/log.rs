@@ -33,6 +33,14 @@
 //! # Refusing appends
 //! [`SqliteEventLog::refuse_appends`] makes every later append fail as unavailable: standalone calls it
 //! when its ingestion has stopped, so that no client is acknowledged a batch nothing will ingest.
+//!
+//! # A full disk
+//! A group that cannot be committed for want of space fails every write in it (appends as unavailable,
+//! naming the file: nothing is acknowledged that is not on disk) and puts the log in the disk-full state
+//! of [`crate::disk_full`]: one error logged, readiness failing, each readiness check probing for room
+//! through the writer. The writer keeps taking groups, so the first one committed once there is room
+//! ends the state; no append is refused without being tried. The consumer's commits and trims fail the
+//! same way and are retried ([`consumer`]), so a full disk stops nothing for good.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -45,6 +53,7 @@ use hourglass_core::raw_block::{self, Decompressor};
 use sqlx::{Row, SqlitePool};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::disk_full::{self, DiskFull, WriteError};
 use crate::sqlite::{self, OpenError};
 
 pub mod consumer;
@@ -118,9 +127,37 @@ pub enum SqliteLogError {
         /// Why.
         message: String,
     },
-    /// The writer task has stopped (the runtime is shutting down), or did not answer in time.
+    /// The writer task has stopped (the runtime is shutting down), or did not answer in time, or its
+    /// group failed for a reason other than space.
     #[error("event log writer unavailable: {0}")]
     WriterUnavailable(String),
+    /// The write's group could not be committed for want of disk space; the same write succeeds once
+    /// there is room.
+    #[error("event log write refused: {0}")]
+    DiskFull(String),
+}
+
+/// Why the writer did not commit a write.
+#[derive(Clone, Debug)]
+struct NotWritten {
+    message: String,
+    disk_full: bool,
+}
+
+impl NotWritten {
+    fn other(message: impl Into<String>) -> Self {
+        Self { message: message.into(), disk_full: false }
+    }
+}
+
+impl From<NotWritten> for SqliteLogError {
+    fn from(not_written: NotWritten) -> Self {
+        if not_written.disk_full {
+            SqliteLogError::DiskFull(not_written.message)
+        } else {
+            SqliteLogError::WriterUnavailable(not_written.message)
+        }
+    }
 }
 
 /// The embedded [`EventLog`] in `log.db`. See the module documentation.
@@ -130,6 +167,8 @@ pub struct SqliteEventLog {
     last_offsets: Arc<LastOffsets>,
     /// Why appends are refused, once they are ([`Self::refuse_appends`]).
     appends_refused: Arc<OnceLock<String>>,
+    /// Whether the writer's last group found the disk full.
+    disk: Arc<DiskFull>,
 }
 
 /// Per topic, the highest committed offset; the writer bumps it after each commit and consumers wait
@@ -153,21 +192,25 @@ enum WriteCommand {
     Append {
         topic: Topic,
         record: LogRecord,
-        done_tx: oneshot::Sender<Result<Appended, String>>,
+        done_tx: oneshot::Sender<Result<Appended, NotWritten>>,
     },
     CommitOffset {
         consumer: String,
         offset: i64,
-        done_tx: oneshot::Sender<Result<(), String>>,
+        done_tx: oneshot::Sender<Result<(), NotWritten>>,
     },
     TrimEvents {
         up_to_offset: i64,
         keep_records: u64,
-        done_tx: oneshot::Sender<Result<u64, String>>,
+        done_tx: oneshot::Sender<Result<u64, NotWritten>>,
     },
     /// Resolved once every write queued before it is committed.
     Flush {
         done_tx: oneshot::Sender<()>,
+    },
+    /// Rewrites the disk-space probe's row: a write that needs room, for readiness while the disk is full.
+    ProbeSpace {
+        done_tx: oneshot::Sender<Result<(), NotWritten>>,
     },
 }
 
@@ -212,9 +255,15 @@ impl SqliteEventLog {
             dead_letter: watch::Sender::new(last_offset_of.get(&Topic::DeadLetter).copied().unwrap_or(0)),
         });
         let (writer_tx, writer_rx) = mpsc::channel(QUEUE_CAPACITY);
-        let writer = Writer { pool: pool.clone(), next_offset, last_offsets: Arc::clone(&last_offsets) };
+        let disk = Arc::new(DiskFull::new(data_dir, FILE_NAME));
+        let writer = Writer {
+            pool: pool.clone(),
+            next_offset,
+            last_offsets: Arc::clone(&last_offsets),
+            disk: Arc::clone(&disk),
+        };
         tokio::spawn(writer.run(writer_rx));
-        Ok(Self { pool, writer_tx, last_offsets, appends_refused: Arc::new(OnceLock::new()) })
+        Ok(Self { pool, writer_tx, last_offsets, appends_refused: Arc::new(OnceLock::new()), disk })
     }
 
     /// From now on, every append fails with [`EventLogError::Unavailable`] naming `reason`, and
@@ -301,7 +350,7 @@ impl SqliteEventLog {
     pub async fn commit_offset(&self, consumer: &str, offset: i64) -> Result<(), SqliteLogError> {
         let (done_tx, done_rx) = oneshot::channel();
         let command = WriteCommand::CommitOffset { consumer: consumer.to_owned(), offset, done_tx };
-        self.write(command, done_rx).await.map_err(SqliteLogError::WriterUnavailable)
+        Ok(self.write(command, done_rx).await?)
     }
 
     /// Deletes the Events records at or below `up_to_offset` (a consumer's committed offset), except
@@ -309,15 +358,20 @@ impl SqliteEventLog {
     pub async fn trim_events(&self, up_to_offset: i64, keep_records: u64) -> Result<u64, SqliteLogError> {
         let (done_tx, done_rx) = oneshot::channel();
         let command = WriteCommand::TrimEvents { up_to_offset, keep_records, done_tx };
-        self.write(command, done_rx).await.map_err(SqliteLogError::WriterUnavailable)
+        Ok(self.write(command, done_rx).await?)
+    }
+
+    /// Whether the writer's last group found the disk full (see the module documentation).
+    pub fn is_disk_full(&self) -> bool {
+        self.disk.is_full()
     }
 
     /// Queues a write and waits for its result, both within [`WRITE_TIMEOUT`].
     async fn write<T>(
         &self,
         command: WriteCommand,
-        done_rx: oneshot::Receiver<Result<T, String>>,
-    ) -> Result<T, String> {
+        done_rx: oneshot::Receiver<Result<T, NotWritten>>,
+    ) -> Result<T, NotWritten> {
         queue_and_wait(self.writer_tx.clone(), command, done_rx).await
     }
 }
@@ -327,15 +381,15 @@ impl SqliteEventLog {
 async fn queue_and_wait<T>(
     writer_tx: mpsc::Sender<WriteCommand>,
     command: WriteCommand,
-    done_rx: oneshot::Receiver<Result<T, String>>,
-) -> Result<T, String> {
+    done_rx: oneshot::Receiver<Result<T, NotWritten>>,
+) -> Result<T, NotWritten> {
     let queued_and_done = async move {
-        writer_tx.send(command).await.map_err(|_| "the log's writer has stopped".to_owned())?;
-        done_rx.await.map_err(|_| "the log's writer stopped before committing".to_owned())?
+        writer_tx.send(command).await.map_err(|_| NotWritten::other("the log's writer has stopped"))?;
+        done_rx.await.map_err(|_| NotWritten::other("the log's writer stopped before committing"))?
     };
     tokio::time::timeout(WRITE_TIMEOUT, queued_and_done)
         .await
-        .unwrap_or_else(|_| Err(format!("not committed within {} s", WRITE_TIMEOUT.as_secs())))
+        .unwrap_or_else(|_| Err(NotWritten::other(format!("not committed within {} s", WRITE_TIMEOUT.as_secs()))))
 }
 
 impl EventLog for SqliteEventLog {
@@ -351,7 +405,7 @@ impl EventLog for SqliteEventLog {
             let (done_tx, done_rx) = oneshot::channel();
             queue_and_wait(writer_tx, WriteCommand::Append { topic, record, done_tx }, done_rx)
                 .await
-                .map_err(|message| EventLogError::Unavailable(message.into()))
+                .map_err(|not_written| EventLogError::Unavailable(not_written.message.into()))
         })
     }
 
@@ -380,6 +434,13 @@ impl EventLog for SqliteEventLog {
             if let Some(reason) = self.appends_refused.get() {
                 return Err(EventLogError::Unavailable(format!("the event log refuses appends: {reason}").into()));
             }
+            if self.disk.is_full() {
+                // Through the writer, the only writer of log.db; its success ends the disk-full state.
+                let (done_tx, done_rx) = oneshot::channel();
+                self.write(WriteCommand::ProbeSpace { done_tx }, done_rx)
+                    .await
+                    .map_err(|not_written| EventLogError::Unavailable(not_written.message.into()))?;
+            }
             sqlx::query("SELECT 1 FROM log_records LIMIT 1")
                 .fetch_optional(&self.pool)
                 .await
@@ -395,6 +456,7 @@ struct Writer {
     /// The offset the next append gets.
     next_offset: i64,
     last_offsets: Arc<LastOffsets>,
+    disk: Arc<DiskFull>,
 }
 
 /// What one group's transaction gives back to each of its commands, in order.
@@ -403,6 +465,7 @@ enum Written {
     Committed,
     Trimmed(u64),
     Flushed,
+    Probed,
 }
 
 impl Writer {
@@ -411,7 +474,8 @@ impl Writer {
         // `recv_many` waits for one command, then takes whatever else is queued: the group.
         while commands_rx.recv_many(&mut group, MAX_COMMANDS_PER_GROUP).await > 0 {
             let first_offset = self.next_offset;
-            match self.write_group(&group).await {
+            let committed = self.write_group(&group).await;
+            match self.disk.observe(committed) {
                 Ok((written, last_of_topic)) => {
                     // Wake the consumers before the appenders: by the time a collector acks, the
                     // ingestion loop is already on its way.
@@ -425,10 +489,16 @@ impl Writer {
                 Err(error) => {
                     // Rolled back: none of the group is in the log, its offsets are free again.
                     self.next_offset = first_offset;
-                    tracing::warn!(%error, commands = group.len(), "event log group commit failed");
-                    let reason = format!("event log commit failed: {error}");
+                    let not_written = match error {
+                        // Logged once for the whole condition by `DiskFull`, not once per group.
+                        WriteError::DiskFull(error) => NotWritten { message: error.to_string(), disk_full: true },
+                        WriteError::Database(error) => {
+                            tracing::warn!(%error, commands = group.len(), "event log group commit failed");
+                            NotWritten::other(format!("event log commit failed: {error}"))
+                        }
+                    };
                     for command in group.drain(..) {
-                        fail(command, &reason);
+                        fail(command, &not_written);
                     }
                 }
             }
@@ -438,8 +508,26 @@ impl Writer {
     /// Writes a group in one transaction. Returns each command's result, and the last offset appended
     /// per topic.
     async fn write_group(&mut self, group: &[WriteCommand]) -> Result<(Vec<Written>, Vec<(Topic, i64)>), sqlx::Error> {
+        let mut connection = self.pool.acquire().await?;
+        let written = self.write_group_on(&mut connection, group).await;
+        if written.is_err() {
+            // Returned to the pool, the connection of a group that hit a full disk left every later group
+            // failing at once with "database is locked" (seen on a full tmpfs): SQLite may roll such a
+            // transaction back itself, and sqlx's own count of the connection's open transactions, which
+            // decides what its next `begin` and rollback send, need not follow. A new connection for the
+            // next group costs little next to that.
+            connection.close_on_drop();
+        }
+        written
+    }
+
+    async fn write_group_on(
+        &mut self,
+        connection: &mut sqlx::SqliteConnection,
+        group: &[WriteCommand],
+    ) -> Result<(Vec<Written>, Vec<(Topic, i64)>), sqlx::Error> {
         let appended_at_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64;
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = sqlx::Connection::begin(connection).await?;
         let mut written = Vec::with_capacity(group.len());
         let mut last_of_topic: Vec<(Topic, i64)> = Vec::with_capacity(2);
         for command in group {
@@ -493,6 +581,10 @@ impl Writer {
                     written.push(Written::Trimmed(deleted));
                 }
                 WriteCommand::Flush { .. } => written.push(Written::Flushed),
+                WriteCommand::ProbeSpace { .. } => {
+                    sqlx::query(disk_full::PROBE_STATEMENT).bind(appended_at_ms).execute(&mut *transaction).await?;
+                    written.push(Written::Probed);
+                }
             }
         }
         // synchronous = FULL: the commit returns once the WAL is fsynced.
@@ -517,26 +609,32 @@ fn resolve(command: WriteCommand, written: Written) {
         (WriteCommand::Flush { done_tx }, Written::Flushed) => {
             let _ = done_tx.send(());
         }
+        (WriteCommand::ProbeSpace { done_tx }, Written::Probed) => {
+            let _ = done_tx.send(Ok(()));
+        }
         // write_group gives one result per command, of the command's own kind.
-        (command, _) => fail(command, "event log writer mismatched a result (bug)"),
+        (command, _) => fail(command, &NotWritten::other("event log writer mismatched a result (bug)")),
     }
 }
 
 /// Sends a command of a failed group its error. A flush resolves anyway: nothing queued before it is
 /// still pending (it failed, and its appender was told).
-fn fail(command: WriteCommand, reason: &str) {
+fn fail(command: WriteCommand, reason: &NotWritten) {
     match command {
         WriteCommand::Append { done_tx, .. } => {
-            let _ = done_tx.send(Err(reason.to_owned()));
+            let _ = done_tx.send(Err(reason.clone()));
         }
         WriteCommand::CommitOffset { done_tx, .. } => {
-            let _ = done_tx.send(Err(reason.to_owned()));
+            let _ = done_tx.send(Err(reason.clone()));
         }
         WriteCommand::TrimEvents { done_tx, .. } => {
-            let _ = done_tx.send(Err(reason.to_owned()));
+            let _ = done_tx.send(Err(reason.clone()));
         }
         WriteCommand::Flush { done_tx } => {
             let _ = done_tx.send(());
+        }
+        WriteCommand::ProbeSpace { done_tx } => {
+            let _ = done_tx.send(Err(reason.clone()));
         }
     }
 }

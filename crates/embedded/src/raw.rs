@@ -25,6 +25,7 @@
 //! to other buckets and break de-duplication across writes.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use futures::TryStreamExt;
 use hourglass_core::raw_block::{self, DecodeError, Decompressor, EventView, PageScans, RecordBlock, SeenEventIds};
@@ -32,6 +33,7 @@ use hourglass_core::raw_store::{EventVisitor, HourOutcomes, RawStore, RawStoreEr
 use hourglass_proto::log::v1::{EventBatchRecord, OutcomeCount};
 use sqlx::{Row, SqlitePool};
 
+use crate::disk_full::{DiskFull, WriteError};
 use crate::sqlite::{self, OpenError};
 
 /// The database file in the data directory.
@@ -86,6 +88,8 @@ pub struct SqliteRawStore {
     /// Readers never wait for the writer (WAL).
     readers: SqlitePool,
     bucket_count: u32,
+    /// Whether the last write found the disk full ([`crate::disk_full`]).
+    disk: Arc<DiskFull>,
 }
 
 impl SqliteRawStore {
@@ -122,26 +126,28 @@ impl SqliteRawStore {
             );
         }
         let readers = sqlite::open(data_dir, FILE_NAME, READER_CONNECTIONS, SCHEMA).await?;
-        Ok(Self { writer, readers, bucket_count: stored_count })
+        let disk = Arc::new(DiskFull::new(data_dir, FILE_NAME));
+        Ok(Self { writer, readers, bucket_count: stored_count, disk })
     }
 
     /// Deletes the raw events and outcome counts of every hour that started before `cutoff_unix` (the
     /// embedded counterpart of the CQL store's TTL); returns the rows deleted. Rollups and the ledger
     /// are kept; `verify` of such an hour then shows stored below counted, as after a TTL.
     pub async fn delete_hours_before(&self, cutoff_unix: i64) -> Result<u64, RawStoreError> {
-        let mut transaction = self.writer.begin().await.map_err(unavailable)?;
-        let blocks = sqlx::query("DELETE FROM event_blocks WHERE hour_start < ?1")
-            .bind(cutoff_unix)
-            .execute(&mut *transaction)
-            .await
-            .map_err(unavailable)?;
-        let outcomes = sqlx::query("DELETE FROM batch_outcomes WHERE hour_start < ?1")
-            .bind(cutoff_unix)
-            .execute(&mut *transaction)
-            .await
-            .map_err(unavailable)?;
-        transaction.commit().await.map_err(unavailable)?;
-        Ok(blocks.rows_affected() + outcomes.rows_affected())
+        let deleted = async {
+            let mut transaction = self.writer.begin().await?;
+            let blocks = sqlx::query("DELETE FROM event_blocks WHERE hour_start < ?1")
+                .bind(cutoff_unix)
+                .execute(&mut *transaction)
+                .await?;
+            let outcomes = sqlx::query("DELETE FROM batch_outcomes WHERE hour_start < ?1")
+                .bind(cutoff_unix)
+                .execute(&mut *transaction)
+                .await?;
+            transaction.commit().await?;
+            Ok(blocks.rows_affected() + outcomes.rows_affected())
+        };
+        self.disk.observe(deleted.await).map_err(write_failed)
     }
 
     /// Calls `on_event` with every distinct event of a bucket (its last written copy) and the batch
@@ -224,11 +230,64 @@ fn unavailable(error: impl std::error::Error + Send + Sync + 'static) -> RawStor
     RawStoreError::Unavailable(Box::new(error))
 }
 
+/// A write that failed, a full disk among the rest: the store is unavailable until it works again.
+fn write_failed(error: WriteError) -> RawStoreError {
+    RawStoreError::Unavailable(error.boxed())
+}
+
 fn undecodable(customer_id: &str, hour_start: i64, batch_id: &str, error: DecodeError) -> RawStoreError {
     RawStoreError::Schema(
         format!("undecodable event block of customer {customer_id}, hour {hour_start}, batch {batch_id}: {error}")
             .into(),
     )
+}
+
+/// Inserts the blocks of `records` (`blocks`, made from them) and their outcome counts in `transaction`.
+async fn insert_blocks(
+    transaction: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    blocks: &[(&EventBatchRecord, RecordBlock)],
+    records: &[EventBatchRecord],
+) -> Result<(), sqlx::Error> {
+    // Several rows per statement: each statement is a round trip to SQLite's worker thread, which
+    // costs more than inserting a row. Rows go in order, so a later copy replaces an earlier one.
+    for chunk in blocks.chunks(ROWS_PER_INSERT) {
+        let sql = multi_row_insert(
+            "INSERT OR REPLACE INTO event_blocks (customer_id, hour_start, bucket, batch_id, events)",
+            5,
+            chunk.len(),
+        );
+        let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (record, block) in chunk {
+            insert = insert
+                .bind(record.customer_id.as_str())
+                .bind(block.hour_start)
+                .bind(i64::from(block.bucket))
+                .bind(record.batch_id.as_str())
+                .bind(block.block.as_slice());
+        }
+        insert.execute(&mut **transaction).await?;
+    }
+    let outcomes: Vec<(&EventBatchRecord, &OutcomeCount)> =
+        records.iter().flat_map(|record| record.outcomes.iter().map(move |count| (record, count))).collect();
+    for chunk in outcomes.chunks(ROWS_PER_INSERT) {
+        let sql = multi_row_insert(
+            "INSERT OR REPLACE INTO batch_outcomes (customer_id, hour_start, batch_id, outcome, reason, count)",
+            6,
+            chunk.len(),
+        );
+        let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (record, count) in chunk {
+            insert = insert
+                .bind(record.customer_id.as_str())
+                .bind(count.hour_start_unix_secs)
+                .bind(record.batch_id.as_str())
+                .bind(count.outcome)
+                .bind(count.reason)
+                .bind(i64::from(count.count));
+        }
+        insert.execute(&mut **transaction).await?;
+    }
+    Ok(())
 }
 
 /// `insert_into` followed by `rows` tuples of `columns` parameters. Anonymous parameters: sqlx looks
@@ -248,50 +307,16 @@ impl RawStore for SqliteRawStore {
             })
             .collect();
 
-        let mut transaction = self.writer.begin().await.map_err(unavailable)?;
-        // Several rows per statement: each statement is a round trip to SQLite's worker thread, which
-        // costs more than inserting a row. Rows go in order, so a later copy replaces an earlier one.
-        for chunk in blocks.chunks(ROWS_PER_INSERT) {
-            let sql = multi_row_insert(
-                "INSERT OR REPLACE INTO event_blocks (customer_id, hour_start, bucket, batch_id, events)",
-                5,
-                chunk.len(),
-            );
-            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for (record, block) in chunk {
-                insert = insert
-                    .bind(record.customer_id.as_str())
-                    .bind(block.hour_start)
-                    .bind(i64::from(block.bucket))
-                    .bind(record.batch_id.as_str())
-                    .bind(block.block.as_slice());
-            }
-            insert.execute(&mut *transaction).await.map_err(unavailable)?;
-        }
-        let outcomes: Vec<(&EventBatchRecord, &OutcomeCount)> =
-            records.iter().flat_map(|record| record.outcomes.iter().map(move |count| (record, count))).collect();
-        for chunk in outcomes.chunks(ROWS_PER_INSERT) {
-            let sql = multi_row_insert(
-                "INSERT OR REPLACE INTO batch_outcomes (customer_id, hour_start, batch_id, outcome, reason, count)",
-                6,
-                chunk.len(),
-            );
-            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for (record, count) in chunk {
-                insert = insert
-                    .bind(record.customer_id.as_str())
-                    .bind(count.hour_start_unix_secs)
-                    .bind(record.batch_id.as_str())
-                    .bind(count.outcome)
-                    .bind(count.reason)
-                    .bind(i64::from(count.count));
-            }
-            insert.execute(&mut *transaction).await.map_err(unavailable)?;
-        }
-        transaction.commit().await.map_err(unavailable)
+        let written = async {
+            let mut transaction = self.writer.begin().await?;
+            insert_blocks(&mut transaction, &blocks, records).await?;
+            transaction.commit().await
+        };
+        self.disk.observe(written.await).map_err(write_failed)
     }
 
     async fn check_ready(&self) -> Result<(), RawStoreError> {
+        self.disk.check(&self.writer).await.map_err(write_failed)?;
         sqlx::query("SELECT 1").execute(&self.readers).await.map_err(unavailable)?;
         Ok(())
     }

@@ -85,10 +85,13 @@ pub async fn open(
         .connect_with(options)
         .await
         .map_err(|source| OpenError::Database { path: path.clone(), source })?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(schema.to_owned()))
-        .execute(&pool)
-        .await
-        .map_err(|source| OpenError::Database { path, source })?;
+    // Every database also has the table a readiness check writes to while its disk is full.
+    for statements in [schema, crate::disk_full::PROBE_SCHEMA] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statements.to_owned()))
+            .execute(&pool)
+            .await
+            .map_err(|source| OpenError::Database { path: path.clone(), source })?;
+    }
     Ok(pool)
 }
 

@@ -65,6 +65,7 @@ where
     let max_group = config.max_records_per_write.max(1);
     let mut in_flight_records = 0usize;
     let mut lag_report = LagReport::default();
+    let mut streaks = Streaks::default();
 
     // `next_records` is cancel-safe (the seam's contract): losing this race to another branch loses no
     // record. The other branches' handlers run once it is dropped, so they may use the consumer.
@@ -78,7 +79,8 @@ where
                 metrics::gauge!(telemetry::IN_FLIGHT_RECORDS).set(tracker.in_flight() as f64);
             }
             _ = commit_tick.tick() => {
-                if let Err(error) = mark_and_commit(&mut consumer, &*job_queue, &mut tracker, &mut pending_hours).await {
+                let marked = mark_and_commit(&mut consumer, &*job_queue, &mut tracker, &mut pending_hours, &mut streaks);
+                if let Err(error) = marked.await {
                     break Err(error);
                 }
                 lag_report.report(&consumer.lag());
@@ -119,7 +121,7 @@ where
         }
     }
     metrics::gauge!(telemetry::IN_FLIGHT_RECORDS).set(tracker.in_flight() as f64);
-    let committed = mark_and_commit(&mut consumer, &*job_queue, &mut tracker, &mut pending_hours).await;
+    let committed = mark_and_commit(&mut consumer, &*job_queue, &mut tracker, &mut pending_hours, &mut streaks).await;
     if let Err(error) = consumer.close().await {
         tracing::warn!(%error, "closing the event log consumer failed; uncommitted records will be redelivered");
     }
@@ -184,6 +186,33 @@ struct PendingHours {
     record_spans: Vec<tracing::Span>,
 }
 
+/// The marks and the commits failing now, each logged when its failure starts and when it ends rather
+/// than at every commit interval (every 100 ms in standalone, where a full disk can last minutes).
+#[derive(Default)]
+struct Streaks {
+    marking: FailureStreak,
+    committing: FailureStreak,
+}
+
+/// Consecutive failures of one repeated write.
+#[derive(Default)]
+struct FailureStreak {
+    failures: u64,
+}
+
+impl FailureStreak {
+    /// Notes a failure; `true` for the first of a streak (the one to log).
+    fn failed(&mut self) -> bool {
+        self.failures += 1;
+        self.failures == 1
+    }
+
+    /// Notes a success; returns how many failures it ended (0 if none).
+    fn succeeded(&mut self) -> u64 {
+        std::mem::take(&mut self.failures)
+    }
+}
+
 /// Marks the finished records' hours dirty, then commits the positions below every in-flight record.
 /// If marking fails nothing is committed: the records will be redelivered and re-marked, or marked at
 /// the next commit interval. A failed commit is retried at the next one too, unless it is fatal: then
@@ -193,6 +222,7 @@ async fn mark_and_commit<C: EventLogConsumer, Q: JobQueue>(
     job_queue: &Q,
     tracker: &mut OffsetTracker,
     pending_hours: &mut PendingHours,
+    streaks: &mut Streaks,
 ) -> Result<(), IngestorError> {
     let committable = tracker.committable();
     if !pending_hours.hours.is_empty() {
@@ -211,8 +241,16 @@ async fn mark_and_commit<C: EventLogConsumer, Q: JobQueue>(
         drop(mark_spans);
         if let Err(error) = marked {
             metrics::counter!(telemetry::DIRTY_MARK_FAILURES_TOTAL).increment(1);
-            tracing::warn!(%error, "cannot mark dirty hours; offsets stay uncommitted until it works");
+            if streaks.marking.failed() {
+                tracing::warn!(%error, "cannot mark dirty hours; offsets stay uncommitted until it works");
+            } else {
+                tracing::debug!(%error, "cannot mark dirty hours yet");
+            }
             return Ok(());
+        }
+        let failures = streaks.marking.succeeded();
+        if failures > 0 {
+            tracing::info!(failures, "marking dirty hours works again");
         }
         pending_hours.hours.clear();
         pending_hours.record_spans.clear();
@@ -228,6 +266,10 @@ async fn mark_and_commit<C: EventLogConsumer, Q: JobQueue>(
         Ok(()) => {
             metrics::counter!(telemetry::COMMITS_TOTAL, "result" => "ok").increment(1);
             tracker.mark_committed(&committable);
+            let failures = streaks.committing.succeeded();
+            if failures > 0 {
+                tracing::info!(failures, "offset commits work again");
+            }
             Ok(())
         }
         Err(error) => {
@@ -235,7 +277,11 @@ async fn mark_and_commit<C: EventLogConsumer, Q: JobQueue>(
             if let EventLogError::Fatal(_) = error {
                 return Err(IngestorError::Log(error));
             }
-            tracing::warn!(%error, "offset commit failed; the records may be redelivered (no loss)");
+            if streaks.committing.failed() {
+                tracing::warn!(%error, "offset commit failed; the records may be redelivered (no loss)");
+            } else {
+                tracing::debug!(%error, "offset commit failed again");
+            }
             Ok(())
         }
     }

@@ -9,6 +9,11 @@
 //! at or below its committed offset (but the newest `keep` of them), so `log.db` does not grow with
 //! everything ever ingested. Only the ingest consumer trims, and it is the only consumer: standalone has
 //! one ingestion, and nothing else reads its Events.
+//!
+//! A commit or a trim refused for want of disk space is not fatal: the commit fails as unavailable (the
+//! ingest loop commits again at its next interval, and what it has not committed is delivered again
+//! after a crash), and the trim is skipped until the next interval. Every other failure of `log.db` is
+//! fatal ([`log_error`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -112,7 +117,15 @@ impl SqliteEventLogConsumer {
         // If this is cancelled, the next trim (an interval later) deletes the same records: trimming
         // through an offset twice deletes nothing the second time.
         let through = self.committed_through;
-        let deleted = self.log.trim_events(through, trim.keep_records).await.map_err(fatal)?;
+        let deleted = match self.log.trim_events(through, trim.keep_records).await {
+            Ok(deleted) => deleted,
+            // A trim frees rows but writes the WAL first; the log's disk-full state has said why.
+            Err(SqliteLogError::DiskFull(reason)) => {
+                tracing::debug!(%reason, "trim skipped until there is room");
+                return Ok(());
+            }
+            Err(error) => return Err(log_error(error)),
+        };
         trim.trimmed_through = through;
         tracing::debug!(deleted, through, "trimmed ingested records from the log");
         Ok(())
@@ -123,8 +136,11 @@ impl EventLogConsumer for SqliteEventLogConsumer {
     async fn next_records(&mut self, max_records: usize) -> Result<Vec<ConsumedRecord>, EventLogError> {
         loop {
             self.trim_if_due().await?;
-            let records =
-                self.log.read_after(Topic::Events, self.delivered_through, max_records.max(1)).await.map_err(fatal)?;
+            let records = self
+                .log
+                .read_after(Topic::Events, self.delivered_through, max_records.max(1))
+                .await
+                .map_err(log_error)?;
             // No wait between the read and this: a cancelled call has delivered nothing.
             if let Some(last) = records.last() {
                 self.delivered_through = last.offset;
@@ -147,7 +163,7 @@ impl EventLogConsumer for SqliteEventLogConsumer {
             }
             // Stored as the last record done.
             let through = position.next_offset - 1;
-            self.log.commit_offset(&self.name, through).await.map_err(fatal)?;
+            self.log.commit_offset(&self.name, through).await.map_err(log_error)?;
             self.committed_through = through;
         }
         Ok(())
@@ -174,10 +190,14 @@ async fn sleep_until_some(deadline: Option<Instant>) {
     }
 }
 
-/// Every failure of `log.db` stops the consumer for good: the log is a local file, so a failure is the
-/// disk's or the file's (full, unreadable, its writer stopped), which retrying will not cure, and the
+/// Every failure of `log.db` but a full disk stops the consumer for good: the log is a local file, so a
+/// failure is the file's (unreadable, corrupt, its writer stopped), which retrying will not cure, and the
 /// ingestion cannot know what it has ingested without it. Standalone then exits non-zero and its
-/// supervisor restarts it; nothing past the last commit is lost.
-fn fatal(error: SqliteLogError) -> EventLogError {
-    EventLogError::Fatal(Box::new(error))
+/// supervisor restarts it; nothing past the last commit is lost. A full disk is an operator's to fix and
+/// ends by itself: the write is retried.
+fn log_error(error: SqliteLogError) -> EventLogError {
+    match error {
+        SqliteLogError::DiskFull(_) => EventLogError::Unavailable(Box::new(error)),
+        _ => EventLogError::Fatal(Box::new(error)),
+    }
 }

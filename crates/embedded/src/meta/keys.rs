@@ -180,6 +180,7 @@ impl KeyStore for SqliteMetaStore {
     }
 
     async fn check_ready(&self) -> Result<(), KeyStoreError> {
+        self.check_space().await.map_err(|error| KeyStoreError::Unavailable(error.boxed()))?;
         // The schema is created on open; this checks the file still answers with it.
         sqlx::query("SELECT 1 FROM api_keys, customer_limits WHERE 0")
             .fetch_optional(&self.readers)

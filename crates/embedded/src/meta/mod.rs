@@ -26,10 +26,12 @@ mod reader;
 mod rollups;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::SqlitePool;
 
+use crate::disk_full::{DiskFull, WriteError};
 use crate::sqlite::{self, OpenError};
 
 /// The file of the metadata database in the data directory.
@@ -50,6 +52,9 @@ pub struct SqliteMetaStore {
     writer: SqlitePool,
     /// Several connections for reads, which WAL mode runs beside the writer.
     readers: SqlitePool,
+    /// Whether the last observed write found the disk full ([`crate::disk_full`]): the writes of the
+    /// ingestion and the aggregation, which retry, report to it.
+    disk: Arc<DiskFull>,
 }
 
 impl SqliteMetaStore {
@@ -58,7 +63,13 @@ impl SqliteMetaStore {
         let writer = sqlite::open(data_dir, META_DB_FILE, 1, SCHEMA).await?;
         upgrade(&writer).await.map_err(|source| OpenError::Database { path: data_dir.join(META_DB_FILE), source })?;
         let readers = sqlite::open(data_dir, META_DB_FILE, READ_CONNECTIONS, SCHEMA).await?;
-        Ok(Self { writer, readers })
+        let disk = Arc::new(DiskFull::new(data_dir, META_DB_FILE));
+        Ok(Self { writer, readers, disk })
+    }
+
+    /// For readiness: `Ok` unless a write found the disk full and a probe still finds no room.
+    async fn check_space(&self) -> Result<(), WriteError> {
+        self.disk.check(&self.writer).await
     }
 
     /// Starts a write transaction that holds the database's write lock from its first statement.

@@ -240,6 +240,7 @@ impl RollupReader for SqliteMetaStore {
     }
 
     async fn check_ready(&self) -> Result<(), RollupStoreError> {
+        self.check_space().await.map_err(super::rollups::write_failed)?;
         sqlx::query("SELECT 1 FROM hour_revisions WHERE 0").fetch_optional(&self.readers).await.map_err(unavailable)?;
         Ok(())
     }

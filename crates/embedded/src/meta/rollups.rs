@@ -18,9 +18,15 @@ use hourglass_core::rollup_store::{
 };
 
 use super::{SqliteMetaStore, count_from_sql, count_to_sql, duration_micros, now_micros};
+use crate::disk_full::WriteError;
 
 pub(super) fn unavailable(error: sqlx::Error) -> RollupStoreError {
     RollupStoreError::Unavailable(Box::new(error))
+}
+
+/// A write observed for a full disk that failed: unavailable, naming the file when it was the disk.
+pub(super) fn write_failed(error: WriteError) -> RollupStoreError {
+    RollupStoreError::Unavailable(error.boxed())
 }
 
 pub(super) fn parse_customer(customer_id: &str) -> Result<CustomerId, RollupStoreError> {
@@ -215,7 +221,7 @@ impl RollupStore for SqliteMetaStore {
                 Some(now_us.saturating_sub(duration_micros(min_interval))),
             ),
         };
-        let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        let rows: Result<Vec<(String, i64, i64, i64)>, sqlx::Error> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "UPDATE dirty_hours SET lease_owner = ?2, lease_token = random(), leased_until_us = ?3, \
              attempts = attempts + 1 \
              WHERE (customer_id, hour_start) IN ( \
@@ -233,8 +239,8 @@ impl RollupStore for SqliteMetaStore {
         .bind(instant)
         .bind(provisional_before_us)
         .fetch_all(&self.writer)
-        .await
-        .map_err(unavailable)?;
+        .await;
+        let rows = self.disk.observe(rows).map_err(write_failed)?;
         let mut leases = rows
             .into_iter()
             .map(|(customer_id, hour_start, generation, token)| {
@@ -271,26 +277,31 @@ impl RollupStore for SqliteMetaStore {
     async fn complete(&self, job: &JobLease, rollup: &HourRollup) -> Result<Completion, RollupStoreError> {
         // SQLite would store a NaN as NULL, which the table refuses with a message naming no number.
         rollup.check_finite()?;
-        let mut transaction = self.begin_write().await.map_err(unavailable)?;
-        let now_us = now_micros();
-        let still_ours: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM dirty_hours \
-             WHERE customer_id = ? AND hour_start = ? AND lease_token = ? AND leased_until_us >= ?",
-        )
-        .bind(job.customer_hour.customer_id.as_str())
-        .bind(job.customer_hour.hour_start)
-        .bind(job.token.stored())
-        .bind(now_us)
-        .fetch_optional(&mut *transaction)
-        .await
-        .map_err(unavailable)?;
-        if still_ours.is_none() {
-            // Dropping the transaction rolls it back: nothing was written.
-            return Ok(Completion::LeaseLost);
-        }
-        let revision = replace_hour(&mut transaction, job, rollup, now_us).await.map_err(unavailable)?;
-        transaction.commit().await.map_err(unavailable)?;
-        Ok(Completion::Replaced { revision: u32::try_from(revision).unwrap_or(u32::MAX) })
+        let completed = async {
+            let mut transaction = self.begin_write().await?;
+            let now_us = now_micros();
+            let still_ours: Option<i64> = sqlx::query_scalar(
+                "SELECT 1 FROM dirty_hours \
+                 WHERE customer_id = ? AND hour_start = ? AND lease_token = ? AND leased_until_us >= ?",
+            )
+            .bind(job.customer_hour.customer_id.as_str())
+            .bind(job.customer_hour.hour_start)
+            .bind(job.token.stored())
+            .bind(now_us)
+            .fetch_optional(&mut *transaction)
+            .await?;
+            if still_ours.is_none() {
+                // Dropping the transaction rolls it back: nothing was written.
+                return Ok(None);
+            }
+            let revision = replace_hour(&mut transaction, job, rollup, now_us).await?;
+            transaction.commit().await?;
+            Ok(Some(revision))
+        };
+        Ok(match self.disk.observe(completed.await).map_err(write_failed)? {
+            None => Completion::LeaseLost,
+            Some(revision) => Completion::Replaced { revision: u32::try_from(revision).unwrap_or(u32::MAX) },
+        })
     }
 
     async fn record_recount(
