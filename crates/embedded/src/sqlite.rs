@@ -82,6 +82,11 @@ pub async fn open(
         .log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(1));
     let pool = SqlitePoolOptions::new()
         .max_connections(max_connections.max(1))
+        // A transaction that SQLite rolled back by itself (a full disk does that) can leave sqlx counting it
+        // as open on its connection; every later `begin` on that connection then fails ("attempted to call
+        // begin_with at non-zero transaction depth"), and a one-connection pool never writes again. Such a
+        // connection is closed instead of handed out, and the pool opens a new one.
+        .before_acquire(|connection, _| Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(connection)) }))
         .connect_with(options)
         .await
         .map_err(|source| OpenError::Database { path: path.clone(), source })?;
