@@ -128,6 +128,13 @@ impl DiskFull {
         }
         let probed = sqlx::query(PROBE_STATEMENT).bind(chrono::Utc::now().timestamp_millis()).execute(writer).await;
         self.observe(probed)?;
+        self.probe_committed()
+    }
+
+    /// After a probe's write committed (the log's goes through its writer task, not through
+    /// [`Self::check`]): ends the condition if the file system also has [`RESUME_FREE_BYTES`] available,
+    /// else it goes on, with the space measured as the reason.
+    pub(crate) fn probe_committed(&self) -> Result<(), WriteError> {
         let directory = self.path.parent().unwrap_or(Path::new("."));
         match available_bytes(directory) {
             Ok(available) if available >= RESUME_FREE_BYTES => {}

@@ -38,9 +38,9 @@
 //! A group that cannot be committed for want of space fails every write in it (appends as unavailable,
 //! naming the file: nothing is acknowledged that is not on disk) and puts the log in the disk-full state
 //! of [`crate::disk_full`]: one error logged, readiness failing, each readiness check probing for room
-//! through the writer. The writer keeps taking groups, so the first one committed once there is room
-//! ends the state; no append is refused without being tried. The consumer's commits and trims fail the
-//! same way and are retried ([`consumer`]), so a full disk stops nothing for good.
+//! through the writer; a probe that commits, with room to spare, ends the state. The writer keeps taking
+//! groups meanwhile, so no append is refused without being tried. The consumer's commits and trims fail
+//! the same way and are retried ([`consumer`]), so a full disk stops nothing for good.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -435,11 +435,13 @@ impl EventLog for SqliteEventLog {
                 return Err(EventLogError::Unavailable(format!("the event log refuses appends: {reason}").into()));
             }
             if self.disk.is_full() {
-                // Through the writer, the only writer of log.db; its success ends the disk-full state.
+                // Through the writer, the only writer of log.db; once it commits with room to spare, the
+                // disk-full state ends.
                 let (done_tx, done_rx) = oneshot::channel();
                 self.write(WriteCommand::ProbeSpace { done_tx }, done_rx)
                     .await
                     .map_err(|not_written| EventLogError::Unavailable(not_written.message.into()))?;
+                self.disk.probe_committed().map_err(|error| EventLogError::Unavailable(error.boxed()))?;
             }
             sqlx::query("SELECT 1 FROM log_records LIMIT 1")
                 .fetch_optional(&self.pool)
