@@ -82,10 +82,13 @@ pub async fn open(
         .log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(1));
     let pool = SqlitePoolOptions::new()
         .max_connections(max_connections.max(1))
-        // A transaction that SQLite rolled back by itself (a full disk does that) can leave sqlx counting it
-        // as open on its connection; every later `begin` on that connection then fails ("attempted to call
-        // begin_with at non-zero transaction depth"), and a one-connection pool never writes again. Such a
-        // connection is closed instead of handed out, and the pool opens a new one.
+        // A transaction that SQLite rolled back by itself (SQLITE_FULL at a statement or at the commit does
+        // that) leaves sqlx counting it as open on its connection: its rollback finds no transaction and
+        // fails. On that connection every later `BEGIN IMMEDIATE` then fails ("attempted to call
+        // begin_with at non-zero transaction depth": meta.db's one writer never wrote again), and a plain
+        // `begin` becomes a savepoint, through which raw.db's writer reported writes committed that its
+        // readers never saw. Such a connection is closed instead of handed out, and the pool opens a new
+        // one (crates/embedded/tests/disk_full.rs fails without this).
         .before_acquire(|connection, _| Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(connection)) }))
         .connect_with(options)
         .await
