@@ -573,10 +573,110 @@ fn fill_up(path: &std::path::Path) -> u64 {
     }
 }
 
+/// The standalone's log as a disk-full wait shows it when it runs out: what it waited for, what it saw
+/// last, and the log's tail, so a failure on a loaded machine can be read from the test's output alone.
+struct LogTail {
+    logs: std::sync::Arc<std::sync::Mutex<String>>,
+    started: Instant,
+}
+
+/// Lines of the standalone's log a failed wait shows.
+const LOG_TAIL_LINES: usize = 150;
+
+impl LogTail {
+    fn fail(&self, what: &str, last_seen: &str) -> ! {
+        let logs = self.logs.lock().unwrap().clone();
+        let lines: Vec<&str> = logs.lines().collect();
+        let tail = lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n");
+        panic!(
+            "{what}: {last_seen} ({:.1?} into the test)\nthe standalone's log, last {} of {} lines:\n{tail}",
+            self.started.elapsed(),
+            LOG_TAIL_LINES.min(lines.len()),
+            lines.len()
+        );
+    }
+
+    /// Lines of the log that contain every one of `parts`.
+    fn count_lines(&self, parts: &[&str]) -> usize {
+        self.logs.lock().unwrap().lines().filter(|line| parts.iter().all(|part| line.contains(part))).count()
+    }
+
+    /// Calls `probe` every 200 ms until it gives `Ok`. Fails, showing the log, once `limit` has passed
+    /// (with the last `Err` as what was seen) or at once if the process exits.
+    async fn wait_for<T>(
+        &self,
+        child: &mut Child,
+        what: &str,
+        limit: Duration,
+        mut probe: impl AsyncFnMut() -> Result<T, String>,
+    ) -> T {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.fail(what, &format!("the process exited ({status})"));
+            }
+            let last_seen = match probe().await {
+                Ok(value) => return value,
+                Err(last_seen) => last_seen,
+            };
+            if Instant::now() >= deadline {
+                self.fail(&format!("{what}: not within {limit:?}"), &last_seen);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// The health of the whole server at `target`, with a channel to it; or why it could not be asked.
+async fn health_of(
+    target: &str,
+) -> Result<(tonic_health::pb::health_check_response::ServingStatus, tonic::transport::Channel), String> {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    let endpoint = tonic::transport::Endpoint::from_shared(target.to_owned()).unwrap();
+    let channel = endpoint.connect().await.map_err(|error| format!("cannot connect: {error}"))?;
+    let response = HealthClient::new(channel.clone())
+        .check(HealthCheckRequest { service: String::new() })
+        .await
+        .map_err(|status| format!("health check failed: {status}"))?;
+    let status = ServingStatus::try_from(response.into_inner().status).map_err(|error| error.to_string())?;
+    Ok((status, channel))
+}
+
+/// `hourglass_embedded_disk_full` per database, from the metrics endpoint on `port`.
+async fn disk_full_gauges(port: u16) -> Result<BTreeMap<String, f64>, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut connection = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|error| format!("cannot connect to the metrics endpoint: {error}"))?;
+    let request = "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
+    connection.write_all(request.as_bytes()).await.map_err(|error| error.to_string())?;
+    let mut response = String::new();
+    connection.read_to_string(&mut response).await.map_err(|error| error.to_string())?;
+    Ok(response
+        .lines()
+        .filter_map(|line| line.strip_prefix("hourglass_embedded_disk_full{database=\""))
+        .filter_map(|rest| {
+            let (database, value) = rest.split_once("\"} ")?;
+            Some((database.to_owned(), value.trim().parse().ok()?))
+        })
+        .collect())
+}
+
+/// How long the disk-full test lets counting go without any count changing before it fails. Generous:
+/// on a loaded two-core machine ingestion retries with backoff and the aggregator's provisional rollups
+/// come a second apart at best.
+const COUNTING_STALLED_AFTER: Duration = Duration::from_secs(180);
+
 /// Standalone on a file system that fills up: batches are refused UNAVAILABLE with a message naming the
-/// full disk and a retry delay, never acknowledged unless durable; health turns NOT_SERVING; the process
-/// stays up and logs the condition once; once space is freed it serves again by itself, and the report
-/// counts every acknowledged event exactly once and none of the refused ones that were not sent again.
+/// full disk and a retry delay, never acknowledged unless durable; health turns NOT_SERVING and
+/// `hourglass_embedded_disk_full{database="log.db"}` 1; the process stays up and logs the condition once;
+/// once space is freed it serves again by itself, every database's gauge back at 0, and the report counts
+/// every acknowledged event exactly once and none of the refused ones that were not sent again.
+///
+/// Every wait is for progress, with a deadline generous for a loaded machine, and a wait that runs out
+/// prints what it waited for, what it saw last and the tail of the standalone's log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_the_disk_fills_up_batches_are_refused_unacked_and_ingestion_resumes_once_space_is_freed() {
     use hourglass_proto::prost_types::Timestamp;
@@ -589,16 +689,36 @@ async fn when_the_disk_fills_up_batches_are_refused_unacked_and_ingestion_resume
     let data_dir = tmpfs.path().join("data");
     let filler = tmpfs.path().join("filler");
     let port = free_port();
+    let metrics_port = free_port();
     let target = format!("http://127.0.0.1:{port}");
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
     let mut standalone = start_with(
         &data_dir,
         port,
-        &["--readiness-interval-ms", "200", "--provisional-interval-secs", "1"],
-        &[],
+        &["--readiness-interval-ms", "200", "--provisional-interval-secs", "1", "--metrics-listen-addr", &metrics_addr],
+        // Plain text: a failure prints the log's tail.
+        &[("NO_COLOR", "1")],
         Stdio::piped(),
     );
-    let logs = support::collect_stderr(&mut standalone.child);
-    let channel = support::wait_until_serving(&target, &mut standalone.child, Duration::from_secs(30)).await;
+    let log = LogTail { logs: support::collect_stderr(&mut standalone.child), started: Instant::now() };
+    let health_is = |expected: ServingStatus| {
+        let target = target.clone();
+        async move || match health_of(&target).await {
+            Ok((status, channel)) if status == expected => Ok(channel),
+            Ok((status, _)) => {
+                Err(format!("health {status:?}; disk-full gauges {:?}", disk_full_gauges(metrics_port).await))
+            }
+            Err(error) => Err(error),
+        }
+    };
+    let channel = log
+        .wait_for(
+            &mut standalone.child,
+            "serving at start",
+            Duration::from_secs(120),
+            health_is(ServingStatus::Serving),
+        )
+        .await;
     let demo_keys = std::fs::read_to_string(data_dir.join("demo-keys.txt")).unwrap();
     let ingest_key = demo_keys.lines().find_map(|line| line.strip_prefix("ingest:")).unwrap().trim().to_owned();
     let report_command = printed_command(&standalone.welcome, "report");
@@ -621,20 +741,25 @@ async fn when_the_disk_fills_up_batches_are_refused_unacked_and_ingestion_resume
     };
     let mut ingest = IngestServiceClient::new(channel.clone());
     for index in 0..20 {
-        ingest.ingest_batch(batch("before", &format!("before-{index}"))).await.expect("room on the disk");
+        if let Err(status) = ingest.ingest_batch(batch("before", &format!("before-{index}"))).await {
+            log.fail("a batch acknowledged while the disk has room", &format!("{status:?}"));
+        }
     }
 
     // Fill the disk, then send until acks stop: SQLite reuses room it already has (a WAL restarted from
     // its beginning, freed pages), so a few more batches may be acknowledged, each of them durable.
     let filled = fill_up(&filler);
     assert!(filled > 0, "the tmpfs had no room for the filler");
+    let filled_at = Instant::now();
     let mut acked_filling = 0u64;
     let refusal = loop {
         match ingest.ingest_batch(batch("filling", &format!("filling-{acked_filling}"))).await {
             Ok(_) => acked_filling += 10,
             Err(status) => break status,
         }
-        assert!(acked_filling < 100_000, "still acknowledging batches on a full disk");
+        if acked_filling >= 100_000 {
+            log.fail("a refusal once the disk is full", "100,000 events still acknowledged");
+        }
     };
     // That batch was refused, and is never sent again: none of its events may be counted.
     assert_eq!(refusal.code(), tonic::Code::Unavailable, "{refusal:?}");
@@ -645,7 +770,18 @@ async fn when_the_disk_fills_up_batches_are_refused_unacked_and_ingestion_resume
     );
     let retry_delay = refusal.get_details_retry_info().and_then(|retry| retry.retry_delay);
     assert!(retry_delay.is_some_and(|delay| delay > Duration::ZERO), "a retry delay: {refusal:?}");
-    support::wait_for_health(&target, &mut standalone.child, ServingStatus::NotServing, Duration::from_secs(30)).await;
+    log.wait_for(
+        &mut standalone.child,
+        "NOT_SERVING on a full disk",
+        Duration::from_secs(120),
+        health_is(ServingStatus::NotServing),
+    )
+    .await;
+    let not_serving_after = filled_at.elapsed();
+    let gauges = disk_full_gauges(metrics_port).await;
+    if gauges.as_ref().ok().and_then(|gauges| gauges.get("log.db")) != Some(&1.0) {
+        log.fail("hourglass_embedded_disk_full{database=\"log.db\"} 1 on a full disk", &format!("{gauges:?}"));
+    }
 
     // While it is full, the process stays up and logs the condition once, not once per refusal. A batch
     // is acknowledged only if SQLite found room for it; every one is sent again once there is room.
@@ -659,58 +795,104 @@ async fn when_the_disk_fills_up_batches_are_refused_unacked_and_ingestion_resume
             }
         }
     }
-    assert!(standalone.child.try_wait().unwrap().is_none(), "standalone exited on a full disk");
-    let full_disk_errors = logs
-        .lock()
-        .unwrap()
-        .lines()
-        .filter(|line| line.contains("disk full: writes are refused") && line.contains("log.db"))
-        .count();
-    assert!(
-        full_disk_errors == 1,
-        "the full disk is logged once per condition ({full_disk_errors} errors, {refused_while_full} refusals):\n{}",
-        logs.lock().unwrap()
-    );
-    assert!(
-        !logs.lock().unwrap().contains("event log group commit failed"),
-        "a full disk is not a failed commit:\n{}",
-        logs.lock().unwrap()
-    );
+    if let Some(status) = standalone.child.try_wait().unwrap() {
+        log.fail("standalone up on a full disk", &format!("it exited ({status})"));
+    }
+    let full_disk_errors = log.count_lines(&["disk full: writes are refused", "log.db"]);
+    if full_disk_errors != 1 {
+        log.fail(
+            "the full disk logged once per condition",
+            &format!("{full_disk_errors} errors for log.db, {refused_while_full} refusals"),
+        );
+    }
+    if log.count_lines(&["event log group commit failed"]) > 0 {
+        log.fail("no failed commit logged (a full disk is not one)", "one logged");
+    }
 
     // Room again: standalone serves by itself, without a restart.
     std::fs::remove_file(&filler).unwrap();
-    support::wait_until_serving(&target, &mut standalone.child, Duration::from_secs(60)).await;
+    let freed_at = Instant::now();
+    log.wait_for(
+        &mut standalone.child,
+        "SERVING once the disk has room",
+        Duration::from_secs(180),
+        health_is(ServingStatus::Serving),
+    )
+    .await;
+    let serving_after = freed_at.elapsed();
     for index in 0..20 {
-        let resent = ingest.ingest_batch(batch("while_full", &format!("while-full-{index}"))).await;
-        resent.expect("room again: sent again, acknowledged");
+        if let Err(status) = ingest.ingest_batch(batch("while_full", &format!("while-full-{index}"))).await {
+            log.fail("room again: a batch sent again is acknowledged", &format!("{status:?}"));
+        }
     }
     for index in 0..5 {
-        ingest.ingest_batch(batch("after", &format!("after-{index}"))).await.expect("room again");
+        if let Err(status) = ingest.ingest_batch(batch("after", &format!("after-{index}"))).await {
+            log.fail("room again: a new batch is acknowledged", &format!("{status:?}"));
+        }
     }
 
     // Every acknowledged event counted exactly once (a batch sent twice too); the refused batch that was
-    // never sent again, not at all.
+    // never sent again, not at all. Counts only grow, so one beyond the expected fails at once; short of
+    // it, the wait goes on as long as counts keep changing.
     let mut expected =
         BTreeMap::from([("after".to_owned(), 50), ("before".to_owned(), 200), ("while_full".to_owned(), 200)]);
     if acked_filling > 0 {
         expected.insert("filling".to_owned(), acked_filling);
     }
-    eprintln!(
-        "acknowledged after filling the disk: {acked_filling} events; refused while full: {refused_while_full} of 21 \
-         batches"
-    );
-    let started = Instant::now();
-    loop {
-        let by_type: BTreeMap<String, u64> = report_by_type(&run_printed(&report_command))
+    let counting_from = Instant::now();
+    let mut last_change = Instant::now();
+    let mut counted: BTreeMap<String, u64> = BTreeMap::new();
+    while counted != expected {
+        if let Some(status) = standalone.child.try_wait().unwrap() {
+            log.fail("counting every acknowledged event once", &format!("the process exited ({status})"));
+        }
+        let output = Command::new("bash").arg("-c").arg(&report_command).output().expect("run the printed report");
+        if !output.status.success() {
+            log.fail("the printed report command to succeed", &String::from_utf8_lossy(&output.stderr));
+        }
+        let now_counted: BTreeMap<String, u64> = report_by_type(&String::from_utf8_lossy(&output.stdout))
             .into_iter()
             .map(|(name, (events, _))| (name, events))
             .collect();
-        // Counts only grow, so one beyond the expected never comes back down to it.
-        if by_type == expected || started.elapsed() > Duration::from_secs(90) {
-            assert_eq!(by_type, expected, "counted (left) after {:?}", started.elapsed());
-            break;
+        if now_counted.iter().any(|(name, events)| expected.get(name).is_none_or(|wanted| events > wanted)) {
+            log.fail(
+                "every acknowledged event counted once",
+                &format!("counted {now_counted:?}, expected {expected:?}"),
+            );
+        }
+        if now_counted != counted {
+            counted = now_counted;
+            last_change = Instant::now();
+        } else if last_change.elapsed() > COUNTING_STALLED_AFTER {
+            log.fail(
+                "every acknowledged event counted once",
+                &format!("counted {counted:?}, expected {expected:?}, no change for {COUNTING_STALLED_AFTER:?}"),
+            );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert!(standalone.child.try_wait().unwrap().is_none(), "standalone exited");
+    let counted_after = counting_from.elapsed();
+    let gauges = disk_full_gauges(metrics_port).await;
+    let all_clear =
+        BTreeMap::from([("log.db".to_owned(), 0.0), ("meta.db".to_owned(), 0.0), ("raw.db".to_owned(), 0.0)]);
+    if gauges.as_ref() != Ok(&all_clear) {
+        log.fail("every database's disk-full gauge back at 0", &format!("{gauges:?}"));
+    }
+    if let Some(status) = standalone.child.try_wait().unwrap() {
+        log.fail("standalone up at the end", &format!("it exited ({status})"));
+    }
+    let full_databases: Vec<&str> = ["log.db", "raw.db", "meta.db"]
+        .into_iter()
+        .filter(|database| log.count_lines(&["disk full: writes are refused", database]) > 0)
+        .collect();
+    eprintln!(
+        "acknowledged after filling the disk: {acked_filling} events; refused while full: {refused_while_full} of 21 \
+         batches; found full: {full_databases:?}; NOT_SERVING {not_serving_after:.1?} after filling, SERVING \
+         {serving_after:.1?} after freeing, all counted {counted_after:.1?} after the last batch"
+    );
+    // Which write met the full disk in each database (its span names the stage): the timing decides
+    // whether raw.db and meta.db meet it, and inside a transaction or not.
+    for line in log.logs.lock().unwrap().lines().filter(|line| line.contains("disk full: writes are refused")) {
+        eprintln!("  {line}");
+    }
 }
