@@ -31,6 +31,8 @@ pub enum Scope {
     Ingest,
     /// Reading metrics from the query service.
     Query,
+    /// Operating on a customer's data: erasure requests (the admin service).
+    Admin,
 }
 
 impl Scope {
@@ -39,6 +41,7 @@ impl Scope {
         match self {
             Scope::Ingest => "ingest",
             Scope::Query => "query",
+            Scope::Admin => "admin",
         }
     }
 }
@@ -51,7 +54,7 @@ impl fmt::Display for Scope {
 
 /// An unknown scope name.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("unknown scope {0:?}: expected \"ingest\" or \"query\"")]
+#[error("unknown scope {0:?}: expected \"ingest\", \"query\" or \"admin\"")]
 pub struct UnknownScope(String);
 
 impl std::str::FromStr for Scope {
@@ -61,6 +64,7 @@ impl std::str::FromStr for Scope {
         match value {
             "ingest" => Ok(Scope::Ingest),
             "query" => Ok(Scope::Query),
+            "admin" => Ok(Scope::Admin),
             other => Err(UnknownScope(other.to_owned())),
         }
     }

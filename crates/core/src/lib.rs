@@ -4,6 +4,8 @@
 //!   payload (invariant 4 of docs/architecture.md).
 //! - [`api_key`]: the key format (recognisable prefix + checksum, so secret scanners find leaked keys),
 //!   generation, parsing and hashing. Only the hash is ever stored.
+//! - [`erasure`]: the [`ErasureStore`](erasure::ErasureStore) seam: per-user erasure requests, their plans
+//!   and progress, and the salted hash that names the person instead of their id.
 //! - [`key_store`]: the [`KeyStore`](key_store::KeyStore) seam: keys and per-customer limits.
 //! - [`event_log`]: the [`EventLog`](event_log::EventLog) seam, where the collector appends batches, and
 //!   the [`EventLogConsumer`](event_log::EventLogConsumer) seam, from which the ingestor reads them and
@@ -31,6 +33,7 @@
 
 pub mod api_key;
 pub mod customer;
+pub mod erasure;
 pub mod event_log;
 pub mod hll;
 pub mod hour;

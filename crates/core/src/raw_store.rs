@@ -11,6 +11,7 @@ use hourglass_proto::log::v1::{EventBatchRecord, Outcome};
 use hourglass_proto::v1::RejectionReason;
 
 use crate::BoxError;
+use crate::erasure::UserMatcher;
 
 /// The bucket (sub-partition of a customer-hour) an event belongs to: the CRC-32 of its id modulo
 /// `bucket_count`. Every store uses this, so an event lands in the same bucket whichever store holds it,
@@ -172,6 +173,33 @@ pub trait RawStore: Send + Sync + 'static {
         hour_start: i64,
         bucket: u32,
     ) -> impl Future<Output = Result<Vec<StoredEvent>, RawStoreError>> + Send;
+
+    /// How many distinct events of one customer-hour (of the matcher's customer) belong to the matcher's
+    /// user: event ids with at least one stored copy whose user matches, whichever copy is the last
+    /// written. What an erasure plans and [`erase_user_events`](Self::erase_user_events) deletes; reads
+    /// the hour block by block, like a fold.
+    fn count_user_events(
+        &self,
+        matcher: &UserMatcher,
+        hour_start: i64,
+    ) -> impl Future<Output = Result<u64, RawStoreError>> + Send;
+
+    /// Deletes every stored copy of every event id of the customer-hour that
+    /// [`count_user_events`](Self::count_user_events) counts, and returns how many ids that was. Each block
+    /// holding one is rewritten without it, in its place in the write order (so last-write-wins between
+    /// the copies of other ids is unchanged), or deleted when nothing is left of it; other events, other
+    /// hours, other customers and the outcome counts are untouched. Idempotent: a second call finds
+    /// nothing and returns 0. A copy attributed to another user of an id that the person's copy shares is
+    /// deleted too: an id is one event, and a copy of the person's event must not come back as the last
+    /// written one.
+    ///
+    /// The caller holds the hour's aggregation lease, so no rollup reads the hour half rewritten, and
+    /// suppresses the person's events at ingestion first, so a redelivered record does not write them back.
+    fn erase_user_events(
+        &self,
+        matcher: &UserMatcher,
+        hour_start: i64,
+    ) -> impl Future<Output = Result<u64, RawStoreError>> + Send;
 
     /// One page of a bucket: at most `limit` events with an id above `after_event_id` (`""` for the
     /// start of the bucket) and, when `event_type` is given, of that type, in ascending event-id order.

@@ -14,11 +14,12 @@
 //! A keyspace created by an older build also has `raw_events`, one row per event; [`legacy`] reads it
 //! beside the blocks until it is dropped.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::TryStreamExt;
-use hourglass_core::raw_block::{self, Decompressor, EventView, PageScans, SeenEventIds};
+use hourglass_core::erasure::UserMatcher;
+use hourglass_core::raw_block::{self, BlockRewrite, Decompressor, EventView, PageScans, SeenEventIds};
 use hourglass_core::raw_store::{self, EventVisitor, HourOutcomes, RawStore, RawStoreError, StoredEvent};
 use hourglass_proto::log::v1::EventBatchRecord;
 use scylla::client::session::Session;
@@ -51,6 +52,12 @@ pub struct CqlRawStore {
     /// The blocks of a bucket, oldest first.
     select_blocks_oldest_first: PreparedStatement,
     select_hour_outcomes: PreparedStatement,
+    /// The blocks of a bucket with their clustering key and remaining TTL, to rewrite some (erasure).
+    select_blocks_with_keys: PreparedStatement,
+    /// Rewrites one block in place (same key) with a given TTL, so it expires when it would have.
+    rewrite_block: PreparedStatement,
+    /// Deletes one block.
+    delete_block: PreparedStatement,
     /// The old one-row-per-event table, while the keyspace has it.
     legacy: Option<LegacyRows>,
     bucket_count: u32,
@@ -130,6 +137,25 @@ impl CqlRawStore {
             "SELECT outcome, reason, count FROM {keyspace}.batch_outcomes WHERE customer_id = ? AND hour_start = ?"
         ))
         .await?;
+        let mut select_blocks_with_keys = prepare(format!(
+            "SELECT received_at, batch_id, events, TTL(events) FROM {keyspace}.{} \
+             WHERE customer_id = ? AND hour_start = ? AND bucket = ?",
+            schema::BLOCKS_TABLE
+        ))
+        .await?;
+        select_blocks_with_keys.set_page_size(BLOCK_PAGE_ROWS);
+        let rewrite_block = prepare(format!(
+            "INSERT INTO {keyspace}.{} (customer_id, hour_start, bucket, received_at, batch_id, events) \
+             VALUES (?, ?, ?, ?, ?, ?) USING TTL ?",
+            schema::BLOCKS_TABLE
+        ))
+        .await?;
+        let delete_block = prepare(format!(
+            "DELETE FROM {keyspace}.{} WHERE customer_id = ? AND hour_start = ? AND bucket = ? AND received_at = ? \
+             AND batch_id = ?",
+            schema::BLOCKS_TABLE
+        ))
+        .await?;
         let legacy = LegacyRows::prepare_if_present(&session, keyspace).await?;
         let max_batch_rows = config.max_batch_rows.max(1);
         Ok(Self {
@@ -139,6 +165,9 @@ impl CqlRawStore {
             select_blocks_newest_first,
             select_blocks_oldest_first,
             select_hour_outcomes,
+            select_blocks_with_keys,
+            rewrite_block,
+            delete_block,
             legacy,
             bucket_count,
             max_batch_rows,
@@ -206,6 +235,89 @@ impl CqlRawStore {
                 PagingStateResponse::NoMorePages => return Ok(()),
             }
         }
+    }
+}
+
+impl CqlRawStore {
+    /// The ids of a bucket with a copy of the matcher's user, in the blocks and the old table.
+    async fn user_event_ids(
+        &self,
+        matcher: &UserMatcher,
+        hour_start: i64,
+        bucket: u32,
+    ) -> Result<HashSet<String>, RawStoreError> {
+        let customer_id = matcher.customer_id().as_str();
+        let mut ids: HashSet<String> = HashSet::new();
+        self.for_each_block_copy(customer_id, hour_start, bucket, WriteOrder::OldestFirst, |event, _batch_id| {
+            if event.user_id.is_some_and(|user_id| matcher.matches(user_id)) && !ids.contains(event.event_id) {
+                ids.insert(event.event_id.to_owned());
+            }
+        })
+        .await?;
+        if let Some(legacy) = &self.legacy {
+            legacy
+                .for_each_row(&self.session, customer_id, hour_start, bucket, |row| {
+                    let (event_id, user_id) = (row.0, row.3);
+                    if user_id.is_some_and(|user_id| matcher.matches(user_id)) && !ids.contains(event_id) {
+                        ids.insert(event_id.to_owned());
+                    }
+                    Ok(())
+                })
+                .await?;
+        }
+        Ok(ids)
+    }
+
+    /// Rewrites (same key, the TTL it had left) or deletes every block of a bucket holding one of `ids`,
+    /// and deletes their rows of the old table.
+    async fn erase_in_bucket(
+        &self,
+        customer_id: &str,
+        hour_start: i64,
+        bucket: u32,
+        ids: &HashSet<String>,
+    ) -> Result<(), RawStoreError> {
+        let hour = CqlTimestamp(hour_start.saturating_mul(1000));
+        let values = (customer_id, hour, bucket as i32);
+        let mut decompressor = Decompressor::new();
+        let mut paging_state = PagingState::start();
+        loop {
+            let (result, next) = self
+                .session
+                .execute_single_page(&self.select_blocks_with_keys, values, paging_state)
+                .await
+                .map_err(unavailable)?;
+            let rows = result.into_rows_result().map_err(unavailable)?;
+            for row in rows.rows::<(CqlTimestamp, &str, &[u8], Option<i32>)>().map_err(unavailable)? {
+                let (received_at, batch_id, block, ttl_secs) = row.map_err(unavailable)?;
+                let key = (customer_id, hour, bucket as i32, received_at, batch_id);
+                match raw_block::without_events(&mut decompressor, block, ids)
+                    .map_err(|error| undecodable(customer_id, hour_start, batch_id, error))?
+                {
+                    BlockRewrite::Unchanged => {}
+                    BlockRewrite::Emptied => {
+                        self.session.execute_unpaged(&self.delete_block, key).await.map_err(unavailable)?;
+                    }
+                    BlockRewrite::Rewritten(rewritten) => {
+                        // No TTL left means the row had none (a table without a default TTL): TTL 0
+                        // keeps it so.
+                        let (customer_id, hour, bucket, received_at, batch_id) = key;
+                        let row = (customer_id, hour, bucket, received_at, batch_id, rewritten, ttl_secs.unwrap_or(0));
+                        self.session.execute_unpaged(&self.rewrite_block, row).await.map_err(unavailable)?;
+                    }
+                }
+            }
+            match next {
+                PagingStateResponse::HasMorePages { state } => paging_state = state,
+                PagingStateResponse::NoMorePages => break,
+            }
+        }
+        if let Some(legacy) = &self.legacy {
+            legacy
+                .delete_events(&self.session, customer_id, hour_start, bucket, ids.iter().map(String::as_str))
+                .await?;
+        }
+        Ok(())
     }
 }
 
@@ -411,5 +523,26 @@ impl RawStore for CqlRawStore {
     async fn check_ready(&self) -> Result<(), RawStoreError> {
         self.session.query_unpaged("SELECT release_version FROM system.local", ()).await.map_err(unavailable)?;
         Ok(())
+    }
+
+    async fn count_user_events(&self, matcher: &UserMatcher, hour_start: i64) -> Result<u64, RawStoreError> {
+        let mut count = 0;
+        for bucket in 0..self.bucket_count {
+            count += self.user_event_ids(matcher, hour_start, bucket).await?.len() as u64;
+        }
+        Ok(count)
+    }
+
+    async fn erase_user_events(&self, matcher: &UserMatcher, hour_start: i64) -> Result<u64, RawStoreError> {
+        let mut erased = 0;
+        for bucket in 0..self.bucket_count {
+            let ids = self.user_event_ids(matcher, hour_start, bucket).await?;
+            if ids.is_empty() {
+                continue;
+            }
+            self.erase_in_bucket(matcher.customer_id().as_str(), hour_start, bucket, &ids).await?;
+            erased += ids.len() as u64;
+        }
+        Ok(erased)
     }
 }

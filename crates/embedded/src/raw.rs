@@ -24,11 +24,15 @@
 //! The bucket count is fixed when `raw.db` is created (`settings` table): changing it would move events
 //! to other buckets and break de-duplication across writes.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
 use futures::TryStreamExt;
-use hourglass_core::raw_block::{self, DecodeError, Decompressor, EventView, PageScans, RecordBlock, SeenEventIds};
+use hourglass_core::erasure::UserMatcher;
+use hourglass_core::raw_block::{
+    self, BlockRewrite, DecodeError, Decompressor, EventView, PageScans, RecordBlock, SeenEventIds,
+};
 use hourglass_core::raw_store::{EventVisitor, HourOutcomes, RawStore, RawStoreError, StoredEvent};
 use hourglass_proto::log::v1::{EventBatchRecord, OutcomeCount};
 use sqlx::{Row, SqlitePool};
@@ -217,6 +221,67 @@ impl SqliteRawStore {
     }
 }
 
+impl SqliteRawStore {
+    /// Erases the matcher's user's events from one bucket, in one write transaction that reads the
+    /// bucket's blocks and rewrites or deletes the ones holding them by rowid (a rewritten row keeps its
+    /// rowid, so its place in the write order). Returns the ids erased.
+    async fn erase_in_bucket(&self, matcher: &UserMatcher, hour_start: i64, bucket: u32) -> Result<u64, RawStoreError> {
+        let customer_id = matcher.customer_id().as_str();
+        // IMMEDIATE: the write lock from the first read, so no record is written between the reads and
+        // the rewrites.
+        let mut transaction = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(unavailable)?;
+        let select = "SELECT rowid, batch_id, events FROM event_blocks INDEXED BY event_blocks_by_bucket \
+                      WHERE customer_id = ?1 AND hour_start = ?2 AND bucket = ?3";
+        let mut decompressor = Decompressor::new();
+        let mut erased_ids = HashSet::new();
+        {
+            let mut rows =
+                sqlx::query(select).bind(customer_id).bind(hour_start).bind(i64::from(bucket)).fetch(&mut *transaction);
+            while let Some(row) = rows.try_next().await.map_err(unavailable)? {
+                let (batch_id, block) = block_columns(&row)?;
+                raw_block::collect_user_event_ids(&mut decompressor, block, matcher, &mut erased_ids)
+                    .map_err(|error| undecodable(customer_id, hour_start, batch_id, error))?;
+            }
+        }
+        if erased_ids.is_empty() {
+            return Ok(0);
+        }
+        let mut rewrites: Vec<(i64, BlockRewrite)> = Vec::new();
+        {
+            let mut rows =
+                sqlx::query(select).bind(customer_id).bind(hour_start).bind(i64::from(bucket)).fetch(&mut *transaction);
+            while let Some(row) = rows.try_next().await.map_err(unavailable)? {
+                let rowid: i64 = row.try_get(0).map_err(|error| RawStoreError::Schema(Box::new(error)))?;
+                let (batch_id, block) = block_columns(&row)?;
+                let rewrite = raw_block::without_events(&mut decompressor, block, &erased_ids)
+                    .map_err(|error| undecodable(customer_id, hour_start, batch_id, error))?;
+                if rewrite != BlockRewrite::Unchanged {
+                    rewrites.push((rowid, rewrite));
+                }
+            }
+        }
+        for (rowid, rewrite) in rewrites {
+            let statement = match &rewrite {
+                BlockRewrite::Rewritten(block) => sqlx::query("UPDATE event_blocks SET events = ?1 WHERE rowid = ?2")
+                    .bind(block.as_slice())
+                    .bind(rowid),
+                _ => sqlx::query("DELETE FROM event_blocks WHERE rowid = ?1").bind(rowid),
+            };
+            statement.execute(&mut *transaction).await.map_err(unavailable)?;
+        }
+        transaction.commit().await.map_err(unavailable)?;
+        Ok(erased_ids.len() as u64)
+    }
+}
+
+/// The batch id and stored block of a row whose columns 1 and 2 are those.
+fn block_columns<'row>(row: &'row sqlx::sqlite::SqliteRow) -> Result<(&'row str, &'row [u8]), RawStoreError> {
+    // A column of another type than the schema's: not something a retry mends.
+    let batch_id: &str = row.try_get(1).map_err(|error| RawStoreError::Schema(Box::new(error)))?;
+    let block: &[u8] = row.try_get(2).map_err(|error| RawStoreError::Schema(Box::new(error)))?;
+    Ok((batch_id, block))
+}
+
 /// The order in which [`SqliteRawStore::for_each_copy`] visits the copies of a bucket's events.
 #[derive(Clone, Copy)]
 enum WriteOrder {
@@ -392,5 +457,34 @@ impl RawStore for SqliteRawStore {
             scans.add(window);
         }
         Ok(scans.into_page())
+    }
+
+    async fn count_user_events(&self, matcher: &UserMatcher, hour_start: i64) -> Result<u64, RawStoreError> {
+        let mut count = 0;
+        for bucket in 0..self.bucket_count {
+            let mut ids: HashSet<String> = HashSet::new();
+            self.for_each_copy(
+                matcher.customer_id().as_str(),
+                hour_start,
+                bucket,
+                WriteOrder::OldestFirst,
+                |event, _| {
+                    if event.user_id.is_some_and(|user_id| matcher.matches(user_id)) && !ids.contains(event.event_id) {
+                        ids.insert(event.event_id.to_owned());
+                    }
+                },
+            )
+            .await?;
+            count += ids.len() as u64;
+        }
+        Ok(count)
+    }
+
+    async fn erase_user_events(&self, matcher: &UserMatcher, hour_start: i64) -> Result<u64, RawStoreError> {
+        let mut erased = 0;
+        for bucket in 0..self.bucket_count {
+            erased += self.erase_in_bucket(matcher, hour_start, bucket).await?;
+        }
+        Ok(erased)
     }
 }

@@ -11,6 +11,8 @@
 //! - [`PageWindow`] builds one page of a bucket in event-id order from a scan of its blocks in write
 //!   order, in memory bounded by the page; [`SeenEventIds`] de-duplicates a bucket's ids when it is
 //!   folded newest first.
+//! - [`collect_user_event_ids`] and [`without_events`] erase one person's events from a block (a block is
+//!   rewritten whole, its other events' bytes copied as they were).
 //!
 //! The codec is LZ4 (`lz4_flex`'s block format, pure Rust). Measured on the benchmark's ~200-byte events
 //! in blocks of 6 events (a 100-event record over 16 buckets; docs/capacity.md has the table): LZ4 3.0x
@@ -23,10 +25,12 @@ use hourglass_proto::log::v1::EventBatchRecord;
 use crate::hour;
 use crate::raw_store::bucket_of;
 
+mod erase;
 mod page;
 mod seen;
 mod wire;
 
+pub use erase::{BlockRewrite, collect_user_event_ids, without_events};
 pub use page::{PageScans, PageWindow, ScannedWindow};
 pub use seen::SeenEventIds;
 pub use wire::{DecodeError, EventView, PropertyRef, block_events, push_encoded_event, push_event};

@@ -42,6 +42,8 @@ pub(crate) type LegacyRow<'frame, 'metadata> = (
 #[derive(Clone)]
 pub(crate) struct LegacyRows {
     select_bucket: PreparedStatement,
+    /// Deletes one event's row (an erasure).
+    delete_event: PreparedStatement,
 }
 
 impl LegacyRows {
@@ -69,8 +71,16 @@ impl LegacyRows {
             .map_err(|error| CqlError::query("prepare", error))?;
         select_bucket.set_is_idempotent(true);
         select_bucket.set_page_size(PAGE_ROWS);
+        let mut delete_event = session
+            .prepare(format!(
+                "DELETE FROM {keyspace}.{LEGACY_TABLE} WHERE customer_id = ? AND hour_start = ? AND bucket = ? \
+                 AND event_id = ?"
+            ))
+            .await
+            .map_err(|error| CqlError::query("prepare", error))?;
+        delete_event.set_is_idempotent(true);
         tracing::info!(keyspace, table = LEGACY_TABLE, "reading the old one-row-per-event table beside the blocks");
-        Ok(Some(Self { select_bucket }))
+        Ok(Some(Self { select_bucket, delete_event }))
     }
 
     /// Calls `on_row` with every row of a bucket, in event-id order, a driver page in memory at a time.
@@ -96,6 +106,27 @@ impl LegacyRows {
                 PagingStateResponse::NoMorePages => return Ok(()),
             }
         }
+    }
+}
+
+impl LegacyRows {
+    /// Deletes the old rows of these event ids from a bucket (an erasure; the ids need not have rows).
+    pub(crate) async fn delete_events(
+        &self,
+        session: &Session,
+        customer_id: &str,
+        hour_start: i64,
+        bucket: u32,
+        event_ids: impl IntoIterator<Item = &str>,
+    ) -> Result<(), RawStoreError> {
+        let hour = CqlTimestamp(hour_start.saturating_mul(1000));
+        for event_id in event_ids {
+            session
+                .execute_unpaged(&self.delete_event, (customer_id, hour, bucket as i32, event_id))
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
     }
 }
 
