@@ -48,7 +48,7 @@ enum KeysAction {
         /// The customer the key belongs to (created if new): 1-64 of a-z, 0-9, '-', '_'.
         #[arg(long)]
         customer: CustomerId,
-        /// What the key may do: `ingest` (send events) or `query` (read metrics).
+        /// What the key may do: `ingest` (send events), `query` (read metrics) or `admin` (request erasures).
         #[arg(long, default_value = "ingest")]
         scope: Scope,
         /// A label to recognise the key by in listings.

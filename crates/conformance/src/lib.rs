@@ -4,6 +4,7 @@
 //!
 //! The suites panic on the first broken expectation, naming it; they are called from `#[tokio::test]`s.
 
+pub mod erasure;
 pub mod event_log;
 pub mod event_log_consumer;
 pub mod key_store;

@@ -209,6 +209,11 @@ pub struct ErasureRequest {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+/// A new request id: a UUID v7, so ids sort by creation.
+pub fn new_request_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
 /// One planned hour of a request: how many of the person's events it held when planned, and, once
 /// erased and recomputed, the hour's new revision.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! The embedded metadata store (`meta.db`) against the key store, job queue and rollup conformance suites,
 //! each test on a fresh data directory.
 
-use hourglass_conformance::{key_store, rollups};
+use hourglass_conformance::{erasure, key_store, rollups};
 use hourglass_embedded::meta::SqliteMetaStore;
 use tempfile::TempDir;
 
@@ -16,6 +16,18 @@ async fn store() -> (TempDir, SqliteMetaStore) {
 async fn key_store_conformance() {
     let (_data_dir, store) = store().await;
     key_store::suite(&store).await;
+}
+
+#[tokio::test]
+async fn erasure_store_conformance() {
+    let (_data_dir, store) = store().await;
+    erasure::suite(&store).await;
+}
+
+#[tokio::test]
+async fn admin_keys_conformance() {
+    let (_data_dir, store) = store().await;
+    key_store::admin_keys(&store).await;
 }
 
 #[tokio::test]
@@ -339,4 +351,43 @@ async fn leases_of_a_dead_process_are_released_and_the_hours_leased_again_at_onc
     let leased_again = store.lease_jobs("new-process", 10, lease, due).await.unwrap();
     assert_eq!(leased_again.len(), 1, "the hour is leased again without waiting out the old lease");
     assert_eq!(store.release_leases_of_dead_processes().await.unwrap(), 1, "counts only held leases");
+}
+
+#[tokio::test]
+async fn a_meta_db_from_before_admin_keys_is_upgraded_in_place() {
+    use hourglass_core::api_key::{ApiKey, Scope};
+    use hourglass_core::key_store::KeyStore;
+    let data_dir = TempDir::new().unwrap();
+    // api_keys as the releases before erasure created it, with one ingest key.
+    let options =
+        sqlx::sqlite::SqliteConnectOptions::new().filename(data_dir.path().join("meta.db")).create_if_missing(true);
+    let old = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    let ingest_key = ApiKey::generate();
+    sqlx::raw_sql(
+        "CREATE TABLE customers (customer_id TEXT PRIMARY KEY, created_at_us INTEGER NOT NULL) STRICT; \
+         CREATE TABLE api_keys (key_id TEXT PRIMARY KEY, \
+         key_hash BLOB NOT NULL UNIQUE CHECK (length(key_hash) = 32), \
+         customer_id TEXT NOT NULL REFERENCES customers (customer_id), \
+         scope TEXT NOT NULL CHECK (scope IN ('ingest', 'query')), name TEXT NOT NULL DEFAULT '', \
+         created_at_us INTEGER NOT NULL, revoked_at_us INTEGER) STRICT; \
+         INSERT INTO customers VALUES ('acme', 0);",
+    )
+    .execute(&old)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO api_keys VALUES (?, ?, 'acme', 'ingest', 'web', 1, NULL)")
+        .bind(ingest_key.id().as_str())
+        .bind(ingest_key.hash().0.as_slice())
+        .execute(&old)
+        .await
+        .unwrap();
+    old.close().await;
+
+    let store = SqliteMetaStore::open(data_dir.path()).await.unwrap();
+    let grant = store.find_key(ingest_key.hash()).await.unwrap().expect("the old key is kept");
+    assert_eq!((grant.scope, grant.customer_id.as_str()), (Scope::Ingest, "acme"));
+    key_store::admin_keys(&store).await;
+    drop(store);
+    let reopened = SqliteMetaStore::open(data_dir.path()).await.expect("opening an upgraded database again");
+    assert_eq!(reopened.list_keys(None).await.unwrap().len(), 2);
 }

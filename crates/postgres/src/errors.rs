@@ -3,6 +3,7 @@
 //! (FAILED_PRECONDITION vs UNAVAILABLE) and whether a stage keeps retrying quietly or says what to run.
 
 use hourglass_core::BoxError;
+use hourglass_core::erasure::ErasureStoreError;
 use hourglass_core::job_queue::JobQueueError;
 use hourglass_core::key_store::KeyStoreError;
 use hourglass_core::rollup_store::RollupStoreError;
@@ -37,6 +38,15 @@ pub(crate) fn job_queue_error(error: sqlx::Error) -> JobQueueError {
         JobQueueError::Schema(Box::new(error))
     } else {
         JobQueueError::Unavailable(Box::new(error))
+    }
+}
+
+/// `error` as an [`ErasureStoreError`], its cause kept.
+pub(crate) fn erasure_store_error(error: sqlx::Error) -> ErasureStoreError {
+    if is_schema_problem(&error) {
+        ErasureStoreError::Schema(Box::new(error))
+    } else {
+        ErasureStoreError::Unavailable(Box::new(error))
     }
 }
 

@@ -7,6 +7,8 @@
 //!   key hashes and per-customer limits.
 //! - [`jobs`]: [`PostgresJobQueue`], the [`JobQueue`](hourglass_core::job_queue::JobQueue) of
 //!   customer-hours awaiting aggregation (marked dirty by the ingestor).
+//! - [`erasure`]: [`PostgresErasureStore`], the [`ErasureStore`](hourglass_core::erasure::ErasureStore) of
+//!   per-user erasure requests, their plans and progress.
 //! - [`rollups`]: [`PostgresRollupStore`], the [`RollupStore`](hourglass_core::rollup_store::RollupStore)
 //!   of hourly rollups and the aggregation jobs (leased with `FOR UPDATE SKIP LOCKED`, completed in the
 //!   rollup's own transaction).
@@ -17,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod erasure;
 mod errors;
 pub mod jobs;
 pub mod keys;
@@ -26,6 +29,7 @@ pub mod rollups;
 pub mod testing;
 
 pub use config::PostgresConfig;
+pub use erasure::PostgresErasureStore;
 pub use jobs::PostgresJobQueue;
 pub use keys::PostgresKeyStore;
 pub use rollups::PostgresRollupStore;

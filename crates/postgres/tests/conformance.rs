@@ -1,8 +1,10 @@
 //! The Postgres key store, job queue and rollup store against the conformance suites (tier b), each test
 //! on a fresh database of the real Postgres that `scripts/test.sh` starts.
 
-use hourglass_conformance::{key_store, rollups};
-use hourglass_postgres::{PostgresConfig, PostgresJobQueue, PostgresKeyStore, PostgresRollupStore, migrate, testing};
+use hourglass_conformance::{erasure, key_store, rollups};
+use hourglass_postgres::{
+    PostgresConfig, PostgresErasureStore, PostgresJobQueue, PostgresKeyStore, PostgresRollupStore, migrate, testing,
+};
 use sqlx::PgPool;
 
 async fn migrated_pool(test_name: &str) -> PgPool {
@@ -21,6 +23,18 @@ async fn jobs_and_rollups(test_name: &str) -> (PostgresJobQueue, PostgresRollupS
 async fn key_store_conformance() {
     let store = PostgresKeyStore::new(migrated_pool("conformance_keys").await);
     key_store::suite(&store).await;
+}
+
+#[tokio::test]
+async fn erasure_store_conformance() {
+    let store = PostgresErasureStore::new(migrated_pool("conformance_erasure").await);
+    erasure::suite(&store).await;
+}
+
+#[tokio::test]
+async fn admin_keys_conformance() {
+    let store = PostgresKeyStore::new(migrated_pool("conformance_admin_keys").await);
+    key_store::admin_keys(&store).await;
 }
 
 #[tokio::test]

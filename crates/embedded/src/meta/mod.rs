@@ -6,6 +6,8 @@
 //! - [`jobs`]: the [`JobQueue`](hourglass_core::job_queue::JobQueue) (`mark_dirty`);
 //! - [`rollups`]: the [`RollupStore`](hourglass_core::rollup_store::RollupStore): leases, completion in
 //!   one transaction, recounts;
+//! - [`erasure`]: the [`ErasureStore`](hourglass_core::erasure::ErasureStore): erasure requests, their
+//!   plans and progress;
 //! - [`reader`]: the [`RollupReader`](hourglass_core::rollup_reader::RollupReader) of the query service.
 //!
 //! Concurrency: SQLite lets one connection write a database at a time. Every write goes through a pool
@@ -20,6 +22,7 @@
 //! statement or transaction (after the write lock is held, so a wait for the lock never makes a lease
 //! shorter than asked).
 
+mod erasure;
 mod jobs;
 mod keys;
 mod reader;
@@ -124,6 +127,39 @@ async fn upgrade(writer: &SqlitePool) -> Result<(), sqlx::Error> {
             sqlx::raw_sql(statements).execute(writer).await?;
         }
     }
+    allow_admin_keys(writer).await
+}
+
+/// 20261129000013_erasure widens `api_keys.scope` to `admin`. SQLite cannot change a CHECK in place, so a
+/// table made before is copied into one of the current shape (nothing references `api_keys`).
+async fn allow_admin_keys(writer: &SqlitePool) -> Result<(), sqlx::Error> {
+    let definition: String =
+        sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'api_keys'")
+            .fetch_one(writer)
+            .await?;
+    if definition.contains("'admin'") {
+        return Ok(());
+    }
+    sqlx::raw_sql(
+        "BEGIN IMMEDIATE; \
+         CREATE TABLE api_keys_with_admin ( \
+             key_id TEXT PRIMARY KEY, \
+             key_hash BLOB NOT NULL UNIQUE CHECK (length(key_hash) = 32), \
+             customer_id TEXT NOT NULL REFERENCES customers (customer_id), \
+             scope TEXT NOT NULL CHECK (scope IN ('ingest', 'query', 'admin')), \
+             name TEXT NOT NULL DEFAULT '', \
+             created_at_us INTEGER NOT NULL, \
+             revoked_at_us INTEGER \
+         ) STRICT; \
+         INSERT INTO api_keys_with_admin (key_id, key_hash, customer_id, scope, name, created_at_us, revoked_at_us) \
+             SELECT key_id, key_hash, customer_id, scope, name, created_at_us, revoked_at_us FROM api_keys; \
+         DROP TABLE api_keys; \
+         ALTER TABLE api_keys_with_admin RENAME TO api_keys; \
+         CREATE INDEX IF NOT EXISTS api_keys_by_customer ON api_keys (customer_id); \
+         COMMIT;",
+    )
+    .execute(writer)
+    .await?;
     Ok(())
 }
 

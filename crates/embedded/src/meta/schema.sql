@@ -15,7 +15,7 @@ CREATE TABLE IF NOT EXISTS api_keys (
     -- SHA-256 of the whole key; the key itself is never stored.
     key_hash      BLOB    NOT NULL UNIQUE CHECK (length(key_hash) = 32),
     customer_id   TEXT    NOT NULL REFERENCES customers (customer_id),
-    scope         TEXT    NOT NULL CHECK (scope IN ('ingest', 'query')),
+    scope         TEXT    NOT NULL CHECK (scope IN ('ingest', 'query', 'admin')),
     name          TEXT    NOT NULL DEFAULT '',
     created_at_us INTEGER NOT NULL,
     revoked_at_us INTEGER
@@ -128,3 +128,37 @@ CREATE TABLE IF NOT EXISTS ledger (
 ) STRICT;
 
 CREATE INDEX IF NOT EXISTS ledger_by_hour ON ledger (hour_start, customer_id);
+
+-- Per-user erasure requests: a person is named by HMAC-SHA256 under the deployment's erasure salt of the
+-- customer id and the user id, never by the id itself (hourglass_core::erasure).
+CREATE TABLE IF NOT EXISTS erasure_requests (
+    request_id        TEXT    PRIMARY KEY,
+    customer_id       TEXT    NOT NULL,
+    user_hash         BLOB    NOT NULL CHECK (length(user_hash) = 32),
+    requested_at_us   INTEGER NOT NULL,
+    -- The person's events arriving before this are dropped at ingestion.
+    suppress_until_us INTEGER NOT NULL,
+    state             TEXT    NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'erasing', 'done')),
+    finished_at_us    INTEGER,
+    lease_owner       TEXT,
+    lease_token       INTEGER,
+    leased_until_us   INTEGER
+) STRICT;
+
+CREATE UNIQUE INDEX IF NOT EXISTS erasure_requests_open ON erasure_requests (customer_id, user_hash)
+    WHERE state <> 'done';
+CREATE INDEX IF NOT EXISTS erasure_requests_suppressing ON erasure_requests (suppress_until_us);
+
+-- A request's plan: the hours holding the person's events when it was planned, and each one's rollup
+-- revision once erased and recomputed.
+CREATE TABLE IF NOT EXISTS erasure_hours (
+    request_id     TEXT    NOT NULL REFERENCES erasure_requests (request_id),
+    customer_id    TEXT    NOT NULL,
+    hour_start     INTEGER NOT NULL,
+    events         INTEGER NOT NULL CHECK (events >= 0),
+    revision       INTEGER,
+    erased_at_us   INTEGER,
+    PRIMARY KEY (request_id, hour_start)
+) STRICT;
+
+CREATE INDEX IF NOT EXISTS erasure_hours_by_hour ON erasure_hours (customer_id, hour_start);
