@@ -22,10 +22,13 @@
 //!
 //! [`verify`] recounts the raw store independently and flags hours whose stored and counted differ.
 //! [`reprocess`] recomputes a range of hours with the current logic and swaps each in atomically.
+//! [`erasure`] deletes one person's raw events and recomputes the hours they touched through the same
+//! swap, as a leased request that resumes after a crash.
 
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod erasure;
 pub mod reprocess;
 pub mod rollup;
 pub mod telemetry;

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use hourglass_core::job_queue::CustomerHour;
 use hourglass_core::raw_store::{RawStore, RawStoreError};
-use hourglass_core::rollup_store::{Completion, EventTypeRollup, RollupStore, RollupStoreError};
+use hourglass_core::rollup_store::{Completion, EventTypeRollup, JobLease, RollupStore, RollupStoreError};
 
 use crate::config::AggregatorConfig;
 use crate::worker::{aggregate_hour, holding_lease};
@@ -50,6 +50,33 @@ pub enum ReprocessError {
         /// The hour.
         hour_start: i64,
     },
+}
+
+/// Whether an hour's rollup computed at `now_unix` is final: the hour and its allowed lateness are over.
+pub(crate) fn is_final_at(config: &AggregatorConfig, hour_start: i64, now_unix: i64) -> bool {
+    hour_start + 3600 + config.allowed_lateness_secs as i64 <= now_unix
+}
+
+/// Leases `customer_hour` as `owner`, waiting while a worker holds it, at most [`BUSY_HOUR_TIMEOUT`].
+pub(crate) async fn lease_hour_waiting<S: RollupStore>(
+    config: &AggregatorConfig,
+    rollup_store: &S,
+    customer_hour: &CustomerHour,
+    owner: &str,
+) -> Result<JobLease, ReprocessError> {
+    let deadline = tokio::time::Instant::now() + BUSY_HOUR_TIMEOUT;
+    loop {
+        if let Some(lease) = rollup_store.lease_hour(customer_hour, owner, config.lease()).await? {
+            return Ok(lease);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(ReprocessError::Busy {
+                customer_id: customer_hour.customer_id.as_str().to_owned(),
+                hour_start: customer_hour.hour_start,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// One hour's counts before and after.
@@ -133,24 +160,9 @@ pub async fn reprocess<R: RawStore, S: RollupStore>(
             on_progress(index + 1, hours.len());
             continue;
         }
-        let is_final = customer_hour.hour_start + 3600 + config.allowed_lateness_secs as i64 <= now_unix;
-        let lease = if dry_run {
-            None
-        } else {
-            let deadline = tokio::time::Instant::now() + BUSY_HOUR_TIMEOUT;
-            loop {
-                if let Some(lease) = rollup_store.lease_hour(customer_hour, &owner, config.lease()).await? {
-                    break Some(lease);
-                }
-                if tokio::time::Instant::now() > deadline {
-                    return Err(ReprocessError::Busy {
-                        customer_id: customer.to_owned(),
-                        hour_start: customer_hour.hour_start,
-                    });
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        };
+        let is_final = is_final_at(config, customer_hour.hour_start, now_unix);
+        let lease =
+            if dry_run { None } else { Some(lease_hour_waiting(config, rollup_store, customer_hour, &owner).await?) };
         let before = rollup_store.current_rollup(customer_hour).await?;
         let aggregation = aggregate_hour(raw_store, customer, customer_hour.hour_start, is_final);
         let lease_lost =

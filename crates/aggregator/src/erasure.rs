@@ -1,0 +1,322 @@
+//! Per-user erasure: find the hours holding one person's raw events, delete those events, and recompute
+//! each hour through the same leased, atomic swap as [`reprocess`](crate::reprocess), so exact distinct
+//! users and sketches no longer include the person.
+//!
+//! # Finding the hours: a bounded scan
+//! The hours are found by scanning the customer's hours with data that are still inside their horizon
+//! (`hourglass_core::retention`: older hours are never recomputed, and their raw rows expire within the
+//! margin), hashing the user of every event with the salt ([`UserMatcher`]). An index from (customer,
+//! user) to hours would answer at once, but the ingestor would write it for every record: a row per
+//! distinct user and hour, which for a busy customer is millions of rows an hour on the ingest path, for
+//! an operation that runs a few times a month. The scan reads what an aggregation reads (README
+//! "Erasure" has the measured figures).
+//!
+//! # The run of a request, and resuming it
+//! A request ([`ErasureStore`]) is leased by one run. A pending request is planned first: the hours found,
+//! with the person's events in each, are recorded in one step and the request becomes `erasing`. Then each
+//! planned hour not yet done is leased like a job, its raw events of the person deleted
+//! ([`RawStore::erase_user_events`]) and the hour recomputed and swapped in under that lease, and the
+//! hour's new revision recorded with the request. A run that dies anywhere leaves the request leased
+//! until its lease expires; the next run resumes with the hours not recorded as done (deleting again finds
+//! nothing, recomputing again changes nothing but the revision), and never plans again: a recount after a
+//! deletion would find nothing in an hour whose rollup still counts the person.
+//!
+//! The person's events are suppressed at ingestion from the moment the request is recorded (until
+//! `suppress_until`), so a redelivered or replayed record does not write back what a run deleted.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use hourglass_core::customer::CustomerId;
+use hourglass_core::erasure::{
+    ErasureHour, ErasureLease, ErasureRequest, ErasureSalt, ErasureStore, ErasureStoreError, SaltTooShort, UserHash,
+    UserMatcher,
+};
+use hourglass_core::hour::SECONDS_PER_HOUR;
+use hourglass_core::job_queue::CustomerHour;
+use hourglass_core::raw_store::{RawStore, RawStoreError};
+use hourglass_core::rollup_store::{Completion, RollupStore, RollupStoreError};
+
+use crate::config::AggregatorConfig;
+use crate::reprocess::{ReprocessError, is_final_at, lease_hour_waiting};
+use crate::worker::{aggregate_hour, holding_lease};
+
+/// The erasure settings, shared by `hourglass erase` and the roles that suppress erased users.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ErasureConfig {
+    /// The deployment's secret key of the hashes that name erased users (HMAC-SHA256 of customer and user
+    /// id), at least 16 bytes. Every role and tool of a deployment must use the same one; changing it
+    /// makes earlier requests unrecognisable. No default: erasure refuses to run without it.
+    #[arg(long = "erasure-salt", env = "HOURGLASS_ERASURE_SALT", hide_env_values = true)]
+    pub salt: Option<String>,
+
+    /// For how many days after an erasure request the person's events are dropped at ingestion (a client
+    /// retrying, a buffered SDK, a replay of the event log) and counted as erased. 30 by default, the
+    /// default raw retention: no event older than that is stored anyway.
+    #[arg(
+        long = "erasure-suppress-days",
+        env = "HOURGLASS_ERASURE_SUPPRESS_DAYS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub suppress_days: u32,
+}
+
+impl ErasureConfig {
+    /// The salt, refused when missing or too short.
+    pub fn salt(&self) -> Result<ErasureSalt, ErasureError> {
+        let secret = self.salt.as_deref().ok_or(ErasureError::NoSalt)?;
+        Ok(ErasureSalt::new(secret)?)
+    }
+
+    /// Until when a request recorded at `now` suppresses the person's events.
+    pub fn suppress_until(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now + TimeDelta::days(i64::from(self.suppress_days))
+    }
+}
+
+/// Why an erasure stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ErasureError {
+    /// No salt is configured.
+    #[error("no erasure salt: set --erasure-salt or HOURGLASS_ERASURE_SALT (the same secret in every role)")]
+    NoSalt,
+    /// The salt is too short.
+    #[error(transparent)]
+    Salt(#[from] SaltTooShort),
+    /// The raw store failed.
+    #[error(transparent)]
+    RawStore(#[from] RawStoreError),
+    /// The rollup store failed.
+    #[error(transparent)]
+    RollupStore(#[from] RollupStoreError),
+    /// The erasure store failed.
+    #[error(transparent)]
+    ErasureStore(#[from] ErasureStoreError),
+    /// An hour could not be leased or its lease was lost.
+    #[error(transparent)]
+    Hour(#[from] ReprocessError),
+    /// The request's lease was lost (it expired, or another run leased it).
+    #[error("lost the lease on erasure request {0} (it expired or another run took it); run again to resume")]
+    LeaseLost(String),
+}
+
+/// What a run is doing, for progress output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErasureProgress {
+    /// Scanning the customer's hours for the person's events: `done` of `total` hours.
+    Scanning {
+        /// Hours scanned.
+        done: usize,
+        /// Hours to scan.
+        total: usize,
+    },
+    /// Erasing and recomputing the planned hours: `done` of `total`.
+    Erasing {
+        /// Hours done.
+        done: usize,
+        /// Hours planned.
+        total: usize,
+    },
+}
+
+/// The hours holding a person's events.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FoundHours {
+    /// Inside their horizon: erased and recomputed.
+    pub hours: Vec<ErasureHour>,
+    /// Past their horizon: never recomputed, and their raw rows expire within the retention's margin;
+    /// listed so an operator knows.
+    pub past_horizon: Vec<ErasureHour>,
+}
+
+/// Scans the customer's hours with data whose raw rows may still exist for the matcher's user, oldest
+/// first; `on_progress` after each hour.
+pub async fn find_hours<R: RawStore, S: RollupStore>(
+    config: &AggregatorConfig,
+    raw_store: &R,
+    rollup_store: &S,
+    matcher: &UserMatcher,
+    now_unix: i64,
+    mut on_progress: impl FnMut(ErasureProgress),
+) -> Result<FoundHours, ErasureError> {
+    let retention = &config.raw_retention;
+    let oldest = now_unix.saturating_sub(retention.retention_secs).saturating_sub(SECONDS_PER_HOUR);
+    // Events may be a little in the future (the collector's allowed clock skew); a day covers it.
+    let newest = now_unix.saturating_add(86_400);
+    let candidates = rollup_store.hours_with_data(Some(matcher.customer_id().as_str()), oldest, newest).await?;
+    let mut found = FoundHours::default();
+    for (index, customer_hour) in candidates.iter().enumerate() {
+        let events = raw_store.count_user_events(matcher, customer_hour.hour_start).await?;
+        if events > 0 {
+            let hour = ErasureHour { customer_hour: customer_hour.clone(), events, revision: None };
+            if retention.is_past_horizon(customer_hour.hour_start, now_unix) {
+                found.past_horizon.push(hour);
+            } else {
+                found.hours.push(hour);
+            }
+        }
+        on_progress(ErasureProgress::Scanning { done: index + 1, total: candidates.len() });
+    }
+    Ok(found)
+}
+
+/// What a run did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Erased {
+    /// The request, done.
+    pub request: ErasureRequest,
+    /// Its planned hours, each with its new revision.
+    pub hours: Vec<ErasureHour>,
+    /// Hours past their horizon found when this run planned the request (empty when it resumed one).
+    pub past_horizon: Vec<ErasureHour>,
+}
+
+/// Records a request to erase `user_id` of `customer_id` (or returns the open one for that person).
+pub async fn request<E: ErasureStore>(
+    erasure_config: &ErasureConfig,
+    erasure_store: &E,
+    customer_id: &CustomerId,
+    user_id: &str,
+    now: DateTime<Utc>,
+) -> Result<ErasureRequest, ErasureError> {
+    let salt = erasure_config.salt()?;
+    let user_hash = UserHash::of(&salt, customer_id.as_str(), user_id);
+    Ok(erasure_store.request_erasure(customer_id, user_hash, erasure_config.suppress_until(now)).await?)
+}
+
+/// Runs a leased request to its end: plans it if pending, then erases and recomputes each planned hour
+/// not done yet, then marks it done. `on_progress` after each step.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_request<R: RawStore, S: RollupStore, E: ErasureStore>(
+    config: &AggregatorConfig,
+    salt: &ErasureSalt,
+    raw_store: &R,
+    rollup_store: &S,
+    erasure_store: &E,
+    lease: &ErasureLease,
+    now_unix: i64,
+    mut on_progress: impl FnMut(ErasureProgress),
+) -> Result<Erased, ErasureError> {
+    let request = &lease.request;
+    let lease_lost = || ErasureError::LeaseLost(request.id.clone());
+    let matcher = UserMatcher::new(salt, request.customer_id.clone(), request.user_hash);
+    let mut past_horizon = Vec::new();
+    if request.state == hourglass_core::erasure::ErasureState::Pending {
+        let scan = find_hours(config, raw_store, rollup_store, &matcher, now_unix, &mut on_progress);
+        let found = holding_erasure_lease(config, erasure_store, lease, scan).await.ok_or_else(lease_lost)??;
+        for hour in &found.past_horizon {
+            tracing::warn!(
+                request_id = %request.id,
+                customer_id = %request.customer_id,
+                hour_start = hour.customer_hour.hour_start,
+                events = hour.events,
+                "an hour past its horizon holds events of an erased user: its rollup is not recomputed and its \
+                 raw rows expire within the retention's margin"
+            );
+        }
+        past_horizon = found.past_horizon;
+        if !erasure_store.plan_erasure(lease, &found.hours).await? {
+            return Err(lease_lost());
+        }
+    }
+    let planned = erasure_store.erasure_hours(&request.id).await?;
+    let total = planned.len();
+    let mut done = planned.iter().filter(|hour| hour.revision.is_some()).count();
+    on_progress(ErasureProgress::Erasing { done, total });
+    let owner = format!("erase-{}", config.resolved_worker_id());
+    for hour in planned.iter().filter(|hour| hour.revision.is_none()) {
+        let work = erase_hour(config, raw_store, rollup_store, &matcher, &hour.customer_hour, &owner, now_unix);
+        let revision = holding_erasure_lease(config, erasure_store, lease, work).await.ok_or_else(lease_lost)??;
+        if !erasure_store.record_erased_hour(lease, &hour.customer_hour, revision).await? {
+            return Err(lease_lost());
+        }
+        done += 1;
+        on_progress(ErasureProgress::Erasing { done, total });
+    }
+    if !erasure_store.finish_erasure(lease).await? {
+        return Err(lease_lost());
+    }
+    let request = erasure_store.erasure(&request.id).await?.ok_or_else(lease_lost)?;
+    let hours = erasure_store.erasure_hours(&request.id).await?;
+    Ok(Erased { request, hours, past_horizon })
+}
+
+/// Deletes the person's events of one hour and recomputes it under the hour's lease; returns the hour's
+/// new revision. An hour that passed its horizon since it was planned is only deleted from, not
+/// recomputed (a recomputation could undercount), and recorded with revision 0.
+async fn erase_hour<R: RawStore, S: RollupStore>(
+    config: &AggregatorConfig,
+    raw_store: &R,
+    rollup_store: &S,
+    matcher: &UserMatcher,
+    customer_hour: &CustomerHour,
+    owner: &str,
+    now_unix: i64,
+) -> Result<u32, ErasureError> {
+    let hour_start = customer_hour.hour_start;
+    if config.raw_retention.is_past_horizon(hour_start, now_unix) {
+        raw_store.erase_user_events(matcher, hour_start).await?;
+        return Ok(0);
+    }
+    let job = lease_hour_waiting(config, rollup_store, customer_hour, owner).await?;
+    let customer_id = customer_hour.customer_id.as_str();
+    let work = async {
+        raw_store.erase_user_events(matcher, hour_start).await?;
+        aggregate_hour(raw_store, customer_id, hour_start, is_final_at(config, hour_start, now_unix)).await
+    };
+    let hour_lease_lost =
+        || ReprocessError::LeaseLost { customer_id: customer_id.to_owned(), hour_start: customer_hour.hour_start };
+    let rollup = holding_lease(config, rollup_store, &job, work).await.ok_or_else(hour_lease_lost)??;
+    match rollup_store.complete(&job, &rollup).await? {
+        Completion::Replaced { revision } => Ok(revision),
+        Completion::LeaseLost => Err(hour_lease_lost().into()),
+    }
+}
+
+/// Runs `work` while renewing the request's lease every third of its length; `None` if it was lost.
+async fn holding_erasure_lease<E: ErasureStore, T>(
+    config: &AggregatorConfig,
+    erasure_store: &E,
+    lease: &ErasureLease,
+    work: impl Future<Output = T>,
+) -> Option<T> {
+    let mut work = std::pin::pin!(work);
+    let mut renewal = tokio::time::interval(config.lease() / 3);
+    renewal.tick().await; // the first tick is immediate
+    loop {
+        tokio::select! {
+            result = &mut work => return Some(result),
+            _ = renewal.tick() => match erasure_store.renew_erasure(lease, config.lease()).await {
+                Ok(true) => {}
+                Ok(false) => return None,
+                // Not fatal: the next renewal may work, and every write checks the lease anyway.
+                Err(error) => tracing::warn!(%error, "cannot renew an erasure lease"),
+            },
+        }
+    }
+}
+
+/// Leases the request `id`, waiting while another run's lease on it is live, at most `timeout`.
+pub async fn lease_request<E: ErasureStore>(
+    config: &AggregatorConfig,
+    erasure_store: &E,
+    id: &str,
+    timeout: Duration,
+) -> Result<Option<ErasureLease>, ErasureError> {
+    let owner = format!("erase-{}", config.resolved_worker_id());
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(lease) = erasure_store.lease_erasure(id, &owner, config.lease()).await? {
+            return Ok(Some(lease));
+        }
+        let done = erasure_store
+            .erasure(id)
+            .await?
+            .is_none_or(|request| request.state == hourglass_core::erasure::ErasureState::Done);
+        if done || tokio::time::Instant::now() > deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
