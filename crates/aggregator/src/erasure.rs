@@ -297,6 +297,16 @@ async fn holding_erasure_lease<E: ErasureStore, T>(
     }
 }
 
+/// Leases the oldest request that is not done and not under a live lease (one a crashed run left, or
+/// one recorded by the admin service), for `lease` as configured.
+pub async fn lease_next<E: ErasureStore>(
+    config: &AggregatorConfig,
+    erasure_store: &E,
+) -> Result<Option<ErasureLease>, ErasureError> {
+    let owner = format!("erase-{}", config.resolved_worker_id());
+    Ok(erasure_store.lease_next_erasure(&owner, config.lease()).await?)
+}
+
 /// Leases the request `id`, waiting while another run's lease on it is live, at most `timeout`.
 pub async fn lease_request<E: ErasureStore>(
     config: &AggregatorConfig,

@@ -7,6 +7,7 @@ mod bench;
 mod collector;
 mod config;
 mod dlq;
+mod erase;
 mod health;
 mod hour_range;
 mod ingestor;
@@ -66,6 +67,9 @@ enum Command {
     Reprocess(Box<reprocess::ReprocessArgs>),
     /// Recount the raw store for aggregated hours and print the reconciliation ledger.
     Verify(Box<verify::VerifyArgs>),
+    /// Erase one person's events everywhere and recompute the hours they touched (`--dry-run` shows
+    /// which), recording the request with a salted hash of the user id; `--resume` finishes a crashed run.
+    Erase(Box<erase::EraseArgs>),
     /// Print a metrics report from a query service.
     Report(Box<report::ReportArgs>),
     /// Stream generated events, or a JSON-lines file of events, to a collector, with a summary.
@@ -146,6 +150,7 @@ fn main() -> anyhow::Result<()> {
             Command::Replay(args) => replay::run(*args).await,
             Command::Reprocess(args) => reprocess::run(*args).await,
             Command::Verify(args) => verify::run(*args).await,
+            Command::Erase(args) => erase::run(*args).await,
             Command::Send(args) => send::run(*args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Health(args) => {
@@ -181,6 +186,7 @@ impl Command {
             | Command::Replay(_)
             | Command::Reprocess(_)
             | Command::Verify(_)
+            | Command::Erase(_)
             | Command::Send(_)
             | Command::Bench(_)
             | Command::Health(_)
