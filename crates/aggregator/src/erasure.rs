@@ -21,8 +21,10 @@
 //! nothing, recomputing again changes nothing but the revision), and never plans again: a recount after a
 //! deletion would find nothing in an hour whose rollup still counts the person.
 //!
-//! The person's events are suppressed at ingestion from the moment the request is recorded (until
-//! `suppress_until`), so a redelivered or replayed record does not write back what a run deleted.
+//! A request records until when the person's events are to be dropped at ingestion (`suppress_until`,
+//! listed by [`ErasureStore::suppressed_users`]); until the ingestor applies that list, a record
+//! redelivered or replayed after a run writes the person's events back, and erasing again removes them
+//! (docs/guarantees.md, "Erasure").
 
 use std::time::Duration;
 

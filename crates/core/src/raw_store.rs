@@ -193,8 +193,8 @@ pub trait RawStore: Send + Sync + 'static {
     /// deleted too: an id is one event, and a copy of the person's event must not come back as the last
     /// written one.
     ///
-    /// The caller holds the hour's aggregation lease, so no rollup reads the hour half rewritten, and
-    /// suppresses the person's events at ingestion first, so a redelivered record does not write them back.
+    /// The caller holds the hour's aggregation lease, so no rollup reads the hour half rewritten. A record
+    /// written again afterwards (redelivered, replayed) writes its events back as they were.
     fn erase_user_events(
         &self,
         matcher: &UserMatcher,

@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use hourglass_core::customer::CustomerId;
+use hourglass_core::erasure::{ErasureSalt, UserHash, UserMatcher};
 use hourglass_core::raw_store::{EventVisitor, RawStore};
 use hourglass_cql::CqlRawStore;
 use hourglass_cql::testing::{create_test_store, drop_test_keyspace};
@@ -151,6 +153,19 @@ async fn rows_of_the_old_layout_are_read_beside_the_blocks_until_the_table_is_dr
         "the type filter applies to the new copy"
     );
 
+    // Erasing user-1, whose every old row is: their old rows go, and old-3's new (anonymous) copy with
+    // them, as an id with a copy of theirs is erased whole.
+    let salt = ErasureSalt::new("the legacy layout test's salt").unwrap();
+    let matcher = UserMatcher::new(&salt, CustomerId::new("acme").unwrap(), UserHash::of(&salt, "acme", "user-1"));
+    assert_eq!(store.count_user_events(&matcher, HOUR).await.unwrap(), 10);
+    assert_eq!(store.erase_user_events(&matcher, HOUR).await.unwrap(), 10);
+    let mut left = Vec::new();
+    for bucket in 0..store.bucket_count() {
+        left.extend(store.read_bucket("acme", HOUR, bucket).await.unwrap().into_iter().map(|event| event.event_id));
+    }
+    assert_eq!(left, ["new-0"], "only the event that was never user-1's is left");
+    assert_eq!(store.count_user_events(&matcher, HOUR).await.unwrap(), 0);
+
     // Once the old rows have aged out the operator drops the table; restarted roles read blocks only.
     session.query_unpaged(format!("DROP TABLE {keyspace}.raw_events"), ()).await.unwrap();
     session.await_schema_agreement().await.unwrap();
@@ -160,6 +175,6 @@ async fn rows_of_the_old_layout_are_read_beside_the_blocks_until_the_table_is_dr
     for bucket in 0..after_drop.bucket_count() {
         remaining += after_drop.read_bucket("acme", HOUR, bucket).await.unwrap().len();
     }
-    assert_eq!(remaining, 2, "the blocks written since the upgrade");
+    assert_eq!(remaining, 1, "the blocks written since the upgrade, less the erased copy of old-3");
     drop_test_keyspace(&config).await;
 }
