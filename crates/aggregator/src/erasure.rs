@@ -224,16 +224,16 @@ pub async fn run_request<R: RawStore, S: RollupStore, E: ErasureStore>(
     }
     let planned = erasure_store.erasure_hours(&request.id).await?;
     let total = planned.len();
-    let mut done = planned.iter().filter(|hour| hour.revision.is_some()).count();
-    on_progress(ErasureProgress::Erasing { done, total });
+    let (finished, left): (Vec<&ErasureHour>, Vec<&ErasureHour>) =
+        planned.iter().partition(|hour| hour.revision.is_some());
+    on_progress(ErasureProgress::Erasing { done: finished.len(), total });
     let owner = format!("erase-{}", config.resolved_worker_id());
-    for hour in planned.iter().filter(|hour| hour.revision.is_none()) {
+    for (done, hour) in (finished.len() + 1..).zip(left) {
         let work = erase_hour(config, raw_store, rollup_store, &matcher, &hour.customer_hour, &owner, now_unix);
         let revision = holding_erasure_lease(config, erasure_store, lease, work).await.ok_or_else(lease_lost)??;
         if !erasure_store.record_erased_hour(lease, &hour.customer_hour, revision).await? {
             return Err(lease_lost());
         }
-        done += 1;
         on_progress(ErasureProgress::Erasing { done, total });
     }
     if !erasure_store.finish_erasure(lease).await? {

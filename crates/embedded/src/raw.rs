@@ -275,7 +275,7 @@ impl SqliteRawStore {
 }
 
 /// The batch id and stored block of a row whose columns 1 and 2 are those.
-fn block_columns<'row>(row: &'row sqlx::sqlite::SqliteRow) -> Result<(&'row str, &'row [u8]), RawStoreError> {
+fn block_columns(row: &sqlx::sqlite::SqliteRow) -> Result<(&str, &[u8]), RawStoreError> {
     // A column of another type than the schema's: not something a retry mends.
     let batch_id: &str = row.try_get(1).map_err(|error| RawStoreError::Schema(Box::new(error)))?;
     let block: &[u8] = row.try_get(2).map_err(|error| RawStoreError::Schema(Box::new(error)))?;

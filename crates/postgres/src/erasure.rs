@@ -33,6 +33,9 @@ const REQUEST_COLUMNS: &str = "request_id, customer_id, user_hash, requested_at,
 
 type RequestRow = (String, String, Vec<u8>, DateTime<Utc>, DateTime<Utc>, String, Option<DateTime<Utc>>);
 
+/// A leased request's row: [`RequestRow`]'s columns, then the lease's token.
+type LeasedRow = (String, String, Vec<u8>, DateTime<Utc>, DateTime<Utc>, String, Option<DateTime<Utc>>, i64);
+
 fn request_from_row(row: RequestRow) -> Result<ErasureRequest, ErasureStoreError> {
     let (id, customer_id, user_hash, requested_at, suppress_until, state, finished_at) = row;
     Ok(ErasureRequest {
@@ -60,26 +63,25 @@ fn seconds(duration: Duration) -> f64 {
 }
 
 impl PostgresErasureStore {
+    /// Leases the oldest request [`LEASABLE`] finds (`id`'s only, when given).
     async fn lease_where(
         &self,
-        condition: &str,
         id: Option<&str>,
         owner: &str,
         lease: Duration,
     ) -> Result<Option<ErasureLease>, ErasureStoreError> {
         let sql = format!(
             "UPDATE erasure_requests SET lease_owner = $2, lease_token = new_lease_token(), \
-             leased_until = now() + make_interval(secs => $3) WHERE request_id = ({condition}) \
+             leased_until = now() + make_interval(secs => $3) WHERE request_id = ({LEASABLE}) \
              RETURNING {REQUEST_COLUMNS}, lease_token"
         );
-        let row: Option<(String, String, Vec<u8>, DateTime<Utc>, DateTime<Utc>, String, Option<DateTime<Utc>>, i64)> =
-            sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                .bind(id)
-                .bind(owner)
-                .bind(seconds(lease))
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(erasure_store_error)?;
+        let row: Option<LeasedRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(owner)
+            .bind(seconds(lease))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(erasure_store_error)?;
         let Some((request_id, customer_id, user_hash, requested_at, suppress_until, state, finished_at, token)) = row
         else {
             return Ok(None);
@@ -159,7 +161,7 @@ impl ErasureStore for PostgresErasureStore {
         owner: &str,
         lease: Duration,
     ) -> Result<Option<ErasureLease>, ErasureStoreError> {
-        self.lease_where(LEASABLE, Some(id), owner, lease).await
+        self.lease_where(Some(id), owner, lease).await
     }
 
     async fn lease_next_erasure(
@@ -167,7 +169,7 @@ impl ErasureStore for PostgresErasureStore {
         owner: &str,
         lease: Duration,
     ) -> Result<Option<ErasureLease>, ErasureStoreError> {
-        self.lease_where(LEASABLE, None, owner, lease).await
+        self.lease_where(None, owner, lease).await
     }
 
     async fn renew_erasure(&self, lease: &ErasureLease, duration: Duration) -> Result<bool, ErasureStoreError> {

@@ -63,13 +63,13 @@ impl SqliteMetaStore {
     ) -> Result<Option<ErasureLease>, ErasureStoreError> {
         let mut transaction = self.begin_write().await.map_err(unavailable)?;
         let now_us = now_micros();
-        let row: Option<(String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        let row: Option<(String, i64)> = sqlx::query_as(
             "UPDATE erasure_requests SET lease_owner = ?2, lease_token = random(), leased_until_us = ?3 \
              WHERE request_id = (SELECT request_id FROM erasure_requests WHERE (?1 IS NULL OR request_id = ?1) \
                 AND state <> 'done' AND (leased_until_us IS NULL OR leased_until_us < ?4) \
                 ORDER BY requested_at_us, request_id LIMIT 1) \
-             RETURNING request_id, lease_token"
-        )))
+             RETURNING request_id, lease_token",
+        )
         .bind(id)
         .bind(owner)
         .bind(now_us.saturating_add(duration_micros(lease)))
