@@ -308,6 +308,8 @@ pub async fn run(args: AllBenchArgs) -> anyhow::Result<()> {
         connections: 4,
         totals: false,
         no_cache: false,
+        gzip: false,
+        max_frame_size: 16_384,
         postgres: args.postgres.clone(),
         cql: args.cql.clone(),
     };

@@ -22,6 +22,7 @@ use hourglass_proto::prost_types::Timestamp;
 use hourglass_proto::v1::query_service_client::QueryServiceClient;
 use hourglass_proto::v1::{GetHourlyMetricsRequest, TimeRange};
 use indicatif::ProgressStyle;
+use tonic::codec::CompressionEncoding;
 use tonic::transport::Channel;
 
 use super::{peak_rss_kib, process_cpu_seconds, self_cpu_seconds, wait_until_serving};
@@ -53,6 +54,14 @@ pub struct QueryBenchArgs {
     /// Run the service without its report cache, so every request reads Postgres.
     #[arg(long)]
     pub(super) no_cache: bool,
+    /// The clients accept gzip-compressed responses, as gRPC's C-core clients (Python's grpcio) announce
+    /// by default; the service then sends reports compressed.
+    #[arg(long)]
+    pub(super) gzip: bool,
+    /// The clients' HTTP/2 SETTINGS_MAX_FRAME_SIZE, the largest DATA frame the service may send them
+    /// (16,384 to 16,777,215; HTTP/2's default and most clients': 16,384).
+    #[arg(long, default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(16_384..=16_777_215))]
+    pub(super) max_frame_size: u32,
     #[command(flatten)]
     pub(super) postgres: PostgresConfig,
     #[command(flatten)]
@@ -265,9 +274,10 @@ pub async fn measure(
     wait_until_serving(&target, Duration::from_secs(60)).await?;
     let mut channels = Vec::new();
     for _ in 0..args.connections.max(1) {
-        channels.push(tonic::transport::Endpoint::from_shared(target.clone())?.connect().await?);
+        let endpoint = tonic::transport::Endpoint::from_shared(target.clone())?.max_frame_size(args.max_frame_size);
+        channels.push(endpoint.connect().await?);
     }
-    let service = Service { channels, query_pid, key, from, to };
+    let service = Service { channels, query_pid, key, from, to, gzip: args.gzip };
     let mut figures = Vec::new();
     for (summed, rate) in shapes {
         figures.push(measure_shape(args, &service, *summed, *rate).await?);
@@ -283,11 +293,18 @@ struct Service {
     key: String,
     from: i64,
     to: i64,
+    /// Whether the clients accept gzip-compressed responses.
+    gzip: bool,
 }
 
 impl Service {
     fn client(&self, index: usize) -> QueryServiceClient<Channel> {
-        QueryServiceClient::new(self.channels[index % self.channels.len()].clone()).max_decoding_message_size(64 << 20)
+        let client = QueryServiceClient::new(self.channels[index % self.channels.len()].clone())
+            .max_decoding_message_size(64 << 20);
+        match self.gzip {
+            true => client.accept_compressed(CompressionEncoding::Gzip),
+            false => client,
+        }
     }
 }
 
@@ -406,6 +423,11 @@ fn print(args: &QueryBenchArgs, figures: &QueryFigures) {
         figures.rows,
         figures.response_bytes as f64 / 1024.0,
         if figures.summed { ", summed over types" } else { "" }
+    );
+    println!(
+        "  clients            HTTP/2 max frame size {} B{}",
+        args.max_frame_size,
+        if args.gzip { "; accept gzip (responses compressed)" } else { "" }
     );
     println!(
         "  report cache       {}",
