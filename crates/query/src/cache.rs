@@ -11,8 +11,10 @@
 //! ([`Encoded`](hourglass_proto::encoded::Encoded)), not its rows: a 30-day report per
 //! event type is 14,400 rows and 543 KiB, and encoding it again for every request cost ~3 ms of CPU, ten
 //! times the revision-sum read. A hit now hands the transport a shared buffer, copied once into its frame.
-//! Memory is bounded twice: by entries and by bytes (the responses and their keys), as one large report
-//! weighs as much as thousands of small ones.
+//! Memory is bounded twice: by entries and by bytes (the responses, room for their gzip form and their
+//! keys), as one large report weighs as much as thousands of small ones. An entry also keeps its response's
+//! [`ReportBody`], which the transport sends as it is and which compresses it once for the clients that
+//! accept gzip (`crate::report_body`).
 
 use std::collections::HashMap;
 
@@ -20,6 +22,7 @@ use hourglass_proto::query_server::{EncodedGetHourlyMetricsResponse, EncodedGetP
 use parking_lot::Mutex;
 
 use crate::report::Period;
+use crate::report_body::ReportBody;
 use crate::telemetry;
 
 /// What identifies a report: everything that decides its response.
@@ -58,12 +61,17 @@ pub enum EncodedReport {
 }
 
 impl EncodedReport {
+    /// The encoded response.
+    pub fn bytes(&self) -> &prost::bytes::Bytes {
+        match self {
+            Self::Hourly(response) => response.as_bytes(),
+            Self::Period(response) => response.as_bytes(),
+        }
+    }
+
     /// Bytes of the encoded response.
     pub fn len(&self) -> usize {
-        match self {
-            Self::Hourly(response) => response.as_bytes().len(),
-            Self::Period(response) => response.as_bytes().len(),
-        }
+        self.bytes().len()
     }
 
     /// Whether the response is empty (no rows).
@@ -110,13 +118,16 @@ impl TryFrom<EncodedReport> for EncodedGetPeriodMetricsResponse {
 struct Entry {
     revision_sum: u64,
     report: EncodedReport,
+    /// The response's body as sent, with its gzip form once a client asked for one.
+    body: ReportBody,
     /// What the entry counts against the byte budget: [`entry_bytes`].
     bytes: usize,
 }
 
-/// An entry's weight: its response, its key's heap bytes and the map's slot.
-fn entry_bytes(key: &ReportKey, report: &EncodedReport) -> usize {
-    report.len() + key.heap_bytes() + size_of::<(ReportKey, Entry)>()
+/// An entry's weight: its response and the most its gzip form may take ([`ReportBody::max_bytes`], counted
+/// up front so compressing later never passes the budget), its key's heap bytes and the map's slot.
+fn entry_bytes(key: &ReportKey, body: &ReportBody) -> usize {
+    body.max_bytes() + key.heap_bytes() + size_of::<(ReportKey, Entry)>()
 }
 
 struct Entries {
@@ -146,21 +157,23 @@ impl ReportCache {
     }
 
     /// The response of `key` if it was computed at `revision_sum`, as `T` (the response type of the
-    /// method asking; a key's period decides which it is).
-    pub fn get<T: TryFrom<EncodedReport>>(&self, key: &ReportKey, revision_sum: u64) -> Option<T> {
+    /// method asking; a key's period decides which it is), and its body as sent.
+    pub fn get<T: TryFrom<EncodedReport>>(&self, key: &ReportKey, revision_sum: u64) -> Option<(T, ReportBody)> {
         let entries = self.entries.lock();
         let entry = entries.by_key.get(key).filter(|entry| entry.revision_sum == revision_sum)?;
-        T::try_from(entry.report.clone()).ok()
+        Some((T::try_from(entry.report.clone()).ok()?, entry.body.clone()))
     }
 
-    /// Remembers the response of `key`, read after its revision sum was `revision_sum`. A response
-    /// heavier than the whole budget is not kept (and the key's older entry goes, as it is stale).
-    pub fn put(&self, key: ReportKey, revision_sum: u64, report: impl Into<EncodedReport>) {
-        if !self.enabled() {
-            return;
-        }
+    /// Remembers the response of `key`, read after its revision sum was `revision_sum`, and returns its
+    /// body (the one kept, if it is). A response heavier than the whole budget is not kept (and the key's
+    /// older entry goes, as it is stale).
+    pub fn put(&self, key: ReportKey, revision_sum: u64, report: impl Into<EncodedReport>) -> ReportBody {
         let report = report.into();
-        let bytes = entry_bytes(&key, &report);
+        let body = ReportBody::new(report.bytes().clone());
+        if !self.enabled() {
+            return body;
+        }
+        let bytes = entry_bytes(&key, &body);
         let mut entries = self.entries.lock();
         if let Some(replaced) = entries.by_key.remove(&key) {
             entries.bytes -= replaced.bytes;
@@ -171,11 +184,12 @@ impl ReportCache {
                 entries.by_key.clear();
                 entries.bytes = 0;
             }
-            entries.by_key.insert(key, Entry { revision_sum, report, bytes });
+            entries.by_key.insert(key, Entry { revision_sum, report, body: body.clone(), bytes });
             entries.bytes += bytes;
         }
         debug_assert!(entries.bytes <= self.max_bytes && entries.by_key.len() <= self.max_entries);
         metrics::gauge!(telemetry::CACHE_BYTES).set(entries.bytes as f64);
+        body
     }
 
     /// Entries and bytes held now.
@@ -219,7 +233,7 @@ mod tests {
     fn an_entry_answers_only_for_its_revision_sum_and_key() {
         let cache = ReportCache::new(10, 1 << 20);
         cache.put(key("acme"), 3, hourly(7));
-        assert_eq!(events(cache.get(&key("acme"), 3).unwrap()), 7);
+        assert_eq!(events(cache.get(&key("acme"), 3).unwrap().0), 7);
         assert!(
             cache.get::<EncodedGetHourlyMetricsResponse>(&key("acme"), 4).is_none(),
             "a rollup written since makes the entry useless"
@@ -229,7 +243,7 @@ mod tests {
             "another customer's report is another key"
         );
         cache.put(key("acme"), 4, hourly(9));
-        assert_eq!(events(cache.get(&key("acme"), 4).unwrap()), 9);
+        assert_eq!(events(cache.get(&key("acme"), 4).unwrap().0), 9);
         assert_eq!(cache.usage().0, 1, "the newer response replaced the older");
     }
 
@@ -237,9 +251,11 @@ mod tests {
     fn a_hit_shares_the_bytes_it_cached_and_answers_only_as_its_own_response_type() {
         let cache = ReportCache::new(10, 1 << 20);
         let response = hourly(7);
-        cache.put(key("acme"), 1, response.clone());
-        let hit: EncodedGetHourlyMetricsResponse = cache.get(&key("acme"), 1).unwrap();
+        let kept = cache.put(key("acme"), 1, response.clone());
+        let (hit, body): (EncodedGetHourlyMetricsResponse, _) = cache.get(&key("acme"), 1).unwrap();
         assert_eq!(hit.as_bytes().as_ptr(), response.as_bytes().as_ptr(), "no copy, no encoding");
+        assert_eq!(body.encoded().as_ptr(), response.as_bytes().as_ptr(), "the body sends the same bytes");
+        assert_eq!(kept.encoded().as_ptr(), response.as_bytes().as_ptr());
         assert!(cache.get::<EncodedGetPeriodMetricsResponse>(&key("acme"), 1).is_none());
 
         let period = Encoded::new(&GetPeriodMetricsResponse {
@@ -247,7 +263,7 @@ mod tests {
         });
         let day = ReportKey { period: Period::Day, ..key("acme") };
         cache.put(day.clone(), 1, period.clone());
-        let hit: EncodedGetPeriodMetricsResponse = cache.get(&day, 1).unwrap();
+        let (hit, _): (EncodedGetPeriodMetricsResponse, _) = cache.get(&day, 1).unwrap();
         assert_eq!(hit.to_message().unwrap(), period.to_message().unwrap());
     }
 
@@ -269,7 +285,8 @@ mod tests {
     #[test]
     fn the_byte_budget_bounds_what_is_kept() {
         let large = Encoded::new(&GetHourlyMetricsResponse { rows: rows(5, 1000) });
-        let large_bytes = entry_bytes(&key("a"), &EncodedReport::from(large.clone()));
+        let large_bytes = entry_bytes(&key("a"), &ReportBody::new(large.as_bytes().clone()));
+        assert!(large_bytes > 2 * large.as_bytes().len(), "room for the gzip form is counted");
         assert!(large.as_bytes().len() > 10_000, "{} bytes", large.as_bytes().len());
 
         // Room for two large responses, not three: the third starts the cache over.
@@ -297,7 +314,7 @@ mod tests {
 
         // The key's own bytes count: a filter of many event types weighs its names.
         let filtered = ReportKey { event_types: vec!["x".repeat(1000); 10], ..key("a") };
-        let response = EncodedReport::from(hourly(1));
-        assert!(entry_bytes(&filtered, &response) >= entry_bytes(&key("a"), &response) + 10_000);
+        let body = ReportBody::new(hourly(1).as_bytes().clone());
+        assert!(entry_bytes(&filtered, &body) >= entry_bytes(&key("a"), &body) + 10_000);
     }
 }

@@ -6,6 +6,8 @@
 //!   users of merged rows come from merged HyperLogLog sketches and say they are estimates.
 //! - [`cache`]: report responses kept in memory, encoded, and used only while the range's rollups are
 //!   unchanged; the service is `hourglass_proto::query_server`'s, whose report responses are encoded ones.
+//! - [`report_body`]: a report response sent from the bytes the cache keeps (and their gzip form,
+//!   compressed once), instead of tonic copying, and compressing, them for every request.
 //! - [`page_token`]: opaque, signed page tokens bound to the query they continue.
 //! - [`console`]: the web console's files (built from `console/` and embedded), served under `/console/`
 //!   beside the service, which answers the page over gRPC-Web.
@@ -25,9 +27,10 @@ pub mod console;
 pub mod error;
 pub mod page_token;
 pub mod report;
+pub mod report_body;
 pub mod server;
 pub mod service;
 pub mod telemetry;
 
 pub use config::{QueryConfig, QueryServerConfig};
-pub use server::{add_query, query_service, run};
+pub use server::{add_query, query_server, query_service, run};

@@ -14,7 +14,7 @@ use hourglass_core::rollup_reader::RollupReader;
 use hourglass_grpc::GrpcServer;
 use hourglass_grpc::auth::{Authenticator, KeyCacheConfig};
 use hourglass_grpc::server::{GrpcServerError, ServerConfig};
-use hourglass_proto::query_server::query_service_server::QueryServiceServer;
+use hourglass_proto::query_server::query_service_server::{QueryService, QueryServiceServer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
@@ -24,6 +24,7 @@ use tower_layer::Layer;
 use crate::config::{QueryConfig, QueryServerConfig};
 use crate::console;
 use crate::page_token::PageTokens;
+use crate::report_body::{ReportBodyLayer, ReportBodyService};
 use crate::service::QueryServiceImpl;
 use crate::telemetry;
 
@@ -45,17 +46,25 @@ pub fn page_tokens(config: &QueryConfig) -> PageTokens {
     }
 }
 
-/// The gRPC service ([`add_query`] adds it to a server with its readiness).
+/// The gRPC service ([`add_query`] adds it to a server with its readiness): [`query_server`] sending
+/// report responses from their kept bodies ([`ReportBodyLayer`]).
 pub fn query_service<K: KeyStore, R: RollupReader, W: RawStore>(
     config: QueryConfig,
     server_config: &ServerConfig,
     authenticator: Arc<Authenticator<K>>,
     reader: Arc<R>,
     raw_store: Arc<W>,
-) -> QueryServiceServer<QueryServiceImpl<K, R, W>> {
+) -> ReportBodyService<QueryServiceServer<QueryServiceImpl<K, R, W>>> {
     telemetry::describe();
     let page_tokens = page_tokens(&config);
-    QueryServiceServer::new(QueryServiceImpl::new(authenticator, reader, raw_store, config, page_tokens))
+    let service = QueryServiceImpl::new(authenticator, reader, raw_store, config, page_tokens);
+    ReportBodyLayer::new(server_config.max_message_bytes).layer(query_server(service, server_config))
+}
+
+/// `service` as tonic serves it, with the server's message limits and gzip both ways: what
+/// [`query_service`] wraps, and what tests compare its responses with.
+pub fn query_server<S: QueryService>(service: S, server_config: &ServerConfig) -> QueryServiceServer<S> {
+    QueryServiceServer::new(service)
         .max_decoding_message_size(server_config.max_message_bytes)
         .max_encoding_message_size(server_config.max_message_bytes)
         .accept_compressed(CompressionEncoding::Gzip)

@@ -32,6 +32,7 @@ use crate::config::QueryConfig;
 use crate::error::QueryError;
 use crate::page_token::{PageTokens, RawEventsCursor};
 use crate::report::{self, Period, timestamp};
+use crate::report_body::ReportBody;
 use crate::telemetry;
 
 /// Page size when a request leaves it 0.
@@ -66,14 +67,15 @@ impl<K: KeyStore, R: RollupReader, W: RawStore> QueryServiceImpl<K, R, W> {
         Ok(self.authenticator.authenticate(request.metadata(), Scope::Query).await?)
     }
 
-    /// The encoded response to the report `key`, built from its rows by `respond`: from the cache while
-    /// the range's rollups are unchanged (one revision-sum read, then a shared buffer handed to the
-    /// transport), else read from the database, encoded once and kept.
+    /// The response to the report `key`, built from its rows by `respond`: from the cache while the
+    /// range's rollups are unchanged (one revision-sum read, then shared buffers handed to the transport),
+    /// else read from the database, encoded once and kept. The response carries its [`ReportBody`], which
+    /// the transport sends in place of encoding it (`crate::report_body`).
     async fn report<M>(
         &self,
         key: ReportKey,
         respond: impl FnOnce(Vec<MetricsRow>) -> M,
-    ) -> Result<Encoded<M>, QueryError>
+    ) -> Result<Response<Encoded<M>>, QueryError>
     where
         M: Message,
         Encoded<M>: Into<EncodedReport> + TryFrom<EncodedReport>,
@@ -82,17 +84,18 @@ impl<K: KeyStore, R: RollupReader, W: RawStore> QueryServiceImpl<K, R, W> {
             true => Some(self.reader.revision_sum(&key.customer_id, key.from, key.to).await.map_err(QueryError::from)?),
             false => None,
         };
-        if let Some(response) = revision_sum.and_then(|sum| self.cache.get(&key, sum)) {
+        if let Some((response, body)) = revision_sum.and_then(|sum| self.cache.get(&key, sum)) {
             metrics::counter!(telemetry::CACHE_LOOKUPS_TOTAL, "result" => "hit").increment(1);
-            return Ok(response);
+            return Ok(body.attach(Response::new(response)));
         }
         metrics::counter!(telemetry::CACHE_LOOKUPS_TOTAL, "result" => "miss").increment(1);
         let rows = self.read_metrics(&key).await?;
         let response = Encoded::new(&respond(rows));
-        if let Some(sum) = revision_sum {
-            self.cache.put(key, sum, response.clone());
-        }
-        Ok(response)
+        let body = match revision_sum {
+            Some(sum) => self.cache.put(key, sum, response.clone()),
+            None => ReportBody::new(response.as_bytes().clone()),
+        };
+        Ok(body.attach(Response::new(response)))
     }
 
     /// The report rows of `key`: one customer's hours in `[from, to)` summed per period, per event type,
@@ -268,8 +271,7 @@ impl<K: KeyStore, R: RollupReader, W: RawStore> QueryService for QueryServiceImp
                 group_by_event_type: request.group_by_event_type,
                 period: Period::Hour,
             };
-            let response = self.report(key, |rows| GetHourlyMetricsResponse { rows }).await?;
-            Ok(Response::new(response))
+            self.report(key, |rows| GetHourlyMetricsResponse { rows }).await
         })
         .await
     }
@@ -298,19 +300,17 @@ impl<K: KeyStore, R: RollupReader, W: RawStore> QueryService for QueryServiceImp
                 group_by_event_type: request.group_by_event_type,
                 period,
             };
-            let response = self
-                .report(key, |rows| GetPeriodMetricsResponse {
-                    rows: rows
-                        .into_iter()
-                        .map(|metrics| {
-                            let start = metrics.period_start.as_ref().map(|time| time.seconds).unwrap_or_default();
-                            let complete = start >= from && period.end(start) <= to;
-                            PeriodMetricsRow { metrics: Some(metrics), complete }
-                        })
-                        .collect(),
-                })
-                .await?;
-            Ok(Response::new(response))
+            self.report(key, |rows| GetPeriodMetricsResponse {
+                rows: rows
+                    .into_iter()
+                    .map(|metrics| {
+                        let start = metrics.period_start.as_ref().map(|time| time.seconds).unwrap_or_default();
+                        let complete = start >= from && period.end(start) <= to;
+                        PeriodMetricsRow { metrics: Some(metrics), complete }
+                    })
+                    .collect(),
+            })
+            .await
         })
         .await
     }
