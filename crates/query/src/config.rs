@@ -43,9 +43,11 @@ pub struct QueryConfig {
     #[arg(long = "query-cache-entries", env = "HOURGLASS_QUERY_CACHE_ENTRIES", default_value_t = 10_000)]
     pub cache_entries: usize,
 
-    /// Most bytes the report cache holds: its encoded responses and their keys (default 256 MiB; a
-    /// 30-day report per event type of 20 types is 543 KiB, summed over types 39 KiB). A full cache
-    /// starts over; a response larger than the budget is not kept; 0 disables the cache.
+    /// Most bytes the report cache holds: its encoded responses, room for each one's gzip form (kept
+    /// once a client accepting gzip asks for it; at most about the response's size, counted up front)
+    /// and their keys, so an entry weighs about twice its response (default 256 MiB; a 30-day report
+    /// per event type of 20 types is 543 KiB, summed over types 39 KiB). A full cache starts over; a
+    /// response larger than the budget is not kept; 0 disables the cache.
     #[arg(long = "query-cache-max-bytes", env = "HOURGLASS_QUERY_CACHE_MAX_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub cache_max_bytes: usize,
 

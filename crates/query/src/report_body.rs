@@ -2,8 +2,8 @@
 //!
 //! tonic writes every response message into a buffer of its own before HTTP/2 sends it: for a cached
 //! report that is a copy of its encoding (543 KiB for a 30-day report per event type), and for a client
-//! that accepts gzip (gRPC's C-core clients, Python's grpcio among them, announce it by default) a
-//! compression of it, several milliseconds of CPU for every request. [`ReportBodyLayer`] wraps the
+//! that accepts gzip (gRPC's C-core clients, Python's grpcio among them, and Java's announce it by
+//! default) a compression of it, several milliseconds of CPU for every request. [`ReportBodyLayer`] wraps the
 //! generated server and, for a report response, replaces tonic's body (never polled, so nothing is
 //! encoded) with the same gRPC message: its 5-byte prefix, then the kept bytes themselves, or their gzip
 //! form, compressed once per cache entry on the blocking pool, then the trailers tonic sends on success.
