@@ -16,7 +16,7 @@ use hourglass_proto::log::v1::EventBatchRecord;
 use hourglass_proto::prost_types::Timestamp;
 use indicatif::ProgressStyle;
 
-use super::{Measurement, cassandra_main_pid, process_cpu_seconds, self_cpu_seconds};
+use super::{Measurement, cassandra_main_pid, cassandra_pid, process_cpu_seconds, self_cpu_seconds};
 use crate::loadgen;
 
 /// Events of the busiest hour the platform plans for (41.4k/s for an hour, rounded up).
@@ -28,9 +28,15 @@ pub struct AggregatorBenchArgs {
     /// Raw events in the customer-hour.
     #[arg(long, default_value_t = 1_000_000)]
     pub(super) events: u64,
-    /// Pid of the CQL server, to report its CPU; by default e2e/servers/cassandra.sh's instance `main`.
+    /// Pid of the CQL server, to report its CPU; by default e2e/servers/cassandra.sh's instance `main`
+    /// (or the one `--flush-instance` names).
     #[arg(long)]
     pub(super) store_pid: Option<u32>,
+    /// Flush the written hour to SSTables on this e2e/servers/cassandra.sh instance (`nodetool flush`)
+    /// before reading it, as a closed hour mostly is in production, and report the flush's CPU apart.
+    /// Without it the hour is read from the memtable, which the table's compression never touches.
+    #[arg(long, value_name = "INSTANCE")]
+    pub(super) flush_instance: Option<String>,
     #[command(flatten)]
     pub(super) cql: CqlConfig,
 }
@@ -43,6 +49,8 @@ pub struct AggregatorFigures {
     pub buckets: u32,
     /// Event types in the rollup.
     pub event_types: usize,
+    /// CPU-seconds the CQL server spent flushing the hour before the read, with `--flush-instance`.
+    pub flush_store_cpu_seconds: Option<f64>,
 }
 
 impl AggregatorFigures {
@@ -106,7 +114,14 @@ pub async fn measure(args: &AggregatorBenchArgs, bars: super::Bars) -> anyhow::R
     }
     progress.finish_and_clear();
 
-    let store_pid = args.store_pid.or_else(cassandra_main_pid);
+    let store_pid = match &args.flush_instance {
+        Some(instance) => args.store_pid.or_else(|| cassandra_pid(instance)),
+        None => args.store_pid.or_else(cassandra_main_pid),
+    };
+    let flush_store_cpu_seconds = match &args.flush_instance {
+        Some(instance) => super::flush_keyspace(instance, &cql.keyspace, store_pid).await?,
+        None => None,
+    };
     let store_cpu_before = store_pid.and_then(|pid| process_cpu_seconds(pid).ok());
     let cpu_before = self_cpu_seconds();
     let started = Instant::now();
@@ -125,11 +140,16 @@ pub async fn measure(args: &AggregatorBenchArgs, bars: super::Bars) -> anyhow::R
         peak_rss_kib: None,
         store_cpu_seconds: store_cpu,
     };
-    Ok(AggregatorFigures { measurement, buckets: raw_store.bucket_count(), event_types: rollup.event_types.len() })
+    Ok(AggregatorFigures {
+        measurement,
+        buckets: raw_store.bucket_count(),
+        event_types: rollup.event_types.len(),
+        flush_store_cpu_seconds,
+    })
 }
 
 fn print(figures: &AggregatorFigures) {
-    let AggregatorFigures { measurement, buckets, event_types } = figures;
+    let AggregatorFigures { measurement, buckets, event_types, flush_store_cpu_seconds } = figures;
     let (wall_seconds, our_cpu, store_cpu) =
         (measurement.wall_seconds, measurement.cpu_seconds, measurement.store_cpu_seconds);
     let events = measurement.events as f64;
@@ -149,6 +169,12 @@ fn print(figures: &AggregatorFigures) {
             cpu / events * 1e6
         ),
         None => println!("  CQL server CPU     unknown (pass --store-pid)"),
+    }
+    if let Some(cpu) = flush_store_cpu_seconds {
+        println!(
+            "  CQL server flush   {cpu:.2} s = {:.2} CPU-s per million events (nodetool flush before the read)",
+            cpu / events * 1e6
+        );
     }
     println!(
         "  peak hour          150M events at this read rate: {:.1} min on one job (the target is 3 min; buckets and\n                     read concurrency scale it, as does a store on dedicated cores)",

@@ -252,6 +252,8 @@ pub async fn run(args: AllBenchArgs) -> anyhow::Result<()> {
         max_in_flight_records: 64,
         customers: crate::loadgen::BENCH_CUSTOMERS,
         store_pid: args.store_pid,
+        flush_instance: None,
+        without_outcomes: false,
         kafka: args.kafka.clone(),
         cql: args.cql.clone(),
         postgres: args.postgres.clone(),
@@ -278,8 +280,12 @@ pub async fn run(args: AllBenchArgs) -> anyhow::Result<()> {
         rows.push(row);
     }
 
-    let aggregator_args =
-        aggregator::AggregatorBenchArgs { events: count(500_000.0), store_pid: args.store_pid, cql: args.cql.clone() };
+    let aggregator_args = aggregator::AggregatorBenchArgs {
+        events: count(500_000.0),
+        store_pid: args.store_pid,
+        flush_instance: None,
+        cql: args.cql.clone(),
+    };
     let what = format!("aggregator, one customer-hour of {} events", thousands(aggregator_args.events as f64));
     if let Some(figures) = step(6, &what, &mut failures, aggregator::measure(&aggregator_args, hidden), |figures| {
         events_per_second(&figures.measurement)

@@ -24,7 +24,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{Measurement, cassandra_main_pid, peak_rss_kib, process_cpu_seconds};
+use super::{Measurement, cassandra_main_pid, cassandra_pid, peak_rss_kib, process_cpu_seconds};
 use crate::loadgen;
 
 /// Flags of `hourglass bench ingestor`.
@@ -44,9 +44,18 @@ pub struct IngestorBenchArgs {
     #[arg(long, default_value_t = loadgen::BENCH_CUSTOMERS)]
     pub(super) customers: usize,
     /// Pid of the CQL server, to report its CPU; by default read from e2e/servers/cassandra.sh's
-    /// instance `main`.
+    /// instance `main` (or the one `--flush-instance` names).
     #[arg(long)]
     pub(super) store_pid: Option<u32>,
+    /// After the measured run, flush the keyspace to SSTables on this e2e/servers/cassandra.sh instance
+    /// (`nodetool flush`) and report the CQL server's CPU for it apart: what the table's compression,
+    /// indexes and bloom filter cost, which the run itself (commit log and memtable) does not show.
+    #[arg(long, value_name = "INSTANCE")]
+    pub(super) flush_instance: Option<String>,
+    /// Publish records without outcome counts, so the store writes no `batch_outcomes` rows: compared
+    /// with a run with them, it shows what those rows cost the CQL server.
+    #[arg(long)]
+    pub(super) without_outcomes: bool,
     #[command(flatten)]
     pub(super) kafka: KafkaConfig,
     #[command(flatten)]
@@ -63,6 +72,8 @@ pub struct IngestorFigures {
     pub published_seconds: f64,
     /// The keyspace written (dropped afterwards).
     pub keyspace: String,
+    /// CPU-seconds the CQL server spent flushing the keyspace after the run, with `--flush-instance`.
+    pub flush_store_cpu_seconds: Option<f64>,
 }
 
 /// Runs the ingestor benchmark and prints what it measured.
@@ -105,7 +116,10 @@ pub async fn measure(args: &IngestorBenchArgs, bars: super::Bars) -> anyhow::Res
     publish(&event_log, &format!("{run_id}w"), 1, args, &ProgressBar::hidden()).await?;
     wait_until_committed(&kafka, &group, Duration::from_secs(120)).await.context("warm-up")?;
 
-    let store_pid = args.store_pid.or_else(cassandra_main_pid);
+    let store_pid = match &args.flush_instance {
+        Some(instance) => args.store_pid.or_else(|| cassandra_pid(instance)),
+        None => args.store_pid.or_else(cassandra_main_pid),
+    };
     let store_cpu_before = store_pid.and_then(|pid| process_cpu_seconds(pid).ok());
     let cpu_before = process_cpu_seconds(ingestor_pid)?;
     let started = Instant::now();
@@ -121,6 +135,10 @@ pub async fn measure(args: &IngestorBenchArgs, bars: super::Bars) -> anyhow::Res
         store_pid.zip(store_cpu_before).and_then(|(pid, before)| Some(process_cpu_seconds(pid).ok()? - before));
     let peak_rss = peak_rss_kib(ingestor_pid)?;
     super::terminate(&mut child, "ingestor").await;
+    let flush_store_cpu_seconds = match &args.flush_instance {
+        Some(instance) => super::flush_keyspace(instance, &keyspace, store_pid).await?,
+        None => None,
+    };
 
     admin::delete_topics(&kafka, &[&kafka.events_topic, &kafka.dead_letter_topic]).await?;
     let session = args.cql.connect().await?;
@@ -133,11 +151,11 @@ pub async fn measure(args: &IngestorBenchArgs, bars: super::Bars) -> anyhow::Res
         peak_rss_kib: Some(peak_rss),
         store_cpu_seconds: store_cpu,
     };
-    Ok(IngestorFigures { measurement, published_seconds, keyspace })
+    Ok(IngestorFigures { measurement, published_seconds, keyspace, flush_store_cpu_seconds })
 }
 
 fn print(args: &IngestorBenchArgs, figures: &IngestorFigures) {
-    let IngestorFigures { measurement, published_seconds, keyspace } = figures;
+    let IngestorFigures { measurement, published_seconds, keyspace, flush_store_cpu_seconds } = figures;
     let (wall_seconds, ingestor_cpu) = (measurement.wall_seconds, measurement.cpu_seconds);
     let (peak_rss, store_cpu) = (measurement.peak_rss_kib.unwrap_or_default(), measurement.store_cpu_seconds);
     let events = args.events as f64;
@@ -157,6 +175,12 @@ fn print(args: &IngestorBenchArgs, figures: &IngestorFigures) {
             cpu / events * 1e6
         ),
         None => println!("  CQL server CPU     unknown (pass --store-pid)"),
+    }
+    if let Some(cpu) = flush_store_cpu_seconds {
+        println!(
+            "  CQL server flush   {cpu:.2} s = {:.2} CPU-s per million events (nodetool flush after the run)",
+            cpu / events * 1e6
+        );
     }
 }
 
@@ -185,12 +209,16 @@ async fn publish(
             batch_id: format!("{run_id}-{batch}"),
             collector_id: "bench".into(),
             events: batch_events,
-            outcomes: vec![OutcomeCount {
-                hour_start_unix_secs: hour_start,
-                outcome: Outcome::Accepted.into(),
-                reason: RejectionReason::Unspecified.into(),
-                count: count as u32,
-            }],
+            outcomes: if args.without_outcomes {
+                Vec::new()
+            } else {
+                vec![OutcomeCount {
+                    hour_start_unix_secs: hour_start,
+                    outcome: Outcome::Accepted.into(),
+                    reason: RejectionReason::Unspecified.into(),
+                    count: count as u32,
+                }]
+            },
         };
         let log_record = record::encode(customer_id, &record);
         let append = event_log.append(Topic::Events, log_record);

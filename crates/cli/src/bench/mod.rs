@@ -136,7 +136,11 @@ fn run_id() -> String {
 /// Finds `e2e/servers/kafka.sh`: the path given, else in the working directory or one of its
 /// parents, else in the source tree this binary was built from.
 fn kafka_script(given: Option<&std::path::Path>) -> anyhow::Result<std::path::PathBuf> {
-    const SCRIPT: &str = "e2e/servers/kafka.sh";
+    server_script("e2e/servers/kafka.sh", given)
+}
+
+/// Finds a script of `e2e/servers` as [`kafka_script`] does.
+fn server_script(script: &str, given: Option<&std::path::Path>) -> anyhow::Result<std::path::PathBuf> {
     if let Some(path) = given {
         anyhow::ensure!(path.is_file(), "--kafka-tools {}: no such file", path.display());
         return Ok(path.to_owned());
@@ -144,10 +148,10 @@ fn kafka_script(given: Option<&std::path::Path>) -> anyhow::Result<std::path::Pa
     let from_working_directory = std::env::current_dir()
         .ok()
         .into_iter()
-        .flat_map(|dir| dir.ancestors().map(|a| a.join(SCRIPT)).collect::<Vec<_>>());
-    let from_source_tree = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(SCRIPT);
+        .flat_map(|dir| dir.ancestors().map(|a| a.join(script)).collect::<Vec<_>>());
+    let from_source_tree = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(script);
     from_working_directory.chain([from_source_tree]).find(|path| path.is_file()).with_context(|| {
-        format!("cannot find {SCRIPT} in the working directory or its parents: run from the repository or pass --kafka-tools PATH")
+        format!("cannot find {script} in the working directory or its parents: run from the repository or pass --kafka-tools PATH")
     })
 }
 
@@ -257,10 +261,30 @@ fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
 
 /// The pid of e2e/servers/cassandra.sh's instance `main`, if it runs here.
 fn cassandra_main_pid() -> Option<u32> {
+    cassandra_pid("main")
+}
+
+/// The pid of e2e/servers/cassandra.sh's instance `instance`, if it runs here.
+fn cassandra_pid(instance: &str) -> Option<u32> {
     let cache = std::env::var("HOURGLASS_CACHE_DIR")
         .ok()
         .or_else(|| std::env::var("HOME").ok().map(|home| format!("{home}/.cache/hourglass")))?;
-    std::fs::read_to_string(format!("{cache}/cassandra-instances/main/cassandra.pid")).ok()?.trim().parse().ok()
+    std::fs::read_to_string(format!("{cache}/cassandra-instances/{instance}/cassandra.pid")).ok()?.trim().parse().ok()
+}
+
+/// Flushes a keyspace's memtables to SSTables on e2e/servers/cassandra.sh's instance `instance`
+/// (`nodetool flush`, which returns when the SSTables are written) and returns the CPU-seconds the CQL
+/// server spent meanwhile (nodetool's own JVM apart), when its pid is known. Until a flush, a write
+/// costs the server its commit log and memtable only: the table's compression and the SSTable's
+/// indexes and bloom filter are paid here, and again by every compaction.
+async fn flush_keyspace(instance: &str, keyspace: &str, store_pid: Option<u32>) -> anyhow::Result<Option<f64>> {
+    let script = server_script("e2e/servers/cassandra.sh", None)?;
+    let mut nodetool = std::process::Command::new("bash");
+    nodetool.arg(script).args(["nodetool", "--name", instance, "flush", keyspace]);
+    let store_cpu_before = store_pid.and_then(|pid| process_cpu_seconds(pid).ok());
+    let (status, _, stderr, _) = tokio::task::spawn_blocking(move || run_measured(nodetool)).await??;
+    anyhow::ensure!(status.success(), "nodetool flush {keyspace} on instance {instance} failed: {stderr}");
+    Ok(store_pid.zip(store_cpu_before).and_then(|(pid, before)| Some(process_cpu_seconds(pid).ok()? - before)))
 }
 
 /// Sends SIGTERM to a child and waits for it, warning if it does not exit cleanly.
