@@ -75,6 +75,9 @@ step "buf lint"
 buf=$(bash e2e/servers/tools.sh buf)
 "$buf" lint
 
+step "tracking-plan JSON Schema against its examples (scripts/check-tracking-plan-schema.py)"
+python3 scripts/check-tracking-plan-schema.py
+
 step "deployment artifacts: chart, Envoy, alerts, alarms, metrics doc (scripts/check-deploy.sh)"
 bash scripts/check-deploy.sh
 

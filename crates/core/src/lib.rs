@@ -22,6 +22,8 @@
 //!   that produce them, completed in one transaction.
 //! - [`rollup_reader`]: the [`RollupReader`](rollup_reader::RollupReader) seam: what the query service
 //!   reads (hourly rows, hour statuses, the ledger), possibly from a read replica.
+//! - [`tracking_plan`]: tracking plans: the document, its compiled check of an event, and the
+//!   [`PlanStore`](tracking_plan::store::PlanStore) seam that keeps their versions.
 //! - [`numeric`]: sums of numeric properties that saturate at `±f64::MAX` instead of becoming infinite
 //!   or NaN, so every stored number is finite.
 //! - [`hll`]: the HyperLogLog sketch of distinct users stored with hourly rollups (1.6% standard error).
@@ -48,6 +50,7 @@ pub mod retention;
 pub mod rollup_reader;
 pub mod rollup_store;
 pub mod trace_context;
+pub mod tracking_plan;
 
 /// The cause a seam error carries: the backend's own error, kept whole (not flattened into a string) so
 /// logs and callers can walk the chain with [`std::error::Error::source`].
