@@ -8,5 +8,6 @@ pub mod erasure;
 pub mod event_log;
 pub mod event_log_consumer;
 pub mod key_store;
+pub mod plan_store;
 pub mod raw_store;
 pub mod rollups;

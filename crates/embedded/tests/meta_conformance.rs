@@ -31,6 +31,12 @@ async fn admin_keys_conformance() {
 }
 
 #[tokio::test]
+async fn plan_store_conformance() {
+    let (_data_dir, store) = store().await;
+    hourglass_conformance::plan_store::suite(&store).await;
+}
+
+#[tokio::test]
 async fn jobs_and_completion_conformance() {
     let (_data_dir, store) = store().await;
     rollups::jobs_and_completion(&store, &store).await;

@@ -5,6 +5,8 @@
 //!   is idempotent and safe from many replicas at once (sqlx takes an advisory lock).
 //! - [`keys`]: [`PostgresKeyStore`], the [`KeyStore`](hourglass_core::key_store::KeyStore) holding API
 //!   key hashes and per-customer limits.
+//! - [`plans`]: [`PostgresPlanStore`], the
+//!   [`PlanStore`](hourglass_core::tracking_plan::store::PlanStore) of customers' tracking plan versions.
 //! - [`jobs`]: [`PostgresJobQueue`], the [`JobQueue`](hourglass_core::job_queue::JobQueue) of
 //!   customer-hours awaiting aggregation (marked dirty by the ingestor).
 //! - [`erasure`]: [`PostgresErasureStore`], the [`ErasureStore`](hourglass_core::erasure::ErasureStore) of
@@ -24,6 +26,7 @@ mod errors;
 pub mod jobs;
 pub mod keys;
 pub mod migrate;
+pub mod plans;
 mod reader;
 pub mod rollups;
 pub mod testing;
@@ -32,4 +35,5 @@ pub use config::PostgresConfig;
 pub use erasure::PostgresErasureStore;
 pub use jobs::PostgresJobQueue;
 pub use keys::PostgresKeyStore;
+pub use plans::PostgresPlanStore;
 pub use rollups::PostgresRollupStore;

@@ -1,9 +1,10 @@
 //! The Postgres key store, job queue and rollup store against the conformance suites (tier b), each test
 //! on a fresh database of the real Postgres that `scripts/test.sh` starts.
 
-use hourglass_conformance::{erasure, key_store, rollups};
+use hourglass_conformance::{erasure, key_store, plan_store, rollups};
 use hourglass_postgres::{
-    PostgresConfig, PostgresErasureStore, PostgresJobQueue, PostgresKeyStore, PostgresRollupStore, migrate, testing,
+    PostgresConfig, PostgresErasureStore, PostgresJobQueue, PostgresKeyStore, PostgresPlanStore, PostgresRollupStore,
+    migrate, testing,
 };
 use sqlx::PgPool;
 
@@ -35,6 +36,12 @@ async fn erasure_store_conformance() {
 async fn admin_keys_conformance() {
     let store = PostgresKeyStore::new(migrated_pool("conformance_admin_keys").await);
     key_store::admin_keys(&store).await;
+}
+
+#[tokio::test]
+async fn plan_store_conformance() {
+    let store = PostgresPlanStore::new(migrated_pool("conformance_plans").await);
+    plan_store::suite(&store).await;
 }
 
 #[tokio::test]

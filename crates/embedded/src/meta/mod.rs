@@ -3,6 +3,7 @@
 //! and held to the same conformance suites (`hourglass-conformance`).
 //!
 //! - [`keys`]: the [`KeyStore`](hourglass_core::key_store::KeyStore);
+//! - [`plans`]: the [`PlanStore`](hourglass_core::tracking_plan::store::PlanStore) of tracking plans;
 //! - [`jobs`]: the [`JobQueue`](hourglass_core::job_queue::JobQueue) (`mark_dirty`);
 //! - [`rollups`]: the [`RollupStore`](hourglass_core::rollup_store::RollupStore): leases, completion in
 //!   one transaction, recounts;
@@ -25,6 +26,7 @@
 mod erasure;
 mod jobs;
 mod keys;
+mod plans;
 mod reader;
 mod rollups;
 

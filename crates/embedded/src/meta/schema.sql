@@ -34,6 +34,16 @@ CREATE TABLE IF NOT EXISTS customer_limits (
     max_property_names_per_event_type INTEGER CHECK (max_property_names_per_event_type > 0)
 ) STRICT;
 
+-- Tracking plans: each customer's plan as numbered versions, in canonical JSON (Postgres migration
+-- 20261129000012_tracking_plans).
+CREATE TABLE IF NOT EXISTS tracking_plans (
+    customer_id   TEXT    NOT NULL REFERENCES customers (customer_id),
+    version       INTEGER NOT NULL CHECK (version > 0),
+    document      TEXT    NOT NULL,
+    created_at_us INTEGER NOT NULL,
+    PRIMARY KEY (customer_id, version)
+) STRICT;
+
 -- Customer-hours that received data; each is also its own aggregation job. The hour needs a final rollup
 -- while generation > finalized_generation, a provisional one while generation > aggregated_generation,
 -- unless generation <= refused_generation.
