@@ -14,6 +14,7 @@ mod ingestor;
 mod keys;
 mod loadgen;
 mod migrate;
+mod plans;
 mod process_metrics;
 mod query;
 mod replay;
@@ -59,6 +60,8 @@ enum Command {
     Query(Box<query::QueryArgs>),
     /// Create, list and revoke API keys; set per-customer limits.
     Keys(keys::KeysArgs),
+    /// Push, show, diff and list customers' tracking plans (event schemas the collector enforces).
+    Plans(plans::PlansArgs),
     /// Apply database schema migrations.
     Migrate(migrate::MigrateArgs),
     /// Re-consume a range of a topic into the raw store (after an ingestion bug), with progress.
@@ -146,6 +149,7 @@ fn main() -> anyhow::Result<()> {
             Command::Aggregator(args) => aggregator::run(*args).await,
             Command::Query(args) => query::run(*args).await,
             Command::Keys(args) => keys::run(args).await,
+            Command::Plans(args) => plans::run(args).await,
             Command::Migrate(args) => migrate::run(args).await,
             Command::Replay(args) => replay::run(*args).await,
             Command::Reprocess(args) => reprocess::run(*args).await,
@@ -182,6 +186,7 @@ impl Command {
             Command::Dlq(_)
             | Command::Report(_)
             | Command::Keys(_)
+            | Command::Plans(_)
             | Command::Migrate(_)
             | Command::Replay(_)
             | Command::Reprocess(_)
