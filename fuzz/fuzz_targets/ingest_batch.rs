@@ -30,7 +30,7 @@ use hourglass_core::customer::CustomerId;
 use hourglass_core::event_log::Topic;
 use hourglass_core::key_store::CustomerLimits;
 use hourglass_core::record::{self, SCHEMA_VERSION_HEADER};
-use hourglass_fuzz::{NoKeys, captured_log};
+use hourglass_fuzz::{NoKeys, NoPlans, captured_log};
 use hourglass_grpc::auth::Principal;
 use hourglass_proto::log::v1::{Outcome, OutcomeCount};
 use hourglass_proto::prost_types::Timestamp;
@@ -163,7 +163,7 @@ fuzz_target!(|data: &[u8]| {
     let event_log = captured_log();
     // A collector per input: its quota and cardinality state would otherwise make one input's outcome
     // depend on the inputs before it, and a crash would not reproduce alone.
-    let collector = Collector::new(config, Arc::new(NoKeys), Arc::clone(&event_log));
+    let collector = Collector::new(config, Arc::new(NoKeys), Arc::new(NoPlans), Arc::clone(&event_log));
     let principal = principal(form);
     let sequence = u64::from(form);
     let begun = RUNTIME.with(|runtime| {

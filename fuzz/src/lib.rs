@@ -104,3 +104,46 @@ impl KeyStore for NoKeys {
 pub fn captured_log() -> Arc<CapturedLog> {
     Arc::new(CapturedLog::default())
 }
+
+/// A plan store with no plan for anyone: the collector checks no event against a plan, as for a
+/// customer that never pushed one.
+pub struct NoPlans;
+
+impl hourglass_core::tracking_plan::store::PlanStore for NoPlans {
+    async fn push_plan(
+        &self,
+        _customer_id: &CustomerId,
+        _document: &hourglass_core::tracking_plan::PlanDocument,
+    ) -> Result<hourglass_core::tracking_plan::store::PushOutcome, hourglass_core::tracking_plan::store::PlanStoreError>
+    {
+        Err(hourglass_core::tracking_plan::store::PlanStoreError::InvalidData("the fuzz targets keep no plans".into()))
+    }
+
+    async fn current_version(
+        &self,
+        _customer_id: &CustomerId,
+    ) -> Result<u32, hourglass_core::tracking_plan::store::PlanStoreError> {
+        Ok(0)
+    }
+
+    async fn plan(
+        &self,
+        _customer_id: &CustomerId,
+        _version: Option<u32>,
+    ) -> Result<
+        Option<hourglass_core::tracking_plan::store::StoredPlan>,
+        hourglass_core::tracking_plan::store::PlanStoreError,
+    > {
+        Ok(None)
+    }
+
+    async fn plan_history(
+        &self,
+        _customer_id: &CustomerId,
+    ) -> Result<
+        Vec<hourglass_core::tracking_plan::store::StoredPlan>,
+        hourglass_core::tracking_plan::store::PlanStoreError,
+    > {
+        Ok(Vec::new())
+    }
+}

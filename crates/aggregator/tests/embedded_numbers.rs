@@ -55,6 +55,7 @@ fn logged(batch_id: &str, events: Vec<Event>) -> hourglass_core::event_log::LogR
         collector_id: "test".to_owned(),
         events,
         outcomes: vec![accepted],
+        plan_checks: Vec::new(),
     };
     record::encode(record::partition_key(&CustomerId::new(CUSTOMER).unwrap(), 1, 0), &record)
 }

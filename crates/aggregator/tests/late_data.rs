@@ -65,6 +65,7 @@ fn record(batch_id: &str, events: Vec<Event>) -> EventBatchRecord {
         collector_id: "test".into(),
         events,
         outcomes: vec![],
+        plan_checks: Vec::new(),
     }
 }
 

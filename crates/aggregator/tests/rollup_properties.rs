@@ -201,6 +201,7 @@ fn record(case: &str, index: usize, batch: &Batch) -> EventBatchRecord {
         collector_id: "proptest".to_owned(),
         events,
         outcomes,
+        plan_checks: Vec::new(),
     }
 }
 

@@ -1,4 +1,4 @@
-//! `hourglass collector`: wires the collector to Postgres (keys) and Kafka (event log).
+//! `hourglass collector`: wires the collector to Postgres (keys, tracking plans) and Kafka (event log).
 
 use std::sync::Arc;
 
@@ -6,7 +6,7 @@ use anyhow::Context;
 use hourglass_collector::CollectorConfig;
 use hourglass_grpc::server::not_serving_while;
 use hourglass_kafka::{KafkaConfig, KafkaEventLog};
-use hourglass_postgres::{PostgresConfig, PostgresKeyStore};
+use hourglass_postgres::{PostgresConfig, PostgresKeyStore, PostgresPlanStore};
 use tokio::net::TcpListener;
 
 use crate::{shutdown, startup};
@@ -50,7 +50,8 @@ pub async fn run(args: CollectorArgs) -> anyhow::Result<()> {
     )
     .await?;
     let (pool, event_log) = opened?;
-    let key_store = Arc::new(PostgresKeyStore::new(pool));
-    hourglass_collector::run(args.collector, key_store, Arc::new(event_log), listener, shutdown).await?;
+    let key_store = Arc::new(PostgresKeyStore::new(pool.clone()));
+    let plan_store = Arc::new(PostgresPlanStore::new(pool));
+    hourglass_collector::run(args.collector, key_store, plan_store, Arc::new(event_log), listener, shutdown).await?;
     Ok(())
 }

@@ -300,7 +300,13 @@ pub async fn run(mut args: StandaloneArgs) -> anyhow::Result<()> {
     // One server, assembled from the pieces the collector and the query service each serve alone.
     let key_cache = args.collector.key_cache.clone();
     let server = GrpcServer::new(args.collector.server.clone());
-    let server = hourglass_collector::add_ingest(server, args.collector, Arc::clone(&meta), Arc::clone(&event_log));
+    let server = hourglass_collector::add_ingest(
+        server,
+        args.collector,
+        Arc::clone(&meta),
+        Arc::clone(&meta),
+        Arc::clone(&event_log),
+    );
     let server = hourglass_query::add_query(
         server,
         query_config,

@@ -106,6 +106,7 @@ async fn the_ingestor_reports_health_stores_a_record_and_exits_cleanly_on_sigter
             ..Default::default()
         }],
         outcomes: vec![],
+        plan_checks: vec![],
     };
     let event_log = KafkaEventLog::connect(kafka.clone(), "test-producer").await.unwrap();
     event_log.append(Topic::Events, record::encode("binary".into(), &batch)).await.unwrap();
@@ -220,6 +221,7 @@ async fn an_ingestor_killed_before_committing_loses_and_double_counts_nothing_in
                         count,
                     })
                     .collect(),
+                plan_checks: Vec::new(),
             };
             records.push(record::encode(customer.to_owned(), &batch));
         }

@@ -24,7 +24,9 @@ use hourglass_core::hour;
 use hourglass_core::key_store::KeyStore;
 use hourglass_core::record;
 use hourglass_core::trace_context;
-use hourglass_proto::log::v1::{Outcome, OutcomeCount};
+use hourglass_core::tracking_plan::store::PlanStore;
+use hourglass_core::tracking_plan::{CompiledPlan, PlanValue, ViolationAction};
+use hourglass_proto::log::v1::{Outcome, OutcomeCount, PlanCheckCount};
 use hourglass_proto::v1::{BatchAck, BatchStatus, EventRejection, RejectionReason};
 use hourglass_proto::wire;
 use tokio::time::Instant;
@@ -33,8 +35,9 @@ use tracing::Instrument;
 use crate::cardinality::{CardinalityLimits, CardinalityTracker};
 use crate::config::{CollectorConfig, RecordLayout};
 use crate::error::CollectorError;
-use crate::event_view::ReadEvent;
+use crate::event_view::{EventFields, ReadEvent};
 use crate::memory::{MemoryBudget, StreamCounts};
+use crate::plans::PlanCache;
 use crate::quota::{Budget, Quotas};
 use crate::telemetry;
 use crate::validate::{Rejection, ValidationClock, ValidationLimits};
@@ -53,9 +56,11 @@ pub enum ThrottlePolicy {
 }
 
 /// The collector's shared state: everything a batch needs.
-pub struct Collector<K, L> {
+pub struct Collector<K, P, L> {
     pub(crate) config: CollectorConfig,
     pub(crate) authenticator: Arc<Authenticator<K>>,
+    /// Customers' tracking plans, compiled.
+    plans: PlanCache<P>,
     event_log: Arc<L>,
     quotas: Quotas,
     collector_id: String,
@@ -68,15 +73,17 @@ pub struct Collector<K, L> {
     cardinality: CardinalityTracker,
 }
 
-impl<K: KeyStore, L: EventLog> Collector<K, L> {
+impl<K: KeyStore, P: PlanStore, L: EventLog> Collector<K, P, L> {
     /// Shared state for one collector process.
-    pub fn new(config: CollectorConfig, key_store: Arc<K>, event_log: Arc<L>) -> Self {
+    pub fn new(config: CollectorConfig, key_store: Arc<K>, plan_store: Arc<P>, event_log: Arc<L>) -> Self {
         let authenticator = Arc::new(Authenticator::new(key_store, config.key_cache.clone()));
+        let plans = PlanCache::new(plan_store, &config.plan_cache);
         let collector_id = config.resolved_collector_id();
         let memory_budget = MemoryBudget::new(config.streams.max_in_flight_bytes);
         let open_streams = StreamCounts::new(config.streams.max_streams_per_customer);
         let cardinality = CardinalityTracker::new(config.cardinality.tracker_max_names);
         Self {
+            plans,
             cardinality,
             memory_budget,
             open_streams,
@@ -137,6 +144,20 @@ impl<K: KeyStore, L: EventLog> Collector<K, L> {
             return Ok(futures::future::ready(ack(sequence, BatchStatus::Accepted)).boxed());
         }
         let read = read_events(&events)?;
+        let plan = match self.plans.plan_for(&principal.customer_id).await {
+            Ok(plan) => plan,
+            Err(error) => {
+                tracing::warn!(%error, "batch not accepted: its customer's tracking plan is unknown");
+                metrics::counter!(telemetry::EVENTS_TOTAL, "outcome" => "unavailable").increment(batch_size as u64);
+                metrics::counter!(telemetry::BATCHES_TOTAL, "status" => "unavailable").increment(1);
+                let ack = BatchAck {
+                    retry_after_ms: UNAVAILABLE_RETRY_AFTER.as_millis() as u32,
+                    error_message: format!("not acknowledged, send the batch again: {error}"),
+                    ..ack(sequence, BatchStatus::Unavailable)
+                };
+                return Ok(futures::future::ready(ack).boxed());
+            }
+        };
         let batch = PendingBatch {
             customer_id: principal.customer_id.as_str().to_owned(),
             received_at_unix_ms,
@@ -156,24 +177,27 @@ impl<K: KeyStore, L: EventLog> Collector<K, L> {
         }
 
         let cardinality_limits = self.config.cardinality.limits_for(&principal.limits);
-        let CheckedEvents { accepted, rejections, mut outcomes } = check_events(
+        let CheckedEvents { accepted, rejections, mut outcomes, plan_checks } = check_events(
             &self.config.limits,
             &self.cardinality,
             &principal.customer_id,
             cardinality_limits,
+            plan.as_deref(),
             clock,
             read,
         );
         let accepted_count = accepted.len() as u32;
+        record_plan_checks(&plan_checks);
 
         if accepted.is_empty() {
             record_rejections(&rejections);
             let ack = BatchAck { rejections, ..ack(sequence, BatchStatus::Accepted) };
-            let outcome_record = self.encode(&batch, Vec::new(), outcomes.into_counts(), partition_key);
+            let outcome_record = self.encode(&batch, Vec::new(), outcomes.into_counts(), plan_checks, partition_key);
             return Ok(self.publish_outcome_only(outcome_record, ack));
         }
 
-        let records = self.encode_accepted(&batch, accepted, outcomes.counts(), partition_key.clone());
+        let records =
+            self.encode_accepted(&batch, accepted, outcomes.counts(), plan_checks.clone(), partition_key.clone());
         let encoded_bytes: usize = records.iter().map(|record| record.payload.len()).sum();
         if let Err(limit) = self.config.limits.check_batch(batch_size, encoded_bytes) {
             let refused =
@@ -186,7 +210,7 @@ impl<K: KeyStore, L: EventLog> Collector<K, L> {
             metrics::counter!(telemetry::EVENTS_TOTAL, "outcome" => "throttled").increment(u64::from(accepted_count));
             metrics::counter!(telemetry::BATCHES_TOTAL, "status" => "throttled").increment(1);
             outcomes.throttle_accepted();
-            let outcome_record = self.encode(&batch, Vec::new(), outcomes.into_counts(), partition_key);
+            let outcome_record = self.encode(&batch, Vec::new(), outcomes.into_counts(), plan_checks, partition_key);
             let ack = BatchAck {
                 retry_after_ms: u32::try_from(retry_after.as_millis()).unwrap_or(u32::MAX).max(1),
                 ..ack(sequence, BatchStatus::Throttled)
@@ -257,7 +281,7 @@ impl<K: KeyStore, L: EventLog> Collector<K, L> {
         let mut outcomes = OutcomeCounter::default();
         let count = u32::try_from(batch_size).unwrap_or(u32::MAX);
         outcomes.add(receipt_hour, Outcome::Rejected, RejectionReason::BatchInvalid, count);
-        let outcome_record = self.encode(batch, Vec::new(), outcomes.into_counts(), partition_key);
+        let outcome_record = self.encode(batch, Vec::new(), outcomes.into_counts(), Vec::new(), partition_key);
         self.publish_outcome_only(
             outcome_record,
             BatchAck { error_message: message, ..ack(sequence, BatchStatus::Invalid) },
@@ -284,28 +308,32 @@ impl<K: KeyStore, L: EventLog> Collector<K, L> {
         batch: &PendingBatch,
         accepted: Vec<AcceptedEvent>,
         outcomes: Vec<OutcomeCount>,
+        plan_checks: Vec<PlanCheckCount>,
         partition_key: String,
     ) -> Vec<LogRecord> {
         match self.config.record_layout {
             RecordLayout::Batch => {
                 let events = accepted.into_iter().map(|event| event.bytes).collect();
-                vec![self.encode(batch, events, outcomes, partition_key)]
+                vec![self.encode(batch, events, outcomes, plan_checks, partition_key)]
             }
             RecordLayout::Event => {
-                // Each record carries its own event's "accepted" count; the first also carries the rest.
+                // Each record carries its own event's "accepted" count; the first also carries the rest,
+                // and the plan checks.
                 let (_, mut other_outcomes): (Vec<_>, Vec<_>) =
                     outcomes.into_iter().partition(|count| count.outcome == Outcome::Accepted as i32);
+                let mut plan_checks = plan_checks;
                 accepted
                     .into_iter()
                     .map(|event| {
                         let mut own_outcomes = std::mem::take(&mut other_outcomes);
+                        let own_plan_checks = std::mem::take(&mut plan_checks);
                         own_outcomes.push(OutcomeCount {
                             hour_start_unix_secs: event.hour_start,
                             outcome: Outcome::Accepted.into(),
                             reason: RejectionReason::Unspecified.into(),
                             count: 1,
                         });
-                        self.encode(batch, vec![event.bytes], own_outcomes, partition_key.clone())
+                        self.encode(batch, vec![event.bytes], own_outcomes, own_plan_checks, partition_key.clone())
                     })
                     .collect()
             }
@@ -314,8 +342,16 @@ impl<K: KeyStore, L: EventLog> Collector<K, L> {
 
     /// The record of `events` (encoded, copied into the record as they are) and `outcomes`: the wire
     /// view writes exactly the public `EventBatchRecord`.
-    fn encode(&self, batch: &PendingBatch, events: Vec<Bytes>, outcomes: Vec<OutcomeCount>, key: String) -> LogRecord {
+    fn encode(
+        &self,
+        batch: &PendingBatch,
+        events: Vec<Bytes>,
+        outcomes: Vec<OutcomeCount>,
+        plan_checks: Vec<PlanCheckCount>,
+        key: String,
+    ) -> LogRecord {
         let batch_record = wire::log::v1::EventBatchRecord {
+            plan_checks,
             customer_id: batch.customer_id.clone(),
             received_at_unix_ms: batch.received_at_unix_ms,
             batch_id: batch.batch_id.clone(),
@@ -344,6 +380,71 @@ pub(crate) struct CheckedEvents {
     rejections: Vec<EventRejection>,
     /// The outcome of every event, per hour.
     outcomes: OutcomeCounter,
+    /// What the customer's tracking plan checked and found, per hour.
+    plan_checks: Vec<PlanCheckCount>,
+}
+
+/// Checks one valid event against the customer's tracking plan, counting it as checked and its first
+/// violation, if any (both per hour, in `plan_checks`); `Err` when the violation rejects it.
+fn check_plan(
+    plan: &CompiledPlan,
+    event: &impl EventFields,
+    hour_start: i64,
+    plan_checks: &mut Vec<PlanCheckCount>,
+) -> Result<(), Rejection> {
+    add_plan_check(plan_checks, hour_start, plan.version(), "", RejectionReason::Unspecified, false);
+    let properties = || event.properties().map(|(name, value)| (name, PlanValue::from(value)));
+    let Some(violation) = plan.check(event.event_type(), properties) else {
+        return Ok(());
+    };
+    let rejected = violation.action == ViolationAction::Reject;
+    let reason = violation.rule.reason();
+    add_plan_check(plan_checks, hour_start, plan.version(), event.event_type(), reason, rejected);
+    if rejected {
+        return Err(Rejection { reason, message: violation.message, hour_start: Some(hour_start) });
+    }
+    Ok(())
+}
+
+/// Adds one event to its (hour, version, type, rule, rejected) count. A batch has few such rows, so a
+/// vector with linear search beats a map, as for outcomes.
+fn add_plan_check(
+    plan_checks: &mut Vec<PlanCheckCount>,
+    hour_start: i64,
+    plan_version: u32,
+    event_type: &str,
+    rule: RejectionReason,
+    rejected: bool,
+) {
+    let rule = i32::from(rule);
+    match plan_checks.iter_mut().find(|count| {
+        count.hour_start_unix_secs == hour_start
+            && count.rule == rule
+            && count.rejected == rejected
+            && count.plan_version == plan_version
+            && count.event_type == event_type
+    }) {
+        Some(count) => count.count += 1,
+        None => plan_checks.push(PlanCheckCount {
+            hour_start_unix_secs: hour_start,
+            plan_version,
+            event_type: event_type.to_owned(),
+            rule,
+            rejected,
+            count: 1,
+        }),
+    }
+}
+
+/// Counts a batch's plan violations in the metrics, once per row (never per event).
+fn record_plan_checks(plan_checks: &[PlanCheckCount]) {
+    for count in plan_checks.iter().filter(|count| count.rule != RejectionReason::Unspecified as i32) {
+        let reason = RejectionReason::try_from(count.rule).unwrap_or(RejectionReason::Unspecified);
+        let rule = reason.as_str_name().strip_prefix("REJECTION_REASON_").unwrap_or(reason.as_str_name());
+        let action = if count.rejected { "rejected" } else { "warned" };
+        metrics::counter!(telemetry::PLAN_VIOLATIONS_TOTAL, "rule" => rule, "action" => action)
+            .increment(u64::from(count.count));
+    }
 }
 
 /// Reads each event of a batch (`event_view`: in place when it is in the plain form, decoded by prost
@@ -361,12 +462,15 @@ fn read_events(events: &[Bytes]) -> Result<Vec<(&Bytes, ReadEvent<'_>)>, Collect
 
 /// Checks the events of a batch: field checks first, then the customer's cardinality limits over the
 /// events that passed them (one lock for the whole batch), so a malformed event never takes a type's
-/// place. Accepted events keep their bytes as read (a decoded one is encoded again).
+/// place. The customer's tracking plan, if any, checks the events that passed the field checks, before
+/// the cardinality limits, so an event the plan rejects takes no type's place either. Accepted events
+/// keep their bytes as read (a decoded one is encoded again).
 pub(crate) fn check_events(
     limits: &ValidationLimits,
     cardinality: &CardinalityTracker,
     customer_id: &CustomerId,
     cardinality_limits: CardinalityLimits,
+    plan: Option<&CompiledPlan>,
     clock: ValidationClock,
     events: Vec<(&Bytes, ReadEvent<'_>)>,
 ) -> CheckedEvents {
@@ -374,8 +478,17 @@ pub(crate) fn check_events(
     let mut outcomes = OutcomeCounter::default();
     let mut accepted = Vec::with_capacity(events.len());
     let mut rejections = Vec::new();
-    let checked: Vec<Result<i64, Rejection>> =
-        events.iter().map(|(_, event)| limits.check_event(event, clock)).collect();
+    let mut plan_checks = Vec::new();
+    let checked: Vec<Result<i64, Rejection>> = events
+        .iter()
+        .map(|(_, event)| {
+            let event_hour = limits.check_event(event, clock)?;
+            if let Some(plan) = plan {
+                check_plan(plan, event, event_hour, &mut plan_checks)?;
+            }
+            Ok(event_hour)
+        })
+        .collect();
     let mut cardinality_results = cardinality
         .check_batch(
             customer_id,
@@ -399,7 +512,7 @@ pub(crate) fn check_events(
             }
         }
     }
-    CheckedEvents { accepted, rejections, outcomes }
+    CheckedEvents { accepted, rejections, outcomes, plan_checks }
 }
 
 struct PendingBatch {
@@ -547,8 +660,8 @@ mod tests {
     ) -> (Vec<EventRejection>, Vec<OutcomeCount>, EventBatchRecord, Vec<u8>) {
         let cardinality = CardinalityTracker::new(1000);
         let read = read_events(events).unwrap();
-        let CheckedEvents { accepted, rejections, outcomes } =
-            check_events(limits, &cardinality, customer_id, cardinality_limits(), clock, read);
+        let CheckedEvents { accepted, rejections, outcomes, .. } =
+            check_events(limits, &cardinality, customer_id, cardinality_limits(), None, clock, read);
         let wire_record = wire::log::v1::EventBatchRecord {
             customer_id: customer_id.to_string(),
             events: accepted.into_iter().map(|event| event.bytes).collect(),

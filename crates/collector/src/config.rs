@@ -8,6 +8,7 @@ use hourglass_grpc::auth::KeyCacheConfig;
 use hourglass_grpc::server::ServerConfig;
 
 use crate::cardinality::CardinalityConfig;
+use crate::plans::PlanCacheConfig;
 use crate::validate::ValidationLimits;
 
 /// Everything the collector needs besides its key store and event log.
@@ -44,6 +45,10 @@ pub struct CollectorConfig {
     /// How a validated key is cached.
     #[command(flatten)]
     pub key_cache: KeyCacheConfig,
+
+    /// How customers' tracking plans are cached.
+    #[command(flatten)]
+    pub plan_cache: PlanCacheConfig,
 
     /// How accepted events are laid out in event-log records.
     #[arg(long = "record-layout", env = "HOURGLASS_RECORD_LAYOUT", value_enum, default_value_t = RecordLayout::Batch)]

@@ -67,6 +67,18 @@ impl<'a> From<&'a PropertyValue> for PropertyRef<'a> {
     }
 }
 
+impl<'a> From<PropertyRef<'a>> for hourglass_core::tracking_plan::PlanValue<'a> {
+    fn from(value: PropertyRef<'a>) -> Self {
+        use hourglass_core::tracking_plan::PlanValue;
+        match value {
+            PropertyRef::Missing => PlanValue::Missing,
+            PropertyRef::String(text) => PlanValue::String(text),
+            PropertyRef::Number(number) => PlanValue::Number(number),
+            PropertyRef::Bool(flag) => PlanValue::Bool(flag),
+        }
+    }
+}
+
 impl EventFields for Event {
     fn event_id(&self) -> &str {
         &self.event_id

@@ -6,6 +6,8 @@
 //!    customer, cached briefly); long streams re-check it per batch from the cache.
 //! 2. [`batch`] reads each event where it lies in the request's buffer ([`event_view`]: the request
 //!    types of `hourglass_proto::wire` keep events as their encoded bytes), validates it ([`validate`]),
+//!    checks it against the customer's tracking plan ([`plans`]: compiled once per version, cached; a
+//!    violation rejects the event in `enforce` mode, is counted in `warn` mode),
 //!    copies the accepted ones' bytes into one event-log record together with the outcome counts of the
 //!    whole batch, and asks the customer's token bucket ([`quota`]) for room. Over quota, nothing is published but an outcome-only record,
 //!    and the batch is acked as throttled with a retry-after.
@@ -29,6 +31,7 @@ pub mod config;
 pub mod error;
 pub mod event_view;
 pub mod memory;
+pub mod plans;
 pub mod quota;
 pub mod server;
 pub mod service;

@@ -14,6 +14,7 @@ use std::time::Duration;
 use hourglass_core::api_key::Scope;
 use hourglass_core::event_log::EventLog;
 use hourglass_core::key_store::KeyStore;
+use hourglass_core::tracking_plan::store::PlanStore;
 use hourglass_grpc::GrpcServer;
 use hourglass_grpc::authenticated::Authenticated;
 use hourglass_grpc::server::ServerConfig;
@@ -39,11 +40,11 @@ const BATCH_FRAMING_BYTES: usize = 64 * 1024;
 /// The gRPC service ([`add_ingest`] adds it to a server with its readiness and flush). Every call is
 /// authenticated from its headers before its message is read or decoded. Cancelling `drain` makes its
 /// streams stop reading, ack what they hold and close.
-pub fn ingest_service<K: KeyStore, L: EventLog>(
-    collector: Arc<Collector<K, L>>,
+pub fn ingest_service<K: KeyStore, P: PlanStore, L: EventLog>(
+    collector: Arc<Collector<K, P, L>>,
     drain: CancellationToken,
     server_config: &ServerConfig,
-) -> Authenticated<IngestServiceServer<IngestServiceImpl<K, L>>, K> {
+) -> Authenticated<IngestServiceServer<IngestServiceImpl<K, P, L>>, K> {
     telemetry::describe();
     let authenticator = Arc::clone(&collector.authenticator);
     // A message is bounded by the batch limit (plus framing), not only by the server-wide message
@@ -67,14 +68,15 @@ pub async fn readiness<K: KeyStore, L: EventLog>(key_store: Arc<K>, event_log: A
 
 /// `server` with the collector on it: the ingest service, whose streams drain with the server; health
 /// following [`readiness`]; and, after the drain, the event log's flush within `--flush-timeout-secs`.
-pub fn add_ingest<'a, K: KeyStore, L: EventLog>(
+pub fn add_ingest<'a, K: KeyStore, P: PlanStore, L: EventLog>(
     server: GrpcServer<'a>,
     config: CollectorConfig,
     key_store: Arc<K>,
+    plan_store: Arc<P>,
     event_log: Arc<L>,
 ) -> GrpcServer<'a> {
     let flush_timeout = Duration::from_secs(config.streams.flush_timeout_secs);
-    let collector = Arc::new(Collector::new(config, Arc::clone(&key_store), Arc::clone(&event_log)));
+    let collector = Arc::new(Collector::new(config, Arc::clone(&key_store), plan_store, Arc::clone(&event_log)));
     let ingest = ingest_service(collector, server.drain_signal(), server.config());
     let readiness_event_log = Arc::clone(&event_log);
     server
@@ -88,15 +90,16 @@ pub fn add_ingest<'a, K: KeyStore, L: EventLog>(
 }
 
 /// Runs the collector on `listener` until `shutdown` is cancelled, then shuts down in order.
-pub async fn run<K: KeyStore, L: EventLog>(
+pub async fn run<K: KeyStore, P: PlanStore, L: EventLog>(
     config: CollectorConfig,
     key_store: Arc<K>,
+    plan_store: Arc<P>,
     event_log: Arc<L>,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), CollectorError> {
     let local_addr = listener.local_addr().ok();
-    let server = add_ingest(GrpcServer::new(config.server.clone()), config, key_store, event_log);
+    let server = add_ingest(GrpcServer::new(config.server.clone()), config, key_store, plan_store, event_log);
     tracing::info!(listen_addr = ?local_addr, "collector serving");
     server.serve(listener, shutdown).await?;
     tracing::info!("shutdown complete");

@@ -17,6 +17,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use hourglass_core::api_key::Scope;
 use hourglass_core::event_log::EventLog;
 use hourglass_core::key_store::KeyStore;
+use hourglass_core::tracking_plan::store::PlanStore;
 use hourglass_proto::v1::{BatchAck, BatchStatus, IngestBatchResponse, IngestResponse, IngestStreamResponse};
 use hourglass_proto::wire::v1::ingest_service_server::IngestService;
 use hourglass_proto::wire::v1::{IngestBatchRequest, IngestRequest, IngestStreamRequest};
@@ -35,14 +36,14 @@ use hourglass_grpc::auth::{AuthError, Principal};
 const MAX_PROBLEM_BATCHES: usize = 1000;
 
 /// The `IngestService` implementation.
-pub struct IngestServiceImpl<K, L> {
-    collector: Arc<Collector<K, L>>,
+pub struct IngestServiceImpl<K, P, L> {
+    collector: Arc<Collector<K, P, L>>,
     drain: CancellationToken,
 }
 
-impl<K: KeyStore, L: EventLog> IngestServiceImpl<K, L> {
+impl<K: KeyStore, P: PlanStore, L: EventLog> IngestServiceImpl<K, P, L> {
     /// A service over `collector`; cancelling `drain` makes open streams finish and close.
-    pub fn new(collector: Arc<Collector<K, L>>, drain: CancellationToken) -> Self {
+    pub fn new(collector: Arc<Collector<K, P, L>>, drain: CancellationToken) -> Self {
         Self { collector, drain }
     }
 
@@ -74,7 +75,7 @@ impl<K: KeyStore, L: EventLog> IngestServiceImpl<K, L> {
 }
 
 #[tonic::async_trait]
-impl<K: KeyStore, L: EventLog> IngestService for IngestServiceImpl<K, L> {
+impl<K: KeyStore, P: PlanStore, L: EventLog> IngestService for IngestServiceImpl<K, P, L> {
     async fn ingest(&self, request: Request<Streaming<IngestRequest>>) -> Result<Response<IngestResponse>, Status> {
         let principal = self.authenticate(&request).await?;
         let open_stream = self.open_stream(&principal)?;
@@ -216,8 +217,8 @@ pub(crate) struct BatchSent {
 
 /// Reads batches from `inbound`, keeps up to `max_in_flight_batches` of them publishing, and sends each
 /// ack, shaped by `to_message`, (or the stream's final error) to `ack_tx`.
-pub(crate) async fn drive_stream<K, L, S, T>(
-    collector: Arc<Collector<K, L>>,
+pub(crate) async fn drive_stream<K, P, L, S, T>(
+    collector: Arc<Collector<K, P, L>>,
     caller: StreamCaller,
     inbound: S,
     policy: ThrottlePolicy,
@@ -226,6 +227,7 @@ pub(crate) async fn drive_stream<K, L, S, T>(
     drain: CancellationToken,
 ) where
     K: KeyStore,
+    P: PlanStore,
     L: EventLog,
     S: futures::Stream<Item = Result<(u64, Vec<Bytes>), Status>> + Send,
 {

@@ -25,6 +25,15 @@ pub const STREAMS_REFUSED_TOTAL: &str = "hourglass_collector_streams_refused_tot
 pub const BUDGET_AVAILABLE_BYTES: &str = "hourglass_collector_budget_available_bytes";
 /// Streams ended because their client read no ack for `--ack-write-timeout-secs`.
 pub const STALLED_STREAMS_TOTAL: &str = "hourglass_collector_stalled_streams_total";
+/// Events that broke a rule of their customer's tracking plan, by `rule` (the rejection reason's name
+/// without its prefix) and `action` = rejected (enforce mode) | warned (accepted and counted).
+pub const PLAN_VIOLATIONS_TOTAL: &str = "hourglass_collector_plan_violations_total";
+/// Tracking plan versions loaded and compiled (a customer's first batch, or a new version after the
+/// plan-cache TTL).
+pub const PLANS_COMPILED_TOTAL: &str = "hourglass_collector_plans_compiled_total";
+/// Failed reads of the tracking plan store (the cached plan stays in use; a customer without one gets
+/// UNAVAILABLE).
+pub const PLAN_STORE_ERRORS_TOTAL: &str = "hourglass_collector_plan_store_errors_total";
 
 /// Registers descriptions with whatever recorder is installed.
 pub fn describe() {
@@ -43,4 +52,7 @@ pub fn describe() {
     metrics::describe_gauge!(ACTIVE_STREAMS, "Streaming ingest calls in progress");
     metrics::describe_counter!(OUTCOME_RECORDS_LOST_TOTAL, "Outcome-only records that could not be published");
     metrics::describe_counter!(AUTH_FAILURES_TOTAL, "Calls refused by authentication, by gRPC code");
+    metrics::describe_counter!(PLAN_VIOLATIONS_TOTAL, "Events that broke a tracking plan rule, by rule and action");
+    metrics::describe_counter!(PLANS_COMPILED_TOTAL, "Tracking plan versions loaded and compiled");
+    metrics::describe_counter!(PLAN_STORE_ERRORS_TOTAL, "Failed reads of the tracking plan store");
 }

@@ -517,6 +517,7 @@ fn record(customer_id: &str, batch_id: &str, events: Vec<Event>, outcomes: Vec<O
         collector_id: "conformance".to_owned(),
         events,
         outcomes,
+        plan_checks: Vec::new(),
     }
 }
 

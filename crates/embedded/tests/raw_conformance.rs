@@ -53,6 +53,7 @@ fn record(batch_id: &str, event_ids: &[&str]) -> EventBatchRecord {
             reason: 0,
             count: event_ids.len() as u32,
         }],
+        plan_checks: Vec::new(),
     }
 }
 

@@ -53,6 +53,7 @@ fn record(index: usize) -> EventBatchRecord {
             reason: 0,
             count: EVENTS_PER_RECORD as u32,
         }],
+        plan_checks: Vec::new(),
     }
 }
 

@@ -175,6 +175,7 @@ fn batch_record(customer: &str, batch_id: &str, events: Vec<Event>) -> LogRecord
         collector_id: "test".to_owned(),
         events,
         outcomes,
+        plan_checks: Vec::new(),
     };
     let key = record::partition_key(&CustomerId::new(customer).unwrap(), 1, 0);
     record::encode(key, &record)

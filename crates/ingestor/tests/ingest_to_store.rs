@@ -31,6 +31,7 @@ struct Stores {
     raw_store: Arc<CqlRawStore>,
     job_queue: Arc<PostgresJobQueue>,
     key_store: Arc<PostgresKeyStore>,
+    pool: sqlx::PgPool,
     event_log: Arc<KafkaEventLog>,
 }
 
@@ -47,7 +48,8 @@ async fn stores(test_name: &str) -> Stores {
         cql,
         raw_store: Arc::new(raw_store),
         job_queue: Arc::new(PostgresJobQueue::new(pool.clone())),
-        key_store: Arc::new(PostgresKeyStore::new(pool)),
+        key_store: Arc::new(PostgresKeyStore::new(pool.clone())),
+        pool,
         event_log,
     }
 }
@@ -132,6 +134,7 @@ async fn events_published_by_the_collector_land_once_and_their_hours_are_marked(
     let collector = tokio::spawn(hourglass_collector::run(
         hourglass_collector::CollectorConfig::with_defaults(address),
         Arc::clone(&stores.key_store),
+        Arc::new(hourglass_postgres::PostgresPlanStore::new(stores.pool.clone())),
         Arc::clone(&stores.event_log),
         listener,
         collector_shutdown.clone(),
@@ -218,6 +221,7 @@ fn batch_record(customer: &str, batch_id: &str, events: Vec<Event>) -> LogRecord
         collector_id: "test".to_owned(),
         events,
         outcomes,
+        plan_checks: Vec::new(),
     };
     record::encode(customer.to_owned(), &record)
 }
@@ -432,6 +436,7 @@ async fn a_record_with_an_impossible_hour_is_dead_lettered_and_other_customers_g
             reason: RejectionReason::EventIdEmpty.into(),
             count: 1,
         }],
+        plan_checks: Vec::new(),
     };
     stores.event_log.append(Topic::Events, record::encode("hostile".into(), &hostile)).await.unwrap();
     hostile.events.clear();

@@ -68,6 +68,7 @@ fn record_of(batch_id: &str, hour_start: i64, ids: &[String]) -> LogRecord {
         collector_id: "test".into(),
         events,
         outcomes,
+        plan_checks: Vec::new(),
     };
     record::encode("steady".into(), &batch)
 }

@@ -120,6 +120,7 @@ async fn publish<L: EventLog>(event_log: Arc<L>, meta: &Arc<SqliteMetaStore>, cu
     let collector = tokio::spawn(hourglass_collector::run(
         hourglass_collector::CollectorConfig::with_defaults(address),
         Arc::clone(meta),
+        Arc::clone(meta),
         Arc::clone(&event_log),
         listener,
         shutdown.clone(),
@@ -153,6 +154,7 @@ async fn publish<L: EventLog>(event_log: Arc<L>, meta: &Arc<SqliteMetaStore>, cu
             ..Default::default()
         }],
         outcomes: Vec::new(),
+        plan_checks: Vec::new(),
     };
     event_log.append(Topic::Events, record::encode(customer.to_owned(), &untraced)).await.unwrap();
 }

@@ -103,6 +103,14 @@ mod tests {
             collector_id: "c".into(),
             events: vec![event],
             outcomes: vec![log::v1::OutcomeCount { hour_start_unix_secs: 3600, outcome: 1, reason: 0, count: 1 }],
+            plan_checks: vec![log::v1::PlanCheckCount {
+                hour_start_unix_secs: 3600,
+                plan_version: 2,
+                event_type: "view".into(),
+                rule: v1::RejectionReason::PropertyTypeMismatch.into(),
+                rejected: true,
+                count: 1,
+            }],
         };
         let wire_record = wire::log::v1::EventBatchRecord {
             customer_id: record.customer_id.clone(),
@@ -111,6 +119,7 @@ mod tests {
             collector_id: record.collector_id.clone(),
             events: record.events.iter().map(|event| event.encode_to_vec().into()).collect(),
             outcomes: record.outcomes.clone(),
+            plan_checks: record.plan_checks.clone(),
         };
         assert_eq!(wire_record.encode_to_vec(), record.encode_to_vec(), "byte for byte");
     }

@@ -85,6 +85,7 @@ fn main() {
                 count: 2,
             },
         ],
+        plan_checks: Vec::new(),
     };
     let payload = record::encode("acme".to_owned(), &batch_record).payload;
     write(&corpus, "log_record", "record", &prefixed(&[1], &payload));

@@ -139,6 +139,7 @@ async fn produce(event_log: &KafkaEventLog, encoded: &[u8], run_id: &str, batch:
             reason: RejectionReason::Unspecified.into(),
             count,
         }],
+        plan_checks: Vec::new(),
     };
     // The collector bench's one customer: its records share one key, as they do there.
     event_log.append(Topic::Events, record::encode("bench".into(), &record)).await?;

@@ -219,6 +219,7 @@ async fn publish(
                     count: count as u32,
                 }]
             },
+            plan_checks: Vec::new(),
         };
         let log_record = record::encode(customer_id, &record);
         let append = event_log.append(Topic::Events, log_record);

@@ -15,7 +15,7 @@ use hourglass_core::customer::CustomerId;
 use hourglass_core::key_store::KeyStore;
 use hourglass_core::record;
 use hourglass_kafka::{KafkaConfig, KafkaEventLog, admin};
-use hourglass_postgres::{PostgresConfig, PostgresKeyStore, migrate, testing};
+use hourglass_postgres::{PostgresConfig, PostgresKeyStore, PostgresPlanStore, migrate, testing};
 use hourglass_proto::log::v1::EventBatchRecord;
 use hourglass_proto::prost_types::Timestamp;
 use hourglass_proto::v1::ingest_service_client::IngestServiceClient;
@@ -31,6 +31,7 @@ pub use hourglass_kafka::testing::{test_brokers, test_config as test_kafka_confi
 pub struct TestCollector {
     pub address: SocketAddr,
     pub key_store: Arc<PostgresKeyStore>,
+    pub plan_store: Arc<PostgresPlanStore>,
     pub kafka: KafkaConfig,
     pub shutdown: CancellationToken,
     pub server: JoinHandle<Result<(), hourglass_collector::CollectorError>>,
@@ -53,7 +54,8 @@ impl TestCollector {
         let database_url = testing::create_test_database(test_name).await;
         let pool = PostgresConfig::for_url(database_url).connect_lazy().unwrap();
         migrate::run(&pool).await.unwrap();
-        let key_store = Arc::new(PostgresKeyStore::new(pool));
+        let key_store = Arc::new(PostgresKeyStore::new(pool.clone()));
+        let plan_store = Arc::new(PostgresPlanStore::new(pool));
         let event_log = Arc::new(KafkaEventLog::connect(kafka.clone(), "hourglass-test-collector").await.unwrap());
 
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -66,11 +68,12 @@ impl TestCollector {
         let server = tokio::spawn(hourglass_collector::run(
             config,
             Arc::clone(&key_store),
+            Arc::clone(&plan_store),
             event_log,
             listener,
             shutdown.clone(),
         ));
-        Self { address, key_store, kafka, shutdown, server }
+        Self { address, key_store, plan_store, kafka, shutdown, server }
     }
 
     pub async fn create_key(&self, customer: &str, scope: Scope) -> ApiKey {

@@ -344,14 +344,14 @@ impl CompiledPlan {
                     listed.join(", ")
                 )
             }
-            (PlanRule::PropertyOutOfRange, Some(property)) => write!(
-                message,
-                "{} is {}, plan v{version} says {} to {}",
-                quoted(name),
-                quoted_value(value),
-                property.minimum,
-                property.maximum
-            ),
+            (PlanRule::PropertyOutOfRange, Some(property)) => {
+                let range = match (property.minimum.is_finite(), property.maximum.is_finite()) {
+                    (true, true) => format!("{} to {}", property.minimum, property.maximum),
+                    (true, false) => format!("at least {}", property.minimum),
+                    _ => format!("at most {}", property.maximum),
+                };
+                write!(message, "{} is {}, plan v{version} says {range}", quoted(name), quoted_value(value))
+            }
             (PlanRule::PropertyTooLong, Some(property)) => {
                 let length = match value {
                     PlanValue::String(text) => text.len(),

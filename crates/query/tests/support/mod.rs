@@ -152,6 +152,7 @@ fn record(customer: &str, batch: usize, events: Vec<Event>, outcomes: Vec<Outcom
         collector_id: "test".into(),
         events,
         outcomes,
+        plan_checks: Vec::new(),
     }
 }
 
