@@ -1,7 +1,7 @@
 //! `hourglass standalone` as a newcomer meets it: the built binary on a fresh data directory, the sample
 //! commands it prints run as printed, a kill -9 between ingest and query, and the restarted process
 //! shows exactly the counts of the acknowledged events within a minute; keys made and revoked with
-//! `hourglass keys --data-dir` while it runs.
+//! `hourglass keys --data-dir` while it runs, and tracking plans pushed with `hourglass plans --data-dir`.
 
 mod support;
 
@@ -913,4 +913,104 @@ async fn when_the_disk_fills_up_batches_are_refused_unacked_and_ingestion_resume
     for line in log.logs.lock().unwrap().lines().filter(|line| line.contains("disk full: writes are refused")) {
         eprintln!("  {line}");
     }
+}
+
+/// Runs `hourglass plans ... --data-dir <data_dir>` and returns its stdout.
+fn plans_command(data_dir: &std::path::Path, args: &[&str]) -> String {
+    let output = Command::new(BINARY).arg("plans").args(args).arg("--data-dir").arg(data_dir).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "plans {args:?} failed: {stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    stdout
+}
+
+/// A plan pushed with `hourglass plans push --data-dir` while standalone runs is enforced once the plan
+/// cache's TTL has passed, and a second version replaces it the same way, without a restart. As for keys,
+/// an answer from before the push may come only from a call started less than a TTL after it.
+#[tokio::test]
+async fn plans_pushed_with_the_cli_are_enforced_by_a_running_standalone_within_the_cache_ttl() {
+    use hourglass_core::api_key::ApiKey;
+    use hourglass_proto::prost_types::Timestamp;
+    use hourglass_proto::v1::ingest_service_client::IngestServiceClient;
+    use hourglass_proto::v1::{BatchAck, Event, IngestBatchRequest, RejectionReason};
+
+    let ttl = Duration::from_secs(1);
+    let data_dir = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut standalone =
+        start_with(data_dir.path(), port, &[], &[("HOURGLASS_PLAN_CACHE_TTL_SECS", "1")], Stdio::null());
+    let channel = support::wait_until_serving(
+        &format!("http://127.0.0.1:{port}"),
+        &mut standalone.child,
+        Duration::from_secs(30),
+    )
+    .await;
+    let key = keys_command(data_dir.path(), &["create", "--customer", "acme", "--scope", "ingest"]);
+    let bearer: tonic::metadata::MetadataValue<_> =
+        format!("Bearer {}", ApiKey::parse(key.trim()).unwrap().expose_secret()).parse().unwrap();
+    let ingest = IngestServiceClient::new(channel);
+    let mut sent = 0;
+    let mut send = || {
+        sent += 1;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let event = |event_type: &str| Event {
+            event_id: format!("{event_type}-{sent}"),
+            event_type: event_type.into(),
+            occurred_at: Some(Timestamp { seconds: now, nanos: 0 }),
+            ..Default::default()
+        };
+        let mut request = tonic::Request::new(IngestBatchRequest { events: vec![event("click"), event("signup")] });
+        request.metadata_mut().insert("authorization", bearer.clone());
+        let mut client = ingest.clone();
+        async move { client.ingest_batch(request).await.unwrap().into_inner().ack.unwrap() }
+    };
+    let push = |name: &str, json: &str| {
+        let path = files.path().join(name);
+        std::fs::write(&path, json).unwrap();
+        let printed = plans_command(data_dir.path(), &["push", "--customer", "acme", path.to_str().unwrap()]);
+        assert!(printed.starts_with("pushed plan"), "{printed}");
+        Instant::now()
+    };
+    /// Sends until `done` holds; an ack that does not may come only from a call started within the TTL.
+    async fn send_until<Send, Sent>(
+        what: &str,
+        pushed_at: Instant,
+        ttl: Duration,
+        mut send: Send,
+        done: impl Fn(&BatchAck) -> bool,
+    ) -> BatchAck
+    where
+        Send: FnMut() -> Sent,
+        Sent: Future<Output = BatchAck>,
+    {
+        loop {
+            let started = Instant::now();
+            let ack = send().await;
+            if done(&ack) {
+                return ack;
+            }
+            assert!(
+                started.duration_since(pushed_at) < ttl,
+                "{what}: a call started {:?} after the push was checked against the old plan: {ack:?}",
+                started.duration_since(pushed_at)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    assert_eq!(send().await.accepted_count, 2, "no plan: both types accepted");
+    let pushed_at =
+        push("v1.json", r#"{"mode": "enforce", "undeclared_event_types": "reject", "event_types": {"click": {}}}"#);
+    let ack = send_until("v1", pushed_at, ttl, &mut send, |ack| !ack.rejections.is_empty()).await;
+    assert_eq!(ack.accepted_count, 1);
+    let rejection = &ack.rejections[0];
+    assert_eq!((rejection.index, rejection.reason()), (1, RejectionReason::EventTypeUndeclared));
+    assert_eq!(rejection.message, "EVENT_TYPE_UNDECLARED: event type \"signup\" is not in plan v1");
+
+    let pushed_at = push(
+        "v2.json",
+        r#"{"mode": "enforce", "undeclared_event_types": "reject", "event_types": {"click": {}, "signup": {}}}"#,
+    );
+    let ack = send_until("v2", pushed_at, ttl, &mut send, |ack| ack.rejections.is_empty()).await;
+    assert_eq!(ack.accepted_count, 2, "v2 declares both types");
 }
