@@ -3,7 +3,7 @@
 #
 # Installs and starts what the tests need, reusing what earlier runs cached, then runs every check and test:
 #   1. Postgres 15 (Debian package), Apache Kafka and Apache Cassandra (Maven Central jars), via e2e/servers/*.sh;
-#   2. `buf lint` on proto/, and the deployment artifacts (scripts/check-deploy.sh: helm, Envoy, promtool, cfn-lint);
+#   2. `buf lint` and `buf breaking` (against the previous commit, with a self-test) on proto/, and the deployment artifacts (scripts/check-deploy.sh: helm, Envoy, promtool, cfn-lint);
 #   3. the crate layering check, `cargo fmt --check`, `cargo clippy` (warnings are errors);
 #   4. `cargo test --workspace`: unit tests, and real-server tests against the Postgres and Kafka above;
 #      then a short run of every fuzz target (scripts/fuzz.sh: nightly and cargo-fuzz, in a target directory
@@ -74,6 +74,9 @@ psql "$HOURGLASS_DATABASE_URL" -Atqc "SELECT datname FROM pg_database WHERE datn
 step "buf lint"
 buf=$(bash e2e/servers/tools.sh buf)
 "$buf" lint
+
+step "buf breaking: proto/ backward compatible with the previous commit's, and the check shown to fail on a renumbered field (scripts/check-proto-breaking.sh)"
+bash scripts/check-proto-breaking.sh --self-test
 
 step "tracking-plan JSON Schema against its examples (scripts/check-tracking-plan-schema.py)"
 python3 scripts/check-tracking-plan-schema.py
