@@ -11,8 +11,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use hourglass_core::raw_store::{EventVisitor, HourOutcomes, RawStore, StoredEvent, bucket_of};
-use hourglass_proto::log::v1::{EventBatchRecord, Outcome, OutcomeCount};
+use hourglass_core::raw_store::{EventVisitor, HourOutcomes, PlanCheckKey, RawStore, StoredEvent, bucket_of};
+use hourglass_proto::log::v1::{EventBatchRecord, Outcome, OutcomeCount, PlanCheckCount};
 use hourglass_proto::prost_types::Timestamp;
 use hourglass_proto::v1::{Event, PropertyValue, RejectionReason, property_value};
 
@@ -256,20 +256,61 @@ pub async fn outcomes_are_counted_once_per_batch_by_hour_and_reason(store: &impl
         Vec::new(),
         vec![outcome(HOUR, Outcome::Throttled, 0, 10), outcome(HOUR, Outcome::Rejected, too_old, 1)],
     );
+    let plan_check = |hour_start, event_type: &str, rule: RejectionReason, rejected, count| PlanCheckCount {
+        hour_start_unix_secs: hour_start,
+        plan_version: 2,
+        event_type: event_type.to_owned(),
+        rule: rule as i32,
+        rejected,
+        count,
+    };
+    let with_events = EventBatchRecord {
+        plan_checks: vec![
+            plan_check(HOUR, "", RejectionReason::Unspecified, false, 6),
+            plan_check(HOUR, "view", RejectionReason::PropertyTypeMismatch, true, 2),
+            plan_check(HOUR, "view", RejectionReason::PropertyUndeclared, false, 1),
+            plan_check(NEXT_HOUR, "", RejectionReason::Unspecified, false, 1),
+        ],
+        ..with_events
+    };
+    let outcomes_only = EventBatchRecord {
+        plan_checks: vec![plan_check(HOUR, "view", RejectionReason::PropertyTypeMismatch, true, 1)],
+        ..outcomes_only
+    };
     store.write_records(&[with_events.clone(), outcomes_only.clone()]).await.expect("write outcomes");
     store.write_records(&[outcomes_only, with_events]).await.expect("redeliver both records");
 
     let hour = store.read_outcomes(&customer, HOUR).await.expect("read outcomes");
+    let plan_key = |event_type: &str, rule: RejectionReason, rejected| PlanCheckKey {
+        plan_version: 2,
+        event_type: event_type.to_owned(),
+        rule: rule as i32,
+        rejected,
+    };
     assert_eq!(
         hour,
-        HourOutcomes { accepted: 2, rejected_by_reason: BTreeMap::from([(too_old, 4)]), throttled: 14 },
-        "outcomes of the hour, each batch once"
+        HourOutcomes {
+            accepted: 2,
+            rejected_by_reason: BTreeMap::from([(too_old, 4)]),
+            throttled: 14,
+            plan_checks: BTreeMap::from([
+                (plan_key("", RejectionReason::Unspecified, false), 6),
+                (plan_key("view", RejectionReason::PropertyTypeMismatch, true), 3),
+                (plan_key("view", RejectionReason::PropertyUndeclared, false), 1),
+            ]),
+        },
+        "outcomes and plan counts of the hour, each batch once"
     );
     assert_eq!(hour.received(), 20);
     let next_hour = store.read_outcomes(&customer, NEXT_HOUR).await.expect("read outcomes");
     assert_eq!(
         next_hour,
-        HourOutcomes { accepted: 0, rejected_by_reason: BTreeMap::from([(no_type, 1)]), throttled: 0 }
+        HourOutcomes {
+            accepted: 0,
+            rejected_by_reason: BTreeMap::from([(no_type, 1)]),
+            throttled: 0,
+            plan_checks: BTreeMap::from([(plan_key("", RejectionReason::Unspecified, false), 1)]),
+        }
     );
     let empty_hour = store.read_outcomes(&customer, HOUR - 3600).await.expect("read outcomes");
     assert_eq!(empty_hour, HourOutcomes::default(), "an hour without records has no outcomes");

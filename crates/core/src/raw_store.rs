@@ -54,6 +54,30 @@ pub struct HourOutcomes {
     pub rejected_by_reason: BTreeMap<i32, u64>,
     /// Events of throttled batches (the client was told to resend).
     pub throttled: u64,
+    /// What the customer's tracking plan checked and found in the hour (`PlanCheckCount` rows summed).
+    pub plan_checks: BTreeMap<PlanCheckKey, u64>,
+}
+
+/// What one stored tracking-plan count is about: the events a plan version checked (`rule` 0, no event
+/// type), or those of one type that broke one rule, rejected or warned.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+pub struct PlanCheckKey {
+    /// The plan version the events were checked against.
+    pub plan_version: u32,
+    /// The events' type; empty for checked events.
+    pub event_type: String,
+    /// The broken rule's `hourglass.v1.RejectionReason` number; 0 for checked events.
+    pub rule: i32,
+    /// Whether the events were rejected (enforce) rather than accepted with a warning.
+    pub rejected: bool,
+}
+
+/// One entry of a ledger's plan counts, as JSON keeps them.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PlanCheckEntry {
+    #[serde(flatten)]
+    key: PlanCheckKey,
+    events: u64,
 }
 
 impl HourOutcomes {
@@ -77,6 +101,30 @@ impl HourOutcomes {
             Ok(Outcome::Unspecified) | Err(_) => return false,
         }
         true
+    }
+
+    /// Adds `count` events of one stored tracking-plan row.
+    pub fn add_plan_check(&mut self, key: PlanCheckKey, count: u64) {
+        *self.plan_checks.entry(key).or_default() += count;
+    }
+
+    /// The plan counts as the ledgers keep them: a JSON array of `{plan_version, event_type, rule,
+    /// rejected, events}` (read back by [`plan_checks_from_json`](Self::plan_checks_from_json)).
+    pub fn plan_checks_json(plan_checks: &BTreeMap<PlanCheckKey, u64>) -> String {
+        let entries: Vec<PlanCheckEntry> =
+            plan_checks.iter().map(|(key, events)| PlanCheckEntry { key: key.clone(), events: *events }).collect();
+        serde_json::to_string(&entries).expect("plan counts always serialize")
+    }
+
+    /// Plan counts from a ledger's JSON, as [`plan_checks_json`](Self::plan_checks_json) writes it.
+    pub fn plan_checks_from_json(json: &str) -> Result<BTreeMap<PlanCheckKey, u64>, String> {
+        let entries: Vec<PlanCheckEntry> = serde_json::from_str(json)
+            .map_err(|error| format!("plan counts are not a JSON array of counts ({error}): {json}"))?;
+        let mut plan_checks = BTreeMap::new();
+        for entry in entries {
+            *plan_checks.entry(entry.key).or_default() += entry.events;
+        }
+        Ok(plan_checks)
     }
 
     /// Rejections by reason as a JSON object keyed by the reason's proto name, as the ledgers keep them
@@ -249,6 +297,29 @@ mod tests {
     }
 
     #[test]
+    fn plan_counts_read_back_as_written() {
+        let mut outcomes = HourOutcomes::default();
+        let checked = PlanCheckKey { plan_version: 3, event_type: String::new(), rule: 0, rejected: false };
+        let mismatch = PlanCheckKey {
+            plan_version: 3,
+            event_type: "purchase".into(),
+            rule: RejectionReason::PropertyTypeMismatch as i32,
+            rejected: true,
+        };
+        outcomes.add_plan_check(checked.clone(), 10);
+        outcomes.add_plan_check(mismatch.clone(), 2);
+        outcomes.add_plan_check(mismatch.clone(), 1);
+        let json = HourOutcomes::plan_checks_json(&outcomes.plan_checks);
+        assert_eq!(
+            json,
+            r#"[{"plan_version":3,"event_type":"","rule":0,"rejected":false,"events":10},{"plan_version":3,"event_type":"purchase","rule":18,"rejected":true,"events":3}]"#
+        );
+        assert_eq!(HourOutcomes::plan_checks_from_json(&json), Ok(BTreeMap::from([(checked, 10), (mismatch, 3)])));
+        assert_eq!(HourOutcomes::plan_checks_from_json("[]"), Ok(BTreeMap::new()));
+        assert!(HourOutcomes::plan_checks_from_json("{}").is_err());
+    }
+
+    #[test]
     fn rejections_by_reason_read_back_as_written_whatever_their_reasons() {
         let future = RejectionReason::OccurredAtInFuture as i32;
         let property_name = RejectionReason::PropertyNameInvalid as i32;
@@ -257,6 +328,7 @@ mod tests {
             // 99 and 100: reasons of a newer collector, each keeping its own count.
             rejected_by_reason: BTreeMap::from([(future, 2), (property_name, 5), (99, 1), (100, 3)]),
             throttled: 0,
+            plan_checks: BTreeMap::new(),
         };
         let json = outcomes.rejections_json();
         assert_eq!(

@@ -198,6 +198,10 @@ pub struct LedgerRow {
     pub rejected_by_reason: BTreeMap<i32, u64>,
     /// Events of throttled batches.
     pub throttled: u64,
+    /// What the customer's tracking plan checked and found in the hour: events checked per plan
+    /// version, and per (version, event type, rule) those rejected or warned (from one [`HourOutcomes`],
+    /// so the rejected ones are also in `rejected_by_reason`).
+    pub plan_checks: BTreeMap<crate::raw_store::PlanCheckKey, u64>,
     /// Distinct events in the raw store (as of the last count or verification).
     pub stored: u64,
     /// Events counted in the rollups.

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use futures::TryStreamExt;
 use hourglass_core::erasure::UserMatcher;
 use hourglass_core::raw_block::{self, BlockRewrite, Decompressor, EventView, PageScans, SeenEventIds};
-use hourglass_core::raw_store::{self, EventVisitor, HourOutcomes, RawStore, RawStoreError, StoredEvent};
+use hourglass_core::raw_store::{self, EventVisitor, HourOutcomes, PlanCheckKey, RawStore, RawStoreError, StoredEvent};
 use hourglass_proto::log::v1::EventBatchRecord;
 use scylla::client::session::Session;
 use scylla::response::{PagingState, PagingStateResponse};
@@ -47,6 +47,8 @@ pub struct CqlRawStore {
     block_batches: Arc<[Batch]>,
     /// Likewise for outcome inserts.
     outcome_batches: Arc<[Batch]>,
+    /// Likewise for tracking-plan count inserts.
+    plan_check_batches: Arc<[Batch]>,
     /// The blocks of a bucket, newest first (the table's clustering order).
     select_blocks_newest_first: PreparedStatement,
     /// The blocks of a bucket, oldest first.
@@ -58,6 +60,7 @@ pub struct CqlRawStore {
     rewrite_block: PreparedStatement,
     /// Deletes one block.
     delete_block: PreparedStatement,
+    select_hour_plan_checks: PreparedStatement,
     /// The old one-row-per-event table, while the keyspace has it.
     legacy: Option<LegacyRows>,
     bucket_count: u32,
@@ -70,6 +73,9 @@ type BlockRow<'a> = (&'a str, CqlTimestamp, i32, CqlTimestamp, &'a str, Vec<u8>)
 
 /// customer_id, hour_start, batch_id, outcome, reason, count.
 type OutcomeRow<'a> = (&'a str, CqlTimestamp, &'a str, i32, i32, i32);
+
+/// customer_id, hour_start, batch_id, plan_version, event_type, rule, rejected, count.
+type PlanCheckRow<'a> = (&'a str, CqlTimestamp, &'a str, i32, &'a str, i32, bool, i32);
 
 /// The order in which [`CqlRawStore::for_each_block_copy`] visits the copies of a bucket's events.
 #[derive(Clone, Copy)]
@@ -122,6 +128,12 @@ impl CqlRawStore {
              VALUES (?, ?, ?, ?, ?, ?)"
         ))
         .await?;
+        let insert_plan_check = prepare(format!(
+            "INSERT INTO {keyspace}.batch_plan_checks \
+             (customer_id, hour_start, batch_id, plan_version, event_type, rule, rejected, count) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .await?;
         let select_blocks = |order: &str| {
             format!(
                 "SELECT batch_id, events FROM {keyspace}.{} WHERE customer_id = ? AND hour_start = ? AND bucket = ? \
@@ -156,18 +168,25 @@ impl CqlRawStore {
             schema::BLOCKS_TABLE
         ))
         .await?;
+        let select_hour_plan_checks = prepare(format!(
+            "SELECT plan_version, event_type, rule, rejected, count FROM {keyspace}.batch_plan_checks \
+             WHERE customer_id = ? AND hour_start = ?"
+        ))
+        .await?;
         let legacy = LegacyRows::prepare_if_present(&session, keyspace).await?;
         let max_batch_rows = config.max_batch_rows.max(1);
         Ok(Self {
             session,
             block_batches: batches_of(&insert_block, max_batch_rows),
             outcome_batches: batches_of(&insert_outcome, max_batch_rows),
+            plan_check_batches: batches_of(&insert_plan_check, max_batch_rows),
             select_blocks_newest_first,
             select_blocks_oldest_first,
             select_hour_outcomes,
             select_blocks_with_keys,
             rewrite_block,
             delete_block,
+            select_hour_plan_checks,
             legacy,
             bucket_count,
             max_batch_rows,
@@ -352,6 +371,7 @@ impl RawStore for CqlRawStore {
         // share one, and bigger batches mean fewer requests for both sides.
         let mut partitions: HashMap<(&str, i64, u32), Vec<BlockRow<'_>>> = HashMap::new();
         let mut outcome_partitions: HashMap<(&str, i64), Vec<OutcomeRow<'_>>> = HashMap::new();
+        let mut plan_check_partitions: HashMap<(&str, i64), Vec<PlanCheckRow<'_>>> = HashMap::new();
         for record in records {
             for block in raw_block::record_blocks(record, self.bucket_count) {
                 let row = (
@@ -379,6 +399,22 @@ impl RawStore for CqlRawStore {
                     .or_default()
                     .push(row);
             }
+            for count in &record.plan_checks {
+                let row = (
+                    record.customer_id.as_str(),
+                    CqlTimestamp(count.hour_start_unix_secs.saturating_mul(1000)),
+                    record.batch_id.as_str(),
+                    i32::try_from(count.plan_version).unwrap_or(i32::MAX),
+                    count.event_type.as_str(),
+                    count.rule,
+                    count.rejected,
+                    i32::try_from(count.count).unwrap_or(i32::MAX),
+                );
+                plan_check_partitions
+                    .entry((record.customer_id.as_str(), count.hour_start_unix_secs))
+                    .or_default()
+                    .push(row);
+            }
         }
 
         let mut block_writes = Vec::new();
@@ -393,9 +429,16 @@ impl RawStore for CqlRawStore {
                 outcome_writes.push(self.session.batch(&self.outcome_batches[chunk.len() - 1], chunk));
             }
         }
-        futures::future::try_join(
+        let mut plan_check_writes = Vec::new();
+        for rows in plan_check_partitions.values() {
+            for chunk in rows.chunks(self.max_batch_rows) {
+                plan_check_writes.push(self.session.batch(&self.plan_check_batches[chunk.len() - 1], chunk));
+            }
+        }
+        futures::future::try_join3(
             futures::future::try_join_all(block_writes),
             futures::future::try_join_all(outcome_writes),
+            futures::future::try_join_all(plan_check_writes),
         )
         .await
         .map_err(unavailable)?;
@@ -516,6 +559,22 @@ impl RawStore for CqlRawStore {
             if !outcomes.add(outcome, reason, u64::try_from(count).unwrap_or(0)) {
                 tracing::warn!(outcome, customer_id, hour_start, "unknown outcome in batch_outcomes; not counted");
             }
+        }
+        let pager = self
+            .session
+            .execute_iter(
+                self.select_hour_plan_checks.clone(),
+                (customer_id, CqlTimestamp(hour_start.saturating_mul(1000))),
+            )
+            .await
+            .map_err(unavailable)?;
+        let mut rows = pager.rows_stream::<(i32, String, i32, bool, i32)>().map_err(unavailable)?;
+        while let Some((plan_version, event_type, rule, rejected, count)) =
+            rows.try_next().await.map_err(unavailable)?
+        {
+            let plan_version = u32::try_from(plan_version).unwrap_or(0);
+            let key = PlanCheckKey { plan_version, event_type, rule, rejected };
+            outcomes.add_plan_check(key, u64::try_from(count).unwrap_or(0));
         }
         Ok(outcomes)
     }

@@ -11,6 +11,8 @@
 //!   A keyspace created by an older build also has `raw_events` (one row per event), which this
 //!   migration leaves alone and the store reads beside the blocks until it is dropped
 //!   (`crate::raw_store::legacy`).
+//! - `batch_plan_checks`: each batch record's tracking-plan counts (events checked per plan version, and
+//!   violations per event type and rule), keyed like `batch_outcomes` so a redelivered record counts once.
 //! - `batch_outcomes`: each batch record's outcome counts (accepted, rejected by reason, throttled) per
 //!   customer-hour, keyed by batch id, so a redelivered record counts once. The reconciliation ledger
 //!   sums them per hour.
@@ -59,6 +61,19 @@ pub async fn migrate(session: &Session, config: &CqlConfig) -> Result<u32, CqlEr
                 reason int,
                 count int,
                 PRIMARY KEY ((customer_id, hour_start), batch_id, outcome, reason)
+            ) WITH default_time_to_live = {ttl_seconds}"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {keyspace}.batch_plan_checks (
+                customer_id text,
+                hour_start timestamp,
+                batch_id text,
+                plan_version int,
+                event_type text,
+                rule int,
+                rejected boolean,
+                count int,
+                PRIMARY KEY ((customer_id, hour_start), batch_id, plan_version, event_type, rule, rejected)
             ) WITH default_time_to_live = {ttl_seconds}"
         ),
         format!("CREATE TABLE IF NOT EXISTS {keyspace}.settings (name text PRIMARY KEY, value text)"),

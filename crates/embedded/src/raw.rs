@@ -19,7 +19,8 @@
 //! `hourglass_core::raw_block` says how, and why that is exact).
 //!
 //! Outcome counts are stored per (customer, hour, batch id, outcome, reason), so a redelivered record
-//! counts once, and summed per hour when read.
+//! counts once, and summed per hour when read; tracking-plan counts likewise, per (customer, hour, batch
+//! id, plan version, event type, rule, rejected).
 //!
 //! The bucket count is fixed when `raw.db` is created (`settings` table): changing it would move events
 //! to other buckets and break de-duplication across writes.
@@ -33,8 +34,8 @@ use hourglass_core::erasure::UserMatcher;
 use hourglass_core::raw_block::{
     self, BlockRewrite, DecodeError, Decompressor, EventView, PageScans, RecordBlock, SeenEventIds,
 };
-use hourglass_core::raw_store::{EventVisitor, HourOutcomes, RawStore, RawStoreError, StoredEvent};
-use hourglass_proto::log::v1::{EventBatchRecord, OutcomeCount};
+use hourglass_core::raw_store::{EventVisitor, HourOutcomes, PlanCheckKey, RawStore, RawStoreError, StoredEvent};
+use hourglass_proto::log::v1::{EventBatchRecord, OutcomeCount, PlanCheckCount};
 use sqlx::{Row, SqlitePool};
 
 use crate::disk_full::{DiskFull, WriteError};
@@ -80,6 +81,17 @@ CREATE TABLE IF NOT EXISTS batch_outcomes (
     reason INTEGER NOT NULL,
     count INTEGER NOT NULL,
     PRIMARY KEY (customer_id, hour_start, batch_id, outcome, reason)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS batch_plan_checks (
+    customer_id TEXT NOT NULL,
+    hour_start INTEGER NOT NULL,
+    batch_id TEXT NOT NULL,
+    plan_version INTEGER NOT NULL,
+    event_type TEXT NOT NULL,
+    rule INTEGER NOT NULL,
+    rejected INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (customer_id, hour_start, batch_id, plan_version, event_type, rule, rejected)
 ) WITHOUT ROWID;
 ";
 
@@ -148,8 +160,12 @@ impl SqliteRawStore {
                 .bind(cutoff_unix)
                 .execute(&mut *transaction)
                 .await?;
+            let plan_checks = sqlx::query("DELETE FROM batch_plan_checks WHERE hour_start < ?1")
+                .bind(cutoff_unix)
+                .execute(&mut *transaction)
+                .await?;
             transaction.commit().await?;
-            Ok(blocks.rows_affected() + outcomes.rows_affected())
+            Ok(blocks.rows_affected() + outcomes.rows_affected() + plan_checks.rows_affected())
         };
         self.disk.observe(deleted.await).map_err(write_failed)
     }
@@ -352,6 +368,29 @@ async fn insert_blocks(
         }
         insert.execute(&mut **transaction).await?;
     }
+    let plan_checks: Vec<(&EventBatchRecord, &PlanCheckCount)> =
+        records.iter().flat_map(|record| record.plan_checks.iter().map(move |count| (record, count))).collect();
+    for chunk in plan_checks.chunks(ROWS_PER_INSERT) {
+        let sql = multi_row_insert(
+            "INSERT OR REPLACE INTO batch_plan_checks \
+             (customer_id, hour_start, batch_id, plan_version, event_type, rule, rejected, count)",
+            8,
+            chunk.len(),
+        );
+        let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (record, count) in chunk {
+            insert = insert
+                .bind(record.customer_id.as_str())
+                .bind(count.hour_start_unix_secs)
+                .bind(record.batch_id.as_str())
+                .bind(i64::from(count.plan_version))
+                .bind(count.event_type.as_str())
+                .bind(count.rule)
+                .bind(count.rejected)
+                .bind(i64::from(count.count));
+        }
+        insert.execute(&mut **transaction).await?;
+    }
     Ok(())
 }
 
@@ -405,6 +444,20 @@ impl RawStore for SqliteRawStore {
             if !outcomes.add(outcome, reason, u64::try_from(count).unwrap_or(0)) {
                 tracing::warn!(outcome, customer_id, hour_start, "unknown outcome in batch_outcomes; not counted");
             }
+        }
+        let plan_rows: Vec<(i64, String, i32, bool, i64)> = sqlx::query_as(
+            "SELECT plan_version, event_type, rule, rejected, SUM(count) FROM batch_plan_checks \
+             WHERE customer_id = ?1 AND hour_start = ?2 GROUP BY plan_version, event_type, rule, rejected",
+        )
+        .bind(customer_id)
+        .bind(hour_start)
+        .fetch_all(&self.readers)
+        .await
+        .map_err(unavailable)?;
+        for (plan_version, event_type, rule, rejected, count) in plan_rows {
+            let plan_version = u32::try_from(plan_version).unwrap_or(0);
+            let key = PlanCheckKey { plan_version, event_type, rule, rejected };
+            outcomes.add_plan_check(key, u64::try_from(count).unwrap_or(0));
         }
         Ok(outcomes)
     }

@@ -9,3 +9,7 @@ CREATE TABLE tracking_plans (
     created_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (customer_id, version)
 );
+
+-- Per customer-hour: the events each plan version checked and, per event type and rule, those it
+-- rejected or warned about (`HourOutcomes::plan_checks_json`).
+ALTER TABLE ledger ADD COLUMN plan_checks jsonb NOT NULL DEFAULT '[]';

@@ -59,15 +59,27 @@ fn parse_customer(customer_id: &str) -> Result<CustomerId, RollupStoreError> {
 /// The ledger columns every ledger query selects (the recount here, the ledger read in `reader.rs`), in
 /// [`LedgerTuple`] order.
 pub(crate) const LEDGER_COLUMNS: &str = "customer_id, extract(epoch FROM hour_start)::bigint, received, accepted, \
-                                         rejected, rejected_by_reason::text, throttled, stored, counted, is_final";
+                                         rejected, rejected_by_reason::text, throttled, stored, counted, is_final, \
+                                         plan_checks::text";
 
 /// A ledger row as selected with [`LEDGER_COLUMNS`].
-pub(crate) type LedgerTuple = (String, i64, i64, i64, i64, String, i64, i64, i64, bool);
+pub(crate) type LedgerTuple = (String, i64, i64, i64, i64, String, i64, i64, i64, bool, String);
 
 /// A selected ledger row as the seam's [`LedgerRow`].
 pub(crate) fn ledger_row(row: LedgerTuple) -> Result<LedgerRow, RollupStoreError> {
-    let (customer_id, hour_start, received, accepted, rejected, rejections_json, throttled, stored, counted, is_final) =
-        row;
+    let (
+        customer_id,
+        hour_start,
+        received,
+        accepted,
+        rejected,
+        rejections_json,
+        throttled,
+        stored,
+        counted,
+        is_final,
+        plan_checks_json,
+    ) = row;
     Ok(LedgerRow {
         customer_hour: CustomerHour { customer_id: parse_customer(&customer_id)?, hour_start },
         received: received as u64,
@@ -76,6 +88,7 @@ pub(crate) fn ledger_row(row: LedgerTuple) -> Result<LedgerRow, RollupStoreError
         rejected_by_reason: HourOutcomes::rejections_from_json(&rejections_json)
             .map_err(RollupStoreError::InvalidData)?,
         throttled: throttled as u64,
+        plan_checks: HourOutcomes::plan_checks_from_json(&plan_checks_json).map_err(RollupStoreError::InvalidData)?,
         stored: stored as u64,
         counted: counted as u64,
         is_final,
@@ -335,12 +348,12 @@ impl RollupStore for PostgresRollupStore {
         let outcomes = &rollup.outcomes;
         sqlx::query!(
             "INSERT INTO ledger (customer_id, hour_start, received, accepted, rejected, rejected_by_reason, throttled, \
-             stored, counted, is_final) \
-             VALUES ($1, to_timestamp($2), $3, $4, $5, $6::text::jsonb, $7, $8, $8, $9) \
+             stored, counted, is_final, plan_checks) \
+             VALUES ($1, to_timestamp($2), $3, $4, $5, $6::text::jsonb, $7, $8, $8, $9, $10::text::jsonb) \
              ON CONFLICT (customer_id, hour_start) DO UPDATE SET received = excluded.received, \
              accepted = excluded.accepted, rejected = excluded.rejected, rejected_by_reason = excluded.rejected_by_reason, \
              throttled = excluded.throttled, stored = excluded.stored, counted = excluded.counted, \
-             is_final = excluded.is_final, counted_at = now()",
+             is_final = excluded.is_final, plan_checks = excluded.plan_checks, counted_at = now()",
             customer_id,
             hour_start,
             outcomes.received() as i64,
@@ -349,7 +362,8 @@ impl RollupStore for PostgresRollupStore {
             outcomes.rejections_json(),
             outcomes.throttled as i64,
             rollup.events as i64,
-            rollup.is_final
+            rollup.is_final,
+            HourOutcomes::plan_checks_json(&outcomes.plan_checks)
         )
         .execute(&mut *transaction)
         .await

@@ -22,8 +22,10 @@ use hourglass_proto::v1::{
     Event, EventTypeSummary, GetHourStatusRequest, GetHourStatusResponse, GetHourlyMetricsRequest,
     GetHourlyMetricsResponse, GetLedgerRequest, GetLedgerResponse, GetPeriodMetricsRequest, GetPeriodMetricsResponse,
     Granularity, HourState, HourStatus, LedgerRow, ListEventTypesRequest, ListEventTypesResponse, ListRawEventsRequest,
-    ListRawEventsResponse, MetricsRow, PeriodMetricsRow, PropertyValue, RawEvent, RejectionCount, TimeRange,
+    ListRawEventsResponse, MetricsRow, PeriodMetricsRow, PlanVersionChecks, PlanViolationCount, PlanViolationHour,
+    PropertyValue, RawEvent, RejectionCount, RejectionReason, TimeRange,
 };
+use hourglass_proto::v1::{GetPlanViolationsRequest, GetPlanViolationsResponse};
 use prost::Message;
 use tonic::{Code, Request, Response, Status};
 
@@ -378,6 +380,46 @@ impl<K: KeyStore, R: RollupReader, W: RawStore> QueryService for QueryServiceImp
                 })
                 .collect();
             Ok(Response::new(GetLedgerResponse { rows }))
+        })
+        .await
+    }
+
+    async fn get_plan_violations(
+        &self,
+        request: Request<GetPlanViolationsRequest>,
+    ) -> Result<Response<GetPlanViolationsResponse>, Status> {
+        observed("GetPlanViolations", async {
+            let principal = self.authenticate(&request).await?;
+            let (from, to) = self.hourly_range(request.get_ref().range.as_ref())?;
+            // The ledger rows GetLedger answers from: the two calls cannot disagree.
+            let ledger =
+                self.reader.ledger(Some(principal.customer_id.as_str()), from, to).await.map_err(QueryError::from)?;
+            let hours = ledger
+                .into_iter()
+                .filter(|row| !row.plan_checks.is_empty())
+                .map(|row| {
+                    let mut hour = PlanViolationHour {
+                        hour_start: Some(timestamp(row.customer_hour.hour_start)),
+                        ..Default::default()
+                    };
+                    // Keys are ordered by version, type, rule, then rejected: the order the proto states.
+                    for (key, events) in row.plan_checks {
+                        if key.rule == RejectionReason::Unspecified as i32 {
+                            hour.checked.push(PlanVersionChecks { plan_version: key.plan_version, events });
+                        } else {
+                            hour.violations.push(PlanViolationCount {
+                                plan_version: key.plan_version,
+                                event_type: key.event_type,
+                                rule: key.rule,
+                                rejected: key.rejected,
+                                events,
+                            });
+                        }
+                    }
+                    hour
+                })
+                .collect();
+            Ok(Response::new(GetPlanViolationsResponse { hours }))
         })
         .await
     }

@@ -1,19 +1,21 @@
 //! The query service against real Postgres and the real CQL server: reports equal brute-force counts of
 //! the generated events (rolled up by the real aggregator), a key never reads another customer's data,
-//! cached reports are the uncached ones, and bad requests get clear INVALID_ARGUMENT errors.
+//! cached reports are the uncached ones, GetPlanViolations agrees with the ledger, and bad requests get
+//! clear INVALID_ARGUMENT errors.
 
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use hourglass_core::tracking_plan::PlanRule;
 use hourglass_proto::prost_types::Timestamp;
 use hourglass_proto::query_server::query_service_server::QueryService;
 use hourglass_proto::v1::{
-    GetHourStatusRequest, GetHourlyMetricsRequest, GetLedgerRequest, GetPeriodMetricsRequest, Granularity, HourState,
-    ListEventTypesRequest, ListRawEventsRequest, RejectionReason, TimeRange,
+    GetHourStatusRequest, GetHourlyMetricsRequest, GetLedgerRequest, GetPeriodMetricsRequest, GetPlanViolationsRequest,
+    Granularity, HourState, ListEventTypesRequest, ListRawEventsRequest, RejectionReason, TimeRange,
 };
 use hourglass_query::QueryConfig;
-use support::{ACME_REJECTIONS, at, authorized, brute_force, data_hours, range, sketch_estimate};
+use support::{ACME_PLAN_CHECKS, ACME_REJECTIONS, at, authorized, brute_force, data_hours, range, sketch_estimate};
 use tonic::Code;
 
 fn within(estimate: u64, truth: usize) -> bool {
@@ -257,6 +259,51 @@ async fn reports_equal_a_brute_force_count_of_the_events() {
         assert_eq!(by_reason, reasons, "rejections by reason at {hour}");
         assert_eq!(row.rejected, reasons.iter().map(|(_, count)| count).sum::<u64>(), "rejected at {hour}");
         assert_eq!(row.received, row.accepted + row.rejected + row.throttled);
+    }
+
+    // The tracking plan's figures come from the same ledger rows: its rejected counts are the ledger's
+    // rejections of the plan's reasons, and the hours it checked nothing are absent.
+    let plan_hours = client
+        .get_plan_violations(authorized(&platform.acme_key, GetPlanViolationsRequest { range: range(from, to) }))
+        .await
+        .unwrap()
+        .into_inner()
+        .hours;
+    let plan_hour_starts: Vec<i64> = plan_hours.iter().map(|hour| hour.hour_start.as_ref().unwrap().seconds).collect();
+    assert_eq!(plan_hour_starts, [hours[2]], "only the hour a plan checked");
+    let checked: Vec<(u32, u64)> =
+        plan_hours[0].checked.iter().map(|checked| (checked.plan_version, checked.events)).collect();
+    assert_eq!(checked, [(2, 7)]);
+    let violations: Vec<(u32, &str, RejectionReason, bool, u64)> = plan_hours[0]
+        .violations
+        .iter()
+        .map(|count| (count.plan_version, count.event_type.as_str(), count.rule(), count.rejected, count.events))
+        .collect();
+    let expected_violations: Vec<(u32, &str, RejectionReason, bool, u64)> = ACME_PLAN_CHECKS
+        .iter()
+        .filter(|(_, _, rule, _, _)| *rule != RejectionReason::Unspecified)
+        .map(|(_, event_type, rule, rejected, count)| (2, *event_type, *rule, *rejected, u64::from(*count)))
+        .collect();
+    assert_eq!(violations, expected_violations);
+    for row in &ledger {
+        let plan_hour = plan_hours.iter().find(|hour| hour.hour_start == row.hour_start);
+        for rejection in &row.rejected_by_reason {
+            if PlanRule::from_reason(rejection.reason()).is_none() {
+                continue;
+            }
+            let from_plan: u64 = plan_hour
+                .iter()
+                .flat_map(|hour| &hour.violations)
+                .filter(|count| count.rejected && count.rule == rejection.reason)
+                .map(|count| count.events)
+                .sum();
+            assert_eq!(
+                from_plan,
+                rejection.events,
+                "the ledger and GetPlanViolations agree on {:?}",
+                rejection.reason()
+            );
+        }
     }
     hourglass_cql::testing::drop_test_keyspace(&platform.cql).await;
 }

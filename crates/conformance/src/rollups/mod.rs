@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use hourglass_core::customer::CustomerId;
 use hourglass_core::job_queue::{CustomerHour, JobQueue};
-use hourglass_core::raw_store::HourOutcomes;
+use hourglass_core::raw_store::{HourOutcomes, PlanCheckKey};
 use hourglass_core::rollup_reader::{
     EventTypeSeen, HourStatus, HourlyNumericRow, HourlyRollupRow, HourlyTotalsRow, RollupReader,
 };
@@ -68,7 +68,15 @@ fn provisional_from(hour_index: i64, min_interval: Duration) -> JobKind {
 }
 
 fn outcomes(accepted: u64, rejected_by_reason: &[(i32, u64)], throttled: u64) -> HourOutcomes {
-    HourOutcomes { accepted, rejected_by_reason: rejected_by_reason.iter().copied().collect(), throttled }
+    HourOutcomes {
+        accepted,
+        rejected_by_reason: rejected_by_reason.iter().copied().collect(),
+        throttled,
+        plan_checks: BTreeMap::from([(
+            PlanCheckKey { plan_version: 1, event_type: String::new(), rule: 0, rejected: false },
+            accepted,
+        )]),
+    }
 }
 
 /// A rollup with these event types (name, events) and numeric rows (type, property, count, sum, min, max);
@@ -279,6 +287,7 @@ fn expected_ledger(customer: &str, hour_start: i64, rollup: &HourRollup) -> Ledg
         rejected: rollup.outcomes.rejected(),
         rejected_by_reason: rollup.outcomes.rejected_by_reason.clone(),
         throttled: rollup.outcomes.throttled,
+        plan_checks: rollup.outcomes.plan_checks.clone(),
         stored: rollup.events,
         counted: rollup.events,
         is_final: rollup.is_final,

@@ -114,6 +114,8 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
          ALTER TABLE customer_limits ADD COLUMN max_property_names_per_event_type INTEGER \
            CHECK (max_property_names_per_event_type > 0);",
     ),
+    // 20261129000012_tracking_plans (its table is in schema.sql, created on open).
+    ("ledger", "plan_checks", "ALTER TABLE ledger ADD COLUMN plan_checks TEXT NOT NULL DEFAULT '[]';"),
 ];
 
 /// Brings a `meta.db` made by an earlier version up to the current schema (`schema.sql` creates new

@@ -134,6 +134,8 @@ CREATE TABLE IF NOT EXISTS ledger (
     is_final           INTEGER NOT NULL,
     counted_at_us      INTEGER NOT NULL,
     verified_at_us     INTEGER,
+    -- What the tracking plan checked and found (`HourOutcomes::plan_checks_json`).
+    plan_checks        TEXT    NOT NULL DEFAULT '[]',
     PRIMARY KEY (customer_id, hour_start)
 ) STRICT;
 

@@ -59,10 +59,20 @@ pub fn range(start: i64, end: i64) -> Option<TimeRange> {
 
 /// acme's rejected events, as (index in [`data_hours`], reason, events): two reasons in one hour, one in
 /// another, the rest of the hours without rejections.
-pub const ACME_REJECTIONS: [(usize, RejectionReason, u32); 3] = [
+pub const ACME_REJECTIONS: [(usize, RejectionReason, u32); 4] = [
     (1, RejectionReason::EventTypeEmpty, 2),
     (1, RejectionReason::PropertyNameInvalid, 5),
+    (2, RejectionReason::PropertyTypeMismatch, 3),
     (3, RejectionReason::OccurredAtTooOld, 1),
+];
+
+/// What acme's tracking plan (version 2) found, in the batch of `ACME_REJECTIONS`: (hour index, event
+/// type, rule, rejected, events); the rejected ones are also in `ACME_REJECTIONS`. A rule of
+/// REJECTION_REASON_UNSPECIFIED counts the events checked.
+pub const ACME_PLAN_CHECKS: [(usize, &str, RejectionReason, bool, u32); 3] = [
+    (2, "", RejectionReason::Unspecified, false, 7),
+    (2, "checkout", RejectionReason::PropertyTypeMismatch, true, 3),
+    (2, "view", RejectionReason::PropertyUndeclared, false, 4),
 ];
 
 /// One event per (hour, n): types and users cycle with different periods so every (hour, type) has its
@@ -200,7 +210,18 @@ pub async fn start(test_name: &str) -> Platform {
             count: *count,
         })
         .collect();
-    records.push(record("acme", 998, vec![], rejections));
+    let plan_checks = ACME_PLAN_CHECKS
+        .iter()
+        .map(|(hour_index, event_type, rule, rejected, count)| hourglass_proto::log::v1::PlanCheckCount {
+            hour_start_unix_secs: hours[*hour_index],
+            plan_version: 2,
+            event_type: (*event_type).to_owned(),
+            rule: (*rule).into(),
+            rejected: *rejected,
+            count: *count,
+        })
+        .collect();
+    records.push(EventBatchRecord { plan_checks, ..record("acme", 998, vec![], rejections) });
     // A redelivered record, and a client resend of a few events in a new batch: counted once.
     records.push(records[0].clone());
     records.push(record("acme", 999, acme_events[10..15].to_vec(), vec![]));
