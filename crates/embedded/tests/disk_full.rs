@@ -208,6 +208,7 @@ fn big_record(batch_id: &str, events: usize) -> EventBatchRecord {
             reason: 0,
             count: events as u32,
         }],
+        plan_checks: Vec::new(),
     }
 }
 
