@@ -29,7 +29,10 @@ fn check<'e>(plan: &CompiledPlan, event_type: &str, properties: &[(&'e str, Plan
     plan.check(event_type, || properties.iter().copied())
 }
 
-fn good_purchase() -> Vec<(&'static str, PlanValue<'static>)> {
+/// An event's properties, as the check reads them.
+type Properties<'e> = Vec<(&'e str, PlanValue<'e>)>;
+
+fn good_purchase() -> Properties<'static> {
     vec![
         ("price", PlanValue::Number(12.5)),
         ("currency", PlanValue::String("EUR")),
@@ -58,7 +61,7 @@ fn an_event_that_follows_the_plan_breaks_nothing() {
 #[test]
 fn each_rule_is_found_with_a_message_naming_it_the_property_and_the_plan_version() {
     let plan = plan(PlanMode::Enforce);
-    let cases: [(&str, Vec<(&'static str, PlanValue<'static>)>, PlanRule, &str); 8] = [
+    let cases: [(&str, Properties<'static>, PlanRule, &str); 8] = [
         (
             "checkout",
             good_purchase(),
