@@ -74,6 +74,7 @@ fn records(hours: &[i64]) -> Vec<EventBatchRecord> {
                     reason: 0,
                     count,
                 }],
+                plan_checks: Vec::new(),
             });
         }
     }

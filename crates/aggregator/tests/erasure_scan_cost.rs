@@ -59,6 +59,7 @@ fn records(events: usize) -> Vec<EventBatchRecord> {
                     reason: 0,
                     count: EVENTS_PER_RECORD as u32,
                 }],
+                plan_checks: Vec::new(),
             }
         })
         .collect()

@@ -88,6 +88,7 @@ async fn dry_run_changes_nothing_and_the_erasure_deletes_and_recomputes() {
                     reason: 0,
                     count: 12,
                 }],
+                plan_checks: Vec::new(),
             });
         }
         raw_store.write_records(&records).await.unwrap();
