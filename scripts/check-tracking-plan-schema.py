@@ -4,7 +4,8 @@
 Every plan in docs/tracking-plans/ must be valid under the schema and every plan in
 docs/tracking-plans/invalid/ invalid; crates/core's test `the_example_plans_parse_as_the_schema_says`
 holds the parser (`PlanDocument::parse`) to the same examples, so the schema and the parser cannot
-drift apart unnoticed. Needs the `jsonschema` package (python3-jsonschema).
+drift apart unnoticed. Needs the `jsonschema` package: scripts/test.sh runs it with the e2e venv's python, where
+e2e/requirements.txt pins it.
 """
 
 import json

@@ -79,7 +79,8 @@ step "buf breaking: proto/ backward compatible with the previous commit's, and t
 bash scripts/check-proto-breaking.sh --self-test
 
 step "tracking-plan JSON Schema against its examples (scripts/check-tracking-plan-schema.py)"
-python3 scripts/check-tracking-plan-schema.py
+# From the e2e venv, where e2e/requirements.txt pins jsonschema: a new machine's python3 has none.
+"$(bash e2e/servers/tools.sh e2e-python)" scripts/check-tracking-plan-schema.py
 
 step "deployment artifacts: chart, Envoy, alerts, alarms, metrics doc (scripts/check-deploy.sh)"
 bash scripts/check-deploy.sh
