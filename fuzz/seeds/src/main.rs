@@ -148,4 +148,15 @@ fn main() {
     for (role, name, text) in files {
         write(&corpus, "config_file", name, &prefixed(&[role], text.as_bytes()));
     }
+
+    // Tracking plans: the documented examples, padded with spaces to the target's 8-byte length unit,
+    // then a few events (type, property count, then per property its pick, kind, length and text).
+    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/tracking-plans");
+    let events: &[u8] = &[0, 2, 0, 1, 3, b'a', b'b', b'c', 1, 2, 2, 0, 3, 4, 1, 0];
+    for name in ["minimal", "shop"] {
+        let mut text = std::fs::read(examples.join(format!("{name}.json"))).expect("the example plan can be read");
+        text.resize(text.len().div_ceil(8) * 8, b' ');
+        let units = u8::try_from(text.len() / 8).expect("an example plan under 2 KiB");
+        write(&corpus, "tracking_plan", name, &[&[units][..], &text, events].concat());
+    }
 }
