@@ -169,7 +169,18 @@ try {
   const show = async () => {
     await page.getByRole("button", { name: "Show", exact: true }).click();
     await page.waitForFunction(() => !document.body.hasAttribute("aria-busy"));
-    await page.locator("#status").filter({ hasText: "Showing" }).waitFor({ timeout: 10_000 });
+    // On a timeout, say what the status line shows instead (an error the console got, or a busy state).
+    await page
+      .locator("#status")
+      .filter({ hasText: "Showing" })
+      .waitFor({ timeout: 10_000 })
+      .catch(async (error) => {
+        const status = (await page.locator("#status").textContent())?.trim();
+        const alert = (await page.locator("#alert").textContent())?.trim();
+        throw new Error(
+          `the console's status reads "${status}", not "Showing ...", its alert "${alert}" (${error.message.split("\n")[0]})`,
+        );
+      });
   };
   // A cell's text; a cell holding a list (the ledger's rejections by reason) reads as its items joined by "; ".
   const tableText = (selector, part = "tbody") =>

@@ -58,6 +58,10 @@ struct Received {
     headers: HeaderMap,
     body: Vec<u8>,
     trailers: Vec<HeaderMap>,
+    /// The body's exact size as it told the server before its first frame: hyper sends it as a
+    /// Content-Length over HTTP/1.1, so it must be tonic's (none) for gRPC-Web, whose trailers come as
+    /// one more data frame.
+    exact_size: Option<u64>,
 }
 
 async fn receive<S>(service: &mut S, request: http::Request<Body>) -> Received
@@ -67,8 +71,9 @@ where
 {
     std::future::poll_fn(|context| service.poll_ready(context)).await.unwrap();
     let (parts, mut body) = service.call(request).await.unwrap().into_parts();
+    let exact_size = HttpBody::size_hint(&body).exact();
     let mut received =
-        Received { status: parts.status, headers: parts.headers, body: Vec::new(), trailers: Vec::new() };
+        Received { status: parts.status, headers: parts.headers, body: Vec::new(), trailers: Vec::new(), exact_size };
     while let Some(frame) = std::future::poll_fn(|context| Pin::new(&mut body).poll_frame(context)).await {
         match frame.unwrap().into_data() {
             Ok(data) => received.body.extend_from_slice(&data),
