@@ -1,9 +1,12 @@
 // The console page: sign in with a query key, pick a range, and show the query service's reports
-// (metrics, hour status, ledger, raw events). Every figure comes from hourglass.v1.QueryService over
-// gRPC-Web; nothing here computes a count the service did not return.
+// (metrics, hour status, ledger, plan violations, raw events). Every figure comes from
+// hourglass.v1.QueryService over gRPC-Web; nothing here computes a count the service did not return.
 import "./style.css";
 import { classify, fromTimestamp, queryClient, toTimestamp, type Failure, type QueryClient } from "./api.js";
 import { drawSeries } from "./charts.js";
+import { byId, cell, count, reasonLabel, totalHeading, utcText } from "./format.js";
+import { showPlanViolations } from "./plans.js";
+import { sortableTable } from "./sortable.js";
 import { Granularity, HourState, type MetricsRow, type RejectionCount } from "./gen/hourglass/v1/query_pb.js";
 import { RejectionReason } from "./gen/hourglass/v1/ingest_pb.js";
 import type { Event } from "./gen/hourglass/v1/event_pb.js";
@@ -11,30 +14,19 @@ import type { Event } from "./gen/hourglass/v1/event_pb.js";
 const KEY_STORAGE = "hourglass.console.queryKey";
 const HOUR_MS = 3_600_000;
 
-const byId = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const statusLine = byId<HTMLDivElement>("status");
 const alertBox = byId<HTMLDivElement>("alert");
 
 let client: QueryClient | undefined;
 
-// --- Formatting: every time is UTC, shown as "2026-11-29 13:00".
+// --- Dates: the page's inputs are UTC hours.
 
-const utcText = (date: Date | undefined) =>
-  date === undefined ? "" : date.toISOString().slice(0, 16).replace("T", " ");
-const count = (value: bigint | number) => value.toLocaleString("en-US");
 /** A datetime-local input's value, read as UTC. */
 const inputDate = (input: HTMLInputElement) => new Date(`${input.value}:00Z`);
 const setInputDate = (input: HTMLInputElement, date: Date) => {
   input.value = date.toISOString().slice(0, 16);
 };
 const floorHour = (date: Date) => new Date(Math.floor(date.getTime() / HOUR_MS) * HOUR_MS);
-
-function cell(row: HTMLTableRowElement, text: string, className?: string): HTMLTableCellElement {
-  const td = row.insertCell();
-  td.textContent = text;
-  if (className) td.className = className;
-  return td;
-}
 
 // --- States: loading, error, empty.
 
@@ -147,9 +139,17 @@ interface TableRow {
   estimated: boolean;
 }
 
-let tableRows: TableRow[] = [];
-let sortKey: keyof TableRow = "period";
-let sortAscending = true;
+const metricsTable = sortableTable<TableRow>(byId<HTMLTableElement>("metrics-table"), {
+  initialKey: "period",
+  // Ties keep period then type order, so the table is stable whatever the key.
+  tieBreak: (a, b) => a.period.getTime() - b.period.getTime() || a.type.localeCompare(b.type),
+  render: (tr, row) => {
+    cell(tr, utcText(row.period));
+    cell(tr, row.type);
+    cell(tr, count(row.events), "num");
+    cell(tr, `${row.estimated ? "≈ " : ""}${count(row.users)}`, "num");
+  },
+});
 
 async function metricsRows(range: Range, groupByType: boolean): Promise<MetricsRow[] | undefined> {
   const granularity = byId<HTMLSelectElement>("granularity").value;
@@ -195,41 +195,15 @@ async function loadMetrics(range: Range) {
     (estimated ? " (estimated: merged sketches)" : "");
   drawSeries("events-chart", "Events", periods, events, "#1f5fbf");
   drawSeries("users-chart", "Unique users", periods, users, "#a33a00");
-  tableRows = byType.map((row) => ({
-    period: fromTimestamp(row.periodStart)!,
-    type: row.eventType,
-    events: row.events,
-    users: row.distinctUsers,
-    estimated: row.distinctUsersEstimated,
-  }));
-  renderMetricsTable();
-}
-
-function renderMetricsTable() {
-  const direction = sortAscending ? 1 : -1;
-  const sorted = [...tableRows].sort((a, b) => {
-    const left = a[sortKey];
-    const right = b[sortKey];
-    const order = left < right ? -1 : left > right ? 1 : 0;
-    // Ties keep period then type order, so the table is stable whatever the key.
-    return order * direction || a.period.getTime() - b.period.getTime() || a.type.localeCompare(b.type);
-  });
-  const body = byId<HTMLTableElement>("metrics-table").tBodies[0];
-  body.replaceChildren();
-  for (const row of sorted) {
-    const tr = body.insertRow();
-    cell(tr, utcText(row.period));
-    cell(tr, row.type);
-    cell(tr, count(row.events), "num");
-    cell(tr, `${row.estimated ? "≈ " : ""}${count(row.users)}`, "num");
-  }
-  for (const th of byId<HTMLTableElement>("metrics-table").tHead!.rows[0].cells) {
-    if (th.dataset.key === sortKey) {
-      th.setAttribute("aria-sort", sortAscending ? "ascending" : "descending");
-    } else {
-      th.removeAttribute("aria-sort");
-    }
-  }
+  metricsTable.show(
+    byType.map((row) => ({
+      period: fromTimestamp(row.periodStart)!,
+      type: row.eventType,
+      events: row.events,
+      users: row.distinctUsers,
+      estimated: row.distinctUsersEstimated,
+    })),
+  );
 }
 
 const stateNames: Record<HourState, string> = {
@@ -271,14 +245,6 @@ async function loadHourStatus(range: Range) {
     });
     tr.insertCell().append(button);
   }
-}
-
-/** A rejection reason as the page names it: the proto enum's name in words ("event type empty"). */
-function reasonLabel(reason: RejectionReason): string {
-  if (reason === RejectionReason.UNSPECIFIED) return "unknown reason";
-  // A reason newer than this page's generated client has no name here, only its number.
-  const name: string | undefined = RejectionReason[reason];
-  return name === undefined ? `reason ${reason}` : name.toLowerCase().replaceAll("_", " ");
 }
 
 /** The ledger's rejections of one hour (or the total), one list item per reason, in reason order. */
@@ -340,10 +306,7 @@ async function loadLedger(range: Range) {
   foot.replaceChildren();
   if (response.rows.length > 0) {
     const tr = foot.insertRow();
-    const th = document.createElement("th");
-    th.scope = "row";
-    th.textContent = "Total";
-    tr.append(th);
+    totalHeading(tr);
     for (const column of columns) {
       if (column === "byReason") reasonsCell(tr, totalByReason, "reasons");
       else cell(tr, count(totals[column]), "num");
@@ -361,6 +324,12 @@ async function loadLedger(range: Range) {
   summary.className = `summary ${mismatches === 0 ? "ok" : "bad"}`;
 }
 
+async function loadPlanViolations(range: Range) {
+  const response = await guarded(() => client!.getPlanViolations({ range: timeRange(range) }));
+  if (response === undefined) return;
+  showPlanViolations(response);
+}
+
 async function refresh() {
   const range = selectedRange();
   if (range === undefined || client === undefined) return;
@@ -368,7 +337,7 @@ async function refresh() {
   statusLine.dataset.done = "";
   await loadEventTypes(range);
   if (client === undefined) return;
-  await Promise.all([loadMetrics(range), loadHourStatus(range), loadLedger(range)]);
+  await Promise.all([loadMetrics(range), loadHourStatus(range), loadLedger(range), loadPlanViolations(range)]);
   if (client !== undefined && alertBox.hidden) {
     statusLine.dataset.done = `Showing ${utcText(range.start)} to ${utcText(range.end)} UTC.`;
     statusLine.textContent = statusLine.dataset.done;
@@ -453,14 +422,6 @@ byId("raw-form").addEventListener("submit", (event) => {
   void loadRawPage(true);
 });
 byId("raw-next").addEventListener("click", () => void loadRawPage(false));
-for (const th of byId<HTMLTableElement>("metrics-table").tHead!.rows[0].cells) {
-  th.querySelector("button")!.addEventListener("click", () => {
-    const key = th.dataset.key as keyof TableRow;
-    sortAscending = key === sortKey ? !sortAscending : true;
-    sortKey = key;
-    renderMetricsTable();
-  });
-}
 
 // Deep links for bookmarks and the browser test: ?from=…&to=…&granularity=… (UTC, datetime-local form).
 const params = new URLSearchParams(window.location.search);

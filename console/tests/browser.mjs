@@ -2,7 +2,9 @@
 // the built page in headless Chromium (Debian's `chromium`, driven by playwright-core), and the figures on
 // the page checked against the events sent: exact counts in the chart captions and the table, a ledger
 // that balances with its rejected events by reason, the error states of a wrong key, a wrong-scope key and a stopped server, the empty
-// state, and the raw-events view paging through one hour with every event exactly once.
+// state, the raw-events view paging through one hour with every event exactly once, and the plan-violations
+// panel's every cell after a tracking plan pushed with `hourglass plans push` (enforce, then warn) checked
+// known events.
 //
 //   HOURGLASS_BIN=target/debug/hourglass node console/tests/browser.mjs
 //
@@ -106,6 +108,220 @@ const hour1Reasons = "event type empty: 1; property name invalid: 2";
 const hourOf = (event) => Math.floor(Date.parse(event.occurred_at) / HOUR_MS) * HOUR_MS;
 const expectedPerHour = hours.map((hour) => events.filter((event) => hourOf(event) === hour.getTime()));
 
+// --- A tracking plan (README: Tracking plans), pushed for the demo customer after the events above, so they
+// are checked by none: v1 in enforce mode, then v2, the same rules in warn mode. Their events fall in hours of
+// their own, before the three above: planHours[0] only valid events, then violations of all eight rules.
+const planHours = [8, 7, 6, 5].map((ago) => new Date(thisHour - ago * HOUR_MS));
+const planV1 = {
+  mode: "enforce",
+  undeclared_event_types: "reject",
+  undeclared_properties: "warn",
+  event_types: {
+    page_view: { properties: { path: { type: "string", required: true } } },
+    purchase: {
+      properties: {
+        price: { type: "number", required: true, minimum: 0 },
+        currency: { type: "string", required: true, enum: ["EUR", "USD"] },
+        sku: { type: "string", max_length: 8, pattern: "^[A-Z0-9-]+$" },
+      },
+    },
+  },
+};
+const planV2 = { ...planV1, mode: "warn", undeclared_event_types: "warn" };
+// The rules as the console names them, in RejectionReason order (the order the page lists them in).
+const rules = [
+  "event type undeclared",
+  "property undeclared",
+  "property required missing",
+  "property type mismatch",
+  "property not in enum",
+  "property out of range",
+  "property too long",
+  "property pattern mismatch",
+];
+const purchase = { price: 12.5, currency: "EUR", sku: "AB-12" };
+// [plan version, index in planHours, event type, events, properties, the one rule they break, its outcome].
+// v1 rejects all but an undeclared property (warned); v2, in warn mode, accepts every event.
+const planGroups = [
+  [1, 1, "purchase", 5, purchase],
+  [1, 1, "purchase", 3, { ...purchase, price: "12" }, "property type mismatch", "rejected"],
+  [1, 1, "purchase", 2, { ...purchase, currency: "JPY" }, "property not in enum", "rejected"],
+  [1, 1, "page_view", 4, { path: "/" }],
+  [1, 1, "page_view", 1, {}, "property required missing", "rejected"],
+  [1, 1, "page_view", 2, { path: "/", color: "red" }, "property undeclared", "warned"],
+  [1, 2, "signup", 4, {}, "event type undeclared", "rejected"],
+  [1, 2, "purchase", 1, { ...purchase, price: -1 }, "property out of range", "rejected"],
+  [1, 2, "purchase", 2, { ...purchase, sku: "ABCDEFGHIJ" }, "property too long", "rejected"],
+  [1, 2, "purchase", 1, { ...purchase, sku: "ab" }, "property pattern mismatch", "rejected"],
+  [1, 2, "purchase", 1, { ...purchase, price: "7" }, "property type mismatch", "rejected"],
+  [1, 2, "purchase", 3, purchase],
+  [2, 0, "page_view", 3, { path: "/" }],
+  [2, 2, "purchase", 2, { ...purchase, price: "x" }, "property type mismatch", "warned"],
+  [2, 2, "page_view", 3, { path: "/b" }],
+  [2, 3, "signup", 3, {}, "event type undeclared", "warned"],
+  [2, 3, "purchase", 1, { ...purchase, currency: "JPY" }, "property not in enum", "warned"],
+  [2, 3, "page_view", 6, { path: "/a" }],
+  [2, 3, "purchase", 2, purchase],
+];
+const planEvents = (version) =>
+  planGroups
+    .filter(([groupVersion]) => groupVersion === version)
+    .flatMap(([, hourIndex, eventType, count, properties], groupIndex) =>
+      Array.from({ length: count }, (_, index) => ({
+        event_id: `console-plan-v${version}-${groupIndex}-${index}`,
+        event_type: eventType,
+        occurred_at: new Date(planHours[hourIndex].getTime() + (groupIndex * 60 + index) * 1000).toISOString(),
+        user_id: `u${index}`,
+        properties,
+      })),
+    );
+
+// --- The tracking plan's part: push, send, and check the plan-violations panel.
+
+/** `hourglass send`'s summary of a file of events: [accepted, rejected]. */
+async function sendFile(name, fileEvents, ingestKey) {
+  const file = join(dataDir, name);
+  writeFileSync(file, fileEvents.map((event) => JSON.stringify(event)).join("\n") + "\n");
+  const { stdout } = await promisify(execFile)(hourglass, [
+    "send", "--target", origin, "--api-key", ingestKey, "--file", file, "--batch-size", "10",
+  ]);
+  const figure = (name) => Number(stdout.match(new RegExp(`^  ${name} +(\\d+)$`, "m"))[1]);
+  return [figure("accepted"), figure("rejected")];
+}
+
+async function pushPlan(version, plan) {
+  const file = join(dataDir, `plan-v${version}.json`);
+  writeFileSync(file, JSON.stringify(plan));
+  const { stdout } = await promisify(execFile)(hourglass, [
+    "plans", "push", "--customer", "demo", "--data-dir", dataDir, file,
+  ]);
+  assert.match(stdout, /^pushed plan/, `plans push v${version}`);
+}
+
+/** Sends one event of an undeclared type, in an hour no check reads, until `done` holds for its ack
+ * (v1 rejects it, v2 accepts it): the collector then uses the version just pushed. */
+let probes = 0;
+async function waitForPlan(what, ingestKey, done) {
+  await waitFor(what, async () => {
+    probes += 1;
+    const probe = {
+      event_id: `console-plan-probe-${probes}`,
+      event_type: "plan_probe",
+      occurred_at: new Date(thisHour - 12 * HOUR_MS).toISOString(),
+    };
+    const [accepted, rejected] = await sendFile("plan-probe.jsonl", [probe], ingestKey);
+    return done(accepted, rejected);
+  });
+}
+
+async function checkPlanViolations(page, show, tableText, ingestKey) {
+  const groupEvents = (group) => group[3];
+  const sumOf = (groups) => groups.reduce((total, group) => total + groupEvents(group), 0);
+  await pushPlan(1, planV1);
+  await waitForPlan("plan v1 (enforce) at the collector", ingestKey, (accepted, rejected) => rejected === 1);
+  const v1Groups = planGroups.filter((group) => group[0] === 1);
+  const v1Rejected = sumOf(v1Groups.filter((group) => group[6] === "rejected"));
+  assert.deepEqual(await sendFile("plan-v1.jsonl", planEvents(1), ingestKey), [sumOf(v1Groups) - v1Rejected, v1Rejected]);
+  await pushPlan(2, planV2);
+  await waitForPlan("plan v2 (warn) at the collector", ingestKey, (accepted) => accepted === 1);
+  const v2Groups = planGroups.filter((group) => group[0] === 2);
+  assert.deepEqual(await sendFile("plan-v2.jsonl", planEvents(2), ingestKey), [sumOf(v2Groups), 0]);
+  log(`plan: sent ${sumOf(planGroups)} events checked by v1 and v2, ${probes} probes`);
+
+  // What the ledger and the panel must show, from planGroups alone.
+  const inHour = (hourIndex) => planGroups.filter((group) => group[1] === hourIndex);
+  const rejectedIn = (groups) => groups.filter((group) => group[6] === "rejected");
+  const reasonsText = (groups) => {
+    const text = rules
+      .map((rule) => [rule, sumOf(groups.filter((group) => group[5] === rule))])
+      .filter(([, events]) => events > 0)
+      .map(([rule, events]) => `${rule}: ${events}`)
+      .join("; ");
+    return text === "" ? "none" : text;
+  };
+  await page.goto(`${origin}/console/?from=${utcInput(planHours[0])}&to=${utcInput(new Date(planHours[3].getTime() + HOUR_MS))}`);
+  await waitFor("the plan's hours final, counted, their rejections in the ledger", async () => {
+    await show();
+    const ledger = await tableText("#ledger-table");
+    const expected = planHours.map((hour, hourIndex) => {
+      const groups = inHour(hourIndex);
+      const stored = String(sumOf(groups) - sumOf(rejectedIn(groups)));
+      return [utcText(hour), String(sumOf(groups)), stored, String(sumOf(rejectedIn(groups))),
+        reasonsText(rejectedIn(groups)), "0", stored, stored, "final", "balanced"];
+    });
+    if (JSON.stringify(ledger) !== JSON.stringify(expected)) {
+      throw new Error(`ledger ${JSON.stringify(ledger)}, expected ${JSON.stringify(expected)}`);
+    }
+    return true;
+  });
+
+  // Per hour and plan version: the events it checked (every event of the hour reached the plan), rejected, warned.
+  const versionRows = [];
+  planHours.forEach((hour, hourIndex) => {
+    for (const version of [1, 2]) {
+      const groups = inHour(hourIndex).filter((group) => group[0] === version);
+      if (groups.length === 0) continue;
+      versionRows.push([utcText(hour), `v${version}`, String(sumOf(groups)),
+        String(sumOf(rejectedIn(groups))), String(sumOf(groups.filter((group) => group[6] === "warned")))]);
+    }
+  });
+  const violating = planGroups.filter((group) => group[5] !== undefined);
+  const totalRejected = sumOf(rejectedIn(planGroups));
+  const totalWarned = sumOf(violating) - totalRejected;
+  assert.deepEqual(await tableText("#plan-hours-table"), versionRows, "the plan panel: hours and versions");
+  assert.deepEqual(
+    await tableText("#plan-hours-table", "tfoot"),
+    [["Total", "", String(sumOf(planGroups)), String(totalRejected), String(totalWarned)]],
+  );
+  // Violations: one row per hour, version, type, rule and outcome (every group here is its own), in that order.
+  const ruleIndex = (rule) => rules.indexOf(rule);
+  const violationRows = [...violating]
+    .sort((a, b) => a[1] - b[1] || a[0] - b[0] || a[2].localeCompare(b[2]) || ruleIndex(a[5]) - ruleIndex(b[5]))
+    .map(([version, hourIndex, eventType, events, , rule, outcome]) =>
+      [utcText(planHours[hourIndex]), `v${version}`, eventType, rule, outcome, String(events)]);
+  assert.deepEqual(await tableText("#plan-violations-table"), violationRows, "the plan panel: violations");
+  assert.deepEqual(
+    await tableText("#plan-violations-table", "tfoot"),
+    [["Total", "", "", "", "", String(sumOf(violating))]],
+  );
+  // Per rule over the range: all eight, rejected and warned apart.
+  const ruleRows = rules.map((rule) => {
+    const groups = violating.filter((group) => group[5] === rule);
+    const rejected = sumOf(rejectedIn(groups));
+    return [rule, String(rejected), String(sumOf(groups) - rejected), String(sumOf(groups))];
+  });
+  assert.deepEqual(await tableText("#plan-rules-table"), ruleRows, "the plan panel: per rule");
+  assert.deepEqual(
+    await tableText("#plan-rules-table", "tfoot"),
+    [["Total", String(totalRejected), String(totalWarned), String(sumOf(violating))]],
+  );
+  assert.equal(
+    await page.locator("#plan-summary").textContent(),
+    `Plans v1, v2 checked ${sumOf(planGroups)} events in 4 hours; ${sumOf(violating)} violations, ` +
+      `${totalRejected} rejected and ${totalWarned} warned.`,
+  );
+  assert(!(await page.locator("#plan-empty").isVisible()) && !(await page.locator("#plan-clean").isVisible()));
+  await page.locator('section[aria-labelledby="plan-title"]').screenshot({ path: join(screenshots, "console-plan-violations.png") });
+
+  // Sorting by events, from the keyboard: descending after the second Enter.
+  const eventsHeading = page.locator('#plan-violations-table th[data-key="events"]');
+  await eventsHeading.getByRole("button").press("Enter");
+  assert.equal(await eventsHeading.getAttribute("aria-sort"), "ascending");
+  await eventsHeading.getByRole("button").press("Enter");
+  assert.equal(await eventsHeading.getAttribute("aria-sort"), "descending");
+  const byEvents = (await tableText("#plan-violations-table")).map((row) => Number(row[5]));
+  assert.deepEqual(byEvents, violationRows.map((row) => Number(row[5])).sort((a, b) => b - a));
+
+  // An hour the plan checked with no violation: the panel's second empty state, under its version's row.
+  await page.goto(`${origin}/console/?from=${utcInput(planHours[0])}&to=${utcInput(planHours[1])}`);
+  await page.locator("#status").filter({ hasText: "Showing" }).waitFor();
+  const clean = sumOf(inHour(0));
+  assert.deepEqual(await tableText("#plan-hours-table"), [[utcText(planHours[0]), "v2", String(clean), "0", "0"]]);
+  assert(await page.locator("#plan-clean").isVisible(), "no violations: the panel says so");
+  assert(!(await page.locator("#plan-violations").isVisible()), "no violations: no violation tables");
+  assert.equal(await page.locator("#plan-summary").textContent(), `Plan v2 checked ${clean} events in 1 hour; no violations.`);
+}
+
 // --- Standalone.
 
 const dataDir = mkdtempSync(join(tmpdir(), "hourglass-console-"));
@@ -115,7 +331,8 @@ const origin = `http://${address}`;
 let standaloneExited = false;
 const standalone = spawn(hourglass, ["standalone", "--data-dir", dataDir, "--listen-addr", address], {
   stdio: ["ignore", "pipe", "pipe"],
-  env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn" },
+  // A pushed plan applies within a second (the wait for it is a condition, not this figure).
+  env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn", HOURGLASS_PLAN_CACHE_TTL_SECS: "1" },
 });
 const standaloneLog = [];
 standalone.stdout.on("data", (chunk) => standaloneLog.push(chunk.toString()));
@@ -264,6 +481,10 @@ try {
   assert.deepEqual(ledgerTotal.slice(3, 5), ["3", hour1Reasons], "the total rejected, by reason");
   assert.equal(await page.locator("#ledger-summary").textContent(), "All 3 hours balance.");
   assert.equal(await page.locator("#ledger-table tr.mismatch").count(), 0);
+  // No plan checked these events: the plan panel's first empty state.
+  assert(await page.locator("#plan-empty").isVisible(), "no plan: the plan panel says so");
+  assert(!(await page.locator("#plan-checked").isVisible()), "no plan: no plan tables");
+  assert.equal(await page.locator("#plan-summary").textContent(), "");
   await page.screenshot({ path: join(screenshots, "console-hourly.png"), fullPage: true });
   // The README's picture (docs/console.png is a copy): the range, the charts and the table.
   await page.screenshot({ path: join(screenshots, "console-readme.png"), clip: { x: 0, y: 0, width: 1280, height: 640 } });
@@ -323,6 +544,9 @@ try {
   assert(await page.locator("#metrics-empty").isVisible(), "the empty state is shown");
   assert(await page.locator("#hours-empty").isVisible());
   assert.equal(await page.locator("#ledger-summary").textContent(), "No hour in this range received events.");
+  assert(await page.locator("#plan-empty").isVisible(), "an empty range: the plan panel's empty state");
+
+  await checkPlanViolations(page, show, tableText, ingestKey);
   assert.deepEqual(pageErrors, [], "no script errors and no blocked resources");
 
   // A malformed key, a well-formed key the server does not know (the query key with its secret altered),
