@@ -549,6 +549,14 @@ try {
   await checkPlanViolations(page, show, tableText, ingestKey);
   assert.deepEqual(pageErrors, [], "no script errors and no blocked resources");
 
+  // The plan panel's own call failing (the connection refused to it alone) shows the page's unavailable state.
+  await page.route("**/hourglass.v1.QueryService/GetPlanViolations", (route) => route.abort("connectionrefused"));
+  await page.getByRole("button", { name: "Show", exact: true }).click();
+  await page.getByRole("alert").filter({ hasText: "unavailable" }).waitFor();
+  assert.equal(await page.getByRole("alert").getAttribute("data-kind"), "unavailable");
+  assert.doesNotMatch(await page.locator("#status").textContent(), /Showing/, "a failed panel is not reported as shown");
+  await page.unroute("**/hourglass.v1.QueryService/GetPlanViolations");
+
   // A malformed key, a well-formed key the server does not know (the query key with its secret altered),
   // then a key of the wrong scope: the error state, and back to signing in.
   const alteredKey = queryKey.slice(0, -6) + (queryKey.endsWith("aaaaaa") ? "bbbbbb" : "aaaaaa");
