@@ -36,6 +36,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         "hourglass/v1/ingest.proto",
         "hourglass/v1/query.proto",
         "hourglass/log/v1/record.proto",
+        "hourglass/admin/v1/admin.proto",
     ];
     for file in &files {
         println!("cargo:rerun-if-changed={}", proto_root.join(file).display());

@@ -31,48 +31,37 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use hourglass_core::customer::CustomerId;
 use hourglass_core::erasure::{
-    ErasureHour, ErasureLease, ErasureRequest, ErasureSalt, ErasureStore, ErasureStoreError, SaltTooShort, UserHash,
-    UserMatcher,
+    ErasureHour, ErasureLease, ErasureRequest, ErasureSalt, ErasureState, ErasureStore, ErasureStoreError,
+    FindHoursError, SaltTooShort, UserHash, UserMatcher,
 };
-use hourglass_core::hour::SECONDS_PER_HOUR;
 use hourglass_core::job_queue::CustomerHour;
 use hourglass_core::raw_store::{RawStore, RawStoreError};
 use hourglass_core::rollup_store::{Completion, RollupStore, RollupStoreError};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::AggregatorConfig;
 use crate::reprocess::{ReprocessError, is_final_at, lease_hour_waiting};
 use crate::worker::{aggregate_hour, holding_lease};
 
-/// The erasure settings, shared by `hourglass erase` and the roles that suppress erased users.
-#[derive(Clone, Debug, clap::Args)]
-pub struct ErasureConfig {
-    /// The deployment's secret key of the hashes that name erased users (HMAC-SHA256 of customer and user
-    /// id), at least 16 bytes. Every role and tool of a deployment must use the same one; changing it
-    /// makes earlier requests unrecognisable. No default: erasure refuses to run without it.
-    #[arg(long = "erasure-salt", env = "HOURGLASS_ERASURE_SALT", hide_env_values = true)]
-    pub salt: Option<String>,
+pub use hourglass_config::ErasureConfig;
+pub use hourglass_core::erasure::FoundHours;
 
-    /// For how many days after an erasure request the person's events are dropped at ingestion (a client
-    /// retrying, a buffered SDK, a replay of the event log) and counted as erased. 30 by default, the
-    /// default raw retention: no event older than that is stored anyway.
-    #[arg(
-        long = "erasure-suppress-days",
-        env = "HOURGLASS_ERASURE_SUPPRESS_DAYS",
-        default_value_t = 30,
-        value_parser = clap::value_parser!(u32).range(1..)
-    )]
-    pub suppress_days: u32,
+/// What the aggregator reads of [`ErasureConfig`]: the salt, checked, and the end of suppression.
+pub trait ErasureSettings {
+    /// The salt, refused when missing or too short.
+    fn erasure_salt(&self) -> Result<ErasureSalt, ErasureError>;
+
+    /// Until when a request recorded at `now` suppresses the person's events.
+    fn suppress_until(&self, now: DateTime<Utc>) -> DateTime<Utc>;
 }
 
-impl ErasureConfig {
-    /// The salt, refused when missing or too short.
-    pub fn salt(&self) -> Result<ErasureSalt, ErasureError> {
+impl ErasureSettings for ErasureConfig {
+    fn erasure_salt(&self) -> Result<ErasureSalt, ErasureError> {
         let secret = self.salt.as_deref().ok_or(ErasureError::NoSalt)?;
         Ok(ErasureSalt::new(secret)?)
     }
 
-    /// Until when a request recorded at `now` suppresses the person's events.
-    pub fn suppress_until(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+    fn suppress_until(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         now + TimeDelta::days(i64::from(self.suppress_days))
     }
 }
@@ -95,6 +84,9 @@ pub enum ErasureError {
     /// The erasure store failed.
     #[error(transparent)]
     ErasureStore(#[from] ErasureStoreError),
+    /// Finding the person's hours failed.
+    #[error(transparent)]
+    FindHours(#[from] FindHoursError),
     /// An hour could not be leased or its lease was lost.
     #[error(transparent)]
     Hour(#[from] ReprocessError),
@@ -122,18 +114,8 @@ pub enum ErasureProgress {
     },
 }
 
-/// The hours holding a person's events.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct FoundHours {
-    /// Inside their horizon: erased and recomputed.
-    pub hours: Vec<ErasureHour>,
-    /// Past their horizon: never recomputed, and their raw rows expire within the retention's margin;
-    /// listed so an operator knows.
-    pub past_horizon: Vec<ErasureHour>,
-}
-
 /// Scans the customer's hours with data whose raw rows may still exist for the matcher's user, oldest
-/// first; `on_progress` after each hour.
+/// first ([`find_user_hours`](hourglass_core::erasure::find_user_hours)); `on_progress` after each hour.
 pub async fn find_hours<R: RawStore, S: RollupStore>(
     config: &AggregatorConfig,
     raw_store: &R,
@@ -142,25 +124,16 @@ pub async fn find_hours<R: RawStore, S: RollupStore>(
     now_unix: i64,
     mut on_progress: impl FnMut(ErasureProgress),
 ) -> Result<FoundHours, ErasureError> {
-    let retention = &config.raw_retention;
-    let oldest = now_unix.saturating_sub(retention.retention_secs).saturating_sub(SECONDS_PER_HOUR);
-    // Events may be a little in the future (the collector's allowed clock skew); a day covers it.
-    let newest = now_unix.saturating_add(86_400);
-    let candidates = rollup_store.hours_with_data(Some(matcher.customer_id().as_str()), oldest, newest).await?;
-    let mut found = FoundHours::default();
-    for (index, customer_hour) in candidates.iter().enumerate() {
-        let events = raw_store.count_user_events(matcher, customer_hour.hour_start).await?;
-        if events > 0 {
-            let hour = ErasureHour { customer_hour: customer_hour.clone(), events, revision: None };
-            if retention.is_past_horizon(customer_hour.hour_start, now_unix) {
-                found.past_horizon.push(hour);
-            } else {
-                found.hours.push(hour);
-            }
-        }
-        on_progress(ErasureProgress::Scanning { done: index + 1, total: candidates.len() });
-    }
-    Ok(found)
+    let found = hourglass_core::erasure::find_user_hours(
+        raw_store,
+        rollup_store,
+        &config.raw_retention,
+        matcher,
+        now_unix,
+        |done, total| on_progress(ErasureProgress::Scanning { done, total }),
+    )
+    .await;
+    Ok(found?)
 }
 
 /// What a run did.
@@ -182,7 +155,7 @@ pub async fn request<E: ErasureStore>(
     user_id: &str,
     now: DateTime<Utc>,
 ) -> Result<ErasureRequest, ErasureError> {
-    let salt = erasure_config.salt()?;
+    let salt = erasure_config.erasure_salt()?;
     let user_hash = UserHash::of(&salt, customer_id.as_str(), user_id);
     Ok(erasure_store.request_erasure(customer_id, user_hash, erasure_config.suppress_until(now)).await?)
 }
@@ -204,7 +177,7 @@ pub async fn run_request<R: RawStore, S: RollupStore, E: ErasureStore>(
     let lease_lost = || ErasureError::LeaseLost(request.id.clone());
     let matcher = UserMatcher::new(salt, request.customer_id.clone(), request.user_hash);
     let mut past_horizon = Vec::new();
-    if request.state == hourglass_core::erasure::ErasureState::Pending {
+    if request.state == ErasureState::Pending {
         let scan = find_hours(config, raw_store, rollup_store, &matcher, now_unix, &mut on_progress);
         let found = holding_erasure_lease(config, erasure_store, lease, scan).await.ok_or_else(lease_lost)??;
         for hour in &found.past_horizon {
@@ -234,6 +207,7 @@ pub async fn run_request<R: RawStore, S: RollupStore, E: ErasureStore>(
         if !erasure_store.record_erased_hour(lease, &hour.customer_hour, revision).await? {
             return Err(lease_lost());
         }
+        metrics::counter!(crate::telemetry::ERASURE_EVENTS_ERASED_TOTAL).increment(hour.events);
         on_progress(ErasureProgress::Erasing { done, total });
     }
     if !erasure_store.finish_erasure(lease).await? {
@@ -322,13 +296,105 @@ pub async fn lease_request<E: ErasureStore>(
         if let Some(lease) = erasure_store.lease_erasure(id, &owner, config.lease()).await? {
             return Ok(Some(lease));
         }
-        let done = erasure_store
-            .erasure(id)
-            .await?
-            .is_none_or(|request| request.state == hourglass_core::erasure::ErasureState::Done);
+        let done = erasure_store.erasure(id).await?.is_none_or(|request| request.state == ErasureState::Done);
         if done || tokio::time::Instant::now() > deadline {
             return Ok(None);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Runs erasure requests in the background, as a job like the others: leases the oldest request that is
+/// not done and not under a live lease ([`lease_next`]: one recorded by the admin service, or one a
+/// crashed run left once its lease expired), runs it to its end, and looks again every
+/// `--aggregator-poll-interval-ms` when there was none, until `shutdown`. Progress goes to the log (each
+/// planned hour as it is done) and to the metrics of [`telemetry`](crate::telemetry). A run cut short
+/// (shutdown, a failure, a crash) leaves the request leased until its lease expires; the next run resumes
+/// it on the hours not done.
+pub async fn run_requests<R: RawStore, S: RollupStore, E: ErasureStore>(
+    config: &AggregatorConfig,
+    salt: &ErasureSalt,
+    raw_store: &R,
+    rollup_store: &S,
+    erasure_store: &E,
+    shutdown: &CancellationToken,
+) {
+    crate::telemetry::describe();
+    tracing::info!("erasure requests run by this worker");
+    while !shutdown.is_cancelled() {
+        match erasure_store.list_erasures(None).await {
+            Ok(requests) => {
+                let pending = requests.iter().filter(|request| request.state != ErasureState::Done).count();
+                metrics::gauge!(crate::telemetry::ERASURE_REQUESTS_PENDING).set(pending as f64);
+            }
+            Err(error) => tracing::warn!(%error, "cannot count the erasure requests not done"),
+        }
+        let leased = match lease_next(config, erasure_store).await {
+            Ok(leased) => leased,
+            Err(error) => {
+                tracing::warn!(%error, "cannot lease an erasure request; retrying");
+                None
+            }
+        };
+        let Some(lease) = leased else {
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = tokio::time::sleep(Duration::from_millis(config.poll_interval_ms)) => {}
+            }
+            continue;
+        };
+        let run = run_logged(config, salt, raw_store, rollup_store, erasure_store, &lease);
+        tokio::select! {
+            () = shutdown.cancelled() => tracing::info!(
+                request_id = %lease.request.id,
+                "shutdown: the erasure request is left leased and resumed by the next run once its lease expires"
+            ),
+            () = run => {}
+        }
+    }
+}
+
+/// [`run_request`] with its progress and end in the log and the metrics.
+async fn run_logged<R: RawStore, S: RollupStore, E: ErasureStore>(
+    config: &AggregatorConfig,
+    salt: &ErasureSalt,
+    raw_store: &R,
+    rollup_store: &S,
+    erasure_store: &E,
+    lease: &ErasureLease,
+) {
+    let request = &lease.request;
+    let now_unix = Utc::now().timestamp();
+    tracing::info!(request_id = %request.id, customer_id = %request.customer_id, state = %request.state, "erasure request leased");
+    let mut last_done = 0;
+    let progress = |step: ErasureProgress| match step {
+        ErasureProgress::Scanning { done, total } if done == total => {
+            tracing::info!(request_id = %request.id, hours_scanned = total, "erasure request: scan done");
+        }
+        ErasureProgress::Scanning { .. } => {}
+        ErasureProgress::Erasing { done, total } => {
+            if done > last_done {
+                tracing::info!(request_id = %request.id, hours_done = done, hours_planned = total, "erasure request: hour erased and recomputed");
+            }
+            last_done = done;
+        }
+    };
+    let result = run_request(config, salt, raw_store, rollup_store, erasure_store, lease, now_unix, progress).await;
+    match result {
+        Ok(erased) => {
+            let events: u64 = erased.hours.iter().map(|hour| hour.events).sum();
+            metrics::counter!(crate::telemetry::ERASURE_RUNS_TOTAL, "result" => "done").increment(1);
+            tracing::info!(
+                request_id = %erased.request.id,
+                hours = erased.hours.len(),
+                events,
+                past_horizon_hours = erased.past_horizon.len(),
+                "erasure request done"
+            );
+        }
+        Err(error) => {
+            metrics::counter!(crate::telemetry::ERASURE_RUNS_TOTAL, "result" => "failed").increment(1);
+            tracing::warn!(request_id = %request.id, %error, "erasure request run failed; resumed once its lease expires");
+        }
     }
 }

@@ -24,6 +24,16 @@ pub const STALE_HOURS: &str = "hourglass_aggregator_stale_hours";
 /// zero.
 pub const LEDGER_UNBALANCED_HOURS: &str = "hourglass_ledger_unbalanced_final_hours";
 
+/// Erasure requests not done yet (pending or erasing), in the shared store; set by each worker that runs
+/// erasures, at every poll.
+pub const ERASURE_REQUESTS_PENDING: &str = "hourglass_erasure_requests_pending";
+/// Erasure request runs that ended, by `result` = done | failed (a failed run's request is resumed by the
+/// next run once its lease expires).
+pub const ERASURE_RUNS_TOTAL: &str = "hourglass_erasure_runs_total";
+/// Events of erased users deleted from the raw store (as counted when each request was planned), hour
+/// by hour as each is erased and recomputed.
+pub const ERASURE_EVENTS_ERASED_TOTAL: &str = "hourglass_erasure_events_erased_total";
+
 /// Registers descriptions with whatever recorder is installed.
 pub fn describe() {
     metrics::describe_counter!(JOBS_TOTAL, "Aggregation jobs finished, by result");
@@ -33,5 +43,8 @@ pub fn describe() {
     metrics::describe_gauge!(JOB_LAG_SECONDS, metrics::Unit::Seconds, "Age of the oldest unfinalized closed hour");
     metrics::describe_gauge!(UNFINALIZED_HOURS, "Customer-hours waiting for their final rollup");
     metrics::describe_gauge!(STALE_HOURS, "Customer-hours with data no rollup counts yet");
+    metrics::describe_gauge!(ERASURE_REQUESTS_PENDING, "Erasure requests not done yet");
+    metrics::describe_counter!(ERASURE_RUNS_TOTAL, "Erasure request runs that ended, by result");
+    metrics::describe_counter!(ERASURE_EVENTS_ERASED_TOTAL, "Events of erased users deleted from the raw store");
     metrics::describe_gauge!(LEDGER_UNBALANCED_HOURS, "Final hours whose stored and counted differ (last verify)");
 }

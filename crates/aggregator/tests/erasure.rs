@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chrono::Utc;
 use hourglass_aggregator::AggregatorConfig;
-use hourglass_aggregator::erasure::{self, ErasureConfig, ErasureProgress};
+use hourglass_aggregator::erasure::{self, ErasureConfig, ErasureProgress, ErasureSettings};
 use hourglass_core::customer::CustomerId;
 use hourglass_core::erasure::{ErasureState, ErasureStore, UserHash, UserMatcher};
 use hourglass_core::hll::HyperLogLog;
@@ -174,7 +174,7 @@ where
     assert_rollups_equal(rollups, &hours, &brute_force(&sent, None)).await;
 
     // A dry run finds her events in each hour and changes nothing.
-    let salt = erasure_config().salt().unwrap();
+    let salt = erasure_config().erasure_salt().unwrap();
     let matcher = UserMatcher::new(&salt, customer.clone(), UserHash::of(&salt, CUSTOMER, ERASED_USER));
     let found = erasure::find_hours(&config, raw_store, rollups, &matcher, now(), |_| {}).await.unwrap();
     let found_hours: Vec<(i64, u64)> =

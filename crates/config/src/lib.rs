@@ -19,6 +19,8 @@
 //! - [`Origin`] (`origin.rs`): where a value came from; [`Loaded::to_toml`] (`print.rs`) writes a loaded
 //!   configuration back as a file, with origins and secrets hidden (`hourglass config print`).
 //! - [`defaults`]: a configuration struct at its flags' defaults.
+//! - [`ErasureConfig`] (`erasure.rs`): the erasure salt and suppression, shared by the query role, the
+//!   aggregator, standalone and `hourglass erase`.
 //!
 //! The path of a setting: the loader parses what the user typed, finds the selected command, takes
 //! each setting the user did not type from the environment map or the file, writes it as a token right
@@ -28,6 +30,7 @@
 #![warn(missing_docs)]
 
 mod defaults;
+pub mod erasure;
 mod error;
 mod file;
 mod loader;
@@ -36,6 +39,7 @@ mod print;
 mod setting;
 
 pub use defaults::defaults;
+pub use erasure::ErasureConfig;
 pub use error::ConfigError;
 pub use loader::{CONFIG_ENV, EffectiveSetting, Loaded, Loader};
 pub use origin::Origin;

@@ -28,8 +28,11 @@ use sha2::Sha256;
 
 use crate::BoxError;
 use crate::customer::CustomerId;
+use crate::hour::SECONDS_PER_HOUR;
 use crate::job_queue::CustomerHour;
-use crate::rollup_store::LeaseToken;
+use crate::raw_store::{RawStore, RawStoreError};
+use crate::retention::RawRetention;
+use crate::rollup_store::{LeaseToken, RollupStore, RollupStoreError};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -325,6 +328,59 @@ pub trait ErasureStore: Send + Sync + 'static {
         &self,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Vec<(CustomerId, UserHash)>, ErasureStoreError>> + Send;
+}
+
+/// The hours holding a person's events, as [`find_user_hours`] finds them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FoundHours {
+    /// Inside their horizon: erased and recomputed.
+    pub hours: Vec<ErasureHour>,
+    /// Past their horizon: never recomputed, and their raw rows expire within the retention's margin;
+    /// listed so an operator knows.
+    pub past_horizon: Vec<ErasureHour>,
+}
+
+/// Why [`find_user_hours`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum FindHoursError {
+    /// Listing the customer's hours failed.
+    #[error(transparent)]
+    RollupStore(#[from] RollupStoreError),
+    /// Counting an hour's events failed.
+    #[error(transparent)]
+    RawStore(#[from] RawStoreError),
+}
+
+/// Scans the matcher's customer's hours with data whose raw rows may still exist (`retention`) for the
+/// matcher's user, oldest first, calling `on_scanned(done, total)` after each hour. A bounded scan, not
+/// an index: why is in the aggregator's `erasure` module. Here, in the domain crate, because two stages
+/// run it: the aggregator plans a request with it, and the admin service answers a dry run.
+pub async fn find_user_hours<R: RawStore, S: RollupStore>(
+    raw_store: &R,
+    rollup_store: &S,
+    retention: &RawRetention,
+    matcher: &UserMatcher,
+    now_unix: i64,
+    mut on_scanned: impl FnMut(usize, usize),
+) -> Result<FoundHours, FindHoursError> {
+    let oldest = now_unix.saturating_sub(retention.retention_secs).saturating_sub(SECONDS_PER_HOUR);
+    // Events may be a little in the future (the collector's allowed clock skew); a day covers it.
+    let newest = now_unix.saturating_add(86_400);
+    let candidates = rollup_store.hours_with_data(Some(matcher.customer_id().as_str()), oldest, newest).await?;
+    let mut found = FoundHours::default();
+    for (index, customer_hour) in candidates.iter().enumerate() {
+        let events = raw_store.count_user_events(matcher, customer_hour.hour_start).await?;
+        if events > 0 {
+            let hour = ErasureHour { customer_hour: customer_hour.clone(), events, revision: None };
+            if retention.is_past_horizon(customer_hour.hour_start, now_unix) {
+                found.past_horizon.push(hour);
+            } else {
+                found.hours.push(hour);
+            }
+        }
+        on_scanned(index + 1, candidates.len());
+    }
+    Ok(found)
 }
 
 #[cfg(test)]

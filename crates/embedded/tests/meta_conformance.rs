@@ -359,6 +359,29 @@ async fn leases_of_a_dead_process_are_released_and_the_hours_leased_again_at_onc
     assert_eq!(store.release_leases_of_dead_processes().await.unwrap(), 1, "counts only held leases");
 }
 
+/// The same for an erasure request a dead process was running: it is resumed at once, not after its lease.
+#[tokio::test]
+async fn erasure_leases_of_a_dead_process_are_released_and_the_request_leased_again_at_once() {
+    use std::time::Duration;
+
+    use hourglass_core::erasure::{ErasureSalt, ErasureStore, UserHash};
+
+    let (data_dir, store) = store().await;
+    let salt = ErasureSalt::new("the meta tests' erasure salt").unwrap();
+    let customer = "acme".parse().unwrap();
+    let request =
+        store.request_erasure(&customer, UserHash::of(&salt, "acme", "jane"), chrono::Utc::now()).await.unwrap();
+    let lease = Duration::from_secs(300);
+    assert!(store.lease_erasure(&request.id, "dead-process", lease).await.unwrap().is_some());
+    drop(store);
+
+    let store = SqliteMetaStore::open(data_dir.path()).await.unwrap();
+    assert!(store.lease_next_erasure("new-process", lease).await.unwrap().is_none(), "the old lease still holds");
+    assert_eq!(store.release_leases_of_dead_processes().await.unwrap(), 1);
+    let leased_again = store.lease_next_erasure("new-process", lease).await.unwrap().expect("leased again at once");
+    assert_eq!(leased_again.request.id, request.id);
+}
+
 #[tokio::test]
 async fn a_meta_db_from_before_admin_keys_is_upgraded_in_place() {
     use hourglass_core::api_key::{ApiKey, Scope};

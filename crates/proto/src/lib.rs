@@ -3,6 +3,7 @@
 //! - [`v1`]: the gRPC API that SDKs are generated from (events, ingest, query).
 //! - [`log::v1`]: the format of the records Hourglass writes to its event log (Kafka), shared by the
 //!   collector that writes them and the stages that read them.
+//! - [`admin::v1`]: the admin API (erasure requests), served beside the query service, admin keys only.
 //! - [`FILE_DESCRIPTOR_SET`]: every message and service, for gRPC server reflection.
 //! - [`query_server`]: the query service's server with its report responses kept encoded
 //!   ([`encoded::Encoded`]), for the service that caches them; same methods, same bytes on the wire.
@@ -36,6 +37,15 @@ pub mod log {
     #[allow(missing_docs)]
     pub mod v1 {
         tonic::include_proto!("hourglass.log.v1");
+    }
+}
+
+/// The admin API.
+pub mod admin {
+    /// Version 1, package `hourglass.admin.v1`.
+    #[allow(missing_docs)]
+    pub mod v1 {
+        tonic::include_proto!("hourglass.admin.v1");
     }
 }
 

@@ -6,6 +6,7 @@
 //! behind — retrying will not help until an operator migrates), INTERNAL (stored data this build cannot
 //! read, or a bug).
 
+use hourglass_core::erasure::{ErasureStoreError, FindHoursError};
 use hourglass_core::hll::InvalidSketch;
 use hourglass_core::raw_store::RawStoreError;
 use hourglass_core::rollup_store::RollupStoreError;
@@ -36,6 +37,30 @@ pub enum QueryError {
     /// A stored sketch this build cannot read.
     #[error("stored rollup is unreadable: {0}")]
     UnreadableRollup(#[from] InvalidSketch),
+    /// Reading or recording erasure requests failed.
+    #[error("erasure store: {0}")]
+    Erasures(#[from] ErasureStoreError),
+    /// The serving role has no erasure salt, so it cannot name the person of a request.
+    #[error(
+        "no erasure salt: this role needs --erasure-salt (HOURGLASS_ERASURE_SALT), the same secret as the \
+         aggregator's, to accept erasure requests"
+    )]
+    NoErasureSalt,
+    /// The key may not act on what the request names.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// What the request names does not exist (for the key's customer).
+    #[error("{0}")]
+    NotFound(String),
+}
+
+impl From<FindHoursError> for QueryError {
+    fn from(error: FindHoursError) -> Self {
+        match error {
+            FindHoursError::RollupStore(error) => QueryError::Rollups(error),
+            FindHoursError::RawStore(error) => QueryError::RawStore(error),
+        }
+    }
 }
 
 impl QueryError {
@@ -57,6 +82,12 @@ impl QueryError {
             QueryError::RawStore(RawStoreError::Unavailable(_)) => Code::Unavailable,
             QueryError::RawStore(RawStoreError::Schema(_)) => Code::FailedPrecondition,
             QueryError::UnreadableRollup(_) => Code::Internal,
+            QueryError::Erasures(ErasureStoreError::Unavailable(_)) => Code::Unavailable,
+            QueryError::Erasures(ErasureStoreError::Schema(_)) => Code::FailedPrecondition,
+            QueryError::Erasures(ErasureStoreError::InvalidData(_)) => Code::Internal,
+            QueryError::NoErasureSalt => Code::FailedPrecondition,
+            QueryError::PermissionDenied(_) => Code::PermissionDenied,
+            QueryError::NotFound(_) => Code::NotFound,
         }
     }
 }
@@ -71,6 +102,9 @@ impl From<QueryError> for Status {
                 ErrorDetails::with_bad_request_violation(field, description),
             ),
             QueryError::Auth(error) => Status::from(error),
+            QueryError::NoErasureSalt | QueryError::PermissionDenied(_) | QueryError::NotFound(_) => {
+                Status::new(code, error.to_string())
+            }
             other => {
                 tracing::warn!(error = %other, ?code, "query failed");
                 Status::new(code, other.to_string())
@@ -105,5 +139,9 @@ mod tests {
         let non_finite =
             RollupStoreError::NonFinite { event_type: "t".into(), property: "p".into(), stat: "sum", value: f64::NAN };
         assert_eq!(code(non_finite.into()), Code::Internal);
+        assert_eq!(code(ErasureStoreError::Unavailable("down".into()).into()), Code::Unavailable);
+        let no_salt = Status::from(QueryError::NoErasureSalt);
+        assert_eq!(no_salt.code(), Code::FailedPrecondition);
+        assert!(no_salt.message().contains("--erasure-salt"), "{}", no_salt.message());
     }
 }

@@ -2,6 +2,8 @@
 //!
 //! - [`service`]: `hourglass.v1.QueryService`. The customer comes from the API key (scope `query`) and
 //!   nowhere else, so a key can never read another customer's data.
+//! - [`admin`]: `hourglass.admin.v1.AdminService`, erasure requests (scope `admin`), served beside the
+//!   query service by the query role and standalone; the aggregator runs what it records.
 //! - [`report`]: hourly rows summed over event types and into days, ISO weeks and months; distinct
 //!   users of merged rows come from merged HyperLogLog sketches and say they are estimates.
 //! - [`cache`]: report responses kept in memory, encoded, and used only while the range's rollups are
@@ -21,6 +23,7 @@
 
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod cache;
 pub mod config;
 pub mod console;
@@ -33,4 +36,4 @@ pub mod service;
 pub mod telemetry;
 
 pub use config::{QueryConfig, QueryServerConfig};
-pub use server::{add_query, query_server, query_service, run};
+pub use server::{add_admin, add_query, query_server, query_service, run, run_with_admin};

@@ -8,9 +8,11 @@
 
 use std::sync::Arc;
 
+use hourglass_core::erasure::ErasureStore;
 use hourglass_core::key_store::KeyStore;
 use hourglass_core::raw_store::RawStore;
 use hourglass_core::rollup_reader::RollupReader;
+use hourglass_core::rollup_store::RollupStore;
 use hourglass_grpc::GrpcServer;
 use hourglass_grpc::auth::{Authenticator, KeyCacheConfig};
 use hourglass_grpc::server::{GrpcServerError, ServerConfig};
@@ -21,6 +23,7 @@ use tonic::codec::CompressionEncoding;
 use tonic_web::GrpcWebLayer;
 use tower_layer::Layer;
 
+use crate::admin::{AdminServiceImpl, admin_server};
 use crate::config::{QueryConfig, QueryServerConfig};
 use crate::console;
 use crate::page_token::PageTokens;
@@ -103,6 +106,16 @@ pub fn add_query<'a, K: KeyStore, R: RollupReader, W: RawStore>(
         .readiness(move || readiness(Arc::clone(&key_store), Arc::clone(&reader), Arc::clone(&raw_store)))
 }
 
+/// `server` with the admin service on it. Its readiness is the query service's: the same key store, and the erasure store
+/// lives in the same database.
+pub fn add_admin<'a, K: KeyStore, E: ErasureStore, W: RawStore, S: RollupStore>(
+    server: GrpcServer<'a>,
+    service: AdminServiceImpl<K, E, W, S>,
+) -> GrpcServer<'a> {
+    let max_message_bytes = server.config().max_message_bytes;
+    server.add_service(admin_server(service, max_message_bytes))
+}
+
 /// Runs the query service on `listener` until `shutdown` is cancelled, then shuts down in order.
 pub async fn run<K: KeyStore, R: RollupReader, W: RawStore>(
     config: QueryServerConfig,
@@ -112,9 +125,33 @@ pub async fn run<K: KeyStore, R: RollupReader, W: RawStore>(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), GrpcServerError> {
-    let local_addr = listener.local_addr().ok();
     let QueryServerConfig { query, server, key_cache } = config;
     let server = add_query(GrpcServer::new(server), query, key_cache, key_store, reader, raw_store);
+    serve(server, listener, shutdown).await
+}
+
+/// [`run`] with the admin service beside the query service: the query role's server.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_with_admin<K: KeyStore, R: RollupReader, W: RawStore, E: ErasureStore, S: RollupStore>(
+    config: QueryServerConfig,
+    key_store: Arc<K>,
+    reader: Arc<R>,
+    raw_store: Arc<W>,
+    admin: AdminServiceImpl<K, E, W, S>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), GrpcServerError> {
+    let QueryServerConfig { query, server, key_cache } = config;
+    let server = add_query(GrpcServer::new(server), query, key_cache, key_store, reader, raw_store);
+    serve(add_admin(server, admin), listener, shutdown).await
+}
+
+async fn serve(
+    server: GrpcServer<'_>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), GrpcServerError> {
+    let local_addr = listener.local_addr().ok();
     tracing::info!(listen_addr = ?local_addr, console_path = console::CONSOLE_PATH, "query service serving");
     server.serve(listener, shutdown).await?;
     tracing::info!("shutdown complete");

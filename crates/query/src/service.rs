@@ -149,7 +149,10 @@ impl<K: KeyStore, R: RollupReader, W: RawStore> QueryServiceImpl<K, R, W> {
 
 /// Times a call, counts it by method and outcome, and answers its error with its status (the one place
 /// a [`QueryError`] becomes one).
-async fn observed<T>(method: &'static str, call: impl Future<Output = Result<T, QueryError>>) -> Result<T, Status> {
+pub(crate) async fn observed<T>(
+    method: &'static str,
+    call: impl Future<Output = Result<T, QueryError>>,
+) -> Result<T, Status> {
     let started = Instant::now();
     let result = call.await;
     let code = match &result {

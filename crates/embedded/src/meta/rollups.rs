@@ -192,11 +192,12 @@ async fn replace_hour(
 }
 
 impl SqliteMetaStore {
-    /// Releases every lease held in `meta.db`; returns how many there were. Call it only while holding
+    /// Releases every lease held in `meta.db`, aggregation jobs' and erasure requests'; returns how many
+    /// there were. Call it only while holding
     /// the data directory's lock, as standalone does at start: then no other process uses `meta.db`, so a
     /// lease found is a dead process's (kill -9, power loss), one nothing will renew or complete.
-    /// Without this its hour would wait out the lease (`--aggregator-lease-secs`, 5 minutes by default)
-    /// before it is rolled up again. The back-off after a failed attempt (a `leased_until_us` without a
+    /// Without this its hour (or erasure request) would wait out the lease (`--aggregator-lease-secs`, 5
+    /// minutes by default) before it is rolled up (or resumed) again. The back-off after a failed attempt (a `leased_until_us` without a
     /// token) is kept: it is about the hour, not about the process.
     pub async fn release_leases_of_dead_processes(&self) -> Result<u64, RollupStoreError> {
         let released = sqlx::query(
@@ -206,7 +207,14 @@ impl SqliteMetaStore {
         .execute(&self.writer)
         .await
         .map_err(unavailable)?;
-        Ok(released.rows_affected())
+        let released_erasures = sqlx::query(
+            "UPDATE erasure_requests SET lease_owner = NULL, lease_token = NULL, leased_until_us = NULL \
+             WHERE lease_token IS NOT NULL",
+        )
+        .execute(&self.writer)
+        .await
+        .map_err(unavailable)?;
+        Ok(released.rows_affected() + released_erasures.rows_affected())
     }
 }
 
