@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use hourglass_aggregator::AggregatorConfig;
-use hourglass_aggregator::erasure::{self, Erased, ErasureConfig, ErasureProgress};
+use hourglass_aggregator::erasure::{self, Erased, ErasureConfig, ErasureProgress, ErasureSettings};
 use hourglass_core::customer::CustomerId;
 use hourglass_core::erasure::{ErasureHour, ErasureSalt, ErasureStore, UserHash, UserMatcher};
 use hourglass_core::raw_store::RawStore;
@@ -63,7 +63,7 @@ pub struct EraseArgs {
 
 /// Runs the erasure on the data directory's stores, else on CQL and Postgres.
 pub async fn run(mut args: EraseArgs) -> anyhow::Result<()> {
-    let salt = args.erasure.salt()?;
+    let salt = args.erasure.erasure_salt()?;
     match args.data_dir.clone() {
         Some(data_dir) => {
             args.aggregator.raw_retention = RawRetention::from_days(args.standalone_raw_retention_days);

@@ -5,10 +5,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use hourglass_config::ErasureConfig;
+use hourglass_core::retention::RawRetention;
 use hourglass_cql::{CqlConfig, CqlRawStore};
+use hourglass_grpc::auth::Authenticator;
 use hourglass_grpc::auth::KeyCacheConfig;
 use hourglass_grpc::server::{ServerConfig, not_serving_while};
-use hourglass_postgres::{PostgresConfig, PostgresKeyStore, PostgresRollupStore};
+use hourglass_postgres::{PostgresConfig, PostgresErasureStore, PostgresKeyStore, PostgresRollupStore};
+use hourglass_query::admin::{ADMIN_SERVICE_NAME, AdminServiceImpl};
 use hourglass_query::{QueryConfig, QueryServerConfig};
 use tokio::net::TcpListener;
 
@@ -34,9 +38,11 @@ pub struct QueryArgs {
     postgres: PostgresConfig,
     #[command(flatten)]
     cql: CqlConfig,
+    #[command(flatten)]
+    erasure: ErasureConfig,
 }
 
-/// Runs the query service until SIGTERM. It listens at once and reports NOT_SERVING until Postgres and
+/// Runs the query service, and the admin service beside it, until SIGTERM. It listens at once and reports NOT_SERVING until Postgres and
 /// the CQL keyspace are ready.
 pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal()?;
@@ -58,11 +64,22 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
             startup::open_with_retry("the CQL raw store", &shutdown, || CqlRawStore::open(&args.cql)).await?;
         anyhow::Ok((primary, reader, raw_store))
     };
-    let (listener, opened) =
-        not_serving_while(listener, &args.server, &[hourglass_query::server::QUERY_SERVICE_NAME], &[], opening).await?;
+    let services = [hourglass_query::server::QUERY_SERVICE_NAME, ADMIN_SERVICE_NAME];
+    let (listener, opened) = not_serving_while(listener, &args.server, &services, &[], opening).await?;
     let (primary, reader, raw_store) = opened?;
+    let key_store = Arc::new(PostgresKeyStore::new(primary.clone()));
+    let raw_store = Arc::new(raw_store);
+    // Erasure requests are recorded on the primary, never the replica; a dry run lists hours from it too.
+    let admin = AdminServiceImpl::new(
+        Arc::new(Authenticator::new(Arc::clone(&key_store), args.key_cache.clone())),
+        Arc::new(PostgresErasureStore::new(primary.clone())),
+        Arc::clone(&raw_store),
+        Arc::new(PostgresRollupStore::new(primary)),
+        &args.erasure,
+        RawRetention::from_days(i64::from(args.cql.ttl_days)),
+    )
+    .context("refusing to start")?;
     let config = QueryServerConfig { query: args.query, server: args.server, key_cache: args.key_cache };
-    let key_store = Arc::new(PostgresKeyStore::new(primary));
-    hourglass_query::run(config, key_store, Arc::new(reader), Arc::new(raw_store), listener, shutdown).await?;
+    hourglass_query::run_with_admin(config, key_store, Arc::new(reader), raw_store, admin, listener, shutdown).await?;
     Ok(())
 }

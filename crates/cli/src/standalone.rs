@@ -2,7 +2,9 @@
 //!
 //! Collector, ingestion, aggregation and query run together over the embedded backends
 //! (`hourglass-embedded`: SQLite files in the data directory), serving the same gRPC APIs as distributed
-//! mode (`hourglass.v1.IngestService` and `hourglass.v1.QueryService`, health, reflection) on one port.
+//! mode (`hourglass.v1.IngestService`, `hourglass.v1.QueryService` and `hourglass.admin.v1.AdminService`,
+//! health, reflection) on one port. With `--erasure-salt`, its aggregator also runs the erasure requests
+//! the admin service records (`hourglass_aggregator::erasure::run_requests`).
 //! An ack means the batch is in the embedded log, fsynced: it survives kill -9 and power loss.
 //!
 //! The server is assembled from the pieces the distributed stages serve alone
@@ -33,6 +35,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use hourglass_aggregator::AggregatorConfig;
+use hourglass_aggregator::erasure::{ErasureConfig, ErasureSettings};
 use hourglass_collector::CollectorConfig;
 use hourglass_core::api_key::Scope;
 use hourglass_core::customer::CustomerId;
@@ -42,8 +45,10 @@ use hourglass_embedded::log::{INGEST_CONSUMER, LogTrimConfig, SqliteEventLog};
 use hourglass_embedded::meta::SqliteMetaStore;
 use hourglass_embedded::raw::SqliteRawStore;
 use hourglass_grpc::GrpcServer;
+use hourglass_grpc::auth::Authenticator;
 use hourglass_ingestor::{EmbeddedIngestConfig, IngestorError};
 use hourglass_query::QueryConfig;
+use hourglass_query::admin::AdminServiceImpl;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -74,6 +79,8 @@ pub struct StandaloneArgs {
     ingest: EmbeddedIngestConfig,
     #[command(flatten)]
     log_trim: LogTrimConfig,
+    #[command(flatten)]
+    erasure: ErasureConfig,
 }
 
 /// How often standalone re-aggregates an open hour that received data, unless told otherwise. Shorter than
@@ -253,6 +260,10 @@ pub async fn run(mut args: StandaloneArgs) -> anyhow::Result<()> {
     limits.check_retention().context("refusing to start: the late-data window does not fit the raw retention")?;
     args.aggregator.raw_retention = hourglass_core::retention::RawRetention::from_days(limits.raw_retention_days);
     args.aggregator.check().context("refusing to start")?;
+    let salt = match args.erasure.salt {
+        Some(_) => Some(args.erasure.erasure_salt().context("refusing to start")?),
+        None => None,
+    };
     let shutdown = shutdown::on_signal()?;
     let data_dir = std::path::absolute(&args.data_dir)?;
     let _lock = lock_data_dir(&data_dir)?;
@@ -260,7 +271,7 @@ pub async fn run(mut args: StandaloneArgs) -> anyhow::Result<()> {
     // We hold the directory's lock: any lease in meta.db is a dead process's.
     let released = meta.release_leases_of_dead_processes().await.context("cannot release old leases in meta.db")?;
     if released > 0 {
-        tracing::info!(released, "released the aggregation leases of the previous run (it did not stop cleanly)");
+        tracing::info!(released, "released the leases of the previous run (it did not stop cleanly)");
     }
     let event_log = Arc::new(SqliteEventLog::open(&data_dir).await.context("cannot open log.db")?);
     let raw_store = Arc::new(SqliteRawStore::open(&data_dir, args.buckets).await.context("cannot open raw.db")?);
@@ -281,11 +292,25 @@ pub async fn run(mut args: StandaloneArgs) -> anyhow::Result<()> {
         background.clone(),
     ));
     let aggregation = tokio::spawn(hourglass_aggregator::run(
-        args.aggregator,
+        args.aggregator.clone(),
         Arc::clone(&raw_store),
         Arc::clone(&meta),
         background.clone(),
     ));
+    let erasures = tokio::spawn({
+        let (config, raw_store, meta, stop) =
+            (args.aggregator.clone(), Arc::clone(&raw_store), Arc::clone(&meta), background.clone());
+        let salt = salt.clone();
+        async move {
+            match salt {
+                Some(salt) => {
+                    hourglass_aggregator::erasure::run_requests(&config, &salt, &*raw_store, &*meta, &*meta, &stop)
+                        .await
+                }
+                None => tracing::warn!("no --erasure-salt: erasure requests are not run"),
+            }
+        }
+    });
 
     // The collector's --raw-retention-days: it refuses events older than that, and their raw rows go then.
     let retention_days = args.collector.limits.raw_retention_days;
@@ -310,11 +335,21 @@ pub async fn run(mut args: StandaloneArgs) -> anyhow::Result<()> {
     let server = hourglass_query::add_query(
         server,
         query_config,
-        key_cache,
+        key_cache.clone(),
         Arc::clone(&meta),
         Arc::clone(&meta),
         Arc::clone(&raw_store),
     );
+    let admin = AdminServiceImpl::new(
+        Arc::new(Authenticator::new(Arc::clone(&meta), key_cache.clone())),
+        Arc::clone(&meta),
+        Arc::clone(&raw_store),
+        Arc::clone(&meta),
+        &args.erasure,
+        hourglass_core::retention::RawRetention::from_days(retention_days),
+    )
+    .context("refusing to start")?;
+    let server = hourglass_query::add_admin(server, admin);
     let ingestion_stopped = async {
         let ended = (&mut ingestion).await;
         let reason = ingestion_stop_reason(&ended);
@@ -345,6 +380,7 @@ pub async fn run(mut args: StandaloneArgs) -> anyhow::Result<()> {
         None => ingestion.await,
     };
     aggregation.await.context("aggregation panicked")?;
+    erasures.await.context("erasures panicked")?;
     retention.await.context("raw retention panicked")?;
     ingestion_ended.context("ingestion panicked")?.context("ingestion failed")?;
     if stopped_early {
