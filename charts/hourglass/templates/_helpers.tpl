@@ -125,6 +125,13 @@ app.kubernetes.io/component: {{ .component }}
       name: {{ $v.kafka.optionsSecret.name }}
       key: {{ $v.kafka.optionsSecret.key }}
 {{- end }}
+{{- if and (has .role (list "query" "aggregator")) $v.erasure.saltSecret.name }}
+- name: HOURGLASS_ERASURE_SALT
+  valueFrom:
+    secretKeyRef:
+      name: {{ $v.erasure.saltSecret.name }}
+      key: {{ $v.erasure.saltSecret.key }}
+{{- end }}
 {{- if and (eq .role "query") $v.query.pageTokenSecret.name }}
 - name: HOURGLASS_PAGE_TOKEN_SECRET
   valueFrom:

@@ -23,7 +23,8 @@
 //! [`verify`] recounts the raw store independently and flags hours whose stored and counted differ.
 //! [`reprocess`] recomputes a range of hours with the current logic and swaps each in atomically.
 //! [`erasure`] deletes one person's raw events and recomputes the hours they touched through the same
-//! swap, as a leased request that resumes after a crash.
+//! swap, as a leased request that resumes after a crash; [`erasure::run_requests`] is the worker loop that
+//! runs the requests the admin service records (the aggregator role and standalone, with a salt).
 
 #![warn(missing_docs)]
 

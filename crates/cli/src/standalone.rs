@@ -170,7 +170,7 @@ fn print_welcome(address: &str, data_dir: &Path) -> anyhow::Result<()> {
     let ingest_key = format!("\"$(sed -n 's/^ingest: //p' {keys_file})\"");
     let query_key = format!("\"$(sed -n 's/^query: //p' {keys_file})\"");
     println!("Hourglass standalone is running.");
-    println!("  gRPC (ingest + query, health, reflection): {address}");
+    println!("  gRPC (ingest, query and admin, health, reflection): {address}");
     println!("  data directory: {}", data_dir.display());
     println!("  demo customer `{DEMO_CUSTOMER}`: keys in {}", data_dir.join(DEMO_KEYS_FILE).display());
     println!();
@@ -191,7 +191,7 @@ fn print_welcome(address: &str, data_dir: &Path) -> anyhow::Result<()> {
     println!("  http://{address}{}", hourglass_query::console::CONSOLE_PATH);
     println!();
     println!(
-        "More keys: {hourglass} keys create --data-dir {} --customer <name> --scope ingest|query",
+        "More keys: {hourglass} keys create --data-dir {} --customer <name> --scope ingest|query|admin",
         data_dir.display()
     );
     println!("Stop with Ctrl-C; data stays in the data directory.");
