@@ -284,6 +284,8 @@ async fn a_kill_9_mid_erasure_resumes_to_the_end_state_of_a_run_without_the_cras
         finished.events,
         sent.iter().flat_map(|record| &record.events).filter(|e| e.user_id.as_deref() == Some(USER)).count() as u64
     );
+    // The end is logged just after the request is recorded done.
+    support::wait_for_log(&logs, "erasure request done", TIMEOUT).await;
     let (status, _) = support::sigterm_and_wait(&mut standalone).await;
     let logs = logs.lock().unwrap().clone();
     assert!(status.success(), "{logs}");
