@@ -242,8 +242,10 @@ pub async fn outcomes_are_counted_once_per_batch_by_hour_and_reason(store: &impl
         &customer,
         "batch-mixed",
         vec![event("a", "view", at(HOUR, 1), None), event("b", "view", at(HOUR, 2), None)],
+        // Three accepted, one of them dropped by the ingestor (its user erased and suppressed).
         vec![
-            accepted(HOUR, 2),
+            accepted(HOUR, 3),
+            outcome(HOUR, Outcome::Erased, 0, 1),
             outcome(HOUR, Outcome::Rejected, too_old, 3),
             outcome(NEXT_HOUR, Outcome::Rejected, no_type, 1),
             outcome(HOUR, Outcome::Throttled, 0, 4),
@@ -290,9 +292,10 @@ pub async fn outcomes_are_counted_once_per_batch_by_hour_and_reason(store: &impl
     assert_eq!(
         hour,
         HourOutcomes {
-            accepted: 2,
+            accepted: 3,
             rejected_by_reason: BTreeMap::from([(too_old, 4)]),
             throttled: 14,
+            erased: 1,
             plan_checks: BTreeMap::from([
                 (plan_key("", RejectionReason::Unspecified, false), 6),
                 (plan_key("view", RejectionReason::PropertyTypeMismatch, true), 3),
@@ -301,7 +304,7 @@ pub async fn outcomes_are_counted_once_per_batch_by_hour_and_reason(store: &impl
         },
         "outcomes and plan counts of the hour, each batch once"
     );
-    assert_eq!(hour.received(), 20);
+    assert_eq!(hour.received(), 21, "erased events are among the accepted ones, not received again");
     let next_hour = store.read_outcomes(&customer, NEXT_HOUR).await.expect("read outcomes");
     assert_eq!(
         next_hour,
@@ -309,6 +312,7 @@ pub async fn outcomes_are_counted_once_per_batch_by_hour_and_reason(store: &impl
             accepted: 0,
             rejected_by_reason: BTreeMap::from([(no_type, 1)]),
             throttled: 0,
+            erased: 0,
             plan_checks: BTreeMap::from([(plan_key("", RejectionReason::Unspecified, false), 1)]),
         }
     );

@@ -54,6 +54,9 @@ pub struct HourOutcomes {
     pub rejected_by_reason: BTreeMap<i32, u64>,
     /// Events of throttled batches (the client was told to resend).
     pub throttled: u64,
+    /// Of the accepted events, those the ingestor dropped before the raw store because their user was
+    /// under suppression after an erasure request (`crate::erasure`): never stored, never counted.
+    pub erased: u64,
     /// What the customer's tracking plan checked and found in the hour (`PlanCheckCount` rows summed).
     pub plan_checks: BTreeMap<PlanCheckKey, u64>,
 }
@@ -81,7 +84,8 @@ struct PlanCheckEntry {
 }
 
 impl HourOutcomes {
-    /// Every event the collectors saw: accepted + rejected + throttled.
+    /// Every event the collectors saw: accepted + rejected + throttled. (`erased` is part of `accepted`:
+    /// the collector accepted those events, the ingestor dropped them.)
     pub fn received(&self) -> u64 {
         self.accepted + self.rejected() + self.throttled
     }
@@ -98,6 +102,7 @@ impl HourOutcomes {
             Ok(Outcome::Accepted) => self.accepted += count,
             Ok(Outcome::Rejected) => *self.rejected_by_reason.entry(reason).or_default() += count,
             Ok(Outcome::Throttled) => self.throttled += count,
+            Ok(Outcome::Erased) => self.erased += count,
             Ok(Outcome::Unspecified) | Err(_) => return false,
         }
         true
@@ -289,9 +294,11 @@ mod tests {
         assert!(outcomes.add(Outcome::Rejected as i32, RejectionReason::EventTypeEmpty as i32, 2));
         assert!(outcomes.add(Outcome::Rejected as i32, RejectionReason::EventTypeEmpty as i32, 1));
         assert!(outcomes.add(Outcome::Throttled as i32, 0, 4));
+        assert!(outcomes.add(Outcome::Erased as i32, 0, 2));
         assert!(!outcomes.add(Outcome::Unspecified as i32, 0, 100));
         assert!(!outcomes.add(99, 0, 100));
         assert_eq!((outcomes.accepted, outcomes.rejected(), outcomes.throttled, outcomes.received()), (5, 3, 4, 12));
+        assert_eq!(outcomes.erased, 2, "erased events are part of the accepted ones, not received again");
         assert_eq!(outcomes.rejections_json(), r#"{"REJECTION_REASON_EVENT_TYPE_EMPTY":3}"#);
         assert_eq!(HourOutcomes::default().rejections_json(), "{}");
     }
@@ -328,6 +335,7 @@ mod tests {
             // 99 and 100: reasons of a newer collector, each keeping its own count.
             rejected_by_reason: BTreeMap::from([(future, 2), (property_name, 5), (99, 1), (100, 3)]),
             throttled: 0,
+            erased: 0,
             plan_checks: BTreeMap::new(),
         };
         let json = outcomes.rejections_json();

@@ -198,6 +198,12 @@ pub struct LedgerRow {
     pub rejected_by_reason: BTreeMap<i32, u64>,
     /// Events of throttled batches.
     pub throttled: u64,
+    /// Of the accepted events, those dropped at ingestion because their user was under suppression after
+    /// an erasure (never stored, never counted). The ledger's identities: `received = accepted +
+    /// rejected + throttled`; `accepted = erased + the copies written to the raw store` (a client's
+    /// resend of an event is accepted and written again), so `stored <= accepted - erased`; and the
+    /// balance, `stored = counted`, which an erasure keeps (it deletes events and recomputes the hour).
+    pub erased: u64,
     /// What the customer's tracking plan checked and found in the hour: events checked per plan
     /// version, and per (version, event type, rule) those rejected or warned (from one [`HourOutcomes`],
     /// so the rejected ones are also in `rejected_by_reason`).

@@ -60,10 +60,10 @@ fn parse_customer(customer_id: &str) -> Result<CustomerId, RollupStoreError> {
 /// [`LedgerTuple`] order.
 pub(crate) const LEDGER_COLUMNS: &str = "customer_id, extract(epoch FROM hour_start)::bigint, received, accepted, \
                                          rejected, rejected_by_reason::text, throttled, stored, counted, is_final, \
-                                         plan_checks::text";
+                                         plan_checks::text, erased";
 
 /// A ledger row as selected with [`LEDGER_COLUMNS`].
-pub(crate) type LedgerTuple = (String, i64, i64, i64, i64, String, i64, i64, i64, bool, String);
+pub(crate) type LedgerTuple = (String, i64, i64, i64, i64, String, i64, i64, i64, bool, String, i64);
 
 /// A selected ledger row as the seam's [`LedgerRow`].
 pub(crate) fn ledger_row(row: LedgerTuple) -> Result<LedgerRow, RollupStoreError> {
@@ -79,6 +79,7 @@ pub(crate) fn ledger_row(row: LedgerTuple) -> Result<LedgerRow, RollupStoreError
         counted,
         is_final,
         plan_checks_json,
+        erased,
     ) = row;
     Ok(LedgerRow {
         customer_hour: CustomerHour { customer_id: parse_customer(&customer_id)?, hour_start },
@@ -88,6 +89,7 @@ pub(crate) fn ledger_row(row: LedgerTuple) -> Result<LedgerRow, RollupStoreError
         rejected_by_reason: HourOutcomes::rejections_from_json(&rejections_json)
             .map_err(RollupStoreError::InvalidData)?,
         throttled: throttled as u64,
+        erased: erased as u64,
         plan_checks: HourOutcomes::plan_checks_from_json(&plan_checks_json).map_err(RollupStoreError::InvalidData)?,
         stored: stored as u64,
         counted: counted as u64,
@@ -348,12 +350,13 @@ impl RollupStore for PostgresRollupStore {
         let outcomes = &rollup.outcomes;
         sqlx::query!(
             "INSERT INTO ledger (customer_id, hour_start, received, accepted, rejected, rejected_by_reason, throttled, \
-             stored, counted, is_final, plan_checks) \
-             VALUES ($1, to_timestamp($2), $3, $4, $5, $6::text::jsonb, $7, $8, $8, $9, $10::text::jsonb) \
+             stored, counted, is_final, plan_checks, erased) \
+             VALUES ($1, to_timestamp($2), $3, $4, $5, $6::text::jsonb, $7, $8, $8, $9, $10::text::jsonb, $11) \
              ON CONFLICT (customer_id, hour_start) DO UPDATE SET received = excluded.received, \
              accepted = excluded.accepted, rejected = excluded.rejected, rejected_by_reason = excluded.rejected_by_reason, \
              throttled = excluded.throttled, stored = excluded.stored, counted = excluded.counted, \
-             is_final = excluded.is_final, plan_checks = excluded.plan_checks, counted_at = now()",
+             is_final = excluded.is_final, plan_checks = excluded.plan_checks, erased = excluded.erased, \
+             counted_at = now()",
             customer_id,
             hour_start,
             outcomes.received() as i64,
@@ -363,7 +366,8 @@ impl RollupStore for PostgresRollupStore {
             outcomes.throttled as i64,
             rollup.events as i64,
             rollup.is_final,
-            HourOutcomes::plan_checks_json(&outcomes.plan_checks)
+            HourOutcomes::plan_checks_json(&outcomes.plan_checks),
+            outcomes.erased as i64
         )
         .execute(&mut *transaction)
         .await

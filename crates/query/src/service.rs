@@ -371,6 +371,7 @@ impl<K: KeyStore, R: RollupReader, W: RawStore> QueryService for QueryServiceImp
                     accepted: row.accepted,
                     rejected: row.rejected,
                     throttled: row.throttled,
+                    erased: row.erased,
                     stored: row.stored,
                     counted: row.counted,
                     r#final: row.is_final,

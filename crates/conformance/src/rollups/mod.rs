@@ -72,6 +72,8 @@ fn outcomes(accepted: u64, rejected_by_reason: &[(i32, u64)], throttled: u64) ->
         accepted,
         rejected_by_reason: rejected_by_reason.iter().copied().collect(),
         throttled,
+        // One of the accepted events dropped at ingestion, when there is one: the ledger carries it.
+        erased: accepted.min(1),
         plan_checks: BTreeMap::from([(
             PlanCheckKey { plan_version: 1, event_type: String::new(), rule: 0, rejected: false },
             accepted,
@@ -287,6 +289,7 @@ fn expected_ledger(customer: &str, hour_start: i64, rollup: &HourRollup) -> Ledg
         rejected: rollup.outcomes.rejected(),
         rejected_by_reason: rollup.outcomes.rejected_by_reason.clone(),
         throttled: rollup.outcomes.throttled,
+        erased: rollup.outcomes.erased,
         plan_checks: rollup.outcomes.plan_checks.clone(),
         stored: rollup.events,
         counted: rollup.events,

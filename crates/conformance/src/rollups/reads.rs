@@ -278,6 +278,7 @@ pub async fn ledger_and_recount(jobs: &impl JobQueue, rollups: &(impl RollupStor
         rejected: 3,
         rejected_by_reason: BTreeMap::from([(1, 2), (3, 1)]),
         throttled: 4,
+        erased: 1,
         plan_checks: BTreeMap::from([(
             PlanCheckKey { plan_version: 1, event_type: String::new(), rule: 0, rejected: false },
             12,

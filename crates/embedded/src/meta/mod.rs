@@ -116,6 +116,8 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ),
     // 20261129000012_tracking_plans (its table is in schema.sql, created on open).
     ("ledger", "plan_checks", "ALTER TABLE ledger ADD COLUMN plan_checks TEXT NOT NULL DEFAULT '[]';"),
+    // 20261129000014_erased_outcome.
+    ("ledger", "erased", "ALTER TABLE ledger ADD COLUMN erased INTEGER NOT NULL DEFAULT 0;"),
 ];
 
 /// Brings a `meta.db` made by an earlier version up to the current schema (`schema.sql` creates new

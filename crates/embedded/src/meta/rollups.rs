@@ -35,10 +35,10 @@ pub(super) fn parse_customer(customer_id: &str) -> Result<CustomerId, RollupStor
 
 /// The ledger columns every ledger query selects, in [`LedgerTuple`] order.
 pub(super) const LEDGER_COLUMNS: &str = "customer_id, hour_start, received, accepted, rejected, rejected_by_reason, throttled, stored, counted, is_final, \
-     plan_checks";
+     plan_checks, erased";
 
 /// A ledger row as selected with [`LEDGER_COLUMNS`].
-pub(super) type LedgerTuple = (String, i64, i64, i64, i64, String, i64, i64, i64, bool, String);
+pub(super) type LedgerTuple = (String, i64, i64, i64, i64, String, i64, i64, i64, bool, String, i64);
 
 pub(super) fn ledger_row(row: LedgerTuple) -> Result<LedgerRow, RollupStoreError> {
     let (
@@ -53,6 +53,7 @@ pub(super) fn ledger_row(row: LedgerTuple) -> Result<LedgerRow, RollupStoreError
         counted,
         is_final,
         plan_checks_json,
+        erased,
     ) = row;
     Ok(LedgerRow {
         customer_hour: CustomerHour { customer_id: parse_customer(&customer_id)?, hour_start },
@@ -62,6 +63,7 @@ pub(super) fn ledger_row(row: LedgerTuple) -> Result<LedgerRow, RollupStoreError
         rejected_by_reason: HourOutcomes::rejections_from_json(&rejections_json)
             .map_err(RollupStoreError::InvalidData)?,
         throttled: count_from_sql(throttled),
+        erased: count_from_sql(erased),
         plan_checks: HourOutcomes::plan_checks_from_json(&plan_checks_json).map_err(RollupStoreError::InvalidData)?,
         stored: count_from_sql(stored),
         counted: count_from_sql(counted),
@@ -152,12 +154,13 @@ async fn replace_hour(
     let outcomes = &rollup.outcomes;
     sqlx::query(
         "INSERT INTO ledger (customer_id, hour_start, received, accepted, rejected, rejected_by_reason, throttled, \
-         stored, counted, is_final, counted_at_us, plan_checks) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11) \
+         stored, counted, is_final, counted_at_us, plan_checks, erased) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11, ?12) \
          ON CONFLICT (customer_id, hour_start) DO UPDATE SET received = excluded.received, \
          accepted = excluded.accepted, rejected = excluded.rejected, rejected_by_reason = excluded.rejected_by_reason, \
          throttled = excluded.throttled, stored = excluded.stored, counted = excluded.counted, \
-         is_final = excluded.is_final, counted_at_us = excluded.counted_at_us, plan_checks = excluded.plan_checks",
+         is_final = excluded.is_final, counted_at_us = excluded.counted_at_us, plan_checks = excluded.plan_checks, \
+         erased = excluded.erased",
     )
     .bind(customer_id)
     .bind(hour_start)
@@ -170,6 +173,7 @@ async fn replace_hour(
     .bind(rollup.is_final)
     .bind(now_us)
     .bind(HourOutcomes::plan_checks_json(&outcomes.plan_checks))
+    .bind(count_to_sql(outcomes.erased))
     .execute(&mut **transaction)
     .await?;
     // A provisional rollup records the generation only as aggregated, so the hour still gets its final

@@ -136,6 +136,8 @@ CREATE TABLE IF NOT EXISTS ledger (
     verified_at_us     INTEGER,
     -- What the tracking plan checked and found (`HourOutcomes::plan_checks_json`).
     plan_checks        TEXT    NOT NULL DEFAULT '[]',
+    -- Accepted events dropped at ingestion: their user was under suppression after an erasure.
+    erased             INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (customer_id, hour_start)
 ) STRICT;
 
