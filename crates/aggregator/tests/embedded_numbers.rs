@@ -105,6 +105,7 @@ async fn an_hour_of_huge_and_non_finite_numbers_rolls_up_on_the_embedded_stores(
         Arc::clone(&raw_store),
         Arc::clone(&meta),
         Arc::clone(&log),
+        hourglass_ingestor::Suppression::none(),
         stop_ingesting.clone(),
     ));
     wait_for("the records to be ingested", || async {

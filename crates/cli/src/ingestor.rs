@@ -3,12 +3,13 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use hourglass_aggregator::erasure::ErasureConfig;
 use hourglass_core::event_log::Topic;
 use hourglass_cql::{CqlConfig, CqlRawStore};
 use hourglass_grpc::server::{ServerConfig, not_serving_while};
-use hourglass_ingestor::IngestorConfig;
+use hourglass_ingestor::{IngestorConfig, SuppressionConfig};
 use hourglass_kafka::{KafkaConfig, KafkaEventLog, KafkaEventLogConsumer};
-use hourglass_postgres::{PostgresConfig, PostgresJobQueue};
+use hourglass_postgres::{PostgresConfig, PostgresErasureStore, PostgresJobQueue};
 
 use tokio::net::TcpListener;
 
@@ -19,6 +20,11 @@ use crate::{shutdown, startup};
 pub struct IngestorArgs {
     #[command(flatten)]
     ingestor: IngestorConfig,
+    /// The salt of erased users' hashes, to drop their events.
+    #[command(flatten)]
+    erasure: ErasureConfig,
+    #[command(flatten)]
+    suppression: SuppressionConfig,
     /// The health server's settings.
     #[command(flatten)]
     health_server: ServerConfig,
@@ -58,6 +64,8 @@ pub async fn run(args: IngestorArgs) -> anyhow::Result<()> {
     .await?;
     let (pool, raw_store, dead_letter_log) = opened?;
     let raw_store = Arc::new(raw_store);
+    let erasure_store = Arc::new(PostgresErasureStore::new(pool.clone()));
+    let suppression = startup::suppression(&args.erasure, &args.suppression, erasure_store, shutdown.clone()).await?;
     let job_queue = Arc::new(PostgresJobQueue::new(pool));
     let health = tokio::spawn(hourglass_ingestor::health::run(
         args.health_server,
@@ -75,6 +83,7 @@ pub async fn run(args: IngestorArgs) -> anyhow::Result<()> {
         raw_store,
         job_queue,
         Arc::new(dead_letter_log),
+        suppression,
         shutdown.clone(),
     )
     .await?;

@@ -5,16 +5,17 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
+use hourglass_aggregator::erasure::ErasureConfig;
 use hourglass_core::event_log::Topic;
 use hourglass_cql::{CqlConfig, CqlRawStore};
-use hourglass_ingestor::IngestorConfig;
 use hourglass_ingestor::replay;
+use hourglass_ingestor::{IngestorConfig, SuppressionConfig};
 use hourglass_kafka::reader::{RangeStart, TopicRange};
 use hourglass_kafka::{KafkaConfig, KafkaEventLog};
-use hourglass_postgres::{PostgresConfig, PostgresJobQueue};
+use hourglass_postgres::{PostgresConfig, PostgresErasureStore, PostgresJobQueue};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::{dlq, shutdown};
+use crate::{dlq, shutdown, startup};
 
 /// Flags of `hourglass replay`.
 #[derive(clap::Args)]
@@ -34,6 +35,11 @@ pub struct ReplayArgs {
     from_beginning: bool,
     #[command(flatten)]
     ingestor: IngestorConfig,
+    /// The salt of erased users' hashes: a replay drops their events as the ingestor does.
+    #[command(flatten)]
+    erasure: ErasureConfig,
+    #[command(flatten)]
+    suppression: SuppressionConfig,
     #[command(flatten)]
     kafka: KafkaConfig,
     #[command(flatten)]
@@ -56,6 +62,8 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let mut producer_config = args.kafka.clone();
     producer_config.create_topics = false;
     let dead_letter_log = KafkaEventLog::connect(producer_config, "hourglass-replay-dead-letter").await?;
+    let erasure_store = Arc::new(PostgresErasureStore::new(pool.clone()));
+    let suppression = startup::suppression(&args.erasure, &args.suppression, erasure_store, stop.clone()).await?;
 
     let progress = ProgressBar::new(0).with_style(ProgressStyle::with_template(
         "replaying {bar:40} {human_pos}/{human_len} records  {per_sec}  eta {eta}",
@@ -70,7 +78,8 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         Arc::new(raw_store),
         Arc::new(PostgresJobQueue::new(pool)),
         Arc::new(dead_letter_log),
-        stop,
+        suppression,
+        stop.clone(),
         |done| progress.set_position(done),
     )
     .await

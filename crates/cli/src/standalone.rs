@@ -46,13 +46,13 @@ use hourglass_embedded::meta::SqliteMetaStore;
 use hourglass_embedded::raw::SqliteRawStore;
 use hourglass_grpc::GrpcServer;
 use hourglass_grpc::auth::Authenticator;
-use hourglass_ingestor::{EmbeddedIngestConfig, IngestorError};
+use hourglass_ingestor::{EmbeddedIngestConfig, IngestorError, SuppressionConfig};
 use hourglass_query::QueryConfig;
 use hourglass_query::admin::AdminServiceImpl;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::shutdown;
+use crate::{shutdown, startup};
 
 /// The customer standalone creates keys for on its first start, so the printed commands work at once.
 const DEMO_CUSTOMER: &str = "demo";
@@ -77,10 +77,14 @@ pub struct StandaloneArgs {
     aggregator: AggregatorConfig,
     #[command(flatten)]
     ingest: EmbeddedIngestConfig,
-    #[command(flatten)]
-    log_trim: LogTrimConfig,
+    /// The salt of erased users' hashes: to run erasure requests, and to drop erased users' events at
+    /// ingestion.
     #[command(flatten)]
     erasure: ErasureConfig,
+    #[command(flatten)]
+    suppression: SuppressionConfig,
+    #[command(flatten)]
+    log_trim: LogTrimConfig,
 }
 
 /// How often standalone re-aggregates an open hour that received data, unless told otherwise. Shorter than
@@ -281,6 +285,8 @@ pub async fn run(mut args: StandaloneArgs) -> anyhow::Result<()> {
     query_config.page_token_secret = Some(page_token_secret(&data_dir, query_config.page_token_secret.take())?);
 
     let background = CancellationToken::new();
+    let suppression =
+        startup::suppression(&args.erasure, &args.suppression, Arc::clone(&meta), background.clone()).await?;
     let consumer =
         event_log.events_consumer(INGEST_CONSUMER, Some(args.log_trim)).await.context("cannot read log.db")?;
     let mut ingestion = tokio::spawn(hourglass_ingestor::run(
@@ -289,6 +295,7 @@ pub async fn run(mut args: StandaloneArgs) -> anyhow::Result<()> {
         Arc::clone(&raw_store),
         Arc::clone(&meta),
         Arc::clone(&event_log),
+        suppression,
         background.clone(),
     ));
     let aggregation = tokio::spawn(hourglass_aggregator::run(

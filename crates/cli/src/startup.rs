@@ -59,6 +59,27 @@ where
     }
 }
 
+/// The ingestor's list of erased users under suppression, read now and kept refreshed until `shutdown`
+/// (`hourglass_ingestor::suppression`). Refuses when users are under suppression and no salt is set:
+/// their events would be stored.
+pub async fn suppression<E: hourglass_core::erasure::ErasureStore>(
+    erasure: &hourglass_aggregator::erasure::ErasureConfig,
+    config: &hourglass_ingestor::SuppressionConfig,
+    erasure_store: std::sync::Arc<E>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<hourglass_ingestor::Suppression> {
+    use anyhow::Context;
+    // Without a salt there is nothing to recognise anyone with; `start` refuses if that matters.
+    let salt = match erasure.salt {
+        Some(_) => Some(erasure.salt()?),
+        None => None,
+    };
+    let suppression = hourglass_ingestor::suppression::start(config, erasure_store, salt, shutdown)
+        .await
+        .context("refusing to start: the erased users to suppress cannot be read")?;
+    Ok(suppression)
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};

@@ -18,6 +18,7 @@
 //! Runs lease a request with a token, as aggregation jobs lease hours (`rollup_store`): a run that
 //! stalls loses its lease, and only the current lease records progress.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::time::Duration;
@@ -152,6 +153,78 @@ impl fmt::Debug for UserMatcher {
             .field("customer_id", &self.customer_id)
             .field("user_hash", &self.user_hash)
             .finish_non_exhaustive()
+    }
+}
+
+/// The people whose events are dropped at ingestion, as the ingestor holds them between two reads of
+/// [`ErasureStore::suppressed_users`]: their hashes grouped by customer, with the salt's HMAC keyed once.
+///
+/// The check is on the hot path (every event of every record), so it costs nothing for a customer
+/// without a suppressed user: [`for_customer`](Self::for_customer) is one map look-up per record, and
+/// only the events of a customer that has one are hashed.
+#[derive(Clone, Default)]
+pub struct SuppressedUsers {
+    /// `None` when nobody is suppressed (no salt is needed then).
+    mac: Option<HmacSha256>,
+    by_customer: HashMap<String, HashSet<UserHash>>,
+}
+
+impl SuppressedUsers {
+    /// Nobody suppressed.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// The `users` (as listed by [`ErasureStore::suppressed_users`]), recognised with `salt`.
+    pub fn new(salt: &ErasureSalt, users: impl IntoIterator<Item = (CustomerId, UserHash)>) -> Self {
+        let mut by_customer: HashMap<String, HashSet<UserHash>> = HashMap::new();
+        for (customer_id, user_hash) in users {
+            by_customer.entry(customer_id.as_str().to_owned()).or_default().insert(user_hash);
+        }
+        let mac = (!by_customer.is_empty()).then(|| salt.mac());
+        Self { mac, by_customer }
+    }
+
+    /// How many people are suppressed, over every customer.
+    pub fn len(&self) -> usize {
+        self.by_customer.values().map(HashSet::len).sum()
+    }
+
+    /// Whether nobody is suppressed.
+    pub fn is_empty(&self) -> bool {
+        self.by_customer.is_empty()
+    }
+
+    /// The suppressed people of `customer_id`, or `None` when it has none (the common case: its events
+    /// need no check).
+    pub fn for_customer<'a>(&'a self, customer_id: &'a str) -> Option<CustomerSuppression<'a>> {
+        let users = self.by_customer.get(customer_id)?;
+        let mac = self.mac.as_ref()?;
+        Some(CustomerSuppression { mac, customer_id, users })
+    }
+}
+
+impl fmt::Debug for SuppressedUsers {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("SuppressedUsers")
+            .field("customers", &self.by_customer.len())
+            .field("users", &self.len())
+            .finish()
+    }
+}
+
+/// The suppressed people of one customer ([`SuppressedUsers::for_customer`]).
+pub struct CustomerSuppression<'a> {
+    mac: &'a HmacSha256,
+    customer_id: &'a str,
+    users: &'a HashSet<UserHash>,
+}
+
+impl CustomerSuppression<'_> {
+    /// Whether the events of `user_id` are dropped: one HMAC of the customer and user id.
+    pub fn is_suppressed(&self, user_id: &str) -> bool {
+        self.users.contains(&UserHash::keyed(self.mac.clone(), self.customer_id, user_id))
     }
 }
 
@@ -422,6 +495,33 @@ mod tests {
         let matcher = UserMatcher::new(&salt, CustomerId::new("acme").unwrap(), UserHash::of(&salt, "acme", "jane"));
         assert!(!format!("{matcher:?}").contains("deployment"));
         assert_eq!(ErasureSalt::new("short").unwrap_err(), SaltTooShort(5));
+    }
+
+    #[test]
+    fn suppression_recognises_only_the_listed_people_of_their_customer() {
+        let acme = CustomerId::new("acme").unwrap();
+        let globex = CustomerId::new("globex").unwrap();
+        let suppressed = SuppressedUsers::new(
+            &salt(),
+            [
+                (acme.clone(), UserHash::of(&salt(), "acme", "jane")),
+                (acme.clone(), UserHash::of(&salt(), "acme", "joe")),
+                (globex.clone(), UserHash::of(&salt(), "globex", "ann")),
+            ],
+        );
+        assert_eq!(suppressed.len(), 3);
+        let of_acme = suppressed.for_customer("acme").expect("acme has suppressed users");
+        assert!(of_acme.is_suppressed("jane"));
+        assert!(of_acme.is_suppressed("joe"));
+        assert!(!of_acme.is_suppressed("ann"), "ann is suppressed for globex only");
+        assert!(!of_acme.is_suppressed("jane "));
+        assert!(suppressed.for_customer("globex").expect("globex has one").is_suppressed("ann"));
+        assert!(suppressed.for_customer("initech").is_none(), "a customer without any needs no hashing");
+        let none = SuppressedUsers::none();
+        assert!(none.is_empty() && none.for_customer("acme").is_none());
+        let other_salt = ErasureSalt::new("another deployment's secret").unwrap();
+        let under_other_salt = SuppressedUsers::new(&other_salt, [(acme, UserHash::of(&salt(), "acme", "jane"))]);
+        assert!(!under_other_salt.for_customer("acme").unwrap().is_suppressed("jane"), "hashes are per salt");
     }
 
     #[test]

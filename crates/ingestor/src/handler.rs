@@ -1,7 +1,7 @@
 //! [`RecordHandler`]: what happens to one group of consumed records, the same for the ingest loop
 //! ([`crate::pipeline`]) and [`replay`](crate::replay), in either mode: decode each record, send the ones
-//! that cannot be decoded to the dead-letter topic, write the others in one store call, retry failed
-//! writes with backoff.
+//! that cannot be decoded to the dead-letter topic, drop the events of suppressed users
+//! ([`crate::suppression`]), write the others in one store call, retry failed writes with backoff.
 //!
 //! Tracing: each record gets an `ingestor.record` span whose parent is the trace context the collector
 //! put in the record's headers (`hourglass_core::trace_context`), or none (a new trace) for a record
@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::dead_letter;
+use crate::suppression::{Suppression, drop_suppressed};
 use crate::telemetry;
 
 /// What became of one record.
@@ -50,16 +51,19 @@ pub enum Handled {
 pub struct RecordHandler<S, L> {
     raw_store: Arc<S>,
     dead_letter_log: Arc<L>,
+    suppression: Suppression,
     retry_backoff: Duration,
     max_retry_backoff: Duration,
 }
 
 impl<S: RawStore, L: EventLog> RecordHandler<S, L> {
-    /// A handler writing to `raw_store` and dead-lettering to `dead_letter_log`; a failed write is
-    /// retried after `retry_backoff`, doubling up to `max_retry_backoff` (both at least 1 ms).
+    /// A handler writing to `raw_store` and dead-lettering to `dead_letter_log`, dropping the events of
+    /// the people `suppression` lists; a failed write is retried after `retry_backoff`, doubling up to
+    /// `max_retry_backoff` (both at least 1 ms).
     pub fn new(
         raw_store: Arc<S>,
         dead_letter_log: Arc<L>,
+        suppression: Suppression,
         retry_backoff: Duration,
         max_retry_backoff: Duration,
     ) -> Self {
@@ -67,6 +71,7 @@ impl<S: RawStore, L: EventLog> RecordHandler<S, L> {
         Self {
             raw_store,
             dead_letter_log,
+            suppression,
             retry_backoff: retry_backoff.max(at_least_1_ms),
             max_retry_backoff: max_retry_backoff.max(at_least_1_ms),
         }
@@ -80,11 +85,15 @@ impl<S: RawStore, L: EventLog> RecordHandler<S, L> {
         let mut batches = Vec::with_capacity(records.len());
         let mut hours_of_batches = Vec::with_capacity(records.len());
         let mut spans_of_batches = Vec::with_capacity(records.len());
+        // One list for the whole group: a refresh meanwhile applies from the next group.
+        let suppressed = self.suppression.snapshot();
+        let mut erased = 0u64;
         for consumed in records {
             let record_span = record_span(consumed);
             let schema_version = consumed.header(SCHEMA_VERSION_HEADER);
             match record_span.in_scope(|| record::decode(schema_version, &consumed.payload)) {
-                Ok(batch) => {
+                Ok(mut batch) => {
+                    erased += drop_suppressed(&suppressed, &mut batch);
                     record_span.record("customer_id", batch.customer_id.as_str());
                     record_span.record("batch_id", batch.batch_id.as_str());
                     hours_of_batches.push(touched_hours(&batch));
@@ -116,6 +125,9 @@ impl<S: RawStore, L: EventLog> RecordHandler<S, L> {
         if stored && !batches.is_empty() {
             metrics::counter!(telemetry::RECORDS_TOTAL, "result" => "stored").increment(batches.len() as u64);
             metrics::counter!(telemetry::EVENTS_STORED_TOTAL).increment(events as u64);
+            if erased > 0 {
+                metrics::counter!(telemetry::EVENTS_ERASED_TOTAL).increment(erased);
+            }
         }
         let mut hours_of_batches = hours_of_batches.into_iter();
         let mut spans_of_batches = spans_of_batches.into_iter();

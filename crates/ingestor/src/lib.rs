@@ -8,9 +8,11 @@
 //! 2. [`RecordHandler`] decodes each record (`hourglass_core::record`); one that cannot be
 //!    ([`dead_letter`]: garbage, an unknown schema version) goes to the dead-letter topic with the reason
 //!    in headers.
-//! 3. Its accepted events and outcome counts are written to the raw store
+//! 3. The events of people erased and still under suppression are dropped and counted as erased
+//!    ([`suppression`]).
+//! 4. Its accepted events and outcome counts are written to the raw store
 //!    ([`RawStore`](hourglass_core::raw_store::RawStore)), retried with backoff while the store is down.
-//! 4. Every commit interval: the customer-hours of finished records are marked dirty in the job queue
+//! 5. Every commit interval: the customer-hours of finished records are marked dirty in the job queue
 //!    ([`JobQueue`](hourglass_core::job_queue::JobQueue)), then the positions below every record still in
 //!    flight are committed ([`offsets`]). **An offset is committed only after every record before it is
 //!    durably written and its hours marked.**
@@ -33,9 +35,11 @@ pub mod health;
 pub mod offsets;
 pub mod pipeline;
 pub mod replay;
+pub mod suppression;
 pub mod telemetry;
 
 pub use config::{EmbeddedIngestConfig, IngestLoopConfig, IngestorConfig};
 pub use error::IngestorError;
 pub use handler::{Handled, RecordHandler};
 pub use pipeline::run;
+pub use suppression::{Suppression, SuppressionConfig};

@@ -30,6 +30,7 @@ use crate::config::IngestLoopConfig;
 use crate::error::IngestorError;
 use crate::handler::{Handled, RecordHandler};
 use crate::offsets::OffsetTracker;
+use crate::suppression::Suppression;
 use crate::telemetry;
 
 /// Reads `consumer` until `shutdown` is cancelled, then finishes in-flight writes (at most the drain
@@ -37,12 +38,16 @@ use crate::telemetry;
 ///
 /// It stops early, with an error, when the consumer cannot go on: reading fails, or a commit fails
 /// fatally. It still drains, marks and commits what it can first.
+///
+/// The events of the people `suppression` lists are dropped before the write and counted as erased.
+#[allow(clippy::too_many_arguments)]
 pub async fn run<C, S, Q, L>(
     config: IngestLoopConfig,
     mut consumer: C,
     raw_store: Arc<S>,
     job_queue: Arc<Q>,
     dead_letter_log: Arc<L>,
+    suppression: Suppression,
     shutdown: CancellationToken,
 ) -> Result<(), IngestorError>
 where
@@ -53,8 +58,13 @@ where
 {
     telemetry::describe();
     tracing::info!("ingestor consuming");
-    let handler =
-        Arc::new(RecordHandler::new(raw_store, dead_letter_log, config.retry_backoff(), config.max_retry_backoff()));
+    let handler = Arc::new(RecordHandler::new(
+        raw_store,
+        dead_letter_log,
+        suppression,
+        config.retry_backoff(),
+        config.max_retry_backoff(),
+    ));
     let abandon = CancellationToken::new();
     let mut tracker = OffsetTracker::default();
     let mut pending_hours = PendingHours::default();

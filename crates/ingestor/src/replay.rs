@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::IngestLoopConfig;
 use crate::handler::{Handled, RecordHandler};
+use crate::suppression::Suppression;
 
 /// Why a replay failed.
 #[derive(Debug, thiserror::Error)]
@@ -50,8 +51,9 @@ pub struct ReplaySummary {
 }
 
 /// Replays `records`, a range of `total` records that ends where the range does, in groups of at most
-/// `config.max_records_per_write`; marks every touched hour dirty at the end. `on_progress` is told how
-/// many records were handled so far.
+/// `config.max_records_per_write`; marks every touched hour dirty at the end. The events of the people
+/// `suppression` lists are dropped and counted as erased, as the ingest loop does. `on_progress` is told
+/// how many records were handled so far.
 #[allow(clippy::too_many_arguments)]
 pub async fn replay<R, S, Q, L>(
     config: &IngestLoopConfig,
@@ -60,6 +62,7 @@ pub async fn replay<R, S, Q, L>(
     raw_store: Arc<S>,
     job_queue: Arc<Q>,
     dead_letter_log: Arc<L>,
+    suppression: Suppression,
     stop: CancellationToken,
     mut on_progress: impl FnMut(u64),
 ) -> Result<ReplaySummary, ReplayError>
@@ -69,7 +72,8 @@ where
     Q: JobQueue,
     L: EventLog,
 {
-    let handler = RecordHandler::new(raw_store, dead_letter_log, config.retry_backoff(), config.max_retry_backoff());
+    let handler =
+        RecordHandler::new(raw_store, dead_letter_log, suppression, config.retry_backoff(), config.max_retry_backoff());
     let group_size = config.max_records_per_write.max(1);
     let mut records = pin!(records);
     let mut summary = ReplaySummary::default();

@@ -4,6 +4,10 @@
 pub const RECORDS_TOTAL: &str = "hourglass_ingestor_records_total";
 /// Events written to the raw store.
 pub const EVENTS_STORED_TOTAL: &str = "hourglass_ingestor_events_stored_total";
+/// Events dropped before the raw store because their user was erased and is under suppression.
+pub const EVENTS_ERASED_TOTAL: &str = "hourglass_ingestor_events_erased_total";
+/// People whose events are dropped, as of the last read of the erasure requests.
+pub const SUPPRESSED_USERS: &str = "hourglass_ingestor_suppressed_users";
 /// Store writes that failed and will be retried.
 pub const WRITE_RETRIES_TOTAL: &str = "hourglass_ingestor_write_retries_total";
 /// Offset commits, by `result` = ok | failed.
@@ -23,6 +27,8 @@ pub const CONSUMER_LAG_RECORDS: &str = "hourglass_ingestor_consumer_lag_records"
 pub fn describe() {
     metrics::describe_counter!(RECORDS_TOTAL, "Event-log records handled, by result");
     metrics::describe_counter!(EVENTS_STORED_TOTAL, "Events written to the raw store");
+    metrics::describe_counter!(EVENTS_ERASED_TOTAL, "Events dropped because their user was erased (suppression)");
+    metrics::describe_gauge!(SUPPRESSED_USERS, "Erased users whose events are dropped at ingestion");
     metrics::describe_counter!(WRITE_RETRIES_TOTAL, "Raw-store writes retried");
     metrics::describe_counter!(COMMITS_TOTAL, "Offset commits, by result");
     metrics::describe_counter!(DIRTY_MARK_FAILURES_TOTAL, "Failed attempts to mark dirty customer-hours");

@@ -78,6 +78,7 @@ impl Stores {
             Arc::clone(&self.raw_store),
             Arc::clone(&self.job_queue),
             Arc::clone(&self.log),
+            hourglass_ingestor::Suppression::none(),
             shutdown.clone(),
         ));
         (shutdown, task)
@@ -415,6 +416,7 @@ async fn throughput() {
         raw_store,
         job_queue,
         Arc::clone(&log),
+        hourglass_ingestor::Suppression::none(),
         shutdown.clone(),
     ));
     wait_for_commit_of(&log, last_offset).await;

@@ -77,6 +77,7 @@ fn start_ingestor(
         Arc::clone(&stores.raw_store),
         Arc::clone(&stores.job_queue),
         Arc::clone(&stores.event_log),
+        hourglass_ingestor::Suppression::none(),
         shutdown.clone(),
     ));
     (shutdown, task)
@@ -559,6 +560,7 @@ async fn replay_restores_a_lost_store_from_a_time_or_from_the_beginning() {
             Arc::clone(&stores.raw_store),
             Arc::clone(&stores.job_queue),
             Arc::clone(&stores.event_log),
+            hourglass_ingestor::Suppression::none(),
             CancellationToken::new(),
             |_| {},
         )

@@ -112,6 +112,7 @@ async fn a_store_killed_and_restarted_mid_stream_loses_nothing() {
         Arc::clone(&raw_store),
         Arc::clone(&job_queue),
         Arc::clone(&event_log),
+        hourglass_ingestor::Suppression::none(),
         shutdown.clone(),
     ));
 

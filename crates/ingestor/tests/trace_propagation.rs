@@ -176,6 +176,7 @@ async fn ingest_and_check_one_trace<C: EventLogConsumer, L: EventLog>(
         Arc::clone(&stores.raw_store),
         Arc::clone(&stores.meta),
         dead_letter_log,
+        hourglass_ingestor::Suppression::none(),
         shutdown.clone(),
     ));
     let record_spans = traces.wait_for_spans("ingestor.record", 2).await;
