@@ -3,7 +3,8 @@
 //! go through the ingestor's record handler (the one the ingest loop and `hourglass replay` use) and are
 //! dropped, counted as erased in the raw store's outcomes and in the ledger; the other users' events of
 //! the same batch are stored; `verify` balances (stored = counted) after the erasure and after the
-//! suppressed batch; without a salt the suppressed users cannot be loaded.
+//! suppressed batch; the hour's applied erasure is read back with its request id and revision; without a
+//! salt the suppressed users cannot be loaded.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -20,7 +21,7 @@ use hourglass_core::record;
 use hourglass_core::rollup_reader::RollupReader;
 use hourglass_core::rollup_store::RollupStore;
 use hourglass_ingestor::suppression::{self, SuppressionError};
-use hourglass_ingestor::{Handled, RecordHandler, Suppression};
+use hourglass_ingestor::{Handled, RecordHandler};
 use hourglass_proto::log::v1::{EventBatchRecord, Outcome, OutcomeCount};
 use hourglass_proto::prost_types::Timestamp;
 use hourglass_proto::v1::Event;
@@ -145,6 +146,14 @@ where
         .await
         .unwrap();
     assert_eq!(erased.request.state, ErasureState::Done);
+    let revision = erased.hours[0].revision.expect("the hour is recomputed");
+    // What GetHourStatus and GetLedger show for the hour.
+    let applied = rollups.applied_erasures(CUSTOMER, hour_start, hour_start + 3600).await.unwrap();
+    let applied: Vec<(i64, &str, u64, Option<u32>)> = applied
+        .iter()
+        .map(|applied| (applied.hour_start, applied.request_id.as_str(), applied.events, applied.revision))
+        .collect();
+    assert_eq!(applied, [(hour_start, request.id.as_str(), 2, Some(revision))]);
     assert_eq!(
         users_stored(&*raw_store, hour_start).await,
         [("old-3".into(), "joe".into()), ("old-4".into(), "ann".into())]

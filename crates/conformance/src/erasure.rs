@@ -7,7 +7,8 @@
 //! or all; a request is leased by one run at a time (a live lease refuses another, the oldest open request
 //! is leased next, a done one never), and only the current lease plans, records hours and finishes; a
 //! plan is recorded once, with its hours oldest first; suppression lists the people whose instant has not
-//! passed.
+//! passed. [`applied_erasures`] holds a [`RollupReader`] over the same database to the erasures it reads
+//! per hour (what `GetHourStatus` and `GetLedger` show).
 
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use hourglass_core::customer::CustomerId;
 use hourglass_core::erasure::{ErasureHour, ErasureSalt, ErasureState, ErasureStore, UserHash};
 use hourglass_core::job_queue::CustomerHour;
+use hourglass_core::rollup_reader::{AppliedErasure, RollupReader};
 
 const LONG_LEASE: Duration = Duration::from_secs(300);
 /// The hour the plans name (2025-11-25T13:00:00Z).
@@ -42,6 +44,54 @@ pub async fn suite(store: &impl ErasureStore) {
     requests_are_recorded_once_per_open_person(store).await;
     a_request_runs_under_one_lease_through_its_plan(store).await;
     suppression_lists_people_until_their_instant(store).await;
+}
+
+/// The erasures applied to a customer's hours, as `reader` (over the database `store` writes) reads them:
+/// per hour then request, planned hours without a revision until they are done, other customers' and
+/// hours outside the range apart. `store` must hold no request of the customers used here.
+pub async fn applied_erasures(store: &impl ErasureStore, reader: &impl RollupReader) {
+    let umbrella = customer("erasure-umbrella");
+    let first = store.request_erasure(&umbrella, hash("erasure-umbrella", "jane"), in_a_day()).await.expect("request");
+    let lease = store.lease_erasure(&first.id, "run", LONG_LEASE).await.expect("lease").expect("leasable");
+    let plan = [planned(&umbrella, HOUR, 5), planned(&umbrella, HOUR + 3600, 2)];
+    assert!(store.plan_erasure(&lease, &plan).await.expect("plan"));
+    assert!(store.record_erased_hour(&lease, &plan[0].customer_hour, 3).await.expect("record"));
+    let read = |from, to| async move { reader.applied_erasures("erasure-umbrella", from, to).await.expect("read") };
+    let applied = read(HOUR, HOUR + 7200).await;
+    assert_eq!(applied.len(), 2, "{applied:?}");
+    let erased_at = applied[0].erased_at.expect("a done hour has its instant");
+    assert!((Utc::now().timestamp() - erased_at).abs() < 600, "erased now: {erased_at}");
+    let expected = |hour_start, request_id: &str, events, revision, erased_at| AppliedErasure {
+        hour_start,
+        request_id: request_id.to_owned(),
+        events,
+        revision,
+        erased_at,
+    };
+    assert_eq!(
+        applied,
+        [expected(HOUR, &first.id, 5, Some(3), Some(erased_at)), expected(HOUR + 3600, &first.id, 2, None, None)],
+        "the done hour with its revision, the planned one without"
+    );
+    assert!(store.record_erased_hour(&lease, &plan[1].customer_hour, 4).await.expect("record"));
+    assert!(store.finish_erasure(&lease).await.expect("finish"));
+
+    let second = store.request_erasure(&umbrella, hash("erasure-umbrella", "joe"), in_a_day()).await.expect("request");
+    let lease = store.lease_erasure(&second.id, "run", LONG_LEASE).await.expect("lease").expect("leasable");
+    assert!(store.plan_erasure(&lease, &[planned(&umbrella, HOUR, 1)]).await.expect("plan"));
+    assert!(store.record_erased_hour(&lease, &plan[0].customer_hour, 5).await.expect("record"));
+    let first_hour = read(HOUR, HOUR + 3600).await;
+    let requests: Vec<(&str, u64, Option<u32>)> =
+        first_hour.iter().map(|applied| (applied.request_id.as_str(), applied.events, applied.revision)).collect();
+    assert_eq!(
+        requests,
+        [(first.id.as_str(), 5, Some(3)), (second.id.as_str(), 1, Some(5))],
+        "by request, oldest first"
+    );
+    assert_eq!(read(HOUR + 3600, HOUR + 7200).await.len(), 1, "the range is [from, to)");
+    assert!(read(HOUR - 3600, HOUR).await.is_empty());
+    let other = reader.applied_erasures("erasure-nobody", HOUR, HOUR + 7200).await.expect("read");
+    assert!(other.is_empty(), "another customer's hours");
 }
 
 async fn requests_are_recorded_once_per_open_person(store: &impl ErasureStore) {

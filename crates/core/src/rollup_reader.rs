@@ -96,6 +96,22 @@ pub struct HourStatus {
     pub refused: Option<String>,
 }
 
+/// One erasure request as applied to one hour (`crate::erasure`): the person's events deleted from the
+/// hour's raw data and the hour recomputed, as the request's run recorded it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppliedErasure {
+    /// Start of the hour, seconds since the Unix epoch.
+    pub hour_start: i64,
+    /// The erasure request's id.
+    pub request_id: String,
+    /// The person's distinct events found in the hour when the request was planned, and deleted.
+    pub events: u64,
+    /// The hour's rollup revision written after the deletion; `None` while the hour is still being erased.
+    pub revision: Option<u32>,
+    /// When the hour was erased and recomputed, seconds since the Unix epoch; `None` until then.
+    pub erased_at: Option<i64>,
+}
+
 /// Read access to one customer's rollups, hour statuses and ledger.
 pub trait RollupReader: Send + Sync + 'static {
     /// Hourly rows of hours starting in `[from, to)`, ordered by hour then event type; only the given
@@ -153,6 +169,16 @@ pub trait RollupReader: Send + Sync + 'static {
         from_unix: i64,
         to_unix: i64,
     ) -> impl Future<Output = Result<Vec<LedgerRow>, RollupStoreError>> + Send;
+
+    /// The erasures applied to, or planned for, the customer's hours starting in `[from, to)`, by hour
+    /// then request (oldest first): read from the erasure requests' own records
+    /// ([`ErasureStore`](crate::erasure::ErasureStore)), in the same database as the rollups.
+    fn applied_erasures(
+        &self,
+        customer_id: &str,
+        from_unix: i64,
+        to_unix: i64,
+    ) -> impl Future<Output = Result<Vec<AppliedErasure>, RollupStoreError>> + Send;
 
     /// The sum of the revisions of the customer's hours starting in `[from, to)`. Every rollup written in
     /// the range adds one (a first rollup makes a revision 1, each replacement one more), so an unchanged

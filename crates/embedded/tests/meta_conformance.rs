@@ -22,6 +22,7 @@ async fn key_store_conformance() {
 async fn erasure_store_conformance() {
     let (_data_dir, store) = store().await;
     erasure::suite(&store).await;
+    erasure::applied_erasures(&store, &store).await;
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@
 //! Each sees one committed state, so a completion is read whole or not at all.
 
 use hourglass_core::rollup_reader::{
-    EventTypeSeen, HourStatus, HourlyNumericRow, HourlyRollupRow, HourlyTotalsRow, RollupReader,
+    AppliedErasure, EventTypeSeen, HourStatus, HourlyNumericRow, HourlyRollupRow, HourlyTotalsRow, RollupReader,
 };
 use hourglass_core::rollup_store::{LedgerRow, RollupStoreError};
 
@@ -195,6 +195,37 @@ impl RollupReader for PostgresRollupStore {
                 events: row.events.unwrap_or(0) as u64,
                 pending: row.pending,
                 refused: row.refused,
+            })
+            .collect())
+    }
+
+    async fn applied_erasures(
+        &self,
+        customer_id: &str,
+        from_unix: i64,
+        to_unix: i64,
+    ) -> Result<Vec<AppliedErasure>, RollupStoreError> {
+        let rows = sqlx::query!(
+            r#"SELECT extract(epoch FROM hour_start)::bigint AS "hour_start!", request_id, events, revision,
+                      extract(epoch FROM erased_at)::bigint AS erased_at
+               FROM erasure_hours
+               WHERE customer_id = $1 AND hour_start >= to_timestamp($2) AND hour_start < to_timestamp($3)
+               ORDER BY hour_start, request_id"#,
+            customer_id,
+            from_unix as f64,
+            to_unix as f64
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(rollup_store_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|row| AppliedErasure {
+                hour_start: row.hour_start,
+                request_id: row.request_id,
+                events: u64::try_from(row.events).unwrap_or(0),
+                revision: row.revision.map(|revision| u32::try_from(revision).unwrap_or(u32::MAX)),
+                erased_at: row.erased_at,
             })
             .collect())
     }

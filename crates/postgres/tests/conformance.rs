@@ -28,8 +28,10 @@ async fn key_store_conformance() {
 
 #[tokio::test]
 async fn erasure_store_conformance() {
-    let store = PostgresErasureStore::new(migrated_pool("conformance_erasure").await);
+    let pool = migrated_pool("conformance_erasure").await;
+    let store = PostgresErasureStore::new(pool.clone());
     erasure::suite(&store).await;
+    erasure::applied_erasures(&store, &PostgresRollupStore::new(pool)).await;
 }
 
 #[tokio::test]

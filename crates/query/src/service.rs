@@ -11,13 +11,16 @@ use hourglass_core::api_key::Scope;
 use hourglass_core::hour::SECONDS_PER_HOUR;
 use hourglass_core::key_store::KeyStore;
 use hourglass_core::raw_store::{RawStore, StoredEvent};
-use hourglass_core::rollup_reader::{HourStatus as StoredHourStatus, HourlyRollupRow, RollupReader};
+use hourglass_core::rollup_reader::{
+    AppliedErasure as StoredAppliedErasure, HourStatus as StoredHourStatus, HourlyRollupRow, RollupReader,
+};
 use hourglass_grpc::auth::{Authenticator, Principal};
 use hourglass_proto::encoded::Encoded;
 use hourglass_proto::prost_types::Timestamp;
 use hourglass_proto::query_server::query_service_server::QueryService;
 use hourglass_proto::query_server::{EncodedGetHourlyMetricsResponse, EncodedGetPeriodMetricsResponse};
 use hourglass_proto::v1::property_value::Kind;
+use hourglass_proto::v1::{AppliedErasure, GetPlanViolationsRequest, GetPlanViolationsResponse};
 use hourglass_proto::v1::{
     Event, EventTypeSummary, GetHourStatusRequest, GetHourStatusResponse, GetHourlyMetricsRequest,
     GetHourlyMetricsResponse, GetLedgerRequest, GetLedgerResponse, GetPeriodMetricsRequest, GetPeriodMetricsResponse,
@@ -25,7 +28,6 @@ use hourglass_proto::v1::{
     ListRawEventsResponse, MetricsRow, PeriodMetricsRow, PlanVersionChecks, PlanViolationCount, PlanViolationHour,
     PropertyValue, RawEvent, RejectionCount, RejectionReason, TimeRange,
 };
-use hourglass_proto::v1::{GetPlanViolationsRequest, GetPlanViolationsResponse};
 use prost::Message;
 use tonic::{Code, Request, Response, Status};
 
@@ -210,6 +212,20 @@ fn event_type_filter(event_types: &[String]) -> Result<(), QueryError> {
     Ok(())
 }
 
+/// The applied erasures of a range (by hour, then request) as each hour's list of messages.
+fn erasures_by_hour(applied: Vec<StoredAppliedErasure>) -> std::collections::HashMap<i64, Vec<AppliedErasure>> {
+    let mut by_hour: std::collections::HashMap<i64, Vec<AppliedErasure>> = std::collections::HashMap::new();
+    for erasure in applied {
+        by_hour.entry(erasure.hour_start).or_default().push(AppliedErasure {
+            request_id: erasure.request_id,
+            events_erased: erasure.events,
+            revision: erasure.revision.unwrap_or(0),
+            erased_at: erasure.erased_at.map(timestamp),
+        });
+    }
+    by_hour
+}
+
 fn hour_status(status: StoredHourStatus) -> HourStatus {
     let state = match (status.revision, status.is_final) {
         (None, _) => HourState::Pending,
@@ -226,6 +242,7 @@ fn hour_status(status: StoredHourStatus) -> HourStatus {
         events: status.events,
         reaggregation_pending: status.pending && status.revision.is_some(),
         refused_reason: status.refused.unwrap_or_default(),
+        erasures: Vec::new(),
     }
 }
 
@@ -350,9 +367,18 @@ impl<K: KeyStore, R: RollupReader, W: RawStore> QueryService for QueryServiceImp
         observed("GetHourStatus", async {
             let principal = self.authenticate(&request).await?;
             let (from, to) = self.hourly_range(request.get_ref().range.as_ref())?;
-            let statuses =
-                self.reader.hour_statuses(principal.customer_id.as_str(), from, to).await.map_err(QueryError::from)?;
-            Ok(Response::new(GetHourStatusResponse { hours: statuses.into_iter().map(hour_status).collect() }))
+            let customer_id = principal.customer_id.as_str();
+            let statuses = self.reader.hour_statuses(customer_id, from, to).await.map_err(QueryError::from)?;
+            let mut erasures =
+                erasures_by_hour(self.reader.applied_erasures(customer_id, from, to).await.map_err(QueryError::from)?);
+            let hours = statuses
+                .into_iter()
+                .map(|status| {
+                    let applied = erasures.remove(&status.hour_start).unwrap_or_default();
+                    HourStatus { erasures: applied, ..hour_status(status) }
+                })
+                .collect();
+            Ok(Response::new(GetHourStatusResponse { hours }))
         })
         .await
     }
@@ -361,11 +387,14 @@ impl<K: KeyStore, R: RollupReader, W: RawStore> QueryService for QueryServiceImp
         observed("GetLedger", async {
             let principal = self.authenticate(&request).await?;
             let (from, to) = self.hourly_range(request.get_ref().range.as_ref())?;
-            let ledger =
-                self.reader.ledger(Some(principal.customer_id.as_str()), from, to).await.map_err(QueryError::from)?;
+            let customer_id = principal.customer_id.as_str();
+            let ledger = self.reader.ledger(Some(customer_id), from, to).await.map_err(QueryError::from)?;
+            let mut erasures =
+                erasures_by_hour(self.reader.applied_erasures(customer_id, from, to).await.map_err(QueryError::from)?);
             let rows = ledger
                 .into_iter()
                 .map(|row| LedgerRow {
+                    erasures: erasures.remove(&row.customer_hour.hour_start).unwrap_or_default(),
                     hour_start: Some(timestamp(row.customer_hour.hour_start)),
                     received: row.received,
                     accepted: row.accepted,

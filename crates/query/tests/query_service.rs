@@ -1,7 +1,7 @@
 //! The query service against real Postgres and the real CQL server: reports equal brute-force counts of
 //! the generated events (rolled up by the real aggregator), a key never reads another customer's data,
-//! cached reports are the uncached ones, GetPlanViolations agrees with the ledger, and bad requests get
-//! clear INVALID_ARGUMENT errors.
+//! cached reports are the uncached ones, GetPlanViolations agrees with the ledger, GetHourStatus and
+//! GetLedger show the erasures applied to an hour, and bad requests get clear INVALID_ARGUMENT errors.
 
 mod support;
 
@@ -513,6 +513,81 @@ async fn raw_events_page_through_an_hour_exactly_once() {
             }
         }
     }
+    hourglass_cql::testing::drop_test_keyspace(&platform.cql).await;
+}
+
+#[tokio::test]
+async fn hour_status_and_the_ledger_show_the_erasures_applied_to_each_hour() {
+    use hourglass_core::customer::CustomerId;
+    use hourglass_core::erasure::{ErasureHour, ErasureSalt, ErasureStore, UserHash};
+    use hourglass_core::job_queue::CustomerHour;
+    use hourglass_postgres::{PostgresConfig, PostgresErasureStore};
+
+    let platform = support::start("query_erasures").await;
+    let mut client = platform.client().await;
+    let hours = data_hours();
+    let (from, to) = (hours[0], hours[hours.len() - 1] + 3600);
+    // The erasure as its run records it (the run itself is tested in crates/aggregator/tests/erasure.rs).
+    let pool = PostgresConfig::for_url(platform.database_url.clone()).open().await.unwrap();
+    let erasures = PostgresErasureStore::new(pool);
+    let acme = CustomerId::new("acme").unwrap();
+    let salt = ErasureSalt::new("the query tests' erasure salt").unwrap();
+    let until = chrono::Utc::now() + chrono::TimeDelta::days(30);
+    let request = erasures.request_erasure(&acme, UserHash::of(&salt, "acme", "user-5"), until).await.unwrap();
+    let lease = erasures.lease_erasure(&request.id, "test", std::time::Duration::from_secs(60)).await.unwrap().unwrap();
+    let planned = |hour_start, events| ErasureHour {
+        customer_hour: CustomerHour { customer_id: acme.clone(), hour_start },
+        events,
+        revision: None,
+    };
+    assert!(erasures.plan_erasure(&lease, &[planned(hours[1], 3), planned(hours[3], 2)]).await.unwrap());
+    assert!(erasures.record_erased_hour(&lease, &planned(hours[1], 3).customer_hour, 2).await.unwrap());
+
+    let statuses = client
+        .get_hour_status(authorized(&platform.acme_key, GetHourStatusRequest { range: range(from, to) }))
+        .await
+        .unwrap()
+        .into_inner()
+        .hours;
+    // Per erasure: request id, events erased, revision, whether it has its instant.
+    type Shown = Vec<(String, u64, u32, bool)>;
+    let shown = |erasures: &[hourglass_proto::v1::AppliedErasure]| -> Shown {
+        erasures
+            .iter()
+            .map(|applied| {
+                (applied.request_id.clone(), applied.events_erased, applied.revision, applied.erased_at.is_some())
+            })
+            .collect()
+    };
+    let by_hour: Vec<(i64, Shown)> =
+        statuses.iter().map(|status| (status.hour_start.as_ref().unwrap().seconds, shown(&status.erasures))).collect();
+    let expected = vec![
+        (hours[0], vec![]),
+        (hours[1], vec![(request.id.clone(), 3, 2, true)]),
+        (hours[2], vec![]),
+        (hours[3], vec![(request.id.clone(), 2, 0, false)]),
+        (hours[4], vec![]),
+    ];
+    assert_eq!(by_hour, expected, "done: its revision and instant; planned: neither yet");
+
+    let ledger = client
+        .get_ledger(authorized(&platform.acme_key, GetLedgerRequest { range: range(from, to) }))
+        .await
+        .unwrap()
+        .into_inner()
+        .rows;
+    let by_hour: Vec<(i64, Shown)> =
+        ledger.iter().map(|row| (row.hour_start.as_ref().unwrap().seconds, shown(&row.erasures))).collect();
+    assert_eq!(by_hour, expected, "the ledger shows the same erasures");
+    assert!(ledger.iter().all(|row| row.erased == 0), "nothing was suppressed at ingestion");
+
+    let globex = client
+        .get_hour_status(authorized(&platform.globex_key, GetHourStatusRequest { range: range(from, to) }))
+        .await
+        .unwrap()
+        .into_inner()
+        .hours;
+    assert!(globex.iter().all(|status| status.erasures.is_empty()), "another customer's erasures are not shown");
     hourglass_cql::testing::drop_test_keyspace(&platform.cql).await;
 }
 

@@ -2,7 +2,7 @@
 //! to one customer (the ledger may also be read for all, by operators).
 
 use hourglass_core::rollup_reader::{
-    EventTypeSeen, HourStatus, HourlyNumericRow, HourlyRollupRow, HourlyTotalsRow, RollupReader,
+    AppliedErasure, EventTypeSeen, HourStatus, HourlyNumericRow, HourlyRollupRow, HourlyTotalsRow, RollupReader,
 };
 use hourglass_core::rollup_store::{LedgerRow, RollupStoreError};
 
@@ -23,6 +23,10 @@ fn event_type_filter(event_types: &[String]) -> String {
 /// events, pending, why later data was refused.
 type StatusTuple =
     (i64, Option<i64>, Option<i64>, Option<bool>, Option<i64>, Option<i64>, Option<i64>, bool, Option<String>);
+
+/// An `erasure_hours` row as `applied_erasures` selects it: hour, request id, events, revision, erased at
+/// (microseconds).
+type AppliedErasureTuple = (i64, String, i64, Option<i64>, Option<i64>);
 
 impl RollupReader for SqliteMetaStore {
     async fn hourly_rollups(
@@ -201,6 +205,34 @@ impl RollupReader for SqliteMetaStore {
                     pending,
                     refused,
                 }
+            })
+            .collect())
+    }
+
+    async fn applied_erasures(
+        &self,
+        customer_id: &str,
+        from_unix: i64,
+        to_unix: i64,
+    ) -> Result<Vec<AppliedErasure>, RollupStoreError> {
+        let rows: Vec<AppliedErasureTuple> = sqlx::query_as(
+            "SELECT hour_start, request_id, events, revision, erased_at_us FROM erasure_hours \
+             WHERE customer_id = ? AND hour_start >= ? AND hour_start < ? ORDER BY hour_start, request_id",
+        )
+        .bind(customer_id)
+        .bind(from_unix)
+        .bind(to_unix)
+        .fetch_all(&self.readers)
+        .await
+        .map_err(unavailable)?;
+        Ok(rows
+            .into_iter()
+            .map(|(hour_start, request_id, events, revision, erased_at_us)| AppliedErasure {
+                hour_start,
+                request_id,
+                events: u64::try_from(events).unwrap_or(0),
+                revision: revision.map(|revision| u32::try_from(revision).unwrap_or(u32::MAX)),
+                erased_at: erased_at_us.map(|micros| micros.div_euclid(1_000_000)),
             })
             .collect())
     }
