@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chrono::Utc;
 use hourglass_aggregator::AggregatorConfig;
-use hourglass_aggregator::erasure::{self, ErasureConfig};
+use hourglass_aggregator::erasure::{self, ErasureConfig, ErasureSettings};
 use hourglass_core::customer::CustomerId;
 use hourglass_core::erasure::{ErasureState, ErasureStore};
 use hourglass_core::event_log::{ConsumedRecord, EventLog};
@@ -139,7 +139,7 @@ where
     // Nobody is suppressed yet: no salt is needed.
     assert!(suppression::load(&*erasures, None).await.unwrap().is_empty());
 
-    let salt = erasure_config().salt().unwrap();
+    let salt = erasure_config().erasure_salt().unwrap();
     let request = erasure::request(&erasure_config(), &*erasures, &customer, ERASED_USER, Utc::now()).await.unwrap();
     let lease = erasure::lease_request(&config, &*erasures, &request.id, Duration::from_secs(30)).await.unwrap();
     let erased = erasure::run_request(&config, &salt, &*raw_store, rollups, &*erasures, &lease.unwrap(), now(), |_| {})

@@ -69,9 +69,10 @@ pub async fn suppression<E: hourglass_core::erasure::ErasureStore>(
     shutdown: CancellationToken,
 ) -> anyhow::Result<hourglass_ingestor::Suppression> {
     use anyhow::Context;
+    use hourglass_aggregator::erasure::ErasureSettings;
     // Without a salt there is nothing to recognise anyone with; `start` refuses if that matters.
     let salt = match erasure.salt {
-        Some(_) => Some(erasure.salt()?),
+        Some(_) => Some(erasure.erasure_salt()?),
         None => None,
     };
     let suppression = hourglass_ingestor::suppression::start(config, erasure_store, salt, shutdown)
