@@ -50,6 +50,16 @@ pub fn data_hours() -> Vec<i64> {
     .collect()
 }
 
+/// The aggregator of these tests: its raw retention reaches back far enough that [`data_hours`], fixed
+/// dates, are never past the aggregator's horizon (with the default 30 days they were, from 29 days after
+/// the first of them, and every report came up an hour short). The rows themselves are written now, and
+/// the CQL table's TTL counts from the write, so they are all there however old their hours are.
+pub fn aggregator_config() -> AggregatorConfig {
+    let mut config = AggregatorConfig::with_defaults();
+    config.raw_retention = hourglass_core::retention::RawRetention::from_days(3650);
+    config
+}
+
 pub fn range(start: i64, end: i64) -> Option<TimeRange> {
     Some(TimeRange {
         start: Some(Timestamp { seconds: start, nanos: 0 }),
@@ -234,7 +244,7 @@ pub async fn start(test_name: &str) -> Platform {
         }
     }
     job_queue.mark_dirty(&dirty.into_iter().collect::<Vec<_>>()).await.unwrap();
-    let config = AggregatorConfig::with_defaults();
+    let config = aggregator_config();
     let now = chrono::Utc::now().timestamp();
     while hourglass_aggregator::run_once(&config, "test-worker", &raw_store, &rollups, now).await.unwrap() > 0 {}
 
@@ -288,7 +298,7 @@ impl Platform {
             .collect();
         PostgresJobQueue::new(pool.clone()).mark_dirty(&marks).await.unwrap();
         let rollups = PostgresRollupStore::new(pool);
-        let config = AggregatorConfig::with_defaults();
+        let config = aggregator_config();
         let now = chrono::Utc::now().timestamp();
         while hourglass_aggregator::run_once(&config, "late-worker", &raw_store, &rollups, now).await.unwrap() > 0 {}
     }
