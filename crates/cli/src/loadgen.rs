@@ -15,7 +15,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
-const EVENT_TYPES: [&str; 20] = [
+/// The event types of generated events (and of the bench's tracking plan).
+pub const EVENT_TYPES: [&str; 20] = [
     "page_view",
     "click",
     "signup",
@@ -48,6 +49,16 @@ pub enum EventSource {
         /// Distinguishes event ids of different runs.
         run_id: String,
     },
+    /// `count` generated events of the bench's tracking plan (`bench::tracking_plan`), about
+    /// `violations_per_million` in a million of them breaking one of its rules.
+    Planned {
+        /// Events in all.
+        count: u64,
+        /// Distinguishes event ids of different runs.
+        run_id: String,
+        /// Events in a million that break the plan.
+        violations_per_million: u32,
+    },
     /// Events given up front (read from a file), sent in order.
     Given(Arc<Vec<Event>>),
 }
@@ -56,7 +67,7 @@ impl EventSource {
     /// Events in all.
     pub fn len(&self) -> u64 {
         match self {
-            Self::Generated { count, .. } => *count,
+            Self::Generated { count, .. } | Self::Planned { count, .. } => *count,
             Self::Given(events) => events.len() as u64,
         }
     }
@@ -64,6 +75,9 @@ impl EventSource {
     fn batch(&self, first: u64, count: usize) -> Vec<Event> {
         match self {
             Self::Generated { run_id, .. } => generate_batch(run_id, first, count),
+            Self::Planned { run_id, violations_per_million, .. } => {
+                crate::bench::tracking_plan::generate_batch(run_id, first, count, *violations_per_million)
+            }
             Self::Given(events) => events[first as usize..first as usize + count].to_vec(),
         }
     }

@@ -208,6 +208,9 @@ pub async fn run(args: AllBenchArgs) -> anyhow::Result<()> {
         in_flight: 32,
         record_layout: RecordLayout::Batch,
         keep_topic: false,
+        tracking_plan: None,
+        plan_violation_rate: 0.0,
+        plan_check_only: false,
         kafka: args.kafka.clone(),
         postgres: args.postgres.clone(),
     };

@@ -3,6 +3,13 @@
 //!
 //! The collector runs as a child process (this same binary, `hourglass collector`) so its CPU and memory
 //! are measured apart from the load generator's, from `/proc/<pid>`.
+//!
+//! With `--tracking-plan MODE` it measures what a tracking plan costs: the events are the bench plan's
+//! (`tracking_plan.rs`), sent twice with the same numbers to a collector of their own each time, first
+//! for a customer without a plan, then for one with the plan pushed in that mode; the plan's share is the
+//! difference in the collector's CPU per event over its CPU per event with the plan. `CompiledPlan::check`
+//! alone is measured in this process too, on the same events, where the shared cores' noise does not
+//! reach it.
 
 use std::net::TcpListener as StdTcpListener;
 use std::process::Stdio;
@@ -10,12 +17,42 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use hourglass_collector::config::RecordLayout;
+use hourglass_core::customer::CustomerId;
+use hourglass_core::tracking_plan::store::PlanStore;
+use hourglass_core::tracking_plan::{PlanDocument, PlanMode};
 use hourglass_kafka::{KafkaConfig, admin};
-use hourglass_postgres::PostgresConfig;
+use hourglass_postgres::{PostgresConfig, PostgresPlanStore};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::tracking_plan::{self, CheckFigures};
 use super::{Measurement, peak_rss_kib, process_cpu_seconds, self_cpu_seconds, wait_until_serving};
 use crate::loadgen::{self, EventSource, LoadPlan};
+
+/// The mode of the tracking plan a collector bench pushes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TrackingPlanMode {
+    /// The plan is stored but not applied (the collector still looks it up).
+    Off,
+    /// Violations are counted, every event accepted.
+    Warn,
+    /// Violating events are rejected.
+    Enforce,
+}
+
+impl TrackingPlanMode {
+    fn plan_mode(self) -> PlanMode {
+        match self {
+            TrackingPlanMode::Off => PlanMode::Off,
+            TrackingPlanMode::Warn => PlanMode::Warn,
+            TrackingPlanMode::Enforce => PlanMode::Enforce,
+        }
+    }
+}
+
+/// Events checked per pass, and passes, of the in-process measure of `CompiledPlan::check`: five
+/// thousand of each of the plan's types, each pass a few tens of milliseconds.
+const CHECK_EVENTS: usize = 100_000;
+const CHECK_PASSES: usize = 21;
 
 /// Flags of `hourglass bench collector`.
 #[derive(clap::Args, Clone)]
@@ -44,6 +81,19 @@ pub struct CollectorBenchArgs {
     /// Keep the benchmark's Kafka topic afterwards (it is deleted by default).
     #[arg(long)]
     pub(super) keep_topic: bool,
+    /// Measure a tracking plan's cost: the bench's 20-type plan (docs/tracking-plans/bench-20-types.json)
+    /// in this mode. The events are then the plan's, sent twice with the same numbers: for a customer
+    /// without a plan, then for one with the plan; and `CompiledPlan::check` alone is measured in this
+    /// process on the same events. Without it: one run of the plain generated events, no plan.
+    #[arg(long, value_enum)]
+    pub(super) tracking_plan: Option<TrackingPlanMode>,
+    /// With --tracking-plan: the fraction of events breaking one of the plan's rules (each rule in
+    /// turn); in enforce mode exactly these are rejected.
+    #[arg(long, default_value_t = 0.0, requires = "tracking_plan")]
+    pub(super) plan_violation_rate: f64,
+    /// With --tracking-plan: only the in-process measure of `CompiledPlan::check` (no servers).
+    #[arg(long, requires = "tracking_plan")]
+    pub(super) plan_check_only: bool,
     #[command(flatten)]
     pub(super) kafka: KafkaConfig,
     #[command(flatten)]
@@ -60,20 +110,121 @@ pub struct CollectorFigures {
     pub client_cpu_seconds: f64,
 }
 
+/// What the collector bench measured of a tracking plan: the same events without and with it.
+pub struct PlanFigures {
+    /// The plan's mode.
+    pub mode: TrackingPlanMode,
+    /// Events in a million that broke the plan.
+    pub violations_per_million: u32,
+    /// The run for a customer without a plan.
+    pub without: CollectorFigures,
+    /// The run for a customer with the plan.
+    pub with: CollectorFigures,
+    /// `CompiledPlan::check` alone, in this process.
+    pub check: CheckFigures,
+}
+
+impl PlanFigures {
+    /// The plan's share of the collector's CPU per event: the difference between the runs over the
+    /// run with the plan.
+    pub fn share(&self) -> f64 {
+        let with = self.with.measurement.cpu_seconds_per_million();
+        (with - self.without.measurement.cpu_seconds_per_million()) / with.max(f64::MIN_POSITIVE)
+    }
+
+    /// The check's own CPU per event measured in process over the collector's CPU per event with the
+    /// plan: the share without the runs' noise.
+    pub fn check_share(&self) -> f64 {
+        let collector_nanos = self.with.measurement.cpu_seconds_per_million() * 1e3;
+        self.check.check_nanos_per_event / collector_nanos.max(f64::MIN_POSITIVE)
+    }
+}
+
 /// Runs the collector benchmark and prints what it measured.
 pub async fn run(args: CollectorBenchArgs) -> anyhow::Result<()> {
-    let figures = measure(&args, super::Bars::Shown).await?;
-    print(&args, &figures);
+    let Some(mode) = args.tracking_plan else {
+        let figures = measure(&args, super::Bars::Shown).await?;
+        print(&args, &figures);
+        return Ok(());
+    };
+    if args.plan_check_only {
+        let violations = tracking_plan::violations_per_million(args.plan_violation_rate)?;
+        let check = tracking_plan::measure_check(mode.plan_mode(), CHECK_EVENTS, CHECK_PASSES, violations)?;
+        print_check(mode, &check);
+        return Ok(());
+    }
+    let figures = measure_with_plan(&args, mode, super::Bars::Shown).await?;
+    println!("without a plan (customer of its own, the plan's events):");
+    print(&args, &figures.without);
+    println!("with the 20-type plan in {} mode:", mode.plan_mode().as_str());
+    print(&args, &figures.with);
+    print_plan(&figures);
     Ok(())
+}
+
+/// What a run sends, and to which customer with which plan.
+struct RunSetup {
+    /// `None`: the customer `bench`, no plan pushed; else a customer of its own.
+    customer: Option<String>,
+    /// The plan pushed for that customer before the collector starts.
+    plan: Option<PlanDocument>,
+    /// `None`: the plain generated events; else the plan's, this many in a million violating.
+    planned_violations_per_million: Option<u32>,
 }
 
 /// Streams the events through a collector process of its own and measures it; `bars` says whether its
 /// progress bar is drawn (not under `bench all`).
 pub async fn measure(args: &CollectorBenchArgs, bars: super::Bars) -> anyhow::Result<CollectorFigures> {
+    let plain = RunSetup { customer: None, plan: None, planned_violations_per_million: None };
+    measure_run(args, bars, &plain).await
+}
+
+/// The run without a plan, then the run with the plan in `mode`, on the same events, then the check
+/// alone in this process.
+pub async fn measure_with_plan(
+    args: &CollectorBenchArgs,
+    mode: TrackingPlanMode,
+    bars: super::Bars,
+) -> anyhow::Result<PlanFigures> {
+    let violations_per_million = tracking_plan::violations_per_million(args.plan_violation_rate)?;
+    let plan = tracking_plan::plan_document(mode.plan_mode())?;
+    // Customers of their own: no other bench or test has (or pushes) a plan for them.
+    let prefix = super::run_id();
+    let without_plan = RunSetup {
+        customer: Some(format!("{prefix}-noplan")),
+        plan: None,
+        planned_violations_per_million: Some(violations_per_million),
+    };
+    let without = measure_run(args, bars, &without_plan).await.context("the run without a plan failed")?;
+    let with_plan = RunSetup {
+        customer: Some(format!("{prefix}-plan")),
+        plan: Some(plan),
+        planned_violations_per_million: Some(violations_per_million),
+    };
+    let with = measure_run(args, bars, &with_plan).await.context("the run with the plan failed")?;
+    let check = tokio::task::spawn_blocking(move || {
+        tracking_plan::measure_check(mode.plan_mode(), CHECK_EVENTS, CHECK_PASSES, violations_per_million)
+    })
+    .await??;
+    Ok(PlanFigures { mode, violations_per_million, without, with, check })
+}
+
+async fn measure_run(args: &CollectorBenchArgs, bars: super::Bars, setup: &RunSetup) -> anyhow::Result<CollectorFigures> {
     let run_id = super::run_id();
     let topic = format!("hourglass.bench.{run_id}");
 
-    let api_key = super::unthrottled_ingest_key(&args.postgres, &run_id).await?;
+    let api_key = match &setup.customer {
+        None => super::unthrottled_ingest_key(&args.postgres, &run_id).await?,
+        Some(customer) => super::unthrottled_ingest_key_of(&args.postgres, customer, &run_id).await?,
+    };
+    if let (Some(customer), Some(plan)) = (&setup.customer, &setup.plan) {
+        let plans = PostgresPlanStore::new(args.postgres.open().await?);
+        plans.push_plan(&CustomerId::new(customer)?, plan).await.context("failed to push the bench's plan")?;
+    }
+    let source = |count: u64, run_id: String| match setup.planned_violations_per_million {
+        None => EventSource::Generated { count, run_id },
+        Some(violations_per_million) => EventSource::Planned { count, run_id, violations_per_million },
+    };
 
     let port = StdTcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let layout = layout_name(args.record_layout);
@@ -99,7 +250,7 @@ pub async fn measure(args: &CollectorBenchArgs, bars: super::Bars) -> anyhow::Re
     let plan = LoadPlan {
         target: target.clone(),
         api_key: api_key.expose_secret().to_owned(),
-        source: EventSource::Generated { count: args.warmup_events, run_id: format!("{run_id}w") },
+        source: source(args.warmup_events, format!("{run_id}w")),
         batch_size: args.batch_size,
         connections: args.connections,
         streams_per_connection: args.streams_per_connection,
@@ -108,8 +259,7 @@ pub async fn measure(args: &CollectorBenchArgs, bars: super::Bars) -> anyhow::Re
     };
     loadgen::run(&plan, &ProgressBar::hidden()).await.context("warm-up failed")?;
 
-    let measured_plan =
-        LoadPlan { source: EventSource::Generated { count: args.events, run_id: run_id.clone() }, ..plan };
+    let measured_plan = LoadPlan { source: source(args.events, run_id.clone()), ..plan };
     let progress = super::progress_bar(args.events, bars)
         .with_style(ProgressStyle::with_template("{bar:40} {human_pos}/{human_len} events  {per_sec}  eta {eta}")?);
     let cpu_before = process_cpu_seconds(collector_pid)?;
@@ -130,11 +280,25 @@ pub async fn measure(args: &CollectorBenchArgs, bars: super::Bars) -> anyhow::Re
         admin::delete_topics(&admin_config, &[&topic]).await?;
     }
 
-    if report.accepted != args.events {
-        bail!("only {} of {} events were accepted", report.accepted, args.events);
+    // Only enforce mode rejects, and exactly the events the generator made violate.
+    let expected_rejected = match (&setup.plan, setup.planned_violations_per_million) {
+        (Some(plan), Some(violations)) if plan.mode == PlanMode::Enforce => {
+            (0..args.events).filter(|number| tracking_plan::planned_violation(*number, violations).is_some()).count()
+                as u64
+        }
+        _ => 0,
+    };
+    if report.accepted != args.events - expected_rejected || report.rejected() != expected_rejected {
+        bail!(
+            "{} of {} events were accepted and {} rejected ({:?}), {expected_rejected} rejections expected",
+            report.accepted,
+            args.events,
+            report.rejected(),
+            report.rejected_by_reason
+        );
     }
     let measurement = Measurement {
-        events: report.accepted,
+        events: report.accepted + report.rejected(),
         wall_seconds,
         cpu_seconds: collector_cpu,
         peak_rss_kib: Some(peak_rss_kib),
@@ -155,7 +319,7 @@ fn print(args: &CollectorBenchArgs, figures: &CollectorFigures) {
     let layout = layout_name(args.record_layout);
     let (wall_seconds, collector_cpu) = (measurement.wall_seconds, measurement.cpu_seconds);
     let peak_rss_kib = measurement.peak_rss_kib.unwrap_or_default();
-    let events = report.accepted as f64;
+    let events = (report.accepted + report.rejected()) as f64;
     println!("collector bench: {} events in {}-event batches, record layout {layout}", args.events, args.batch_size);
     println!(
         "  streams            {} connections x {} streams, {} batches in flight each",
@@ -179,4 +343,48 @@ fn print(args: &CollectorBenchArgs, figures: &CollectorFigures) {
     println!("  per collector core {:.0} events/s", events / collector_cpu);
     println!("  collector peak RSS {:.1} MiB", peak_rss_kib as f64 / 1024.0);
     println!("  load generator CPU {client_cpu:.2} s (same machine, not part of the figures above)");
+}
+
+fn print_check(mode: TrackingPlanMode, check: &CheckFigures) {
+    println!(
+        "CompiledPlan::check in this process, plan in {} mode: median of {} passes over {} of the bench's events \
+         ({} violating)",
+        mode.plan_mode().as_str(),
+        check.passes,
+        check.events,
+        check.violations
+    );
+    println!(
+        "  check              {:.0} ns of CPU per event, of which {:.0} ns reading the properties from the event's bytes",
+        check.check_nanos_per_event, check.read_nanos_per_event
+    );
+}
+
+fn print_plan(figures: &PlanFigures) {
+    let (without, with) = (&figures.without.measurement, &figures.with.measurement);
+    println!(
+        "tracking plan: 20 types in {} mode, {:.2}% of events violating",
+        figures.mode.plan_mode().as_str(),
+        f64::from(figures.violations_per_million) / 1e4
+    );
+    println!(
+        "  collector CPU      {:.2} CPU-s per million events without the plan, {:.2} with it ({:+.0} ns per event)",
+        without.cpu_seconds_per_million(),
+        with.cpu_seconds_per_million(),
+        (with.cpu_seconds_per_million() - without.cpu_seconds_per_million()) * 1e3
+    );
+    println!(
+        "  throughput         {:.0} events/s without, {:.0} with",
+        without.events_per_second(),
+        with.events_per_second()
+    );
+    println!(
+        "  plan's share       {:.1}% of the collector's CPU per event with the plan (target < 10%)",
+        figures.share() * 100.0
+    );
+    print_check(figures.mode, &figures.check);
+    println!(
+        "  check's share      {:.1}% of the collector's CPU per event with the plan (measured apart, no noise)",
+        figures.check_share() * 100.0
+    );
 }

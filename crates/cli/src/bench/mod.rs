@@ -16,6 +16,7 @@ mod outage;
 mod query;
 mod report;
 mod standalone;
+pub(crate) mod tracking_plan;
 
 use std::time::{Duration, Instant};
 
@@ -193,13 +194,22 @@ async fn unthrottled_ingest_key(
     postgres: &hourglass_postgres::PostgresConfig,
     run_id: &str,
 ) -> anyhow::Result<hourglass_core::api_key::ApiKey> {
+    unthrottled_ingest_key_of(postgres, "bench", run_id).await
+}
+
+/// An unthrottled ingest key, as [`unthrottled_ingest_key`], of the customer `customer`.
+async fn unthrottled_ingest_key_of(
+    postgres: &hourglass_postgres::PostgresConfig,
+    customer: &str,
+    run_id: &str,
+) -> anyhow::Result<hourglass_core::api_key::ApiKey> {
     use hourglass_core::key_store::{CustomerLimits, KeyStore};
     let pool = postgres.connect_lazy()?;
     hourglass_postgres::migrate::run(&pool)
         .await
         .context("failed to migrate postgres (is it running? e2e/servers/postgres.sh start)")?;
     let key_store = hourglass_postgres::PostgresKeyStore::new(pool);
-    let customer = hourglass_core::customer::CustomerId::new("bench")?;
+    let customer = hourglass_core::customer::CustomerId::new(customer)?;
     let api_key = key_store.create_key(&customer, hourglass_core::api_key::Scope::Ingest, run_id).await?;
     let unlimited = CustomerLimits {
         events_per_second: Some(i32::MAX as u32),
