@@ -162,7 +162,7 @@ impl<'a> EventView<'a> {
                     }
                 }
                 PROPERTIES => {
-                    let (name, _) = parse_property(value)?;
+                    let (name, _) = parse_property(value, utf8)?;
                     names_ascending &= previous_name.is_none_or(|previous| previous < name);
                     previous_name = Some(name);
                     view.property_count += 1;
@@ -218,6 +218,10 @@ impl EventFields for EventView<'_> {
     }
 }
 
+// The readers below are `#[inline]`: `Properties::next` is instantiated in the crates that visit the
+// properties (the tracking plan's check is generic over them), where a function of this crate is not
+// inlined otherwise, and each property would cost calls for its key, its length, its name and value.
+
 /// The properties of a parsed view, read again from its bytes (which [`EventView::parse`] has checked,
 /// so reading cannot fail; if it did, the iteration would just end).
 struct Properties<'a> {
@@ -232,7 +236,7 @@ impl<'a> Iterator for Properties<'a> {
             let (field, _) = self.reader.key()?;
             let value = self.reader.length_delimited()?;
             if field == PROPERTIES {
-                let property = parse_property(value);
+                let property = parse_property(value, utf8_checked_by_parse);
                 debug_assert!(property.is_some(), "parse checked every property");
                 return property;
             }
@@ -258,13 +262,18 @@ fn parse_timestamp(bytes: &[u8]) -> Option<(i64, i32)> {
 
 /// One entry of the properties map: (name, value), each at most once, nothing else; a missing name is
 /// empty and a missing value has no kind, as protobuf reads them.
-fn parse_property(bytes: &[u8]) -> Option<(&str, PropertyRef<'_>)> {
+/// `text` reads a string's bytes: [`utf8`], or [`utf8_checked_by_parse`] when reading again what
+/// [`EventView::parse`] has read.
+#[inline]
+fn parse_property<'a>(bytes: &'a [u8], text: fn(&'a [u8]) -> Option<&'a str>) -> Option<(&'a str, PropertyRef<'a>)> {
     let mut reader = Reader { bytes };
     let (mut name, mut value) = (None, None);
     while !reader.is_empty() {
         match reader.key()? {
-            (1, LENGTH_DELIMITED) if name.is_none() => name = Some(utf8(reader.length_delimited()?)?),
-            (2, LENGTH_DELIMITED) if value.is_none() => value = Some(parse_value(reader.length_delimited()?)?),
+            (1, LENGTH_DELIMITED) if name.is_none() => name = Some(text(reader.length_delimited()?)?),
+            (2, LENGTH_DELIMITED) if value.is_none() => {
+                value = Some(parse_value(reader.length_delimited()?, text)?);
+            }
             _ => return None,
         }
     }
@@ -272,13 +281,14 @@ fn parse_property(bytes: &[u8]) -> Option<(&str, PropertyRef<'_>)> {
 }
 
 /// A `PropertyValue`: at most one of its oneof's fields, once.
-fn parse_value(bytes: &[u8]) -> Option<PropertyRef<'_>> {
+#[inline]
+fn parse_value<'a>(bytes: &'a [u8], text: fn(&'a [u8]) -> Option<&'a str>) -> Option<PropertyRef<'a>> {
     let mut reader = Reader { bytes };
     if reader.is_empty() {
         return Some(PropertyRef::Missing);
     }
     let value = match reader.key()? {
-        (1, LENGTH_DELIMITED) => PropertyRef::String(utf8(reader.length_delimited()?)?),
+        (1, LENGTH_DELIMITED) => PropertyRef::String(text(reader.length_delimited()?)?),
         (2, FIXED64) => PropertyRef::Number(f64::from_le_bytes(reader.take(8)?.try_into().ok()?)),
         (3, VARINT) => PropertyRef::Bool(reader.varint()? != 0),
         _ => return None,
@@ -290,16 +300,31 @@ fn utf8(bytes: &[u8]) -> Option<&str> {
     std::str::from_utf8(bytes).ok()
 }
 
+/// A property's name or string value that [`EventView::parse`] has already found to be UTF-8: the
+/// properties are read again from the view's bytes by every rule that visits them (validation, the
+/// cardinality limits, the tracking plan), and checking the same bytes again each time was a tenth of
+/// the tracking plan's cost per event (README: Tracking plans).
+#[inline]
+fn utf8_checked_by_parse(bytes: &[u8]) -> Option<&str> {
+    debug_assert!(std::str::from_utf8(bytes).is_ok(), "parse checked every property's strings");
+    // SAFETY: only `Properties` calls this, on the view's own bytes, which `EventView::parse` walked
+    // with the same reader, reaching the same slices, and accepted only after `utf8` found each of these
+    // strings valid; the bytes are borrowed immutably for the view's lifetime, so they have not changed.
+    Some(unsafe { std::str::from_utf8_unchecked(bytes) })
+}
+
 /// Reads protobuf's wire format from a slice; every method returns `None` on anything malformed.
 struct Reader<'a> {
     bytes: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
+    #[inline]
     fn is_empty(&self) -> bool {
         self.bytes.is_empty()
     }
 
+    #[inline]
     fn take(&mut self, length: usize) -> Option<&'a [u8]> {
         if length > self.bytes.len() {
             return None;
@@ -310,7 +335,15 @@ impl<'a> Reader<'a> {
     }
 
     /// A base-128 varint of at most 10 bytes whose value fits 64 bits (prost's rule).
+    #[inline]
     fn varint(&mut self) -> Option<u64> {
+        // Keys, lengths and flags are one byte nearly always.
+        if let Some((&byte, rest)) = self.bytes.split_first()
+            && byte < 0x80
+        {
+            self.bytes = rest;
+            return Some(u64::from(byte));
+        }
         let mut value = 0u64;
         for (index, &byte) in self.bytes.iter().take(10).enumerate() {
             value |= u64::from(byte & 0x7f) << (7 * index);
@@ -327,12 +360,14 @@ impl<'a> Reader<'a> {
 
     /// A field's key: (field number, wire type). Field 0 and keys past 32 bits are refused, as prost
     /// refuses them.
+    #[inline]
     fn key(&mut self) -> Option<(u32, u8)> {
         let key = u32::try_from(self.varint()?).ok()?;
         let field = key >> 3;
         (field != 0).then_some((field, (key & 0x07) as u8))
     }
 
+    #[inline]
     fn length_delimited(&mut self) -> Option<&'a [u8]> {
         let length = usize::try_from(self.varint()?).ok()?;
         self.take(length)

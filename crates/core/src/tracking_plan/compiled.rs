@@ -136,6 +136,9 @@ pub struct PlanViolation {
 /// One declared property, ready to check.
 struct CompiledProperty {
     value_type: PropertyType,
+    /// Whether the type requires it: kept here so the check counts required properties present with
+    /// the look-up it does anyway, not a search of the required names per property.
+    required: bool,
     allowed_values: Option<Vec<String>>,
     minimum: f64,
     maximum: f64,
@@ -225,6 +228,7 @@ impl CompiledPlan {
 
     /// What breaking a declared rule, or an undeclared name under `policy`, does to an event in this
     /// plan's mode; `None` when nothing happens.
+    #[inline]
     fn action_for(&self, policy: Option<UndeclaredPolicy>) -> Option<ViolationAction> {
         let rejects = match policy {
             None | Some(UndeclaredPolicy::Reject) => true,
@@ -276,7 +280,7 @@ impl CompiledPlan {
                 }
                 continue;
             };
-            if declared.required.binary_search_by(|required| (**required).cmp(name)).is_ok() {
+            if property.required {
                 required_present += 1;
             }
             if let Some(rule) = property.broken_rule(value)
@@ -382,6 +386,7 @@ impl CompiledPlan {
 fn compile_property(property: &PropertySpec) -> Result<CompiledProperty, regex::Error> {
     Ok(CompiledProperty {
         value_type: property.value_type,
+        required: property.required,
         allowed_values: property.allowed_values.clone(),
         minimum: property.minimum.unwrap_or(f64::NEG_INFINITY),
         maximum: property.maximum.unwrap_or(f64::INFINITY),
@@ -393,6 +398,7 @@ fn compile_property(property: &PropertySpec) -> Result<CompiledProperty, regex::
 
 impl CompiledProperty {
     /// The first rule `value` breaks: its type, then its constraints in the order of their reasons.
+    #[inline]
     fn broken_rule(&self, value: PlanValue<'_>) -> Option<PlanRule> {
         match (self.value_type, value) {
             (PropertyType::String, PlanValue::String(text)) => {
