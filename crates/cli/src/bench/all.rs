@@ -50,9 +50,9 @@ pub struct AllBenchArgs {
 }
 
 /// The steps, in order.
-const STEPS: usize = 9;
+const STEPS: usize = 10;
 
-/// One step's progress line: `[n/9] what … elapsed, rate`, begun before and ended after it runs.
+/// One step's progress line: `[n/10] what … elapsed, rate`, begun before and ended after it runs.
 struct Progress {
     step: usize,
     started: Instant,
@@ -228,6 +228,36 @@ pub async fn run(args: AllBenchArgs) -> anyhow::Result<()> {
         rows.push(row);
     }
 
+    let plan_args = collector::CollectorBenchArgs {
+        tracking_plan: Some(collector::TrackingPlanMode::Enforce),
+        ..collector_args.clone()
+    };
+    let what = format!(
+        "collector with a 20-type plan (enforce) and without, {} events each",
+        thousands(plan_args.events as f64)
+    );
+    let plan_step = collector::measure_with_plan(&plan_args, collector::TrackingPlanMode::Enforce, hidden);
+    if let Some(figures) = step(4, &what, &mut failures, plan_step, |figures| {
+        format!("the plan's share {:.1}% of the collector's CPU per event", figures.share() * 100.0)
+    })
+    .await
+    {
+        let without_name = "collector, the plan's events without a plan";
+        let without = measured_row(without_name, false, &figures.without.measurement);
+        let mut with = measured_row("collector with a 20-type plan (enforce)", false, &figures.with.measurement);
+        with.floor = Some(without_name.into());
+        with.checks = vec![Check::new("plan < 10% of the collector's CPU/event", figures.share() < 0.10)];
+        with.notes = vec![
+            format!("plan's share {:.1}%", figures.share() * 100.0),
+            format!(
+                "check alone {:.0} ns/event in process ({:.1}%)",
+                figures.check.check_nanos_per_event,
+                figures.check_share() * 100.0
+            ),
+        ];
+        rows.extend([without, with]);
+    }
+
     let cql_floor = floor_cql::CqlFloorArgs {
         events: count(500_000.0),
         batch_size: 100,
@@ -237,7 +267,7 @@ pub async fn run(args: AllBenchArgs) -> anyhow::Result<()> {
         cql: args.cql.clone(),
     };
     let what = format!("floor: CQL write and read, {} rows", thousands(cql_floor.events as f64));
-    if let Some(figures) = step(4, &what, &mut failures, floor_cql::measure(&cql_floor, hidden), |figures| {
+    if let Some(figures) = step(5, &what, &mut failures, floor_cql::measure(&cql_floor, hidden), |figures| {
         format!("wrote {}, read {}", events_per_second(&figures.write), events_per_second(&figures.read))
     })
     .await
@@ -262,7 +292,7 @@ pub async fn run(args: AllBenchArgs) -> anyhow::Result<()> {
         postgres: args.postgres.clone(),
     };
     let what = format!("ingestor, {} events of 1k customers (Zipf)", thousands(ingestor_args.events as f64));
-    if let Some(figures) = step(5, &what, &mut failures, ingestor::measure(&ingestor_args, hidden), |figures| {
+    if let Some(figures) = step(6, &what, &mut failures, ingestor::measure(&ingestor_args, hidden), |figures| {
         events_per_second(&figures.measurement)
     })
     .await
@@ -290,7 +320,7 @@ pub async fn run(args: AllBenchArgs) -> anyhow::Result<()> {
         cql: args.cql.clone(),
     };
     let what = format!("aggregator, one customer-hour of {} events", thousands(aggregator_args.events as f64));
-    if let Some(figures) = step(6, &what, &mut failures, aggregator::measure(&aggregator_args, hidden), |figures| {
+    if let Some(figures) = step(7, &what, &mut failures, aggregator::measure(&aggregator_args, hidden), |figures| {
         events_per_second(&figures.measurement)
     })
     .await
@@ -327,7 +357,7 @@ pub async fn run(args: AllBenchArgs) -> anyhow::Result<()> {
     let shapes = [(true, 1000), (false, 100)];
     let what =
         format!("query, 30-day report summed at 1,000 req/s and per type at 100 req/s, {} s each", query_args.seconds);
-    if let Some(shapes) = step(7, &what, &mut failures, query::measure(&query_args, &shapes, hidden), |shapes| {
+    if let Some(shapes) = step(8, &what, &mut failures, query::measure(&query_args, &shapes, hidden), |shapes| {
         shapes.iter().map(|shape| format!("p99 {:.1} ms", shape.fixed.p99_ms)).collect::<Vec<_>>().join(" and ")
     })
     .await
@@ -362,7 +392,7 @@ pub async fn run(args: AllBenchArgs) -> anyhow::Result<()> {
         data_dir_parent: args.out.join("standalone-data"),
     };
     let what = format!("standalone end to end, {} events", thousands(standalone_args.events as f64));
-    if let Some(figures) = step(8, &what, &mut failures, standalone::measure(&standalone_args, hidden), |figures| {
+    if let Some(figures) = step(9, &what, &mut failures, standalone::measure(&standalone_args, hidden), |figures| {
         events_per_second(&figures.measurement)
     })
     .await
@@ -395,7 +425,7 @@ pub async fn run(args: AllBenchArgs) -> anyhow::Result<()> {
         "collector under 2× load, private broker stopped after {} s for {} s",
         outage_args.load_secs, outage_args.outage_secs
     );
-    if let Some(figures) = step(9, &what, &mut failures, outage::measure(&outage_args), |figures| {
+    if let Some(figures) = step(10, &what, &mut failures, outage::measure(&outage_args), |figures| {
         format!("peak RSS {} (bound {})", mib(figures.peak_rss_kib), mib(figures.bound_kib))
     })
     .await

@@ -209,7 +209,11 @@ pub async fn measure_with_plan(
     Ok(PlanFigures { mode, violations_per_million, without, with, check })
 }
 
-async fn measure_run(args: &CollectorBenchArgs, bars: super::Bars, setup: &RunSetup) -> anyhow::Result<CollectorFigures> {
+async fn measure_run(
+    args: &CollectorBenchArgs,
+    bars: super::Bars,
+    setup: &RunSetup,
+) -> anyhow::Result<CollectorFigures> {
     let run_id = super::run_id();
     let topic = format!("hourglass.bench.{run_id}");
 
@@ -282,10 +286,9 @@ async fn measure_run(args: &CollectorBenchArgs, bars: super::Bars, setup: &RunSe
 
     // Only enforce mode rejects, and exactly the events the generator made violate.
     let expected_rejected = match (&setup.plan, setup.planned_violations_per_million) {
-        (Some(plan), Some(violations)) if plan.mode == PlanMode::Enforce => {
-            (0..args.events).filter(|number| tracking_plan::planned_violation(*number, violations).is_some()).count()
-                as u64
-        }
+        (Some(plan), Some(violations)) if plan.mode == PlanMode::Enforce => (0..args.events)
+            .filter(|number| tracking_plan::planned_violation(*number, violations).is_some())
+            .count() as u64,
         _ => 0,
     };
     if report.accepted != args.events - expected_rejected || report.rejected() != expected_rejected {

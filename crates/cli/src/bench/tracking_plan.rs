@@ -53,7 +53,7 @@ fn mix(number: u64) -> u64 {
 /// plan. About `violations_per_million` in a million break one, the eight rules in turn at random.
 pub fn planned_violation(number: u64, violations_per_million: u32) -> Option<PlanRule> {
     // A salt keeps the choice independent of the values, which `mix(number)` picks.
-    let draw = mix(number ^ 0x5EED_0F_B1A5);
+    let draw = mix(number ^ 0x5EED_F00D_B1A5);
     if draw % u64::from(PER_MILLION) >= u64::from(violations_per_million) {
         return None;
     }
@@ -394,11 +394,10 @@ mod tests {
         assert!((1_800..2_200).contains(&violating), "{violating}");
         // The same numbers give the same events and violations in another batch split.
         let again = generate_batch("test", first + 7, 3, rate);
-        assert_eq!(again.iter().map(|event| &event.event_type).collect::<Vec<_>>(), [
-            &events[7].event_type,
-            &events[8].event_type,
-            &events[9].event_type
-        ]);
+        assert_eq!(
+            again.iter().map(|event| &event.event_type).collect::<Vec<_>>(),
+            [&events[7].event_type, &events[8].event_type, &events[9].event_type]
+        );
     }
 
     #[test]
