@@ -2,8 +2,9 @@
 //! match it, and the in-process measure of `CompiledPlan::check` alone on those events.
 //!
 //! The plan is `docs/tracking-plans/bench-20-types.json`: the 20 event types of the load generator, 120
-//! properties of all three types (three of them on every type), required and optional, with every kind of constraint (enums, ranges,
-//! maximum lengths, id patterns), undeclared types and properties rejected. [`generate_batch`] writes
+//! properties of all three types (three of them on every type), required and optional, with every kind
+//! of constraint (enums, ranges, maximum lengths, id patterns), undeclared types and properties
+//! rejected. [`generate_batch`] writes
 //! events that satisfy it, so enforce mode rejects nothing unless asked: with a violation rate, the
 //! events [`planned_violation`] names break exactly one rule each, every rule in turn.
 //!
