@@ -15,6 +15,7 @@ use hourglass_core::erasure::{ErasureState, ErasureStore, UserHash, UserMatcher}
 use hourglass_core::hll::HyperLogLog;
 use hourglass_core::job_queue::{CustomerHour, JobQueue};
 use hourglass_core::raw_store::RawStore;
+use hourglass_core::record_view::RecordView;
 use hourglass_core::rollup_reader::RollupReader;
 use hourglass_core::rollup_store::RollupStore;
 use hourglass_proto::log::v1::{EventBatchRecord, Outcome, OutcomeCount};
@@ -160,7 +161,7 @@ where
     let current_hour = hourglass_core::hour::hour_start(now());
     let hours = [current_hour - 5 * 3600, current_hour - 4 * 3600, current_hour - 3 * 3600];
     let sent = records(&hours);
-    raw_store.write_records(&sent).await.unwrap();
+    raw_store.write_records(&RecordView::from_records(&sent)).await.unwrap();
     let customer = CustomerId::new(CUSTOMER).unwrap();
     let marks: Vec<CustomerHour> = hours
         .iter()

@@ -11,6 +11,7 @@ use std::time::Instant;
 use hourglass_core::customer::CustomerId;
 use hourglass_core::erasure::{ErasureSalt, UserHash, UserMatcher};
 use hourglass_core::raw_store::RawStore;
+use hourglass_core::record_view::RecordView;
 use hourglass_proto::log::v1::{EventBatchRecord, Outcome, OutcomeCount};
 use hourglass_proto::prost_types::Timestamp;
 use hourglass_proto::v1::{Event, PropertyValue, property_value};
@@ -70,7 +71,7 @@ async fn measure<R: RawStore>(store_name: &str, raw_store: &R, events: usize) {
     let distinct_users: HashSet<&str> =
         sent.iter().flat_map(|record| record.events.iter().filter_map(|event| event.user_id.as_deref())).collect();
     for chunk in sent.chunks(50) {
-        raw_store.write_records(chunk).await.unwrap();
+        raw_store.write_records(&RecordView::from_records(chunk)).await.unwrap();
     }
     let salt = ErasureSalt::new("a salt for measuring, long enough").unwrap();
     let erased_user = "user-00000042";

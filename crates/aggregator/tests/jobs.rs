@@ -8,6 +8,7 @@ use hourglass_core::customer::CustomerId;
 use hourglass_core::hour;
 use hourglass_core::job_queue::{CustomerHour, JobQueue};
 use hourglass_core::raw_store::RawStore;
+use hourglass_core::record_view::RecordView;
 use hourglass_core::rollup_reader::RollupReader;
 use hourglass_core::rollup_store::{Completion, EventTypeRollup, JobKind, RollupStore};
 use hourglass_cql::CqlRawStore;
@@ -134,8 +135,12 @@ async fn a_closed_hour_with_duplicates_rolls_up_to_exact_counts_and_a_late_event
     // A redelivered record, and a client resend overlapping another record: duplicates by event id.
     let first = record("b1", events[..300].to_vec());
     let second = record("b2", events[250..].to_vec());
-    stores.raw_store.write_records(&[first.clone(), second, first]).await.unwrap();
-    stores.raw_store.write_records(&[record("open", vec![event("now-1", "view", None, now())])]).await.unwrap();
+    stores.raw_store.write_records(&RecordView::from_records(&[first.clone(), second, first])).await.unwrap();
+    stores
+        .raw_store
+        .write_records(&RecordView::from_records(&[record("open", vec![event("now-1", "view", None, now())])]))
+        .await
+        .unwrap();
     stores.job_queue.mark_dirty(&[acme_hour(closed_hour), acme_hour(open_hour)]).await.unwrap();
 
     let leased =
@@ -163,7 +168,7 @@ async fn a_closed_hour_with_duplicates_rolls_up_to_exact_counts_and_a_late_event
 
     // A late event for the closed hour re-marks it; the next run replaces the hour with revision 2.
     let late = event("late-1", "buy", Some("late-user".into()), closed_hour + 3599);
-    stores.raw_store.write_records(&[record("late", vec![late.clone()])]).await.unwrap();
+    stores.raw_store.write_records(&RecordView::from_records(&[record("late", vec![late.clone()])])).await.unwrap();
     stores.job_queue.mark_dirty(&[acme_hour(closed_hour)]).await.unwrap();
     assert_eq!(
         hourglass_aggregator::run_once(&config, "worker-a", &stores.raw_store, &stores.rollups, now()).await.unwrap(),
@@ -183,7 +188,7 @@ async fn two_workers_never_hold_the_same_job_and_a_dead_workers_job_is_retried()
     let closed_hour = hour::hour_start(now()) - 2 * 3600;
     let events: Vec<Event> =
         (0..20).map(|index| event(&format!("x{index}"), "view", None, closed_hour + index)).collect();
-    stores.raw_store.write_records(&[record("b", events)]).await.unwrap();
+    stores.raw_store.write_records(&RecordView::from_records(&[record("b", events)])).await.unwrap();
     stores.job_queue.mark_dirty(&[acme_hour(closed_hour)]).await.unwrap();
     let due = now();
 
@@ -240,7 +245,7 @@ async fn a_worker_under_the_same_id_cannot_overwrite_an_hour_it_lost() {
     let closed_hour = hour::hour_start(now()) - 2 * 3600;
     let mut events: Vec<Event> =
         (0..12).map(|index| event(&format!("t{index}"), "view", None, closed_hour + index)).collect();
-    stores.raw_store.write_records(&[record("twins", events.clone())]).await.unwrap();
+    stores.raw_store.write_records(&RecordView::from_records(&[record("twins", events.clone())])).await.unwrap();
     stores.job_queue.mark_dirty(&[acme_hour(closed_hour)]).await.unwrap();
 
     // The first twin leases the hour for one second and stalls.
@@ -261,7 +266,11 @@ async fn a_worker_under_the_same_id_cannot_overwrite_an_hour_it_lost() {
     // with its stale rollup (here: of no events). The hour is held under the first twin's id again, but
     // not by its lease.
     let late = event("t-late", "view", None, closed_hour + 3000);
-    stores.raw_store.write_records(&[record("twins-late", vec![late.clone()])]).await.unwrap();
+    stores
+        .raw_store
+        .write_records(&RecordView::from_records(&[record("twins-late", vec![late.clone()])]))
+        .await
+        .unwrap();
     stores.job_queue.mark_dirty(&[acme_hour(closed_hour)]).await.unwrap();
     let current =
         stores.rollups.lease_jobs(&worker_id, 10, Duration::from_secs(60), final_before(now())).await.unwrap();
@@ -307,7 +316,7 @@ async fn the_ledger_balances_after_a_clean_run_and_verify_shows_rows_deleted_beh
     let mut throttled = record("ledger-2", vec![]);
     throttled.outcomes = vec![count(Outcome::Throttled, RejectionReason::Unspecified, 25)];
     // The first record is redelivered: its outcomes must count once.
-    stores.raw_store.write_records(&[accepted.clone(), throttled, accepted]).await.unwrap();
+    stores.raw_store.write_records(&RecordView::from_records(&[accepted.clone(), throttled, accepted])).await.unwrap();
     stores.job_queue.mark_dirty(&[acme_hour(closed_hour)]).await.unwrap();
     assert_eq!(
         hourglass_aggregator::run_once(&config, "w", &stores.raw_store, &stores.rollups, now()).await.unwrap(),
@@ -367,7 +376,7 @@ async fn an_open_hour_gets_provisional_rollups_then_a_final_one_when_it_closes()
     config.provisional_interval_secs = 3600;
     let open_hour = hour::hour_start(now());
     let events: Vec<Event> = (0..10).map(|index| event(&format!("o{index}"), "view", None, open_hour)).collect();
-    stores.raw_store.write_records(&[record("open", events)]).await.unwrap();
+    stores.raw_store.write_records(&RecordView::from_records(&[record("open", events)])).await.unwrap();
     stores.job_queue.mark_dirty(&[acme_hour(open_hour)]).await.unwrap();
 
     assert_eq!(
@@ -413,7 +422,7 @@ async fn reprocess_after_a_logic_change_replaces_the_rows_and_a_dry_run_writes_n
             )
         })
         .collect();
-    stores.raw_store.write_records(&[record("r", events.clone())]).await.unwrap();
+    stores.raw_store.write_records(&RecordView::from_records(&[record("r", events.clone())])).await.unwrap();
     stores.job_queue.mark_dirty(&[acme_hour(closed_hour)]).await.unwrap();
     assert_eq!(
         hourglass_aggregator::run_once(&config, "w", &stores.raw_store, &stores.rollups, now()).await.unwrap(),

@@ -15,6 +15,7 @@ use hourglass_core::customer::CustomerId;
 use hourglass_core::hour;
 use hourglass_core::job_queue::{CustomerHour, JobQueue};
 use hourglass_core::raw_store::RawStore;
+use hourglass_core::record_view::RecordView;
 use hourglass_core::retention::RawRetention;
 use hourglass_core::rollup_reader::{HourStatus, RollupReader};
 use hourglass_core::rollup_store::{EventTypeRollup, LedgerRow, RollupStore};
@@ -108,7 +109,7 @@ async fn late_data_for_an_expired_hour_is_refused(
     let aggregated_hour = hour::hour_start(started) - 3 * HOUR;
     let never_aggregated_hour = aggregated_hour - HOUR;
     let on_time = events("on-time-", 40, aggregated_hour);
-    raw_store.write_records(&[record("on-time", on_time.clone())]).await.unwrap();
+    raw_store.write_records(&RecordView::from_records(&[record("on-time", on_time.clone())])).await.unwrap();
     jobs.mark_dirty(&[acme_hour(aggregated_hour)]).await.unwrap();
     let leased = hourglass_aggregator::run_once(&config, "w", raw_store, rollups, started).await.unwrap();
     assert_eq!(leased, 1, "the closed hour, inside its horizon, is aggregated");
@@ -119,8 +120,14 @@ async fn late_data_for_an_expired_hour_is_refused(
 
     // The hour's rows expire; a late event arrives for it, and data for an older hour never aggregated.
     expire(aggregated_hour, &on_time).await;
-    raw_store.write_records(&[record("late", events("late-", 1, aggregated_hour + 3000))]).await.unwrap();
-    raw_store.write_records(&[record("older", events("older-", 5, never_aggregated_hour))]).await.unwrap();
+    raw_store
+        .write_records(&RecordView::from_records(&[record("late", events("late-", 1, aggregated_hour + 3000))]))
+        .await
+        .unwrap();
+    raw_store
+        .write_records(&RecordView::from_records(&[record("older", events("older-", 5, never_aggregated_hour))]))
+        .await
+        .unwrap();
     jobs.mark_dirty(&[acme_hour(aggregated_hour), acme_hour(never_aggregated_hour)]).await.unwrap();
 
     let past_horizon = aggregated_hour + config.raw_retention.rewritable_secs();
@@ -186,8 +193,11 @@ async fn reprocess_refuses_expired_hours_and_processes_the_others(
     let expiring_hour = hour::hour_start(started) - 4 * HOUR;
     let recent_hour = expiring_hour + 2 * HOUR;
     let expiring_events = events("expiring-", 30, expiring_hour);
-    raw_store.write_records(&[record("expiring", expiring_events.clone())]).await.unwrap();
-    raw_store.write_records(&[record("recent", events("recent-", 20, recent_hour))]).await.unwrap();
+    raw_store.write_records(&RecordView::from_records(&[record("expiring", expiring_events.clone())])).await.unwrap();
+    raw_store
+        .write_records(&RecordView::from_records(&[record("recent", events("recent-", 20, recent_hour))]))
+        .await
+        .unwrap();
     jobs.mark_dirty(&[acme_hour(expiring_hour), acme_hour(recent_hour)]).await.unwrap();
     let leased = hourglass_aggregator::run_once(&config, "w", raw_store, rollups, started).await.unwrap();
     assert_eq!(leased, 2, "both closed hours are aggregated while inside their horizon");
@@ -196,7 +206,10 @@ async fn reprocess_refuses_expired_hours_and_processes_the_others(
     // The older hour's rows expire. The recent hour gains a row that no job counted (as a logic fix
     // would find more), so reprocessing it shows a change.
     expire(expiring_hour, &expiring_events).await;
-    raw_store.write_records(&[record("found", events("found-", 1, recent_hour + 60))]).await.unwrap();
+    raw_store
+        .write_records(&RecordView::from_records(&[record("found", events("found-", 1, recent_hour + 60))]))
+        .await
+        .unwrap();
     let later = expiring_hour + config.raw_retention.rewritable_secs();
     assert!(!config.raw_retention.is_past_horizon(recent_hour, later), "the recent hour is inside its horizon");
 

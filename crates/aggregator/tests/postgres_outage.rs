@@ -8,6 +8,7 @@ use hourglass_core::customer::CustomerId;
 use hourglass_core::hour;
 use hourglass_core::job_queue::{CustomerHour, JobQueue};
 use hourglass_core::raw_store::RawStore;
+use hourglass_core::record_view::RecordView;
 use hourglass_core::rollup_reader::RollupReader;
 use hourglass_core::rollup_store::{JobKind, RollupStore};
 use hourglass_postgres::{PostgresConfig, PostgresJobQueue, PostgresRollupStore, migrate};
@@ -46,7 +47,7 @@ async fn with_postgres_down_jobs_fail_write_nothing_and_are_retried_after() {
         })
         .collect();
     let record = EventBatchRecord { customer_id: "acme".into(), batch_id: "p".into(), events, ..Default::default() };
-    raw_store.write_records(&[record]).await.unwrap();
+    raw_store.write_records(&RecordView::from_records(&[record])).await.unwrap();
     let customer_hour = CustomerHour { customer_id: CustomerId::new("acme").unwrap(), hour_start: closed_hour };
     job_queue.mark_dirty(std::slice::from_ref(&customer_hour)).await.unwrap();
 

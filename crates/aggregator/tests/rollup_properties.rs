@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use hourglass_aggregator::aggregate_hour;
 use hourglass_core::hll::HyperLogLog;
 use hourglass_core::raw_store::{HourOutcomes, RawStore};
+use hourglass_core::record_view::RecordView;
 use hourglass_core::rollup_store::{EventTypeRollup, HourRollup, NumericRollup};
 use hourglass_embedded::raw::SqliteRawStore;
 use hourglass_proto::log::v1::{EventBatchRecord, Outcome, OutcomeCount};
@@ -391,7 +392,10 @@ fn rollups_equal_the_brute_force_count(
                 plan.batches.iter().enumerate().map(|(index, batch)| record(&case, index, batch)).collect();
             for write in &plan.writes {
                 let write: Vec<EventBatchRecord> = write.iter().map(|index| records[*index].clone()).collect();
-                store.write_records(&write).await.map_err(|error| TestCaseError::fail(error.to_string()))?;
+                store
+                    .write_records(&RecordView::from_records(&write))
+                    .await
+                    .map_err(|error| TestCaseError::fail(error.to_string()))?;
             }
             for customer in 0..CUSTOMERS {
                 for hour in 0..HOURS {

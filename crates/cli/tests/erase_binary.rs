@@ -11,6 +11,7 @@ use hourglass_core::customer::CustomerId;
 use hourglass_core::erasure::{ErasureState, ErasureStore};
 use hourglass_core::job_queue::{CustomerHour, JobQueue};
 use hourglass_core::raw_store::{RawStore, StoredEvent};
+use hourglass_core::record_view::RecordView;
 use hourglass_core::rollup_store::{EventTypeRollup, RollupStore};
 use hourglass_embedded::meta::SqliteMetaStore;
 use hourglass_embedded::raw::SqliteRawStore;
@@ -91,7 +92,7 @@ async fn dry_run_changes_nothing_and_the_erasure_deletes_and_recomputes() {
                 plan_checks: Vec::new(),
             });
         }
-        raw_store.write_records(&records).await.unwrap();
+        raw_store.write_records(&RecordView::from_records(&records)).await.unwrap();
         let marks: Vec<CustomerHour> = hours
             .iter()
             .map(|hour_start| CustomerHour { customer_id: CustomerId::new("acme").unwrap(), hour_start: *hour_start })

@@ -12,6 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use hourglass_core::raw_store::{EventVisitor, HourOutcomes, PlanCheckKey, RawStore, StoredEvent, bucket_of};
+use hourglass_core::record;
+use hourglass_core::record_view::RecordView;
 use hourglass_proto::log::v1::{EventBatchRecord, Outcome, OutcomeCount, PlanCheckCount};
 use hourglass_proto::prost_types::Timestamp;
 use hourglass_proto::v1::{Event, PropertyValue, RejectionReason, property_value};
@@ -31,6 +33,7 @@ pub async fn suite(store: &impl RawStore) {
     a_record_spread_over_two_hours_lands_in_each(store).await;
     buckets_partition_an_hour(store).await;
     properties_round_trip(store).await;
+    events_decoded_by_the_ingestor_read_as_decoded_records(store).await;
     outcomes_are_counted_once_per_batch_by_hour_and_reason(store).await;
     customers_are_separate(store).await;
     pages_visit_each_event_of_a_bucket_once_in_id_order(store).await;
@@ -59,9 +62,15 @@ pub async fn redelivered_and_resent_events_are_stored_once(store: &impl RawStore
         vec![accepted(HOUR, 2)],
     );
 
-    store.write_records(std::slice::from_ref(&first)).await.expect("write the first batch");
-    store.write_records(&[first.clone(), resend.clone(), first]).await.expect("write with a redelivery");
-    store.write_records(std::slice::from_ref(&resend)).await.expect("redeliver the resend last");
+    store.write_records(&RecordView::from_records(std::slice::from_ref(&first))).await.expect("write the first batch");
+    store
+        .write_records(&RecordView::from_records(&[first.clone(), resend.clone(), first]))
+        .await
+        .expect("write with a redelivery");
+    store
+        .write_records(&RecordView::from_records(std::slice::from_ref(&resend)))
+        .await
+        .expect("redeliver the resend last");
 
     let stored = read_hour(store, &customer, HOUR).await;
     let ids: Vec<&str> = stored.iter().map(|event| event.event_id.as_str()).collect();
@@ -96,7 +105,10 @@ pub async fn the_idempotency_scope_is_the_customer_hour(store: &impl RawStore) {
     );
     let other_customers =
         record(&other_customer, "scope-4", vec![event("same-id", "view", at(HOUR, 10), None)], vec![accepted(HOUR, 1)]);
-    store.write_records(&[first, same_hour_resend, other_hour, other_customers]).await.expect("write");
+    store
+        .write_records(&RecordView::from_records(&[first, same_hour_resend, other_hour, other_customers]))
+        .await
+        .expect("write");
 
     let in_hour = read_hour(store, &customer, HOUR).await;
     assert_eq!(in_hour.len(), 1, "a resend within the hour is stored once: {in_hour:?}");
@@ -121,7 +133,7 @@ pub async fn a_record_spread_over_two_hours_lands_in_each(store: &impl RawStore)
         vec![late_in_hour, next_hour],
         vec![accepted(HOUR, 1), accepted(NEXT_HOUR, 1)],
     );
-    store.write_records(&[spread]).await.expect("write a record over two hours");
+    store.write_records(&RecordView::from_records(&[spread])).await.expect("write a record over two hours");
 
     let first_hour = read_hour(store, &customer, HOUR).await;
     let second_hour = read_hour(store, &customer, NEXT_HOUR).await;
@@ -156,7 +168,7 @@ pub async fn buckets_partition_an_hour(store: &impl RawStore) {
         record(&customer, "batch-left", left.to_vec(), vec![accepted(HOUR, 120)]),
         record(&customer, "batch-right", right.to_vec(), vec![accepted(HOUR, 80)]),
     ];
-    store.write_records(&records).await.expect("write 200 events");
+    store.write_records(&RecordView::from_records(&records)).await.expect("write 200 events");
 
     let mut all_ids = BTreeSet::new();
     for bucket in 0..bucket_count {
@@ -201,7 +213,12 @@ pub async fn properties_round_trip(store: &impl RawStore) {
     .collect();
     let bare = event("bare", "ping", HOUR * 1000 + 5, None);
     store
-        .write_records(&[record(&customer, "batch-properties", vec![with_everything, bare], vec![accepted(HOUR, 2)])])
+        .write_records(&RecordView::from_records(&[record(
+            &customer,
+            "batch-properties",
+            vec![with_everything, bare],
+            vec![accepted(HOUR, 2)],
+        )]))
         .await
         .expect("write events with properties");
 
@@ -230,6 +247,50 @@ pub async fn properties_round_trip(store: &impl RawStore) {
         batch_id: "batch-properties".to_owned(),
     };
     assert_eq!(bare, &expected_bare);
+}
+
+/// A record as the ingestor writes it (its events' bytes taken from the payload as they are, see
+/// `hourglass_core::record_view`) reads back, and folds, exactly as the same record decoded into owned
+/// structs and written so; an event with a NaN number loses it in both.
+pub async fn events_decoded_by_the_ingestor_read_as_decoded_records(store: &impl RawStore) {
+    let as_viewed = unique_customer("viewed");
+    let as_decoded = unique_customer("decoded");
+    let mut events: Vec<Event> = (0..20)
+        .map(|index| {
+            let mut event = event(&format!("v-{index}"), "checkout", at(HOUR, index), Some("user-ü"));
+            event.properties = [
+                ("amount".to_owned(), number(f64::from(index as i32) * 1.5)),
+                ("plan".to_owned(), text("pro")),
+                ("first".to_owned(), PropertyValue { kind: Some(property_value::Kind::BoolValue(index % 2 == 0)) }),
+            ]
+            .into_iter()
+            .collect();
+            event
+        })
+        .collect();
+    events[3].properties.insert("broken".to_owned(), number(f64::NAN));
+    let payload_of = |customer: &str| {
+        let written = record(customer, "batch-viewed", events.clone(), vec![accepted(HOUR, 20)]);
+        record::encode(customer.to_owned(), &written).payload
+    };
+    let viewed_payload = payload_of(&as_viewed);
+    let viewed = record::decode_view(Some(b"1"), &viewed_payload).expect("the ingestor reads the record");
+    let decoded_payload = payload_of(&as_decoded);
+    let decoded = record::decode(Some(b"1"), &decoded_payload).expect("the record decodes");
+    store.write_records(std::slice::from_ref(&viewed)).await.expect("write the viewed record");
+    store.write_records(&[RecordView::from_record(&decoded)]).await.expect("write the decoded record");
+
+    let by_id = |mut events: Vec<StoredEvent>| {
+        events.sort_by(|left, right| left.event_id.cmp(&right.event_id));
+        events
+    };
+    let viewed_events = by_id(read_hour(store, &as_viewed, HOUR).await);
+    assert_eq!(viewed_events.len(), 20);
+    assert_eq!(viewed_events, by_id(read_hour(store, &as_decoded, HOUR).await));
+    let broken = viewed_events.iter().find(|event| event.event_id == "v-3").expect("v-3 is stored");
+    assert!(!broken.number_properties.contains_key("broken"), "NaN dropped: {broken:?}");
+    assert_eq!(broken.number_properties.get("amount"), Some(&4.5), "the rest of the event kept");
+    assert_eq!(sorted(fold_hour(store, &as_viewed, HOUR).await), sorted(fold_hour(store, &as_decoded, HOUR).await));
 }
 
 /// Outcome counts are summed per hour and reason over batches, each batch counted once however often
@@ -279,8 +340,14 @@ pub async fn outcomes_are_counted_once_per_batch_by_hour_and_reason(store: &impl
         plan_checks: vec![plan_check(HOUR, "view", RejectionReason::PropertyTypeMismatch, true, 1)],
         ..outcomes_only
     };
-    store.write_records(&[with_events.clone(), outcomes_only.clone()]).await.expect("write outcomes");
-    store.write_records(&[outcomes_only, with_events]).await.expect("redeliver both records");
+    store
+        .write_records(&RecordView::from_records(&[with_events.clone(), outcomes_only.clone()]))
+        .await
+        .expect("write outcomes");
+    store
+        .write_records(&RecordView::from_records(&[outcomes_only, with_events]))
+        .await
+        .expect("redeliver both records");
 
     let hour = store.read_outcomes(&customer, HOUR).await.expect("read outcomes");
     let plan_key = |event_type: &str, rule: RejectionReason, rejected| PlanCheckKey {
@@ -338,7 +405,7 @@ pub async fn customers_are_separate(store: &impl RawStore) {
         vec![event("same-id", "second-type", at(HOUR, 2), None), event("other", "second-type", at(HOUR, 3), None)],
         vec![accepted(HOUR, 2)],
     );
-    store.write_records(&[first, second]).await.expect("write two customers");
+    store.write_records(&RecordView::from_records(&[first, second])).await.expect("write two customers");
 
     let first_events = read_hour(store, &first_customer, HOUR).await;
     let second_events = read_hour(store, &second_customer, HOUR).await;
@@ -377,10 +444,10 @@ pub async fn pages_visit_each_event_of_a_bucket_once_in_id_order(store: &impl Ra
         .enumerate()
         .map(|(index, chunk)| record(&customer, &format!("batch-{index}"), chunk.to_vec(), vec![accepted(HOUR, 20)]))
         .collect();
-    store.write_records(&first_records).await.expect("write the first copies");
+    store.write_records(&RecordView::from_records(&first_records)).await.expect("write the first copies");
     let resend_count = resent.len() as u32;
     let resend = record(&customer, "batch-resend", resent.clone(), vec![accepted(HOUR, resend_count)]);
-    store.write_records(&[resend]).await.expect("write the resent copies");
+    store.write_records(&RecordView::from_records(&[resend])).await.expect("write the resent copies");
 
     // What the store must hold: each id's last copy, its type and batch.
     let mut last_copies: BTreeMap<String, (String, String)> = BTreeMap::new();

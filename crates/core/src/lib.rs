@@ -12,6 +12,8 @@
 //!   commits its positions (Kafka in distributed mode, `log.db` in standalone mode).
 //! - [`json_event`]: events written as JSON lines, the input of `hourglass send --file`.
 //! - [`record`]: how a batch becomes an event-log record: schema version, headers, partition keys.
+//! - [`record_view`]: the form a record's raw-store write takes: the header owned, each event's bytes
+//!   borrowed from the record as they came.
 //! - [`trace_context`]: a batch's W3C trace context in record headers, so the ingestor's span continues
 //!   the collector's (OpenTelemetry API only; the binary owns the SDK and the exporter).
 //! - [`raw_store`]: the [`RawStore`](raw_store::RawStore) seam: raw events, idempotent by event id.
@@ -46,6 +48,7 @@ pub mod numeric;
 pub mod raw_block;
 pub mod raw_store;
 pub mod record;
+pub mod record_view;
 pub mod retention;
 pub mod rollup_reader;
 pub mod rollup_store;

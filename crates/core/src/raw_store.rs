@@ -7,11 +7,12 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 
-use hourglass_proto::log::v1::{EventBatchRecord, Outcome};
+use hourglass_proto::log::v1::Outcome;
 use hourglass_proto::v1::RejectionReason;
 
 use crate::BoxError;
 use crate::erasure::UserMatcher;
+use crate::record_view::RecordView;
 
 /// The bucket (sub-partition of a customer-hour) an event belongs to: the CRC-32 of its id modulo
 /// `bucket_count`. Every store uses this, so an event lands in the same bucket whichever store holds it,
@@ -190,8 +191,10 @@ pub trait EventVisitor: Send {
 pub trait RawStore: Send + Sync + 'static {
     /// Stores every accepted event and the outcome counts of these batch records. Resolves `Ok` only
     /// once all of them are durable; on error, some may be stored and the call may be repeated. Writing
-    /// several records in one call lets the store merge rows that share a partition.
-    fn write_records(&self, records: &[EventBatchRecord]) -> impl Future<Output = Result<(), RawStoreError>> + Send;
+    /// several records in one call lets the store merge rows that share a partition. Each event is
+    /// stored as the bytes its [`RecordView`] holds (a record decoded by the ingestor, or
+    /// [`RecordView::from_record`] of an owned one).
+    fn write_records(&self, records: &[RecordView<'_>]) -> impl Future<Output = Result<(), RawStoreError>> + Send;
 
     /// Checks the store answers, for readiness.
     fn check_ready(&self) -> impl Future<Output = Result<(), RawStoreError>> + Send;

@@ -8,13 +8,14 @@
 //! record from an old or buggy collector may carry one, and no store should keep a number that no sum,
 //! minimum or maximum can use (see [`numeric`](crate::numeric)).
 
-use hourglass_proto::log::v1::EventBatchRecord;
+use hourglass_proto::log::v1::{EventBatchRecord, OutcomeCount};
 use hourglass_proto::v1::property_value::Kind;
 use prost::Message;
 
 use crate::customer::CustomerId;
 use crate::event_log::LogRecord;
 use crate::hour;
+use crate::record_view::{self, RecordView};
 
 /// The header naming the record's schema version.
 pub const SCHEMA_VERSION_HEADER: &str = "hg-schema-version";
@@ -85,6 +86,36 @@ fn encode_message(key: String, record: &impl Message) -> LogRecord {
 /// Decodes a record, given the value of its schema-version header. Number properties that are NaN or
 /// infinite are dropped from their events (the rest of each event is kept), with a warning.
 pub fn decode(schema_version_header: Option<&[u8]>, payload: &[u8]) -> Result<EventBatchRecord, RecordDecodeError> {
+    check_schema_version(schema_version_header)?;
+    let mut record =
+        EventBatchRecord::decode(payload).map_err(|error| RecordDecodeError::Payload(error.to_string()))?;
+    CustomerId::new(&record.customer_id).map_err(|error| RecordDecodeError::Customer(error.to_string()))?;
+    let event_times =
+        record.events.iter().map(|event| event.occurred_at.as_ref().map(|time| (time.seconds, time.nanos)));
+    check_times(event_times, &record.outcomes)?;
+    let dropped = drop_non_finite_numbers(&mut record);
+    warn_dropped(&record.customer_id, &record.batch_id, &record.collector_id, dropped);
+    Ok(record)
+}
+
+/// Decodes a record as [`decode`] does, with the same checks and the same verdicts, into the form the
+/// raw stores write: each event's bytes borrowed from `payload` rather than decoded into owned structs
+/// (see [`record_view`](crate::record_view)). An event with NaN or infinite numbers is encoded again
+/// without them, with a warning.
+pub fn decode_view<'a>(
+    schema_version_header: Option<&[u8]>,
+    payload: &'a [u8],
+) -> Result<RecordView<'a>, RecordDecodeError> {
+    check_schema_version(schema_version_header)?;
+    let decoded = record_view::decode(payload).map_err(RecordDecodeError::Payload)?;
+    let record = decoded.view;
+    CustomerId::new(&record.customer_id).map_err(|error| RecordDecodeError::Customer(error.to_string()))?;
+    check_times(decoded.occurred_at.iter().copied(), &record.outcomes)?;
+    warn_dropped(&record.customer_id, &record.batch_id, &record.collector_id, decoded.dropped_numbers);
+    Ok(record)
+}
+
+fn check_schema_version(schema_version_header: Option<&[u8]>) -> Result<(), RecordDecodeError> {
     let version = schema_version_header
         .and_then(|raw| std::str::from_utf8(raw).ok())
         .and_then(|text| text.parse::<u32>().ok())
@@ -92,42 +123,41 @@ pub fn decode(schema_version_header: Option<&[u8]>, payload: &[u8]) -> Result<Ev
     if version != SCHEMA_VERSION {
         return Err(RecordDecodeError::UnknownSchemaVersion(version));
     }
-    let mut record =
-        EventBatchRecord::decode(payload).map_err(|error| RecordDecodeError::Payload(error.to_string()))?;
-    CustomerId::new(&record.customer_id).map_err(|error| RecordDecodeError::Customer(error.to_string()))?;
-    check_times(&record)?;
-    let dropped = drop_non_finite_numbers(&mut record);
+    Ok(())
+}
+
+fn warn_dropped(customer_id: &str, batch_id: &str, collector_id: &str, dropped: usize) {
     if dropped > 0 {
         tracing::warn!(
-            customer_id = record.customer_id,
-            batch_id = record.batch_id,
-            collector_id = record.collector_id,
+            customer_id,
+            batch_id,
+            collector_id,
             dropped,
             "record carries NaN or infinite number properties, which collectors refuse; dropped them"
         );
     }
-    Ok(record)
 }
 
-/// Checks every time a consumer derives an hour from: each event's `occurred_at` and each outcome
-/// count's hour must lie in the supported range, so no later stage computes an hour from an unchecked
-/// client value.
-fn check_times(record: &EventBatchRecord) -> Result<(), RecordDecodeError> {
-    for (index, event) in record.events.iter().enumerate() {
-        let Some(occurred_at) = &event.occurred_at else {
+/// Checks every time a consumer derives an hour from: each event's `occurred_at` (seconds, nanos) and
+/// each outcome count's hour must lie in the supported range, so no later stage computes an hour from
+/// an unchecked client value.
+fn check_times(
+    event_times: impl Iterator<Item = Option<(i64, i32)>>,
+    outcomes: &[OutcomeCount],
+) -> Result<(), RecordDecodeError> {
+    for (index, occurred_at) in event_times.enumerate() {
+        let Some((seconds, nanos)) = occurred_at else {
             return Err(RecordDecodeError::OutOfRange(format!("event {index} has no occurred_at")));
         };
-        if !hour::is_supported(occurred_at.seconds) || !(0..1_000_000_000).contains(&occurred_at.nanos) {
+        if !hour::is_supported(seconds) || !(0..1_000_000_000).contains(&nanos) {
             return Err(RecordDecodeError::OutOfRange(format!(
-                "event {index} occurred_at {}s {}ns is outside the supported range ({}..={} s)",
-                occurred_at.seconds,
-                occurred_at.nanos,
+                "event {index} occurred_at {seconds}s {nanos}ns is outside the supported range ({}..={} s)",
                 hour::EARLIEST_SUPPORTED_SECS,
                 hour::LATEST_SUPPORTED_SECS
             )));
         }
     }
-    for count in &record.outcomes {
+    for count in outcomes {
         if !hour::is_supported_hour(count.hour_start_unix_secs) {
             return Err(RecordDecodeError::OutOfRange(format!(
                 "outcome count for hour {} is not the start of a supported hour",

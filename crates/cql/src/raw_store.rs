@@ -21,7 +21,7 @@ use futures::TryStreamExt;
 use hourglass_core::erasure::UserMatcher;
 use hourglass_core::raw_block::{self, BlockRewrite, Decompressor, EventView, PageScans, SeenEventIds};
 use hourglass_core::raw_store::{self, EventVisitor, HourOutcomes, PlanCheckKey, RawStore, RawStoreError, StoredEvent};
-use hourglass_proto::log::v1::EventBatchRecord;
+use hourglass_core::record_view::RecordView;
 use scylla::client::session::Session;
 use scylla::response::{PagingState, PagingStateResponse};
 use scylla::statement::batch::{Batch, BatchType};
@@ -366,7 +366,7 @@ fn undecodable(customer_id: &str, hour_start: i64, batch_id: &str, error: raw_bl
 }
 
 impl RawStore for CqlRawStore {
-    async fn write_records(&self, records: &[EventBatchRecord]) -> Result<(), RawStoreError> {
+    async fn write_records(&self, records: &[RecordView<'_>]) -> Result<(), RawStoreError> {
         // Group rows by partition, across records: an unlogged batch is cheap only when all its rows
         // share one, and bigger batches mean fewer requests for both sides.
         let mut partitions: HashMap<(&str, i64, u32), Vec<BlockRow<'_>>> = HashMap::new();

@@ -5,6 +5,7 @@
 use hourglass_core::customer::CustomerId;
 use hourglass_core::erasure::{ErasureSalt, UserHash, UserMatcher};
 use hourglass_core::raw_store::RawStore;
+use hourglass_core::record_view::RecordView;
 use hourglass_cql::testing::{create_test_store, drop_test_keyspace};
 use hourglass_proto::log::v1::EventBatchRecord;
 use hourglass_proto::prost_types::Timestamp;
@@ -29,7 +30,7 @@ async fn a_rewritten_block_keeps_the_time_to_live_it_had_left() {
         events: vec![event("a", "jane"), event("b", "john")],
         ..EventBatchRecord::default()
     };
-    store.write_records(&[record]).await.unwrap();
+    store.write_records(&RecordView::from_records(&[record])).await.unwrap();
     let session = config.connect().await.unwrap();
     let ttl_query = format!("SELECT TTL(events) FROM {}.raw_event_blocks", config.keyspace);
     let ttl = || async {

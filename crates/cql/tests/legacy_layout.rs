@@ -8,6 +8,7 @@ use std::sync::Arc;
 use hourglass_core::customer::CustomerId;
 use hourglass_core::erasure::{ErasureSalt, UserHash, UserMatcher};
 use hourglass_core::raw_store::{EventVisitor, RawStore};
+use hourglass_core::record_view::RecordView;
 use hourglass_cql::CqlRawStore;
 use hourglass_cql::testing::{create_test_store, drop_test_keyspace};
 use hourglass_proto::log::v1::EventBatchRecord;
@@ -116,7 +117,7 @@ async fn rows_of_the_old_layout_are_read_beside_the_blocks_until_the_table_is_dr
         events: vec![resent("old-3", 100.0), resent("new-0", 1000.0)],
         ..EventBatchRecord::default()
     };
-    store.write_records(&[record]).await.unwrap();
+    store.write_records(&RecordView::from_records(&[record])).await.unwrap();
 
     let mut read = Vec::new();
     let mut folded = Counting::default();

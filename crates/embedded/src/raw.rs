@@ -35,7 +35,8 @@ use hourglass_core::raw_block::{
     self, BlockRewrite, DecodeError, Decompressor, EventView, PageScans, RecordBlock, SeenEventIds,
 };
 use hourglass_core::raw_store::{EventVisitor, HourOutcomes, PlanCheckKey, RawStore, RawStoreError, StoredEvent};
-use hourglass_proto::log::v1::{EventBatchRecord, OutcomeCount, PlanCheckCount};
+use hourglass_core::record_view::RecordView;
+use hourglass_proto::log::v1::{OutcomeCount, PlanCheckCount};
 use sqlx::{Row, SqlitePool};
 
 use crate::disk_full::{DiskFull, WriteError};
@@ -326,8 +327,8 @@ fn undecodable(customer_id: &str, hour_start: i64, batch_id: &str, error: Decode
 /// Inserts the blocks of `records` (`blocks`, made from them) and their outcome counts in `transaction`.
 async fn insert_blocks(
     transaction: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    blocks: &[(&EventBatchRecord, RecordBlock)],
-    records: &[EventBatchRecord],
+    blocks: &[(&RecordView<'_>, RecordBlock)],
+    records: &[RecordView<'_>],
 ) -> Result<(), sqlx::Error> {
     // Several rows per statement: each statement is a round trip to SQLite's worker thread, which
     // costs more than inserting a row. Rows go in order, so a later copy replaces an earlier one.
@@ -348,7 +349,7 @@ async fn insert_blocks(
         }
         insert.execute(&mut **transaction).await?;
     }
-    let outcomes: Vec<(&EventBatchRecord, &OutcomeCount)> =
+    let outcomes: Vec<(&RecordView<'_>, &OutcomeCount)> =
         records.iter().flat_map(|record| record.outcomes.iter().map(move |count| (record, count))).collect();
     for chunk in outcomes.chunks(ROWS_PER_INSERT) {
         let sql = multi_row_insert(
@@ -368,7 +369,7 @@ async fn insert_blocks(
         }
         insert.execute(&mut **transaction).await?;
     }
-    let plan_checks: Vec<(&EventBatchRecord, &PlanCheckCount)> =
+    let plan_checks: Vec<(&RecordView<'_>, &PlanCheckCount)> =
         records.iter().flat_map(|record| record.plan_checks.iter().map(move |count| (record, count))).collect();
     for chunk in plan_checks.chunks(ROWS_PER_INSERT) {
         let sql = multi_row_insert(
@@ -402,9 +403,9 @@ fn multi_row_insert(insert_into: &str, columns: usize, rows: usize) -> String {
 }
 
 impl RawStore for SqliteRawStore {
-    async fn write_records(&self, records: &[EventBatchRecord]) -> Result<(), RawStoreError> {
+    async fn write_records(&self, records: &[RecordView<'_>]) -> Result<(), RawStoreError> {
         // Encoded and compressed before taking the writer, so the transaction holds it only for the inserts.
-        let blocks: Vec<(&EventBatchRecord, RecordBlock)> = records
+        let blocks: Vec<(&RecordView<'_>, RecordBlock)> = records
             .iter()
             .flat_map(|record| {
                 raw_block::record_blocks(record, self.bucket_count).into_iter().map(move |block| (record, block))

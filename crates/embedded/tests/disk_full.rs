@@ -21,6 +21,7 @@ use hourglass_core::customer::CustomerId;
 use hourglass_core::event_log::{EventLog, LogRecord, Topic};
 use hourglass_core::job_queue::{CustomerHour, JobQueue};
 use hourglass_core::raw_store::{HourOutcomes, RawStore};
+use hourglass_core::record_view::RecordView;
 use hourglass_core::rollup_store::{Completion, EventTypeRollup, HourRollup, JobKind, RollupStore};
 use hourglass_embedded::log::SqliteEventLog;
 use hourglass_embedded::meta::SqliteMetaStore;
@@ -226,28 +227,30 @@ async fn stored_event_count(store: &SqliteRawStore) -> usize {
 async fn raw_db_writes_again_after_a_transaction_met_the_full_disk() {
     let tmpfs = Tmpfs::mount();
     let store = SqliteRawStore::open(&tmpfs.data_dir(), 4).await.unwrap();
-    store.write_records(&[big_record("before", 100)]).await.expect("room on the disk");
+    store.write_records(&RecordView::from_records(&[big_record("before", 100)])).await.expect("room on the disk");
 
     let filled = fill_up(&tmpfs.filler());
     assert!(filled > 0, "the tmpfs had no room for the filler");
     // About 4 MiB: more than SQLite's page cache holds, so pages spill to the WAL inside the statement,
     // and more than the WAL has room for.
     let big = big_record("big", 40_000);
-    let refused = store.write_records(std::slice::from_ref(&big)).await.expect_err("no room");
+    let refused =
+        store.write_records(&RecordView::from_records(std::slice::from_ref(&big))).await.expect_err("no room");
     assert_disk_full(&refused, "raw.db", "writing on a full disk");
     let small = big_record("small", 2_000);
-    let refused = store.write_records(std::slice::from_ref(&small)).await.expect_err("no room");
+    let refused =
+        store.write_records(&RecordView::from_records(std::slice::from_ref(&small))).await.expect_err("no room");
     assert_disk_full(&refused, "raw.db", "writing again on a full disk");
     assert_disk_full(&store.check_ready().await.expect_err("not ready"), "raw.db", "readiness");
 
     std::fs::remove_file(tmpfs.filler()).unwrap();
     store.check_ready().await.expect("room again: ready");
-    store.write_records(&[small, big]).await.expect("room again: written");
+    store.write_records(&RecordView::from_records(&[small, big])).await.expect("room again: written");
     // The readers are other connections: they see only what is committed.
     assert_eq!(stored_event_count(&store).await, 42_100);
     assert_eq!(store.read_outcomes("acme", HOUR).await.unwrap().accepted, 42_100);
     // And once more, as the next batch would be.
-    store.write_records(&[big_record("after", 100)]).await.expect("room again: written");
+    store.write_records(&RecordView::from_records(&[big_record("after", 100)])).await.expect("room again: written");
     assert_eq!(stored_event_count(&store).await, 42_200);
     drop(store);
 

@@ -4,6 +4,7 @@
 use hourglass_core::event_log::{EventLog, LogRecord, Topic};
 use hourglass_core::raw_block;
 use hourglass_core::raw_store::RawStore;
+use hourglass_core::record_view::RecordView;
 use hourglass_embedded::log::SqliteEventLog;
 use hourglass_embedded::raw::SqliteRawStore;
 use hourglass_proto::log::v1::EventBatchRecord;
@@ -50,7 +51,7 @@ async fn uncompressed_blocks_of_an_older_raw_db_read_beside_compressed_ones() {
         events: vec![event("old-2", "click"), event("new-1", "view")],
         ..EventBatchRecord::default()
     };
-    store.write_records(&[record]).await.unwrap();
+    store.write_records(&RecordView::from_records(&[record])).await.unwrap();
 
     let stored = store.read_bucket("acme", HOUR, 0).await.unwrap();
     let read: Vec<(&str, &str, &str)> = stored

@@ -2,6 +2,7 @@
 //! the bucket count fixed when `raw.db` is created, and data surviving a reopen.
 
 use hourglass_core::raw_store::RawStore;
+use hourglass_core::record_view::RecordView;
 use hourglass_embedded::raw::SqliteRawStore;
 use hourglass_proto::log::v1::{EventBatchRecord, Outcome, OutcomeCount};
 use hourglass_proto::prost_types::Timestamp;
@@ -70,14 +71,14 @@ async fn stored_ids(store: &SqliteRawStore) -> Vec<String> {
 async fn the_bucket_count_is_fixed_when_the_database_is_created() {
     let data_dir = TempDir::new().unwrap();
     let created = SqliteRawStore::open(data_dir.path(), 8).await.unwrap();
-    created.write_records(&[record("batch-1", &["a", "b", "c", "d", "e"])]).await.unwrap();
+    created.write_records(&RecordView::from_records(&[record("batch-1", &["a", "b", "c", "d", "e"])])).await.unwrap();
     drop(created);
 
     let reopened = SqliteRawStore::open(data_dir.path(), 3).await.unwrap();
     assert_eq!(reopened.bucket_count(), 8, "the stored bucket count wins over the configured one");
     assert_eq!(stored_ids(&reopened).await, ["a", "b", "c", "d", "e"], "written events survive a reopen");
     // A resend after the reopen still finds the bucket of its first copy.
-    reopened.write_records(&[record("batch-2", &["a", "f"])]).await.unwrap();
+    reopened.write_records(&RecordView::from_records(&[record("batch-2", &["a", "f"])])).await.unwrap();
     assert_eq!(stored_ids(&reopened).await, ["a", "b", "c", "d", "e", "f"]);
     assert_eq!(reopened.read_outcomes("acme", HOUR).await.unwrap().accepted, 7);
 }
@@ -97,7 +98,7 @@ async fn retention_deletes_only_hours_before_the_cutoff() {
         event.occurred_at = Some(Timestamp { seconds: HOUR - 3600 + 5, nanos: 0 });
     }
     old.outcomes[0].hour_start_unix_secs = HOUR - 3600;
-    store.write_records(&[old, record("batch-new", &["c", "d", "e"])]).await.unwrap();
+    store.write_records(&RecordView::from_records(&[old, record("batch-new", &["c", "d", "e"])])).await.unwrap();
 
     let deleted = store.delete_hours_before(HOUR).await.unwrap();
     assert!(deleted >= 2, "the old hour's events and outcome rows: {deleted}");

@@ -8,6 +8,7 @@
 use std::time::Instant;
 
 use hourglass_core::raw_store::{EventVisitor, RawStore};
+use hourglass_core::record_view::RecordView;
 use hourglass_embedded::raw::SqliteRawStore;
 use hourglass_proto::log::v1::{EventBatchRecord, Outcome, OutcomeCount};
 use hourglass_proto::prost_types::Timestamp;
@@ -82,7 +83,7 @@ async fn write_then_fold_a_million_events() {
 
     let started = Instant::now();
     for chunk in records.chunks(RECORDS_PER_WRITE) {
-        store.write_records(chunk).await.unwrap();
+        store.write_records(&RecordView::from_records(chunk)).await.unwrap();
     }
     let write_secs = started.elapsed().as_secs_f64();
     println!("write: {EVENTS} events in {write_secs:.2} s = {:.0} events/s", EVENTS as f64 / write_secs);

@@ -1,7 +1,9 @@
 //! [`RecordHandler`]: what happens to one group of consumed records, the same for the ingest loop
-//! ([`crate::pipeline`]) and [`replay`](crate::replay), in either mode: decode each record, send the ones
-//! that cannot be decoded to the dead-letter topic, drop the events of suppressed users
-//! ([`crate::suppression`]), write the others in one store call, retry failed writes with backoff.
+//! ([`crate::pipeline`]) and [`replay`](crate::replay), in either mode: decode each record (into a
+//! [`RecordView`]: the header owned, each event's bytes borrowed from the payload, which the raw stores
+//! copy into their blocks as they are), send the ones that cannot be decoded to the dead-letter topic,
+//! drop the events of suppressed users ([`crate::suppression`]), write the others in one store call,
+//! retry failed writes with backoff.
 //!
 //! Tracing: each record gets an `ingestor.record` span whose parent is the trace context the collector
 //! put in the record's headers (`hourglass_core::trace_context`), or none (a new trace) for a record
@@ -14,12 +16,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hourglass_core::customer::CustomerId;
 use hourglass_core::event_log::{ConsumedRecord, EventLog, Topic};
-use hourglass_core::hour;
 use hourglass_core::job_queue::CustomerHour;
 use hourglass_core::raw_store::RawStore;
 use hourglass_core::record::{self, SCHEMA_VERSION_HEADER};
+use hourglass_core::record_view::RecordView;
 use hourglass_core::trace_context;
-use hourglass_proto::log::v1::EventBatchRecord;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -91,7 +92,7 @@ impl<S: RawStore, L: EventLog> RecordHandler<S, L> {
         for consumed in records {
             let record_span = record_span(consumed);
             let schema_version = consumed.header(SCHEMA_VERSION_HEADER);
-            match record_span.in_scope(|| record::decode(schema_version, &consumed.payload)) {
+            match record_span.in_scope(|| record::decode_view(schema_version, &consumed.payload)) {
                 Ok(mut batch) => {
                     erased += drop_suppressed(&suppressed, &mut batch);
                     record_span.record("customer_id", batch.customer_id.as_str());
@@ -214,14 +215,11 @@ fn record_span(consumed: &ConsumedRecord) -> tracing::Span {
 
 /// The customer-hours a record touches: its events' hours and its outcome counts' hours (an hour with
 /// only rejected events still needs its ledger row).
-fn touched_hours(batch: &EventBatchRecord) -> Vec<CustomerHour> {
+fn touched_hours(batch: &RecordView<'_>) -> Vec<CustomerHour> {
     let Ok(customer_id) = CustomerId::new(&batch.customer_id) else {
         return Vec::new(); // decode() already refused such records
     };
-    let event_hours = batch
-        .events
-        .iter()
-        .map(|event| hour::hour_start(event.occurred_at.as_ref().map(|time| time.seconds).unwrap_or_default()));
+    let event_hours = batch.events.iter().map(|event| event.hour_start());
     let outcome_hours = batch.outcomes.iter().map(|count| count.hour_start_unix_secs);
     let mut hours: Vec<i64> = event_hours.chain(outcome_hours).collect();
     hours.sort_unstable();

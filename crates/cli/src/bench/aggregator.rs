@@ -11,6 +11,7 @@ use anyhow::Context;
 use futures::StreamExt;
 use hourglass_core::hour;
 use hourglass_core::raw_store::RawStore;
+use hourglass_core::record_view::RecordView;
 use hourglass_cql::{CqlConfig, CqlRawStore, schema};
 use hourglass_proto::log::v1::EventBatchRecord;
 use hourglass_proto::prost_types::Timestamp;
@@ -103,7 +104,7 @@ pub async fn measure(args: &AggregatorBenchArgs, bars: super::Bars) -> anyhow::R
         let raw_store = &raw_store;
         let progress = &progress;
         async move {
-            raw_store.write_records(&records).await?;
+            raw_store.write_records(&RecordView::from_records(&records)).await?;
             progress.inc(written);
             Ok::<_, anyhow::Error>(())
         }

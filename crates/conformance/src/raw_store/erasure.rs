@@ -4,6 +4,7 @@
 use hourglass_core::customer::CustomerId;
 use hourglass_core::erasure::{ErasureSalt, UserHash, UserMatcher};
 use hourglass_core::raw_store::RawStore;
+use hourglass_core::record_view::RecordView;
 
 use super::{HOUR, NEXT_HOUR, accepted, at, event, fold_hour, read_hour, record, sorted, unique_customer};
 
@@ -59,7 +60,7 @@ pub async fn one_users_events_are_erased_and_nothing_else(store: &impl RawStore)
         vec![event("jane-view", "view", at(HOUR, 1), jane), event("john-view", "view", at(HOUR, 2), john)],
         vec![accepted(HOUR, 2)],
     );
-    store.write_records(&[first, resend, only_jane, elsewhere]).await.expect("write");
+    store.write_records(&RecordView::from_records(&[first, resend, only_jane, elsewhere])).await.expect("write");
     let outcomes_before = store.read_outcomes(&customer, HOUR).await.expect("read outcomes");
 
     assert_eq!(
@@ -95,6 +96,6 @@ pub async fn one_users_events_are_erased_and_nothing_else(store: &impl RawStore)
     // New events after an erasure are stored as before.
     let after =
         record(&customer, "erasure-after", vec![event("john-new", "view", at(HOUR, 7), john)], vec![accepted(HOUR, 1)]);
-    store.write_records(&[after]).await.expect("write after the erasure");
+    store.write_records(&RecordView::from_records(&[after])).await.expect("write after the erasure");
     assert_eq!(read_hour(store, &customer, HOUR).await.len(), 3);
 }

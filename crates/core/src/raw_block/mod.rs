@@ -1,8 +1,9 @@
 //! Event blocks: how both raw stores (CQL and `raw.db`) hold the events of one batch record that fall in
 //! one customer-hour and bucket, and how they read them back without allocating per event.
 //!
-//! - [`push_event`] builds the uncompressed block: the bytes of an `EventBatchRecord` holding only its
-//!   `events` field ([`wire`] decodes it borrowed: [`block_events`], [`EventView`]).
+//! - [`record_blocks`] builds the uncompressed blocks of a record, each the bytes of an
+//!   `EventBatchRecord` holding only its `events` field, the events copied as the record holds them
+//!   ([`push_encoded_event`]; [`push_event`] encodes an owned one) ([`wire`] decodes it borrowed: [`block_events`], [`EventView`]).
 //! - [`compress`] turns it (or any payload) into a frame: one format byte, then the compressed bytes.
 //!   [`Decompressor::block`] reads a stored block whichever way it was written: blocks from before
 //!   compression start with the key of field 5 (`0x2a`) or are empty, and are used as they are; a frame
@@ -20,10 +21,8 @@
 //! 0.22. zstd only pulls ahead on large blocks (100 events: 11.5x against 6.7x); the aggregator reads
 //! every block of an hour, so decompression speed is what counts, and both are far under the target.
 
-use hourglass_proto::log::v1::EventBatchRecord;
-
-use crate::hour;
 use crate::raw_store::bucket_of;
+use crate::record_view::RecordView;
 
 mod erase;
 mod page;
@@ -34,6 +33,7 @@ pub use erase::{BlockRewrite, collect_user_event_ids, without_events};
 pub use page::{PageScans, PageWindow, ScannedWindow};
 pub use seen::SeenEventIds;
 pub use wire::{DecodeError, EventView, PropertyRef, block_events, push_encoded_event, push_event};
+pub(crate) use wire::{WireFields, WireValue};
 
 /// The format byte of an LZ4 frame: then the uncompressed length (`u32`, little-endian) and the LZ4
 /// block.
@@ -64,14 +64,13 @@ pub struct RecordBlock {
     pub block: Vec<u8>,
 }
 
-/// The blocks of `record`: one per (hour, bucket) its events touch, in the order first touched.
-pub fn record_blocks(record: &EventBatchRecord, bucket_count: u32) -> Vec<RecordBlock> {
+/// The blocks of `record`: one per (hour, bucket) its events touch, in the order first touched. Each
+/// event's bytes are copied into its block as the record holds them.
+pub fn record_blocks(record: &RecordView<'_>, bucket_count: u32) -> Vec<RecordBlock> {
     let mut places: Vec<(i64, u32)> = Vec::new();
     let mut raw_blocks: Vec<Vec<u8>> = Vec::new();
     for event in &record.events {
-        let occurred_at_ms =
-            event.occurred_at.as_ref().map(|time| hour::epoch_millis(time.seconds, time.nanos)).unwrap_or_default();
-        let place = (hour::hour_start(occurred_at_ms.div_euclid(1000)), bucket_of(&event.event_id, bucket_count));
+        let place = (event.hour_start(), bucket_of(&event.event_id, bucket_count));
         // A record touches few places (its hours times the buckets), so a scan beats a map.
         let index = match places.iter().position(|known| *known == place) {
             Some(index) => index,
@@ -81,7 +80,7 @@ pub fn record_blocks(record: &EventBatchRecord, bucket_count: u32) -> Vec<Record
                 places.len() - 1
             }
         };
-        push_event(&mut raw_blocks[index], event);
+        push_encoded_event(&mut raw_blocks[index], &event.encoded);
     }
     places
         .into_iter()
@@ -209,7 +208,8 @@ mod tests {
             .map(|(id, seconds)| Event { event_id: id.into(), occurred_at: at(seconds), ..Event::default() })
             .chain([Event { event_id: "timeless".into(), ..Event::default() }])
             .collect();
-        let record = EventBatchRecord { events, ..EventBatchRecord::default() };
+        let owned = hourglass_proto::log::v1::EventBatchRecord { events, ..Default::default() };
+        let record = RecordView::from_record(&owned);
         let mut decompressor = Decompressor::new();
         let placed: Vec<(i64, u32, Vec<String>)> = record_blocks(&record, 1)
             .iter()

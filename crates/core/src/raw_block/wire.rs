@@ -33,9 +33,12 @@ pub enum DecodeError {
     /// A field or the block ends early.
     #[error("truncated protobuf")]
     Truncated,
-    /// A varint runs past ten bytes.
-    #[error("varint longer than 10 bytes")]
+    /// A varint runs past ten bytes or 64 bits.
+    #[error("varint longer than 10 bytes or 64 bits")]
     VarintTooLong,
+    /// A field key naming field 0 or one past `u32`, which protobuf does not allow.
+    #[error("invalid field key {0}")]
+    InvalidKey(u64),
     /// A wire type protobuf does not define (or a group).
     #[error("unsupported wire type {0}")]
     WireType(u64),
@@ -54,7 +57,7 @@ pub enum DecodeError {
 }
 
 /// A protobuf field's value, borrowed from the encoded message.
-enum WireValue<'a> {
+pub(crate) enum WireValue<'a> {
     Varint(u64),
     Fixed64(u64),
     Bytes(&'a [u8]),
@@ -62,18 +65,18 @@ enum WireValue<'a> {
 }
 
 impl<'a> WireValue<'a> {
-    fn bytes(self, field: u32) -> Result<&'a [u8], DecodeError> {
+    pub(crate) fn bytes(self, field: u32) -> Result<&'a [u8], DecodeError> {
         match self {
             WireValue::Bytes(bytes) => Ok(bytes),
             _ => Err(DecodeError::FieldType(field)),
         }
     }
 
-    fn text(self, field: u32) -> Result<&'a str, DecodeError> {
+    pub(crate) fn text(self, field: u32) -> Result<&'a str, DecodeError> {
         std::str::from_utf8(self.bytes(field)?).map_err(|_| DecodeError::Utf8)
     }
 
-    fn varint(self, field: u32) -> Result<u64, DecodeError> {
+    pub(crate) fn varint(self, field: u32) -> Result<u64, DecodeError> {
         match self {
             WireValue::Varint(value) => Ok(value),
             _ => Err(DecodeError::FieldType(field)),
@@ -83,18 +86,22 @@ impl<'a> WireValue<'a> {
 
 /// The fields of an encoded protobuf message, in order, borrowed from it. Blocks are decoded this way
 /// rather than with prost so that folding a bucket allocates nothing per event.
-struct WireFields<'a> {
+pub(crate) struct WireFields<'a> {
     remaining: &'a [u8],
 }
 
 impl<'a> WireFields<'a> {
-    fn new(message: &'a [u8]) -> Self {
+    pub(crate) fn new(message: &'a [u8]) -> Self {
         Self { remaining: message }
     }
 
     fn varint(&mut self) -> Result<u64, DecodeError> {
         let mut value = 0u64;
         for (index, byte) in self.remaining.iter().enumerate().take(10) {
+            // The tenth byte holds the 64th bit only: more is an overflow, which prost refuses too.
+            if index == 9 && *byte > 1 {
+                return Err(DecodeError::VarintTooLong);
+            }
             value |= u64::from(byte & 0x7f) << (7 * index);
             if byte & 0x80 == 0 {
                 self.remaining = &self.remaining[index + 1..];
@@ -115,7 +122,11 @@ impl<'a> WireFields<'a> {
 
     fn field(&mut self) -> Result<(u32, WireValue<'a>), DecodeError> {
         let key = self.varint()?;
-        // Field numbers are at most 2^29 - 1, so the key's upper part fits.
+        // Field numbers run from 1 to 2^29 - 1, as prost checks: a wider key would alias a field
+        // number once cut to `u32`.
+        if key > u64::from(u32::MAX) || key >> 3 == 0 {
+            return Err(DecodeError::InvalidKey(key));
+        }
         let field = (key >> 3) as u32;
         let value = match key & 7 {
             0 => WireValue::Varint(self.varint()?),

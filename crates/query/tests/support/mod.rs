@@ -15,6 +15,7 @@ use hourglass_core::hll::HyperLogLog;
 use hourglass_core::job_queue::{CustomerHour, JobQueue};
 use hourglass_core::key_store::KeyStore;
 use hourglass_core::raw_store::RawStore;
+use hourglass_core::record_view::RecordView;
 use hourglass_grpc::auth::{Authenticator, KeyCacheConfig};
 use hourglass_grpc::server::ServerConfig;
 use hourglass_postgres::{PostgresConfig, PostgresJobQueue, PostgresKeyStore, PostgresRollupStore, testing};
@@ -235,7 +236,7 @@ pub async fn start(test_name: &str) -> Platform {
     // A redelivered record, and a client resend of a few events in a new batch: counted once.
     records.push(records[0].clone());
     records.push(record("acme", 999, acme_events[10..15].to_vec(), vec![]));
-    raw_store.write_records(&records).await.unwrap();
+    raw_store.write_records(&RecordView::from_records(&records)).await.unwrap();
 
     let mut dirty = BTreeSet::new();
     for customer in ["acme", "globex"] {
@@ -291,7 +292,7 @@ impl Platform {
             .iter()
             .map(|event| hourglass_core::hour::hour_start(event.occurred_at.as_ref().unwrap().seconds))
             .collect();
-        raw_store.write_records(&[record(customer, 5000, events, vec![])]).await.unwrap();
+        raw_store.write_records(&RecordView::from_records(&[record(customer, 5000, events, vec![])])).await.unwrap();
         let marks: Vec<CustomerHour> = hours
             .into_iter()
             .map(|hour_start| CustomerHour { customer_id: CustomerId::new(customer).unwrap(), hour_start })
