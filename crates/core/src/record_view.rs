@@ -196,6 +196,10 @@ pub(crate) fn decode(payload: &[u8]) -> Result<DecodedView<'_>, ViewError> {
     Ok(DecodedView { view, occurred_at, dropped_numbers })
 }
 
+/// An event read from a record: its view, its `occurred_at` as (seconds, nanos) if set, and how many
+/// non-finite numbers it lost.
+type ReadEvent<'a> = (EventBytes<'a>, Option<(i64, i32)>, usize);
+
 /// The view of a record the walker could not read: prost's error, or, when prost reads it (an unknown
 /// field encoded as a group, which the walker does not skip), its decoding with every event encoded
 /// again.
@@ -224,7 +228,7 @@ fn decoded_by_prost(payload: &[u8]) -> Result<DecodedView<'static>, ViewError> {
 
 /// One event: its bytes as they are when plain, else prost's decoding of it, without its non-finite
 /// numbers, encoded again. Also its time and how many numbers it lost.
-fn event_bytes(encoded: &[u8]) -> Result<(EventBytes<'_>, Option<(i64, i32)>, usize), ViewError> {
+fn event_bytes(encoded: &[u8]) -> Result<ReadEvent<'_>, ViewError> {
     if let Some(plain) = PlainEvent::walk(encoded) {
         let event = EventBytes {
             event_id: Cow::Borrowed(plain.event_id),
@@ -239,7 +243,7 @@ fn event_bytes(encoded: &[u8]) -> Result<(EventBytes<'_>, Option<(i64, i32)>, us
 }
 
 /// A decoded event without its non-finite numbers, encoded; its time and how many numbers it lost.
-fn encoded_again(mut decoded: Event) -> (EventBytes<'static>, Option<(i64, i32)>, usize) {
+fn encoded_again(mut decoded: Event) -> ReadEvent<'static> {
     let properties_before = decoded.properties.len();
     decoded.properties.retain(|_, value| !matches!(value.kind, Some(Kind::NumberValue(number)) if !number.is_finite()));
     let dropped = properties_before - decoded.properties.len();
