@@ -23,6 +23,7 @@ use hourglass_core::erasure::{ErasureState, ErasureStore};
 use hourglass_core::job_queue::{CustomerHour, JobQueue};
 use hourglass_core::key_store::KeyStore;
 use hourglass_core::raw_store::RawStore;
+use hourglass_core::record_view::RecordView;
 use hourglass_core::retention::RawRetention;
 use hourglass_core::rollup_store::{EventTypeRollup, RollupStore};
 use hourglass_embedded::meta::SqliteMetaStore;
@@ -100,7 +101,7 @@ fn brute_force(records: &[EventBatchRecord]) -> BTreeMap<(i64, String), (u64, u6
 async fn prepare(data_dir: &Path, records: &[EventBatchRecord], hours: &[i64]) -> String {
     let raw_store = SqliteRawStore::open(data_dir, 4).await.unwrap();
     let meta = SqliteMetaStore::open(data_dir).await.unwrap();
-    raw_store.write_records(records).await.unwrap();
+    raw_store.write_records(&RecordView::from_records(records)).await.unwrap();
     let acme = CustomerId::new("acme").unwrap();
     let marks: Vec<CustomerHour> =
         hours.iter().map(|hour_start| CustomerHour { customer_id: acme.clone(), hour_start: *hour_start }).collect();

@@ -20,6 +20,7 @@ use hourglass_core::customer::CustomerId;
 use hourglass_core::job_queue::{CustomerHour, JobQueue};
 use hourglass_core::key_store::KeyStore;
 use hourglass_core::raw_store::RawStore;
+use hourglass_core::record_view::RecordView;
 use hourglass_core::retention::RawRetention;
 use hourglass_core::rollup_store::RollupStore;
 use hourglass_postgres::{PostgresConfig, PostgresJobQueue, PostgresKeyStore, PostgresRollupStore, migrate};
@@ -112,7 +113,7 @@ async fn an_erasure_requested_from_the_query_role_is_run_by_aggregators_through_
     let current_hour = hourglass_core::hour::hour_start(chrono::Utc::now().timestamp());
     let hours: Vec<i64> = (0..HOURS).map(|index| current_hour - (HOURS + 2 - index) * 3600).collect();
     let sent = records(&hours);
-    raw_store.write_records(&sent).await.unwrap();
+    raw_store.write_records(&RecordView::from_records(&sent)).await.unwrap();
     let customer = CustomerId::new(CUSTOMER).unwrap();
     let marks: Vec<CustomerHour> = hours
         .iter()

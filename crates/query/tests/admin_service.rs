@@ -17,6 +17,7 @@ use hourglass_core::erasure::ErasureSalt;
 use hourglass_core::job_queue::{CustomerHour, JobQueue};
 use hourglass_core::key_store::KeyStore;
 use hourglass_core::raw_store::RawStore;
+use hourglass_core::record_view::RecordView;
 use hourglass_core::retention::RawRetention;
 use hourglass_embedded::meta::SqliteMetaStore;
 use hourglass_embedded::raw::SqliteRawStore;
@@ -120,7 +121,7 @@ async fn write_events(stores: &Stores, hours: [i64; 2]) {
             plan_checks: Vec::new(),
         });
     }
-    stores.raw.write_records(&records).await.unwrap();
+    stores.raw.write_records(&RecordView::from_records(&records)).await.unwrap();
     let acme = CustomerId::new("acme").unwrap();
     let marks: Vec<CustomerHour> =
         hours.iter().map(|hour_start| CustomerHour { customer_id: acme.clone(), hour_start: *hour_start }).collect();
