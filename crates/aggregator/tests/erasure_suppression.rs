@@ -18,6 +18,7 @@ use hourglass_core::event_log::{ConsumedRecord, EventLog};
 use hourglass_core::job_queue::{CustomerHour, JobQueue};
 use hourglass_core::raw_store::RawStore;
 use hourglass_core::record;
+use hourglass_core::record_view::RecordView;
 use hourglass_core::rollup_reader::RollupReader;
 use hourglass_core::rollup_store::RollupStore;
 use hourglass_ingestor::suppression::{self, SuppressionError};
@@ -132,7 +133,7 @@ where
             event("old-4", hour_start + 40, "ann"),
         ],
     );
-    raw_store.write_records(std::slice::from_ref(&first)).await.unwrap();
+    raw_store.write_records(&[RecordView::from_record(&first)]).await.unwrap();
     jobs.mark_dirty(std::slice::from_ref(&customer_hour)).await.unwrap();
     reaggregate(&config, &*raw_store, rollups, hour_start).await;
 
