@@ -50,6 +50,7 @@ pub mod raw_store;
 pub mod record;
 pub mod record_view;
 pub mod retention;
+pub mod rollup_changes;
 pub mod rollup_reader;
 pub mod rollup_store;
 pub mod trace_context;

@@ -6,7 +6,9 @@
 //! taken from a request.
 
 use std::future::Future;
+use std::sync::Arc;
 
+use crate::rollup_changes::RollupChanges;
 use crate::rollup_store::{LedgerRow, RollupStoreError};
 
 /// One event type's hourly figures, as stored.
@@ -192,4 +194,12 @@ pub trait RollupReader: Send + Sync + 'static {
 
     /// Checks the store can be read, for readiness.
     fn check_ready(&self) -> impl Future<Output = Result<(), RollupStoreError>> + Send;
+
+    /// Tells `changes` of every customer whose rollups change, for as long as the future runs (forever:
+    /// callers drop it), so a cache may skip [`revision_sum`](Self::revision_sum) between changes. A store
+    /// that announces nothing returns at once and `changes` never gives a stamp, so every use of a cached
+    /// report reads the revision sum.
+    fn watch_changes(&self, _changes: Arc<RollupChanges>) -> impl Future<Output = ()> + Send {
+        std::future::ready(())
+    }
 }

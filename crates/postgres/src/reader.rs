@@ -5,15 +5,50 @@
 //! It is the same type as the [`RollupStore`](hourglass_core::rollup_store::RollupStore) in `rollups.rs`,
 //! over the same pool, but a separate concern: every query here is a single `SELECT` that takes no row
 //! locks and writes nothing, so nothing in this file bears on leases or on the completion transaction.
-//! Each sees one committed state, so a completion is read whole or not at all.
+//! Each sees one committed state, so a completion is read whole or not at all. The exception is
+//! [`watch_changes`](RollupReader::watch_changes), which holds one connection of the pool to `LISTEN` for
+//! the completions' announcements.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use hourglass_core::rollup_changes::RollupChanges;
 use hourglass_core::rollup_reader::{
     AppliedErasure, EventTypeSeen, HourStatus, HourlyNumericRow, HourlyRollupRow, HourlyTotalsRow, RollupReader,
 };
 use hourglass_core::rollup_store::{LedgerRow, RollupStoreError};
+use sqlx::postgres::PgListener;
 
 use crate::errors::rollup_store_error;
-use crate::rollups::{LEDGER_COLUMNS, LedgerTuple, PostgresRollupStore, ledger_row};
+use crate::rollups::{LEDGER_COLUMNS, LedgerTuple, PostgresRollupStore, ROLLUP_CHANGES_CHANNEL, ledger_row};
+
+/// First wait before listening again after the connection failed; doubled per failure up to
+/// [`LISTEN_RETRY_MAX`]. Meanwhile the cache reads revision sums, so waiting costs speed, not correctness.
+const LISTEN_RETRY_FIRST: Duration = Duration::from_millis(100);
+/// Longest wait between attempts to listen.
+const LISTEN_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Whether Postgres refused a statement for being read-only (SQLSTATE 25006), as a hot standby does `LISTEN`.
+fn is_read_only(error: &sqlx::Error) -> bool {
+    error.as_database_error().and_then(|database| database.code()).is_some_and(|code| code == "25006")
+}
+
+impl PostgresRollupStore {
+    /// Listens on [`ROLLUP_CHANGES_CHANNEL`] with one connection of the pool and passes each announced
+    /// customer to `changes` until the connection is lost (`Ok`) or cannot be set up (`Err`).
+    /// `changes` says it listens only once `LISTEN` succeeded: from then on no commit goes unheard.
+    async fn listen_for_changes(&self, changes: &RollupChanges) -> Result<(), sqlx::Error> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(ROLLUP_CHANGES_CHANNEL).await?;
+        changes.listening();
+        // `try_recv` answers `None` when the connection is lost, instead of reconnecting silently as `recv`
+        // does: announcements sent meanwhile are lost, which `changes` must know of.
+        while let Some(notification) = listener.try_recv().await? {
+            changes.changed(notification.payload());
+        }
+        Ok(())
+    }
+}
 
 impl RollupReader for PostgresRollupStore {
     async fn hourly_rollups(
@@ -262,6 +297,37 @@ impl RollupReader for PostgresRollupStore {
         .await
         .map_err(rollup_store_error)?;
         Ok(sum as u64)
+    }
+
+    async fn watch_changes(&self, changes: Arc<RollupChanges>) {
+        if self.pool.options().get_max_connections() < 2 {
+            // The listener keeps its connection: with one in all, no request could read anything.
+            tracing::info!("one database connection: the report cache checks every use against the rollups");
+            return;
+        }
+        let mut retry_after = LISTEN_RETRY_FIRST;
+        loop {
+            let result = self.listen_for_changes(&changes).await;
+            let was_listening = changes.is_listening();
+            changes.not_listening();
+            match result {
+                Ok(()) => tracing::warn!("rollup change listener lost its connection, reconnecting"),
+                // The pool closes at shutdown: nothing left to listen for.
+                Err(sqlx::Error::PoolClosed) => return,
+                Err(error) if is_read_only(&error) => {
+                    // A read replica (hot standby) refuses LISTEN, and its rows may lag the primary's
+                    // announcements anyway: the cache reads revision sums there, as without a listener.
+                    tracing::info!(%error, "rollup store is read-only, report cache checks every use against it");
+                    return;
+                }
+                Err(error) => tracing::warn!(%error, "rollup change listener failed"),
+            }
+            if was_listening {
+                retry_after = LISTEN_RETRY_FIRST;
+            }
+            tokio::time::sleep(retry_after).await;
+            retry_after = (retry_after * 2).min(LISTEN_RETRY_MAX);
+        }
     }
 
     async fn check_ready(&self) -> Result<(), RollupStoreError> {

@@ -10,6 +10,7 @@
 //! Completing locks the hour's row and checks its token and expiry, then replaces the hour's rows, bumps
 //! its revision and records the generation that was aggregated, all in one transaction. While that lock
 //! is held nobody can lease the hour again, so a lease is never taken over halfway through a completion.
+//! The same transaction announces the customer on [`ROLLUP_CHANGES_CHANNEL`] for the query cache.
 
 use std::time::Duration;
 
@@ -23,6 +24,11 @@ use hourglass_core::rollup_store::{
 use sqlx::PgPool;
 
 use crate::errors::rollup_store_error;
+
+/// The `NOTIFY` channel on which every completion announces its customer (the payload), in the completion's
+/// transaction; the reader's [`watch_changes`](hourglass_core::rollup_reader::RollupReader::watch_changes)
+/// listens on it.
+pub const ROLLUP_CHANGES_CHANNEL: &str = "hourglass_rollup_changes";
 
 /// The Postgres implementation of [`RollupStore`] and (in `reader.rs`) of
 /// [`RollupReader`](hourglass_core::rollup_reader::RollupReader): one type over one pool, so the aggregator
@@ -386,6 +392,14 @@ impl RollupStore for PostgresRollupStore {
         .execute(&mut *transaction)
         .await
         .map_err(rollup_store_error)?;
+        // Sent by this transaction, the announcement is delivered at its commit and never before it (and
+        // not at all if it rolls back), so a listener that hears it can read the new rows (`reader.rs`).
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(ROLLUP_CHANGES_CHANNEL)
+            .bind(customer_id)
+            .execute(&mut *transaction)
+            .await
+            .map_err(rollup_store_error)?;
         transaction.commit().await.map_err(rollup_store_error)?;
         Ok(Completion::Replaced { revision: revision as u32 })
     }
