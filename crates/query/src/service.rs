@@ -67,12 +67,18 @@ impl<K: KeyStore, R: RollupReader, W: RawStore> QueryServiceImpl<K, R, W> {
         Self { authenticator, reader, raw_store, config, page_tokens, cache }
     }
 
+    /// The report cache (for tests: whether it follows the store's announcements).
+    pub fn report_cache(&self) -> &ReportCache {
+        &self.cache
+    }
+
     async fn authenticate<T>(&self, request: &Request<T>) -> Result<Arc<Principal>, QueryError> {
         Ok(self.authenticator.authenticate(request.metadata(), Scope::Query).await?)
     }
 
     /// The response to the report `key`, built from its rows by `respond`: from the cache while the
-    /// range's rollups are unchanged (one revision-sum read, then shared buffers handed to the transport),
+    /// range's rollups are unchanged (no read while no change of the customer was announced since the
+    /// entry was checked, else one revision-sum read; then shared buffers handed to the transport),
     /// else read from the database, encoded once and kept. The response carries its [`ReportBody`], which
     /// the transport sends in place of encoding it (`crate::report_body`).
     async fn report<M>(
@@ -84,11 +90,25 @@ impl<K: KeyStore, R: RollupReader, W: RawStore> QueryServiceImpl<K, R, W> {
         M: Message,
         Encoded<M>: Into<EncodedReport> + TryFrom<EncodedReport>,
     {
-        let revision_sum = match self.cache.enabled() {
+        let enabled = self.cache.enabled();
+        // The stamp is read before the revision sum and the rows, so any change it does not cover either
+        // shows in them or moves it.
+        let stamp = match enabled {
+            true => {
+                self.cache.watch(&self.reader);
+                self.cache.stamp(&key.customer_id)
+            }
+            false => None,
+        };
+        if let Some((response, body)) = stamp.and_then(|stamp| self.cache.get_unchanged(&key, stamp)) {
+            metrics::counter!(telemetry::CACHE_LOOKUPS_TOTAL, "result" => "hit").increment(1);
+            return Ok(body.attach(Response::new(response)));
+        }
+        let revision_sum = match enabled {
             true => Some(self.reader.revision_sum(&key.customer_id, key.from, key.to).await.map_err(QueryError::from)?),
             false => None,
         };
-        if let Some((response, body)) = revision_sum.and_then(|sum| self.cache.get(&key, sum)) {
+        if let Some((response, body)) = revision_sum.and_then(|sum| self.cache.get(&key, sum, stamp)) {
             metrics::counter!(telemetry::CACHE_LOOKUPS_TOTAL, "result" => "hit").increment(1);
             return Ok(body.attach(Response::new(response)));
         }
@@ -96,7 +116,7 @@ impl<K: KeyStore, R: RollupReader, W: RawStore> QueryServiceImpl<K, R, W> {
         let rows = self.read_metrics(&key).await?;
         let response = Encoded::new(&respond(rows));
         let body = match revision_sum {
-            Some(sum) => self.cache.put(key, sum, response.clone()),
+            Some(sum) => self.cache.put(key, sum, stamp, response.clone()),
             None => ReportBody::new(response.as_bytes().clone()),
         };
         Ok(body.attach(Response::new(response)))

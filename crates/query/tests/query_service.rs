@@ -326,17 +326,77 @@ async fn a_report_answered_from_the_cache_follows_late_data() {
     assert_eq!(first, again, "the same report twice");
     assert_eq!(total(&first), platform.acme_events.len() as u64);
 
-    // Late events re-aggregate an hour: the next report shows them at once, never the cached rows.
+    // Late events re-aggregate an hour: the report shows them as soon as the service heard the
+    // completion's announcement (delivered at its commit; `cached_responses_...` checks it is never
+    // used stale after that), and keeps showing them.
     let mut late = support::generate("acme", &hours[1..2], 3);
     for (index, event) in late.iter_mut().enumerate() {
         event.event_id = format!("acme-late-{index}");
     }
     platform.ingest_late("acme", late).await;
-    let after = client.get_hourly_metrics(report(&platform.acme_key)).await.unwrap().into_inner().rows;
-    assert_eq!(total(&after), platform.acme_events.len() as u64 + 3);
+    let expected = platform.acme_events.len() as u64 + 3;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let after = client.get_hourly_metrics(report(&platform.acme_key)).await.unwrap().into_inner().rows;
+        if total(&after) == expected {
+            break;
+        }
+        assert_eq!(total(&after), platform.acme_events.len() as u64, "the cached rows or the new ones, nothing else");
+        assert!(tokio::time::Instant::now() < deadline, "the late events never showed");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let again = client.get_hourly_metrics(report(&platform.acme_key)).await.unwrap().into_inner().rows;
+    assert_eq!(total(&again), expected);
     // Another customer's report is its own entry.
     let globex = client.get_hourly_metrics(report(&platform.globex_key)).await.unwrap().into_inner().rows;
     assert_eq!(total(&globex), platform.globex_events.len() as u64);
+    hourglass_cql::testing::drop_test_keyspace(&platform.cql).await;
+}
+
+#[tokio::test]
+async fn a_lost_listener_connection_sends_the_cache_back_to_the_revision_sum() {
+    let platform = support::start("query_cache_listener").await;
+    let cached = platform.service(QueryConfig::with_defaults()).await;
+    let hours = data_hours();
+    let request = GetHourlyMetricsRequest {
+        range: range(hours[0], hours[hours.len() - 1] + 3600),
+        event_types: vec![],
+        group_by_event_type: true,
+    };
+    let key = platform.acme_key.as_str();
+    let events = |response: hourglass_proto::query_server::EncodedGetHourlyMetricsResponse| {
+        response.to_message().unwrap().rows.iter().map(|row| row.events).sum::<u64>()
+    };
+    let changes = || cached.report_cache().changes();
+    let first = cached.get_hourly_metrics(authorized(key, request.clone())).await.unwrap().into_inner();
+    support::wait_for("the rollup change listener", || changes().is_listening()).await;
+    let hit = cached.get_hourly_metrics(authorized(key, request.clone())).await.unwrap().into_inner();
+    assert_eq!(hit.as_bytes().as_ptr(), first.as_bytes().as_ptr());
+    let epochs = changes().epochs_started();
+
+    // Only this service listens in the test's database (the platform's server has had no request).
+    let pool = sqlx::PgPool::connect(&platform.database_url).await.unwrap();
+    let terminated: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid() AND query LIKE 'LISTEN %') AS terminated",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(terminated, 1, "the listener's connection");
+    // The new revision commits while the listener is down or after it listens again: its announcement
+    // may be lost, and the new connection's epoch makes every entry be checked against the sum again.
+    let mut late = support::generate("acme", &hours[1..2], 3);
+    for (index, event) in late.iter_mut().enumerate() {
+        event.event_id = format!("acme-late-listener-{index}");
+    }
+    platform.ingest_late("acme", late).await;
+    support::wait_for("the listener to reconnect", || changes().is_listening() && changes().epochs_started() > epochs)
+        .await;
+    let after = cached.get_hourly_metrics(authorized(key, request.clone())).await.unwrap().into_inner();
+    assert_ne!(after.as_bytes().as_ptr(), first.as_bytes().as_ptr(), "the stale entry was not used");
+    assert_eq!(events(after), platform.acme_events.len() as u64 + 3);
+    pool.close().await;
     hourglass_cql::testing::drop_test_keyspace(&platform.cql).await;
 }
 
@@ -404,13 +464,31 @@ async fn cached_responses_decode_to_the_uncached_ones_before_and_after_a_new_rev
         assert_eq!(served, expected, "{request:?}");
     }
 
+    // Once the cache's listener is connected, a hit checked against the revision sum is stamped, and
+    // used without reading the sum again until an announcement of acme's moves the stamp.
+    support::wait_for("the rollup change listener", || cached.report_cache().changes().is_listening()).await;
+    for _ in 0..2 {
+        for (request, before) in hourly_requests.iter().zip(&hourly_bytes) {
+            let hit = cached.get_hourly_metrics(authorized(key, request.clone())).await.unwrap().into_inner();
+            assert_eq!(hit.as_bytes().as_ptr(), before.as_ptr(), "answered from the cache: {request:?}");
+        }
+    }
+    let stamp_before = cached.report_cache().stamp("acme");
+    assert!(stamp_before.is_some());
+
     // Late events re-aggregate an hour (a new revision): every entry is stale, the next answer is read
-    // and encoded again, equals the uncached one, and is then the one the cache answers with.
+    // and encoded again, equals the uncached one, and is then the one the cache answers with. The
+    // completion's announcement is delivered at its commit, not with it: once the listener heard it (or
+    // lost its connection, which ends every stamp), no entry of acme's is used unchecked.
     let mut late = support::generate("acme", &hours[1..2], 3);
     for (index, event) in late.iter_mut().enumerate() {
         event.event_id = format!("acme-late-cache-{index}");
     }
     platform.ingest_late("acme", late).await;
+    support::wait_for("the announcement of acme's new revision", || {
+        cached.report_cache().stamp("acme") != stamp_before
+    })
+    .await;
     for (request, before) in hourly_requests.iter().zip(&hourly_bytes) {
         let after = cached.get_hourly_metrics(authorized(key, request.clone())).await.unwrap().into_inner();
         assert_ne!(after.as_bytes().as_ptr(), before.as_ptr(), "the stale entry was not used: {request:?}");

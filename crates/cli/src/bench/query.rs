@@ -434,7 +434,7 @@ fn print(args: &QueryBenchArgs, figures: &QueryFigures) {
         if args.no_cache {
             "off: every request reads Postgres"
         } else {
-            "on: requests check the range's revision sum, then answer from memory"
+            "on: requests answer from memory while no change of the customer was announced, else check the range's revision sum first"
         }
     );
     println!(

@@ -404,3 +404,12 @@ pub fn authorized<T>(key: &str, message: T) -> tonic::Request<T> {
     request.metadata_mut().insert("authorization", format!("Bearer {key}").parse().unwrap());
     request
 }
+
+/// Waits until `condition` holds, failing after 30 s (a bound for a loaded machine, not a timing claim).
+pub async fn wait_for(what: &str, condition: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
