@@ -374,8 +374,22 @@ async fn a_lost_listener_connection_sends_the_cache_back_to_the_revision_sum() {
     assert_eq!(hit.as_bytes().as_ptr(), first.as_bytes().as_ptr());
     let epochs = changes().epochs_started();
 
-    // Only this service listens in the test's database (the platform's server has had no request).
+    // A revision written without an announcement (straight into the table, as no writer of the store
+    // does) stands for one whose announcement was lost: while the listener stays connected the cache
+    // does not read the sum, so it keeps answering from the entry.
     let pool = sqlx::PgPool::connect(&platform.database_url).await.unwrap();
+    let bumped = sqlx::query(
+        "UPDATE hour_revisions SET revision = revision + 1 WHERE customer_id = 'acme' AND hour_start = to_timestamp($1)",
+    )
+    .bind(hours[1] as f64)
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert_eq!(bumped.rows_affected(), 1);
+    let unannounced = cached.get_hourly_metrics(authorized(key, request.clone())).await.unwrap().into_inner();
+    assert_eq!(unannounced.as_bytes().as_ptr(), first.as_bytes().as_ptr(), "no sum read while listening");
+
+    // Only this service listens in the test's database (the platform's server has had no request).
     let terminated: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
          WHERE datname = current_database() AND pid <> pg_backend_pid() AND query LIKE 'LISTEN %') AS terminated",
@@ -384,18 +398,13 @@ async fn a_lost_listener_connection_sends_the_cache_back_to_the_revision_sum() {
     .await
     .unwrap();
     assert_eq!(terminated, 1, "the listener's connection");
-    // The new revision commits while the listener is down or after it listens again: its announcement
-    // may be lost, and the new connection's epoch makes every entry be checked against the sum again.
-    let mut late = support::generate("acme", &hours[1..2], 3);
-    for (index, event) in late.iter_mut().enumerate() {
-        event.event_id = format!("acme-late-listener-{index}");
-    }
-    platform.ingest_late("acme", late).await;
+    // Announcements may have been lost while it was down: the new connection's epoch makes every entry
+    // be checked against the sum again, which finds the unannounced revision.
     support::wait_for("the listener to reconnect", || changes().is_listening() && changes().epochs_started() > epochs)
         .await;
     let after = cached.get_hourly_metrics(authorized(key, request.clone())).await.unwrap().into_inner();
-    assert_ne!(after.as_bytes().as_ptr(), first.as_bytes().as_ptr(), "the stale entry was not used");
-    assert_eq!(events(after), platform.acme_events.len() as u64 + 3);
+    assert_ne!(after.as_bytes().as_ptr(), first.as_bytes().as_ptr(), "the entry was checked again");
+    assert_eq!(events(after), platform.acme_events.len() as u64);
     pool.close().await;
     hourglass_cql::testing::drop_test_keyspace(&platform.cql).await;
 }
