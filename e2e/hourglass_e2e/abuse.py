@@ -235,7 +235,7 @@ class Standalone:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             text = self.log_path.read_text(errors="replace")
-            match = re.search(r"gRPC \(ingest \+ query, health, reflection\): (\S+)", text)
+            match = re.search(r"gRPC \([^)]*\): (\S+)", text)
             if match:
                 self.address = match.group(1)
                 break

@@ -5,9 +5,10 @@
 //! else: "1"); the rest is the payload. Properties:
 //! - decoding arbitrary bytes returns a record or a typed error, never panics;
 //! - a record that decodes re-encodes (`record::encode`) to one that decodes to itself;
-//! - its blocks (`raw_block::record_blocks`) hold each event exactly once, in the block of its hour and
-//!   bucket, and reading a block back (`Decompressor`, `EventView`, as both raw stores do) gives the
-//!   event's fields and properties.
+//! - `record::decode_view`, the ingestor's path, accepts exactly the records `decode` accepts;
+//! - the blocks built from that view (`raw_block::record_blocks`) hold each event exactly once, in the
+//!   block of its hour and bucket, and reading a block back (`Decompressor`, `EventView`, as both raw
+//!   stores do) gives the event's fields and properties as `decode` read them.
 
 #![no_main]
 
@@ -61,7 +62,15 @@ fuzz_target!(|data: &[u8]| {
         }
         _ => (Some(b"1"), rest),
     };
-    let Ok(decoded) = record::decode(header, payload) else { return };
+    let decoded = match record::decode(header, payload) {
+        Ok(decoded) => decoded,
+        Err(_) => {
+            assert!(record::decode_view(header, payload).is_err(), "decode_view accepts what decode refuses");
+            return;
+        }
+    };
+    let view = record::decode_view(header, payload).expect("decode_view accepts what decode accepts");
+    assert_eq!(view.events.len(), decoded.events.len(), "decode_view keeps the events decode keeps");
 
     let encoded = record::encode(decoded.customer_id.clone(), &decoded);
     let version = encoded.headers.iter().find(|(name, _)| *name == SCHEMA_VERSION_HEADER).map(|(_, value)| value);
@@ -69,7 +78,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(again, decoded, "decode(encode(record)) is the record");
 
     for bucket_count in [1, 16] {
-        let blocks = record_blocks(&decoded, bucket_count);
+        let blocks = record_blocks(&view, bucket_count);
         let mut decompressor = Decompressor::new();
         let mut read_back = Vec::new();
         for block in &blocks {

@@ -77,7 +77,7 @@ class Standalone:
             with open(self.log_path, "rb") as reader:
                 reader.seek(start_offset)
                 text = reader.read().decode(errors="replace")
-            match = re.search(r"gRPC \(ingest \+ query, health, reflection\): (\S+)", text)
+            match = re.search(r"gRPC \([^)]*\): (\S+)", text)
             if match:
                 self.address = match.group(1)
                 break
