@@ -3,6 +3,8 @@
 //! counts and changes nothing; the erasure itself deletes the events, recomputes the hours and records a
 //! done request; neither the user id nor the salt is ever printed.
 
+mod support;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -15,7 +17,6 @@ use hourglass_core::record_view::RecordView;
 use hourglass_core::rollup_store::{EventTypeRollup, RollupStore};
 use hourglass_embedded::meta::SqliteMetaStore;
 use hourglass_embedded::raw::SqliteRawStore;
-use hourglass_proto::log::v1::{EventBatchRecord, Outcome, OutcomeCount};
 use hourglass_proto::prost_types::Timestamp;
 use hourglass_proto::v1::Event;
 
@@ -77,20 +78,7 @@ async fn dry_run_changes_nothing_and_the_erasure_deletes_and_recomputes() {
                     properties: Default::default(),
                 })
                 .collect();
-            records.push(EventBatchRecord {
-                customer_id: "acme".into(),
-                received_at_unix_ms: (hour_start + 100) * 1000,
-                batch_id: format!("batch-{hour_index}"),
-                collector_id: "test".into(),
-                events,
-                outcomes: vec![OutcomeCount {
-                    hour_start_unix_secs: *hour_start,
-                    outcome: Outcome::Accepted as i32,
-                    reason: 0,
-                    count: 12,
-                }],
-                plan_checks: Vec::new(),
-            });
+            records.push(support::accepted_record("acme", *hour_start, 100, format!("batch-{hour_index}"), events));
         }
         raw_store.write_records(&RecordView::from_records(&records)).await.unwrap();
         let marks: Vec<CustomerHour> = hours

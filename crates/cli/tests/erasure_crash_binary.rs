@@ -32,7 +32,7 @@ use hourglass_proto::admin::v1::admin_service_client::AdminServiceClient;
 use hourglass_proto::admin::v1::{
     ErasureState as ProtoState, GetErasureRequest, GetErasureResponse, RequestErasureRequest,
 };
-use hourglass_proto::log::v1::{EventBatchRecord, Outcome, OutcomeCount};
+use hourglass_proto::log::v1::EventBatchRecord;
 use hourglass_proto::prost_types::Timestamp;
 use hourglass_proto::v1::Event;
 use sqlx::Connection;
@@ -65,20 +65,7 @@ fn records(hours: &[i64]) -> Vec<EventBatchRecord> {
                     properties: Default::default(),
                 })
                 .collect();
-            EventBatchRecord {
-                customer_id: "acme".into(),
-                received_at_unix_ms: (hour_start + 3000) * 1000,
-                batch_id: format!("batch-{hour_index}"),
-                collector_id: "test".into(),
-                outcomes: vec![OutcomeCount {
-                    hour_start_unix_secs: *hour_start,
-                    outcome: Outcome::Accepted as i32,
-                    reason: 0,
-                    count: events.len() as u32,
-                }],
-                events,
-                plan_checks: Vec::new(),
-            }
+            support::accepted_record("acme", *hour_start, 3000, format!("batch-{hour_index}"), events)
         })
         .collect()
 }

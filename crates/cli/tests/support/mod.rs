@@ -7,6 +7,8 @@ use std::process::{Child, ExitStatus};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use hourglass_proto::log::v1::{EventBatchRecord, Outcome, OutcomeCount};
+use hourglass_proto::v1::Event;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -117,5 +119,30 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// A record as a collector publishes it: `events` of `customer`, all in the hour starting at
+/// `hour_start`, received `received_after_secs` into that hour, with their accepted count for the hour.
+pub fn accepted_record(
+    customer: &str,
+    hour_start: i64,
+    received_after_secs: i64,
+    batch_id: String,
+    events: Vec<Event>,
+) -> EventBatchRecord {
+    EventBatchRecord {
+        customer_id: customer.into(),
+        received_at_unix_ms: (hour_start + received_after_secs) * 1000,
+        batch_id,
+        collector_id: "test".into(),
+        outcomes: vec![OutcomeCount {
+            hour_start_unix_secs: hour_start,
+            outcome: Outcome::Accepted as i32,
+            reason: 0,
+            count: events.len() as u32,
+        }],
+        events,
+        plan_checks: Vec::new(),
     }
 }
