@@ -165,6 +165,8 @@ pub struct SqliteEventLog {
     pool: SqlitePool,
     writer_tx: mpsc::Sender<WriteCommand>,
     last_offsets: Arc<LastOffsets>,
+    /// Per consumer, the offset it last committed; the writer updates it after each commit.
+    committed_offsets: Arc<CommittedOffsets>,
     /// Why appends are refused, once they are ([`Self::refuse_appends`]).
     appends_refused: Arc<OnceLock<String>>,
     /// Whether the writer's last group found the disk full.
@@ -186,6 +188,9 @@ impl LastOffsets {
         }
     }
 }
+
+/// Per consumer name, the offset it committed last, as committed in `log.db`.
+type CommittedOffsets = watch::Sender<HashMap<String, i64>>;
 
 /// A write for the writer task, with where to send its result.
 enum WriteCommand {
@@ -254,16 +259,22 @@ impl SqliteEventLog {
             events: watch::Sender::new(last_offset_of.get(&Topic::Events).copied().unwrap_or(0)),
             dead_letter: watch::Sender::new(last_offset_of.get(&Topic::DeadLetter).copied().unwrap_or(0)),
         });
+        let committed: Vec<(String, i64)> = sqlx::query_as("SELECT consumer, committed_offset FROM consumer_offsets")
+            .fetch_all(&pool)
+            .await
+            .map_err(database_error)?;
+        let committed_offsets = Arc::new(watch::Sender::new(committed.into_iter().collect()));
         let (writer_tx, writer_rx) = mpsc::channel(QUEUE_CAPACITY);
         let disk = Arc::new(DiskFull::new(data_dir, FILE_NAME));
         let writer = Writer {
             pool: pool.clone(),
             next_offset,
             last_offsets: Arc::clone(&last_offsets),
+            committed_offsets: Arc::clone(&committed_offsets),
             disk: Arc::clone(&disk),
         };
         tokio::spawn(writer.run(writer_rx));
-        Ok(Self { pool, writer_tx, last_offsets, appends_refused: Arc::new(OnceLock::new()), disk })
+        Ok(Self { pool, writer_tx, last_offsets, committed_offsets, appends_refused: Arc::new(OnceLock::new()), disk })
     }
 
     /// From now on, every append fails with [`EventLogError::Unavailable`] naming `reason`, and
@@ -331,6 +342,40 @@ impl SqliteEventLog {
         let mut last_offset_rx = self.last_offsets.of(topic).subscribe();
         // The sender lives in `self`, so the channel cannot close while we wait.
         let _ = last_offset_rx.wait_for(|last| *last > after_offset).await;
+    }
+
+    /// Resolves once `consumer` has committed every Events record appended after `after_offset` and the
+    /// log has then gone `idle` without a new one; returns the last offset it had committed (above
+    /// `after_offset`). Dead letters are not waited for.
+    ///
+    /// Standalone's ingestion marks a record's hours dirty before it commits the record, so when this
+    /// resolves for its consumer, every hour of every event acknowledged so far is marked: what
+    /// standalone waits for before it has the aggregator roll up the open hours at once rather than at
+    /// its next provisional interval (`crates/cli/src/standalone.rs`). Woken by the writer, never
+    /// polling; `idle` is measured from when the consumer caught up.
+    pub async fn wait_until_consumed_and_idle(&self, consumer: &str, after_offset: i64, idle: Duration) -> i64 {
+        let mut committed_rx = self.committed_offsets.subscribe();
+        let mut last_offset_rx = self.last_offsets.of(Topic::Events).subscribe();
+        // The senders live in `self`, so neither channel can close while we wait: the `Err` arms only
+        // end a wait that could never resolve.
+        loop {
+            let Ok(last) = last_offset_rx.wait_for(|last| *last > after_offset).await.map(|last| *last) else {
+                return after_offset;
+            };
+            let caught_up = committed_rx
+                .wait_for(|committed| committed.get(consumer).is_some_and(|offset| *offset >= last))
+                .await
+                // The guard would hold the writer's next update of the offsets.
+                .map(drop);
+            if caught_up.is_err() {
+                return after_offset;
+            }
+            // Caught up with `last`; settled unless a record was appended since `last` was read (then
+            // `changed` resolves at once) or during `idle`.
+            if tokio::time::timeout(idle, last_offset_rx.changed()).await.is_err() {
+                return last;
+            }
+        }
     }
 
     /// The offset `consumer` committed last (the last record it is done with: the stored form of a
@@ -458,6 +503,7 @@ struct Writer {
     /// The offset the next append gets.
     next_offset: i64,
     last_offsets: Arc<LastOffsets>,
+    committed_offsets: Arc<CommittedOffsets>,
     disk: Arc<DiskFull>,
 }
 
@@ -484,6 +530,16 @@ impl Writer {
                     for (topic, last) in last_of_topic {
                         self.last_offsets.of(topic).send_replace(last);
                     }
+                    self.committed_offsets.send_if_modified(|committed_offsets| {
+                        let mut modified = false;
+                        for command in &group {
+                            if let WriteCommand::CommitOffset { consumer, offset, .. } = command {
+                                committed_offsets.insert(consumer.clone(), *offset);
+                                modified = true;
+                            }
+                        }
+                        modified
+                    });
                     for (command, result) in group.drain(..).zip(written) {
                         resolve(command, result);
                     }

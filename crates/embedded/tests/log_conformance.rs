@@ -170,6 +170,38 @@ async fn a_waiting_consumer_wakes_for_its_topic_only() {
     log.check_ready().await.unwrap();
 }
 
+/// Waiting for a consumer to catch up resolves with the last Events offset once that consumer has
+/// committed it, not while it has committed less, nor for another consumer's commit or a dead letter;
+/// a commit stored before a reopen counts.
+#[tokio::test]
+async fn waiting_for_a_consumer_to_catch_up_needs_its_commit_of_the_last_event_record() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let idle = Duration::from_millis(10);
+    let log = SqliteEventLog::open(data_dir.path()).await.unwrap();
+    let first = log.append(Topic::Events, record("acme", b"one")).await.unwrap();
+    let second = log.append(Topic::Events, record("acme", b"two")).await.unwrap();
+    assert!(log.wait_until_consumed_and_idle("ingest", 0, idle).now_or_never().is_none(), "nothing committed");
+
+    log.commit_offset("ingest", first.offset).await.unwrap();
+    log.commit_offset("other", second.offset).await.unwrap();
+    log.append(Topic::DeadLetter, record("acme", b"poison")).await.unwrap();
+    assert!(
+        log.wait_until_consumed_and_idle("ingest", 0, idle).now_or_never().is_none(),
+        "the consumer has not committed the last record"
+    );
+
+    log.commit_offset("ingest", second.offset).await.unwrap();
+    assert_eq!(log.wait_until_consumed_and_idle("ingest", 0, idle).await, second.offset);
+    assert!(
+        log.wait_until_consumed_and_idle("ingest", second.offset, idle).now_or_never().is_none(),
+        "no record after the offset waited from"
+    );
+    drop(log);
+
+    let reopened = SqliteEventLog::open(data_dir.path()).await.unwrap();
+    assert_eq!(reopened.wait_until_consumed_and_idle("ingest", first.offset, idle).await, second.offset);
+}
+
 /// Once appends are refused (standalone's ingestion stopped), an append fails as unavailable and is not
 /// stored, readiness fails, and what was appended before can still be read.
 #[tokio::test]
