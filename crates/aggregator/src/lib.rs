@@ -37,4 +37,4 @@ pub mod verify;
 pub mod worker;
 
 pub use config::AggregatorConfig;
-pub use worker::{aggregate_hour, run, run_once};
+pub use worker::{aggregate_hour, run, run_nudged, run_once};

@@ -8,6 +8,7 @@ use futures::StreamExt;
 use hourglass_core::raw_store::{RawStore, RawStoreError};
 use hourglass_core::rollup_reader::RollupReader;
 use hourglass_core::rollup_store::{Completion, HourRollup, JobKind, JobLease, RollupStore, RollupStoreError};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -26,14 +27,25 @@ pub async fn run_once<R: RawStore, S: RollupStore>(
     rollup_store: &S,
     now_unix: i64,
 ) -> Result<usize, RollupStoreError> {
+    let provisional_interval = Duration::from_secs(config.provisional_interval_secs);
+    run_due(config, worker_id, raw_store, rollup_store, now_unix, provisional_interval).await
+}
+
+/// [`run_once`], with provisional rollups due once `provisional_interval` has passed since the hour's
+/// last one (none at all while `--provisional-interval-secs` is 0).
+async fn run_due<R: RawStore, S: RollupStore>(
+    config: &AggregatorConfig,
+    worker_id: &str,
+    raw_store: &R,
+    rollup_store: &S,
+    now_unix: i64,
+    provisional_interval: Duration,
+) -> Result<usize, RollupStoreError> {
     // An hour [h, h + 1h) is final once now >= h + 1h + lateness; later hours are provisional.
     let first_open_hour = now_unix - 3600 - config.allowed_lateness_secs as i64 + 1;
     let mut kinds = vec![JobKind::Final { hours_before_unix: first_open_hour }];
     if config.provisional_interval_secs > 0 {
-        kinds.push(JobKind::Provisional {
-            hours_from_unix: first_open_hour,
-            min_interval: Duration::from_secs(config.provisional_interval_secs),
-        });
+        kinds.push(JobKind::Provisional { hours_from_unix: first_open_hour, min_interval: provisional_interval });
     }
     let mut leased = 0;
     for kind in kinds {
@@ -241,9 +253,26 @@ pub async fn run<R: RawStore, S: RollupStore + RollupReader>(
     rollup_store: Arc<S>,
     shutdown: CancellationToken,
 ) {
+    run_nudged(config, raw_store, rollup_store, None, shutdown).await;
+}
+
+/// [`run`], and after each change of `nudges`, the provisional rollups of every open hour with data not
+/// rolled up yet run at once, without waiting for `--provisional-interval-secs` since the hour's last
+/// one (in passes of up to `--aggregator-concurrency` hours); a nudge during a job is taken once the jobs
+/// running have ended. Standalone nudges
+/// it when its ingestion has caught up with its log and no batch has arrived for a while, so that the
+/// last data sent is counted as soon as it is stored (`crates/cli/src/standalone.rs`). Without
+/// provisional rollups (`--provisional-interval-secs 0`) nudges change nothing.
+pub async fn run_nudged<R: RawStore, S: RollupStore + RollupReader>(
+    config: AggregatorConfig,
+    raw_store: Arc<R>,
+    rollup_store: Arc<S>,
+    nudges: Option<watch::Receiver<u64>>,
+    shutdown: CancellationToken,
+) {
     telemetry::describe();
     let verification = crate::verify::run_periodically(&config, &*raw_store, &*rollup_store, &shutdown);
-    tokio::join!(run_jobs(&config, &*raw_store, &*rollup_store, &shutdown), verification);
+    tokio::join!(run_jobs(&config, &*raw_store, &*rollup_store, nudges, &shutdown), verification);
     tracing::info!("aggregator stopped");
 }
 
@@ -251,19 +280,33 @@ async fn run_jobs<R: RawStore, S: RollupStore>(
     config: &AggregatorConfig,
     raw_store: &R,
     rollup_store: &S,
+    mut nudges: Option<watch::Receiver<u64>>,
     shutdown: &CancellationToken,
 ) {
     let worker_id = config.resolved_worker_id();
     tracing::info!(%worker_id, "aggregator running");
+    let mut nudged = false;
     while !shutdown.is_cancelled() {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
-        let leased = match run_once(config, &worker_id, raw_store, rollup_store, now).await {
+        // A nudge sent while the last pass ran (a closed channel, its sender dropped, nudges no more).
+        if let Some(nudges_rx) = nudges.as_mut()
+            && nudges_rx.has_changed().unwrap_or(false)
+        {
+            nudges_rx.borrow_and_update();
+            nudged = true;
+        }
+        let provisional_interval =
+            if nudged { Duration::ZERO } else { Duration::from_secs(config.provisional_interval_secs) };
+        let leased = match run_due(config, &worker_id, raw_store, rollup_store, now, provisional_interval).await {
             Ok(leased) => leased,
             Err(error) => {
                 tracing::warn!(%error, "cannot lease jobs; retrying");
                 0
             }
         };
+        // A full pass may have left hours behind (it leases up to the concurrency): the nudge holds until a
+        // pass takes fewer.
+        nudged = nudged && leased >= config.concurrency.max(1);
         match rollup_store.backlog().await {
             Ok(backlog) => {
                 let lag = backlog.oldest_unfinalized_hour.map_or(0, |hour_start| (now - hour_start - 3600).max(0));
@@ -274,9 +317,21 @@ async fn run_jobs<R: RawStore, S: RollupStore>(
             Err(error) => tracing::warn!(%error, "cannot measure the job lag"),
         }
         if leased == 0 {
+            let nudge = async {
+                let sent = match nudges.as_mut() {
+                    Some(nudges_rx) => nudges_rx.changed().await.is_ok(),
+                    None => false,
+                };
+                if !sent {
+                    // No nudges, or their sender is gone: the poll alone wakes this worker.
+                    std::future::pending::<()>().await;
+                }
+            };
             tokio::select! {
                 () = shutdown.cancelled() => {}
                 () = tokio::time::sleep(Duration::from_millis(config.poll_interval_ms)) => {}
+                // `changed` marked it seen: the next pass is the nudged one.
+                () = nudge => nudged = true,
             }
         }
     }

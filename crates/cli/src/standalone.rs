@@ -69,6 +69,12 @@ pub struct StandaloneArgs {
     /// aggregation); fixed when the data directory is created.
     #[arg(long = "buckets", env = "HOURGLASS_STANDALONE_BUCKETS", default_value_t = 4)]
     buckets: u32,
+    /// Once ingestion has caught up with every acknowledged batch and none has arrived for this long,
+    /// open hours whose data is not in their rollup yet are re-aggregated at once, rather than up to
+    /// `--provisional-interval-secs` later: the last events sent are counted as soon as they are stored.
+    /// Costs at most one re-aggregation of those hours per such lull; 0 turns it off.
+    #[arg(long = "rollup-when-idle-ms", env = "HOURGLASS_STANDALONE_ROLLUP_WHEN_IDLE_MS", default_value_t = 500)]
+    rollup_when_idle_ms: u64,
     #[command(flatten)]
     collector: CollectorConfig,
     #[command(flatten)]
@@ -229,6 +235,38 @@ fn page_token_secret(data_dir: &Path, configured: Option<String>) -> anyhow::Res
     Ok(secret)
 }
 
+/// Nudges the aggregator (`hourglass_aggregator::run_nudged`) each time ingestion has caught up with the
+/// log and no batch has arrived for `idle_ms`, until `stop`; with `idle_ms` 0, never.
+///
+/// Ingestion marks a record's hours dirty before it commits the record, so by then every hour of every
+/// acknowledged event is marked, and the nudged pass rolls up all of them: the time from the last ack
+/// to its events being counted is ingestion's lag and one rollup of the hour, not also the wait for the
+/// hour's next provisional interval (up to `--provisional-interval-secs`, measured from the end of its
+/// last rollup). While batches keep arriving the interval alone paces the rollups, so a busy hour is not
+/// re-aggregated more often than before; each lull adds at most one rollup of the hours it touched.
+async fn nudge_aggregation_when_idle(
+    event_log: Arc<SqliteEventLog>,
+    idle_ms: u64,
+    nudges_tx: tokio::sync::watch::Sender<u64>,
+    stop: CancellationToken,
+) {
+    if idle_ms == 0 {
+        return;
+    }
+    let idle = Duration::from_millis(idle_ms);
+    // Records already in the log at start are waited for too: a restart's backlog is nudged once ingested.
+    let mut settled_through = 0;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            settled = event_log.wait_until_consumed_and_idle(INGEST_CONSUMER, settled_through, idle) => {
+                settled_through = settled;
+                nudges_tx.send_modify(|nudges| *nudges += 1);
+            }
+        }
+    }
+}
+
 /// Deletes raw events of hours older than the retention (rollups and the ledger stay), as the CQL store's
 /// TTL does in distributed mode: at start, then hourly, until `stop`.
 async fn enforce_raw_retention(raw_store: Arc<SqliteRawStore>, retention_days: i64, stop: CancellationToken) {
@@ -301,10 +339,18 @@ pub async fn run(mut args: StandaloneArgs) -> anyhow::Result<()> {
         suppression,
         background.clone(),
     ));
-    let aggregation = tokio::spawn(hourglass_aggregator::run(
+    let (nudges_tx, nudges_rx) = tokio::sync::watch::channel(0);
+    let nudges = tokio::spawn(nudge_aggregation_when_idle(
+        Arc::clone(&event_log),
+        args.rollup_when_idle_ms,
+        nudges_tx,
+        background.clone(),
+    ));
+    let aggregation = tokio::spawn(hourglass_aggregator::run_nudged(
         args.aggregator.clone(),
         Arc::clone(&raw_store),
         Arc::clone(&meta),
+        Some(nudges_rx),
         background.clone(),
     ));
     let erasures = tokio::spawn({
@@ -390,6 +436,7 @@ pub async fn run(mut args: StandaloneArgs) -> anyhow::Result<()> {
         None => ingestion.await,
     };
     aggregation.await.context("aggregation panicked")?;
+    nudges.await.context("the aggregation's nudges panicked")?;
     erasures.await.context("erasures panicked")?;
     retention.await.context("raw retention panicked")?;
     ingestion_ended.context("ingestion panicked")?.context("ingestion failed")?;

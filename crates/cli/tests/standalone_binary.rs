@@ -159,6 +159,40 @@ async fn printed_commands_ingest_and_a_kill_9_loses_no_acknowledged_event() {
     }
 }
 
+/// With an hour between provisional rollups, events sent after the open hour's first rollup are still
+/// counted within a minute: once ingestion has caught up and no batch has arrived for
+/// `--rollup-when-idle-ms`, standalone rolls the hour up at once rather than an hour later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_sent_after_an_hours_rollup_are_counted_once_ingestion_is_idle() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut standalone =
+        start_with(data_dir.path(), port, &["--provisional-interval-secs", "3600"], &[], Stdio::null());
+    support::wait_until_serving(&format!("http://127.0.0.1:{port}"), &mut standalone.child, Duration::from_secs(30))
+        .await;
+    let send_command = printed_command(&standalone.welcome, "send");
+    let report_command = printed_command(&standalone.welcome, "report");
+    // Each send has ids of its own: the second round's events add to the first's.
+    for round in 1..=2u64 {
+        let sent = run_printed(&send_command);
+        assert!(sent.contains("accepted   10000"), "{sent}");
+        let started = Instant::now();
+        loop {
+            let report = run_printed(&report_command);
+            let counted: u64 = report_by_type(&report).values().map(|(events, _)| events).sum();
+            if counted == round * 10_000 {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "round {round}: the report does not show {} events after a minute: {report}",
+                round * 10_000
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_second_standalone_on_the_same_data_directory_is_refused() {
     let data_dir = tempfile::tempdir().unwrap();

@@ -232,7 +232,7 @@ fn print(args: &StandaloneBenchArgs, figures: &StandaloneFigures) {
         events / counted_at
     );
     println!(
-        "                     ({:.2} s after the last ack; provisional rollups run every 10 s per open hour)",
+        "                     ({:.2} s after the last ack: ingestion's lag, then a rollup once it is idle)",
         counted_at - acked_at
     );
     println!(
