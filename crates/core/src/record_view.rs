@@ -25,7 +25,10 @@ use hourglass_proto::v1::property_value::Kind;
 use prost::Message;
 
 use crate::hour;
-use crate::raw_block::{WireFields, WireValue};
+
+mod walk;
+
+use walk::{LENGTH_DELIMITED, Reader, VARINT, plain_event, utf8};
 
 /// Field numbers of `hourglass.log.v1.EventBatchRecord`.
 mod record_field {
@@ -37,20 +40,6 @@ mod record_field {
     pub const OUTCOMES: u32 = 6;
     pub const PLAN_CHECKS: u32 = 7;
 }
-
-/// Field numbers of `hourglass.v1.Event`.
-mod event_field {
-    pub const EVENT_ID: u32 = 1;
-    pub const EVENT_TYPE: u32 = 2;
-    pub const OCCURRED_AT: u32 = 3;
-    pub const USER_ID: u32 = 4;
-    pub const PROPERTIES: u32 = 5;
-}
-
-/// Unsorted properties past this many are checked for duplicates by prost instead: the check without
-/// allocating is pairwise, so quadratic (encoders that do not sort map keys, Python's and Go's, are used
-/// with a handful).
-const MAX_UNSORTED_PROPERTIES: usize = 32;
 
 /// A batch record as the raw stores write it: the header and counts owned, the events as their bytes.
 #[derive(Clone, Debug, PartialEq)]
@@ -152,45 +141,52 @@ pub(crate) fn decode(payload: &[u8]) -> Result<DecodedView<'_>, ViewError> {
     };
     let mut occurred_at = Vec::new();
     let mut dropped_numbers = 0;
-    for field in WireFields::new(payload) {
+    let mut reader = Reader::new(payload);
+    while !reader.is_empty() {
         // A field the walker cannot read (or an unknown group, which prost skips): prost's verdict.
-        let Ok((number, value)) = field else { return decoded_by_prost(payload) };
-        match number {
+        let Some((number, wire_type)) = reader.key() else { return decoded_by_prost(payload) };
+        match (number, wire_type) {
             // Singular fields: the last one wins, as prost decodes them.
-            record_field::CUSTOMER_ID => match value.text(number) {
-                Ok(text) => view.customer_id = text.to_owned(),
-                Err(_) => return decoded_by_prost(payload),
+            (record_field::CUSTOMER_ID, LENGTH_DELIMITED) => match reader.length_delimited().and_then(utf8) {
+                Some(text) => view.customer_id = text.to_owned(),
+                None => return decoded_by_prost(payload),
             },
-            record_field::RECEIVED_AT_UNIX_MS => match value.varint(number) {
+            (record_field::RECEIVED_AT_UNIX_MS, VARINT) => match reader.varint() {
                 // Two's complement, as protobuf encodes int64.
-                Ok(value) => view.received_at_unix_ms = value as i64,
-                Err(_) => return decoded_by_prost(payload),
+                Some(value) => view.received_at_unix_ms = value as i64,
+                None => return decoded_by_prost(payload),
             },
-            record_field::BATCH_ID => match value.text(number) {
-                Ok(text) => view.batch_id = text.to_owned(),
-                Err(_) => return decoded_by_prost(payload),
+            (record_field::BATCH_ID, LENGTH_DELIMITED) => match reader.length_delimited().and_then(utf8) {
+                Some(text) => view.batch_id = text.to_owned(),
+                None => return decoded_by_prost(payload),
             },
-            record_field::COLLECTOR_ID => match value.text(number) {
-                Ok(text) => view.collector_id = text.to_owned(),
-                Err(_) => return decoded_by_prost(payload),
+            (record_field::COLLECTOR_ID, LENGTH_DELIMITED) => match reader.length_delimited().and_then(utf8) {
+                Some(text) => view.collector_id = text.to_owned(),
+                None => return decoded_by_prost(payload),
             },
-            record_field::EVENTS => {
-                let Ok(encoded) = value.bytes(number) else { return decoded_by_prost(payload) };
+            (record_field::EVENTS, LENGTH_DELIMITED) => {
+                let Some(encoded) = reader.length_delimited() else { return decoded_by_prost(payload) };
                 let (event, time, dropped) = event_bytes(encoded)?;
                 view.events.push(event);
                 occurred_at.push(time);
                 dropped_numbers += dropped;
             }
-            record_field::OUTCOMES => {
-                let Ok(encoded) = value.bytes(number) else { return decoded_by_prost(payload) };
+            (record_field::OUTCOMES, LENGTH_DELIMITED) => {
+                let Some(encoded) = reader.length_delimited() else { return decoded_by_prost(payload) };
                 view.outcomes.push(OutcomeCount::decode(encoded).map_err(|error| error.to_string())?);
             }
-            record_field::PLAN_CHECKS => {
-                let Ok(encoded) = value.bytes(number) else { return decoded_by_prost(payload) };
+            (record_field::PLAN_CHECKS, LENGTH_DELIMITED) => {
+                let Some(encoded) = reader.length_delimited() else { return decoded_by_prost(payload) };
                 view.plan_checks.push(PlanCheckCount::decode(encoded).map_err(|error| error.to_string())?);
             }
+            // A known field with another wire type: prost's verdict.
+            (record_field::CUSTOMER_ID..=record_field::PLAN_CHECKS, _) => return decoded_by_prost(payload),
             // Unknown fields are skipped, as prost skips them.
-            _ => {}
+            (_, wire_type) => {
+                if reader.skip(wire_type).is_none() {
+                    return decoded_by_prost(payload);
+                }
+            }
         }
     }
     Ok(DecodedView { view, occurred_at, dropped_numbers })
@@ -229,7 +225,7 @@ fn decoded_by_prost(payload: &[u8]) -> Result<DecodedView<'static>, ViewError> {
 /// One event: its bytes as they are when plain, else prost's decoding of it, without its non-finite
 /// numbers, encoded again. Also its time and how many numbers it lost.
 fn event_bytes(encoded: &[u8]) -> Result<ReadEvent<'_>, ViewError> {
-    if let Some(plain) = PlainEvent::walk(encoded) {
+    if let Some(plain) = plain_event(encoded) {
         let event = EventBytes {
             event_id: Cow::Borrowed(plain.event_id),
             occurred_at_ms: time_ms(plain.occurred_at),
@@ -260,128 +256,6 @@ fn encoded_again(mut decoded: Event) -> ReadEvent<'static> {
 
 fn time_ms(occurred_at: Option<(i64, i32)>) -> i64 {
     occurred_at.map(|(seconds, nanos)| hour::epoch_millis(seconds, nanos)).unwrap_or_default()
-}
-
-/// The fields the write path reads of an event in the plain form.
-struct PlainEvent<'a> {
-    event_id: &'a str,
-    occurred_at: Option<(i64, i32)>,
-    user_id: Option<&'a str>,
-}
-
-impl<'a> PlainEvent<'a> {
-    /// The event's fields if it is in the plain form (see the module's doc), else `None`: then prost
-    /// decides what it holds, or that it is malformed.
-    fn walk(encoded: &'a [u8]) -> Option<Self> {
-        let mut event = PlainEvent { event_id: "", occurred_at: None, user_id: None };
-        let mut seen = FieldsSeen::default();
-        let mut previous_name: Option<&str> = None;
-        let mut sorted = true;
-        let mut properties = 0usize;
-        for field in WireFields::new(encoded) {
-            let (number, value) = field.ok()?;
-            match number {
-                event_field::EVENT_ID => event.event_id = seen.once(number, value)?.text(number).ok()?,
-                event_field::EVENT_TYPE => {
-                    seen.once(number, value)?.text(number).ok()?;
-                }
-                event_field::OCCURRED_AT => {
-                    event.occurred_at = Some(plain_timestamp(seen.once(number, value)?.bytes(number).ok()?)?);
-                }
-                event_field::USER_ID => event.user_id = Some(seen.once(number, value)?.text(number).ok()?),
-                event_field::PROPERTIES => {
-                    let name = plain_property(value.bytes(number).ok()?)?;
-                    sorted &= previous_name.is_none_or(|previous| previous < name);
-                    previous_name = Some(name);
-                    properties += 1;
-                }
-                // An unknown field: prost's encoding strips it.
-                _ => return None,
-            }
-        }
-        if !sorted && (properties > MAX_UNSORTED_PROPERTIES || has_duplicate_names(encoded)) {
-            return None;
-        }
-        Some(event)
-    }
-}
-
-/// Which singular fields of a message were met, to find one met twice.
-#[derive(Default)]
-struct FieldsSeen(u32);
-
-impl FieldsSeen {
-    /// `value` the first time field `number` (below 32) is met, `None` the second.
-    fn once<'a>(&mut self, number: u32, value: WireValue<'a>) -> Option<WireValue<'a>> {
-        let bit = 1u32 << number;
-        if self.0 & bit != 0 {
-            return None;
-        }
-        self.0 |= bit;
-        Some(value)
-    }
-}
-
-/// A `google.protobuf.Timestamp` in the plain form: (seconds, nanos).
-fn plain_timestamp(encoded: &[u8]) -> Option<(i64, i32)> {
-    let (mut seconds, mut nanos) = (0i64, 0i32);
-    let mut seen = FieldsSeen::default();
-    for field in WireFields::new(encoded) {
-        let (number, value) = field.ok()?;
-        match number {
-            // Two's complement, as protobuf encodes int64 and int32.
-            1 => seconds = seen.once(number, value)?.varint(number).ok()? as i64,
-            2 => nanos = seen.once(number, value)?.varint(number).ok()? as i32,
-            _ => return None,
-        }
-    }
-    Some((seconds, nanos))
-}
-
-/// A property map entry in the plain form, its value finite if a number: its name.
-fn plain_property(entry: &[u8]) -> Option<&str> {
-    let mut name = "";
-    let mut seen = FieldsSeen::default();
-    for field in WireFields::new(entry) {
-        let (number, value) = field.ok()?;
-        match number {
-            1 => name = seen.once(number, value)?.text(number).ok()?,
-            2 => plain_property_value(seen.once(number, value)?.bytes(number).ok()?)?,
-            _ => return None,
-        }
-    }
-    Some(name)
-}
-
-/// A `PropertyValue` with at most one kind, a finite number if one.
-fn plain_property_value(encoded: &[u8]) -> Option<()> {
-    let mut kinds = 0;
-    for field in WireFields::new(encoded) {
-        let (number, value) = field.ok()?;
-        match (number, value) {
-            (1, value) => {
-                value.text(number).ok()?;
-            }
-            (2, WireValue::Fixed64(bits)) if f64::from_bits(bits).is_finite() => {}
-            (3, value) => {
-                value.varint(number).ok()?;
-            }
-            _ => return None,
-        }
-        kinds += 1;
-    }
-    (kinds <= 1).then_some(())
-}
-
-/// Whether two properties of an event (already walked as plain) share a name.
-fn has_duplicate_names(encoded: &[u8]) -> bool {
-    let names = || {
-        WireFields::new(encoded).filter_map(|field| match field {
-            Ok((event_field::PROPERTIES, WireValue::Bytes(entry))) => plain_property(entry),
-            _ => None,
-        })
-    };
-    names().enumerate().any(|(index, name)| names().take(index).any(|earlier| earlier == name))
 }
 
 #[cfg(test)]

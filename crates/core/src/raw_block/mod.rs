@@ -33,7 +33,6 @@ pub use erase::{BlockRewrite, collect_user_event_ids, without_events};
 pub use page::{PageScans, PageWindow, ScannedWindow};
 pub use seen::SeenEventIds;
 pub use wire::{DecodeError, EventView, PropertyRef, block_events, push_encoded_event, push_event};
-pub(crate) use wire::{WireFields, WireValue};
 
 /// The format byte of an LZ4 frame: then the uncompressed length (`u32`, little-endian) and the LZ4
 /// block.

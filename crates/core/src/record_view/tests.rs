@@ -184,6 +184,17 @@ fn events_in_other_forms_are_encoded_again_as_prost_reads_them() {
         ("NaN", raw_event(&[&id, &time, &property_field("a", kind(f64::NAN)), &property_field("b", kind(1.0))]), false),
         ("infinity", raw_event(&[&id, &time, &property_field("a", kind(f64::NEG_INFINITY))]), false),
         (
+            "text past ASCII, lengths of two bytes",
+            raw_event(&[
+                &string_field(1, "é-1"),
+                &time,
+                &string_field(4, &"ü".repeat(100)),
+                &property_field("größe", property_value::Kind::StringValue("日本".repeat(30))),
+            ]),
+            true,
+        ),
+        ("a key of two bytes", raw_event(&[&[0x8a, 0x00, 0x03], b"e-1", &time]), true),
+        (
             "a value with two kinds",
             raw_event(&[
                 &id,
@@ -248,7 +259,22 @@ fn the_record_checks_are_decodes() {
 fn damaged_payloads_get_decodes_verdict() {
     // Every payload here is a valid record with bytes changed: the view must refuse what prost refuses
     // and read what it reads as prost does. A fixed-seed generator, so a failure reproduces.
-    let mut payload = record_of(vec![event("e-1", Some("u-1")), event("e-2", None)]).encode_to_vec();
+    let payload = record_of(vec![event("e-1", Some("u-1")), event("e-2", None)]).encode_to_vec();
+    assert_damage_gets_decodes_verdict(payload);
+}
+
+#[test]
+fn damaged_payloads_past_ascii_get_decodes_verdict() {
+    // The same with text of two-, three- and four-byte characters, which the walker checks apart from
+    // ASCII: damage makes them truncated, overlong or surrogate sequences.
+    let mut first = event("é-1", Some("ü-1"));
+    first.properties.insert("größe".into(), value(property_value::Kind::StringValue("日本😀".into())));
+    let payload = record_of(vec![first, event("e-2", None)]).encode_to_vec();
+    assert_damage_gets_decodes_verdict(payload);
+}
+
+/// 20,000 damaged copies of `payload`, each read as decode reads it (see [`assert_same_as_decode`]).
+fn assert_damage_gets_decodes_verdict(mut payload: Vec<u8>) {
     payload.extend(message_field(
         5,
         &raw_event(&[
