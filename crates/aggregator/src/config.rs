@@ -16,6 +16,16 @@ pub struct AggregatorConfig {
     #[arg(long = "aggregator-concurrency", env = "HOURGLASS_AGGREGATOR_CONCURRENCY", default_value_t = 4)]
     pub concurrency: usize,
 
+    /// Buckets of one job folded at once, each in a task of its own, so a job uses several cores (at least
+    /// one). Each bucket being folded keeps its event ids in memory (about the ids' size plus 24 bytes
+    /// per event), so a worker holds up to `--aggregator-concurrency` times this many buckets' ids.
+    #[arg(
+        long = "aggregator-bucket-concurrency",
+        env = "HOURGLASS_AGGREGATOR_BUCKET_CONCURRENCY",
+        default_value_t = 4
+    )]
+    pub bucket_concurrency: usize,
+
     /// How long a lease lasts; a worker that dies loses its jobs to others after this.
     #[arg(long = "aggregator-lease-secs", env = "HOURGLASS_AGGREGATOR_LEASE_SECS", default_value_t = 300)]
     pub lease_secs: u64,

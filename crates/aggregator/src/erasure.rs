@@ -239,7 +239,8 @@ async fn erase_hour<R: RawStore, S: RollupStore>(
     let customer_id = customer_hour.customer_id.as_str();
     let work = async {
         raw_store.erase_user_events(matcher, hour_start).await?;
-        aggregate_hour(raw_store, customer_id, hour_start, is_final_at(config, hour_start, now_unix)).await
+        let is_final = is_final_at(config, hour_start, now_unix);
+        aggregate_hour(raw_store, customer_id, hour_start, is_final, config.bucket_concurrency).await
     };
     let hour_lease_lost =
         || ReprocessError::LeaseLost { customer_id: customer_id.to_owned(), hour_start: customer_hour.hour_start };

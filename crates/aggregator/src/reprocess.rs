@@ -164,7 +164,8 @@ pub async fn reprocess<R: RawStore, S: RollupStore>(
         let lease =
             if dry_run { None } else { Some(lease_hour_waiting(config, rollup_store, customer_hour, &owner).await?) };
         let before = rollup_store.current_rollup(customer_hour).await?;
-        let aggregation = aggregate_hour(raw_store, customer, customer_hour.hour_start, is_final);
+        let aggregation =
+            aggregate_hour(raw_store, customer, customer_hour.hour_start, is_final, config.bucket_concurrency);
         let lease_lost =
             || ReprocessError::LeaseLost { customer_id: customer.to_owned(), hour_start: customer_hour.hour_start };
         let rollup = match &lease {

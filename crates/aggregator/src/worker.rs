@@ -10,6 +10,7 @@ use hourglass_core::rollup_reader::RollupReader;
 use hourglass_core::rollup_store::{Completion, HourRollup, JobKind, JobLease, RollupStore, RollupStoreError};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 
 use crate::config::AggregatorConfig;
@@ -86,7 +87,7 @@ async fn run_job<R: RawStore, S: RollupStore>(
         refuse_past_horizon(config, rollup_store, job).await;
         return;
     }
-    let aggregation = aggregate_hour(raw_store, customer_id, hour_start, is_final);
+    let aggregation = aggregate_hour(raw_store, customer_id, hour_start, is_final, config.bucket_concurrency);
     let rollup = match holding_lease(config, rollup_store, job, aggregation).await {
         Some(Ok(rollup)) => rollup,
         Some(Err(error)) => {
@@ -200,24 +201,40 @@ pub(crate) async fn holding_lease<S: RollupStore, T>(
     }
 }
 
-/// Buckets read at once by one job.
-const CONCURRENT_BUCKET_READS: usize = 4;
-
-/// Reads a customer-hour's raw events and outcome counts and folds them into its rollup. Buckets are read
-/// concurrently but folded in bucket order, so floating-point sums come out the same on every run.
+/// Reads a customer-hour's raw events and outcome counts and folds them into its rollup.
+///
+/// Each bucket is folded in a task of its own, so the runtime's worker threads fold several buckets at
+/// once (a fold is mostly CPU: decompressing, walking and de-duplicating events), at most
+/// `bucket_concurrency` of them (at least one). Their accumulators are merged in bucket order, whichever
+/// finishes first, so floating-point sums come out the same on every run and equal a sequential fold's.
+/// Each bucket being folded holds its ids seen ([`hourglass_core::raw_block::SeenEventIds`]), so memory
+/// grows with `bucket_concurrency`. Dropping the returned future (a lost lease) aborts the folds it
+/// started.
 pub async fn aggregate_hour<R: RawStore>(
     raw_store: &R,
     customer_id: &str,
     hour_start: i64,
     is_final: bool,
+    bucket_concurrency: usize,
 ) -> Result<HourRollup, RawStoreError> {
-    // Each bucket folds into its own accumulator; they are merged in bucket order.
-    let folds = (0..raw_store.bucket_count())
-        .map(|bucket| raw_store.fold_bucket(customer_id, hour_start, bucket, HourAccumulator::default()));
-    let mut buckets = futures::stream::iter(folds).buffered(CONCURRENT_BUCKET_READS);
+    let job_span = tracing::Span::current();
+    let folds = (0..raw_store.bucket_count()).map(|bucket| {
+        // A store is a handle sharing its connections, so a task of its own costs one clone.
+        let raw_store = raw_store.clone();
+        let customer_id = customer_id.to_owned();
+        let fold =
+            async move { raw_store.fold_bucket(&customer_id, hour_start, bucket, HourAccumulator::default()).await };
+        AbortOnDropHandle::new(tokio::spawn(fold.instrument(job_span.clone())))
+    });
+    let mut buckets = futures::stream::iter(folds).buffered(bucket_concurrency.max(1));
     let mut accumulator = HourAccumulator::default();
-    while let Some(bucket) = buckets.next().await {
-        let bucket = bucket?;
+    while let Some(joined) = buckets.next().await {
+        let bucket = match joined {
+            Ok(folded) => folded?,
+            // A fold that panicked panics the job, as it did when folds ran in the job's task.
+            Err(join_error) if join_error.is_panic() => std::panic::resume_unwind(join_error.into_panic()),
+            Err(join_error) => return Err(RawStoreError::Unavailable(Box::new(join_error))),
+        };
         metrics::counter!(telemetry::EVENTS_READ_TOTAL).increment(bucket.events());
         accumulator.merge(bucket);
     }

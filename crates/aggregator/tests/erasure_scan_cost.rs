@@ -17,6 +17,8 @@ use hourglass_proto::prost_types::Timestamp;
 use hourglass_proto::v1::{Event, PropertyValue, property_value};
 
 const HOUR: i64 = 1_764_075_600;
+/// The aggregator's default (`--aggregator-bucket-concurrency`).
+const BUCKET_CONCURRENCY: usize = 4;
 const EVENTS_PER_RECORD: usize = 100;
 const USERS: usize = 50_000;
 
@@ -83,7 +85,7 @@ async fn measure<R: RawStore>(store_name: &str, raw_store: &R, events: usize) {
         .count() as u64;
 
     let started = Instant::now();
-    let rollup = hourglass_aggregator::aggregate_hour(raw_store, "acme", HOUR, true).await.unwrap();
+    let rollup = hourglass_aggregator::aggregate_hour(raw_store, "acme", HOUR, true, BUCKET_CONCURRENCY).await.unwrap();
     let fold_secs = started.elapsed().as_secs_f64();
     assert_eq!(rollup.events, events as u64);
 

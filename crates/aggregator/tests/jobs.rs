@@ -283,7 +283,7 @@ async fn a_worker_under_the_same_id_cannot_overwrite_an_hour_it_lost() {
     assert!(!stores.rollups.renew_lease(&stalled[0], Duration::from_secs(60)).await.unwrap());
     assert!(!stores.rollups.fail(&stalled[0], "stalled", Duration::from_secs(3600)).await.unwrap());
 
-    let fresh = hourglass_aggregator::aggregate_hour(&stores.raw_store, "acme", closed_hour, true).await.unwrap();
+    let fresh = hourglass_aggregator::aggregate_hour(&stores.raw_store, "acme", closed_hour, true, 4).await.unwrap();
     assert_eq!(stores.rollups.complete(&current[0], &fresh).await.unwrap(), Completion::Replaced { revision: 2 });
     events.push(late);
     let stored = stores.rollups.hour("acme", closed_hour).await.unwrap().unwrap();

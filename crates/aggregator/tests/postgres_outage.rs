@@ -55,7 +55,7 @@ async fn with_postgres_down_jobs_fail_write_nothing_and_are_retried_after() {
     let jobs =
         rollups.lease_jobs("w1", 1, Duration::from_secs(2), JobKind::Final { hours_before_unix: now() }).await.unwrap();
     assert_eq!(jobs.len(), 1);
-    let rollup = hourglass_aggregator::aggregate_hour(&raw_store, "acme", closed_hour, true).await.unwrap();
+    let rollup = hourglass_aggregator::aggregate_hour(&raw_store, "acme", closed_hour, true, 4).await.unwrap();
     cluster.run("kill");
     assert!(rollups.complete(&jobs[0], &rollup).await.is_err(), "completing fails while postgres is down");
     let config = AggregatorConfig { provisional_interval_secs: 0, ..AggregatorConfig::with_defaults() };

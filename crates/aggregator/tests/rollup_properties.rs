@@ -399,7 +399,7 @@ fn rollups_equal_the_brute_force_count(
             }
             for customer in 0..CUSTOMERS {
                 for hour in 0..HOURS {
-                    let rollup = aggregate_hour(store, &customer_id(&case, customer), hour_start(hour), true)
+                    let rollup = aggregate_hour(store, &customer_id(&case, customer), hour_start(hour), true, 3)
                         .await
                         .map_err(|error| TestCaseError::fail(error.to_string()))?;
                     check_hour(&plan, last_copy, customer, hour, &rollup)?;

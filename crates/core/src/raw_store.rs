@@ -187,8 +187,9 @@ pub trait EventVisitor: Send {
     fn visit(&mut self, event_type: &str, user_id: Option<&str>, numbers: &mut dyn Iterator<Item = (&str, f64)>);
 }
 
-/// Durable, idempotent storage of raw events.
-pub trait RawStore: Send + Sync + 'static {
+/// Durable, idempotent storage of raw events. A value is a handle: its clones share the store's
+/// connections, so a clone is cheap and tasks of their own (the aggregator's bucket folds) each take one.
+pub trait RawStore: Clone + Send + Sync + 'static {
     /// Stores every accepted event and the outcome counts of these batch records. Resolves `Ok` only
     /// once all of them are durable; on error, some may be stored and the call may be repeated. Writing
     /// several records in one call lets the store merge rows that share a partition. Each event is

@@ -38,8 +38,17 @@ pub struct AggregatorBenchArgs {
     /// Without it the hour is read from the memtable, which the table's compression never touches.
     #[arg(long, value_name = "INSTANCE")]
     pub(super) flush_instance: Option<String>,
+    /// Buckets folded at once, each in a task of its own: the aggregator's
+    /// `--aggregator-bucket-concurrency` (1 folds them one after the other).
+    #[arg(long = "aggregator-bucket-concurrency", default_value_t = default_bucket_concurrency())]
+    pub(super) bucket_concurrency: usize,
     #[command(flatten)]
     pub(super) cql: CqlConfig,
+}
+
+/// The aggregator role's default `--aggregator-bucket-concurrency`.
+pub(super) fn default_bucket_concurrency() -> usize {
+    hourglass_aggregator::AggregatorConfig::with_defaults().bucket_concurrency
 }
 
 /// What the aggregator bench measured.
@@ -52,6 +61,8 @@ pub struct AggregatorFigures {
     pub event_types: usize,
     /// CPU-seconds the CQL server spent flushing the hour before the read, with `--flush-instance`.
     pub flush_store_cpu_seconds: Option<f64>,
+    /// Buckets folded at once.
+    pub bucket_concurrency: usize,
 }
 
 impl AggregatorFigures {
@@ -126,7 +137,8 @@ pub async fn measure(args: &AggregatorBenchArgs, bars: super::Bars) -> anyhow::R
     let store_cpu_before = store_pid.and_then(|pid| process_cpu_seconds(pid).ok());
     let cpu_before = self_cpu_seconds();
     let started = Instant::now();
-    let rollup = hourglass_aggregator::aggregate_hour(&raw_store, "bench", hour_start, true).await?;
+    let rollup =
+        hourglass_aggregator::aggregate_hour(&raw_store, "bench", hour_start, true, args.bucket_concurrency).await?;
     let wall_seconds = started.elapsed().as_secs_f64();
     let our_cpu = self_cpu_seconds() - cpu_before;
     let store_cpu =
@@ -146,18 +158,20 @@ pub async fn measure(args: &AggregatorBenchArgs, bars: super::Bars) -> anyhow::R
         buckets: raw_store.bucket_count(),
         event_types: rollup.event_types.len(),
         flush_store_cpu_seconds,
+        bucket_concurrency: args.bucket_concurrency,
     })
 }
 
 fn print(figures: &AggregatorFigures) {
-    let AggregatorFigures { measurement, buckets, event_types, flush_store_cpu_seconds } = figures;
+    let AggregatorFigures { measurement, buckets, event_types, flush_store_cpu_seconds, bucket_concurrency } = figures;
     let (wall_seconds, our_cpu, store_cpu) =
         (measurement.wall_seconds, measurement.cpu_seconds, measurement.store_cpu_seconds);
     let events = measurement.events as f64;
     let read_rate = measurement.events_per_second();
     println!(
-        "aggregator bench: one customer-hour of {} events ({buckets} buckets), {event_types} event types",
-        measurement.events
+        "aggregator bench: one customer-hour of {} events ({buckets} buckets, {} folded at once), {event_types} event \
+         types",
+        measurement.events, bucket_concurrency
     );
     println!("  wall time          {wall_seconds:.2} s = {read_rate:.0} events/s read and rolled up");
     println!(

@@ -317,6 +317,7 @@ pub async fn run(args: AllBenchArgs) -> anyhow::Result<()> {
         events: count(500_000.0),
         store_pid: args.store_pid,
         flush_instance: None,
+        bucket_concurrency: aggregator::default_bucket_concurrency(),
         cql: args.cql.clone(),
     };
     let what = format!("aggregator, one customer-hour of {} events", thousands(aggregator_args.events as f64));
