@@ -95,7 +95,20 @@ impl<'a> WireFields<'a> {
         Self { remaining: message }
     }
 
+    /// Keys and most lengths are below 128, one byte: that case is inlined, the rest is not.
+    #[inline]
     fn varint(&mut self) -> Result<u64, DecodeError> {
+        if let Some((&byte, rest)) = self.remaining.split_first()
+            && byte < 0x80
+        {
+            self.remaining = rest;
+            return Ok(u64::from(byte));
+        }
+        self.long_varint()
+    }
+
+    #[inline(never)]
+    fn long_varint(&mut self) -> Result<u64, DecodeError> {
         let mut value = 0u64;
         for (index, byte) in self.remaining.iter().enumerate().take(10) {
             // The tenth byte holds the 64th bit only: more is an overflow, which prost refuses too.
@@ -120,6 +133,7 @@ impl<'a> WireFields<'a> {
         Ok(taken)
     }
 
+    #[inline]
     fn field(&mut self) -> Result<(u32, WireValue<'a>), DecodeError> {
         let key = self.varint()?;
         // Field numbers run from 1 to 2^29 - 1, as prost checks: a wider key would alias a field
@@ -201,12 +215,28 @@ pub struct EventView<'a> {
     pub user_id: Option<&'a str>,
     /// The whole encoded event, which [`properties`](Self::properties) reads again.
     encoded: &'a [u8],
+    /// The first number properties, in order, kept while parsing so that a fold visits them without
+    /// walking the event a second time (its hottest loop).
+    kept_numbers: [(&'a str, f64); KEPT_NUMBERS],
+    /// The event's number properties; past [`KEPT_NUMBERS`], [`numbers`](Self::numbers) walks it again.
+    number_count: usize,
 }
+
+/// Number properties an [`EventView`] keeps from parsing (most events have fewer).
+const KEPT_NUMBERS: usize = 4;
 
 impl<'a> EventView<'a> {
     /// Parses one encoded event (an item of [`block_events`]).
     pub fn parse(encoded: &'a [u8]) -> Result<Self, DecodeError> {
-        let mut event = EventView { event_id: "", event_type: "", occurred_at_ms: 0, user_id: None, encoded };
+        let mut event = EventView {
+            event_id: "",
+            event_type: "",
+            occurred_at_ms: 0,
+            user_id: None,
+            encoded,
+            kept_numbers: [("", 0.0); KEPT_NUMBERS],
+            number_count: 0,
+        };
         for field in WireFields::new(encoded) {
             match field? {
                 (1, value) => event.event_id = value.text(1)?,
@@ -214,7 +244,12 @@ impl<'a> EventView<'a> {
                 (3, value) => event.occurred_at_ms = parse_timestamp_ms(value.bytes(3)?)?,
                 (4, value) => event.user_id = Some(value.text(4)?),
                 (5, value) => {
-                    parse_property(value.bytes(5)?)?;
+                    if let Some((name, PropertyRef::Number(number))) = parse_property(value.bytes(5)?)? {
+                        if let Some(kept) = event.kept_numbers.get_mut(event.number_count) {
+                            *kept = (name, number);
+                        }
+                        event.number_count += 1;
+                    }
                 }
                 _ => {}
             }
@@ -252,10 +287,16 @@ impl<'a> EventView<'a> {
 
     /// The numeric properties, as [`EventVisitor::visit`](crate::raw_store::EventVisitor::visit) takes them.
     pub fn numbers(&self) -> impl Iterator<Item = (&'a str, f64)> + use<'a> {
-        self.properties().filter_map(|(name, value)| match value {
-            PropertyRef::Number(number) => Some((name, number)),
-            PropertyRef::String(_) | PropertyRef::Bool(_) => None,
-        })
+        // The same pairs in the same order either way: those kept, or those of a second walk.
+        let all_kept = self.number_count <= KEPT_NUMBERS;
+        let kept = all_kept.then_some(self.kept_numbers.into_iter().take(self.number_count));
+        let walked = (!all_kept).then(|| {
+            self.properties().filter_map(|(name, value)| match value {
+                PropertyRef::Number(number) => Some((name, number)),
+                PropertyRef::String(_) | PropertyRef::Bool(_) => None,
+            })
+        });
+        kept.into_iter().flatten().chain(walked.into_iter().flatten())
     }
 
     /// The properties that have a value (as the CQL store, it drops one without).
@@ -364,6 +405,32 @@ mod tests {
         assert_eq!((bare_view.event_id, bare_view.event_type, bare_view.user_id), ("e-2", "", None));
         assert_eq!(bare_view.occurred_at_ms, 0);
         assert_eq!(bare_view.properties().count(), 0);
+    }
+
+    #[test]
+    fn numbers_kept_from_parsing_are_those_a_second_walk_finds() {
+        // Below, at and past the numbers an EventView keeps, and a name twice (two map entries on the
+        // wire, both visited, as a walk visits them).
+        for numbers in [0, 1, 4, 5, 9] {
+            let mut encoded = Event { event_id: "e".into(), ..Event::default() }.encode_to_vec();
+            for index in 0..numbers {
+                let mut entry = Event::default();
+                let name = if index == 3 { "n0".to_owned() } else { format!("n{index}") };
+                entry.properties.insert(name, property(property_value::Kind::NumberValue(index as f64 - 0.5)));
+                entry.properties.insert(format!("s{index}"), property(property_value::Kind::StringValue("x".into())));
+                encoded.extend(entry.encode_to_vec());
+            }
+            let view = EventView::parse(&encoded).unwrap();
+            let walked: Vec<(&str, f64)> = view
+                .properties()
+                .filter_map(|(name, value)| match value {
+                    PropertyRef::Number(number) => Some((name, number)),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(walked.len(), numbers);
+            assert_eq!(view.numbers().collect::<Vec<_>>(), walked, "{numbers} number properties");
+        }
     }
 
     #[test]
