@@ -9,7 +9,7 @@
 //! - a sum beyond the range of `f64` saturates to `±f64::MAX`, with the sign of the exact sum
 //!   ([`FiniteSum`]), rather than becoming infinite, or NaN once partial sums of both signs overflow.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use hourglass_core::hll::HyperLogLog;
 use hourglass_core::numeric::FiniteSum;
@@ -26,11 +26,16 @@ pub const LOGIC_VERSION: u32 = 2;
 /// fold spends most of its time in this set.
 type UserIds = HashSet<String, foldhash::fast::FixedState>;
 
+/// The figures of each event type seen. Looked up once per event, so by hash rather than in a sorted map
+/// (a dozen string comparisons per event); [`HourAccumulator::finish`] sorts the rows.
+type EventTypes = HashMap<String, EventTypeFigures, foldhash::fast::FixedState>;
+
 #[derive(Default)]
 struct EventTypeFigures {
     events: u64,
+    /// The type's distinct users; their sketch is made from them once, by
+    /// [`HourAccumulator::finish`] (a sketch of a set is the same whatever the order it is filled in).
     users: UserIds,
-    users_sketch: HyperLogLog,
     /// By property name: looked up by `&str`, so a known property costs no allocation per event.
     numeric: BTreeMap<String, NumericFigures>,
 }
@@ -38,9 +43,17 @@ struct EventTypeFigures {
 impl EventTypeFigures {
     fn add_user(&mut self, user_id: &str) {
         if !self.users.contains(user_id) {
-            self.users_sketch.insert(user_id.as_bytes());
             self.users.insert(user_id.to_owned());
         }
+    }
+
+    /// The sketch of the type's distinct users.
+    fn users_sketch(&self) -> HyperLogLog {
+        let mut sketch = HyperLogLog::new();
+        for user_id in &self.users {
+            sketch.insert(user_id.as_bytes());
+        }
+        sketch
     }
 
     /// Adds a finite value of `property`.
@@ -89,7 +102,7 @@ impl NumericFigures {
 /// Accumulates the raw events of one customer-hour.
 #[derive(Default)]
 pub struct HourAccumulator {
-    event_types: BTreeMap<String, EventTypeFigures>,
+    event_types: EventTypes,
     events: u64,
     non_finite_values: u64,
 }
@@ -134,7 +147,6 @@ impl HourAccumulator {
         for (event_type, theirs) in other.event_types {
             let mine = self.event_types.entry(event_type).or_default();
             mine.events += theirs.events;
-            mine.users_sketch.merge(&theirs.users_sketch);
             if mine.users.is_empty() {
                 mine.users = theirs.users;
             } else {
@@ -175,18 +187,21 @@ impl HourAccumulator {
     pub fn finish(self, outcomes: HourOutcomes, is_final: bool) -> HourRollup {
         // The hour's users over all types: the union of the per-type sets, and the merge of their sketches
         // (which equals the sketch of the union).
-        let mut all_users: HashSet<&str> = HashSet::new();
+        let mut all_users: HashSet<&str, foldhash::fast::FixedState> = HashSet::default();
         let mut users_sketch = HyperLogLog::new();
-        for figures in self.event_types.values() {
+        let mut sorted_types: Vec<(String, EventTypeFigures)> = self.event_types.into_iter().collect();
+        sorted_types.sort_unstable_by(|(left, _), (right, _)| left.cmp(right));
+        let type_sketches: Vec<HyperLogLog> = sorted_types.iter().map(|(_, figures)| figures.users_sketch()).collect();
+        for ((_, figures), type_sketch) in sorted_types.iter().zip(&type_sketches) {
             all_users.extend(figures.users.iter().map(String::as_str));
-            users_sketch.merge(&figures.users_sketch);
+            users_sketch.merge(type_sketch);
         }
         let distinct_users = all_users.len() as u64;
         drop(all_users);
-        // Rows in (event type, property) order, as both maps iterate.
-        let mut event_types = Vec::with_capacity(self.event_types.len());
+        // Rows in (event type, property) order: types sorted, properties as their map iterates.
+        let mut event_types = Vec::with_capacity(sorted_types.len());
         let mut numeric = Vec::new();
-        for (event_type, figures) in self.event_types {
+        for ((event_type, figures), type_sketch) in sorted_types.into_iter().zip(type_sketches) {
             for (property, stats) in figures.numeric {
                 numeric.push(NumericRollup {
                     event_type: event_type.clone(),
@@ -199,7 +214,7 @@ impl HourAccumulator {
             }
             event_types.push(EventTypeRollup {
                 distinct_users: figures.users.len() as u64,
-                users_sketch: figures.users_sketch.to_bytes(),
+                users_sketch: type_sketch.to_bytes(),
                 events: figures.events,
                 event_type,
             });
