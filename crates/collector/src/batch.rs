@@ -25,7 +25,7 @@ use hourglass_core::key_store::KeyStore;
 use hourglass_core::record;
 use hourglass_core::trace_context;
 use hourglass_core::tracking_plan::store::PlanStore;
-use hourglass_core::tracking_plan::{CompiledPlan, PlanValue, ViolationAction};
+use hourglass_core::tracking_plan::{CompiledPlan, EventCheck, PlanValue, PlanViolation, ViolationAction};
 use hourglass_proto::log::v1::{Outcome, OutcomeCount, PlanCheckCount};
 use hourglass_proto::v1::{BatchAck, BatchStatus, EventRejection, RejectionReason};
 use hourglass_proto::wire;
@@ -35,12 +35,12 @@ use tracing::Instrument;
 use crate::cardinality::{CardinalityLimits, CardinalityTracker};
 use crate::config::{CollectorConfig, RecordLayout};
 use crate::error::CollectorError;
-use crate::event_view::{EventFields, ReadEvent};
+use crate::event_view::{EventFields, PropertyRef, ReadEvent};
 use crate::memory::{MemoryBudget, StreamCounts};
 use crate::plans::PlanCache;
 use crate::quota::{Budget, Quotas};
 use crate::telemetry;
-use crate::validate::{Rejection, ValidationClock, ValidationLimits};
+use crate::validate::{PropertyVisitor, Rejection, ValidationClock, ValidationLimits};
 use hourglass_grpc::auth::{Authenticator, Principal};
 
 /// How long a client is told to wait after Kafka failed to confirm its batch.
@@ -384,55 +384,82 @@ pub(crate) struct CheckedEvents {
     plan_checks: Vec<PlanCheckCount>,
 }
 
-/// Checks one valid event against the customer's tracking plan, counting it as checked and its first
-/// violation, if any (both per hour, in `plan_checks`); `Err` when the violation rejects it.
-fn check_plan(
-    plan: &CompiledPlan,
-    event: &impl EventFields,
-    hour_start: i64,
-    plan_checks: &mut Vec<PlanCheckCount>,
-) -> Result<(), Rejection> {
-    add_plan_check(plan_checks, hour_start, plan.version(), "", RejectionReason::Unspecified, false);
-    let properties = || event.properties().map(|(name, value)| (name, PlanValue::from(value)));
-    let Some(violation) = plan.check(event.event_type(), properties) else {
-        return Ok(());
-    };
-    let rejected = violation.action == ViolationAction::Reject;
-    let reason = violation.rule.reason();
-    add_plan_check(plan_checks, hour_start, plan.version(), event.event_type(), reason, rejected);
-    if rejected {
-        return Err(Rejection { reason, message: violation.message, hour_start: Some(hour_start) });
+/// The tracking plan's check of one event, fed each property by validation's walk over them
+/// ([`ValidationLimits::check_event_visiting`]), so the plan costs no walk of its own.
+impl<'e> PropertyVisitor<'e> for EventCheck<'_, 'e> {
+    #[inline]
+    fn visit(&mut self, name: &'e str, value: PropertyRef<'e>) {
+        self.property(name, PlanValue::from(value));
     }
-    Ok(())
 }
 
-/// Adds one event to its (hour, version, type, rule, rejected) count. A batch has few such rows, so a
-/// vector with linear search beats a map, as for outcomes.
-fn add_plan_check(
-    plan_checks: &mut Vec<PlanCheckCount>,
-    hour_start: i64,
+/// What a batch's events found against the customer's tracking plan, per hour: every valid event counts
+/// as checked (one counter per hour: a batch has one plan version), and an event that broke a rule
+/// also under its (hour, type, rule, rejected), a row found by linear search on this rarer path.
+struct PlanChecks {
     plan_version: u32,
-    event_type: &str,
-    rule: RejectionReason,
-    rejected: bool,
-) {
-    let rule = i32::from(rule);
-    match plan_checks.iter_mut().find(|count| {
-        count.hour_start_unix_secs == hour_start
-            && count.rule == rule
-            && count.rejected == rejected
-            && count.plan_version == plan_version
-            && count.event_type == event_type
-    }) {
-        Some(count) => count.count += 1,
-        None => plan_checks.push(PlanCheckCount {
+    /// (hour, events checked), in the order the hours were first seen.
+    checked: Vec<(i64, u32)>,
+    violations: Vec<PlanCheckCount>,
+}
+
+impl PlanChecks {
+    fn new(plan_version: u32) -> Self {
+        Self { plan_version, checked: Vec::new(), violations: Vec::new() }
+    }
+
+    /// Counts one valid event checked in `hour_start` and its first violation, if any; `Err` when the
+    /// violation rejects it.
+    #[inline]
+    fn add(&mut self, hour_start: i64, event_type: &str, violation: Option<PlanViolation>) -> Result<(), Rejection> {
+        match self.checked.iter_mut().find(|(hour, _)| *hour == hour_start) {
+            Some((_, count)) => *count += 1,
+            None => self.checked.push((hour_start, 1)),
+        }
+        let Some(violation) = violation else {
+            return Ok(());
+        };
+        let rejected = violation.action == ViolationAction::Reject;
+        let reason = violation.rule.reason();
+        self.add_violation(hour_start, event_type, reason, rejected);
+        if rejected {
+            return Err(Rejection { reason, message: violation.message, hour_start: Some(hour_start) });
+        }
+        Ok(())
+    }
+
+    fn add_violation(&mut self, hour_start: i64, event_type: &str, rule: RejectionReason, rejected: bool) {
+        let rule = i32::from(rule);
+        match self.violations.iter_mut().find(|count| {
+            count.hour_start_unix_secs == hour_start
+                && count.rule == rule
+                && count.rejected == rejected
+                && count.event_type == event_type
+        }) {
+            Some(count) => count.count += 1,
+            None => self.violations.push(PlanCheckCount {
+                hour_start_unix_secs: hour_start,
+                plan_version: self.plan_version,
+                event_type: event_type.to_owned(),
+                rule,
+                rejected,
+                count: 1,
+            }),
+        }
+    }
+
+    /// The record's rows: per hour the events checked (no type, no rule), then the violations.
+    fn into_counts(self) -> Vec<PlanCheckCount> {
+        let plan_version = self.plan_version;
+        let checked = self.checked.into_iter().map(|(hour_start, count)| PlanCheckCount {
             hour_start_unix_secs: hour_start,
             plan_version,
-            event_type: event_type.to_owned(),
-            rule,
-            rejected,
-            count: 1,
-        }),
+            event_type: String::new(),
+            rule: RejectionReason::Unspecified.into(),
+            rejected: false,
+            count,
+        });
+        checked.chain(self.violations).collect()
     }
 }
 
@@ -478,14 +505,18 @@ pub(crate) fn check_events(
     let mut outcomes = OutcomeCounter::default();
     let mut accepted = Vec::with_capacity(events.len());
     let mut rejections = Vec::new();
-    let mut plan_checks = Vec::new();
+    let mut planned = plan.map(|compiled| (compiled, PlanChecks::new(compiled.version())));
     let checked: Vec<Result<i64, Rejection>> = events
         .iter()
         .map(|(_, event)| {
-            let event_hour = limits.check_event(event, clock)?;
-            if let Some(plan) = plan {
-                check_plan(plan, event, event_hour, &mut plan_checks)?;
-            }
+            let Some((compiled, plan_checks)) = planned.as_mut() else {
+                return limits.check_event(event, clock);
+            };
+            // The plan checks each property in validation's walk; what it found counts only for an
+            // event that passed validation.
+            let mut plan_check = compiled.start(event.event_type());
+            let event_hour = limits.check_event_visiting(event, clock, &mut plan_check)?;
+            plan_checks.add(event_hour, event.event_type(), plan_check.finish())?;
             Ok(event_hour)
         })
         .collect();
@@ -512,6 +543,7 @@ pub(crate) fn check_events(
             }
         }
     }
+    let plan_checks = planned.map(|(_, plan_checks)| plan_checks.into_counts()).unwrap_or_default();
     CheckedEvents { accepted, rejections, outcomes, plan_checks }
 }
 
@@ -760,6 +792,108 @@ mod tests {
             ]
         );
         assert_eq!(new_rejections[7].message, "property \"aa\" has no value");
+    }
+
+    /// The plan checked in validation's walk finds, rejects and counts what a check of its own after
+    /// validation found: an event validation rejects is neither checked nor counted, whatever its
+    /// properties break, and the plan's rows say the same for read and decoded events.
+    #[test]
+    fn the_plan_checked_in_validations_walk_finds_what_a_check_after_validation_finds() {
+        use std::collections::BTreeMap;
+
+        use hourglass_core::tracking_plan::PlanDocument;
+        use hourglass_proto::v1::{Event, PropertyValue, property_value::Kind};
+        use prost::Message;
+        let plan = PlanDocument::parse(
+            r#"{"mode": "enforce", "undeclared_event_types": "reject", "undeclared_properties": "warn",
+                "event_types": {
+                    "view": {"properties": {
+                        "path": {"type": "string", "required": true, "pattern": "^/p/"},
+                        "amount": {"type": "number", "maximum": 100}
+                    }},
+                    "click": {"properties": {"path": {"type": "string"}, "amount": {"type": "number"}}}
+                }}"#,
+        )
+        .unwrap();
+        let plan = CompiledPlan::compile(2, &plan).unwrap();
+        let limits: ValidationLimits = hourglass_config::defaults();
+        let customer_id = CustomerId::new("acme").unwrap();
+        let now = 1_764_000_000;
+        let clock = ValidationClock { received_at_unix_secs: now };
+        let mut events = events_of_every_kind(now);
+        let view = |id: &str, properties: &[(&str, Kind)]| {
+            let event = Event {
+                event_id: id.into(),
+                event_type: "view".into(),
+                occurred_at: Some(hourglass_proto::prost_types::Timestamp { seconds: now - 60, nanos: 0 }),
+                user_id: None,
+                properties: properties
+                    .iter()
+                    .map(|(name, kind)| ((*name).to_owned(), PropertyValue { kind: Some(kind.clone()) }))
+                    .collect(),
+            };
+            Bytes::from(event.encode_to_vec())
+        };
+        events.extend([
+            view("out-of-range", &[("path", Kind::StringValue("/p/1".into())), ("amount", Kind::NumberValue(500.0))]),
+            view("missing", &[("amount", Kind::NumberValue(5.0))]),
+            view("pattern", &[("path", Kind::StringValue("/x".into()))]),
+            view("undeclared", &[("path", Kind::StringValue("/p/2".into())), ("coupon", Kind::BoolValue(true))]),
+            // Invalid (a value too long) and breaking the plan: validation's reason, and not counted.
+            view("both", &[("path", Kind::StringValue("x".repeat(2000))), ("amount", Kind::NumberValue(500.0))]),
+        ]);
+        let roomy = CardinalityLimits { max_event_types_per_hour: 100, max_property_names_per_event_type: 100 };
+
+        let mut expected_rejections = Vec::new();
+        let mut expected_rows: BTreeMap<(i64, String, i32, bool), u32> = BTreeMap::new();
+        for (index, bytes) in events.iter().enumerate() {
+            let event = ReadEvent::read(bytes).unwrap();
+            let hour_start = match limits.check_event(&event, clock) {
+                Ok(hour_start) => hour_start,
+                Err(rejection) => {
+                    expected_rejections.push((index as u32, rejection.reason as i32, rejection.message));
+                    continue;
+                }
+            };
+            *expected_rows.entry((hour_start, String::new(), 0, false)).or_default() += 1;
+            let properties = event.properties().map(|(name, value)| (name, PlanValue::from(value)));
+            if let Some(violation) = plan.check(event.event_type(), properties) {
+                let rejected = violation.action == ViolationAction::Reject;
+                let reason = violation.rule.reason() as i32;
+                *expected_rows.entry((hour_start, event.event_type().to_owned(), reason, rejected)).or_default() += 1;
+                if rejected {
+                    expected_rejections.push((index as u32, reason, violation.message));
+                }
+            }
+        }
+        expected_rejections.sort();
+
+        let cardinality = CardinalityTracker::new(1000);
+        let read = read_events(&events).unwrap();
+        let checked = check_events(&limits, &cardinality, &customer_id, roomy, Some(&plan), clock, read);
+        let rejections: Vec<(u32, i32, String)> =
+            checked.rejections.into_iter().map(|rejection| (rejection.index, rejection.reason, rejection.message)).collect();
+        assert_eq!(rejections, expected_rejections);
+        assert!(checked.plan_checks.iter().all(|row| row.plan_version == 2));
+        let rows: BTreeMap<(i64, String, i32, bool), u32> = checked
+            .plan_checks
+            .into_iter()
+            .map(|row| ((row.hour_start_unix_secs, row.event_type, row.rule, row.rejected), row.count))
+            .collect();
+        assert_eq!(rows, expected_rows);
+        use RejectionReason as Reason;
+        let rules: Vec<(i32, bool)> = rows.keys().map(|(_, _, rule, rejected)| (*rule, *rejected)).collect();
+        for rule in [
+            (Reason::EventTypeUndeclared as i32, true),
+            (Reason::PropertyOutOfRange as i32, true),
+            (Reason::PropertyRequiredMissing as i32, true),
+            (Reason::PropertyPatternMismatch as i32, true),
+            (Reason::PropertyUndeclared as i32, false),
+        ] {
+            assert!(rules.contains(&rule), "the batch breaks {rule:?}: {rows:?}");
+        }
+        let both = events.len() as u32 - 1;
+        assert!(rejections.iter().any(|(index, reason, _)| *index == both && *reason == Reason::PropertyValueInvalid as i32));
     }
 
     #[test]

@@ -139,12 +139,31 @@ impl ValidationLimits {
     /// ([`Rejection::hour_start`]), and one for its time carries none, so no hour is ever derived from a
     /// time that failed validation.
     pub fn check_event(&self, event: &impl EventFields, clock: ValidationClock) -> Result<i64, Rejection> {
+        self.check_event_visiting(event, clock, &mut ())
+    }
+
+    /// [`ValidationLimits::check_event`], handing each property to `visitor` in the walk that checks
+    /// them, so whatever else looks at every property (the tracking plan) does it in the same pass.
+    /// The visitor sees them only when the event's other fields passed (an event failing those is not
+    /// walked); it may see some of an event that a property then rejects, so what it found counts only
+    /// when this returns `Ok`.
+    pub fn check_event_visiting<'e>(
+        &self,
+        event: &'e impl EventFields,
+        clock: ValidationClock,
+        visitor: &mut impl PropertyVisitor<'e>,
+    ) -> Result<i64, Rejection> {
         let hour_start = hour::hour_start(self.check_occurred_at(event, clock)?);
-        self.check_fields(event).map_err(|rejection| Rejection { hour_start: Some(hour_start), ..rejection })?;
+        self.check_fields(event, visitor)
+            .map_err(|rejection| Rejection { hour_start: Some(hour_start), ..rejection })?;
         Ok(hour_start)
     }
 
-    fn check_fields(&self, event: &impl EventFields) -> Result<(), Rejection> {
+    fn check_fields<'e>(
+        &self,
+        event: &'e impl EventFields,
+        visitor: &mut impl PropertyVisitor<'e>,
+    ) -> Result<(), Rejection> {
         use RejectionReason as Reason;
         let (event_id, event_type) = (event.event_id(), event.event_type());
         if event_id.is_empty() {
@@ -173,7 +192,7 @@ impl ValidationLimits {
                 too_long("user_id", user_id.len(), self.max_user_id_bytes, "--max-user-id-bytes"),
             ));
         }
-        self.check_properties(event)
+        self.check_properties(event, visitor)
     }
 
     fn check_occurred_at(&self, event: &impl EventFields, clock: ValidationClock) -> Result<i64, Rejection> {
@@ -220,7 +239,11 @@ impl ValidationLimits {
 
     /// Of the properties that break a limit, the one whose name sorts first is reported: the order a
     /// decoded event's sorted map was always checked in, whatever order the client encoded them in.
-    fn check_properties(&self, event: &impl EventFields) -> Result<(), Rejection> {
+    fn check_properties<'e>(
+        &self,
+        event: &'e impl EventFields,
+        visitor: &mut impl PropertyVisitor<'e>,
+    ) -> Result<(), Rejection> {
         use RejectionReason as Reason;
         let property_count = event.property_count();
         if property_count > self.max_properties {
@@ -234,6 +257,7 @@ impl ValidationLimits {
         }
         let mut first_invalid: Option<(&str, PropertyProblem)> = None;
         for (name, value) in event.properties() {
+            visitor.visit(name, value);
             if let Some(problem) = self.property_problem(name, value)
                 && first_invalid.is_none_or(|(first_name, _)| name < first_name)
             {
@@ -283,6 +307,19 @@ impl ValidationLimits {
             PropertyRef::String(_) | PropertyRef::Number(_) | PropertyRef::Bool(_) => None,
         }
     }
+}
+
+/// Looks at each property of an event during validation's walk over them
+/// ([`ValidationLimits::check_event_visiting`]).
+pub trait PropertyVisitor<'e> {
+    /// One property, each of the event's once, in no particular order.
+    fn visit(&mut self, name: &'e str, value: PropertyRef<'e>);
+}
+
+/// Nothing but validation looks at the properties.
+impl PropertyVisitor<'_> for () {
+    #[inline]
+    fn visit(&mut self, _name: &str, _value: PropertyRef<'_>) {}
 }
 
 /// Why a property breaks a limit.

@@ -254,6 +254,11 @@ pub async fn run(args: AllBenchArgs) -> anyhow::Result<()> {
                 figures.check.check_nanos_per_event,
                 figures.check_share() * 100.0
             ),
+            format!(
+                "added to validation {:.0} ns/event in process ({:.1}%)",
+                figures.check.plan_added_nanos_per_event(),
+                figures.added_share() * 100.0
+            ),
         ];
         rows.extend([without, with]);
     }

@@ -1,5 +1,7 @@
 //! The tracking plan `hourglass bench collector --tracking-plan MODE` pushes, the events it sends to
-//! match it, and the in-process measure of `CompiledPlan::check` alone on those events.
+//! match it, and the in-process measures on those events: `CompiledPlan::check` alone, and what the
+//! plan adds to the collector's validation of an event (the plan is checked in validation's walk over
+//! the properties).
 //!
 //! The plan is `docs/tracking-plans/bench-20-types.json`: the 20 event types of the load generator, 120
 //! properties of all three types (three of them on every type), required and optional, with every kind
@@ -16,6 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use hourglass_collector::event_view::{EventFields, EventView};
+use hourglass_collector::validate::{ValidationClock, ValidationLimits};
 use hourglass_core::tracking_plan::{CompiledPlan, PlanDocument, PlanMode, PlanRule, PlanValue};
 use hourglass_proto::prost_types::Timestamp;
 use hourglass_proto::v1::{Event, PropertyValue, property_value};
@@ -259,11 +262,24 @@ pub struct CheckFigures {
     /// Reading the same events' properties from their bytes alone, as the check does: the part of the
     /// check's cost that is walking the event rather than the plan's look-ups.
     pub read_nanos_per_event: f64,
+    /// The collector's validation of an event (`ValidationLimits::check_event`) without a plan.
+    pub validate_nanos_per_event: f64,
+    /// The same with the plan checked in its walk, as the collector does it
+    /// (`ValidationLimits::check_event_visiting` with the plan's `EventCheck`).
+    pub validate_with_plan_nanos_per_event: f64,
+}
+
+impl CheckFigures {
+    /// What the plan adds to the validation of an event: the plan's cost in the collector's path
+    /// (the batch's counts of checks aside).
+    pub fn plan_added_nanos_per_event(&self) -> f64 {
+        self.validate_with_plan_nanos_per_event - self.validate_nanos_per_event
+    }
 }
 
 /// Checks `events` of the bench's events (from number 0, at this violation rate) against the plan in
-/// `mode`, `passes` times over, and returns the median pass's CPU per event. Each event is checked as
-/// the collector checks it: from an `EventView` of its encoded bytes.
+/// `mode`, `passes` times over, and returns the median pass's CPU per event. Each event is read as the
+/// collector reads it: an `EventView` of its encoded bytes.
 pub fn measure_check(
     mode: PlanMode,
     events: usize,
@@ -282,11 +298,33 @@ pub fn measure_check(
     let check_pass = || {
         let mut violations = 0;
         for view in &views {
-            let properties = || view.properties().map(|(name, value)| (name, PlanValue::from(value)));
+            let properties = view.properties().map(|(name, value)| (name, PlanValue::from(value)));
             violations += usize::from(std::hint::black_box(plan.check(view.event_type(), properties)).is_some());
         }
         violations
     };
+    let limits: ValidationLimits = hourglass_config::defaults();
+    let clock = ValidationClock {
+        received_at_unix_secs: SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64,
+    };
+    let validate_pass = || {
+        let mut valid = 0;
+        for view in &views {
+            valid += usize::from(std::hint::black_box(limits.check_event(view, clock)).is_ok());
+        }
+        valid
+    };
+    let validate_with_plan_pass = || {
+        let mut valid_and_following = 0;
+        for view in &views {
+            let mut plan_check = plan.start(view.event_type());
+            let valid = limits.check_event_visiting(view, clock, &mut plan_check).is_ok();
+            let violation = std::hint::black_box(plan_check.finish());
+            valid_and_following += usize::from(valid && violation.is_none());
+        }
+        valid_and_following
+    };
+    anyhow::ensure!(validate_pass() == events, "every generated event is valid");
     let read_pass = || {
         let mut seen = 0usize;
         for view in &views {
@@ -309,9 +347,31 @@ pub fn measure_check(
         nanos.sort_by(f64::total_cmp);
         nanos[nanos.len() / 2]
     };
+    anyhow::ensure!(
+        validate_with_plan_pass() == events - violations,
+        "checked in validation's walk, the plan finds what its own check finds"
+    );
     let check_nanos_per_event = per_event(&check_pass);
     let read_nanos_per_event = per_event(&read_pass);
-    Ok(CheckFigures { events, passes: passes.max(1), violations, check_nanos_per_event, read_nanos_per_event })
+    // Alternated, so a change in the shared cores' load reaches both alike.
+    let (mut validate, mut validate_with_plan) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        validate.push(per_event(&validate_pass));
+        validate_with_plan.push(per_event(&validate_with_plan_pass));
+    }
+    let median = |mut figures: Vec<f64>| {
+        figures.sort_by(f64::total_cmp);
+        figures[figures.len() / 2]
+    };
+    Ok(CheckFigures {
+        events,
+        passes: passes.max(1),
+        violations,
+        check_nanos_per_event,
+        read_nanos_per_event,
+        validate_nanos_per_event: median(validate),
+        validate_with_plan_nanos_per_event: median(validate_with_plan),
+    })
 }
 
 /// This thread's CPU time in nanoseconds: unlike the wall clock, not counting the time other processes
@@ -334,7 +394,7 @@ mod tests {
     fn check(plan: &CompiledPlan, event: &Event) -> Option<PlanViolation> {
         let bytes = prost::Message::encode_to_vec(event);
         let view = EventView::parse(&bytes).expect("a generated event is in the plain form");
-        let properties = || view.properties().map(|(name, value)| (name, PlanValue::from(value)));
+        let properties = view.properties().map(|(name, value)| (name, PlanValue::from(value)));
         plan.check(view.event_type(), properties)
     }
 

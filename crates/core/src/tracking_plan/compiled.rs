@@ -2,6 +2,12 @@
 //! once, so checking an event costs a look-up of its type and one per property, and allocates only when
 //! it finds a violation (to write the message).
 //!
+//! The check is incremental ([`CompiledPlan::start`] → [`EventCheck::property`] per property →
+//! [`EventCheck::finish`]), so the collector checks each property while its validation walk has it in
+//! hand instead of walking the event's bytes again (docs/architecture.md: the path of an event); the required
+//! properties an event has are kept as bits, so a missing one is found without a second pass.
+//! [`CompiledPlan::check`] runs the same steps over a list of properties.
+//!
 //! An event breaks at most one rule as far as counting and rejection go: the **first** violation, where
 //! one that rejects comes before one that only warns, and among equals the one whose property name sorts
 //! first (a missing required property counting under its own name). So the reason an event gets does
@@ -136,9 +142,9 @@ pub struct PlanViolation {
 /// One declared property, ready to check.
 struct CompiledProperty {
     value_type: PropertyType,
-    /// Whether the type requires it: kept here so the check counts required properties present with
-    /// the look-up it does anyway, not a search of the required names per property.
-    required: bool,
+    /// For a required property, its place among the type's required names (sorted): the bit the check
+    /// sets when an event has it, with the look-up it does anyway.
+    required_index: Option<usize>,
     allowed_values: Option<Vec<String>>,
     minimum: f64,
     maximum: f64,
@@ -159,9 +165,12 @@ struct CompiledType {
 pub struct CompiledPlan {
     version: u32,
     mode: PlanMode,
-    undeclared_event_types: UndeclaredPolicy,
-    undeclared_properties: UndeclaredPolicy,
     types: HashMap<Box<str>, CompiledType, RandomState>,
+    /// What breaking a declared rule does in this mode (`None` in mode off), and what an undeclared
+    /// type or property does under its policy: worked out once, not per property.
+    declared_rule_action: Option<ViolationAction>,
+    undeclared_type_action: Option<ViolationAction>,
+    undeclared_property_action: Option<ViolationAction>,
 }
 
 impl std::fmt::Debug for CompiledPlan {
@@ -196,23 +205,27 @@ impl CompiledPlan {
     pub fn compile(version: u32, document: &PlanDocument) -> Result<Self, regex::Error> {
         let mut types = HashMap::with_capacity_and_hasher(document.event_types.len(), RandomState::default());
         for (event_type, spec) in &document.event_types {
-            let mut properties = HashMap::with_capacity_and_hasher(spec.properties.len(), RandomState::default());
-            let mut required = Vec::new();
-            for (name, property) in &spec.properties {
-                if property.required {
-                    required.push(Box::from(name.as_str()));
-                }
-                properties.insert(Box::from(name.as_str()), compile_property(property)?);
-            }
+            let mut required: Vec<Box<str>> = spec
+                .properties
+                .iter()
+                .filter(|(_, property)| property.required)
+                .map(|(name, _)| Box::from(name.as_str()))
+                .collect();
             required.sort();
+            let mut properties = HashMap::with_capacity_and_hasher(spec.properties.len(), RandomState::default());
+            for (name, property) in &spec.properties {
+                let required_index = required.binary_search_by(|required| (**required).cmp(name.as_str())).ok();
+                properties.insert(Box::from(name.as_str()), compile_property(property, required_index)?);
+            }
             types.insert(Box::from(event_type.as_str()), CompiledType { properties, required });
         }
         Ok(Self {
             version,
             mode: document.mode,
-            undeclared_event_types: document.undeclared_event_types,
-            undeclared_properties: document.undeclared_properties,
             types,
+            declared_rule_action: action_for(document.mode, None),
+            undeclared_type_action: action_for(document.mode, Some(document.undeclared_event_types)),
+            undeclared_property_action: action_for(document.mode, Some(document.undeclared_properties)),
         })
     }
 
@@ -226,95 +239,33 @@ impl CompiledPlan {
         self.mode
     }
 
-    /// What breaking a declared rule, or an undeclared name under `policy`, does to an event in this
-    /// plan's mode; `None` when nothing happens.
+    /// Starts checking one event of type `event_type`: its type is looked up once, here; then each
+    /// property goes to [`EventCheck::property`], in any order, and [`EventCheck::finish`] gives the
+    /// first violation (module doc). With [`PlanMode::Off`] the check finds nothing.
     #[inline]
-    fn action_for(&self, policy: Option<UndeclaredPolicy>) -> Option<ViolationAction> {
-        let rejects = match policy {
-            None | Some(UndeclaredPolicy::Reject) => true,
-            Some(UndeclaredPolicy::Warn) => false,
-            Some(UndeclaredPolicy::Allow) => return None,
-        };
-        match self.mode {
-            PlanMode::Off => None,
-            PlanMode::Warn => Some(ViolationAction::Warn),
-            PlanMode::Enforce if rejects => Some(ViolationAction::Reject),
-            PlanMode::Enforce => Some(ViolationAction::Warn),
+    pub fn start<'e>(&self, event_type: &'e str) -> EventCheck<'_, 'e> {
+        let declared = if self.mode == PlanMode::Off { None } else { self.types.get(event_type) };
+        EventCheck {
+            plan: self,
+            event_type,
+            declared,
+            first: None,
+            required_present: RequiredPresent::for_type(declared),
         }
     }
 
-    /// Checks one event against the plan: its type and its properties, each name once
-    /// (`properties` is called for each pass over them: once, and a second time only when a required
-    /// property is missing). Returns the first violation (module doc), or `None`.
-    pub fn check<'e, I>(&self, event_type: &str, properties: impl Fn() -> I) -> Option<PlanViolation>
-    where
-        I: Iterator<Item = (&'e str, PlanValue<'e>)>,
-    {
-        if self.mode == PlanMode::Off {
-            return None;
+    /// Checks one event against the plan: its type and its properties, each name once. Returns the
+    /// first violation (module doc), or `None`. The same steps as [`CompiledPlan::start`].
+    pub fn check<'e>(
+        &self,
+        event_type: &'e str,
+        properties: impl IntoIterator<Item = (&'e str, PlanValue<'e>)>,
+    ) -> Option<PlanViolation> {
+        let mut check = self.start(event_type);
+        for (name, value) in properties {
+            check.property(name, value);
         }
-        let Some(declared) = self.types.get(event_type) else {
-            let action = self.action_for(Some(self.undeclared_event_types))?;
-            return Some(PlanViolation {
-                rule: PlanRule::EventTypeUndeclared,
-                action,
-                message: format!(
-                    "{}: event type \"{}\" is not in plan v{}",
-                    PlanRule::EventTypeUndeclared.name(),
-                    quoted(event_type),
-                    self.version
-                ),
-            });
-        };
-        let mut first: Option<Found<'e>> = None;
-        let mut keep = |found: Found<'e>| {
-            if first.as_ref().is_none_or(|current| found.precedes(current)) {
-                first = Some(found);
-            }
-        };
-        let mut required_present = 0;
-        for (name, value) in properties() {
-            let Some(property) = declared.properties.get(name) else {
-                if let Some(action) = self.action_for(Some(self.undeclared_properties)) {
-                    keep(Found { rule: PlanRule::PropertyUndeclared, action, property: name, value });
-                }
-                continue;
-            };
-            if property.required {
-                required_present += 1;
-            }
-            if let Some(rule) = property.broken_rule(value)
-                && let Some(action) = self.action_for(None)
-            {
-                keep(Found { rule, action, property: name, value });
-            }
-        }
-        if required_present < declared.required.len()
-            && let Some(action) = self.action_for(None)
-        {
-            let present: Vec<&str> = properties().map(|(name, _)| name).collect();
-            if let Some(missing) = declared.required.iter().find(|required| !present.contains(&&***required)) {
-                // The name is the plan's, not the event's; it lives as long as `self`, which outlives
-                // this call but not `'e`, so the violation is written here rather than kept.
-                let found = PlanViolation {
-                    rule: PlanRule::PropertyRequiredMissing,
-                    action,
-                    message: format!(
-                        "{}: {} is missing, plan v{} requires it",
-                        PlanRule::PropertyRequiredMissing.name(),
-                        missing,
-                        self.version
-                    ),
-                };
-                let missing_first = first.as_ref().is_none_or(|current| {
-                    (std::cmp::Reverse(action), &**missing) < (std::cmp::Reverse(current.action), current.property)
-                });
-                if missing_first {
-                    return Some(found);
-                }
-            }
-        }
-        first.map(|found| self.describe(found, &declared.properties))
+        check.finish()
     }
 
     fn describe(
@@ -383,10 +334,156 @@ impl CompiledPlan {
     }
 }
 
-fn compile_property(property: &PropertySpec) -> Result<CompiledProperty, regex::Error> {
+/// One event's check under way ([`CompiledPlan::start`]): the type it resolved, the first violation
+/// found so far and the required properties seen.
+pub struct EventCheck<'p, 'e> {
+    plan: &'p CompiledPlan,
+    event_type: &'e str,
+    /// The event's type in the plan; `None` when it is undeclared, or the plan is off.
+    declared: Option<&'p CompiledType>,
+    first: Option<Found<'e>>,
+    required_present: RequiredPresent,
+}
+
+impl<'e> EventCheck<'_, 'e> {
+    /// Checks one property of the event. Each name at most once per event: an event's property names
+    /// are distinct (a protobuf map).
+    #[inline]
+    pub fn property(&mut self, name: &'e str, value: PlanValue<'e>) {
+        let Some(declared) = self.declared else {
+            return;
+        };
+        let Some(property) = declared.properties.get(name) else {
+            if let Some(action) = self.plan.undeclared_property_action {
+                self.keep(Found { rule: PlanRule::PropertyUndeclared, action, property: name, value });
+            }
+            return;
+        };
+        if let Some(index) = property.required_index {
+            self.required_present.insert(index);
+        }
+        if let Some(rule) = property.broken_rule(value)
+            && let Some(action) = self.plan.declared_rule_action
+        {
+            self.keep(Found { rule, action, property: name, value });
+        }
+    }
+
+    #[inline]
+    fn keep(&mut self, found: Found<'e>) {
+        if self.first.as_ref().is_none_or(|current| found.precedes(current)) {
+            self.first = Some(found);
+        }
+    }
+
+    /// The event's first violation (module doc), or `None`.
+    pub fn finish(self) -> Option<PlanViolation> {
+        let plan = self.plan;
+        if plan.mode == PlanMode::Off {
+            return None;
+        }
+        let Some(declared) = self.declared else {
+            let action = plan.undeclared_type_action?;
+            return Some(PlanViolation {
+                rule: PlanRule::EventTypeUndeclared,
+                action,
+                message: format!(
+                    "{}: event type \"{}\" is not in plan v{}",
+                    PlanRule::EventTypeUndeclared.name(),
+                    quoted(self.event_type),
+                    plan.version
+                ),
+            });
+        };
+        if let Some(action) = plan.declared_rule_action
+            && let Some(missing_index) = self.required_present.first_missing(declared.required.len())
+        {
+            let missing = &*declared.required[missing_index];
+            let missing_first = self.first.as_ref().is_none_or(|current| {
+                (std::cmp::Reverse(action), missing) < (std::cmp::Reverse(current.action), current.property)
+            });
+            if missing_first {
+                return Some(PlanViolation {
+                    rule: PlanRule::PropertyRequiredMissing,
+                    action,
+                    message: format!(
+                        "{}: {} is missing, plan v{} requires it",
+                        PlanRule::PropertyRequiredMissing.name(),
+                        missing,
+                        plan.version
+                    ),
+                });
+            }
+        }
+        self.first.map(|found| plan.describe(found, &declared.properties))
+    }
+}
+
+/// The required properties of its type an event has, a bit each, in the order of the sorted names (so
+/// the first missing one is the lowest bit unset). A type with more than 64 required properties gets
+/// a word per 64, allocated per event; a plan's types have a handful.
+enum RequiredPresent {
+    Few(u64),
+    Many(Vec<u64>),
+}
+
+impl RequiredPresent {
+    #[inline]
+    fn for_type(declared: Option<&CompiledType>) -> Self {
+        match declared {
+            Some(declared) if declared.required.len() > 64 => {
+                RequiredPresent::Many(vec![0; declared.required.len().div_ceil(64)])
+            }
+            _ => RequiredPresent::Few(0),
+        }
+    }
+
+    #[inline]
+    fn insert(&mut self, index: usize) {
+        match self {
+            RequiredPresent::Few(bits) => *bits |= 1 << index,
+            RequiredPresent::Many(words) => words[index / 64] |= 1 << (index % 64),
+        }
+    }
+
+    /// The index of the first of `required` properties absent, if any.
+    #[inline]
+    fn first_missing(&self, required: usize) -> Option<usize> {
+        let words = match self {
+            RequiredPresent::Few(bits) => std::slice::from_ref(bits),
+            RequiredPresent::Many(words) => words.as_slice(),
+        };
+        words
+            .iter()
+            .enumerate()
+            .find_map(|(word_index, bits)| {
+                let absent = !bits;
+                (absent != 0).then(|| word_index * 64 + absent.trailing_zeros() as usize)
+            })
+            .filter(|index| *index < required)
+    }
+}
+
+/// What breaking a declared rule (`policy` `None`), or an undeclared name under `policy`, does to an
+/// event in `mode`; `None` when nothing happens.
+fn action_for(mode: PlanMode, policy: Option<UndeclaredPolicy>) -> Option<ViolationAction> {
+    let rejects = match policy {
+        None | Some(UndeclaredPolicy::Reject) => true,
+        Some(UndeclaredPolicy::Warn) => false,
+        Some(UndeclaredPolicy::Allow) => return None,
+    };
+    match mode {
+        PlanMode::Off => None,
+        PlanMode::Warn => Some(ViolationAction::Warn),
+        PlanMode::Enforce if rejects => Some(ViolationAction::Reject),
+        PlanMode::Enforce => Some(ViolationAction::Warn),
+    }
+}
+
+fn compile_property(property: &PropertySpec, required_index: Option<usize>) -> Result<CompiledProperty, regex::Error> {
     Ok(CompiledProperty {
         value_type: property.value_type,
-        required: property.required,
+        required_index,
         allowed_values: property.allowed_values.clone(),
         minimum: property.minimum.unwrap_or(f64::NEG_INFINITY),
         maximum: property.maximum.unwrap_or(f64::INFINITY),

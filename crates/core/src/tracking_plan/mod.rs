@@ -14,7 +14,7 @@ pub mod diff;
 pub mod document;
 pub mod store;
 
-pub use compiled::{CompiledPlan, PlanRule, PlanValue, PlanViolation, ViolationAction};
+pub use compiled::{CompiledPlan, EventCheck, PlanRule, PlanValue, PlanViolation, ViolationAction};
 pub use document::{PlanDocument, PlanDocumentError, PlanMode, PropertyType, UndeclaredPolicy};
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ fn plan(mode: PlanMode) -> CompiledPlan {
 }
 
 fn check<'e>(plan: &CompiledPlan, event_type: &str, properties: &[(&'e str, PlanValue<'e>)]) -> Option<PlanViolation> {
-    plan.check(event_type, || properties.iter().copied())
+    plan.check(event_type, properties.iter().copied())
 }
 
 /// An event's properties, as the check reads them.
