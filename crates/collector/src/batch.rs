@@ -25,7 +25,7 @@ use hourglass_core::key_store::KeyStore;
 use hourglass_core::record;
 use hourglass_core::trace_context;
 use hourglass_core::tracking_plan::store::PlanStore;
-use hourglass_core::tracking_plan::{CompiledPlan, EventCheck, PlanValue, PlanViolation, ViolationAction};
+use hourglass_core::tracking_plan::{CompiledPlan, EventCheck, PlanMode, PlanValue, PlanViolation, ViolationAction};
 use hourglass_proto::log::v1::{Outcome, OutcomeCount, PlanCheckCount};
 use hourglass_proto::v1::{BatchAck, BatchStatus, EventRejection, RejectionReason};
 use hourglass_proto::wire;
@@ -512,6 +512,12 @@ pub(crate) fn check_events(
             let Some((compiled, plan_checks)) = planned.as_mut() else {
                 return limits.check_event(event, clock);
             };
+            if compiled.mode() == PlanMode::Off {
+                // Counted as checked, as every valid event is under a plan; nothing to visit.
+                let event_hour = limits.check_event(event, clock)?;
+                plan_checks.add(event_hour, event.event_type(), None)?;
+                return Ok(event_hour);
+            }
             // The plan checks each property in validation's walk; what it found counts only for an
             // event that passed validation.
             let mut plan_check = compiled.start(event.event_type());
