@@ -877,8 +877,11 @@ mod tests {
         let cardinality = CardinalityTracker::new(1000);
         let read = read_events(&events).unwrap();
         let checked = check_events(&limits, &cardinality, &customer_id, roomy, Some(&plan), clock, read);
-        let rejections: Vec<(u32, i32, String)> =
-            checked.rejections.into_iter().map(|rejection| (rejection.index, rejection.reason, rejection.message)).collect();
+        let rejections: Vec<(u32, i32, String)> = checked
+            .rejections
+            .into_iter()
+            .map(|rejection| (rejection.index, rejection.reason, rejection.message))
+            .collect();
         assert_eq!(rejections, expected_rejections);
         assert!(checked.plan_checks.iter().all(|row| row.plan_version == 2));
         let rows: BTreeMap<(i64, String, i32, bool), u32> = checked
@@ -899,7 +902,11 @@ mod tests {
             assert!(rules.contains(&rule), "the batch breaks {rule:?}: {rows:?}");
         }
         let both = events.len() as u32 - 1;
-        assert!(rejections.iter().any(|(index, reason, _)| *index == both && *reason == Reason::PropertyValueInvalid as i32));
+        assert!(
+            rejections
+                .iter()
+                .any(|(index, reason, _)| *index == both && *reason == Reason::PropertyValueInvalid as i32)
+        );
     }
 
     #[test]
