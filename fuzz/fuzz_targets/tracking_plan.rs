@@ -62,7 +62,7 @@ fn check_events(plan: &CompiledPlan, document: &PlanDocument, mut rest: &[u8]) {
                 (name.as_str(), value)
             })
         };
-        let violation = plan.check(event_type, properties);
+        let violation = plan.check(event_type, properties());
         if plan.mode() == PlanMode::Off {
             assert!(violation.is_none(), "a plan in mode off found {violation:?}");
         }
