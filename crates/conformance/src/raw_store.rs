@@ -6,6 +6,9 @@
 //! `count_user_events` and `erase_user_events` find and delete one person's events of a customer-hour,
 //! leaving every other event, hour and customer, the outcome counts and last-write-wins as they were.
 //!
+//! Copies of an id in several records read as the last received, whether the records were written by
+//! one call or several (`copies`).
+//!
 //! [`suite`] runs every check; each check uses customer ids of its own, so they can share a store.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,6 +21,7 @@ use hourglass_proto::log::v1::{EventBatchRecord, Outcome, OutcomeCount, PlanChec
 use hourglass_proto::prost_types::Timestamp;
 use hourglass_proto::v1::{Event, PropertyValue, RejectionReason, property_value};
 
+mod copies;
 mod erasure;
 
 /// The hour most checks write to (2025-11-25T13:00:00Z).
@@ -37,6 +41,7 @@ pub async fn suite(store: &impl RawStore) {
     outcomes_are_counted_once_per_batch_by_hour_and_reason(store).await;
     customers_are_separate(store).await;
     pages_visit_each_event_of_a_bucket_once_in_id_order(store).await;
+    copies::suite(store).await;
     erasure::suite(store).await;
 }
 

@@ -49,6 +49,14 @@ pub struct CqlConfig {
     #[arg(long = "cql-max-batch-rows", env = "HOURGLASS_CQL_MAX_BATCH_ROWS", default_value_t = 50)]
     pub max_batch_rows: usize,
 
+    /// Most uncompressed bytes of one stored block: the events of the records written together that
+    /// share a customer-hour and bucket go into one row, cut between records past this, so a large
+    /// poll of one busy customer never makes one huge cell (ScyllaDB and Cassandra want cells well
+    /// under 1 MiB). One record's events of a bucket stay in one block whatever their size. 0 writes
+    /// a block per record, as builds before grouping did.
+    #[arg(long = "cql-max-block-bytes", env = "HOURGLASS_CQL_MAX_BLOCK_BYTES", default_value_t = 262_144)]
+    pub max_block_bytes: usize,
+
     /// Create the keyspace and tables at start-up when missing (idempotent; the bucket count is fixed by
     /// the first writer). With `false` a role waits, NOT_SERVING, until `hourglass migrate cql` (a
     /// deployment's migration job) has created them. ScyllaDB serialises concurrent schema changes; on a

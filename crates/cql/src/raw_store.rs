@@ -1,6 +1,7 @@
-//! [`CqlRawStore`]: writes each batch record's events as compressed blocks, one `raw_event_blocks` row
-//! per (record, hour, bucket), grouped by partition into unlogged single-partition batches; reads a bucket
-//! back block by block, each id once as its last written copy.
+//! [`CqlRawStore`]: writes the events of the records of one call as compressed blocks, one
+//! `raw_event_blocks` row per (customer, hour, bucket) they touch (`raw_block::grouped_blocks`: cut
+//! between records past `--cql-max-block-bytes`), grouped by partition into unlogged single-partition
+//! batches; reads a bucket back block by block, each id once as its last written copy.
 //!
 //! # Which copy is the last written
 //! An event id can be in several records (a client resending a batch whose ack it lost, or an event in
@@ -8,8 +9,10 @@
 //! collector received the record, then its batch id to order two records received in the same
 //! millisecond. That order is a property of the records, not of their delivery: a record redelivered or
 //! replayed from the log rewrites its own row at its own place, so it never overtakes a later resend, and
-//! every reader agrees on the order without any state. docs/architecture.md ("The raw store's layout")
-//! has the reasoning and the alternatives.
+//! every reader agrees on the order without any state. A block of several records takes its newest
+//! record's place and holds their events oldest record first, so inside one write call the order is
+//! exactly the one a block per record gave. docs/architecture.md ("The raw store's layout") has the
+//! reasoning, the alternatives, and the one corner where grouping changes which copy wins.
 //!
 //! A keyspace created by an older build also has `raw_events`, one row per event; [`legacy`] reads it
 //! beside the blocks until it is dropped.
@@ -19,7 +22,7 @@ use std::sync::Arc;
 
 use futures::TryStreamExt;
 use hourglass_core::erasure::UserMatcher;
-use hourglass_core::raw_block::{self, BlockRewrite, Decompressor, EventView, PageScans, SeenEventIds};
+use hourglass_core::raw_block::{self, BlockBatches, BlockRewrite, Decompressor, EventView, PageScans, SeenEventIds};
 use hourglass_core::raw_store::{self, EventVisitor, HourOutcomes, PlanCheckKey, RawStore, RawStoreError, StoredEvent};
 use hourglass_core::record_view::RecordView;
 use scylla::client::session::Session;
@@ -33,9 +36,10 @@ use crate::{CqlConfig, CqlError, schema};
 
 pub mod legacy;
 
-/// Blocks fetched per request when reading a bucket: a block holds one record's events of the bucket
-/// (a few to a hundred events, a few hundred bytes to a few KiB compressed), so a page is at most a few
-/// MiB in memory and few enough round trips.
+/// Blocks fetched per request when reading a bucket: a block holds the events of the bucket of the
+/// records of one write (a few to a few hundred events, at most `--cql-max-block-bytes` uncompressed
+/// unless one record alone is larger, a few KiB compressed in the benchmark), so a page is a few MiB in
+/// memory and few enough round trips.
 const BLOCK_PAGE_ROWS: i32 = 1000;
 
 /// The CQL implementation of [`RawStore`].
@@ -65,11 +69,15 @@ pub struct CqlRawStore {
     legacy: Option<LegacyRows>,
     bucket_count: u32,
     max_batch_rows: usize,
+    max_block_bytes: usize,
 }
 
 /// The columns of `raw_event_blocks`, in the insert's order: customer_id, hour_start, bucket,
-/// received_at, batch_id, events.
-type BlockRow<'a> = (&'a str, CqlTimestamp, i32, CqlTimestamp, &'a str, Vec<u8>);
+/// received_at, batch_id, events, batches (null for a block of one record's events).
+type BlockRow<'a> = (&'a str, CqlTimestamp, i32, CqlTimestamp, String, Vec<u8>, Option<Vec<(&'a str, i32)>>);
+
+/// A row's `batches`, as read: borrowed from the response.
+type StoredBatches<'a> = Option<Vec<(&'a str, i32)>>;
 
 /// customer_id, hour_start, batch_id, outcome, reason, count.
 type OutcomeRow<'a> = (&'a str, CqlTimestamp, &'a str, i32, i32, i32);
@@ -118,9 +126,10 @@ impl CqlRawStore {
             }
         };
         let insert_block = prepare(format!(
-            "INSERT INTO {keyspace}.{} (customer_id, hour_start, bucket, received_at, batch_id, events) \
-             VALUES (?, ?, ?, ?, ?, ?)",
-            schema::BLOCKS_TABLE
+            "INSERT INTO {keyspace}.{} (customer_id, hour_start, bucket, received_at, batch_id, events, {}) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            schema::BLOCKS_TABLE,
+            schema::BATCHES_COLUMN
         ))
         .await?;
         let insert_outcome = prepare(format!(
@@ -136,8 +145,9 @@ impl CqlRawStore {
         .await?;
         let select_blocks = |order: &str| {
             format!(
-                "SELECT batch_id, events FROM {keyspace}.{} WHERE customer_id = ? AND hour_start = ? AND bucket = ? \
-                 ORDER BY received_at {order}, batch_id {order}",
+                "SELECT batch_id, events, {} FROM {keyspace}.{} WHERE customer_id = ? AND hour_start = ? \
+                 AND bucket = ? ORDER BY received_at {order}, batch_id {order}",
+                schema::BATCHES_COLUMN,
                 schema::BLOCKS_TABLE
             )
         };
@@ -150,16 +160,18 @@ impl CqlRawStore {
         ))
         .await?;
         let mut select_blocks_with_keys = prepare(format!(
-            "SELECT received_at, batch_id, events, TTL(events) FROM {keyspace}.{} \
+            "SELECT received_at, batch_id, events, TTL(events), {} FROM {keyspace}.{} \
              WHERE customer_id = ? AND hour_start = ? AND bucket = ?",
+            schema::BATCHES_COLUMN,
             schema::BLOCKS_TABLE
         ))
         .await?;
         select_blocks_with_keys.set_page_size(BLOCK_PAGE_ROWS);
         let rewrite_block = prepare(format!(
-            "INSERT INTO {keyspace}.{} (customer_id, hour_start, bucket, received_at, batch_id, events) \
-             VALUES (?, ?, ?, ?, ?, ?) USING TTL ?",
-            schema::BLOCKS_TABLE
+            "INSERT INTO {keyspace}.{} (customer_id, hour_start, bucket, received_at, batch_id, events, {}) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) USING TTL ?",
+            schema::BLOCKS_TABLE,
+            schema::BATCHES_COLUMN
         ))
         .await?;
         let delete_block = prepare(format!(
@@ -190,6 +202,7 @@ impl CqlRawStore {
             legacy,
             bucket_count,
             max_batch_rows,
+            max_block_bytes: config.max_block_bytes,
         })
     }
 
@@ -234,18 +247,27 @@ impl CqlRawStore {
             let (result, next) =
                 self.session.execute_single_page(statement, values, paging_state).await.map_err(unavailable)?;
             let rows = result.into_rows_result().map_err(unavailable)?;
-            for row in rows.rows::<(&str, &[u8])>().map_err(unavailable)? {
-                let (batch_id, block) = row.map_err(unavailable)?;
-                let mut events = decompressor
+            // One buffer per page for the batch of each event of a block.
+            let mut batch_ids: Vec<&str> = Vec::new();
+            for row in rows.rows::<(&str, &[u8], StoredBatches<'_>)>().map_err(unavailable)? {
+                let (block_id, block, batches) = row.map_err(unavailable)?;
+                let events = decompressor
                     .events(block)
-                    .map_err(|error| undecodable(customer_id, hour_start, batch_id, error))?;
+                    .map_err(|error| undecodable(customer_id, hour_start, block_id, error))?;
+                raw_block::batch_of_each_event(block_id, runs_of(batches.as_deref()), events.len(), &mut batch_ids)
+                    .map_err(|covered| {
+                        let message = format!("its batches cover {covered} events, the block holds {}", events.len());
+                        damaged(customer_id, hour_start, block_id, &message)
+                    })?;
+                let copies = events.iter().zip(batch_ids.iter());
                 // Within a block too, the later copy of an id is the last written.
-                if let WriteOrder::NewestFirst = order {
-                    events.reverse();
-                }
-                for encoded_event in &events {
+                let copies: Box<dyn Iterator<Item = _>> = match order {
+                    WriteOrder::NewestFirst => Box::new(copies.rev()),
+                    WriteOrder::OldestFirst => Box::new(copies),
+                };
+                for (encoded_event, batch_id) in copies {
                     let event = EventView::parse(encoded_event)
-                        .map_err(|error| undecodable(customer_id, hour_start, batch_id, error))?;
+                        .map_err(|error| undecodable(customer_id, hour_start, block_id, error))?;
                     on_copy(&event, batch_id);
                 }
             }
@@ -289,7 +311,7 @@ impl CqlRawStore {
 
     /// Rewrites (same key, the TTL it had left) or deletes every block of a bucket holding one of `ids`,
     /// and deletes their rows of the old table.
-    async fn erase_in_bucket(
+    pub(crate) async fn erase_in_bucket(
         &self,
         customer_id: &str,
         hour_start: i64,
@@ -299,6 +321,7 @@ impl CqlRawStore {
         let hour = CqlTimestamp(hour_start.saturating_mul(1000));
         let values = (customer_id, hour, bucket as i32);
         let mut decompressor = Decompressor::new();
+        let mut removed = Vec::new();
         let mut paging_state = PagingState::start();
         loop {
             let (result, next) = self
@@ -307,10 +330,13 @@ impl CqlRawStore {
                 .await
                 .map_err(unavailable)?;
             let rows = result.into_rows_result().map_err(unavailable)?;
-            for row in rows.rows::<(CqlTimestamp, &str, &[u8], Option<i32>)>().map_err(unavailable)? {
-                let (received_at, batch_id, block, ttl_secs) = row.map_err(unavailable)?;
+            for row in
+                rows.rows::<(CqlTimestamp, &str, &[u8], Option<i32>, StoredBatches<'_>)>().map_err(unavailable)?
+            {
+                let (received_at, batch_id, block, ttl_secs, batches) = row.map_err(unavailable)?;
                 let key = (customer_id, hour, bucket as i32, received_at, batch_id);
-                match raw_block::without_events(&mut decompressor, block, ids)
+                let batches = BlockBatches::new(runs_of(batches.as_deref()).collect());
+                match raw_block::without_events_at(&mut decompressor, block, ids, &mut removed)
                     .map_err(|error| undecodable(customer_id, hour_start, batch_id, error))?
                 {
                     BlockRewrite::Unchanged => {}
@@ -321,7 +347,10 @@ impl CqlRawStore {
                         // No TTL left means the row had none (a table without a default TTL): TTL 0
                         // keeps it so.
                         let (customer_id, hour, bucket, received_at, batch_id) = key;
-                        let row = (customer_id, hour, bucket, received_at, batch_id, rewritten, ttl_secs.unwrap_or(0));
+                        // The runs of the events kept, so each still names its own batch.
+                        let batches = batches.is_grouped().then(|| stored_runs(&batches.without(&removed)));
+                        let ttl_secs = ttl_secs.unwrap_or(0);
+                        let row = (customer_id, hour, bucket, received_at, batch_id, rewritten, batches, ttl_secs);
                         self.session.execute_unpaged(&self.rewrite_block, row).await.map_err(unavailable)?;
                     }
                 }
@@ -354,6 +383,23 @@ fn batches_of(statement: &PreparedStatement, max_rows: usize) -> Arc<[Batch]> {
         .collect()
 }
 
+/// A row's `batches` as runs; a negative count (which no build writes) as none.
+fn runs_of<'a>(batches: Option<&[(&'a str, i32)]>) -> impl Iterator<Item = (&'a str, u32)> {
+    batches.unwrap_or_default().iter().map(|(batch_id, events)| (*batch_id, u32::try_from(*events).unwrap_or(0)))
+}
+
+/// Runs as the `batches` column holds them.
+fn stored_runs<'a>(runs: &[(&'a str, u32)]) -> Vec<(&'a str, i32)> {
+    // A block's events are a record's few MiB at most: far below i32::MAX.
+    runs.iter().map(|(batch_id, events)| (*batch_id, i32::try_from(*events).unwrap_or(i32::MAX))).collect()
+}
+
+fn damaged(customer_id: &str, hour_start: i64, block_id: &str, message: &str) -> RawStoreError {
+    RawStoreError::Schema(
+        format!("damaged event block of customer {customer_id}, hour {hour_start}, block {block_id}: {message}").into(),
+    )
+}
+
 fn unavailable(error: impl std::error::Error + Send + Sync + 'static) -> RawStoreError {
     RawStoreError::Unavailable(Box::new(error))
 }
@@ -367,24 +413,28 @@ fn undecodable(customer_id: &str, hour_start: i64, batch_id: &str, error: raw_bl
 
 impl RawStore for CqlRawStore {
     async fn write_records(&self, records: &[RecordView<'_>]) -> Result<(), RawStoreError> {
-        // Group rows by partition, across records: an unlogged batch is cheap only when all its rows
-        // share one, and bigger batches mean fewer requests for both sides.
+        // One block per customer, hour and bucket for all the records (a row is the CQL server's cost;
+        // `raw_block::grouped_blocks` has the order and keys that keep last-write-wins), and rows
+        // grouped by partition: an unlogged batch is cheap only when all its rows share one (several
+        // rows share one only when a block was cut at `--cql-max-block-bytes`).
         let mut partitions: HashMap<(&str, i64, u32), Vec<BlockRow<'_>>> = HashMap::new();
+        for block in raw_block::grouped_blocks(records, self.bucket_count, self.max_block_bytes) {
+            let batches = block.batches.is_grouped().then(|| stored_runs(block.batches.runs()));
+            let row = (
+                block.customer_id,
+                CqlTimestamp(block.hour_start.saturating_mul(1000)),
+                // Lossless: below the bucket count (see `bucket_of`).
+                block.bucket as i32,
+                CqlTimestamp(block.received_at_unix_ms),
+                block.block_id,
+                block.block,
+                batches,
+            );
+            partitions.entry((block.customer_id, block.hour_start, block.bucket)).or_default().push(row);
+        }
         let mut outcome_partitions: HashMap<(&str, i64), Vec<OutcomeRow<'_>>> = HashMap::new();
         let mut plan_check_partitions: HashMap<(&str, i64), Vec<PlanCheckRow<'_>>> = HashMap::new();
         for record in records {
-            for block in raw_block::record_blocks(record, self.bucket_count) {
-                let row = (
-                    record.customer_id.as_str(),
-                    CqlTimestamp(block.hour_start.saturating_mul(1000)),
-                    // Lossless: below the bucket count (see `bucket_of`).
-                    block.bucket as i32,
-                    CqlTimestamp(record.received_at_unix_ms),
-                    record.batch_id.as_str(),
-                    block.block,
-                );
-                partitions.entry((record.customer_id.as_str(), block.hour_start, block.bucket)).or_default().push(row);
-            }
             for count in &record.outcomes {
                 let row = (
                     record.customer_id.as_str(),

@@ -1,9 +1,11 @@
 //! The raw store's schema. Every statement is idempotent (`IF NOT EXISTS`), so `migrate cql` can run
 //! at every start and from many replicas.
 //!
-//! - `raw_event_blocks`: one row per (customer, hour, bucket, record): the record's events of that
-//!   hour and bucket as one compressed block (`hourglass_core::raw_block`), clustered newest record
-//!   first (`received_at`, then `batch_id`) so that a fold reads the last written copy of an id first;
+//! - `raw_event_blocks`: one row per (customer, hour, bucket) and write call: the events of that hour
+//!   and bucket of the records written together, as one compressed block (`hourglass_core::raw_block`),
+//!   clustered newest first (`received_at`, then `batch_id`: of its newest record; a block of several
+//!   records has a group id, and `batches` names each event's batch) so that a fold reads the last
+//!   written copy of an id first. Tables created before `batches` existed get it added here;
 //!   time-window compaction by hour windows, default TTL = raw retention, so expiry drops whole SSTables.
 //!   The server's table compression stays on although each block is LZ4-compressed already: a chunk of
 //!   it spans many blocks of similar events, and measured it holds the table in a third of the bytes
@@ -24,6 +26,13 @@ use crate::{CqlConfig, CqlError};
 
 /// The table of event blocks.
 pub const BLOCKS_TABLE: &str = "raw_event_blocks";
+
+/// The column of `raw_event_blocks` naming the batch of each event in a block of several records: runs
+/// of (batch id, events) in block order; null in a block of one record's events (its `batch_id`).
+pub const BATCHES_COLUMN: &str = "batches";
+
+/// The CQL type of [`BATCHES_COLUMN`]: frozen, so the whole list is one cell.
+const BATCHES_TYPE: &str = "frozen<list<tuple<text, int>>>";
 
 /// The settings key holding the bucket count.
 pub(crate) const BUCKETS_SETTING: &str = "raw_event_buckets";
@@ -46,6 +55,7 @@ pub async fn migrate(session: &Session, config: &CqlConfig) -> Result<u32, CqlEr
                 received_at timestamp,
                 batch_id text,
                 events blob,
+                batches frozen<list<tuple<text, int>>>,
                 PRIMARY KEY ((customer_id, hour_start, bucket), received_at, batch_id)
             ) WITH CLUSTERING ORDER BY (received_at DESC, batch_id DESC)
               AND compaction = {{'class': 'TimeWindowCompactionStrategy', 'compaction_window_unit': 'HOURS', 'compaction_window_size': {}}}
@@ -81,6 +91,13 @@ pub async fn migrate(session: &Session, config: &CqlConfig) -> Result<u32, CqlEr
     for statement in statements {
         session.query_unpaged(statement.as_str(), ()).await.map_err(|error| CqlError::query("schema change", error))?;
     }
+    // A table created before blocks held several records' events lacks the column that says which.
+    if !has_column(session, keyspace, BLOCKS_TABLE, BATCHES_COLUMN).await? {
+        session
+            .query_unpaged(format!("ALTER TABLE {keyspace}.{BLOCKS_TABLE} ADD {BATCHES_COLUMN} {BATCHES_TYPE}"), ())
+            .await
+            .map_err(|error| CqlError::query("schema change", error))?;
+    }
     session.await_schema_agreement().await.map_err(|error| CqlError::query("schema agreement", error))?;
     // Lightweight transaction: the first writer fixes the bucket count, later ones read it.
     session
@@ -91,6 +108,21 @@ pub async fn migrate(session: &Session, config: &CqlConfig) -> Result<u32, CqlEr
         .await
         .map_err(|error| CqlError::query("bucket setting", error))?;
     bucket_count(session, keyspace).await
+}
+
+/// Whether `keyspace.table` has `column`.
+pub async fn has_column(session: &Session, keyspace: &str, table: &str, column: &str) -> Result<bool, CqlError> {
+    let rows = session
+        .query_unpaged(
+            "SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ? \
+             AND column_name = ?",
+            (keyspace, table, column),
+        )
+        .await
+        .map_err(|error| CqlError::query("reading the schema", error))?
+        .into_rows_result()
+        .map_err(|error| CqlError::query("reading the schema", error))?;
+    Ok(rows.rows_num() > 0)
 }
 
 /// The bucket count stored in the keyspace; a [`CqlError::Schema`] naming the fix when the keyspace or

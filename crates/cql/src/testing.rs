@@ -38,7 +38,12 @@ pub async fn drop_test_keyspace(config: &CqlConfig) {
 
 /// Creates a fresh keyspace for one test on the test nodes and returns a store on it.
 pub async fn create_test_store(test_name: &str, buckets: u32) -> (CqlConfig, CqlRawStore) {
-    let config = test_config(test_name, &test_nodes(), buckets);
+    create_test_store_with(test_config(test_name, &test_nodes(), buckets)).await
+}
+
+/// Creates the keyspace of `config` (from [`test_config`], other settings changed as a test needs) and
+/// returns a store on it.
+pub async fn create_test_store_with(config: CqlConfig) -> (CqlConfig, CqlRawStore) {
     let session = config.connect().await.expect("connect to the test CQL server");
     schema::migrate(&session, &config).await.expect("migrate the test keyspace");
     let store = CqlRawStore::with_session(std::sync::Arc::new(session), &config).await.expect("prepare statements");
@@ -46,77 +51,17 @@ pub async fn create_test_store(test_name: &str, buckets: u32) -> (CqlConfig, Cql
 }
 
 /// Removes events behind the store's back, for tests of what the ledger shows when raw data is lost:
-/// every block of their buckets in `hour_start` is rewritten without them (deleted when emptied).
+/// every block of their buckets in `hour_start` is rewritten without them (deleted when emptied), as an
+/// erasure rewrites blocks.
 pub async fn delete_events(config: &CqlConfig, customer_id: &str, hour_start: i64, event_ids: &[&str]) {
-    use hourglass_core::raw_block::{self, Decompressor, EventView};
-    use scylla::value::CqlTimestamp;
+    use std::collections::HashSet;
 
-    let keyspace = config.checked_keyspace().expect("test keyspace name");
-    let session = config.connect().await.expect("connect to the test CQL server");
-    let bucket_count = schema::bucket_count(&session, keyspace).await.expect("the keyspace's bucket count");
-    let mut buckets: Vec<u32> =
-        event_ids.iter().map(|id| hourglass_core::raw_store::bucket_of(id, bucket_count)).collect();
+    let store = CqlRawStore::connect(config).await.expect("open the test keyspace");
+    let mut buckets: Vec<u32> = event_ids.iter().map(|id| store.bucket_of(id) as u32).collect();
     buckets.sort_unstable();
     buckets.dedup();
-    let table = schema::BLOCKS_TABLE;
-    let hour = CqlTimestamp(hour_start * 1000);
+    let ids: HashSet<String> = event_ids.iter().map(|id| (*id).to_owned()).collect();
     for bucket in buckets {
-        let rows: Vec<(CqlTimestamp, String, Vec<u8>)> = session
-            .query_unpaged(
-                format!(
-                    "SELECT received_at, batch_id, events FROM {keyspace}.{table} \
-                     WHERE customer_id = ? AND hour_start = ? AND bucket = ?"
-                ),
-                (customer_id, hour, bucket as i32),
-            )
-            .await
-            .expect("read the bucket's blocks")
-            .into_rows_result()
-            .expect("rows")
-            .rows::<(CqlTimestamp, String, Vec<u8>)>()
-            .expect("typed rows")
-            .collect::<Result<_, _>>()
-            .expect("decode rows");
-        for (received_at, batch_id, stored) in rows {
-            let mut decompressor = Decompressor::new();
-            let events = decompressor.events(&stored).expect("a readable block");
-            let mut kept = Vec::new();
-            let mut kept_count = 0;
-            for encoded in &events {
-                let event = EventView::parse(encoded).expect("a readable event");
-                if !event_ids.contains(&event.event_id) {
-                    raw_block::push_encoded_event(&mut kept, encoded);
-                    kept_count += 1;
-                }
-            }
-            if kept_count == events.len() {
-                continue;
-            }
-            let key = (customer_id, hour, bucket as i32, received_at, batch_id.as_str());
-            if kept_count == 0 {
-                session
-                    .query_unpaged(
-                        format!(
-                            "DELETE FROM {keyspace}.{table} WHERE customer_id = ? AND hour_start = ? AND bucket = ? \
-                             AND received_at = ? AND batch_id = ?"
-                        ),
-                        key,
-                    )
-                    .await
-                    .expect("delete an emptied block");
-            } else {
-                let (customer_id, hour, bucket, received_at, batch_id) = key;
-                session
-                    .query_unpaged(
-                        format!(
-                            "INSERT INTO {keyspace}.{table} (customer_id, hour_start, bucket, received_at, batch_id, \
-                             events) VALUES (?, ?, ?, ?, ?, ?)"
-                        ),
-                        (customer_id, hour, bucket, received_at, batch_id, raw_block::compress(&kept)),
-                    )
-                    .await
-                    .expect("rewrite a block");
-            }
-        }
+        store.erase_in_bucket(customer_id, hour_start, bucket, &ids).await.expect("rewrite the bucket's blocks");
     }
 }

@@ -40,19 +40,30 @@ pub fn without_events(
     stored: &[u8],
     ids: &HashSet<String>,
 ) -> Result<BlockRewrite, DecodeError> {
+    without_events_at(decompressor, stored, ids, &mut Vec::new())
+}
+
+/// [`without_events`], also setting `removed` to the block indexes of the events taken out, ascending
+/// (a store that records which batch each event came from adjusts that with them).
+pub fn without_events_at(
+    decompressor: &mut Decompressor,
+    stored: &[u8],
+    ids: &HashSet<String>,
+    removed: &mut Vec<usize>,
+) -> Result<BlockRewrite, DecodeError> {
+    removed.clear();
     let events = decompressor.events(stored)?;
     let mut kept = Vec::new();
-    let mut removed = 0;
-    for encoded_event in &events {
+    for (index, encoded_event) in events.iter().enumerate() {
         if ids.contains(EventView::parse(encoded_event)?.event_id) {
-            removed += 1;
+            removed.push(index);
         } else {
             push_encoded_event(&mut kept, encoded_event);
         }
     }
-    Ok(match removed {
+    Ok(match removed.len() {
         0 => BlockRewrite::Unchanged,
-        _ if removed == events.len() => BlockRewrite::Emptied,
+        count if count == events.len() => BlockRewrite::Emptied,
         _ => BlockRewrite::Rewritten(compress(&kept)),
     })
 }

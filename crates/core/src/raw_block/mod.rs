@@ -12,6 +12,8 @@
 //! - [`PageWindow`] builds one page of a bucket in event-id order from a scan of its blocks in write
 //!   order, in memory bounded by the page; [`SeenEventIds`] de-duplicates a bucket's ids when it is
 //!   folded newest first.
+//! - [`grouped_blocks`] puts the events of several records written together that share a customer-hour
+//!   and bucket into one block (the CQL store's rows), with [`BlockBatches`] naming each event's batch.
 //! - [`collect_user_event_ids`] and [`without_events`] erase one person's events from a block (a block is
 //!   rewritten whole, its other events' bytes copied as they were).
 //!
@@ -21,15 +23,16 @@
 //! 0.22. zstd only pulls ahead on large blocks (100 events: 11.5x against 6.7x); the aggregator reads
 //! every block of an hour, so decompression speed is what counts, and both are far under the target.
 
-use crate::raw_store::bucket_of;
 use crate::record_view::RecordView;
 
 mod erase;
+mod group;
 mod page;
 mod seen;
 mod wire;
 
-pub use erase::{BlockRewrite, collect_user_event_ids, without_events};
+pub use erase::{BlockRewrite, collect_user_event_ids, without_events, without_events_at};
+pub use group::{BlockBatches, GroupedBlock, batch_of_each_event, group_block_id, grouped_blocks};
 pub use page::{PageScans, PageWindow, ScannedWindow};
 pub use seen::SeenEventIds;
 pub use wire::{DecodeError, EventView, PropertyRef, block_events, push_encoded_event, push_event};
@@ -57,7 +60,7 @@ const LZ4_SEQUENCE_BYTES: usize = 64;
 pub struct RecordBlock {
     /// The hour of the events' `occurred_at` (an event without a time counts as at 0).
     pub hour_start: i64,
-    /// Their bucket ([`bucket_of`]).
+    /// Their bucket ([`bucket_of`](crate::raw_store::bucket_of)).
     pub bucket: u32,
     /// The events, in record order, as a [`compress`]ed block.
     pub block: Vec<u8>,
@@ -66,25 +69,9 @@ pub struct RecordBlock {
 /// The blocks of `record`: one per (hour, bucket) its events touch, in the order first touched. Each
 /// event's bytes are copied into its block as the record holds them.
 pub fn record_blocks(record: &RecordView<'_>, bucket_count: u32) -> Vec<RecordBlock> {
-    let mut places: Vec<(i64, u32)> = Vec::new();
-    let mut raw_blocks: Vec<Vec<u8>> = Vec::new();
-    for event in &record.events {
-        let place = (event.hour_start(), bucket_of(&event.event_id, bucket_count));
-        // A record touches few places (its hours times the buckets), so a scan beats a map.
-        let index = match places.iter().position(|known| *known == place) {
-            Some(index) => index,
-            None => {
-                places.push(place);
-                raw_blocks.push(Vec::new());
-                places.len() - 1
-            }
-        };
-        push_encoded_event(&mut raw_blocks[index], &event.encoded);
-    }
-    places
+    group::record_pieces(record, bucket_count)
         .into_iter()
-        .zip(raw_blocks)
-        .map(|((hour_start, bucket), raw)| RecordBlock { hour_start, bucket, block: compress(&raw) })
+        .map(|((hour_start, bucket), raw, _)| RecordBlock { hour_start, bucket, block: compress(&raw) })
         .collect()
 }
 
@@ -161,6 +148,7 @@ mod tests {
     use hourglass_proto::v1::Event;
 
     use super::*;
+    use crate::raw_store::bucket_of;
 
     fn block_of(ids: &[&str]) -> Vec<u8> {
         let mut block = Vec::new();
