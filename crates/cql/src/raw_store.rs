@@ -29,7 +29,7 @@ use scylla::client::session::Session;
 use scylla::response::{PagingState, PagingStateResponse};
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
-use scylla::value::CqlTimestamp;
+use scylla::value::{CqlTimestamp, MaybeUnset};
 
 use self::legacy::LegacyRows;
 use crate::{CqlConfig, CqlError, schema};
@@ -73,8 +73,9 @@ pub struct CqlRawStore {
 }
 
 /// The columns of `raw_event_blocks`, in the insert's order: customer_id, hour_start, bucket,
-/// received_at, batch_id, events, batches (null for a block of one record's events).
-type BlockRow<'a> = (&'a str, CqlTimestamp, i32, CqlTimestamp, String, Vec<u8>, Option<Vec<(&'a str, i32)>>);
+/// received_at, batch_id, events, batches (unset for a block of one record's events: a null would write a
+/// tombstone, which costs the server at every write, compaction and read).
+type BlockRow<'a> = (&'a str, CqlTimestamp, i32, CqlTimestamp, String, Vec<u8>, MaybeUnset<Vec<(&'a str, i32)>>);
 
 /// A row's `batches`, as read: borrowed from the response.
 type StoredBatches<'a> = Option<Vec<(&'a str, i32)>>;
@@ -347,8 +348,13 @@ impl CqlRawStore {
                         // No TTL left means the row had none (a table without a default TTL): TTL 0
                         // keeps it so.
                         let (customer_id, hour, bucket, received_at, batch_id) = key;
-                        // The runs of the events kept, so each still names its own batch.
-                        let batches = batches.is_grouped().then(|| stored_runs(&batches.without(&removed)));
+                        // The runs of the events kept, so each still names its own batch (a block
+                        // without runs keeps none).
+                        let batches = if batches.runs().is_empty() {
+                            MaybeUnset::Unset
+                        } else {
+                            MaybeUnset::Set(stored_runs(&batches.without(&removed)))
+                        };
                         let ttl_secs = ttl_secs.unwrap_or(0);
                         let row = (customer_id, hour, bucket, received_at, batch_id, rewritten, batches, ttl_secs);
                         self.session.execute_unpaged(&self.rewrite_block, row).await.map_err(unavailable)?;
@@ -419,7 +425,11 @@ impl RawStore for CqlRawStore {
         // rows share one only when a block was cut at `--cql-max-block-bytes`).
         let mut partitions: HashMap<(&str, i64, u32), Vec<BlockRow<'_>>> = HashMap::new();
         for block in raw_block::grouped_blocks(records, self.bucket_count, self.max_block_bytes) {
-            let batches = block.batches.is_grouped().then(|| stored_runs(block.batches.runs()));
+            let batches = if block.batches.is_grouped() {
+                MaybeUnset::Set(stored_runs(block.batches.runs()))
+            } else {
+                MaybeUnset::Unset
+            };
             let row = (
                 block.customer_id,
                 CqlTimestamp(block.hour_start.saturating_mul(1000)),

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use hourglass_core::event_log::{EventLog, Topic};
 use hourglass_core::hour;
 use hourglass_core::record;
@@ -74,6 +74,8 @@ pub struct IngestorFigures {
     pub keyspace: String,
     /// CPU-seconds the CQL server spent flushing the keyspace after the run, with `--flush-instance`.
     pub flush_store_cpu_seconds: Option<f64>,
+    /// Rows of `raw_event_blocks` the run left (blocks: what the CQL server pays per row).
+    pub block_rows: u64,
 }
 
 /// Runs the ingestor benchmark and prints what it measured.
@@ -142,6 +144,7 @@ pub async fn measure(args: &IngestorBenchArgs, bars: super::Bars) -> anyhow::Res
 
     admin::delete_topics(&kafka, &[&kafka.events_topic, &kafka.dead_letter_topic]).await?;
     let session = args.cql.connect().await?;
+    let block_rows = count_block_rows(&session, &keyspace).await?;
     session.query_unpaged(format!("DROP KEYSPACE IF EXISTS {keyspace}"), ()).await?;
 
     let measurement = Measurement {
@@ -151,11 +154,27 @@ pub async fn measure(args: &IngestorBenchArgs, bars: super::Bars) -> anyhow::Res
         peak_rss_kib: Some(peak_rss),
         store_cpu_seconds: store_cpu,
     };
-    Ok(IngestorFigures { measurement, published_seconds, keyspace, flush_store_cpu_seconds })
+    Ok(IngestorFigures { measurement, published_seconds, keyspace, flush_store_cpu_seconds, block_rows })
+}
+
+/// The rows of the keyspace's blocks table, counted by paging through one small column (a `COUNT(*)` of
+/// a large table times out).
+async fn count_block_rows(session: &scylla::client::session::Session, keyspace: &str) -> anyhow::Result<u64> {
+    let mut statement = scylla::statement::unprepared::Statement::new(format!(
+        "SELECT bucket FROM {keyspace}.{}",
+        hourglass_cql::schema::BLOCKS_TABLE
+    ));
+    statement.set_page_size(5000);
+    let mut rows = session.query_iter(statement, ()).await?.rows_stream::<(i32,)>()?;
+    let mut count = 0u64;
+    while rows.try_next().await?.is_some() {
+        count += 1;
+    }
+    Ok(count)
 }
 
 fn print(args: &IngestorBenchArgs, figures: &IngestorFigures) {
-    let IngestorFigures { measurement, published_seconds, keyspace, flush_store_cpu_seconds } = figures;
+    let IngestorFigures { measurement, published_seconds, keyspace, flush_store_cpu_seconds, block_rows } = figures;
     let (wall_seconds, ingestor_cpu) = (measurement.wall_seconds, measurement.cpu_seconds);
     let (peak_rss, store_cpu) = (measurement.peak_rss_kib.unwrap_or_default(), measurement.store_cpu_seconds);
     let events = args.events as f64;
@@ -176,6 +195,7 @@ fn print(args: &IngestorBenchArgs, figures: &IngestorFigures) {
         ),
         None => println!("  CQL server CPU     unknown (pass --store-pid)"),
     }
+    println!("  CQL block rows     {block_rows} = {:.0} per million events", *block_rows as f64 / events * 1e6);
     if let Some(cpu) = flush_store_cpu_seconds {
         println!(
             "  CQL server flush   {cpu:.2} s = {:.2} CPU-s per million events (nodetool flush after the run)",
