@@ -334,8 +334,11 @@ mod tests {
         }
     }
 
-    /// (customer, bucket, id, ids and types in block order, per-event batch ids) of each block.
-    fn contents(blocks: &[GroupedBlock<'_>]) -> Vec<(String, u32, String, Vec<String>, Vec<String>)> {
+    /// (customer, bucket, id, ids and types in block order, per-event batch ids) of one block.
+    type Contents = (String, u32, String, Vec<String>, Vec<String>);
+
+    /// The [`Contents`] of each block.
+    fn contents(blocks: &[GroupedBlock<'_>]) -> Vec<Contents> {
         let mut decompressor = Decompressor::new();
         blocks
             .iter()
