@@ -1,6 +1,8 @@
-//! A plan version compiled for the collector's hot path: hash maps from names to rules, patterns compiled
-//! once, so checking an event costs a look-up of its type and one per property, and allocates only when
-//! it finds a violation (to write the message).
+//! A plan version compiled for the collector's hot path: tables from names to rules ([`NameTable`]: no
+//! `memcmp` for a name of up to 16 bytes), rules in a dense array, enums as tables too, patterns compiled
+//! once and id patterns matched in one pass without an automaton ([`Pattern`]), so checking an event
+//! costs a look-up of its type and one per property, and allocates only when it finds a violation (to
+//! write the message).
 //!
 //! The check is incremental ([`CompiledPlan::start`] → [`EventCheck::property`] per property →
 //! [`EventCheck::finish`]), so the collector checks each property while its validation walk has it in
@@ -13,14 +15,14 @@
 //! first (a missing required property counting under its own name). So the reason an event gets does
 //! not depend on the order its properties were encoded in.
 
-use std::collections::HashMap;
 use std::fmt::Write;
 
-use foldhash::fast::RandomState;
 use hourglass_proto::v1::RejectionReason;
 use regex::Regex;
 
 use super::document::{PlanDocument, PlanMode, PropertySpec, PropertyType, UndeclaredPolicy};
+use super::name_table::NameTable;
+use super::pattern::Pattern;
 
 /// Longest part of a value a violation's message quotes, in bytes.
 const MAX_QUOTED_VALUE_BYTES: usize = 64;
@@ -145,27 +147,39 @@ struct CompiledProperty {
     /// For a required property, its place among the type's required names (sorted): the bit the check
     /// sets when an event has it, with the look-up it does anyway.
     required_index: Option<usize>,
-    allowed_values: Option<Vec<String>>,
+    /// The enum's values, in the order the plan lists them (for messages).
+    allowed_values: Option<NameTable>,
     minimum: f64,
     maximum: f64,
     max_length: Option<usize>,
-    pattern: Option<Regex>,
+    pattern: Option<Pattern>,
     /// The pattern as written, for messages.
     pattern_text: Option<String>,
 }
 
 /// One declared event type, ready to check.
 struct CompiledType {
-    properties: HashMap<Box<str>, CompiledProperty, RandomState>,
+    /// Property names to their rules' places in `rules`.
+    properties: NameTable,
+    rules: Vec<CompiledProperty>,
     /// The required properties' names, sorted.
     required: Vec<Box<str>>,
+}
+
+impl CompiledType {
+    #[inline]
+    fn property(&self, name: &str) -> Option<&CompiledProperty> {
+        self.properties.get(name).map(|index| &self.rules[index])
+    }
 }
 
 /// One version of a customer's plan, compiled.
 pub struct CompiledPlan {
     version: u32,
     mode: PlanMode,
-    types: HashMap<Box<str>, CompiledType, RandomState>,
+    /// Event type names to their places in `declared_types`.
+    types: NameTable,
+    declared_types: Vec<CompiledType>,
     /// What breaking a declared rule does in this mode (`None` in mode off), and what an undeclared
     /// type or property does under its policy: worked out once, not per property.
     declared_rule_action: Option<ViolationAction>,
@@ -179,7 +193,7 @@ impl std::fmt::Debug for CompiledPlan {
             .debug_struct("CompiledPlan")
             .field("version", &self.version)
             .field("mode", &self.mode)
-            .field("event_types", &self.types.len())
+            .field("event_types", &self.declared_types.len())
             .finish_non_exhaustive()
     }
 }
@@ -203,8 +217,8 @@ impl<'e> Found<'e> {
 impl CompiledPlan {
     /// Compiles version `version` of a valid plan ([`PlanDocument::parse`] checked its patterns).
     pub fn compile(version: u32, document: &PlanDocument) -> Result<Self, regex::Error> {
-        let mut types = HashMap::with_capacity_and_hasher(document.event_types.len(), RandomState::default());
-        for (event_type, spec) in &document.event_types {
+        let mut declared_types = Vec::with_capacity(document.event_types.len());
+        for spec in document.event_types.values() {
             let mut required: Vec<Box<str>> = spec
                 .properties
                 .iter()
@@ -212,17 +226,22 @@ impl CompiledPlan {
                 .map(|(name, _)| Box::from(name.as_str()))
                 .collect();
             required.sort();
-            let mut properties = HashMap::with_capacity_and_hasher(spec.properties.len(), RandomState::default());
-            for (name, property) in &spec.properties {
-                let required_index = required.binary_search_by(|required| (**required).cmp(name.as_str())).ok();
-                properties.insert(Box::from(name.as_str()), compile_property(property, required_index)?);
-            }
-            types.insert(Box::from(event_type.as_str()), CompiledType { properties, required });
+            let rules = spec
+                .properties
+                .iter()
+                .map(|(name, property)| {
+                    let required_index = required.binary_search_by(|required| (**required).cmp(name.as_str())).ok();
+                    compile_property(property, required_index)
+                })
+                .collect::<Result<_, _>>()?;
+            let properties = NameTable::new(spec.properties.keys().map(String::as_str));
+            declared_types.push(CompiledType { properties, rules, required });
         }
         Ok(Self {
             version,
             mode: document.mode,
-            types,
+            types: NameTable::new(document.event_types.keys().map(String::as_str)),
+            declared_types,
             declared_rule_action: action_for(document.mode, None),
             undeclared_type_action: action_for(document.mode, Some(document.undeclared_event_types)),
             undeclared_property_action: action_for(document.mode, Some(document.undeclared_properties)),
@@ -244,7 +263,11 @@ impl CompiledPlan {
     /// first violation (module doc). With [`PlanMode::Off`] the check finds nothing.
     #[inline]
     pub fn start<'e>(&self, event_type: &'e str) -> EventCheck<'_, 'e> {
-        let declared = if self.mode == PlanMode::Off { None } else { self.types.get(event_type) };
+        let declared = if self.mode == PlanMode::Off {
+            None
+        } else {
+            self.types.get(event_type).map(|index| &self.declared_types[index])
+        };
         EventCheck {
             plan: self,
             event_type,
@@ -271,15 +294,11 @@ impl CompiledPlan {
         check.finish()
     }
 
-    fn describe(
-        &self,
-        found: Found<'_>,
-        properties: &HashMap<Box<str>, CompiledProperty, RandomState>,
-    ) -> PlanViolation {
+    fn describe(&self, found: Found<'_>, declared_type: &CompiledType) -> PlanViolation {
         let Found { rule, action, property: name, value } = found;
         let version = self.version;
         let mut message = format!("{}: ", rule.name());
-        let declared = properties.get(name);
+        let declared = declared_type.property(name);
         let _ = match (rule, declared) {
             (PlanRule::PropertyUndeclared, _) | (_, None) => {
                 write!(message, "{} is not declared, plan v{version} does not list it", quoted(name))
@@ -292,7 +311,7 @@ impl CompiledPlan {
                 property.value_type.as_str()
             ),
             (PlanRule::PropertyNotInEnum, Some(property)) => {
-                let allowed = property.allowed_values.as_deref().unwrap_or_default();
+                let allowed = property.allowed_values.as_ref().map(NameTable::names).unwrap_or_default();
                 let listed: Vec<String> = allowed.iter().map(|value| format!("\"{}\"", quoted(value))).collect();
                 write!(
                     message,
@@ -356,7 +375,7 @@ impl<'e> EventCheck<'_, 'e> {
         let Some(declared) = self.declared else {
             return;
         };
-        let Some(property) = declared.properties.get(name) else {
+        let Some(property) = declared.property(name) else {
             if let Some(action) = self.plan.undeclared_property_action {
                 self.keep(Found { rule: PlanRule::PropertyUndeclared, action, property: name, value });
             }
@@ -418,7 +437,7 @@ impl<'e> EventCheck<'_, 'e> {
                 });
             }
         }
-        self.first.map(|found| plan.describe(found, &declared.properties))
+        self.first.map(|found| plan.describe(found, declared))
     }
 }
 
@@ -487,11 +506,17 @@ fn compile_property(property: &PropertySpec, required_index: Option<usize>) -> R
     Ok(CompiledProperty {
         value_type: property.value_type,
         required_index,
-        allowed_values: property.allowed_values.clone(),
+        allowed_values: property
+            .allowed_values
+            .as_ref()
+            .map(|values| NameTable::new(values.iter().map(String::as_str))),
         minimum: property.minimum.unwrap_or(f64::NEG_INFINITY),
         maximum: property.maximum.unwrap_or(f64::INFINITY),
         max_length: property.max_length.map(|length| length as usize),
-        pattern: property.pattern.as_deref().map(compile_pattern).transpose()?,
+        pattern: match property.pattern.as_deref() {
+            Some(text) => Some(Pattern::new(text, compile_pattern(text)?)),
+            None => None,
+        },
         pattern_text: property.pattern.clone(),
     })
 }
@@ -503,7 +528,7 @@ impl CompiledProperty {
         match (self.value_type, value) {
             (PropertyType::String, PlanValue::String(text)) => {
                 if let Some(allowed) = &self.allowed_values
-                    && !allowed.iter().any(|allowed| allowed == text)
+                    && allowed.get(text).is_none()
                 {
                     return Some(PlanRule::PropertyNotInEnum);
                 }

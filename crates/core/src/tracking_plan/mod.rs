@@ -12,6 +12,8 @@
 pub mod compiled;
 pub mod diff;
 pub mod document;
+mod name_table;
+mod pattern;
 pub mod store;
 
 pub use compiled::{CompiledPlan, EventCheck, PlanRule, PlanValue, PlanViolation, ViolationAction};
