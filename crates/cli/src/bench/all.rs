@@ -211,6 +211,7 @@ pub async fn run(args: AllBenchArgs) -> anyhow::Result<()> {
         tracking_plan: None,
         plan_violation_rate: 0.0,
         plan_check_only: false,
+        plan_pairs: 5,
         kafka: args.kafka.clone(),
         postgres: args.postgres.clone(),
     };
@@ -233,7 +234,7 @@ pub async fn run(args: AllBenchArgs) -> anyhow::Result<()> {
         ..collector_args.clone()
     };
     let what = format!(
-        "collector with a 20-type plan (enforce) and without, {} events each",
+        "collector with a 20-type plan (enforce) and without, 5 pairs of runs of {} events",
         thousands(plan_args.events as f64)
     );
     let plan_step = collector::measure_with_plan(&plan_args, collector::TrackingPlanMode::Enforce, hidden);
@@ -243,12 +244,19 @@ pub async fn run(args: AllBenchArgs) -> anyhow::Result<()> {
     .await
     {
         let without_name = "collector, the plan's events without a plan";
-        let without = measured_row(without_name, false, &figures.without.measurement);
-        let mut with = measured_row("collector with a 20-type plan (enforce)", false, &figures.with.measurement);
+        let median = figures.median_pair();
+        let without = measured_row(without_name, false, &median.without.measurement);
+        let mut with = measured_row("collector with a 20-type plan (enforce)", false, &median.with.measurement);
         with.floor = Some(without_name.into());
         with.checks = vec![Check::new("plan < 10% of the collector's CPU/event", figures.share() < 0.10)];
         with.notes = vec![
-            format!("plan's share {:.1}%", figures.share() * 100.0),
+            format!(
+                "plan's share {:.1}%, median of {} pairs ({:.1}% to {:.1}%)",
+                figures.share() * 100.0,
+                figures.pairs.len(),
+                figures.share_range().0 * 100.0,
+                figures.share_range().1 * 100.0
+            ),
             format!(
                 "check alone {:.0} ns/event in process ({:.1}%)",
                 figures.check.check_nanos_per_event,

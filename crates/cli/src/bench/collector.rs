@@ -5,12 +5,15 @@
 //! are measured apart from the load generator's, from `/proc/<pid>`.
 //!
 //! With `--tracking-plan MODE` it measures what a tracking plan costs: the events are the bench plan's
-//! (`tracking_plan.rs`), sent twice with the same numbers to a collector of their own each time, first
-//! for a customer without a plan, then for one with the plan pushed in that mode; the plan's share is the
-//! difference in the collector's CPU per event over its CPU per event with the plan. `CompiledPlan::check`
-//! alone, and what the plan adds to the validation of an event (the collector checks the plan in
-//! validation's walk over the properties), are measured in this process too, on the same events, where
-//! the shared cores' noise does not reach them.
+//! (`tracking_plan.rs`), sent with the same numbers to a collector of their own each time, for a customer
+//! without a plan and for one with the plan pushed in that mode, in `--plan-pairs` pairs of runs. A pair's
+//! share is the difference in the collector's CPU per event over its CPU per event with the plan; the
+//! plan's share is the median pair's. Pairs alternate which run goes first, and the median is taken,
+//! because on the shared cores the collector's CPU per event moves by ±20% from one run to the next with
+//! no plan at all (the load generator and the broker beside it): one pair alone says little.
+//! `CompiledPlan::check` alone, and what the plan adds to the validation of an event (the collector
+//! checks the plan in validation's walk over the properties), are measured in this process too, on the
+//! same events, where that noise does not reach them.
 
 use std::net::TcpListener as StdTcpListener;
 use std::process::Stdio;
@@ -95,6 +98,10 @@ pub struct CollectorBenchArgs {
     /// With --tracking-plan: only the in-process measure of `CompiledPlan::check` (no servers).
     #[arg(long, requires = "tracking_plan")]
     pub(super) plan_check_only: bool,
+    /// With --tracking-plan: pairs of runs without and with the plan (each pair in the other order than
+    /// the last); the plan's share is the median pair's.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..), requires = "tracking_plan")]
+    pub(super) plan_pairs: u32,
     #[command(flatten)]
     pub(super) kafka: KafkaConfig,
     #[command(flatten)]
@@ -111,40 +118,72 @@ pub struct CollectorFigures {
     pub client_cpu_seconds: f64,
 }
 
+/// One run without the plan and one with it, on the same events.
+pub struct PlanPair {
+    /// The run for a customer without a plan.
+    pub without: CollectorFigures,
+    /// The run for a customer with the plan.
+    pub with: CollectorFigures,
+    /// Whether the run with the plan went first.
+    pub with_first: bool,
+}
+
+impl PlanPair {
+    /// The plan's share of the collector's CPU per event in this pair: the difference between the runs
+    /// over the run with the plan.
+    pub fn share(&self) -> f64 {
+        let with = self.with.measurement.cpu_seconds_per_million();
+        (with - self.without.measurement.cpu_seconds_per_million()) / with.max(f64::MIN_POSITIVE)
+    }
+}
+
 /// What the collector bench measured of a tracking plan: the same events without and with it.
 pub struct PlanFigures {
     /// The plan's mode.
     pub mode: TrackingPlanMode,
     /// Events in a million that broke the plan.
     pub violations_per_million: u32,
-    /// The run for a customer without a plan.
-    pub without: CollectorFigures,
-    /// The run for a customer with the plan.
-    pub with: CollectorFigures,
+    /// The pairs of runs, in the order run (at least one).
+    pub pairs: Vec<PlanPair>,
     /// `CompiledPlan::check` alone, in this process.
     pub check: CheckFigures,
 }
 
 impl PlanFigures {
-    /// The plan's share of the collector's CPU per event: the difference between the runs over the
-    /// run with the plan.
+    /// The pair whose share is the median (the lower of the middle two for an even count): the runs the
+    /// figures quote.
+    pub fn median_pair(&self) -> &PlanPair {
+        let mut pairs: Vec<&PlanPair> = self.pairs.iter().collect();
+        pairs.sort_by(|left, right| left.share().total_cmp(&right.share()));
+        pairs[(pairs.len() - 1) / 2]
+    }
+
+    /// The plan's share of the collector's CPU per event: the median pair's.
     pub fn share(&self) -> f64 {
-        let with = self.with.measurement.cpu_seconds_per_million();
-        (with - self.without.measurement.cpu_seconds_per_million()) / with.max(f64::MIN_POSITIVE)
+        self.median_pair().share()
+    }
+
+    /// The lowest and highest pair's share.
+    pub fn share_range(&self) -> (f64, f64) {
+        let shares = self.pairs.iter().map(PlanPair::share);
+        (shares.clone().fold(f64::INFINITY, f64::min), shares.fold(f64::NEG_INFINITY, f64::max))
+    }
+
+    /// The collector's CPU per event with the plan, in nanoseconds: the median pair's.
+    fn collector_nanos_with_plan(&self) -> f64 {
+        self.median_pair().with.measurement.cpu_seconds_per_million() * 1e3
     }
 
     /// The check's own CPU per event measured in process over the collector's CPU per event with the
     /// plan: the share without the runs' noise.
     pub fn check_share(&self) -> f64 {
-        let collector_nanos = self.with.measurement.cpu_seconds_per_million() * 1e3;
-        self.check.check_nanos_per_event / collector_nanos.max(f64::MIN_POSITIVE)
+        self.check.check_nanos_per_event / self.collector_nanos_with_plan().max(f64::MIN_POSITIVE)
     }
 
     /// What the plan adds to validation, measured in process, over the collector's CPU per event with
     /// the plan: the plan's share in the collector's path without the runs' noise.
     pub fn added_share(&self) -> f64 {
-        let collector_nanos = self.with.measurement.cpu_seconds_per_million() * 1e3;
-        self.check.plan_added_nanos_per_event() / collector_nanos.max(f64::MIN_POSITIVE)
+        self.check.plan_added_nanos_per_event() / self.collector_nanos_with_plan().max(f64::MIN_POSITIVE)
     }
 }
 
@@ -162,10 +201,11 @@ pub async fn run(args: CollectorBenchArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let figures = measure_with_plan(&args, mode, super::Bars::Shown).await?;
-    println!("without a plan (customer of its own, the plan's events):");
-    print(&args, &figures.without);
-    println!("with the 20-type plan in {} mode:", mode.plan_mode().as_str());
-    print(&args, &figures.with);
+    let median = figures.median_pair();
+    println!("the median pair's run without a plan (customer of its own, the plan's events):");
+    print(&args, &median.without);
+    println!("the median pair's run with the 20-type plan in {} mode:", mode.plan_mode().as_str());
+    print(&args, &median.with);
     print_plan(&figures);
     Ok(())
 }
@@ -187,8 +227,8 @@ pub async fn measure(args: &CollectorBenchArgs, bars: super::Bars) -> anyhow::Re
     measure_run(args, bars, &plain).await
 }
 
-/// The run without a plan, then the run with the plan in `mode`, on the same events, then the check
-/// alone in this process.
+/// `--plan-pairs` pairs of a run without a plan and a run with the plan in `mode`, on the same events,
+/// alternating which goes first, then the check alone in this process.
 pub async fn measure_with_plan(
     args: &CollectorBenchArgs,
     mode: TrackingPlanMode,
@@ -203,18 +243,32 @@ pub async fn measure_with_plan(
         plan: None,
         planned_violations_per_million: Some(violations_per_million),
     };
-    let without = measure_run(args, bars, &without_plan).await.context("the run without a plan failed")?;
     let with_plan = RunSetup {
         customer: Some(format!("{prefix}-plan")),
         plan: Some(plan),
         planned_violations_per_million: Some(violations_per_million),
     };
-    let with = measure_run(args, bars, &with_plan).await.context("the run with the plan failed")?;
+    let mut pairs = Vec::new();
+    for pair in 0..args.plan_pairs.max(1) {
+        let with_first = pair % 2 == 1;
+        let mut order = [(&without_plan, "without a plan"), (&with_plan, "with the plan")];
+        if with_first {
+            order.reverse();
+        }
+        let mut runs = Vec::with_capacity(2);
+        for (setup, what) in order {
+            let figures = measure_run(args, bars, setup).await;
+            runs.push(figures.with_context(|| format!("pair {}: the run {what} failed", pair + 1))?);
+        }
+        let (second, first) = (runs.pop().expect("two runs"), runs.pop().expect("two runs"));
+        let (without, with) = if with_first { (second, first) } else { (first, second) };
+        pairs.push(PlanPair { without, with, with_first });
+    }
     let check = tokio::task::spawn_blocking(move || {
         tracking_plan::measure_check(mode.plan_mode(), CHECK_EVENTS, CHECK_PASSES, violations_per_million)
     })
     .await??;
-    Ok(PlanFigures { mode, violations_per_million, without, with, check })
+    Ok(PlanFigures { mode, violations_per_million, pairs, check })
 }
 
 async fn measure_run(
@@ -379,26 +433,38 @@ fn print_check(mode: TrackingPlanMode, check: &CheckFigures) {
 }
 
 fn print_plan(figures: &PlanFigures) {
-    let (without, with) = (&figures.without.measurement, &figures.with.measurement);
     println!(
-        "tracking plan: 20 types in {} mode, {:.2}% of events violating",
+        "tracking plan: 20 types in {} mode, {:.2}% of events violating, {} pairs of runs",
         figures.mode.plan_mode().as_str(),
-        f64::from(figures.violations_per_million) / 1e4
+        f64::from(figures.violations_per_million) / 1e4,
+        figures.pairs.len()
     );
+    for (number, pair) in figures.pairs.iter().enumerate() {
+        let (without, with) = (&pair.without.measurement, &pair.with.measurement);
+        println!(
+            "  pair {}{}  {:.2} CPU-s per million events without the plan, {:.2} with it ({:+.0} ns per event, \
+             share {:.1}%)",
+            number + 1,
+            if pair.with_first { " (with first)" } else { "             " },
+            without.cpu_seconds_per_million(),
+            with.cpu_seconds_per_million(),
+            (with.cpu_seconds_per_million() - without.cpu_seconds_per_million()) * 1e3,
+            pair.share() * 100.0
+        );
+    }
+    let median = figures.median_pair();
     println!(
-        "  collector CPU      {:.2} CPU-s per million events without the plan, {:.2} with it ({:+.0} ns per event)",
-        without.cpu_seconds_per_million(),
-        with.cpu_seconds_per_million(),
-        (with.cpu_seconds_per_million() - without.cpu_seconds_per_million()) * 1e3
+        "  throughput         {:.0} events/s without, {:.0} with (the median pair)",
+        median.without.measurement.events_per_second(),
+        median.with.measurement.events_per_second()
     );
+    let (lowest, highest) = figures.share_range();
     println!(
-        "  throughput         {:.0} events/s without, {:.0} with",
-        without.events_per_second(),
-        with.events_per_second()
-    );
-    println!(
-        "  plan's share       {:.1}% of the collector's CPU per event with the plan (target < 10%)",
-        figures.share() * 100.0
+        "  plan's share       {:.1}% of the collector's CPU per event with the plan, the median pair's \
+         (pairs {:.1}% to {:.1}%; target < 10%)",
+        figures.share() * 100.0,
+        lowest * 100.0,
+        highest * 100.0
     );
     print_check(figures.mode, &figures.check);
     println!(

@@ -260,6 +260,12 @@ fn the_example_plans_parse_as_the_schema_says() {
     for (path, json) in valid {
         let document = PlanDocument::parse(&json).unwrap_or_else(|error| panic!("{path}: {error}"));
         CompiledPlan::compile(1, &document).unwrap();
+        // The id patterns a plan declares are matched in one pass, without the regex engine.
+        for pattern in document.event_types.values().flat_map(|spec| spec.properties.values()) {
+            if let Some(pattern) = &pattern.pattern {
+                assert!(super::pattern::StepPattern::parse(pattern).is_some(), "{path}: {pattern}");
+            }
+        }
     }
     for (path, json) in invalid {
         assert!(PlanDocument::parse(&json).is_err(), "{path} is refused");
