@@ -2,11 +2,11 @@
 //!
 //! Plans use patterns for ids and codes: `^s_[0-9a-f]{16}$`, `^[A-Z0-9-]+$`, `^[a-z][a-z0-9_-]{0,63}$`.
 //! Each of these is, once parsed, an anchored run of **steps**, each a set of ASCII bytes repeated between
-//! a minimum and a maximum number of times (a literal is a step per byte). When no step that can vary
-//! in length is followed by one whose bytes it shares, a match can only take the longest run each step
-//! allows, so one pass over the value with a bit test per byte decides it: no automaton, no search
-//! set-up, no per-call cache. That is most of what `Regex::is_match` costs on a 20-byte id, and it ran
-//! on every event (docs/architecture.md: tracking plans on the hot path).
+//! a minimum and a maximum number of times (a literal is a step per byte). When every step that can vary
+//! in length is the last, or is followed by a step that takes at least one byte and none of its bytes, a
+//! match can only take the longest run each step allows, so one pass over the value with a bit test per
+//! byte decides it: no automaton, no search set-up, no per-call cache. That is most of what `Regex::is_match` costs on a 20-byte id, and it ran
+//! on every event (docs/architecture.md: one walk over an event's properties checks them and the tracking plan).
 //!
 //! Any other pattern (alternation, Unicode classes, unanchored, a variable step followed by one it
 //! overlaps) is matched by the `regex` crate, as before. Both give the same answer on every value: a
