@@ -41,9 +41,11 @@ import (
 func main() {
 	key := flag.String("configmap-key", "", "validate the bootstrap each ConfigMap holds under this key")
 	dump := flag.String("dump", "", "with -configmap-key: write the (single) bootstrap found to this file")
-	webListener := flag.String("web-listener", "", "the listener that must take HTTP/1.1 besides HTTP/2 (codec AUTO); every other listener in front of a gRPC cluster must take HTTP/2 only")
+	webListener := flag.String("web-listener", "",
+		"the listener that must take HTTP/1.1 besides HTTP/2 (codec AUTO); every other listener in front of a gRPC cluster must take HTTP/2 only")
 	webCluster := flag.String("web-cluster", "", "with -web-listener: the cluster the web paths must be routed to")
-	webPaths := flag.String("web-paths", "", "with -web-listener: comma-separated paths the web listener must route to -web-cluster")
+	webPaths := flag.String("web-paths", "",
+		"with -web-listener: comma-separated paths the web listener must route to -web-cluster")
 	flag.Parse()
 	var policy *webPolicy
 	if *webListener != "" {
