@@ -128,6 +128,8 @@ class ServicePlan:
     name: str
     health_service: str
     # frontend
+    # HTTP/1.1 besides h2c (Envoy's codec AUTO: the query listener, for the web console), else h2c only.
+    accept_http1: bool
     client_timeout: str
     # backend
     balance: str
@@ -199,9 +201,20 @@ def translate(bootstrap: Dict[str, Any]) -> BalancerPlan:
         manager = manager_filter["typed_config"]
         manager["@type"]
         manager["stat_prefix"]
-        if manager["codec_type"] != "HTTP2":
-            raise EnvoyConfigError(f"listener {name}: clients must speak HTTP/2 (gRPC)")
-        mapped.append((f"{name}: codec_type HTTP2", "bind ... proto h2 (h2c, prior knowledge)"))
+        codec = manager["codec_type"]
+        if codec not in ("HTTP2", "AUTO"):
+            raise EnvoyConfigError(f"listener {name}: codec_type {codec} is not mapped (HTTP2 or AUTO)")
+        accept_http1 = codec == "AUTO"
+        if accept_http1:
+            mapped.append(
+                (
+                    f"{name}: codec_type AUTO",
+                    "bind ... without proto: haproxy tells h2c (prior knowledge) by its preface, else HTTP/1.1, "
+                    "and forwards both over the servers' proto h2",
+                )
+            )
+        else:
+            mapped.append((f"{name}: codec_type HTTP2", "bind ... proto h2 (h2c, prior knowledge)"))
         h2 = manager["http2_protocol_options"]
         settings = (h2["max_concurrent_streams"], h2["initial_stream_window_size"])
         h2.aside("initial_connection_window_size", "haproxy 2.6 sizes the connection window itself")
@@ -337,6 +350,7 @@ def translate(bootstrap: Dict[str, Any]) -> BalancerPlan:
         services[name] = ServicePlan(
             name=name,
             health_service=health_service,
+            accept_http1=accept_http1,
             client_timeout=client_timeout,
             balance=balance,
             connect_timeout=connect_timeout,
@@ -409,7 +423,7 @@ def haproxy_config(
         lines += [
             "",
             f"frontend {name}",
-            f"    bind 127.0.0.1:{frontends[name]} proto h2",
+            f"    bind 127.0.0.1:{frontends[name]}" + ("" if service.accept_http1 else " proto h2"),
             f"    timeout client {service.client_timeout}",
             f"    default_backend {name}",
             "",

@@ -21,7 +21,7 @@ from typing import Callable, List, Optional
 import yaml
 from hourglass import CallError, QueryClient
 
-from hourglass_e2e import checks
+from hourglass_e2e import checks, console
 from hourglass_e2e.load import Traffic, hour_start, zipf_weights
 from hourglass_e2e.platform import Platform, Process, RssMonitor, metric, wait_until
 from hourglass_e2e.servers import Servers
@@ -136,7 +136,15 @@ def steady(context: Context) -> Outcome:
     outcome.notes.append(_client_notes(traffic))
     if traffic.customers[-1].client.stats().throttled_events == 0:
         outcome.failures.append("the customer over its quota was never throttled")
-    return _settle_and_check(context, traffic, outcome)
+    _settle_and_check(context, traffic, outcome)
+    # The web console as a browser reaches it through the balancer (HTTP/1.1, gRPC-Web), on settled data.
+    hours = sorted({hour for hour, _ in traffic.hours})
+    notes, failures = console.check_console(
+        context.platform.query_target, customers[0].query_key, hours[0], hours[-1] + timedelta(hours=1)
+    )
+    outcome.notes += notes
+    outcome.failures += failures
+    return outcome
 
 
 # ---------------------------------------------------------------------------------------------------- 2

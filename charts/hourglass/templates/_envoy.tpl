@@ -24,8 +24,16 @@ static_resources:
               typed_config:
                 "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
                 stat_prefix: {{ $service }}
+                {{- if eq $service "query" }}
+                # gRPC clients speak HTTP/2 with prior knowledge (h2c), which AUTO tells from HTTP/1.1 by its
+                # preface; a browser without TLS speaks HTTP/1.1 for the web console (/console/) and its
+                # gRPC-Web calls. Envoy forwards both over HTTP/2 to the query pods, which answer gRPC-Web
+                # themselves (tonic-web, over either version): no grpc_web filter here. TLS ends in front.
+                codec_type: AUTO
+                {{- else }}
                 # gRPC clients speak HTTP/2 with prior knowledge (h2c); TLS ends in front of Envoy.
                 codec_type: HTTP2
+                {{- end }}
                 http2_protocol_options:
                   # The collector's and query service's own --max-concurrent-streams.
                   max_concurrent_streams: 128

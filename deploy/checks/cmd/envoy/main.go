@@ -7,6 +7,12 @@
 //
 // The second form finds the bootstrap in a ConfigMap of rendered manifests (`helm template`) under the given
 // key, validates it and, with -dump, writes it to FILE (for a deliberately broken copy in a self-test).
+//
+// With -web-listener, each bootstrap is also held to the chart's protocols (protocols.go): that listener
+// takes HTTP/1.1 and HTTP/2 (codec AUTO) and routes each of -web-paths to -web-cluster, and every other
+// listener in front of a gRPC cluster takes HTTP/2 only.
+//
+//	envoy -web-listener query -web-cluster query -web-paths /console/,/hourglass.v1.QueryService/GetHourlyMetrics FILE
 package main
 
 import (
@@ -17,6 +23,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -34,7 +41,20 @@ import (
 func main() {
 	key := flag.String("configmap-key", "", "validate the bootstrap each ConfigMap holds under this key")
 	dump := flag.String("dump", "", "with -configmap-key: write the (single) bootstrap found to this file")
+	webListener := flag.String("web-listener", "",
+		"the listener that must take HTTP/1.1 besides HTTP/2 (codec AUTO); every other listener in front of a gRPC cluster must take HTTP/2 only")
+	webCluster := flag.String("web-cluster", "", "with -web-listener: the cluster the web paths must be routed to")
+	webPaths := flag.String("web-paths", "",
+		"with -web-listener: comma-separated paths the web listener must route to -web-cluster")
 	flag.Parse()
+	var policy *webPolicy
+	if *webListener != "" {
+		if *webCluster == "" || *webPaths == "" {
+			fmt.Fprintln(os.Stderr, "envoy: -web-listener needs -web-cluster and -web-paths")
+			os.Exit(2)
+		}
+		policy = &webPolicy{listener: *webListener, cluster: *webCluster, paths: strings.Split(*webPaths, ",")}
+	}
 	if flag.NArg() != 1 {
 		fmt.Fprintln(os.Stderr, "usage: envoy [-configmap-key KEY [-dump FILE]] FILE")
 		os.Exit(2)
@@ -55,7 +75,7 @@ func main() {
 	}
 	failed := false
 	for name, bootstrap := range bootstraps {
-		if err := validate(bootstrap); err != nil {
+		if err := validate(bootstrap, policy); err != nil {
 			fmt.Fprintf(os.Stderr, "%s: invalid Envoy bootstrap: %v\n", name, err)
 			failed = true
 			continue
@@ -77,7 +97,7 @@ func main() {
 	}
 }
 
-func validate(bootstrapYAML []byte) error {
+func validate(bootstrapYAML []byte, policy *webPolicy) error {
 	asJSON, err := yaml.YAMLToJSONStrict(bootstrapYAML)
 	if err != nil {
 		return err
@@ -86,7 +106,13 @@ func validate(bootstrapYAML []byte) error {
 	if err := (protojson.UnmarshalOptions{DiscardUnknown: false}).Unmarshal(asJSON, &bootstrap); err != nil {
 		return err
 	}
-	return bootstrap.ValidateAll()
+	if err := bootstrap.ValidateAll(); err != nil {
+		return err
+	}
+	if policy == nil {
+		return nil
+	}
+	return checkProtocols(&bootstrap, *policy)
 }
 
 // fromConfigMaps returns the value under key of every ConfigMap in a manifest stream, named by ConfigMap.
