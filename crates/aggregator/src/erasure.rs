@@ -46,7 +46,7 @@ use hourglass_core::rollup_store::{Completion, RollupStore, RollupStoreError};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AggregatorConfig;
-use crate::reprocess::{ReprocessError, is_final_at, lease_hour_waiting};
+use crate::reprocess::{ReprocessError, is_final_at, lease_hour_waiting_until};
 use crate::worker::{aggregate_hour, holding_lease};
 
 pub use hourglass_config::ErasureConfig;
@@ -254,8 +254,13 @@ pub async fn run_request_until<R: RawStore, S: RollupStore, E: ErasureStore>(
         if shutdown.is_cancelled() {
             return Err(stop(done - 1, total - (done - 1)).await);
         }
-        let work = erase_hour(config, raw_store, rollup_store, &matcher, &hour.customer_hour, &owner, now_unix);
-        let revision = holding_erasure_lease(config, erasure_store, lease, work).await.ok_or_else(lease_lost)??;
+        let work =
+            erase_hour(config, raw_store, rollup_store, &matcher, &hour.customer_hour, &owner, now_unix, shutdown);
+        let erased = holding_erasure_lease(config, erasure_store, lease, work).await.ok_or_else(lease_lost)??;
+        let Some(revision) = erased else {
+            // Stopped while a worker held the hour: nothing of it was done.
+            return Err(stop(done - 1, total - (done - 1)).await);
+        };
         if !erasure_store.record_erased_hour(lease, &hour.customer_hour, revision).await? {
             return Err(lease_lost());
         }
@@ -272,7 +277,10 @@ pub async fn run_request_until<R: RawStore, S: RollupStore, E: ErasureStore>(
 
 /// Deletes the person's events of one hour and recomputes it under the hour's lease; returns the hour's
 /// new revision. An hour that passed its horizon since it was planned is only deleted from, not
-/// recomputed (a recomputation could undercount), and recorded with revision 0.
+/// recomputed (a recomputation could undercount), and recorded with revision 0. `None`, with nothing
+/// done, if `shutdown` came while a worker held the hour (the wait may last minutes); once the hour is
+/// leased, its work runs to its end.
+#[allow(clippy::too_many_arguments)]
 async fn erase_hour<R: RawStore, S: RollupStore>(
     config: &AggregatorConfig,
     raw_store: &R,
@@ -281,13 +289,16 @@ async fn erase_hour<R: RawStore, S: RollupStore>(
     customer_hour: &CustomerHour,
     owner: &str,
     now_unix: i64,
-) -> Result<u32, ErasureError> {
+    shutdown: &CancellationToken,
+) -> Result<Option<u32>, ErasureError> {
     let hour_start = customer_hour.hour_start;
     if config.raw_retention.is_past_horizon(hour_start, now_unix) {
         raw_store.erase_user_events(matcher, hour_start).await?;
-        return Ok(0);
+        return Ok(Some(0));
     }
-    let job = lease_hour_waiting(config, rollup_store, customer_hour, owner).await?;
+    let Some(job) = lease_hour_waiting_until(config, rollup_store, customer_hour, owner, shutdown).await? else {
+        return Ok(None);
+    };
     let customer_id = customer_hour.customer_id.as_str();
     let work = async {
         raw_store.erase_user_events(matcher, hour_start).await?;
@@ -298,7 +309,7 @@ async fn erase_hour<R: RawStore, S: RollupStore>(
         || ReprocessError::LeaseLost { customer_id: customer_id.to_owned(), hour_start: customer_hour.hour_start };
     let rollup = holding_lease(config, rollup_store, &job, work).await.ok_or_else(hour_lease_lost)??;
     match rollup_store.complete(&job, &rollup).await? {
-        Completion::Replaced { revision } => Ok(revision),
+        Completion::Replaced { revision } => Ok(Some(revision)),
         Completion::LeaseLost => Err(hour_lease_lost().into()),
     }
 }
