@@ -16,10 +16,16 @@
 //! with the person's events in each, are recorded in one step and the request becomes `erasing`. Then each
 //! planned hour not yet done is leased like a job, its raw events of the person deleted
 //! ([`RawStore::erase_user_events`]) and the hour recomputed and swapped in under that lease, and the
-//! hour's new revision recorded with the request. A run that dies anywhere leaves the request leased
-//! until its lease expires; the next run resumes with the hours not recorded as done (deleting again finds
-//! nothing, recomputing again changes nothing but the revision), and never plans again: a recount after a
-//! deletion would find nothing in an hour whose rollup still counts the person.
+//! hour's new revision recorded with the request. A run that dies anywhere (kill -9, a failure) leaves the
+//! request leased until its lease expires; the next run resumes with the hours not recorded as done
+//! (deleting again finds nothing, recomputing again changes nothing but the revision), and never plans
+//! again: a recount after a deletion would find nothing in an hour whose rollup still counts the person.
+//!
+//! A run stopped by shutdown (SIGTERM; [`run_request_until`]) stops at a safe point instead: while
+//! scanning, which writes nothing, or between two hours, after the hour under way is swapped in and
+//! recorded (an hour's work is never cut: its hour lease would be left until it expired). It then gives
+//! the request's lease back ([`ErasureStore::release_erasure`]), holding no hour lease, so the next run
+//! takes the request at once and resumes it as above.
 //!
 //! A request records until when the person's events are to be dropped at ingestion (`suppress_until`,
 //! listed by [`ErasureStore::suppressed_users`]); until the ingestor applies that list, a record
@@ -40,7 +46,7 @@ use hourglass_core::rollup_store::{Completion, RollupStore, RollupStoreError};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AggregatorConfig;
-use crate::reprocess::{ReprocessError, is_final_at, lease_hour_waiting};
+use crate::reprocess::{ReprocessError, is_final_at, lease_hour_waiting_until};
 use crate::worker::{aggregate_hour, holding_lease};
 
 pub use hourglass_config::ErasureConfig;
@@ -93,6 +99,17 @@ pub enum ErasureError {
     /// The request's lease was lost (it expired, or another run leased it).
     #[error("lost the lease on erasure request {0} (it expired or another run took it); run again to resume")]
     LeaseLost(String),
+    /// Shutdown stopped the run between two hours (or while it scanned, before planning), and its lease
+    /// was given back: the next run takes the request at once and resumes on the hours not done.
+    #[error("erasure request {request_id} stopped by shutdown with {hours_done} hours done, {hours_left} left")]
+    Stopped {
+        /// The request.
+        request_id: String,
+        /// Planned hours done (0 when stopped while scanning).
+        hours_done: usize,
+        /// Planned hours not done (0 when stopped while scanning: nothing was planned yet).
+        hours_left: usize,
+    },
 }
 
 /// What a run is doing, for progress output.
@@ -171,15 +188,47 @@ pub async fn run_request<R: RawStore, S: RollupStore, E: ErasureStore>(
     erasure_store: &E,
     lease: &ErasureLease,
     now_unix: i64,
+    on_progress: impl FnMut(ErasureProgress),
+) -> Result<Erased, ErasureError> {
+    // A token never cancelled: this run is stopped only by dropping it (a crash, as far as the lease goes).
+    let never = CancellationToken::new();
+    run_request_until(config, salt, raw_store, rollup_store, erasure_store, lease, now_unix, &never, on_progress).await
+}
+
+/// [`run_request`], stopped at a safe point once `shutdown` is cancelled: while scanning (nothing is
+/// written before the plan) or between two hours, never inside an hour's delete, recompute and swap, which
+/// finishes first (so no hour lease is held at that point). A stopped run gives the request's lease back
+/// ([`ErasureStore::release_erasure`]) and returns [`ErasureError::Stopped`]; the next run leases the
+/// request at once and resumes on the hours not done.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_request_until<R: RawStore, S: RollupStore, E: ErasureStore>(
+    config: &AggregatorConfig,
+    salt: &ErasureSalt,
+    raw_store: &R,
+    rollup_store: &S,
+    erasure_store: &E,
+    lease: &ErasureLease,
+    now_unix: i64,
+    shutdown: &CancellationToken,
     mut on_progress: impl FnMut(ErasureProgress),
 ) -> Result<Erased, ErasureError> {
     let request = &lease.request;
     let lease_lost = || ErasureError::LeaseLost(request.id.clone());
+    let stop = |hours_done, hours_left| stop_run(erasure_store, lease, hours_done, hours_left);
     let matcher = UserMatcher::new(salt, request.customer_id.clone(), request.user_hash);
     let mut past_horizon = Vec::new();
     if request.state == ErasureState::Pending {
         let scan = find_hours(config, raw_store, rollup_store, &matcher, now_unix, &mut on_progress);
-        let found = holding_erasure_lease(config, erasure_store, lease, scan).await.ok_or_else(lease_lost)??;
+        // The scan only reads, so it may be dropped anywhere: the request stays pending and is scanned again.
+        let scanned = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => None,
+            scanned = holding_erasure_lease(config, erasure_store, lease, scan) => Some(scanned),
+        };
+        let Some(scanned) = scanned else {
+            return Err(stop(0, 0).await);
+        };
+        let found = scanned.ok_or_else(lease_lost)??;
         for hour in &found.past_horizon {
             tracing::warn!(
                 request_id = %request.id,
@@ -202,8 +251,16 @@ pub async fn run_request<R: RawStore, S: RollupStore, E: ErasureStore>(
     on_progress(ErasureProgress::Erasing { done: finished.len(), total });
     let owner = format!("erase-{}", config.resolved_worker_id());
     for (done, hour) in (finished.len() + 1..).zip(left) {
-        let work = erase_hour(config, raw_store, rollup_store, &matcher, &hour.customer_hour, &owner, now_unix);
-        let revision = holding_erasure_lease(config, erasure_store, lease, work).await.ok_or_else(lease_lost)??;
+        if shutdown.is_cancelled() {
+            return Err(stop(done - 1, total - (done - 1)).await);
+        }
+        let work =
+            erase_hour(config, raw_store, rollup_store, &matcher, &hour.customer_hour, &owner, now_unix, shutdown);
+        let erased = holding_erasure_lease(config, erasure_store, lease, work).await.ok_or_else(lease_lost)??;
+        let Some(revision) = erased else {
+            // Stopped while a worker held the hour: nothing of it was done.
+            return Err(stop(done - 1, total - (done - 1)).await);
+        };
         if !erasure_store.record_erased_hour(lease, &hour.customer_hour, revision).await? {
             return Err(lease_lost());
         }
@@ -220,7 +277,10 @@ pub async fn run_request<R: RawStore, S: RollupStore, E: ErasureStore>(
 
 /// Deletes the person's events of one hour and recomputes it under the hour's lease; returns the hour's
 /// new revision. An hour that passed its horizon since it was planned is only deleted from, not
-/// recomputed (a recomputation could undercount), and recorded with revision 0.
+/// recomputed (a recomputation could undercount), and recorded with revision 0. `None`, with nothing
+/// done, if `shutdown` came while a worker held the hour (the wait may last minutes); once the hour is
+/// leased, its work runs to its end.
+#[allow(clippy::too_many_arguments)]
 async fn erase_hour<R: RawStore, S: RollupStore>(
     config: &AggregatorConfig,
     raw_store: &R,
@@ -229,13 +289,16 @@ async fn erase_hour<R: RawStore, S: RollupStore>(
     customer_hour: &CustomerHour,
     owner: &str,
     now_unix: i64,
-) -> Result<u32, ErasureError> {
+    shutdown: &CancellationToken,
+) -> Result<Option<u32>, ErasureError> {
     let hour_start = customer_hour.hour_start;
     if config.raw_retention.is_past_horizon(hour_start, now_unix) {
         raw_store.erase_user_events(matcher, hour_start).await?;
-        return Ok(0);
+        return Ok(Some(0));
     }
-    let job = lease_hour_waiting(config, rollup_store, customer_hour, owner).await?;
+    let Some(job) = lease_hour_waiting_until(config, rollup_store, customer_hour, owner, shutdown).await? else {
+        return Ok(None);
+    };
     let customer_id = customer_hour.customer_id.as_str();
     let work = async {
         raw_store.erase_user_events(matcher, hour_start).await?;
@@ -246,9 +309,42 @@ async fn erase_hour<R: RawStore, S: RollupStore>(
         || ReprocessError::LeaseLost { customer_id: customer_id.to_owned(), hour_start: customer_hour.hour_start };
     let rollup = holding_lease(config, rollup_store, &job, work).await.ok_or_else(hour_lease_lost)??;
     match rollup_store.complete(&job, &rollup).await? {
-        Completion::Replaced { revision } => Ok(revision),
+        Completion::Replaced { revision } => Ok(Some(revision)),
         Completion::LeaseLost => Err(hour_lease_lost().into()),
     }
+}
+
+/// Gives back the lease of a run stopped by shutdown, logs what was stopped, and returns the error saying
+/// so. A release that fails leaves the lease to expire, as a crash would: the next run resumes then.
+async fn stop_run<E: ErasureStore>(
+    erasure_store: &E,
+    lease: &ErasureLease,
+    hours_done: usize,
+    hours_left: usize,
+) -> ErasureError {
+    let request_id = &lease.request.id;
+    match erasure_store.release_erasure(lease).await {
+        Ok(true) => tracing::info!(
+            %request_id,
+            hours_done,
+            hours_left,
+            "shutdown: erasure request stopped between hours and its lease given back; the next run resumes it at once"
+        ),
+        Ok(false) => tracing::info!(
+            %request_id,
+            hours_done,
+            hours_left,
+            "shutdown: erasure request stopped; its lease was already lost, so whoever holds it now resumes it"
+        ),
+        Err(error) => tracing::warn!(
+            %request_id,
+            hours_done,
+            hours_left,
+            %error,
+            "shutdown: erasure request stopped but its lease could not be given back; resumed once it expires"
+        ),
+    }
+    ErasureError::Stopped { request_id: request_id.clone(), hours_done, hours_left }
 }
 
 /// Runs `work` while renewing the request's lease every third of its length; `None` if it was lost.
@@ -309,8 +405,10 @@ pub async fn lease_request<E: ErasureStore>(
 /// not done and not under a live lease ([`lease_next`]: one recorded by the admin service, or one a
 /// crashed run left once its lease expired), runs it to its end, and looks again every
 /// `--aggregator-poll-interval-ms` when there was none, until `shutdown`. Progress goes to the log (each
-/// planned hour as it is done) and to the metrics of [`telemetry`](crate::telemetry). A run cut short
-/// (shutdown, a failure, a crash) leaves the request leased until its lease expires; the next run resumes
+/// planned hour as it is done) and to the metrics of [`telemetry`](crate::telemetry). On `shutdown` the run
+/// stops at the next safe point (the hour under way finishes) and gives the request's lease back
+/// ([`run_request_until`]), so another replica, or this one at its next start, resumes it at once. A run
+/// that fails or dies (kill -9) leaves the request leased until its lease expires; the next run resumes
 /// it on the hours not done.
 pub async fn run_requests<R: RawStore, S: RollupStore, E: ErasureStore>(
     config: &AggregatorConfig,
@@ -344,14 +442,9 @@ pub async fn run_requests<R: RawStore, S: RollupStore, E: ErasureStore>(
             }
             continue;
         };
-        let run = run_logged(config, salt, raw_store, rollup_store, erasure_store, &lease);
-        tokio::select! {
-            () = shutdown.cancelled() => tracing::info!(
-                request_id = %lease.request.id,
-                "shutdown: the erasure request is left leased and resumed by the next run once its lease expires"
-            ),
-            () = run => {}
-        }
+        // Not raced against `shutdown`: dropping the run inside an hour would keep the hour's lease and the
+        // request's until they expire. The run watches `shutdown` itself and stops between hours.
+        run_logged(config, salt, raw_store, rollup_store, erasure_store, &lease, shutdown).await;
     }
 }
 
@@ -363,6 +456,7 @@ async fn run_logged<R: RawStore, S: RollupStore, E: ErasureStore>(
     rollup_store: &S,
     erasure_store: &E,
     lease: &ErasureLease,
+    shutdown: &CancellationToken,
 ) {
     let request = &lease.request;
     let now_unix = Utc::now().timestamp();
@@ -380,7 +474,9 @@ async fn run_logged<R: RawStore, S: RollupStore, E: ErasureStore>(
             last_done = done;
         }
     };
-    let result = run_request(config, salt, raw_store, rollup_store, erasure_store, lease, now_unix, progress).await;
+    let result =
+        run_request_until(config, salt, raw_store, rollup_store, erasure_store, lease, now_unix, shutdown, progress)
+            .await;
     match result {
         Ok(erased) => {
             let events: u64 = erased.hours.iter().map(|hour| hour.events).sum();
@@ -392,6 +488,10 @@ async fn run_logged<R: RawStore, S: RollupStore, E: ErasureStore>(
                 past_horizon_hours = erased.past_horizon.len(),
                 "erasure request done"
             );
+        }
+        // Logged with what it left when the lease was given back.
+        Err(ErasureError::Stopped { .. }) => {
+            metrics::counter!(crate::telemetry::ERASURE_RUNS_TOTAL, "result" => "stopped").increment(1);
         }
         Err(error) => {
             metrics::counter!(crate::telemetry::ERASURE_RUNS_TOTAL, "result" => "failed").increment(1);

@@ -15,6 +15,8 @@ use hourglass_core::job_queue::CustomerHour;
 use hourglass_core::raw_store::{RawStore, RawStoreError};
 use hourglass_core::rollup_store::{Completion, EventTypeRollup, JobLease, RollupStore, RollupStoreError};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::config::AggregatorConfig;
 use crate::worker::{aggregate_hour, holding_lease};
 
@@ -64,10 +66,24 @@ pub(crate) async fn lease_hour_waiting<S: RollupStore>(
     customer_hour: &CustomerHour,
     owner: &str,
 ) -> Result<JobLease, ReprocessError> {
+    let never_stopped = CancellationToken::new();
+    let leased = lease_hour_waiting_until(config, rollup_store, customer_hour, owner, &never_stopped).await?;
+    Ok(leased.expect("only a cancelled token stops the wait"))
+}
+
+/// [`lease_hour_waiting`], or `None` once `shutdown` is cancelled while it waits. The wait is stopped only
+/// between two attempts, never inside one, so a stopped wait holds no lease on the hour.
+pub(crate) async fn lease_hour_waiting_until<S: RollupStore>(
+    config: &AggregatorConfig,
+    rollup_store: &S,
+    customer_hour: &CustomerHour,
+    owner: &str,
+    shutdown: &CancellationToken,
+) -> Result<Option<JobLease>, ReprocessError> {
     let deadline = tokio::time::Instant::now() + BUSY_HOUR_TIMEOUT;
     loop {
         if let Some(lease) = rollup_store.lease_hour(customer_hour, owner, config.lease()).await? {
-            return Ok(lease);
+            return Ok(Some(lease));
         }
         if tokio::time::Instant::now() > deadline {
             return Err(ReprocessError::Busy {
@@ -75,7 +91,10 @@ pub(crate) async fn lease_hour_waiting<S: RollupStore>(
                 hour_start: customer_hour.hour_start,
             });
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(None),
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
     }
 }
 

@@ -27,8 +27,8 @@ pub const LEDGER_UNBALANCED_HOURS: &str = "hourglass_ledger_unbalanced_final_hou
 /// Erasure requests not done yet (pending or erasing), in the shared store; set by each worker that runs
 /// erasures, at every poll.
 pub const ERASURE_REQUESTS_PENDING: &str = "hourglass_erasure_requests_pending";
-/// Erasure request runs that ended, by `result` = done | failed (a failed run's request is resumed by the
-/// next run once its lease expires).
+/// Erasure request runs that ended, by `result` = done | failed | stopped (a failed run's request is
+/// resumed by the next run once its lease expires; a run stopped by shutdown gave its lease back, so at once).
 pub const ERASURE_RUNS_TOTAL: &str = "hourglass_erasure_runs_total";
 /// Events of erased users deleted from the raw store (as counted when each request was planned), hour
 /// by hour as each is erased and recomputed.

@@ -1,6 +1,7 @@
 //! Per-user erasure against real Cassandra and Postgres and against standalone's stores (tier b): a user's
 //! events spread over several hours and event types are found (a dry run changes nothing), deleted and
-//! their hours recomputed; a run dropped in the middle (a crash) resumes to the same end state; raw reads
+//! their hours recomputed; a run dropped in the middle (a crash) resumes to the same end state, and so
+//! does a run stopped by shutdown, which gives its lease back so another run takes it at once; raw reads
 //! no longer return the events, rollups equal a brute-force recount without the user (events and exact
 //! distinct users, and the sketch of the same users), and `verify` balances.
 
@@ -251,6 +252,117 @@ where
     );
     let suppressed = erasures.suppressed_users(Utc::now()).await.unwrap();
     assert_eq!(suppressed, vec![(customer, request.user_hash)], "her events stay suppressed");
+}
+
+/// A run stopped by shutdown after its first hour gives the request back: another run leases it at once
+/// (the lease is five minutes long, so only the release can free it), resumes on the hours not done and
+/// ends as an uninterrupted run would.
+async fn shutdown_mid_erasure<R, S, E, J>(raw_store: &R, rollups: &S, erasures: &E, jobs: &J)
+where
+    R: RawStore,
+    S: RollupStore + RollupReader,
+    E: ErasureStore,
+    J: JobQueue,
+{
+    let config = AggregatorConfig { lease_secs: 300, ..aggregator_config() };
+    let lease_duration = Duration::from_secs(config.lease_secs);
+    let current_hour = hourglass_core::hour::hour_start(now());
+    let hours = [current_hour - 5 * 3600, current_hour - 4 * 3600, current_hour - 3 * 3600];
+    let sent = records(&hours);
+    raw_store.write_records(&RecordView::from_records(&sent)).await.unwrap();
+    let customer = CustomerId::new(CUSTOMER).unwrap();
+    let marks: Vec<CustomerHour> = hours
+        .iter()
+        .map(|hour_start| CustomerHour { customer_id: customer.clone(), hour_start: *hour_start })
+        .collect();
+    jobs.mark_dirty(&marks).await.unwrap();
+    let (from, to) = (hours[0], hours[2] + 3600);
+    hourglass_aggregator::reprocess::reprocess(&config, raw_store, rollups, None, from, to, false, now(), |_, _| {})
+        .await
+        .unwrap();
+
+    let salt = erasure_config().erasure_salt().unwrap();
+    let request = erasure::request(&erasure_config(), erasures, &customer, ERASED_USER, Utc::now()).await.unwrap();
+    let lease = erasure::lease_next(&config, erasures).await.unwrap().expect("the request is leasable");
+    assert_eq!(lease.request.id, request.id);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let stopped =
+        erasure::run_request_until(&config, &salt, raw_store, rollups, erasures, &lease, now(), &shutdown, |step| {
+            if step == (ErasureProgress::Erasing { done: 1, total: 3 }) {
+                shutdown.cancel();
+            }
+        })
+        .await;
+    match stopped {
+        Err(erasure::ErasureError::Stopped { request_id, hours_done, hours_left }) => {
+            assert_eq!((request_id, hours_done, hours_left), (request.id.clone(), 1, 2));
+        }
+        other => panic!("the run stops between hours: {other:?}"),
+    }
+    let planned = erasures.erasure_hours(&request.id).await.unwrap();
+    assert_eq!(planned.iter().filter(|hour| hour.revision.is_some()).count(), 1, "one hour done: {planned:?}");
+    assert_eq!(erased_user_events(raw_store, &hours[..1]).await.0, 0, "the first hour is erased");
+    assert_eq!(erased_user_events(raw_store, &hours[1..]).await.0, 20, "the others are not touched");
+    assert!(!erasures.renew_erasure(&lease, lease_duration).await.unwrap(), "the stopped run's lease is given back");
+
+    // Another run (another replica) leases it at once, not after five minutes, and finishes it; an hour
+    // lease the stopped run had kept would make it fail as busy instead.
+    let resumed = erasure::lease_next(&config, erasures).await.unwrap().expect("leased at once after the release");
+    assert_eq!((resumed.request.id.clone(), resumed.request.state), (request.id.clone(), ErasureState::Erasing));
+    let mut resumed_progress = Vec::new();
+    let erased = erasure::run_request(&config, &salt, raw_store, rollups, erasures, &resumed, now(), |step| {
+        resumed_progress.push(step)
+    })
+    .await
+    .unwrap();
+    assert!(
+        !resumed_progress.iter().any(|step| matches!(step, ErasureProgress::Scanning { .. })),
+        "a resumed request is never planned again: {resumed_progress:?}"
+    );
+    assert_eq!(erased.request.state, ErasureState::Done);
+    assert_eq!(erased.hours.len(), 3);
+    assert!(erased.hours.iter().all(|hour| hour.events == 10 && hour.revision.is_some()), "{:?}", erased.hours);
+
+    // The end state of an uninterrupted run: raw reads, rollups and the ledger as `erasure_end_to_end` has them.
+    assert_eq!(erased_user_events(raw_store, &hours).await, (0, 150));
+    assert_rollups_equal(rollups, &hours, &brute_force(&sent, Some(ERASED_USER))).await;
+    let verified = hourglass_aggregator::verify::verify(
+        raw_store,
+        rollups,
+        &config.raw_retention,
+        None,
+        from,
+        to,
+        now(),
+        |_, _| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(verified.len(), 3);
+    assert!(verified.iter().all(|hour| hour.recounted && hour.ledger.balances()), "{verified:?}");
+    assert!(verified.iter().all(|hour| hour.ledger.stored == 50), "{verified:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_mid_erasure_on_cassandra_and_postgres() {
+    use hourglass_postgres::{PostgresConfig, PostgresErasureStore, PostgresJobQueue, PostgresRollupStore, migrate};
+    let (cql, raw_store) = hourglass_cql::testing::create_test_store("erasure_shutdown", 4).await;
+    let database_url = hourglass_postgres::testing::create_test_database("erasure_shutdown").await;
+    let pool = PostgresConfig::for_url(database_url).connect_lazy().unwrap();
+    migrate::run(&pool).await.unwrap();
+    let rollups = PostgresRollupStore::new(pool.clone());
+    let erasures = PostgresErasureStore::new(pool.clone());
+    let jobs = PostgresJobQueue::new(pool);
+    shutdown_mid_erasure(&raw_store, &rollups, &erasures, &jobs).await;
+    hourglass_cql::testing::drop_test_keyspace(&cql).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_mid_erasure_on_standalone_stores() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let raw_store = hourglass_embedded::raw::SqliteRawStore::open(data_dir.path(), 4).await.unwrap();
+    let meta = hourglass_embedded::meta::SqliteMetaStore::open(data_dir.path()).await.unwrap();
+    shutdown_mid_erasure(&raw_store, &meta, &meta, &meta).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,9 @@
 //! their own, and a done request lets a new one be recorded; listings are oldest first, of one customer
 //! or all; a request is leased by one run at a time (a live lease refuses another, the oldest open request
 //! is leased next, a done one never), and only the current lease plans, records hours and finishes; a
-//! plan is recorded once, with its hours oldest first; suppression lists the people whose instant has not
+//! plan is recorded once, with its hours oldest first; a released lease lets another run lease the request
+//! at once with its plan and hours done kept, and releasing a lease no longer held changes nothing and
+//! says so; suppression lists the people whose instant has not
 //! passed. [`applied_erasures`] holds a [`RollupReader`] over the same database to the erasures it reads
 //! per hour (what `GetHourStatus` and `GetLedger` show).
 
@@ -43,6 +45,7 @@ fn planned(customer_id: &CustomerId, hour_start: i64, events: u64) -> ErasureHou
 pub async fn suite(store: &impl ErasureStore) {
     requests_are_recorded_once_per_open_person(store).await;
     a_request_runs_under_one_lease_through_its_plan(store).await;
+    a_released_lease_is_taken_at_once_and_keeps_the_progress(store).await;
     suppression_lists_people_until_their_instant(store).await;
 }
 
@@ -186,6 +189,35 @@ async fn a_request_runs_under_one_lease_through_its_plan(store: &impl ErasureSto
     let first_position = leased.iter().position(|id| *id == first.id);
     assert!(first_position < leased.iter().position(|id| *id == second.id), "oldest first: {leased:?}");
     assert!(!leased.contains(&request.id), "a done request is never leased");
+}
+
+async fn a_released_lease_is_taken_at_once_and_keeps_the_progress(store: &impl ErasureStore) {
+    let wayne = customer("erasure-wayne");
+    let request = store.request_erasure(&wayne, hash("erasure-wayne", "jane"), in_a_day()).await.expect("request");
+    let first = store.lease_erasure(&request.id, "run-1", LONG_LEASE).await.expect("lease").expect("leasable");
+    let plan = [planned(&wayne, HOUR, 5), planned(&wayne, HOUR + 3600, 2)];
+    assert!(store.plan_erasure(&first, &plan).await.expect("plan"));
+    assert!(store.record_erased_hour(&first, &plan[0].customer_hour, 3).await.expect("record"));
+
+    assert!(store.release_erasure(&first).await.expect("release"), "the current lease is given back");
+    let second = store.lease_erasure(&request.id, "run-2", LONG_LEASE).await.expect("lease");
+    let second = second.expect("a released request is leased at once, its lease long from expiring");
+    assert_eq!(second.request.state, ErasureState::Erasing, "released, the request keeps its state");
+    let hours = store.erasure_hours(&request.id).await.expect("read the plan");
+    assert_eq!((hours[0].revision, hours[1].revision), (Some(3), None), "and its hours done");
+
+    assert!(!store.release_erasure(&first).await.expect("release again"), "a lease given back is not held");
+    assert!(!store.record_erased_hour(&first, &plan[1].customer_hour, 9).await.expect("record"), "nor writes");
+    assert_eq!(
+        store.lease_erasure(&request.id, "run-3", LONG_LEASE).await.expect("lease"),
+        None,
+        "releasing a lease no longer held leaves the current one live"
+    );
+    assert!(store.record_erased_hour(&second, &plan[1].customer_hour, 4).await.expect("record"));
+    assert!(store.finish_erasure(&second).await.expect("finish"));
+    assert!(!store.release_erasure(&second).await.expect("release"), "a finished request holds no lease");
+    let done = store.erasure(&request.id).await.expect("read").expect("recorded");
+    assert_eq!(done.state, ErasureState::Done, "releasing after the end changes nothing");
 }
 
 /// Leases `id` as soon as its lease has expired.

@@ -395,6 +395,11 @@ pub trait ErasureStore: Send + Sync + 'static {
     /// Moves the request to `done` and ends the lease, if the lease is current; false otherwise.
     fn finish_erasure(&self, lease: &ErasureLease) -> impl Future<Output = Result<bool, ErasureStoreError>> + Send;
 
+    /// Gives the lease back, if it is current, so another run may lease the request at once (a run
+    /// stopped by shutdown): the request keeps its state, plan and hours done. False, and nothing
+    /// changed, if the lease was lost (expired, or the request leased again).
+    fn release_erasure(&self, lease: &ErasureLease) -> impl Future<Output = Result<bool, ErasureStoreError>> + Send;
+
     /// The people whose events are suppressed at `now` (requests of any state whose `suppress_until` is
     /// later), for the ingestor.
     fn suppressed_users(

@@ -271,6 +271,19 @@ impl ErasureStore for PostgresErasureStore {
         Ok(finished.rows_affected() > 0)
     }
 
+    async fn release_erasure(&self, lease: &ErasureLease) -> Result<bool, ErasureStoreError> {
+        let released = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE erasure_requests SET lease_owner = NULL, lease_token = NULL, leased_until = NULL \
+             WHERE {LEASE_IS_CURRENT}"
+        )))
+        .bind(&lease.request.id)
+        .bind(lease.token.stored())
+        .execute(&self.pool)
+        .await
+        .map_err(erasure_store_error)?;
+        Ok(released.rows_affected() > 0)
+    }
+
     async fn suppressed_users(&self, now: DateTime<Utc>) -> Result<Vec<(CustomerId, UserHash)>, ErasureStoreError> {
         let rows: Vec<(String, String, Vec<u8>)> = sqlx::query_as(
             "SELECT request_id, customer_id, user_hash FROM erasure_requests WHERE suppress_until > $1 \

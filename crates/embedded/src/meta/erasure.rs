@@ -273,6 +273,22 @@ impl ErasureStore for SqliteMetaStore {
         Ok(finished.rows_affected() > 0)
     }
 
+    async fn release_erasure(&self, lease: &ErasureLease) -> Result<bool, ErasureStoreError> {
+        let mut transaction = self.begin_write().await.map_err(unavailable)?;
+        let released = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE erasure_requests SET lease_owner = NULL, lease_token = NULL, leased_until_us = NULL \
+             WHERE {LEASE_IS_CURRENT}"
+        )))
+        .bind(&lease.request.id)
+        .bind(lease.token.stored())
+        .bind(now_micros())
+        .execute(&mut *transaction)
+        .await
+        .map_err(unavailable)?;
+        transaction.commit().await.map_err(unavailable)?;
+        Ok(released.rows_affected() > 0)
+    }
+
     async fn suppressed_users(&self, now: DateTime<Utc>) -> Result<Vec<(CustomerId, UserHash)>, ErasureStoreError> {
         let rows: Vec<(String, String, Vec<u8>)> = sqlx::query_as(
             "SELECT request_id, customer_id, user_hash FROM erasure_requests WHERE suppress_until_us > ?1 \
