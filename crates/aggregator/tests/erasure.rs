@@ -343,18 +343,39 @@ where
     assert!(verified.iter().all(|hour| hour.ledger.stored == 50), "{verified:?}");
 }
 
+/// The distributed stores on a CQL keyspace and a Postgres database of their own, named after `test`.
+struct DistributedStores {
+    cql: hourglass_cql::CqlConfig,
+    raw: hourglass_cql::CqlRawStore,
+    rollups: hourglass_postgres::PostgresRollupStore,
+    erasures: hourglass_postgres::PostgresErasureStore,
+    jobs: hourglass_postgres::PostgresJobQueue,
+}
+
+impl DistributedStores {
+    async fn create(test: &str) -> Self {
+        use hourglass_postgres::{
+            PostgresConfig, PostgresErasureStore, PostgresJobQueue, PostgresRollupStore, migrate,
+        };
+        let (cql, raw) = hourglass_cql::testing::create_test_store(test, 4).await;
+        let database_url = hourglass_postgres::testing::create_test_database(test).await;
+        let pool = PostgresConfig::for_url(database_url).connect_lazy().unwrap();
+        migrate::run(&pool).await.unwrap();
+        let rollups = PostgresRollupStore::new(pool.clone());
+        let erasures = PostgresErasureStore::new(pool.clone());
+        Self { cql, raw, rollups, erasures, jobs: PostgresJobQueue::new(pool) }
+    }
+
+    async fn drop_keyspace(&self) {
+        hourglass_cql::testing::drop_test_keyspace(&self.cql).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_mid_erasure_on_cassandra_and_postgres() {
-    use hourglass_postgres::{PostgresConfig, PostgresErasureStore, PostgresJobQueue, PostgresRollupStore, migrate};
-    let (cql, raw_store) = hourglass_cql::testing::create_test_store("erasure_shutdown", 4).await;
-    let database_url = hourglass_postgres::testing::create_test_database("erasure_shutdown").await;
-    let pool = PostgresConfig::for_url(database_url).connect_lazy().unwrap();
-    migrate::run(&pool).await.unwrap();
-    let rollups = PostgresRollupStore::new(pool.clone());
-    let erasures = PostgresErasureStore::new(pool.clone());
-    let jobs = PostgresJobQueue::new(pool);
-    shutdown_mid_erasure(&raw_store, &rollups, &erasures, &jobs).await;
-    hourglass_cql::testing::drop_test_keyspace(&cql).await;
+    let stores = DistributedStores::create("erasure_shutdown").await;
+    shutdown_mid_erasure(&stores.raw, &stores.rollups, &stores.erasures, &stores.jobs).await;
+    stores.drop_keyspace().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -367,16 +388,9 @@ async fn shutdown_mid_erasure_on_standalone_stores() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn erasure_on_cassandra_and_postgres() {
-    use hourglass_postgres::{PostgresConfig, PostgresErasureStore, PostgresJobQueue, PostgresRollupStore, migrate};
-    let (cql, raw_store) = hourglass_cql::testing::create_test_store("erasure_job", 4).await;
-    let database_url = hourglass_postgres::testing::create_test_database("erasure_job").await;
-    let pool = PostgresConfig::for_url(database_url).connect_lazy().unwrap();
-    migrate::run(&pool).await.unwrap();
-    let rollups = PostgresRollupStore::new(pool.clone());
-    let erasures = PostgresErasureStore::new(pool.clone());
-    let jobs = PostgresJobQueue::new(pool);
-    erasure_end_to_end(&raw_store, &rollups, &erasures, &jobs).await;
-    hourglass_cql::testing::drop_test_keyspace(&cql).await;
+    let stores = DistributedStores::create("erasure_job").await;
+    erasure_end_to_end(&stores.raw, &stores.rollups, &stores.erasures, &stores.jobs).await;
+    stores.drop_keyspace().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
