@@ -510,18 +510,18 @@ pub(crate) fn check_events(
         .iter()
         .map(|(_, event)| {
             let Some((compiled, plan_checks)) = planned.as_mut() else {
-                return limits.check_event(event, clock);
+                return check_read_event(limits, event, clock, &mut ());
             };
             if compiled.mode() == PlanMode::Off {
                 // Counted as checked, as every valid event is under a plan; nothing to visit.
-                let event_hour = limits.check_event(event, clock)?;
+                let event_hour = check_read_event(limits, event, clock, &mut ())?;
                 plan_checks.add(event_hour, event.event_type(), None)?;
                 return Ok(event_hour);
             }
             // The plan checks each property in validation's walk; what it found counts only for an
             // event that passed validation.
             let mut plan_check = compiled.start(event.event_type());
-            let event_hour = limits.check_event_visiting(event, clock, &mut plan_check)?;
+            let event_hour = check_read_event(limits, event, clock, &mut plan_check)?;
             plan_checks.add(event_hour, event.event_type(), plan_check.finish())?;
             Ok(event_hour)
         })
@@ -551,6 +551,23 @@ pub(crate) fn check_events(
     }
     let plan_checks = planned.map(|(_, plan_checks)| plan_checks.into_counts()).unwrap_or_default();
     CheckedEvents { accepted, rejections, outcomes, plan_checks }
+}
+
+/// Validates one read event, handing its properties to `visitor`: dispatched on the event's form once
+/// here, so each form's walk is compiled for that form. Through `ReadEvent`'s own accessors every field
+/// and property pays a match on the form, which doubled validation's cost (~80 → ~160 ns per event of the
+/// tracking-plan bench, measured in process) and nearly doubled the plan's (~95 → ~155 ns).
+#[inline]
+fn check_read_event<'e>(
+    limits: &ValidationLimits,
+    event: &'e ReadEvent<'_>,
+    clock: ValidationClock,
+    visitor: &mut impl PropertyVisitor<'e>,
+) -> Result<i64, Rejection> {
+    match event {
+        ReadEvent::View(view) => limits.check_event_visiting(view, clock, visitor),
+        ReadEvent::Decoded(decoded) => limits.check_event_visiting(decoded, clock, visitor),
+    }
 }
 
 struct PendingBatch {
