@@ -150,6 +150,35 @@ async fn erased_user_events<R: RawStore>(raw_store: &R, hours: &[i64]) -> (usize
     (hers, all)
 }
 
+/// The end state of a finished erasure of `ERASED_USER` over `hours` (of `sent`): raw reads no longer return
+/// her events, rollups equal a brute-force recount without her, and every hour's ledger balances.
+async fn assert_erased_end_state<R: RawStore, S: RollupStore + RollupReader>(
+    raw_store: &R,
+    rollups: &S,
+    config: &AggregatorConfig,
+    hours: &[i64; 3],
+    sent: &[EventBatchRecord],
+) {
+    assert_eq!(erased_user_events(raw_store, hours).await, (0, 150));
+    assert_rollups_equal(rollups, hours, &brute_force(sent, Some(ERASED_USER))).await;
+    let (from, to) = (hours[0], hours[2] + 3600);
+    let verified = hourglass_aggregator::verify::verify(
+        raw_store,
+        rollups,
+        &config.raw_retention,
+        None,
+        from,
+        to,
+        now(),
+        |_, _| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(verified.len(), 3);
+    assert!(verified.iter().all(|hour| hour.recounted && hour.ledger.balances()), "{verified:?}");
+    assert!(verified.iter().all(|hour| hour.ledger.stored == 50), "{verified:?}");
+}
+
 /// The whole erasure against one deployment's stores.
 async fn erasure_end_to_end<R, S, E, J>(raw_store: &R, rollups: &S, erasures: &E, jobs: &J)
 where
@@ -228,23 +257,7 @@ where
     }
 
     // Raw reads no longer return her events; rollups equal a brute-force recount without her.
-    assert_eq!(erased_user_events(raw_store, &hours).await, (0, 150));
-    assert_rollups_equal(rollups, &hours, &brute_force(&sent, Some(ERASED_USER))).await;
-    let verified = hourglass_aggregator::verify::verify(
-        raw_store,
-        rollups,
-        &config.raw_retention,
-        None,
-        from,
-        to,
-        now(),
-        |_, _| {},
-    )
-    .await
-    .unwrap();
-    assert_eq!(verified.len(), 3);
-    assert!(verified.iter().all(|hour| hour.recounted && hour.ledger.balances()), "{verified:?}");
-    assert!(verified.iter().all(|hour| hour.ledger.stored == 50), "{verified:?}");
+    assert_erased_end_state(raw_store, rollups, &config, &hours, &sent).await;
     assert_eq!(
         erasure::lease_request(&config, erasures, &request.id, Duration::from_secs(1)).await.unwrap(),
         None,
@@ -323,24 +336,8 @@ where
     assert_eq!(erased.hours.len(), 3);
     assert!(erased.hours.iter().all(|hour| hour.events == 10 && hour.revision.is_some()), "{:?}", erased.hours);
 
-    // The end state of an uninterrupted run: raw reads, rollups and the ledger as `erasure_end_to_end` has them.
-    assert_eq!(erased_user_events(raw_store, &hours).await, (0, 150));
-    assert_rollups_equal(rollups, &hours, &brute_force(&sent, Some(ERASED_USER))).await;
-    let verified = hourglass_aggregator::verify::verify(
-        raw_store,
-        rollups,
-        &config.raw_retention,
-        None,
-        from,
-        to,
-        now(),
-        |_, _| {},
-    )
-    .await
-    .unwrap();
-    assert_eq!(verified.len(), 3);
-    assert!(verified.iter().all(|hour| hour.recounted && hour.ledger.balances()), "{verified:?}");
-    assert!(verified.iter().all(|hour| hour.ledger.stored == 50), "{verified:?}");
+    // The end state of an uninterrupted run, as `erasure_end_to_end` has it.
+    assert_erased_end_state(raw_store, rollups, &config, &hours, &sent).await;
 }
 
 /// The distributed stores on a CQL keyspace and a Postgres database of their own, named after `test`.
